@@ -1,0 +1,198 @@
+"""mailsyncctl: the admin's command line."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import sys
+
+from .. import __version__
+
+DEFAULT_CONFIG = os.environ.get("MAILSYNCD_CONFIG", "/etc/mailsyncd/mailsyncd.yaml")
+
+# exit codes (documented in --help)
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+
+EPILOG = """exit codes:
+  0  done: for sync, every source message is on the target
+  1  failed (config error, login refused, server unreachable, ...)
+  2  bad command line
+  3  sync finished, but some messages were skipped or some folders failed (see the report)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="mailsyncctl", description="Administer mailsyncd: check the config, run and inspect migrations.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", "-c", default=DEFAULT_CONFIG, metavar="FILE",
+                    help=f"YAML config file (default: $MAILSYNCD_CONFIG or {DEFAULT_CONFIG})")
+    ap.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
+                    help="override the config's log_level (logs go to stderr)")
+    ap.add_argument("--version", action="version", version=f"mailsyncd {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    sub.add_parser("check-config", help="validate the config: list every error (exit 1), or summarise it (exit 0)")
+
+    p = sub.add_parser("sync", help="run one sync pass for one account in the foreground",
+                       description="Copy new messages and flag changes from the account's old server to the "
+                                   "new one, then print a per-folder report.", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("address", help="the user's email address; its domain selects the config section")
+    p.add_argument("--password-file", metavar="FILE",
+                   help="file holding the user's OLD (source) password on its first line; '-' reads stdin")
+    p.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto",
+                   help="progress display on stderr (default: a bar on a terminal, lines otherwise)")
+
+    p = sub.add_parser("report", help="the last pass's report for an account: per folder, source vs target")
+    p.add_argument("address")
+    p.add_argument("--csv", action="store_true", help="CSV on stdout, for a spreadsheet")
+
+    p = sub.add_parser("demo", help="self-contained demo: two local Dovecot servers, a mailbox, a migration")
+    p.add_argument("--messages", type=int, default=300, help="messages to put in the demo mailbox (default 300)")
+    p.add_argument("--keep", action="store_true", help="leave the demo directory in place")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    from .. import logs
+    if args.cmd == "demo":
+        from .demo import run_demo
+        logs.setup(args.log_level or "warning")
+        return run_demo(args)
+    from ..config import ConfigError, load_config, summary
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        print(f"mailsyncctl: {args.config}: configuration is invalid:", file=sys.stderr)
+        for err in e.errors:
+            print(f"  {err}", file=sys.stderr)
+        return EXIT_ERROR
+    logs.setup(args.log_level or cfg.log_level)
+    if args.cmd == "check-config":
+        print(f"{cfg.path}: OK")
+        print(summary(cfg))
+        return EXIT_OK
+    if args.cmd == "sync":
+        return cmd_sync(cfg, args)
+    if args.cmd == "report":
+        return cmd_report(cfg, args)
+    ap.error(f"unknown command {args.cmd}")
+    return EXIT_USAGE
+
+
+def _read_password(path: str) -> str:
+    if path == "-":
+        line = sys.stdin.readline()
+    else:
+        with open(path, encoding="utf-8") as f:
+            line = f.readline()
+    return line.rstrip("\r\n")
+
+
+def cmd_sync(cfg, args) -> int:
+    from ..config import UnknownDomain
+    from ..errors import MailsyncError
+    from ..store import Store
+    from ..sync.account import AccountSync
+    from ..sync.progress import Progress
+    from ..vault import Vault
+    from .render import ProgressView, human_bytes, report_table
+
+    try:
+        domain = cfg.domain_for(args.address)
+    except (UnknownDomain, ValueError) as e:
+        print(f"mailsyncctl: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.password_file:
+        try:
+            password = _read_password(args.password_file)
+        except OSError as e:
+            print(f"mailsyncctl: cannot read password file: {e.strerror}: {args.password_file}", file=sys.stderr)
+            return EXIT_ERROR
+    else:
+        password = Vault(cfg.state_dir).source_password(args.address)
+        if password is None:
+            print(f"mailsyncctl: no stored source password for {args.address}; pass --password-file FILE",
+                  file=sys.stderr)
+            return EXIT_ERROR
+    view = None
+    if args.progress != "none":
+        tty = {"bar": True, "lines": False}.get(args.progress)
+        view = ProgressView(sys.stderr, tty=tty)
+    progress = Progress(view)
+    store = Store.in_state_dir(cfg.state_dir)
+    try:
+        res = AccountSync(domain, args.address, password, store, progress=progress).run()
+    except MailsyncError as e:
+        res = None
+        err = str(e)
+    finally:
+        if view:
+            view.close(progress)
+        store.close()
+    if res is None or res.error:
+        print(f"mailsyncctl: sync of {args.address} failed: {err if res is None else res.error}", file=sys.stderr)
+        return EXIT_ERROR
+    print(report_table(res.folders))
+    for s in res.skipped_folders:
+        print(f"not synced: {s.path}: {s.reason}")
+    for path, uid, size, reason in _skipped_rows(cfg, args.address):
+        print(f"skipped message: folder={path} uid={uid} size={size}: {reason}")
+    rate = res.copied / res.seconds if res.seconds else 0
+    print(f"{args.address}: copied {res.copied}, already present {res.present}, skipped {res.skipped}, "
+          f"{human_bytes(res.bytes)} in {res.seconds:.1f}s ({rate:.0f} msg/s, "
+          f"{human_bytes(res.bytes / res.seconds if res.seconds else 0)}/s)")
+    return EXIT_OK if res.complete else EXIT_INCOMPLETE
+
+
+def _skipped_rows(cfg, address):
+    from ..store import Store
+    store = Store.in_state_dir(cfg.state_dir)
+    try:
+        return store.skipped(address)
+    finally:
+        store.close()
+
+
+def cmd_report(cfg, args) -> int:
+    from ..store import Store
+    from .render import report_table
+    store = Store.in_state_dir(cfg.state_dir)
+    try:
+        acct = store.account(args.address)
+        if acct is None:
+            print(f"mailsyncctl: no record of {args.address} in {store.path}", file=sys.stderr)
+            return EXIT_ERROR
+        reports = store.reports(args.address)
+        last = store.last_pass(args.address)
+        skipped = store.skipped(args.address)
+    finally:
+        store.close()
+    if args.csv:
+        w = csv.writer(sys.stdout)
+        w.writerow(["folder", "target", "source_count", "target_count", "copied", "present", "skipped",
+                    "bytes", "seconds", "error"])
+        for r in reports:
+            w.writerow([r.path, r.target_name, r.source_count, r.target_count, r.copied, r.present, r.skipped,
+                        r.bytes, r.seconds, r.error or ""])
+        return EXIT_OK
+    print(f"account {args.address}: phase={acct['phase']}" + (f" error={acct['last_error']}" if acct["last_error"]
+                                                                else ""))
+    if last:
+        import time
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["started"]))
+        print(f"last pass: {when}, ok={bool(last['ok'])}, copied={last['copied']}, present={last['present']},"
+              f" skipped={last['skipped']}")
+    print(report_table(reports))
+    for path, uid, size, reason in skipped:
+        print(f"skipped message: folder={path} uid={uid} size={size}: {reason}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,488 @@
+"""Load and validate mailsyncd's YAML config into frozen, typed objects.
+
+Validation collects every problem before failing, so an operator fixes the whole
+file in one pass instead of one error per restart. Each message starts with the
+key path (``domains."example.com".source.port``) so it can be found in the file.
+"""
+
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import yaml
+
+
+class ConfigError(Exception):
+    """The config is unusable; ``errors`` holds one message per problem."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+class UnknownDomain(LookupError):
+    def __init__(self, domain: str, known: list[str]):
+        self.domain, self.known = domain, known
+        super().__init__(f"no domain {domain!r} in config (known: {', '.join(known)})")
+
+
+def _split_address(address: object) -> tuple[str, str]:
+    # Split at the *last* "@": a quoted local part may itself contain "@".
+    if isinstance(address, str):
+        local, at, domain = address.rpartition("@")
+        if at and local and domain:
+            return local, domain
+    raise ValueError(f"not an email address: {address!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    # Only the *path* of the master password file is kept, never its content,
+    # so the generated repr (logs, tracebacks) cannot leak the secret.
+    host: str
+    port: int
+    security: str
+    protocol: str
+    username: str = "{address}"
+    verify_tls: bool = True
+    ca_file: str | None = None
+    timeout: float = 60.0
+    dangerously_allow_cleartext: bool = False
+    auth: str = "same"
+    master_user: str | None = None
+    master_password_file: str | None = None
+    master_separator: str = "*"
+    send_id: bool = True
+
+    def login_name(self, address: str) -> str:
+        local, domain = _split_address(address)
+        return self.username.format(address=address, local=local, domain=domain)
+
+    def read_master_password(self) -> str:
+        where = self.master_password_file
+        if where is None:
+            raise ConfigError([f"no master_password_file configured for {self.host}"])
+        # Read bytes and decode ourselves: a UnicodeDecodeError carries the raw
+        # bytes, and "from None" keeps it out of the traceback.
+        try:
+            with open(where, "rb") as f:
+                secret = f.read().decode("utf-8").rstrip("\r\n")
+        except OSError as e:
+            raise ConfigError([f"{where}: cannot read master password: {e.strerror}"]) from None
+        except UnicodeDecodeError:
+            raise ConfigError([f"{where}: master password file is not valid UTF-8"]) from None
+        if not secret:
+            raise ConfigError([f"{where}: master password file is empty"])
+        return secret
+
+
+@dataclass(frozen=True, slots=True)
+class FolderRules:
+    layout: str = "mirror"
+    prefix: str = ""
+    map: tuple[tuple[str, str], ...] = ()
+    exclude: tuple[str, ...] = ()
+    special_use: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSettings:
+    connections: int = 2
+    batch_messages: int = 200
+    batch_bytes: int = 16 * 1024**2
+    retries: int = 5
+    retry_backoff: float = 1.0
+    flag_rescan: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    name: str
+    source: Endpoint
+    target: Endpoint
+    folders: FolderRules = field(default_factory=FolderRules)
+    sync: SyncSettings = field(default_factory=SyncSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: str
+    state_dir: str
+    log_level: str
+    sync: SyncSettings
+    domains: Mapping[str, Domain]
+
+    def domain_for(self, address: str) -> Domain:
+        domain = _split_address(address)[1].lower()
+        try:
+            return self.domains[domain]
+        except KeyError:
+            raise UnknownDomain(domain, sorted(self.domains)) from None
+
+
+# ---------------------------------------------------------------- validation helpers
+
+class _Invalid(Exception):
+    """Raised by a value checker; the message says what the value must be."""
+
+
+class _Errors(list):
+    def add(self, path: str, msg: str) -> None:
+        self.append(f"{path}: {msg}")
+
+
+def _join(path: str, key: object) -> str:
+    # Quote keys that are not plain identifiers so that "example.com" does not
+    # read as two levels of nesting.
+    k = key if isinstance(key, str) and re.fullmatch(r"[A-Za-z_]\w*", key) else f'"{key}"'
+    return f"{path}.{k}" if path else k
+
+
+def _got(value: object) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_REQUIRED = object()
+
+
+class _Section:
+    """One YAML mapping being read. Getters record errors and fall back to the
+    default, so validation goes on and every problem gets reported."""
+
+    def __init__(self, errs: _Errors, node: object, path: str, allowed):
+        self.errs, self.path = errs, path
+        if node is None:  # "folders:" with nothing under it means "all defaults"
+            node = {}
+        if not isinstance(node, dict):
+            errs.add(path, f"must be a mapping (got {_got(node)})")
+            node = {}
+        self.node = node
+        for key in node:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), list(allowed), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+                errs.add(_join(path, key), f"unknown key ({hint})")
+
+    def has(self, key: str) -> bool:
+        return key in self.node
+
+    def get(self, key: str, check, default=_REQUIRED):
+        if key not in self.node:
+            if default is _REQUIRED:
+                self.errs.add(_join(self.path, key), "required key is missing")
+                return None
+            return default
+        value = self.node[key]
+        try:
+            return check(value)
+        except _Invalid as e:
+            self.errs.add(_join(self.path, key), f"{e} (got {_got(value)})")
+            return None if default is _REQUIRED else default
+
+
+# Value checkers: take the raw YAML value, return the converted one or raise _Invalid.
+
+def _choice(*options: str, msg: str | None = None):
+    def check(v):
+        if v not in options:
+            raise _Invalid(msg or "must be one of " + ", ".join(map(repr, options)))
+        return v
+    return check
+
+
+def _int_range(lo: int, hi: int):
+    def check(v):
+        # bool is an int subclass; "port: yes" is surely a mistake.
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise _Invalid(f"must be an integer {lo}-{hi}")
+        return v
+    return check
+
+
+def _positive(hi: float | None = None):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 \
+                or (hi is not None and v > hi):
+            raise _Invalid("must be a number > 0" + (f" and <= {hi:g}" if hi else ""))
+        return float(v)
+    return check
+
+
+def _boolean(v):
+    if not isinstance(v, bool):
+        raise _Invalid("must be true or false")
+    return v
+
+
+def _text(v):
+    if not isinstance(v, str) or not v.strip():
+        raise _Invalid("must be a non-empty string")
+    return v
+
+
+def _hostname(v):
+    if not isinstance(v, str) or not v or re.search(r"[\s/@]", v):
+        raise _Invalid("must be a host name or IP address")
+    return v
+
+
+def _template(v):
+    try:
+        _text(v).format(address="u@d", local="u", domain="d")
+    except (_Invalid, KeyError, IndexError, ValueError, AttributeError):
+        raise _Invalid("must be a login-name template using only {address}, {local}, {domain}") from None
+    return v
+
+
+def _folder_path(v):
+    # Names are "/"-separated paths; a leading/trailing or doubled "/" would
+    # make an empty path component.
+    if not isinstance(v, str) or not v or v.startswith("/") or v.endswith("/") or "//" in v:
+        raise _Invalid("must be a non-empty folder path, '/'-separated, not starting or ending with '/'")
+    return v
+
+
+def _str_list(v):
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        raise _Invalid("must be a list of non-empty strings")
+    return tuple(v)
+
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2,
+          "g": 1024**3, "gib": 1024**3}
+
+
+def _size(v):
+    n = None
+    if isinstance(v, int) and not isinstance(v, bool):
+        n = v
+    elif isinstance(v, str):
+        m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", v)
+        if m and m[2].lower() in _UNITS:  # "MB" is refused: it is ambiguous (10^6 or 2^20)
+            n = int(m[1]) * _UNITS[m[2].lower()]
+    if n is None or not 64 * 1024 <= n <= 1024**3:
+        raise _Invalid("must be a size from 64KiB to 1GiB: bytes, or like '512KiB', '16MiB', '16M', '1GiB'")
+    return n
+
+
+def _file(base_dir: str):
+    def check(v):
+        p = os.path.normpath(os.path.join(base_dir, _text(v)))
+        if not os.path.isfile(p):
+            raise _Invalid(f"file does not exist: {p}")
+        if not os.access(p, os.R_OK):
+            raise _Invalid(f"file is not readable: {p}")
+        return p
+    return check
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # any other host name may resolve anywhere
+
+
+def _domain_name(key: object) -> str:
+    name = key.lower() if isinstance(key, str) else ""
+    labels = name.split(".")
+    if not name or len(name) > 253 or not all(
+            re.fullmatch(r"[\w-]{1,63}", lab) and lab[0] != "-" and lab[-1] != "-" for lab in labels):
+        raise _Invalid("not a valid domain name (no spaces, '@' or empty labels; e.g. example.com)")
+    return name
+
+
+# ---------------------------------------------------------------- section parsers
+
+_DEFAULT_PORTS = {("imap", "tls"): 993, ("imap", "starttls"): 143, ("imap", "none"): 143,
+                  ("pop3", "tls"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110}
+_MASTER_KEYS = ("master_user", "master_password_file", "master_separator")
+_ENDPOINT_KEYS = ("host", "port", "security", "protocol", "username", "verify_tls", "ca_file",
+                  "timeout", "dangerously_allow_cleartext", "send_id", "auth") + _MASTER_KEYS
+
+
+def _endpoint(errs: _Errors, node: object, path: str, base_dir: str, role: str) -> Endpoint:
+    s = _Section(errs, node, path, _ENDPOINT_KEYS)
+    target = role == "target"
+    host = s.get("host", _hostname)
+    protocol = s.get("protocol", _choice("imap", msg="the target must be an IMAP server: 'imap'")
+                     if target else _choice("imap", "pop3"), "imap")
+    security = s.get("security", _choice("tls", "starttls", "none"), "tls")
+    cleartext = s.get("dangerously_allow_cleartext", _boolean, False)
+    if security == "none" and host is not None and not cleartext and not _is_loopback(host):
+        errs.add(_join(path, "security"),
+                 f"'none' to non-loopback host {host!r} means passwords would cross the network "
+                 "in cleartext; use tls or starttls, or set dangerously_allow_cleartext: true "
+                 "on this endpoint if the network is trusted")
+    if target:
+        auth = s.get("auth", _choice("master", "master_separator", "same"), "same")
+    else:
+        auth = s.get("auth", _choice("same", msg="the source always logs in as the user: 'same'"), "same")
+    if auth == "same":
+        why = "only valid on the target" if not target else "not used with auth: same"
+        for key in _MASTER_KEYS:
+            if s.has(key):
+                errs.add(_join(path, key), why)
+    else:
+        for key in ("master_user", "master_password_file"):
+            if not s.has(key):
+                errs.add(_join(path, key), f"required with auth: {auth}")
+        if auth != "master_separator" and s.has("master_separator"):
+            errs.add(_join(path, "master_separator"), "only used with auth: master_separator")
+    return Endpoint(
+        host=host, port=s.get("port", _int_range(1, 65535), _DEFAULT_PORTS[protocol, security]),
+        security=security, protocol=protocol,
+        username=s.get("username", _template, "{address}"),
+        verify_tls=s.get("verify_tls", _boolean, True),
+        ca_file=s.get("ca_file", _file(base_dir), None),
+        timeout=s.get("timeout", _positive(), 60.0),
+        dangerously_allow_cleartext=cleartext, auth=auth,
+        master_user=s.get("master_user", _text, None),
+        master_password_file=s.get("master_password_file", _file(base_dir), None),
+        master_separator=s.get("master_separator", _text, "*"),
+        send_id=s.get("send_id", _boolean, True),
+    )
+
+
+def _folders(errs: _Errors, node: object, path: str) -> FolderRules:
+    s = _Section(errs, node, path, ("layout", "prefix", "map", "exclude", "special_use"))
+    layout = s.get("layout", _choice("mirror", "under"), "mirror")
+    prefix = s.get("prefix", _folder_path, "")
+    if layout == "under" and not s.has("prefix"):
+        errs.add(_join(path, "prefix"), "required with layout: under")
+    if layout == "mirror" and s.has("prefix"):
+        errs.add(_join(path, "prefix"), "only used with layout: under")
+    pairs = []
+    raw = s.node.get("map")
+    if raw is not None and not isinstance(raw, dict):
+        errs.add(_join(path, "map"), f"must be a mapping of source folder: target folder (got {_got(raw)})")
+    for src, dst in (raw or {}).items() if isinstance(raw, dict) else ():
+        entry = _join(_join(path, "map"), src)
+        try:
+            pairs.append((_folder_path(src), _folder_path(dst)))
+        except _Invalid as e:
+            errs.add(entry, f"both names {e} (got {_got(src)}: {_got(dst)})")
+    return FolderRules(layout=layout, prefix=prefix if layout == "under" else "", map=tuple(pairs),
+                       exclude=s.get("exclude", _str_list, ()),
+                       special_use=s.get("special_use", _boolean, True))
+
+
+_SYNC_CHECKS = {
+    "connections": _int_range(1, 16),
+    "batch_messages": _int_range(1, 5000),
+    "batch_bytes": _size,
+    "retries": _int_range(0, 100),
+    "retry_backoff": _positive(60),  # the backoff is capped at 60 s, so a larger start is meaningless
+    "flag_rescan": _positive(),
+}
+
+
+def _sync(errs: _Errors, node: object, path: str, base: SyncSettings) -> SyncSettings:
+    # Keys missing here inherit from ``base``: a per-domain section overrides the
+    # global one key by key.
+    s = _Section(errs, node, path, tuple(_SYNC_CHECKS))
+    return SyncSettings(**{k: s.get(k, check, getattr(base, k)) for k, check in _SYNC_CHECKS.items()})
+
+
+def _domains(errs: _Errors, node: object, base_dir: str, sync: SyncSettings) -> dict[str, Domain]:
+    if not isinstance(node, dict) or not node:
+        errs.add("domains", f"must be a non-empty mapping of domain name: settings (got {_got(node)})")
+        return {}
+    out: dict[str, Domain] = {}
+    for key, body in node.items():
+        path = _join("domains", key)
+        name = None
+        try:
+            name = _domain_name(key)
+        except _Invalid as e:
+            errs.add(path, str(e))
+        if name in out:
+            errs.add(path, f"duplicate of domain {name!r} (domain names are case-insensitive)")
+            name = None
+        s = _Section(errs, body, path, ("source", "target", "folders", "sync"))
+        ends = {}
+        for role in ("source", "target"):
+            if s.has(role):
+                ends[role] = _endpoint(errs, s.node[role], _join(path, role), base_dir, role)
+            else:
+                errs.add(_join(path, role), "required key is missing")
+        folders = _folders(errs, s.node.get("folders"), _join(path, "folders"))
+        dsync = _sync(errs, s.node.get("sync"), _join(path, "sync"), sync)
+        if name and len(ends) == 2:
+            out[name] = Domain(name, ends["source"], ends["target"], folders, dsync)
+    return out
+
+
+# ---------------------------------------------------------------- entry points
+
+def parse_config(data: object, *, path: str) -> Config:
+    path = os.path.abspath(path)
+    base_dir = os.path.dirname(path)
+    if not isinstance(data, dict):
+        what = "is empty" if data is None else f"must be a mapping at the top level (got {_got(data)})"
+        raise ConfigError([f"{path}: config {what}"])
+    errs = _Errors()
+    s = _Section(errs, data, "", ("state_dir", "log_level", "sync", "domains"))
+    state_dir = os.path.normpath(os.path.join(base_dir, s.get("state_dir", _text, "./state")))
+    log_level = s.get("log_level", _choice("debug", "info", "warning", "error"), "info")
+    sync = _sync(errs, s.node.get("sync"), "sync", SyncSettings())
+    domains = {}
+    if s.has("domains"):
+        domains = _domains(errs, s.node["domains"], base_dir, sync)
+    else:
+        errs.add("domains", "required key is missing (configure at least one domain)")
+    if errs:
+        raise ConfigError(errs)
+    return Config(path=path, state_dir=state_dir, log_level=log_level, sync=sync,
+                  domains=MappingProxyType(domains))
+
+
+def load_config(path: str) -> Config:
+    path = os.path.abspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: config file not found"]) from None
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read config file: {e.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: config file is not valid UTF-8"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else path
+        raise ConfigError([f"{where}: invalid YAML: {e.problem or e.context}"]) from None
+    except yaml.YAMLError as e:
+        raise ConfigError([f"{path}: invalid YAML: {e}"]) from None
+    return parse_config(data, path=path)
+
+
+def _hostport(e: Endpoint) -> str:
+    return f"[{e.host}]:{e.port}" if ":" in e.host else f"{e.host}:{e.port}"
+
+
+def summary(config: Config) -> str:
+    """One line per domain, for ``mailsyncctl check-config``."""
+    lines = []
+    for d in config.domains.values():
+        s, t, f = d.source, d.target, d.folders
+        folders = "mirror" if f.layout == "mirror" else f"under {f.prefix!r}"
+        extra = "".join(f", {n} {what}" for n, what in ((len(f.map), "mapped"), (len(f.exclude), "excluded")) if n)
+        lines.append(f"{d.name}: source {_hostport(s)}/{s.security}/{s.protocol} -> "
+                     f"target {_hostport(t)}/{t.security}/auth={t.auth}; folders {folders}{extra}")
+    return "\n".join(lines)

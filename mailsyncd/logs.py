@@ -1,0 +1,39 @@
+"""Logging set-up: one event per line, key=value fields, to stderr.
+
+Under systemd (JOURNAL_STREAM set) the journal stamps each line, so ours has no
+timestamp.  A last-resort filter masks anything that looks like a credential,
+in case a library logs a command line we did not write.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+
+_SECRET = re.compile(r"(?i)\b(LOGIN\s+\S+\s+|AUTHENTICATE\s+PLAIN\s+|password[=:]\s*)(\S+)")
+
+
+class RedactFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        red = _SECRET.sub(lambda m: m.group(1) + "***", msg)
+        if red != msg:
+            record.msg, record.args = red, None
+        return True
+
+
+def setup(level: str = "info", stream=None) -> None:
+    stream = stream or sys.stderr
+    journal = bool(os.environ.get("JOURNAL_STREAM"))
+    fmt = "%(levelname)s %(name)s: %(message)s" if journal else \
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter(fmt, "%Y-%m-%dT%H:%M:%S"))
+    handler.addFilter(RedactFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    # imapclient logs every command at DEBUG (it redacts LOGIN, but not AUTHENTICATE continuations)
+    logging.getLogger("imapclient").setLevel(logging.WARNING)

@@ -1,0 +1,407 @@
+"""The state store: the only module that speaks SQL.
+
+SQLite in WAL mode, one connection per thread, a versioned schema with
+forward migrations.  Transactions are short: the copy engine commits once per
+batch.  ``synchronous=FULL`` because a lost commit after a power cut would turn
+into a duplicate on the target; it costs one fsync per batch, not per message.
+No plaintext password is ever stored here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE accounts (
+        address       TEXT PRIMARY KEY,
+        domain        TEXT NOT NULL,
+        phase         TEXT NOT NULL DEFAULT 'new',
+        last_error    TEXT,
+        created       REAL NOT NULL,
+        updated       REAL NOT NULL
+    );
+    -- one row per source folder, path is the source name with '/' as separator
+    CREATE TABLE folders (
+        account       TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        source_name   TEXT NOT NULL,
+        target_name   TEXT NOT NULL,
+        uidvalidity   INTEGER,
+        last_uid      INTEGER NOT NULL DEFAULT 0,
+        uidnext       INTEGER,
+        messages      INTEGER,
+        highestmodseq INTEGER,
+        flags_checked REAL,
+        PRIMARY KEY (account, path)
+    );
+    -- the UID map: source message to target message, with the flags last agreed
+    CREATE TABLE messages (
+        account       TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        uidvalidity   INTEGER NOT NULL,
+        uid           INTEGER NOT NULL,
+        target_uidvalidity INTEGER,
+        target_uid    INTEGER,
+        size          INTEGER NOT NULL,
+        fingerprint   BLOB NOT NULL,
+        flags         TEXT NOT NULL,
+        PRIMARY KEY (account, path, uidvalidity, uid)
+    ) WITHOUT ROWID;
+    -- a batch being appended: written before APPEND, removed by the commit after it
+    CREATE TABLE inflight (
+        account       TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        target_name   TEXT NOT NULL,
+        target_uidvalidity INTEGER NOT NULL,
+        target_uidnext INTEGER NOT NULL,
+        items         TEXT NOT NULL,
+        PRIMARY KEY (account, path)
+    );
+    CREATE TABLE skipped (
+        account       TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        uidvalidity   INTEGER NOT NULL,
+        uid           INTEGER NOT NULL,
+        size          INTEGER,
+        reason        TEXT NOT NULL,
+        at            REAL NOT NULL,
+        PRIMARY KEY (account, path, uidvalidity, uid)
+    );
+    CREATE TABLE reports (
+        account       TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        target_name   TEXT NOT NULL,
+        source_count  INTEGER,
+        target_count  INTEGER,
+        copied        INTEGER NOT NULL,
+        present       INTEGER NOT NULL,
+        skipped       INTEGER NOT NULL,
+        bytes         INTEGER NOT NULL,
+        seconds       REAL NOT NULL,
+        error         TEXT,
+        finished      REAL NOT NULL,
+        PRIMARY KEY (account, path)
+    );
+    CREATE TABLE passes (
+        id            INTEGER PRIMARY KEY,
+        account       TEXT NOT NULL,
+        started       REAL NOT NULL,
+        finished      REAL,
+        ok            INTEGER,
+        copied        INTEGER,
+        present       INTEGER,
+        skipped       INTEGER,
+        bytes         INTEGER,
+        error         TEXT
+    );
+    CREATE INDEX passes_account ON passes (account, id);
+    """,
+}
+
+
+class StoreError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class FolderState:
+    path: str
+    source_name: str
+    target_name: str
+    uidvalidity: int | None
+    last_uid: int
+    uidnext: int | None
+    messages: int | None
+    highestmodseq: int | None
+    flags_checked: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class MapRow:
+    uid: int
+    target_uidvalidity: int | None
+    target_uid: int | None
+    size: int
+    fingerprint: bytes
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InflightItem:
+    uid: int
+    size: int
+    fingerprint: bytes
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Inflight:
+    target_name: str
+    target_uidvalidity: int
+    target_uidnext: int
+    items: tuple[InflightItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FolderReport:
+    path: str
+    target_name: str
+    source_count: int | None
+    target_count: int | None
+    copied: int
+    present: int
+    skipped: int
+    bytes: int
+    seconds: float
+    error: str | None
+    finished: float
+
+
+def flags_text(flags: Iterable[str]) -> str:
+    return " ".join(sorted(flags))
+
+
+def flags_tuple(text: str) -> tuple[str, ...]:
+    return tuple(text.split()) if text else ()
+
+
+class Store:
+    """Thread-safe facade: each thread gets its own SQLite connection."""
+
+    def __init__(self, path: str):
+        self.path = path
+        d = os.path.dirname(os.path.abspath(path))
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._migrate()
+
+    @classmethod
+    def in_state_dir(cls, state_dir: str) -> Store:
+        return cls(os.path.join(state_dir, "mailsyncd.sqlite3"))
+
+    # -- plumbing --------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=FULL")
+            c.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = c
+            with self._lock:
+                self._all.append(c)
+        return c
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        c = self._conn()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield c
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        else:
+            c.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._tx() as c:
+            c.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: schema version {version} is newer than this mailsyncd "
+                    f"understands ({SCHEMA_VERSION}); upgrade mailsyncd")
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                # executescript() would COMMIT mid-transaction: run the statements one by one
+                for stmt in _MIGRATIONS[v].split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        with self._lock:
+            for c in self._all:
+                c.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    # -- accounts ----------------------------------------------------------
+    def ensure_account(self, address: str, domain: str) -> None:
+        now = time.time()
+        with self._tx() as c:
+            c.execute("INSERT OR IGNORE INTO accounts (address, domain, created, updated) VALUES (?,?,?,?)",
+                      (address, domain, now, now))
+
+    def set_phase(self, address: str, phase: str, error: str | None = None) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE accounts SET phase=?, last_error=?, updated=? WHERE address=?",
+                      (phase, error, time.time(), address))
+
+    def account(self, address: str) -> dict | None:
+        row = self._conn().execute(
+            "SELECT address, domain, phase, last_error, created, updated FROM accounts WHERE address=?",
+            (address,)).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("address", "domain", "phase", "last_error", "created", "updated"), row))
+
+    # -- folders -----------------------------------------------------------
+    def folder(self, account: str, path: str) -> FolderState | None:
+        row = self._conn().execute(
+            "SELECT path, source_name, target_name, uidvalidity, last_uid, uidnext, messages,"
+            " highestmodseq, flags_checked FROM folders WHERE account=? AND path=?",
+            (account, path)).fetchone()
+        return FolderState(*row) if row else None
+
+    def folders(self, account: str) -> dict[str, FolderState]:
+        rows = self._conn().execute(
+            "SELECT path, source_name, target_name, uidvalidity, last_uid, uidnext, messages,"
+            " highestmodseq, flags_checked FROM folders WHERE account=?", (account,)).fetchall()
+        return {r[0]: FolderState(*r) for r in rows}
+
+    def save_folder(self, account: str, st: FolderState) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO folders (account, path, source_name, target_name, uidvalidity,"
+                " last_uid, uidnext, messages, highestmodseq, flags_checked) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (account, st.path, st.source_name, st.target_name, st.uidvalidity, st.last_uid,
+                 st.uidnext, st.messages, st.highestmodseq, st.flags_checked))
+
+    # -- the UID map ---------------------------------------------------------
+    def mapped_uids(self, account: str, path: str, uidvalidity: int, above: int = 0) -> set[int]:
+        rows = self._conn().execute(
+            "SELECT uid FROM messages WHERE account=? AND path=? AND uidvalidity=? AND uid>?",
+            (account, path, uidvalidity, above))
+        return {r[0] for r in rows}
+
+    def map_rows(self, account: str, path: str, uidvalidity: int,
+                 uids: Iterable[int] | None = None) -> dict[int, MapRow]:
+        c = self._conn()
+        q = ("SELECT uid, target_uidvalidity, target_uid, size, fingerprint, flags FROM messages"
+             " WHERE account=? AND path=? AND uidvalidity=?")
+        if uids is None:
+            rows = c.execute(q, (account, path, uidvalidity)).fetchall()
+        else:
+            rows = []
+            ul = list(uids)
+            for i in range(0, len(ul), 500):
+                chunk = ul[i:i + 500]
+                rows += c.execute(q + f" AND uid IN ({','.join('?' * len(chunk))})",
+                                  (account, path, uidvalidity, *chunk)).fetchall()
+        return {r[0]: MapRow(r[0], r[1], r[2], r[3], bytes(r[4]), flags_tuple(r[5])) for r in rows}
+
+    def count_mapped(self, account: str, path: str, uidvalidity: int) -> int:
+        return self._conn().execute(
+            "SELECT count(*) FROM messages WHERE account=? AND path=? AND uidvalidity=?",
+            (account, path, uidvalidity)).fetchone()[0]
+
+    def update_flags(self, account: str, path: str, uidvalidity: int,
+                     flags: dict[int, tuple[str, ...]]) -> None:
+        with self._tx() as c:
+            c.executemany(
+                "UPDATE messages SET flags=? WHERE account=? AND path=? AND uidvalidity=? AND uid=?",
+                [(flags_text(f), account, path, uidvalidity, uid) for uid, f in flags.items()])
+
+    def replace_uidvalidity(self, account: str, path: str, old: int, new: int,
+                            rows: dict[int, MapRow]) -> None:
+        """After a UIDVALIDITY change: drop the old map, keep the re-matched rows under the new one."""
+        with self._tx() as c:
+            c.execute("DELETE FROM messages WHERE account=? AND path=? AND uidvalidity=?", (account, path, old))
+            c.execute("DELETE FROM skipped WHERE account=? AND path=? AND uidvalidity=?", (account, path, old))
+            c.executemany(
+                "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?,?,?,?)",
+                [(account, path, new, r.uid, r.target_uidvalidity, r.target_uid, r.size, r.fingerprint,
+                  flags_text(r.flags)) for r in rows.values()])
+
+    # -- a batch in flight ------------------------------------------------
+    def begin_batch(self, account: str, path: str, inflight: Inflight) -> None:
+        items = [[i.uid, i.size, i.fingerprint.hex(), list(i.flags)] for i in inflight.items]
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO inflight VALUES (?,?,?,?,?,?)",
+                      (account, path, inflight.target_name, inflight.target_uidvalidity,
+                       inflight.target_uidnext, json.dumps(items)))
+
+    def inflight(self, account: str, path: str) -> Inflight | None:
+        row = self._conn().execute(
+            "SELECT target_name, target_uidvalidity, target_uidnext, items FROM inflight"
+            " WHERE account=? AND path=?", (account, path)).fetchone()
+        if row is None:
+            return None
+        items = tuple(InflightItem(u, s, bytes.fromhex(fp), tuple(f)) for u, s, fp, f in json.loads(row[3]))
+        return Inflight(row[0], row[1], row[2], items)
+
+    def commit_batch(self, account: str, path: str, uidvalidity: int, rows: Iterable[MapRow],
+                     skipped: Iterable[tuple[int, int, str]], last_uid: int | None) -> None:
+        """Record what landed, what was skipped, advance the mark and clear the in-flight record: atomically."""
+        now = time.time()
+        with self._tx() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?,?,?,?)",
+                [(account, path, uidvalidity, r.uid, r.target_uidvalidity, r.target_uid, r.size,
+                  r.fingerprint, flags_text(r.flags)) for r in rows])
+            c.executemany(
+                "INSERT OR REPLACE INTO skipped VALUES (?,?,?,?,?,?,?)",
+                [(account, path, uidvalidity, uid, size, reason, now) for uid, size, reason in skipped])
+            if last_uid is not None:
+                c.execute("UPDATE folders SET last_uid=max(last_uid, ?) WHERE account=? AND path=?",
+                          (last_uid, account, path))
+            c.execute("DELETE FROM inflight WHERE account=? AND path=?", (account, path))
+
+    def skipped(self, account: str, path: str | None = None) -> list[tuple[str, int, int, str]]:
+        q = "SELECT path, uid, size, reason FROM skipped WHERE account=?"
+        args: tuple = (account,)
+        if path is not None:
+            q += " AND path=?"
+            args += (path,)
+        return [tuple(r) for r in self._conn().execute(q + " ORDER BY path, uid", args)]
+
+    def count_skipped(self, account: str, path: str, uidvalidity: int) -> int:
+        return self._conn().execute(
+            "SELECT count(*) FROM skipped WHERE account=? AND path=? AND uidvalidity=?",
+            (account, path, uidvalidity)).fetchone()[0]
+
+    # -- reports -------------------------------------------------------------
+    def save_report(self, account: str, r: FolderReport) -> None:
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO reports VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                      (account, r.path, r.target_name, r.source_count, r.target_count, r.copied,
+                       r.present, r.skipped, r.bytes, r.seconds, r.error, r.finished))
+
+    def reports(self, account: str) -> list[FolderReport]:
+        rows = self._conn().execute(
+            "SELECT path, target_name, source_count, target_count, copied, present, skipped, bytes,"
+            " seconds, error, finished FROM reports WHERE account=? ORDER BY path", (account,)).fetchall()
+        return [FolderReport(*r) for r in rows]
+
+    def start_pass(self, account: str) -> int:
+        with self._tx() as c:
+            cur = c.execute("INSERT INTO passes (account, started) VALUES (?,?)", (account, time.time()))
+            return cur.lastrowid
+
+    def finish_pass(self, pass_id: int, *, ok: bool, copied: int, present: int, skipped: int,
+                    nbytes: int, error: str | None) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE passes SET finished=?, ok=?, copied=?, present=?, skipped=?, bytes=?, error=?"
+                      " WHERE id=?", (time.time(), int(ok), copied, present, skipped, nbytes, error, pass_id))
+
+    def last_pass(self, account: str) -> dict | None:
+        row = self._conn().execute(
+            "SELECT started, finished, ok, copied, present, skipped, bytes, error FROM passes"
+            " WHERE account=? ORDER BY id DESC LIMIT 1", (account,)).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("started", "finished", "ok", "copied", "present", "skipped", "bytes", "error"), row))

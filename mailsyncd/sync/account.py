@@ -1,0 +1,249 @@
+"""One pass over one account: list, plan, and copy folders with a few parallel workers.
+
+Errors stay where they happen: a message the target refuses is skipped and
+recorded, a folder that fails is reported and the others go on, and a lost
+connection is re-opened with backoff and the folder resumes from its mark.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ..errors import AuthFailed, ConnectionLost, FolderFailed, MailsyncError, TLSFailure, Unreachable
+from ..imap.folders import FolderPlan, Skipped, plan_folders
+from ..store import FolderReport, Store
+from . import imapconn
+from .folder import FolderSync
+from .imapconn import Status
+from .progress import Progress
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetCaps:
+    multiappend: bool
+    uidplus: bool
+
+
+@dataclass
+class AccountContext:
+    address: str
+    store: Store
+    settings: object          # config.SyncSettings
+    progress: Progress
+    stop: threading.Event
+    target_caps: TargetCaps = TargetCaps(False, False)
+
+
+@dataclass
+class PassResult:
+    address: str
+    folders: list[FolderReport] = field(default_factory=list)
+    skipped_folders: list[Skipped] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def copied(self) -> int:
+        return sum(f.copied for f in self.folders)
+
+    @property
+    def present(self) -> int:
+        return sum(f.present for f in self.folders)
+
+    @property
+    def skipped(self) -> int:
+        return sum(f.skipped for f in self.folders)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.folders)
+
+    @property
+    def complete(self) -> bool:
+        """Every source message is on the target (nothing skipped, no folder failed)."""
+        return self.error is None and all(f.error is None and f.skipped == 0 for f in self.folders)
+
+
+class AccountSync:
+    def __init__(self, domain, address: str, password: str, store: Store, *,
+                 progress: Progress | None = None, stop: threading.Event | None = None):
+        self.domain = domain
+        self.address = address
+        self._password = password
+        self.store = store
+        self.progress = progress or Progress()
+        self.stop = stop or threading.Event()
+
+    # -- connections -------------------------------------------------------
+    def _open_source(self):
+        c = imapconn.connect(self.domain.source, role="source")
+        try:
+            imapconn.login_source(c, self.domain.source, self.address, self._password)
+        except BaseException:
+            imapconn.close(c)
+            raise
+        return c
+
+    def _open_target(self):
+        c = imapconn.connect(self.domain.target, role="target")
+        try:
+            imapconn.login_target(c, self.domain.target, self.address, self._password)
+        except BaseException:
+            imapconn.close(c)
+            raise
+        return c
+
+    def _open_pair(self):
+        src = self._open_source()
+        try:
+            return src, self._open_target()
+        except BaseException:
+            imapconn.close(src)
+            raise
+
+    # -- the pass ------------------------------------------------------------
+    def run(self) -> PassResult:
+        t0 = time.monotonic()
+        res = PassResult(self.address)
+        self.store.ensure_account(self.address, self.domain.name)
+        pass_id = self.store.start_pass(self.address)
+        self.store.set_phase(self.address, "syncing")
+        try:
+            self._run(res)
+        except MailsyncError as e:
+            res.error = str(e)
+        finally:
+            res.seconds = time.monotonic() - t0
+            self.store.finish_pass(pass_id, ok=res.complete, copied=res.copied, present=res.present,
+                                   skipped=res.skipped, nbytes=res.bytes, error=res.error)
+            self.store.set_phase(self.address, "failed" if res.error else "synced", res.error)
+        logger.info("event=pass_done account=%s ok=%s copied=%d present=%d skipped=%d bytes=%d seconds=%.2f%s",
+                    self.address, res.complete, res.copied, res.present, res.skipped, res.bytes, res.seconds,
+                    f" error={res.error!r}" if res.error else "")
+        return res
+
+    def _run(self, res: PassResult) -> None:
+        src, tgt = self._with_retries(self._open_pair, "connect")
+        try:
+            with imapconn.lost_is_transient("listing folders"):
+                src_boxes, src_status = imapconn.list_mailboxes(src, with_status=True)
+                tgt_boxes, _ = imapconn.list_mailboxes(tgt, with_status=False)
+            caps = TargetCaps(tgt.has_capability("MULTIAPPEND"), tgt.has_capability("UIDPLUS"))
+        except BaseException:
+            imapconn.close(src)
+            imapconn.close(tgt)
+            raise
+        plans, res.skipped_folders = plan_folders(src_boxes, tgt_boxes, self.domain.folders)
+        for s in res.skipped_folders:
+            if "not a mailbox" in s.reason:
+                continue  # implicit parents: nothing to copy, nothing to report
+            logger.info("event=folder_not_synced account=%s folder=%r reason=%r", self.address, s.path, s.reason)
+        for p in plans:
+            if p.merged_with:
+                logger.warning("event=folders_merged account=%s folder=%r target=%r with=%r",
+                               self.address, p.path, p.target, list(p.merged_with))
+        ctx = AccountContext(self.address, self.store, self.domain.sync, self.progress, self.stop, caps)
+        jobs = [(p, src_status[p.source]) for p in plans if p.source in src_status]
+        states = self.store.folders(self.address)
+        for p, st in jobs:
+            fs = states.get(p.path)
+            known = 0
+            if fs and fs.uidvalidity == st.uidvalidity:
+                known = self.store.count_mapped(self.address, p.path, st.uidvalidity) + \
+                    self.store.count_skipped(self.address, p.path, st.uidvalidity)
+            self.progress.add_total(max(0, st.messages - known))
+        # the biggest folders first, so the pass ends with short jobs rather than one long tail
+        jobs.sort(key=lambda j: j[1].messages, reverse=True)
+        reports: dict[str, FolderReport] = {}
+        lock = threading.Lock()
+        n = max(1, min(self.domain.sync.connections, len(jobs)))
+        conns = [(src, tgt)] + [None] * (n - 1)
+        errors: list[BaseException] = []
+
+        def worker(i: int) -> None:
+            pair = conns[i]
+            try:
+                while not self.stop.is_set():
+                    with lock:
+                        if not jobs:
+                            return
+                        plan, status = jobs.pop(0)
+                    pair, rep = self._folder_with_retries(ctx, pair, plan, status)
+                    with lock:
+                        reports[plan.path] = rep
+            except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
+                errors.append(e)
+            finally:
+                if pair:
+                    imapconn.close(pair[0])
+                    imapconn.close(pair[1])
+
+        threads = [threading.Thread(target=worker, args=(i,), name=f"sync-{self.address}-{i}", daemon=True)
+                   for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        res.folders = [reports[p.path] for p in plans if p.path in reports]
+        if errors:
+            raise errors[0]
+
+    def _folder_with_retries(self, ctx, pair, plan: FolderPlan, status: Status):
+        s = self.domain.sync
+        delay = s.retry_backoff
+        for attempt in range(s.retries + 1):
+            try:
+                if pair is None:
+                    pair = self._open_pair()
+                self.progress.folder(plan.path, True)
+                return pair, FolderSync(ctx, pair[0], pair[1], plan, status).run()
+            except FolderFailed as e:
+                logger.error("event=folder_failed account=%s folder=%r reason=%r", self.address, plan.path, str(e))
+                return pair, self._failed(plan, status, str(e))
+            except (AuthFailed, TLSFailure):
+                raise
+            except MailsyncError as e:
+                transient = isinstance(e, (ConnectionLost, Unreachable))
+                if not transient or attempt == s.retries:
+                    logger.error("event=folder_failed account=%s folder=%r reason=%r",
+                                 self.address, plan.path, str(e))
+                    return pair, self._failed(plan, status, str(e))
+                logger.warning("event=retry account=%s folder=%r attempt=%d wait=%.1fs reason=%r",
+                               self.address, plan.path, attempt + 1, delay, str(e))
+            finally:
+                self.progress.folder(plan.path, False)
+            if pair:
+                imapconn.close(pair[0])
+                imapconn.close(pair[1])
+            pair = None
+            if self.stop.wait(delay * (0.5 + random.random())):
+                break
+            delay = min(delay * 2, 60.0)
+        return pair, self._failed(plan, status, "stopped before this folder finished")
+
+    def _failed(self, plan: FolderPlan, status: Status, reason: str) -> FolderReport:
+        r = FolderReport(plan.path, plan.target, status.messages, None, 0, 0, 0, 0, 0.0, reason, time.time())
+        self.store.save_report(self.address, r)
+        return r
+
+    def _with_retries(self, fn, what: str):
+        s = self.domain.sync
+        delay = s.retry_backoff
+        for attempt in range(s.retries + 1):
+            try:
+                return fn()
+            except (ConnectionLost,) as e:
+                if attempt == s.retries:
+                    raise
+                logger.warning("event=retry account=%s step=%s attempt=%d wait=%.1fs reason=%r",
+                               self.address, what, attempt + 1, delay, str(e))
+            self.stop.wait(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 60.0)
+        raise ConnectionLost(f"{what}: gave up")
+

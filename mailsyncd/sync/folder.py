@@ -1,0 +1,356 @@
+"""Copy one source folder to its target folder: new messages, then flag changes.
+
+Exactly-once rests on three records in the store, each written before the step
+it protects: the folder's mark (UIDVALIDITY and the highest copied UID), the UID
+map (source UID -> target UID, fingerprint, flags last agreed), and the
+in-flight record of a batch (the target's UIDNEXT before the APPEND plus the
+batch's fingerprints).  After a crash the target's messages from that UIDNEXT on
+are fingerprinted and matched, so nothing is appended twice and nothing is lost.
+
+The source is only ever EXAMINEd and read with BODY.PEEK.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, replace
+
+from imapclient import exceptions as imapexc
+
+from ..errors import ConnectionLost, FolderFailed
+from ..imap.folders import FolderPlan
+from ..store import FolderReport, FolderState, Inflight, InflightItem, MapRow
+from .imapconn import Status, fetch, folder_status, lost_is_transient, parse_appenduid, response_text
+from .logic import batches, fingerprint, match_fingerprints, merge_flags, source_flags, storable, uid_ranges
+
+logger = logging.getLogger(__name__)
+
+_FETCH_ITEMS = [b"BODY.PEEK[]", b"FLAGS", b"INTERNALDATE"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    uid: int
+    size: int
+    raw: bytes
+    flags: tuple[str, ...]
+    date: object  # tz-aware datetime from the source's INTERNALDATE
+    fp: bytes
+
+
+class FolderSync:
+    def __init__(self, ctx, src, tgt, plan: FolderPlan, status: Status):
+        self.ctx = ctx  # AccountContext: address, store, settings, progress, stop, capabilities
+        self.src = src
+        self.tgt = tgt
+        self.plan = plan
+        self.status = status
+        self.acct = ctx.address
+        self.path = plan.path
+        self.target = plan.target
+        self.permanent: frozenset[str] | None = None
+        self.copied = 0
+        self.nbytes = 0
+        self.where = f"account={self.acct} folder={self.path!r}"
+
+    # -- entry point ---------------------------------------------------------
+    def run(self) -> FolderReport:
+        t0 = time.monotonic()
+        store, status = self.ctx.store, self.status
+        st = store.folder(self.acct, self.path)
+        self._ensure_target(first_time=st is None)
+        if st is not None and st.target_name != self.target:
+            logger.warning("event=target_changed %s old=%r new=%r: copying afresh into the new target",
+                           self.where, st.target_name, self.target)
+            st = None
+        if st is None:
+            st = FolderState(self.path, self.plan.source, self.target, status.uidvalidity, 0, None, None, None, None)
+            store.save_folder(self.acct, st)
+        inflight = store.inflight(self.acct, self.path)
+        if inflight is not None:
+            self._recover(st, inflight)
+        if st.uidvalidity != status.uidvalidity:
+            st = self._remap(st)
+
+        rescan_flags = self._flag_rescan_due(st)
+        changed = not (st.uidnext == status.uidnext and st.messages == status.messages
+                       and st.highestmodseq == status.highestmodseq)
+        if changed or rescan_flags:
+            with lost_is_transient(f"source, {self.where}"):
+                self.src.select_folder(self.plan.source, readonly=True)  # EXAMINE
+            old_last = st.last_uid
+            self._copy_new(st)
+            if old_last:
+                self._sync_flags(st, old_last, full=rescan_flags)
+            st = replace(store.folder(self.acct, self.path), uidnext=status.uidnext, messages=status.messages,
+                         highestmodseq=status.highestmodseq,
+                         flags_checked=time.time() if rescan_flags else st.flags_checked)
+            store.save_folder(self.acct, st)
+        return self._report(st, time.monotonic() - t0)
+
+    # -- target folder -----------------------------------------------------------
+    def _ensure_target(self, first_time: bool) -> None:
+        with lost_is_transient(f"target, {self.where}"):
+            if not self.plan.target_exists:
+                try:
+                    self.tgt.create_folder(self.target)
+                except imapexc.IMAPClientError as e:
+                    if "EXISTS" not in str(e).upper():
+                        raise FolderFailed(f"target refused to create folder {self.target!r}: {_server_words(e)}")
+            if first_time or not self.plan.target_exists:
+                try:
+                    self.tgt.subscribe_folder(self.target)
+                except imapexc.IMAPClientError:
+                    pass  # subscription is a convenience; some servers have none
+            try:
+                # SELECT, not EXAMINE: a read-only select reports PERMANENTFLAGS ()
+                info = self.tgt.select_folder(self.target)
+            except imapexc.IMAPClientError as e:
+                raise FolderFailed(f"target cannot open folder {self.target!r}: {_server_words(e)}")
+        perm = info.get(b"PERMANENTFLAGS")
+        self.permanent = frozenset(f.decode() if isinstance(f, bytes) else f for f in perm) if perm else None
+
+    # -- new messages ---------------------------------------------------------
+    def _copy_new(self, st: FolderState) -> None:
+        store = self.ctx.store
+        with lost_is_transient(f"source, {self.where}"):
+            sizes = fetch(self.src, f"{st.last_uid + 1}:*", [b"RFC822.SIZE"])
+        done = store.mapped_uids(self.acct, self.path, st.uidvalidity, above=st.last_uid)
+        done |= {uid for p, uid, _, _ in store.skipped(self.acct, self.path) if uid > st.last_uid}
+        todo = sorted((uid, int(d.get(b"RFC822.SIZE", 0))) for uid, d in sizes.items()
+                      if uid > st.last_uid and uid not in done)
+        if not todo:
+            return
+        s = self.ctx.settings
+        q: queue.Queue = queue.Queue(maxsize=2)  # bounds memory to ~3 batches
+        abort = threading.Event()
+        failure: list[BaseException] = []
+
+        def fetcher() -> None:
+            try:
+                for batch in batches(todo, s.batch_messages, s.batch_bytes):
+                    if abort.is_set() or self.ctx.stop.is_set():
+                        break
+                    msgs = self._fetch(batch)
+                    while not abort.is_set():
+                        try:
+                            q.put(msgs, timeout=0.5)
+                            break
+                        except queue.Full:
+                            continue
+            except BaseException as e:  # noqa: BLE001 - handed to the appender's thread
+                failure.append(e)
+            finally:
+                q.put(None) if not abort.is_set() else None
+
+        t = threading.Thread(target=fetcher, name=f"fetch {self.path}", daemon=True)
+        t.start()
+        try:
+            while True:
+                msgs = q.get()
+                if msgs is None:
+                    break
+                self._append_batch(st, msgs)
+        except BaseException:
+            abort.set()
+            raise
+        finally:
+            t.join()
+        if failure:
+            raise failure[0]
+
+    def _fetch(self, batch: list[tuple[int, int]]) -> list[Message | int]:
+        uids = [u for u, _ in batch]
+        with lost_is_transient(f"source, {self.where}"):
+            data = fetch(self.src, uids, _FETCH_ITEMS)
+        out: list[Message | int] = []
+        for uid, size in batch:
+            d = data.get(uid)
+            raw = d.get(b"BODY[]") if d else None
+            if raw is None:
+                out.append(uid)  # expunged meanwhile: nothing to copy
+                continue
+            out.append(Message(uid, len(raw), raw, source_flags(d.get(b"FLAGS", ())),
+                               d.get(b"INTERNALDATE"), fingerprint(raw)))
+        return out
+
+    def _append_batch(self, st: FolderState, batch: list[Message | int]) -> None:
+        store = self.ctx.store
+        msgs = [m for m in batch if isinstance(m, Message)]
+        last = max(m if isinstance(m, int) else m.uid for m in batch)
+        rows: list[MapRow] = []
+        skipped: list[tuple[int, int, str]] = []
+        if msgs:
+            with lost_is_transient(f"target, {self.where}"):
+                tst = folder_status(self.tgt, self.target, ("UIDNEXT", "UIDVALIDITY"))
+            store.begin_batch(self.acct, self.path, Inflight(
+                self.target, tst.uidvalidity, tst.uidnext,
+                tuple(InflightItem(m.uid, m.size, m.fp, m.flags) for m in msgs)))
+            with lost_is_transient(f"target, {self.where}"):
+                rows, skipped = self._append(msgs, tst)
+        store.commit_batch(self.acct, self.path, st.uidvalidity, rows, skipped, last)
+        n = len(rows)
+        nbytes = sum(m.size for m in msgs if m.uid in {r.uid for r in rows})
+        self.copied += n
+        self.nbytes += nbytes
+        for uid, size, reason in skipped:
+            logger.warning("event=message_skipped %s uid=%d size=%d reason=%r", self.where, uid, size, reason)
+        self.ctx.progress.advance(self.path, n + len(skipped) + (len(batch) - len(msgs)), nbytes)
+
+    def _append(self, msgs: list[Message], tst: Status) -> tuple[list[MapRow], list[tuple[int, int, str]]]:
+        flags = {m.uid: storable(m.flags, self.permanent)[0] for m in msgs}
+        if len(msgs) > 1 and self.ctx.target_caps.multiappend:
+            typ, data = self.tgt.multiappend(
+                self.target, [{"msg": m.raw, "flags": flags[m.uid], "date": m.date} for m in msgs])
+            if typ == "OK":
+                au = parse_appenduid(response_text(data))
+                if au and au[0] == tst.uidvalidity and len(au[1]) == len(msgs):
+                    return [self._row(m, au[0], tu, flags[m.uid]) for m, tu in zip(msgs, au[1])], []
+                return self._resolve(msgs, tst, flags), []
+            # MULTIAPPEND is all or nothing: one bad message fails the lot, so retry one by one
+            logger.info("event=multiappend_refused %s reason=%r", self.where, response_text(data))
+        rows, skipped, unknown = [], [], []
+        for m in msgs:
+            try:
+                resp = self.tgt.append(self.target, m.raw, flags[m.uid], m.date)
+            except imapexc.IMAPClientAbortError:
+                raise
+            except imapexc.IMAPClientError as e:
+                skipped.append((m.uid, m.size, f"target refused: {_server_words(e)}"))
+                continue
+            au = parse_appenduid(resp if isinstance(resp, bytes) else str(resp))
+            if au and au[0] == tst.uidvalidity:
+                rows.append(self._row(m, au[0], au[1][0], flags[m.uid]))
+            else:
+                unknown.append(m)
+        if unknown:
+            rows += self._resolve(unknown, tst, flags)
+        return rows, skipped
+
+    def _row(self, m: Message, tuidvalidity: int | None, tuid: int | None, flags) -> MapRow:
+        return MapRow(m.uid, tuidvalidity, tuid, m.size, m.fp, tuple(sorted(flags)))
+
+    def _resolve(self, msgs: list[Message], tst: Status, flags) -> list[MapRow]:
+        """Targets without UIDPLUS: find what we appended by fingerprint, from UIDNEXT on."""
+        found = self._target_fingerprints(tst.uidnext)
+        match = match_fingerprints(((m.uid, m.fp) for m in msgs), found)
+        return [self._row(m, tst.uidvalidity, match.get(m.uid), flags[m.uid]) for m in msgs]
+
+    def _target_fingerprints(self, from_uid: int) -> list[tuple[int, bytes]]:
+        self.tgt.select_folder(self.target)  # re-select: the messages we just appended must be visible
+        data = fetch(self.tgt, f"{from_uid}:*", [b"BODY.PEEK[]"])
+        return [(uid, fingerprint(d[b"BODY[]"])) for uid, d in data.items()
+                if uid >= from_uid and d.get(b"BODY[]") is not None]
+
+    # -- crash recovery and UIDVALIDITY changes ---------------------------------
+    def _recover(self, st: FolderState, inflight: Inflight) -> None:
+        rows: list[MapRow] = []
+        with lost_is_transient(f"target, {self.where}"):
+            tst = folder_status(self.tgt, self.target, ("UIDNEXT", "UIDVALIDITY"))
+            if inflight.target_name == self.target and tst.uidvalidity == inflight.target_uidvalidity:
+                found = self._target_fingerprints(inflight.target_uidnext)
+                match = match_fingerprints(((i.uid, i.fingerprint) for i in inflight.items), found)
+                rows = [MapRow(i.uid, tst.uidvalidity, match[i.uid], i.size, i.fingerprint, i.flags)
+                        for i in inflight.items if i.uid in match]
+        logger.info("event=recovered_batch %s in_flight=%d already_on_target=%d",
+                    self.where, len(inflight.items), len(rows))
+        self.ctx.store.commit_batch(self.acct, self.path, st.uidvalidity, rows, (), None)
+        self.ctx.progress.note_present(self.path, len(rows))
+
+    def _remap(self, st: FolderState) -> FolderState:
+        """The source renumbered the folder: re-identify what we copied by size, then fingerprint."""
+        store, new_v = self.ctx.store, self.status.uidvalidity
+        old = store.map_rows(self.acct, self.path, st.uidvalidity) if st.uidvalidity is not None else {}
+        rows: dict[int, MapRow] = {}
+        if old:
+            with lost_is_transient(f"source, {self.where}"):
+                self.src.select_folder(self.plan.source, readonly=True)
+                sizes = fetch(self.src, "1:*", [b"RFC822.SIZE"])
+                wanted_sizes = {r.size for r in old.values()}
+                cand = sorted((uid, int(d.get(b"RFC822.SIZE", 0))) for uid, d in sizes.items()
+                              if int(d.get(b"RFC822.SIZE", -1)) in wanted_sizes)
+                found: list[tuple[int, bytes]] = []
+                s = self.ctx.settings
+                for batch in batches(cand, s.batch_messages, s.batch_bytes):
+                    data = fetch(self.src, [u for u, _ in batch], [b"BODY.PEEK[]"])
+                    found += [(u, fingerprint(d[b"BODY[]"])) for u, d in data.items() if d.get(b"BODY[]")]
+            match = match_fingerprints(((r.uid, r.fingerprint) for r in old.values()), found)
+            rows = {new: replace(old[o], uid=new) for o, new in match.items()}
+        logger.warning("event=uidvalidity_changed %s old=%s new=%s remapped=%d of %d",
+                       self.where, st.uidvalidity, new_v, len(rows), len(old))
+        store.replace_uidvalidity(self.acct, self.path, st.uidvalidity or 0, new_v, rows)
+        st = replace(st, uidvalidity=new_v, last_uid=0, uidnext=None, messages=None, highestmodseq=None)
+        store.save_folder(self.acct, st)
+        return st
+
+    # -- flags ---------------------------------------------------------------
+    def _flag_rescan_due(self, st: FolderState) -> bool:
+        if self.status.highestmodseq is not None or not st.last_uid:
+            return False  # CONDSTORE tells us what changed
+        return st.flags_checked is None or time.time() - st.flags_checked >= self.ctx.settings.flag_rescan
+
+    def _sync_flags(self, st: FolderState, upto: int, *, full: bool) -> None:
+        store = self.ctx.store
+        mods = [f"CHANGEDSINCE {st.highestmodseq}"] if (st.highestmodseq and not full) else None
+        if mods is None and not full:
+            return
+        with lost_is_transient(f"source, {self.where}"):
+            data = fetch(self.src, f"1:{upto}", [b"FLAGS"], mods)
+        now_src = {uid: source_flags(d.get(b"FLAGS", ())) for uid, d in data.items() if uid <= upto}
+        base = store.map_rows(self.acct, self.path, st.uidvalidity, now_src.keys())
+        changed = {uid: f for uid, f in now_src.items() if uid in base and base[uid].target_uid
+                   and f != base[uid].flags}
+        if not changed:
+            return
+        by_tuid = {base[uid].target_uid: uid for uid in changed}
+        with lost_is_transient(f"target, {self.where}"):
+            self.tgt.select_folder(self.target)  # refresh the view: STORE needs the current UIDs
+            tdata = fetch(self.tgt, sorted(by_tuid), [b"FLAGS"])
+            plan: dict[tuple[tuple[str, ...], tuple[str, ...]], list[int]] = {}
+            for tuid, d in tdata.items():
+                uid = by_tuid.get(tuid)
+                if uid is None:
+                    continue
+                tgt_now = set(source_flags(d.get(b"FLAGS", ())))
+                want = merge_flags(base[uid].flags, changed[uid], tgt_now)
+                want = set(storable(want, self.permanent)[0])
+                add, rem = tuple(sorted(want - tgt_now)), tuple(sorted(tgt_now - want))
+                if add or rem:
+                    plan.setdefault((add, rem), []).append(tuid)
+            for (add, rem), tuids in plan.items():
+                if add:
+                    self.tgt.add_flags(tuids, add, silent=True)
+                if rem:
+                    self.tgt.remove_flags(tuids, rem, silent=True)
+        store.update_flags(self.acct, self.path, st.uidvalidity, changed)
+        logger.info("event=flags_synced %s changed_at_source=%d stored=%d",
+                    self.where, len(changed), sum(len(v) for v in plan.values()))
+
+    # -- report ----------------------------------------------------------------
+    def _report(self, st: FolderState, seconds: float) -> FolderReport:
+        store = self.ctx.store
+        with lost_is_transient(f"target, {self.where}"):
+            tcount = folder_status(self.tgt, self.target, ("MESSAGES",)).messages
+        skipped = store.count_skipped(self.acct, self.path, st.uidvalidity)
+        mapped = store.count_mapped(self.acct, self.path, st.uidvalidity)
+        present = max(0, min(mapped - self.copied, self.status.messages - self.copied - skipped))
+        r = FolderReport(self.path, self.target, self.status.messages, tcount, self.copied, present, skipped,
+                         self.nbytes, round(seconds, 3), None, time.time())
+        store.save_report(self.acct, r)
+        return r
+
+
+def _server_words(e: Exception) -> str:
+    text = str(e)
+    for prefix in ("append failed: ", "create failed: ", "select failed: "):
+        if text.lower().startswith(prefix):
+            text = text[len(prefix):]
+    if text.startswith(("b'", 'b"')) and text.endswith(("'", '"')):
+        text = text[2:-1]
+    return text.strip()
+
+
+__all__ = ["FolderSync", "uid_ranges"]

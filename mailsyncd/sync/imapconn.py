@@ -1,0 +1,282 @@
+"""Opening IMAP connections for the sync engine, and the few commands imapclient lacks.
+
+imapclient is blocking and not thread-safe: every job owns its clients.  Every
+socket has a timeout.  Failures become the exceptions in ``mailsyncd.errors``,
+whose text names host, port and cause, and never the password.
+
+The two imapclient internals used here (``_raw_command`` for LIST-STATUS and
+``_imap`` for untagged responses) are confined to this module.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import logging
+import re
+import socket
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from imapclient import IMAPClient
+from imapclient import exceptions as imapexc
+from imapclient.imap_utf7 import decode as decode_utf7
+from imapclient.response_parser import parse_fetch_response, parse_response
+
+from .. import __version__
+from ..errors import AuthFailed, ConnectionLost, ProtocolError, TLSFailure, Unreachable
+from ..imap.folders import Mailbox
+
+logger = logging.getLogger(__name__)
+
+STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY")
+
+# Errors that mean "the connection is gone": the caller may reconnect and resume.
+TRANSIENT = (OSError, imaplib.IMAP4.abort, imapexc.IMAPClientAbortError, EOFError)
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    messages: int
+    uidnext: int
+    uidvalidity: int
+    highestmodseq: int | None
+
+
+def tls_context(endpoint) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=endpoint.ca_file)
+    if not endpoint.verify_tls:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def connect(endpoint, *, role: str) -> IMAPClient:
+    """A connected, not yet authenticated client, with TLS as configured (never a silent fallback)."""
+    where = f"{role} {endpoint.host}:{endpoint.port}"
+    try:
+        if endpoint.security == "tls":
+            client = IMAPClient(endpoint.host, endpoint.port, ssl=True, ssl_context=tls_context(endpoint),
+                                timeout=endpoint.timeout)
+        else:
+            client = IMAPClient(endpoint.host, endpoint.port, ssl=False, timeout=endpoint.timeout)
+            if endpoint.security == "starttls":
+                if not client.has_capability("STARTTLS"):
+                    client.shutdown()
+                    raise TLSFailure(f"{where}: server does not offer STARTTLS (security: starttls)")
+                client.starttls(tls_context(endpoint))
+    except ssl.SSLCertVerificationError as e:
+        raise TLSFailure(f"{where}: TLS certificate not trusted: {e.verify_message}") from None
+    except ssl.SSLError as e:
+        raise TLSFailure(f"{where}: TLS handshake failed: {e.reason or e}") from None
+    except socket.gaierror as e:
+        raise Unreachable(f"{where}: host name does not resolve ({e.strerror})") from None
+    except (socket.timeout, TimeoutError):
+        raise Unreachable(f"{where}: connection timed out after {endpoint.timeout:g}s") from None
+    except ConnectionRefusedError:
+        raise Unreachable(f"{where}: connection refused") from None
+    except OSError as e:
+        raise Unreachable(f"{where}: {e.strerror or e}") from None
+    except (imaplib.IMAP4.error, imapexc.IMAPClientError) as e:
+        raise ProtocolError(f"{where}: unexpected greeting: {e}") from None
+    client.normalise_times = False  # keep the server's zone: INTERNALDATE goes back out as an instant
+    return client
+
+
+def _login_error(where: str, user: str, e: Exception) -> AuthFailed:
+    text = str(e)
+    # imaplib wraps the server's text as b'...'; show just the server's words
+    m = re.search(r"b['\"](.*)['\"]", text)
+    return AuthFailed(f"{where}: login refused for {user}: {m.group(1) if m else text}")
+
+
+def login_source(client: IMAPClient, endpoint, address: str, password: str) -> None:
+    user = endpoint.login_name(address)
+    where = f"source {endpoint.host}:{endpoint.port}"
+    try:
+        client.login(user, password)
+    except imapexc.LoginError as e:
+        raise _login_error(where, user, e) from None
+    except TRANSIENT as e:
+        raise ConnectionLost(f"{where}: connection lost during login: {e}") from None
+    if endpoint.send_id:
+        send_id(client)
+
+
+def login_target(client: IMAPClient, endpoint, address: str, password: str | None) -> None:
+    user = endpoint.login_name(address)
+    where = f"target {endpoint.host}:{endpoint.port}"
+    try:
+        if endpoint.auth == "master":
+            client.plain_login(endpoint.master_user, endpoint.read_master_password(), user)
+        elif endpoint.auth == "master_separator":
+            client.login(f"{user}{endpoint.master_separator}{endpoint.master_user}",
+                         endpoint.read_master_password())
+        else:
+            if password is None:
+                raise AuthFailed(f"{where}: auth: same needs the user's password")
+            client.login(user, password)
+    except imapexc.LoginError as e:
+        shown = user if endpoint.auth == "same" else f"{user} (as master {endpoint.master_user})"
+        raise _login_error(where, shown, e) from None
+    except TRANSIENT as e:
+        raise ConnectionLost(f"{where}: connection lost during login: {e}") from None
+
+
+def send_id(client: IMAPClient) -> None:
+    """NetEase (163/126/qiye) refuses SELECT until the client identifies itself."""
+    if client.has_capability("ID"):
+        try:
+            client.id_({"name": "mailsyncd", "version": __version__})
+        except imapexc.IMAPClientError as e:
+            logger.info("event=id_refused reason=%r", str(e))
+
+
+@contextmanager
+def lost_is_transient(where: str) -> Iterator[None]:
+    """Turn socket-level failures into ConnectionLost so the caller can resume."""
+    try:
+        yield
+    except ConnectionLost:
+        raise
+    except TRANSIENT as e:
+        raise ConnectionLost(f"{where}: connection lost: {e or type(e).__name__}") from None
+
+
+def _mailboxes(client: IMAPClient, raw: list) -> list[Mailbox]:
+    out = []
+    for flags, delim, name in client._proc_folder_list(raw):
+        out.append(Mailbox(name=name, delimiter=delim.decode() if isinstance(delim, bytes) else delim,
+                           flags=tuple(f.decode() if isinstance(f, bytes) else f for f in flags)))
+    return out
+
+
+def _status_map(raw: list) -> dict[str, Status]:
+    out = {}
+    for line in raw:
+        if line in (b"", None):
+            continue
+        parsed = parse_response([line] if not isinstance(line, tuple) else list(line))
+        name, items = parsed[0], parsed[-1]
+        if isinstance(name, bytes):
+            name = decode_utf7(name)
+        elif isinstance(name, int):
+            name = str(name)
+        out[name] = _status_from_items(items)
+    return out
+
+
+def _status_from_items(items) -> Status:
+    d = {}
+    for k, v in zip(items[::2], items[1::2]):
+        d[k.decode().upper() if isinstance(k, bytes) else str(k).upper()] = int(v)
+    return Status(d.get("MESSAGES", 0), d.get("UIDNEXT", 0), d.get("UIDVALIDITY", 0), d.get("HIGHESTMODSEQ"))
+
+
+def list_mailboxes(client: IMAPClient, *, with_status: bool) -> tuple[list[Mailbox], dict[str, Status]]:
+    """LIST all mailboxes with special-use flags, and their STATUS where asked.
+
+    One round trip with LIST-STATUS (RFC 5819); otherwise LIST, then one STATUS per
+    selectable mailbox.  Either way the cost grows with folders, never with messages.
+    """
+    items = STATUS_ITEMS + (("HIGHESTMODSEQ",) if client.has_capability("CONDSTORE") else ())
+    ret = []
+    if client.has_capability("SPECIAL-USE"):
+        ret.append(b"SPECIAL-USE")
+    if with_status and client.has_capability("LIST-STATUS"):
+        ret.append(b"STATUS (" + " ".join(items).encode() + b")")
+    args = [b'""', b'"*"']
+    if ret:
+        args += [b"RETURN", b"(" + b" ".join(ret) + b")"]
+    typ, data = client._raw_command(b"LIST", args, uid=False)
+    if typ != "OK":
+        raise ProtocolError(f"LIST failed: {data!r}")
+    imap = client._imap
+    _, list_raw = imap._untagged_response(typ, data, "LIST")
+    _, status_raw = imap._untagged_response(typ, data, "STATUS")
+    boxes = _mailboxes(client, list_raw)
+    statuses = _status_map(status_raw) if with_status else {}
+    if with_status:
+        for mb in boxes:
+            if mb.name not in statuses and not _unselectable(mb):
+                statuses[mb.name] = folder_status(client, mb.name, items)
+    return boxes, statuses
+
+
+def _unselectable(mb: Mailbox) -> bool:
+    return any(f.lower() in ("\\noselect", "\\nonexistent") for f in mb.flags)
+
+
+def folder_status(client: IMAPClient, name: str, items=None) -> Status:
+    if items is None:
+        items = STATUS_ITEMS + (("HIGHESTMODSEQ",) if client.has_capability("CONDSTORE") else ())
+    st = client.folder_status(name, items)
+    return Status(int(st.get(b"MESSAGES", 0)), int(st.get(b"UIDNEXT", 0)), int(st.get(b"UIDVALIDITY", 0)),
+                  int(st[b"HIGHESTMODSEQ"]) if b"HIGHESTMODSEQ" in st else None)
+
+
+def fetch(client: IMAPClient, uids: str | list[int], items: list[bytes],
+          modifiers: list[str] | None = None) -> dict[int, dict]:
+    """UID FETCH that accepts ranges such as "5:*" (imapclient's fetch() insists on a UID list)."""
+    if not isinstance(uids, str):
+        if not uids:
+            return {}
+        from .logic import uid_ranges
+        uids = uid_ranges(uids)
+    args = ["UID", "FETCH", uids, "(" + " ".join(i.decode() for i in items) + ")"]
+    if modifiers:
+        args.append("(" + " ".join(modifiers) + ")")
+    imap = client._imap
+    tag = imap._command(*args)
+    typ, data = imap._command_complete("FETCH", tag)
+    if typ != "OK":
+        raise imapexc.IMAPClientError(f"fetch failed: {response_text(data)}")
+    typ, data = imap._untagged_response(typ, data, "FETCH")
+    return parse_fetch_response(data, client.normalise_times, True)
+
+
+_APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.I)
+
+
+def parse_appenduid(text: bytes | str) -> tuple[int, list[int]] | None:
+    """(uidvalidity, uids) from an APPEND response's [APPENDUID v set] (RFC 4315), or None."""
+    if isinstance(text, str):
+        text = text.encode()
+    m = _APPENDUID.search(text)
+    if not m:
+        return None
+    return int(m.group(1)), expand_uidset(m.group(2).decode())
+
+
+def expand_uidset(s: str) -> list[int]:
+    out: list[int] = []
+    for part in s.split(","):
+        if ":" in part:
+            a, b = (int(x) for x in part.split(":"))
+            lo, hi = min(a, b), max(a, b)
+            out.extend(range(lo, hi + 1))
+        else:
+            out.append(int(part))
+    return out
+
+
+def response_text(data) -> str:
+    """The human part of a tagged response, for reports."""
+    if isinstance(data, (list, tuple)):
+        data = data[0] if data else b""
+    if isinstance(data, bytes):
+        data = data.decode("utf-8", "replace")
+    return str(data).strip()
+
+
+def close(client: IMAPClient | None) -> None:
+    if client is None:
+        return
+    try:
+        client.logout()
+    except Exception:  # noqa: BLE001 - a dying connection must not mask the real outcome
+        try:
+            client.shutdown()
+        except Exception:  # noqa: BLE001
+            pass

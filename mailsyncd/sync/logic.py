@@ -1,0 +1,110 @@
+"""Pure decisions of the copy engine: fingerprints, batching, flag filtering and merging."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+
+SYSTEM_FLAGS = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
+_SYSTEM_BY_LOWER = {f.lower(): f for f in SYSTEM_FLAGS}
+
+
+def fingerprint(raw: bytes) -> bytes:
+    """A content fingerprint that survives a target normalising line ends.
+
+    Messages without a Message-ID are common (drafts, old imports), and byte-identical
+    duplicates are legitimate: the fingerprint identifies content, and matching is by
+    multiset so two copies stay two copies.
+    """
+    norm = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").rstrip()
+    return hashlib.sha256(norm).digest()[:16]
+
+
+def normalise_flag(flag: str | bytes) -> str | None:
+    """Canonical spelling; None for flags that cannot be carried (\\Recent is session state)."""
+    if isinstance(flag, bytes):
+        flag = flag.decode("utf-8", "replace")
+    low = flag.lower()
+    if low == "\\recent" or not flag:
+        return None
+    return _SYSTEM_BY_LOWER.get(low, flag)
+
+
+def source_flags(flags: Iterable[str | bytes]) -> tuple[str, ...]:
+    return tuple(sorted({f for f in (normalise_flag(x) for x in flags) if f}))
+
+
+def storable(flags: Iterable[str], permanent: frozenset[str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Split flags into (kept, dropped) by the target's PERMANENTFLAGS.
+
+    None means the target did not say: keep everything and let it refuse.
+    ``\\*`` allows any keyword.
+    """
+    if permanent is None:
+        return tuple(flags), ()
+    lower = {p.lower() for p in permanent}
+    any_keyword = "\\*" in lower
+    kept, dropped = [], []
+    for f in flags:
+        ok = f.lower() in lower or (any_keyword and not f.startswith("\\"))
+        (kept if ok else dropped).append(f)
+    return tuple(kept), tuple(dropped)
+
+
+def merge_flags(base: Iterable[str], source: Iterable[str], target: Iterable[str]) -> set[str]:
+    """Three-way merge: what the target should hold now.
+
+    Per flag: if the user changed it on the target since the last agreed state
+    (target differs from base) the user's choice stands; otherwise the source's
+    current state is carried over.
+    """
+    base_s, src_s, tgt_s = set(base), set(source), set(target)
+    out = set()
+    for f in base_s | src_s | tgt_s:
+        user_changed = (f in tgt_s) != (f in base_s)
+        if (f in tgt_s) if user_changed else (f in src_s):
+            out.add(f)
+    return out
+
+
+def batches(sizes: Sequence[tuple[int, int]], max_count: int, max_bytes: int) -> Iterator[list[tuple[int, int]]]:
+    """Group (uid, size) pairs in UID order; a message larger than max_bytes travels alone."""
+    cur: list[tuple[int, int]] = []
+    cur_bytes = 0
+    for uid, size in sizes:
+        if cur and (len(cur) >= max_count or cur_bytes + size > max_bytes):
+            yield cur
+            cur, cur_bytes = [], 0
+        cur.append((uid, size))
+        cur_bytes += size
+    if cur:
+        yield cur
+
+
+def match_fingerprints(wanted: Iterable[tuple[Hashable, bytes]],
+                       found: Iterable[tuple[int, bytes]]) -> dict[Hashable, int]:
+    """Pair each wanted (key, fp) with a distinct found (uid, fp); lowest UIDs first."""
+    pool: dict[bytes, list[int]] = defaultdict(list)
+    for uid, fp in sorted(found):
+        pool[fp].append(uid)
+    out = {}
+    for key, fp in wanted:
+        uids = pool.get(fp)
+        if uids:
+            out[key] = uids.pop(0)
+    return out
+
+
+def uid_ranges(uids: Iterable[int]) -> str:
+    """Compact IMAP sequence set: 1:3,7,9:10."""
+    s = sorted(set(uids))
+    parts = []
+    i = 0
+    while i < len(s):
+        j = i
+        while j + 1 < len(s) and s[j + 1] == s[j] + 1:
+            j += 1
+        parts.append(str(s[i]) if i == j else f"{s[i]}:{s[j]}")
+        i = j + 1
+    return ",".join(parts)
