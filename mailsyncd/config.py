@@ -93,7 +93,7 @@ class FolderRules:
 class SyncSettings:
     connections: int = 2
     batch_messages: int = 200
-    batch_bytes: int = 16 * 1024**2
+    batch_bytes: int = 8 * 1024**2
     retries: int = 5
     retry_backoff: float = 1.0
     flag_rescan: float = 3600.0

@@ -125,7 +125,7 @@ class FolderSync:
         if not todo:
             return
         s = self.ctx.settings
-        q: queue.Queue = queue.Queue(maxsize=2)  # bounds memory to ~3 batches
+        q: queue.Queue = queue.Queue(maxsize=1)  # bounds memory: one batch fetched ahead, one being appended
         abort = threading.Event()
         failure: list[BaseException] = []
 
