@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", action="store_true", help="CSV on stdout, for a spreadsheet")
 
     p = sub.add_parser("demo", help="self-contained demo: two local Dovecot servers, a mailbox, a migration")
-    p.add_argument("--messages", type=int, default=300, help="messages to put in the demo mailbox (default 300)")
+    p.add_argument("--messages", type=int, default=1000, help="messages to put in the demo mailbox (default 1000)")
     p.add_argument("--keep", action="store_true", help="leave the demo directory in place")
     return ap
 

@@ -151,13 +151,15 @@ class AccountSync:
         ctx = AccountContext(self.address, self.store, self.domain.sync, self.progress, self.stop, caps)
         jobs = [(p, src_status[p.source]) for p in plans if p.source in src_status]
         states = self.store.folders(self.address)
+        expected = 0
         for p, st in jobs:
             fs = states.get(p.path)
             known = 0
             if fs and fs.uidvalidity == st.uidvalidity:
                 known = self.store.count_mapped(self.address, p.path, st.uidvalidity) + \
                     self.store.count_skipped(self.address, p.path, st.uidvalidity)
-            self.progress.add_total(max(0, st.messages - known))
+            expected += max(0, st.messages - known)
+        self.progress.add_total(expected)
         # the biggest folders first, so the pass ends with short jobs rather than one long tail
         jobs.sort(key=lambda j: j[1].messages, reverse=True)
         reports: dict[str, FolderReport] = {}

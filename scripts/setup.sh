@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install what mailsyncd and its tests need on Debian 12, into ./.venv (idempotent).
+#   scripts/setup.sh          runtime + test dependencies
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+need=()
+for pkg in dovecot-imapd dovecot-pop3d; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+command -v python3 >/dev/null || need+=(python3)
+command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${need[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Debian starts the packaged dovecot service; our tests and demo run their own instances on
+# free loopback ports, so the system one is not needed (and not touched).
+
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv"
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+echo "setup: ready ($(.venv/bin/python --version), dovecot $(/usr/sbin/dovecot --version | cut -d' ' -f1))"
