@@ -1,0 +1,125 @@
+"""Shared fixtures: real throwaway Dovecot servers (see mailsyncd/devserver.py).
+
+Fixtures (function-scoped; every test gets fresh servers in its own tmp_path; ~25 ms each to
+start and to stop):
+
+* ``dovecot_pair``  -> DovecotPair(.source, .target, .users, .master)
+* ``make_dovecot``  -> factory ``make_dovecot(name, users=None, **Dovecot kwargs)`` returning a
+  started instance under tmp_path; all stopped at teardown
+* ``test_cert``     -> (certfile, keyfile) self-signed for localhost/127.0.0.1
+
+Tests needing Dovecot (marked ``@pytest.mark.dovecot`` or using one of the fixtures above) are
+skipped, with the reason printed in the report header and in ``-rs``, when ``dovecot`` is not
+installed -- except under CI (env ``CI=true``), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import pytest
+
+try:
+    import mailsyncd  # noqa: F401
+except ImportError:  # bare `pytest` from a checkout without `pip install -e .`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mailsyncd.devserver import Dovecot, dovecot_missing_reason, make_test_cert
+
+_DOVECOT_FIXTURES = {"dovecot_pair", "make_dovecot"}
+_MISSING = dovecot_missing_reason()
+_IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def pytest_report_header(config):
+    if _MISSING is None:
+        return "dovecot: available (tests start throwaway servers on 127.0.0.1)"
+    what = "tests marked 'dovecot' will FAIL (CI=true)" if _IN_CI else "tests marked 'dovecot' are SKIPPED"
+    return f"dovecot: NOT AVAILABLE -- {_MISSING}; {what}"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _DOVECOT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.dovecot)  # so that `-m "not dovecot"` deselects them
+
+
+def _require_dovecot() -> None:
+    if _MISSING is not None:
+        if _IN_CI:
+            pytest.fail(f"CI=true but {_MISSING}", pytrace=False)
+        pytest.skip(_MISSING)
+
+
+@pytest.fixture(autouse=True)
+def _dovecot_guard(request):
+    if request.node.get_closest_marker("dovecot") is not None:
+        _require_dovecot()
+
+
+class UserCreds(NamedTuple):
+    old_password: str  # on the source ("old") server
+    new_password: str  # on the target ("new") server
+
+
+SOURCE_USERS = {"alice@example.com": "alice-old-pw", "bob@example.com": "bob-old-pw"}
+TARGET_USERS = {"alice@example.com": "alice-new-pw", "bob@example.com": "bob-new-pw"}
+MASTER = ("master", "master-pw")
+
+
+@dataclass
+class DovecotPair:
+    source: Dovecot
+    target: Dovecot
+    users: dict[str, UserCreds]
+    master: tuple[str, str] = MASTER
+    host: str = field(default="127.0.0.1")
+
+    def source_account(self, user: str) -> tuple[str, int, str, str]:
+        """(host, port, user, password) on the source -- e.g. ``seed(*pair.source_account(u), ...)``."""
+        return self.host, self.source.imap_port, user, self.users[user].old_password
+
+    def target_account(self, user: str) -> tuple[str, int, str, str]:
+        return self.host, self.target.imap_port, user, self.users[user].new_password
+
+    def target_master_account(self, user: str) -> tuple[str, int, str, str]:
+        """Login ``user*master`` with the master password (Dovecot master user)."""
+        return self.host, self.target.imap_port, f"{user}*{self.master[0]}", self.master[1]
+
+
+@pytest.fixture
+def make_dovecot(tmp_path):
+    _require_dovecot()
+    started: list[Dovecot] = []
+
+    def make(name: str, users: dict[str, str] | None = None, **kwargs) -> Dovecot:
+        d = Dovecot(str(tmp_path), name, dict(SOURCE_USERS if users is None else users), **kwargs)
+        started.append(d)
+        d.start()
+        return d
+
+    yield make
+    errors = []
+    for d in reversed(started):
+        try:
+            d.stop()
+        except Exception as e:  # pragma: no cover - keep stopping the others
+            errors.append(e)
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def dovecot_pair(make_dovecot) -> DovecotPair:
+    source = make_dovecot("source", SOURCE_USERS)
+    target = make_dovecot("target", TARGET_USERS, master=MASTER)
+    users = {u: UserCreds(SOURCE_USERS[u], TARGET_USERS[u]) for u in SOURCE_USERS}
+    return DovecotPair(source, target, users)
+
+
+@pytest.fixture
+def test_cert(tmp_path) -> tuple[str, str]:
+    return make_test_cert(str(tmp_path / "tls"))
