@@ -450,6 +450,25 @@ def parse_config(data: object, *, path: str) -> Config:
                   domains=MappingProxyType(domains))
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load, except that a repeated key is an error: the first domain would vanish silently."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, str):
+            continue
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
 def load_config(path: str) -> Config:
     path = os.path.abspath(path)
     try:
@@ -462,7 +481,7 @@ def load_config(path: str) -> Config:
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: config file is not valid UTF-8"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else path

@@ -433,3 +433,11 @@ def test_example_config_fails_without_secret():
         load_config(str(REPO / "etc" / "mailsyncd.yaml"))
     assert ei.value.errors == [f"{D}.target.master_password_file: file does not exist: "
                                f"{REPO / 'etc' / 'master.secret'} (got './master.secret')"]
+
+
+def test_duplicate_key_is_an_error(tmp_path):
+    p = tmp_path / "dup.yaml"
+    p.write_text("state_dir: ./s\ndomains:\n  a.com: {}\n  a.com: {}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(p))
+    assert "line 4" in str(e.value) and "duplicate key 'a.com'" in str(e.value)
