@@ -150,6 +150,9 @@ class AccountSync:
                                self.address, p.path, p.target, list(p.merged_with))
         ctx = AccountContext(self.address, self.store, self.domain.sync, self.progress, self.stop, caps)
         jobs = [(p, src_status[p.source]) for p in plans if p.source in src_status]
+        for p in plans:
+            if p.source not in src_status:  # the source would not even say how many messages it holds
+                res.folders.append(self._failed(p, Status(0, 0, 0, None), "source refused STATUS for this folder"))
         states = self.store.folders(self.address)
         expected = 0
         for p, st in jobs:
@@ -192,7 +195,7 @@ class AccountSync:
             t.start()
         for t in threads:
             t.join()
-        res.folders = [reports[p.path] for p in plans if p.path in reports]
+        res.folders += [reports[p.path] for p in plans if p.path in reports]
         if errors:
             raise errors[0]
 

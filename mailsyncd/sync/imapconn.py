@@ -204,7 +204,12 @@ def list_mailboxes(client: IMAPClient, *, with_status: bool) -> tuple[list[Mailb
     if with_status:
         for mb in boxes:
             if mb.name not in statuses and not _unselectable(mb):
-                statuses[mb.name] = folder_status(client, mb.name, items)
+                try:
+                    statuses[mb.name] = folder_status(client, mb.name, items)
+                except imapexc.IMAPClientAbortError:
+                    raise
+                except imapexc.IMAPClientError as e:
+                    logger.warning("event=status_refused folder=%r reason=%r", mb.name, str(e))
     return boxes, statuses
 
 
