@@ -22,7 +22,6 @@ WORK/report.md, with ratios to each peer, followed by PASS/FAIL lines for the ta
 import argparse
 import json
 import os
-import shlex
 import shutil
 import socket
 import subprocess

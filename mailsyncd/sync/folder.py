@@ -20,11 +20,11 @@ from dataclasses import dataclass, replace
 
 from imapclient import exceptions as imapexc
 
-from ..errors import ConnectionLost, FolderFailed
+from ..errors import FolderFailed
 from ..imap.folders import FolderPlan
 from ..store import FolderReport, FolderState, Inflight, InflightItem, MapRow
 from .imapconn import Status, fetch, folder_status, lost_is_transient, parse_appenduid, response_text
-from .logic import batches, fingerprint, match_fingerprints, merge_flags, source_flags, storable, uid_ranges
+from .logic import batches, fingerprint, match_fingerprints, merge_flags, source_flags, storable
 
 logger = logging.getLogger(__name__)
 
@@ -353,4 +353,4 @@ def _server_words(e: Exception) -> str:
     return text.strip()
 
 
-__all__ = ["FolderSync", "uid_ranges"]
+__all__ = ["FolderSync"]
