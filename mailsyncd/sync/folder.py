@@ -144,7 +144,8 @@ class FolderSync:
             except BaseException as e:  # noqa: BLE001 - handed to the appender's thread
                 failure.append(e)
             finally:
-                q.put(None) if not abort.is_set() else None
+                if not abort.is_set():  # else the appender has gone: nobody would take it
+                    q.put(None)
 
         t = threading.Thread(target=fetcher, name=f"fetch {self.path}", daemon=True)
         t.start()
