@@ -139,7 +139,8 @@ def cmd_sync(cfg, args) -> int:
         return EXIT_ERROR
     print(report_table(res.folders))
     for s in res.skipped_folders:
-        print(f"not synced: {s.path}: {s.reason}")
+        if "not a mailbox" not in s.reason:  # implicit parents hold no mail: nothing to report
+            print(f"not synced: {s.path}: {s.reason}")
     for path, uid, size, reason in _skipped_rows(cfg, args.address):
         print(f"skipped message: folder={path} uid={uid} size={size}: {reason}")
     rate = res.copied / res.seconds if res.seconds else 0
