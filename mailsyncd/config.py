@@ -109,12 +109,53 @@ class Domain:
 
 
 @dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    imap: Address | None = None     # STARTTLS (or plaintext on loopback, if allowed)
+    imaps: Address | None = None    # implicit TLS
+
+
+@dataclass(frozen=True, slots=True)
+class TLSFiles:
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class FrontDoor:
+    allow_plaintext_login: bool = False   # LOGIN before STARTTLS; loopback listeners only
+    preauth_timeout: float = 60.0
+    idle_timeout: float = 1860.0          # RFC 3501 wants at least 30 minutes
+    verifier_ttl: float = 300.0           # a source-checked password is trusted this long
+    accept_verifier_when_source_down: bool = False
+    auth_threads: int = 8
+    sync_parallel: int = 4                # accounts copied at once in the background
+    ip_burst: int = 10
+    ip_refill: float = 60.0
+    user_burst: int = 5
+    user_refill: float = 300.0
+    failure_delay: float = 2.0
+    failure_delay_max: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: str
     state_dir: str
     log_level: str
     sync: SyncSettings
     domains: Mapping[str, Domain]
+    listen: Listen = field(default_factory=Listen)
+    tls: TLSFiles | None = None
+    frontdoor: FrontDoor = field(default_factory=FrontDoor)
 
     def domain_for(self, address: str) -> Domain:
         domain = _split_address(address)[1].lower()
@@ -426,6 +467,68 @@ def _domains(errs: _Errors, node: object, base_dir: str, sync: SyncSettings) -> 
     return out
 
 
+def _address(v) -> Address:
+    text = _text(v)
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^\s:\[\]]+):(\d+)", text)
+    if not m:
+        raise _Invalid('must be "HOST:PORT", e.g. "0.0.0.0:143" or "[::]:993"')
+    host, port = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    if not 1 <= int(port) <= 65535:
+        raise _Invalid("port must be 1-65535")
+    return Address(host, int(port))
+
+
+def _listen(errs: _Errors, node: object) -> Listen:
+    s = _Section(errs, node, "listen", ("imap", "imaps", "http"))
+    return Listen(imap=s.get("imap", _address, None), imaps=s.get("imaps", _address, None))
+
+
+def _tls(errs: _Errors, node: object, base_dir: str) -> TLSFiles | None:
+    if node is None:
+        return None
+    s = _Section(errs, node, "tls", ("cert", "key"))
+    cert, key = s.get("cert", _file(base_dir)), s.get("key", _file(base_dir))
+    return TLSFiles(cert, key) if cert and key else None
+
+
+_FRONTDOOR_CHECKS = {
+    "allow_plaintext_login": _boolean,
+    "preauth_timeout": _positive(3600),
+    "idle_timeout": _positive(),
+    "verifier_ttl": _positive(),
+    "accept_verifier_when_source_down": _boolean,
+    "auth_threads": _int_range(1, 64),
+    "sync_parallel": _int_range(1, 256),
+    "ip_burst": _int_range(1, 100000),
+    "ip_refill": _positive(),
+    "user_burst": _int_range(1, 100000),
+    "user_refill": _positive(),
+    "failure_delay": _positive(60),
+    "failure_delay_max": _positive(600),
+}
+
+
+_FD_DEFAULTS = FrontDoor()
+
+
+def _frontdoor(errs: _Errors, node: object, listen: Listen, tls: TLSFiles | None) -> FrontDoor:
+    s = _Section(errs, node, "frontdoor", tuple(_FRONTDOOR_CHECKS))
+    fd = FrontDoor(**{k: s.get(k, check, getattr(_FD_DEFAULTS, k)) for k, check in _FRONTDOOR_CHECKS.items()})
+    if fd.idle_timeout < 1800:
+        errs.add("frontdoor.idle_timeout", "must be at least 1800 (RFC 3501: 30 minutes); "
+                 f"got {fd.idle_timeout:g}")
+    if fd.allow_plaintext_login and listen.imap and not _is_loopback(listen.imap.host):
+        errs.add("frontdoor.allow_plaintext_login",
+                 f"only allowed when listen.imap is a loopback address (got {listen.imap}): "
+                 "passwords would cross the network in cleartext")
+    if listen.imaps and tls is None:
+        errs.add("listen.imaps", "needs a tls: {cert: FILE, key: FILE} section")
+    if listen.imap and tls is None and not fd.allow_plaintext_login:
+        errs.add("listen.imap", "needs a tls: section for STARTTLS (or, on loopback only, "
+                 "frontdoor.allow_plaintext_login: true)")
+    return fd
+
+
 # ---------------------------------------------------------------- entry points
 
 def parse_config(data: object, *, path: str) -> Config:
@@ -435,7 +538,7 @@ def parse_config(data: object, *, path: str) -> Config:
         what = "is empty" if data is None else f"must be a mapping at the top level (got {_got(data)})"
         raise ConfigError([f"{path}: config {what}"])
     errs = _Errors()
-    s = _Section(errs, data, "", ("state_dir", "log_level", "sync", "domains"))
+    s = _Section(errs, data, "", ("state_dir", "log_level", "sync", "domains", "listen", "tls", "frontdoor"))
     state_dir = os.path.normpath(os.path.join(base_dir, s.get("state_dir", _text, "./state")))
     log_level = s.get("log_level", _choice("debug", "info", "warning", "error"), "info")
     sync = _sync(errs, s.node.get("sync"), "sync", SyncSettings())
@@ -444,10 +547,14 @@ def parse_config(data: object, *, path: str) -> Config:
         domains = _domains(errs, s.node["domains"], base_dir, sync)
     else:
         errs.add("domains", "required key is missing (configure at least one domain)")
+    listen = _listen(errs, s.node.get("listen"))
+    tls = _tls(errs, s.node.get("tls"), base_dir)
+    frontdoor = _frontdoor(errs, s.node.get("frontdoor"), listen, tls) if (
+        s.has("frontdoor") or listen.imap or listen.imaps) else FrontDoor()
     if errs:
         raise ConfigError(errs)
     return Config(path=path, state_dir=state_dir, log_level=log_level, sync=sync,
-                  domains=MappingProxyType(domains))
+                  domains=MappingProxyType(domains), listen=listen, tls=tls, frontdoor=frontdoor)
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -12,7 +12,8 @@ import os
 import re
 import sys
 
-_SECRET = re.compile(r"(?i)\b(LOGIN\s+\S+\s+|AUTHENTICATE\s+PLAIN\s+|password[=:]\s*)(\S+)")
+# IMAP command words are matched in capitals only, so prose like "login refused for bob" survives.
+_SECRET = re.compile(r"\b(LOGIN\s+\S+\s+|AUTHENTICATE\s+PLAIN\s+|(?i:password)[=:]\s*)(\S+)")
 
 
 class RedactFilter(logging.Filter):

@@ -4,7 +4,7 @@ SQLite in WAL mode, one connection per thread, a versioned schema with
 forward migrations.  Transactions are short: the copy engine commits once per
 batch.  ``synchronous=FULL`` because a lost commit after a power cut would turn
 into a duplicate on the target; it costs one fsync per batch, not per message.
-No plaintext password is ever stored here.
+No plaintext password is ever stored here: the vault hands it ciphertext and hashes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -105,6 +105,19 @@ _MIGRATIONS: dict[int, str] = {
         error         TEXT
     );
     CREATE INDEX passes_account ON passes (account, id);
+    """,
+    2: """
+    -- how the account entered: 'import', 'login' or 'self_service' (NULL: before this was recorded)
+    ALTER TABLE accounts ADD COLUMN plan TEXT;
+    -- written by the vault only: password is AES-GCM ciphertext, verifier an argon2 hash.
+    -- No foreign key: a login may be remembered before the account row exists.
+    CREATE TABLE secrets (
+        address       TEXT PRIMARY KEY,
+        password      BLOB,
+        verifier      TEXT,
+        verified_at   REAL,
+        updated       REAL NOT NULL
+    );
     """,
 }
 
@@ -240,11 +253,15 @@ class Store:
         self._local = threading.local()
 
     # -- accounts ----------------------------------------------------------
-    def ensure_account(self, address: str, domain: str) -> None:
+    def ensure_account(self, address: str, domain: str, plan: str | None = None) -> None:
         now = time.time()
         with self._tx() as c:
-            c.execute("INSERT OR IGNORE INTO accounts (address, domain, created, updated) VALUES (?,?,?,?)",
-                      (address, domain, now, now))
+            c.execute("INSERT OR IGNORE INTO accounts (address, domain, plan, created, updated) VALUES (?,?,?,?,?)",
+                      (address, domain, plan, now, now))
+            if plan is not None:
+                # the first plan recorded wins: a later login must not relabel an imported account
+                c.execute("UPDATE accounts SET plan=?, updated=? WHERE address=? AND plan IS NULL",
+                          (plan, now, address))
 
     def set_phase(self, address: str, phase: str, error: str | None = None) -> None:
         with self._tx() as c:
@@ -253,11 +270,57 @@ class Store:
 
     def account(self, address: str) -> dict | None:
         row = self._conn().execute(
-            "SELECT address, domain, phase, last_error, created, updated FROM accounts WHERE address=?",
+            "SELECT address, domain, phase, last_error, created, updated, plan FROM accounts WHERE address=?",
             (address,)).fetchone()
         if row is None:
             return None
-        return dict(zip(("address", "domain", "phase", "last_error", "created", "updated"), row))
+        return dict(zip(("address", "domain", "phase", "last_error", "created", "updated", "plan"), row))
+
+    # -- secrets (opaque to the store: see vault.py) ---------------------------
+    def put_secret_password(self, address: str, blob: bytes) -> None:
+        with self._tx() as c:
+            c.execute("INSERT INTO secrets (address, password, updated) VALUES (?,?,?)"
+                      " ON CONFLICT (address) DO UPDATE SET password=excluded.password, updated=excluded.updated",
+                      (address, blob, time.time()))
+
+    def secret_password(self, address: str) -> bytes | None:
+        row = self._conn().execute("SELECT password FROM secrets WHERE address=?", (address,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    def forget_secret_password(self, address: str) -> None:
+        """Drop the stored ciphertext, keep the verifier."""
+        c = self._conn()
+        # The key stays on disk, so ciphertext left in freed page space or in the WAL would still be
+        # the password: zero freed space for this write (Debian's SQLite does so by default, others
+        # may not), then fold the WAL back (best effort: a concurrent reader can hold the checkpoint
+        # back, and a later one finishes the job).
+        was = c.execute("PRAGMA secure_delete").fetchone()[0]
+        c.execute("PRAGMA secure_delete=ON")
+        try:
+            with self._tx() as t:
+                t.execute("UPDATE secrets SET password=NULL, updated=? WHERE address=?", (time.time(), address))
+        finally:
+            c.execute(f"PRAGMA secure_delete={int(was)}")
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def put_verifier(self, address: str, verifier: str, verified_at: float) -> None:
+        with self._tx() as c:
+            c.execute("INSERT INTO secrets (address, verifier, verified_at, updated) VALUES (?,?,?,?)"
+                      " ON CONFLICT (address) DO UPDATE SET verifier=excluded.verifier,"
+                      " verified_at=excluded.verified_at, updated=excluded.updated",
+                      (address, verifier, verified_at, time.time()))
+
+    def verifier(self, address: str) -> tuple[str, float] | None:
+        row = self._conn().execute(
+            "SELECT verifier, verified_at FROM secrets WHERE address=? AND verifier IS NOT NULL",
+            (address,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def put_login(self, address: str, blob: bytes, verifier: str, verified_at: float) -> None:
+        """Password and verifier together, so that neither can be stale with respect to the other."""
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO secrets (address, password, verifier, verified_at, updated)"
+                      " VALUES (?,?,?,?,?)", (address, blob, verifier, verified_at, time.time()))
 
     # -- folders -----------------------------------------------------------
     def folder(self, account: str, path: str) -> FolderState | None:

@@ -99,7 +99,7 @@ def cmd_sync(cfg, args) -> int:
     from ..store import Store
     from ..sync.account import AccountSync
     from ..sync.progress import Progress
-    from ..vault import Vault
+    from ..vault import Vault, VaultError
     from .render import ProgressView, human_bytes, report_table
 
     try:
@@ -114,7 +114,14 @@ def cmd_sync(cfg, args) -> int:
             print(f"mailsyncctl: cannot read password file: {e.strerror}: {args.password_file}", file=sys.stderr)
             return EXIT_ERROR
     else:
-        password = Vault(cfg.state_dir).source_password(args.address)
+        store = Store.in_state_dir(cfg.state_dir)
+        try:
+            password = Vault.open(cfg.state_dir, store).source_password(args.address)
+        except VaultError as e:
+            print(f"mailsyncctl: {e}", file=sys.stderr)
+            return EXIT_ERROR
+        finally:
+            store.close()
         if password is None:
             print(f"mailsyncctl: no stored source password for {args.address}; pass --password-file FILE",
                   file=sys.stderr)

@@ -1,0 +1,154 @@
+"""Who may log in: the front door's password check, on the reactor side.
+
+Order of checks, cheapest and least harmful first:
+1. the address must belong to a configured domain;
+2. a (user, password) pair that just failed fails again without asking anyone
+   (a phone retrying a stale password must not lock its owner out);
+3. a password verified at the source within ``verifier_ttl`` matches the
+   slow-hash verifier, so a client opening five connections costs one check;
+4. the throttle must grant a token, then the source decides.
+
+Every answer that is not OK waits out the throttle's failure delay, and every
+refusal looks the same to the client.  Blocking work (argon2, SQLite, the
+source login) runs in the ``auth`` thread pool so a slow source never delays
+another user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+from dataclasses import dataclass
+
+from twisted.internet import defer, task, threads
+
+from ..config import UnknownDomain
+from . import source
+from .throttle import Limits, Throttle
+
+logger = logging.getLogger("mailsyncd.auth")
+
+_NEGATIVE_TTL = 900.0
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    ok: bool
+    address: str
+    reason: str                 # for the log, never a secret
+    unavailable: bool = False   # a temporary failure: say so instead of AUTHENTICATIONFAILED
+    checked_at_source: bool = False
+
+
+class Gate:
+    def __init__(self, reactor, pool, config_ref, store, vault, on_login=None):
+        self.reactor = reactor
+        self.pool = pool
+        self.config_ref = config_ref          # () -> Config, so a reload is seen by the next login
+        self.store = store
+        self.vault = vault
+        self.on_login = on_login              # (address, domain, first: bool) after a source-verified login
+        fd = config_ref().frontdoor
+        self.throttle = Throttle(Limits(fd.ip_burst, fd.ip_refill, fd.user_burst, fd.user_refill,
+                                        fd.failure_delay, fd.failure_delay_max), clock=reactor.seconds)
+        self._key = os.urandom(32)            # in memory only: keys the negative cache
+        self._recent_failures: dict[bytes, float] = {}
+        self._pending: dict[bytes, defer.Deferred] = {}
+        self.counts = {"ok": 0, "failed": 0, "source_checks": 0}
+
+    def _mark(self, address: str, password: str) -> bytes:
+        return hmac.new(self._key, address.encode() + b"\0" + password.encode("utf-8", "surrogatepass"),
+                        hashlib.sha256).digest()
+
+    def _blocking(self, fn, *args, **kw) -> defer.Deferred:
+        return threads.deferToThreadPool(self.reactor, self.pool, fn, *args, **kw)
+
+    # -- entry point -----------------------------------------------------------
+    def authenticate(self, ip: str, user: str, password: str) -> defer.Deferred:
+        """Fires with a Verdict, after the failure delay when it is not OK.  Never errbacks."""
+        address = user.strip().lower()
+        d = defer.ensureDeferred(self._decide(ip, address, password))
+        d.addErrback(self._crashed, address)
+        d.addCallback(self._finish, ip)
+        return d
+
+    def _crashed(self, failure, address: str) -> Verdict:
+        logger.error("event=auth_error user=%s error=%r", address, failure.getErrorMessage())
+        return Verdict(False, address, "internal error", unavailable=True)
+
+    def _finish(self, v: Verdict, ip: str) -> defer.Deferred | Verdict:
+        if v.ok:
+            self.counts["ok"] += 1
+            logger.info("event=login_ok ip=%s user=%s how=%r", ip, v.address, v.reason)
+            return v
+        self.counts["failed"] += 1
+        # One fixed shape, for fail2ban: "event=login_failed ip=<HOST> ..."
+        logger.warning("event=login_failed ip=%s user=%s reason=%r", ip, v.address, v.reason)
+        if v.unavailable:
+            return v
+        return task.deferLater(self.reactor, self.throttle.failed(ip), lambda: v)
+
+    async def _decide(self, ip: str, address: str, password: str) -> Verdict:
+        cfg = self.config_ref()
+        try:
+            domain = cfg.domain_for(address)
+        except UnknownDomain as e:
+            return Verdict(False, address, f"unknown domain {e.domain!r}")
+        except ValueError:
+            return Verdict(False, address, "not an email address")
+        if not password:
+            return Verdict(False, address, "empty password")
+        mark = self._mark(address, password)
+        now = self.reactor.seconds()
+        if self._recent_failures.get(mark, 0.0) > now:
+            return Verdict(False, address, "same wrong password as a recent attempt (source not asked)")
+        # Concurrent logins with the same credentials share one check.
+        if mark in self._pending:
+            shared = defer.Deferred()
+            self._pending[mark].addBoth(lambda r: (shared.callback(r), r)[1])
+            return await shared
+        d = defer.ensureDeferred(self._check(ip, address, password, domain, mark, cfg))
+        self._pending[mark] = d
+        try:
+            return await d
+        finally:
+            self._pending.pop(mark, None)
+
+    async def _check(self, ip, address, password, domain, mark, cfg) -> Verdict:
+        fd = cfg.frontdoor
+        if await self._blocking(self.vault.check_verifier, address, password, max_age=fd.verifier_ttl):
+            return Verdict(True, address, "recently verified at the source")
+        refused = self.throttle.may_ask_source(ip, address)
+        if refused:
+            return Verdict(False, address, f"throttled ({refused} limit); source not asked")
+        self.counts["source_checks"] += 1
+        result, why = await self._blocking(source.check, domain.source, address, password)
+        if result == source.OK:
+            self.throttle.succeeded(ip, address)
+            first = await self._blocking(self._remember, address, domain.name, password)
+            if self.on_login is not None:
+                self.on_login(address, domain, first)
+            return Verdict(True, address, "source accepted", checked_at_source=True)
+        if result == source.WRONG:
+            self._forget_old_failures()
+            self._recent_failures[mark] = self.reactor.seconds() + _NEGATIVE_TTL
+            return Verdict(False, address, f"wrong password or unknown user at the source ({why})")
+        # The source is down or throttling us: the user is not at fault, so give the token back.
+        self.throttle.succeeded(ip, address)
+        if fd.accept_verifier_when_source_down and await self._blocking(
+                self.vault.check_verifier, address, password, max_age=None):
+            return Verdict(True, address, f"source unavailable, last good password accepted ({why})")
+        return Verdict(False, address, f"source unavailable: {why}", unavailable=True)
+
+    def _remember(self, address: str, domain: str, password: str) -> bool:
+        first = self.store.account(address) is None or self.vault.source_password(address) is None
+        self.store.ensure_account(address, domain, plan="login")
+        self.vault.remember_login(address, password)
+        return first
+
+    def _forget_old_failures(self) -> None:
+        if len(self._recent_failures) > 10000:
+            now = self.reactor.seconds()
+            self._recent_failures = {k: t for k, t in self._recent_failures.items() if t > now}

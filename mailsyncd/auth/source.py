@@ -1,0 +1,79 @@
+"""Is this the user's password?  Ask the source with a real login (blocking; runs in the auth pool)."""
+
+from __future__ import annotations
+
+import poplib
+import socket
+import ssl
+
+from ..errors import AuthFailed, MailsyncError
+from ..sync import imapconn
+
+OK, WRONG, UNAVAILABLE = "ok", "wrong", "unavailable"
+
+# Words of a refusal that mean "not now" rather than "wrong password".
+_TEMPORARY = ("[UNAVAILABLE]", "[SERVERBUG]", "[LIMIT]", "[INUSE]", "[SYS/TEMP]", "[IN-USE]",
+              "temporary", "try again", "too many")
+
+
+def _temporary(text: str) -> bool:
+    low = text.lower()
+    return any(w.lower() in low for w in _TEMPORARY)
+
+
+def check(endpoint, address: str, password: str) -> tuple[str, str]:
+    """(OK | WRONG | UNAVAILABLE, reason for the log).  The reason never holds the password."""
+    if endpoint.protocol == "pop3":
+        return _check_pop3(endpoint, address, password)
+    client = None
+    try:
+        client = imapconn.connect(endpoint, role="source")
+        imapconn.login_source(client, endpoint, address, password)
+        return OK, "source accepted"
+    except AuthFailed as e:
+        return (UNAVAILABLE if _temporary(str(e)) else WRONG), str(e)
+    except MailsyncError as e:
+        return UNAVAILABLE, str(e)
+    finally:
+        imapconn.close(client)
+
+
+def _check_pop3(endpoint, address: str, password: str) -> tuple[str, str]:
+    where = f"source {endpoint.host}:{endpoint.port}"
+    user = endpoint.login_name(address)
+    conn = None
+    try:
+        try:
+            if endpoint.security == "tls":
+                conn = poplib.POP3_SSL(endpoint.host, endpoint.port, timeout=endpoint.timeout,
+                                       context=imapconn.tls_context(endpoint))
+            else:
+                conn = poplib.POP3(endpoint.host, endpoint.port, timeout=endpoint.timeout)
+                if endpoint.security == "starttls":
+                    conn.stls(imapconn.tls_context(endpoint))
+        except poplib.error_proto as e:
+            return UNAVAILABLE, f"{where}: {_text(e)}"
+        try:
+            conn.user(user)
+            conn.pass_(password)
+        except poplib.error_proto as e:
+            text = _text(e)
+            if _temporary(text):
+                return UNAVAILABLE, f"{where}: {text}"
+            return WRONG, f"{where}: login refused for {user}: {text}"
+        return OK, "source accepted"
+    except ssl.SSLError as e:
+        return UNAVAILABLE, f"{where}: TLS failed: {e.reason or e}"
+    except (OSError, socket.timeout) as e:
+        return UNAVAILABLE, f"{where}: {e.strerror or e}"
+    finally:
+        if conn is not None:
+            try:
+                conn.quit()
+            except (poplib.error_proto, OSError):
+                pass
+
+
+def _text(e: poplib.error_proto) -> str:
+    arg = e.args[0] if e.args else b""
+    return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)

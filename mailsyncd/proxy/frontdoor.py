@@ -1,0 +1,322 @@
+"""The front door: the pre-auth IMAP dialogue, then a byte relay to the target.
+
+Before login only CAPABILITY, NOOP, LOGOUT, ID, STARTTLS, LOGIN and
+AUTHENTICATE PLAIN exist.  After login nothing is parsed: IDLE, COMPRESS and
+every extension the target has work as if the client were connected directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+
+from twisted.internet import protocol
+from twisted.protocols.policies import TimeoutMixin
+
+from .. import __version__
+from ..background import alert_text
+from ..imap.preauth import Bad, Command, Continue, Fatal, PreauthParser, SaslLine
+from . import backend
+
+logger = logging.getLogger("mailsyncd.proxy")
+
+MAX_BAD = 3
+MAX_AUTH_FAILURES = 3
+
+
+class FrontDoorFactory(protocol.Factory):
+    def __init__(self, reactor, config_ref, gate, queue, tls_options_ref, *, implicit_tls: bool):
+        self.reactor = reactor
+        self.config_ref = config_ref
+        self.gate = gate
+        self.queue = queue
+        self.tls_options_ref = tls_options_ref   # () -> CertificateOptions | None (swapped on reload)
+        self.implicit_tls = implicit_tls
+        self.sessions: set[FrontDoor] = set()
+        self.relayed = 0
+
+    def buildProtocol(self, addr):
+        p = FrontDoor(self, self.config_ref())
+        p.factory = self
+        return p
+
+
+class FrontDoor(protocol.Protocol, TimeoutMixin):
+    def __init__(self, factory: FrontDoorFactory, config):
+        self.f = factory
+        self.config = config                 # the session keeps its snapshot across reloads
+        self.parser = PreauthParser()
+        self.tls = factory.implicit_tls
+        self.busy = False                    # a login or STARTTLS is in progress: parse nothing more
+        self.closed = False
+        self.bad = 0
+        self.auth_failures = 0
+        self.target: backend.TargetProtocol | None = None
+        self.pending_auth: str | None = None  # tag of an AUTHENTICATE waiting for its response line
+        self.ip, self.port = "?", 0
+
+    # -- connection --------------------------------------------------------------
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.ip, self.port = getattr(peer, "host", "?"), getattr(peer, "port", 0)
+        self.f.sessions.add(self)
+        self.setTimeout(self.config.frontdoor.preauth_timeout)
+        self.send(b"* OK [CAPABILITY " + self.capabilities() + b"] mailsyncd ready.")
+
+    def connectionLost(self, reason=protocol.connectionDone) -> None:
+        self.closed = True
+        self.setTimeout(None)
+        self.f.sessions.discard(self)
+        if self.target is not None:
+            target, self.target = self.target, None
+            target.peer = None
+            self.f.relayed -= 1
+            target.transport.loseConnection()
+
+    def timeoutConnection(self) -> None:
+        if self.target is None:
+            self.send(b"* BYE Autologout; idle for too long")
+        self.transport.loseConnection()
+
+    def send(self, line: bytes) -> None:
+        self.transport.write(line + b"\r\n")
+
+    def capabilities(self) -> bytes:
+        caps = [b"IMAP4rev1", b"ID", b"LITERAL-"]
+        if self.tls or self.config.frontdoor.allow_plaintext_login:
+            caps += [b"SASL-IR", b"AUTH=PLAIN"]
+        if not self.tls:
+            if self.f.tls_options_ref() is not None:
+                caps.append(b"STARTTLS")
+            if not self.config.frontdoor.allow_plaintext_login:
+                caps.append(b"LOGINDISABLED")
+        return b" ".join(caps)
+
+    # -- input -------------------------------------------------------------------
+    def dataReceived(self, data: bytes) -> None:
+        if self.target is not None:
+            self.resetTimeout()
+            self.target.transport.write(data)
+            return
+        self.parser.feed(data)
+        self.pump()
+
+    def pump(self) -> None:
+        while not self.busy and not self.closed and self.target is None:
+            ev = self.parser.next_event()
+            if ev is None:
+                return
+            self.resetTimeout()
+            if isinstance(ev, Command):
+                self.command(ev)
+            elif isinstance(ev, SaslLine):
+                self.sasl_response(ev.data)
+            elif isinstance(ev, Continue):
+                self.send(b"+ Ready for literal data")
+            elif isinstance(ev, Bad):
+                self.reply_bad(ev.tag, ev.text)
+            elif isinstance(ev, Fatal):
+                self.send(b"* BYE " + ev.text.encode())
+                self.transport.loseConnection()
+                self.closed = True
+
+    def reply_bad(self, tag: str | None, text: str) -> None:
+        self.bad += 1
+        self.send((tag.encode() if tag else b"*") + b" BAD " + text.encode("utf-8", "replace"))
+        if self.bad >= MAX_BAD:
+            self.send(b"* BYE Too many invalid commands.")
+            self.transport.loseConnection()
+            self.closed = True
+
+    def command(self, cmd: Command) -> None:
+        tag = cmd.tag.encode()
+        handler = getattr(self, "do_" + cmd.name, None) if cmd.name.isalpha() else None
+        if handler is None:
+            self.reply_bad(cmd.tag, f"{cmd.name[:40]}: not available before login" if cmd.name.isalpha()
+                           else "unknown command")
+            return
+        self.bad = 0
+        handler(tag, cmd.args)
+
+    # -- commands ------------------------------------------------------------------
+    def do_CAPABILITY(self, tag: bytes, args: tuple) -> None:
+        self.send(b"* CAPABILITY " + self.capabilities())
+        self.send(tag + b" OK Pre-login capabilities listed.")
+
+    def do_NOOP(self, tag: bytes, args: tuple) -> None:
+        self.send(tag + b" OK NOOP completed.")
+
+    def do_LOGOUT(self, tag: bytes, args: tuple) -> None:
+        self.send(b"* BYE Logging out")
+        self.send(tag + b" OK Logout completed.")
+        self.transport.loseConnection()
+        self.closed = True
+
+    def do_ID(self, tag: bytes, args: tuple) -> None:
+        self.send(b'* ID ("name" "mailsyncd" "version" "' + __version__.encode() + b'")')
+        self.send(tag + b" OK ID completed.")
+
+    def do_STARTTLS(self, tag: bytes, args: tuple) -> None:
+        options = self.f.tls_options_ref()
+        if self.tls or options is None:
+            self.reply_bad(tag.decode(), "TLS is already active" if self.tls else "STARTTLS is not available")
+            return
+        self.send(tag + b" OK Begin TLS negotiation now.")
+        # Anything the client sent after STARTTLS in plaintext must never run as a command.
+        self.parser.discard()
+        self.transport.startTLS(options)
+        self.tls = True
+
+    def do_LOGIN(self, tag: bytes, args: tuple) -> None:
+        if len(args) != 2 or not all(isinstance(a, (str, bytes)) for a in args):
+            self.reply_bad(tag.decode(), "LOGIN needs a user name and a password")
+            return
+        if not self.may_login(tag):
+            return
+        user, password = (a.decode("utf-8", "replace") if isinstance(a, bytes) else a for a in args)
+        self.login(tag, user, password)
+
+    def do_AUTHENTICATE(self, tag: bytes, args: tuple) -> None:
+        if not args or not isinstance(args[0], str) or len(args) > 2:
+            self.reply_bad(tag.decode(), "AUTHENTICATE needs a mechanism")
+            return
+        if args[0].upper() != "PLAIN":
+            self.send(tag + b" NO [CANNOT] Unsupported authentication mechanism.")
+            return
+        if not self.may_login(tag):
+            return
+        if len(args) == 2:
+            self.plain(tag, args[1].encode() if isinstance(args[1], str) else args[1] or b"")
+            return
+        self.pending_auth = tag.decode()
+        self.parser.sasl = True
+        self.send(b"+ ")
+
+    def sasl_response(self, data: bytes) -> None:
+        tag, self.pending_auth = (self.pending_auth or "*").encode(), None
+        if data.strip() == b"*":
+            self.send(tag + b" BAD Authentication aborted.")
+            return
+        self.plain(tag, data)
+
+    def may_login(self, tag: bytes) -> bool:
+        if not self.tls and not self.config.frontdoor.allow_plaintext_login:
+            self.send(tag + b" NO [PRIVACYREQUIRED] Use STARTTLS (or port 993) before logging in.")
+            return False
+        return True
+
+    def plain(self, tag: bytes, b64: bytes) -> None:
+        try:
+            raw = b"" if b64 == b"=" else base64.b64decode(b64, validate=True)
+            authzid, authcid, password = (p.decode("utf-8") for p in raw.split(b"\0"))
+        except (binascii.Error, ValueError):
+            self.reply_bad(tag.decode(), "Invalid SASL PLAIN response (base64 of authzid NUL user NUL password).")
+            return
+        if authzid and authzid.lower() != authcid.lower():
+            # Logging in as someone else needs a master password we do not hand out.
+            self.auth_failed(tag, "authzid differs from the user")
+            return
+        self.login(tag, authcid, password)
+
+    # -- the login -------------------------------------------------------------------
+    def login(self, tag: bytes, user: str, password: str) -> None:
+        self.busy = True
+        self.transport.pauseProducing()
+        d = self.f.gate.authenticate(self.ip, user, password)
+        d.addCallback(self._verified, tag, password)
+        d.addErrback(self._login_crashed, tag)
+
+    def _verified(self, verdict, tag: bytes, password: str):
+        if self.closed:
+            return None
+        if not verdict.ok:
+            if verdict.unavailable:
+                self.send(tag + b" NO [UNAVAILABLE] Temporary authentication failure, try again later.")
+                self._resume()
+            else:
+                self.auth_failed(tag, None)
+            return None
+        domain = self.config.domain_for(verdict.address)
+        d = backend.connect(self.f.reactor, domain.target, verdict.address, password, self.ip, self.port)
+        d.addCallbacks(self._target_ready, self._target_failed, callbackArgs=(tag, verdict.address),
+                       errbackArgs=(tag, verdict.address))
+        return d
+
+    def _login_crashed(self, failure, tag: bytes) -> None:
+        logger.error("event=login_crashed ip=%s error=%r", self.ip, failure.getErrorMessage())
+        if not self.closed:
+            self.send(tag + b" NO [UNAVAILABLE] Internal error, try again later.")
+            self._resume()
+
+    def auth_failed(self, tag: bytes, reason: str | None) -> None:
+        if reason:
+            logger.warning("event=login_failed ip=%s user=- reason=%r", self.ip, reason)
+        self.auth_failures += 1
+        self.send(tag + b" NO [AUTHENTICATIONFAILED] Authentication failed.")
+        if self.auth_failures >= MAX_AUTH_FAILURES:
+            self.send(b"* BYE Too many failed logins.")
+            self.transport.loseConnection()
+            self.closed = True
+            return
+        self._resume()
+
+    def _resume(self) -> None:
+        self.busy = False
+        if not self.closed:
+            self.transport.resumeProducing()
+            self.pump()
+
+    def _target_failed(self, failure, tag: bytes, address: str) -> None:
+        err = failure.value
+        kind = getattr(err, "kind", "unavailable")
+        logger.warning("event=target_login_failed ip=%s user=%s kind=%s detail=%r", self.ip, address, kind,
+                       getattr(err, "detail", failure.getErrorMessage()))
+        if self.closed:
+            return
+        if kind == "auth":
+            # The user passed the source check; the target refusing is our problem, not theirs.
+            self.send(tag + b" NO [UNAVAILABLE] The new mail server refused the login; "
+                            b"please contact your administrator.")
+        else:
+            self.send(tag + b" NO [UNAVAILABLE] The new mail server is unavailable, try again later.")
+        self._resume()
+
+    def _target_ready(self, result, tag: bytes, address: str) -> None:
+        target, caps, leftover = result
+        if self.closed:
+            target.transport.loseConnection()
+            return
+        alert = alert_text(self.f.queue.progress(address)) if self.f.queue else None
+        if alert:
+            self.send(b"* OK [ALERT] " + alert.encode())
+        self.send(tag + b" OK [CAPABILITY " + caps.encode() + b"] Logged in.")
+        self.splice(target, leftover)
+        logger.info("event=relay_start ip=%s user=%s", self.ip, address)
+
+    def splice(self, target, leftover: bytes) -> None:
+        self.target = target
+        target.peer = self
+        self.f.relayed += 1
+        self.setTimeout(self.config.frontdoor.idle_timeout)
+        pipelined = self.parser.take_buffer()
+        self.parser = None
+        if leftover:
+            self.transport.write(leftover)
+        if pipelined:
+            target.transport.write(pipelined)
+        # Each side stops reading while the other cannot keep up (twisted.protocols.portforward).
+        self.transport.registerProducer(target.transport, True)
+        target.transport.registerProducer(self.transport, True)
+        self.busy = False
+        self.transport.resumeProducing()
+
+    # -- called by the target side -----------------------------------------------------
+    def from_target(self, data: bytes) -> None:
+        self.resetTimeout()
+        self.transport.write(data)
+
+    def target_lost(self) -> None:
+        self.target = None
+        self.f.relayed -= 1
+        self.transport.loseConnection()

@@ -1,0 +1,45 @@
+"""TLS options for the front door (server side) and for the target (client side)."""
+
+from __future__ import annotations
+
+from twisted.internet import ssl
+
+from ..errors import TLSFailure
+
+
+def server_options(cert_file: str, key_file: str) -> ssl.CertificateOptions:
+    """Certificate, key and any chain certificates that follow the leaf in ``cert_file``."""
+    try:
+        with open(cert_file, "rb") as f:
+            cert_pem = f.read()
+        with open(key_file, "rb") as f:
+            key_pem = f.read()
+    except OSError as e:
+        raise TLSFailure(f"cannot read TLS file {e.filename}: {e.strerror}") from None
+    blocks = _pem_blocks(cert_pem)
+    if not blocks:
+        raise TLSFailure(f"{cert_file}: no PEM certificate found")
+    try:
+        leaf = ssl.PrivateCertificate.loadPEM(blocks[0] + b"\n" + key_pem)
+        chain = [ssl.Certificate.loadPEM(b).original for b in blocks[1:]]
+    except Exception as e:  # pyOpenSSL raises its own error types; say which files, not their content
+        raise TLSFailure(f"{cert_file} / {key_file}: not a usable certificate and key pair "
+                         f"({type(e).__name__})") from None
+    return ssl.CertificateOptions(privateKey=leaf.privateKey.original, certificate=leaf.original,
+                                  extraCertChain=chain)
+
+
+def client_options(endpoint):
+    """Options for connecting to ``endpoint`` with the same trust rules as the sync engine."""
+    if not endpoint.verify_tls:
+        return ssl.CertificateOptions(verify=False)
+    trust = None
+    if endpoint.ca_file:
+        with open(endpoint.ca_file, "rb") as f:
+            trust = ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(b) for b in _pem_blocks(f.read())])
+    return ssl.optionsForClientTLS(endpoint.host, trustRoot=trust)
+
+
+def _pem_blocks(pem: bytes) -> list[bytes]:
+    marker = b"-----BEGIN CERTIFICATE-----"
+    return [marker + b for b in pem.split(marker)[1:]]

@@ -1,0 +1,100 @@
+"""Run the real ``mailsyncd`` daemon in front of a Dovecot pair, for front-door tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+
+import yaml
+
+from mailsyncd.devserver import free_port
+from syncenv import REPO, make_config
+
+
+class Daemon:
+    def __init__(self, tmp_path, pair, cert=None, *, frontdoor=None, source=None, target=None,
+                 listen_host="127.0.0.1"):
+        self.tmp_path = tmp_path
+        self.pair = pair
+        self.cert = cert
+        self.imap_port, self.imaps_port = free_port(), free_port()
+        self.config_path = make_config(tmp_path, pair, source=source, target=target)
+        with open(self.config_path) as f:
+            doc = yaml.safe_load(f)
+        doc["listen"] = {"imap": f"{listen_host}:{self.imap_port}"}
+        if cert:
+            doc["listen"]["imaps"] = f"{listen_host}:{self.imaps_port}"
+            doc["tls"] = {"cert": cert[0], "key": cert[1]}
+        fd = {"failure_delay": 0.05, "failure_delay_max": 0.2}
+        if not cert:
+            fd["allow_plaintext_login"] = True
+        fd.update(frontdoor or {})
+        doc["frontdoor"] = fd
+        with open(self.config_path, "w") as f:
+            yaml.safe_dump(doc, f, allow_unicode=True)
+        self.log_path = str(tmp_path / "mailsyncd.log")
+        self.state_dir = doc["state_dir"]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20) -> Daemon:
+        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.pop("JOURNAL_STREAM", None)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "mailsyncd.cli.daemon", "--config", self.config_path,
+                                      "--log-level", "debug"], stdout=self._log, stderr=subprocess.STDOUT,
+                                     cwd=REPO, env=env)
+        deadline = time.monotonic() + timeout
+        while "event=ready" not in self.log():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mailsyncd exited with {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mailsyncd not ready after {timeout}s:\n{self.log()}")
+            time.sleep(0.05)
+        return self
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in log after {timeout}s:\n{self.log()[-4000:]}")
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mailsyncd exited ({self.proc.returncode}):\n{self.log()[-4000:]}")
+            time.sleep(0.05)
+        return self.log()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def client_tls(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=self.cert[0])
+        return ctx
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
