@@ -16,15 +16,18 @@ from syncenv import REPO, make_config
 
 
 class Daemon:
-    def __init__(self, tmp_path, pair, cert=None, *, frontdoor=None, source=None, target=None,
+    def __init__(self, tmp_path, pair, cert=None, *, frontdoor=None, source=None, target=None, sync=None,
                  listen_host="127.0.0.1"):
         self.tmp_path = tmp_path
         self.pair = pair
         self.cert = cert
         self.imap_port, self.imaps_port = free_port(), free_port()
-        self.config_path = make_config(tmp_path, pair, source=source, target=target)
+        self.config_path = make_config(tmp_path, pair, source=source, target=target, sync=sync)
         with open(self.config_path) as f:
             doc = yaml.safe_load(f)
+        for end in doc["domains"]["example.com"].values():   # target={"master_user": None} removes the key
+            for k in [k for k, v in end.items() if v is None]:
+                del end[k]
         doc["listen"] = {"imap": f"{listen_host}:{self.imap_port}"}
         if cert:
             doc["listen"]["imaps"] = f"{listen_host}:{self.imaps_port}"

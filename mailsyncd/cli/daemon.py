@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import sys
 
 from .. import __version__, logs
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print("mailsyncd: nothing to listen on: add listen: {imap: HOST:PORT, imaps: HOST:PORT}", file=sys.stderr)
         return 1
 
+    _raise_fd_limit()
     from twisted.internet import reactor
     from twisted.logger import STDLibLogObserver, globalLogBeginner
 
@@ -57,6 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", daemon.stopService)
     reactor.run()
     return 0
+
+
+def _raise_fd_limit() -> None:
+    # Each relayed session holds two sockets; the default soft limit (1024) caps us near 500 users.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
+        except (ValueError, OSError):
+            pass
 
 
 if __name__ == "__main__":
