@@ -512,3 +512,33 @@ def test_no_password_in_logs_state_or_errors(tmp_path, dovecot_pair, test_cert):
                 data = f.read()
             for s in secrets:
                 assert s.encode() not in data, f"{s!r} found in {os.path.join(root, name)}"
+
+
+def test_compress_deflate_works_through_the_relay(make_dovecot, tmp_path):
+    """After login nothing is parsed, so COMPRESS (RFC 4978) is between the client and the target."""
+    import zlib
+
+    from conftest import MASTER, SOURCE_USERS, TARGET_USERS, DovecotPair, UserCreds
+    src = make_dovecot("source", SOURCE_USERS)
+    tgt = make_dovecot("target", TARGET_USERS, master=MASTER,
+                       extra_conf="protocol imap {\n  mail_plugins = $mail_plugins imap_zlib\n}\n")
+    pair = DovecotPair(src, tgt, {u: UserCreds(SOURCE_USERS[u], TARGET_USERS[u]) for u in SOURCE_USERS})
+    body = make_message(3, size=200_000)
+    seed(*pair.target_account(A), {"INBOX": [Msg(body)]})
+    with Daemon(tmp_path, pair) as d:
+        r = Raw(d.imap_port)
+        ok = r.cmd(b"a", b"LOGIN " + A.encode() + b" " + SOURCE_USERS[A].encode())[-1]
+        assert b"COMPRESS=DEFLATE" in ok
+        assert r.cmd(b"b", b"COMPRESS DEFLATE")[-1].startswith(b"b OK")
+        comp, decomp = zlib.compressobj(wbits=-15), zlib.decompressobj(wbits=-15)
+        r.send(comp.compress(b"c SELECT INBOX\r\nd FETCH 1 BODY.PEEK[]\r\ne LOGOUT\r\n") + comp.flush(zlib.Z_SYNC_FLUSH))
+        plain = b""
+        deadline = time.monotonic() + 30
+        while b"\r\ne OK" not in plain and time.monotonic() < deadline:
+            chunk = r.s.recv(65536)
+            if not chunk:
+                break
+            plain += decomp.decompress(chunk)
+        r.close()
+        assert b"\r\nc OK" in plain and b"\r\ne OK" in plain
+        assert body in plain

@@ -76,14 +76,15 @@ class ResponseReader:
                 return self._check()
             line = bytes(self.buf[:end])
             del self.buf[:end + 2]
-            self._parts.append(line)
             m = _LITERAL_END.search(line)
             if m:
+                self._parts.append(line + b"\r\n")
                 self._need = int(m.group(1))
                 if self._need > self.limit:
                     raise ValueError("response literal too large")
                 continue
-            whole, self._parts = b"\r\n".join(self._parts), []
+            self._parts.append(line)
+            whole, self._parts = b"".join(self._parts), []
             return whole
 
     def _check(self) -> None:
