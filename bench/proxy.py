@@ -57,9 +57,9 @@ TARGET_RATIO = 0.9          # proxy MB/s >= 0.9 x direct MB/s
 TARGET_ADDED_MS = 0.2       # added median round-trip latency
 TARGET_KB_PER_SESSION = 50  # daemon RSS per idle relayed session
 
-USER = "alice@example.com"
-OLD_PW = "alice-old-pw"     # on the source: what the client types at the front door
-NEW_PW = "alice-new-pw"     # on the target: what a direct client uses
+USER = "alice@example.com"  # throughput, latency, same-user probe
+OLD_PW = "old-pw"           # on the source: what the client types at the front door (every user)
+NEW_PW = "new-pw"           # on the target: what a direct client uses
 MASTER = ("master", "master-pw")
 BENCH_BOX = "Bench"         # target-only mailbox: the background pass never touches it
 
@@ -103,7 +103,11 @@ def parse_args():
     ap.add_argument("--messages", type=int, help="messages in the FETCH mailbox (default 10; quick 1)")
     ap.add_argument("--message-mb", type=float, default=20.0, help="size of each message, MB (default 20)")
     ap.add_argument("--repeats", type=int, default=3, help="FETCH runs per arm (default 3)")
-    ap.add_argument("--concurrency", type=int, default=50, help="idle sessions logging in at once (default 50)")
+    ap.add_argument("--users", type=int, default=50,
+                    help="users for the idle sessions, each logging in its share one after the other; "
+                         "= idle logins in flight at once (default 50)")
+    ap.add_argument("--probe", type=int, default=20,
+                    help="simultaneous logins of one user in the same-user probe (default 20; 0: skip)")
     ap.add_argument("--hold", type=float, default=5.0,
                     help="seconds to hold all idle sessions open before measuring RSS (default 5)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
@@ -476,26 +480,25 @@ async def _read_tagged(reader: asyncio.StreamReader, tag: bytes) -> bytes:
             return line
 
 
-async def _open_session(port: int, sem: asyncio.Semaphore, select: bool, timeout: float):
-    async with sem:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
-        try:
-            greeting = await asyncio.wait_for(reader.readline(), timeout)
-            if not greeting.startswith(b"* OK"):
-                raise ImapError(f"greeting {greeting[:100]!r}")
-            writer.write(f'a LOGIN "{USER}" "{OLD_PW}"\r\n'.encode())
-            line = await asyncio.wait_for(_read_tagged(reader, b"a"), timeout)
-            if not line.startswith(b"a OK"):
-                raise ImapError(f"LOGIN {line[:200]!r}")
-            if select:
-                writer.write(b"b SELECT INBOX\r\n")
-                line = await asyncio.wait_for(_read_tagged(reader, b"b"), timeout)
-                if not line.startswith(b"b OK"):
-                    raise ImapError(f"SELECT {line[:200]!r}")
-        except BaseException:
-            writer.close()
-            raise
-        return reader, writer
+async def _login_session(port: int, user: str, password: str, select: bool, timeout: float):
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    try:
+        greeting = await asyncio.wait_for(reader.readline(), timeout)
+        if not greeting.startswith(b"* OK"):
+            raise ImapError(f"greeting {greeting[:100]!r}")
+        writer.write(f'a LOGIN "{user}" "{password}"\r\n'.encode())
+        line = await asyncio.wait_for(_read_tagged(reader, b"a"), timeout)
+        if not line.startswith(b"a OK"):
+            raise ImapError(f"LOGIN {line[:200]!r}")
+        if select:
+            writer.write(b"b SELECT INBOX\r\n")
+            line = await asyncio.wait_for(_read_tagged(reader, b"b"), timeout)
+            if not line.startswith(b"b OK"):
+                raise ImapError(f"SELECT {line[:200]!r}")
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer
 
 
 async def _noop_all(sessions, timeout: float) -> int:
@@ -508,25 +511,43 @@ async def _noop_all(sessions, timeout: float) -> int:
     return sum(1 for r in res if r is not True)
 
 
-async def _idle(port: int, n: int, concurrency: int, hold: float, daemon: Daemon, select: bool = True) -> dict:
+def _error_kinds(errors) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for e in errors:
+        k = f"{type(e).__name__}: {str(e)[:120]}"
+        kinds[k] = kinds.get(k, 0) + 1
+    return kinds
+
+
+async def _close_all(sessions) -> None:
+    for _, w in sessions:
+        w.close()
+    await asyncio.gather(*(w.wait_closed() for _, w in sessions), return_exceptions=True)
+
+
+async def _idle(port: int, n: int, users: list[str], hold: float, daemon: Daemon, select: bool = True) -> dict:
+    """``len(users)`` workers, one per user, each opening its share of the sessions one after the
+    other: logins of one user never overlap (see same_user_probe for why)."""
     def snapshot():
         return {"rss_kb": proc_rss_kb(daemon.pid), "fds": proc_fds(daemon.pid), "threads": proc_threads(daemon.pid)}
 
     timeout = 120.0
     before = snapshot()
     log(f"idle: daemon before: RSS {before['rss_kb']} kB, {before['fds']} fds, {before['threads']} threads; "
-        f"opening {n} sessions ({concurrency} logging in at once)")
-    sem = asyncio.Semaphore(concurrency)
+        f"opening {n} sessions ({len(users)} users logging in in parallel)")
+    sessions, errors = [], []
+
+    async def worker(w: int):
+        for _ in range(w, n, len(users)):
+            try:
+                sessions.append(await _login_session(port, users[w], OLD_PW, select, timeout))
+            except Exception as e:  # noqa: BLE001 - counted and reported
+                errors.append(e)
+
     t0 = time.monotonic()
-    results = await asyncio.gather(*(_open_session(port, sem, select, timeout) for _ in range(n)),
-                                   return_exceptions=True)
+    await asyncio.gather(*(worker(w) for w in range(len(users))))
     open_s = time.monotonic() - t0
-    sessions = [r for r in results if not isinstance(r, BaseException)]
-    errors = [r for r in results if isinstance(r, BaseException)]
-    kinds: dict[str, int] = {}
-    for e in errors:
-        k = f"{type(e).__name__}: {str(e)[:120]}"
-        kinds[k] = kinds.get(k, 0) + 1
+    kinds = _error_kinds(errors)
     log(f"idle: {len(sessions)} open, {len(errors)} errors in {open_s:.1f} s"
         + (f" -- {kinds}" if kinds else ""))
     await asyncio.sleep(hold)
@@ -540,21 +561,58 @@ async def _idle(port: int, n: int, concurrency: int, hold: float, daemon: Daemon
         f"{during['threads']} threads")
     noop_failed = await _noop_all(sessions, timeout)
     log(f"idle: NOOP on every open session: {len(sessions) - noop_failed} OK, {noop_failed} failed")
-    for _, w in sessions:
-        w.close()
-    await asyncio.gather(*(w.wait_closed() for _, w in sessions), return_exceptions=True)
+    await _close_all(sessions)
     await asyncio.sleep(2)
     after = snapshot()
     log(f"idle: daemon after closing: RSS {after['rss_kb']} kB, {after['fds']} fds")
     per = (during["rss_kb"] - before["rss_kb"]) / max(1, len(sessions))
-    return {"sessions": n, "opened": len(sessions), "errors": len(errors) + noop_failed,
+    return {"sessions": n, "users": len(users), "opened": len(sessions), "errors": len(errors) + noop_failed,
             "login_errors": len(errors), "noop_failed": noop_failed, "error_kinds": kinds,
-            "open_seconds": round(open_s, 2), "select": select,
-            "before": before, "during": during, "after_close": after, "kb_per_session": per}
+            "open_seconds": round(open_s, 2), "logins_per_s": round(len(sessions) / open_s, 1) if open_s else None,
+            "select": select, "before": before, "during": during, "after_close": after, "kb_per_session": per}
 
 
-def idle(port: int, n: int, concurrency: int, hold: float, daemon: Daemon) -> dict:
-    return asyncio.run(_idle(port, n, concurrency, hold, daemon))
+def idle(port: int, n: int, users: list[str], hold: float, daemon: Daemon) -> dict:
+    return asyncio.run(_idle(port, n, users, hold, daemon))
+
+
+async def _warm_users(port: int, users: list[str]) -> list:
+    res = await asyncio.gather(*(_login_session(port, u, OLD_PW, True, 120.0) for u in users),
+                               return_exceptions=True)
+    ok = [r for r in res if not isinstance(r, BaseException)]
+    await _close_all(ok)
+    return [r for r in res if isinstance(r, BaseException)]
+
+
+def warm_users(port: int, users: list[str], daemon: Daemon) -> None:
+    """First login of each idle-test user (source check + its background pass), then wait for
+    every pass to end, so that the RSS baseline includes the per-user state."""
+    errors = asyncio.run(_warm_users(port, users))
+    if errors:
+        raise RuntimeError(f"first logins of the idle-test users failed: {_error_kinds(errors)}")
+    deadline = time.monotonic() + 300
+    while daemon.log().count("event=pass_done") < len(users) + 1:
+        if time.monotonic() > deadline:
+            raise RuntimeError("background passes of the idle-test users did not finish in 300 s")
+        time.sleep(0.2)
+
+
+async def _same_user_probe(port: int, k: int) -> dict:
+    res = await asyncio.gather(*(_login_session(port, USER, OLD_PW, False, 60.0) for _ in range(k)),
+                               return_exceptions=True)
+    ok = [r for r in res if not isinstance(r, BaseException)]
+    errors = [r for r in res if isinstance(r, BaseException)]
+    await _close_all(ok)
+    return {"attempts": k, "failed": len(errors), "error_kinds": _error_kinds(errors)}
+
+
+def same_user_probe(port: int, k: int) -> dict:
+    """k logins of ONE user with the same (verified) password at the same moment -- what a mail
+    client opening several connections does.  Not one of the issue's targets: a diagnostic."""
+    r = asyncio.run(_same_user_probe(port, k))
+    log(f"same-user probe: {k} simultaneous logins of {USER}: {r['failed']} failed"
+        + (f" -- {r['error_kinds']}" if r["error_kinds"] else ""))
+    return r
 
 
 # ---------------------------------------------------------------- profile
@@ -601,7 +659,7 @@ def report(res: dict, a) -> str:
         f"RSS {idl['before']['rss_kb'] / 1024:.1f} → {idl['during']['rss_kb'] / 1024:.1f} MiB | "
         f"< {TARGET_KB_PER_SESSION} KB | {'PASS' if idl['kb_per_session'] < TARGET_KB_PER_SESSION else 'FAIL'} |",
         f"| {idl['sessions']} idle sessions: errors | – | {idl['errors']} | {idl['opened']} opened in "
-        f"{idl['open_seconds']:.1f} s | 0 | {'PASS' if idl['errors'] == 0 else 'FAIL'} |",
+        f"{idl['open_seconds']:.1f} s ({idl['users']} users) | 0 | {'PASS' if idl['errors'] == 0 else 'FAIL'} |",
         "",
         "FETCH runs (MB/s): " + "; ".join(f"{n} " + ", ".join(f"{x['mb_s']:.1f}" for x in t["runs"][n])
                                           for n in t["runs"]),
@@ -611,6 +669,12 @@ def report(res: dict, a) -> str:
     lines.append(f"idle: daemon fds {idl['before']['fds']} → {idl['during']['fds']}, threads "
                  f"{idl['before']['threads']} → {idl['during']['threads']}; RSS after closing all "
                  f"{idl['after_close']['rss_kb'] / 1024:.1f} MiB")
+    pr = res.get("same_user_probe")
+    if pr:
+        lines.append(f"same-user probe (diagnostic, not a target): {pr['attempts']} simultaneous logins of one "
+                     f"user with its verified password: {pr['failed']} failed"
+                     + (f" -- {'; '.join(f'{v} x {k}' for k, v in pr['error_kinds'].items())}"
+                        if pr["error_kinds"] else ""))
     lines.append("")
     for name, ok in (("throughput", t["ratio"] >= TARGET_RATIO),
                      ("latency", lat["added_median_ms"] < TARGET_ADDED_MS),
@@ -641,14 +705,17 @@ def main() -> int:
     size = int(a.message_mb * 1e6)
     workdir = tempfile.mkdtemp(prefix="msb-proxy-", dir="/tmp")
     log(f"workdir {workdir}")
-    source = Dovecot(workdir, "source", {USER: OLD_PW})
-    target = Dovecot(workdir, "target", {USER: NEW_PW}, master=MASTER, extra_conf=TARGET_EXTRA_CONF)
+    idle_users = [f"idle{k:03d}@example.com" for k in range(max(1, a.users))]
+    everyone = [USER, *idle_users]
+    source = Dovecot(workdir, "source", dict.fromkeys(everyone, OLD_PW))
+    target = Dovecot(workdir, "target", dict.fromkeys(everyone, NEW_PW), master=MASTER,
+                     extra_conf=TARGET_EXTRA_CONF)
     daemon = None
     res = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine_note(),
            "command": " ".join([os.path.relpath(sys.executable, REPO) if sys.executable.startswith(REPO)
                                 else sys.executable, "bench/proxy.py", *sys.argv[1:]]),
            "params": {"messages": a.messages, "message_bytes": size, "repeats": a.repeats,
-                      "round_trips": a.round_trips, "sessions": a.sessions, "concurrency": a.concurrency}}
+                      "round_trips": a.round_trips, "sessions": a.sessions, "users": a.users}}
     try:
         source.start()
         target.start()
@@ -679,7 +746,11 @@ def main() -> int:
         res["latency"] = latency(arms, a.round_trips)
         lat = res["latency"]
         log(f"latency median direct {lat['direct']['median_ms']:.3f} ms proxy {lat['proxy']['median_ms']:.3f} ms")
-        res["idle"] = idle(daemon.port, a.sessions, a.concurrency, a.hold, daemon)
+        log(f"idle: first login of {len(idle_users)} users (source check + background pass each)")
+        warm_users(daemon.port, idle_users, daemon)
+        res["idle"] = idle(daemon.port, a.sessions, idle_users, a.hold, daemon)
+        if a.probe:
+            res["same_user_probe"] = same_user_probe(daemon.port, a.probe)
         if a.profile:
             res["profile"] = profile_fetch(a.profile, daemon, daemon.port)
         if daemon.proc.poll() is not None:

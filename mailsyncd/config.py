@@ -511,7 +511,7 @@ _FRONTDOOR_CHECKS = {
 _FD_DEFAULTS = FrontDoor()
 
 
-def _frontdoor(errs: _Errors, node: object, listen: Listen, tls: TLSFiles | None) -> FrontDoor:
+def _frontdoor(errs: _Errors, node: object, listen: Listen, tls: bool) -> FrontDoor:
     s = _Section(errs, node, "frontdoor", tuple(_FRONTDOOR_CHECKS))
     fd = FrontDoor(**{k: s.get(k, check, getattr(_FD_DEFAULTS, k)) for k, check in _FRONTDOOR_CHECKS.items()})
     if fd.idle_timeout < 1800:
@@ -521,9 +521,9 @@ def _frontdoor(errs: _Errors, node: object, listen: Listen, tls: TLSFiles | None
         errs.add("frontdoor.allow_plaintext_login",
                  f"only allowed when listen.imap is a loopback address (got {listen.imap}): "
                  "passwords would cross the network in cleartext")
-    if listen.imaps and tls is None:
+    if listen.imaps and not tls:
         errs.add("listen.imaps", "needs a tls: {cert: FILE, key: FILE} section")
-    if listen.imap and tls is None and not fd.allow_plaintext_login:
+    if listen.imap and not tls and not fd.allow_plaintext_login:
         errs.add("listen.imap", "needs a tls: section for STARTTLS (or, on loopback only, "
                  "frontdoor.allow_plaintext_login: true)")
     return fd
@@ -549,7 +549,7 @@ def parse_config(data: object, *, path: str) -> Config:
         errs.add("domains", "required key is missing (configure at least one domain)")
     listen = _listen(errs, s.node.get("listen"))
     tls = _tls(errs, s.node.get("tls"), base_dir)
-    frontdoor = _frontdoor(errs, s.node.get("frontdoor"), listen, tls) if (
+    frontdoor = _frontdoor(errs, s.node.get("frontdoor"), listen, s.node.get("tls") is not None) if (
         s.has("frontdoor") or listen.imap or listen.imaps) else FrontDoor()
     if errs:
         raise ConfigError(errs)

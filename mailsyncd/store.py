@@ -367,6 +367,14 @@ class Store:
                                   (account, path, uidvalidity, *chunk)).fetchall()
         return {r[0]: MapRow(r[0], r[1], r[2], r[3], bytes(r[4]), flags_tuple(r[5])) for r in rows}
 
+    def account_counts(self, account: str) -> tuple[int, int, int]:
+        """(messages on the target, their bytes, messages skipped) over all folders: a cheap progress figure."""
+        c = self._conn()
+        mapped, nbytes = c.execute("SELECT count(*), coalesce(sum(size), 0) FROM messages WHERE account=?",
+                                   (account,)).fetchone()
+        skipped = c.execute("SELECT count(*) FROM skipped WHERE account=?", (account,)).fetchone()[0]
+        return mapped, nbytes, skipped
+
     def count_mapped(self, account: str, path: str, uidvalidity: int) -> int:
         return self._conn().execute(
             "SELECT count(*) FROM messages WHERE account=? AND path=? AND uidvalidity=?",

@@ -390,7 +390,7 @@ def test_yaml_syntax_error_line_number(tmp_path):
 
 def test_load_relative_path_resolves_against_file(cfgdir, monkeypatch):
     (cfgdir / "sub").mkdir()
-    (cfgdir / "sub" / "master.secret").write_text("x\n")
+    _example_files(cfgdir / "sub")
     shutil.copy(REPO / "etc" / "mailsyncd.yaml", cfgdir / "sub" / "c.yaml")
     monkeypatch.chdir(cfgdir)
     cfg = load_config("sub/c.yaml")
@@ -399,10 +399,20 @@ def test_load_relative_path_resolves_against_file(cfgdir, monkeypatch):
     assert cfg.domains["example.com"].target.master_password_file == str(cfgdir / "sub" / "master.secret")
 
 
+def _example_files(d) -> None:
+    (d / "master.secret").write_text("pw\n")
+    (d / "tls").mkdir()
+    (d / "tls" / "fullchain.pem").write_text("cert\n")
+    (d / "tls" / "privkey.pem").write_text("key\n")
+
+
 def test_example_config_loads(tmp_path):
     shutil.copy(REPO / "etc" / "mailsyncd.yaml", tmp_path / "mailsyncd.yaml")
-    (tmp_path / "master.secret").write_text("pw\n")
+    _example_files(tmp_path)
     cfg = load_config(str(tmp_path / "mailsyncd.yaml"))
+    assert (str(cfg.listen.imap), str(cfg.listen.imaps)) == ("127.0.0.1:1143", "127.0.0.1:1993")
+    assert cfg.tls.cert == str(tmp_path / "tls" / "fullchain.pem")
+    assert cfg.frontdoor.verifier_ttl == 300 and not cfg.frontdoor.allow_plaintext_login
     d = cfg.domains["example.com"]
     assert (d.source.host, d.source.port, d.source.security, d.source.protocol) == ("127.0.0.1", 10143, "none", "imap")
     assert (d.target.port, d.target.auth, d.target.master_user) == (11143, "master", "master")
@@ -421,7 +431,7 @@ def test_example_config_commented_examples_are_valid(tmp_path):
         text = text.replace(f"# {line}", line, 1)
     text = text.replace("    # sync:\n    #   connections: 4", "    sync:\n      connections: 4")
     (tmp_path / "c.yaml").write_text(text)
-    (tmp_path / "master.secret").write_text("pw\n")
+    _example_files(tmp_path)
     d = load_config(str(tmp_path / "c.yaml")).domains["example.com"]
     assert d.folders == FolderRules("under", "Migrated", (("Sent Items", "Sent"), ("INBOX/Old", "Archive/Old")),
                                     ("Junk", "Public/*"), True)
@@ -431,8 +441,9 @@ def test_example_config_commented_examples_are_valid(tmp_path):
 def test_example_config_fails_without_secret():
     with pytest.raises(ConfigError) as ei:
         load_config(str(REPO / "etc" / "mailsyncd.yaml"))
-    assert ei.value.errors == [f"{D}.target.master_password_file: file does not exist: "
-                               f"{REPO / 'etc' / 'master.secret'} (got './master.secret')"]
+    assert ei.value.errors[0] == (f"{D}.target.master_password_file: file does not exist: "
+                                  f"{REPO / 'etc' / 'master.secret'} (got './master.secret')")
+    assert [e.split(":")[0] for e in ei.value.errors[1:]] == ["tls.cert", "tls.key"]
 
 
 def test_duplicate_key_is_an_error(tmp_path):
@@ -441,3 +452,34 @@ def test_duplicate_key_is_an_error(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(str(p))
     assert "line 4" in str(e.value) and "duplicate key 'a.com'" in str(e.value)
+
+
+@pytest.mark.parametrize("listen,frontdoor,expect", [
+    ({"imap": "0.0.0.0:143"}, {"allow_plaintext_login": True},
+     "frontdoor.allow_plaintext_login: only allowed when listen.imap is a loopback address"),
+    ({"imap": "localhost"}, None, 'listen.imap: must be "HOST:PORT"'),
+    ({"imap": "127.0.0.1:70000"}, None, "listen.imap: port must be 1-65535"),
+    ({"imaps": "[::1]:993"}, None, "listen.imaps: needs a tls: {cert: FILE, key: FILE} section"),
+    ({"imap": "127.0.0.1:1143"}, None, "listen.imap: needs a tls: section for STARTTLS"),
+    ({"imap": "127.0.0.1:1143"}, {"allow_plaintext_login": True, "idle_timeout": 60},
+     "frontdoor.idle_timeout: must be at least 1800"),
+    ({"imap": "127.0.0.1:1143"}, {"allow_plaintext_login": True, "verifer_ttl": 1},
+     "frontdoor.verifer_ttl: unknown key (did you mean 'verifier_ttl'?)"),
+])
+def test_front_door_settings_are_checked(tmp_path, listen, frontdoor, expect):
+    doc = {"domains": {"a.com": {"source": {"host": "127.0.0.1", "security": "none"},
+                                 "target": {"host": "127.0.0.1", "security": "none"}}}, "listen": listen}
+    if frontdoor is not None:
+        doc["frontdoor"] = frontdoor
+    with pytest.raises(ConfigError) as ei:
+        parse_config(doc, path=str(tmp_path / "c.yaml"))
+    assert any(e.startswith(expect) for e in ei.value.errors), ei.value.errors
+
+
+def test_front_door_loopback_plaintext_is_allowed(tmp_path):
+    doc = {"domains": {"a.com": {"source": {"host": "127.0.0.1", "security": "none"},
+                                 "target": {"host": "127.0.0.1", "security": "none"}}},
+           "listen": {"imap": "[::1]:1143"}, "frontdoor": {"allow_plaintext_login": True, "verifier_ttl": 5}}
+    cfg = parse_config(doc, path=str(tmp_path / "c.yaml"))
+    assert (cfg.listen.imap.host, cfg.listen.imap.port) == ("::1", 1143)
+    assert str(cfg.listen.imap) == "[::1]:1143" and cfg.frontdoor.verifier_ttl == 5

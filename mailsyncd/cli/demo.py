@@ -1,21 +1,27 @@
 """`mailsyncctl demo`: the main job end to end on this machine, with nothing to configure.
 
 Two throwaway Dovecot servers on free 127.0.0.1 ports play the old and the new
-provider; an employee's mailbox is filled on the old one; mailsyncd migrates
-it with the employee's OLD password and a master user on the new server; an
-independent check then compares both sides.
+provider, and an employee's mailbox is filled on the old one.  The real daemon
+(``mailsyncd --config``) runs between them; the employee logs in to it with her
+OLD password, which starts her migration in the background; its progress is
+shown from the state store, and an independent check compares both sides.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import imaplib
 import os
 import random
 import shutil
+import signal
+import ssl
+import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 from imapclient import IMAPClient
 
@@ -71,13 +77,45 @@ def _digest(port: int, user: str, password: str) -> dict[str, list[str]]:
     return out
 
 
-def run_demo(args) -> int:
-    from ..config import load_config
-    from ..devserver import Dovecot, dovecot_missing_reason
-    from ..store import Store
-    from ..sync.account import AccountSync
+def _wait_ready(log_path: str, proc, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(log_path, errors="replace") as f:
+            if "event=ready" in f.read():
+                return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            with open(log_path, errors="replace") as f:
+                raise RuntimeError("mailsyncd did not start:\n" + f.read()[-3000:])
+        time.sleep(0.05)
+
+
+def _follow(store, log_path: str, proc, total: int) -> bool:
+    """Show the background migration's progress from the state store until the pass ends."""
     from ..sync.progress import Progress
-    from .render import ProgressView, human_bytes, report_table
+    from .render import ProgressView
+
+    view = ProgressView(sys.stderr)
+    progress = Progress(view)
+    progress.add_total(total)
+    try:
+        while True:
+            mapped, nbytes, skipped = store.account_counts(USER)
+            if mapped + skipped > progress.done:
+                progress.advance("", mapped + skipped - progress.done, nbytes - progress.bytes)
+            with open(log_path, errors="replace") as f:
+                log = f.read()
+            if "event=pass_done" in log:
+                return f"event=pass_done account={USER} ok=True" in log
+            if proc.poll() is not None:
+                return False
+            time.sleep(0.2)
+    finally:
+        view.close(progress)
+
+
+def run_demo(args) -> int:
+    from ..devserver import Dovecot, dovecot_missing_reason, free_port, make_test_cert
+    from ..store import Store
 
     missing = dovecot_missing_reason()
     if missing:
@@ -86,6 +124,7 @@ def run_demo(args) -> int:
     root = tempfile.mkdtemp(prefix="msd-demo-", dir="/tmp")
     old = Dovecot(root, "old", {USER: OLD_PW})
     new = Dovecot(root, "new", {USER: NEW_PW}, master=MASTER)
+    daemon = None
     try:
         old.start()
         new.start()
@@ -96,10 +135,14 @@ def run_demo(args) -> int:
         _fill(old.imap_port, args.messages)
         with open(os.path.join(root, "master.secret"), "w") as f:
             f.write(MASTER[1] + "\n")
+        cert, key = make_test_cert(os.path.join(root, "tls"))
+        port = free_port()
         cfg_path = os.path.join(root, "mailsyncd.yaml")
         with open(cfg_path, "w") as f:
             f.write(textwrap.dedent(f"""\
                 state_dir: ./state
+                listen: {{imaps: "127.0.0.1:{port}"}}
+                tls: {{cert: {cert}, key: {key}}}
                 domains:
                   example.com:
                     source: {{host: 127.0.0.1, port: {old.imap_port}, security: none, protocol: imap}}
@@ -108,24 +151,40 @@ def run_demo(args) -> int:
                     folders: {{layout: mirror}}
                 """))
         print(f"3. Config written to {cfg_path}:")
-        print(textwrap.indent(open(cfg_path).read(), "     "))
-        print(f"4. Migrating {USER}, who knows only the OLD password (the new server is reached "
-              "through the master user) ...")
-        cfg = load_config(cfg_path)
-        view = ProgressView(sys.stderr)
-        progress = Progress(view)
-        store = Store.in_state_dir(cfg.state_dir)
+        with open(cfg_path) as f:
+            print(textwrap.indent(f.read(), "     "))
+        log_path = os.path.join(root, "mailsyncd.log")
+        print(f"4. Starting the daemon: mailsyncd --config {cfg_path}  (log: {log_path})")
+        with open(log_path, "wb") as log:
+            daemon = subprocess.Popen([sys.executable, "-m", "mailsyncd.cli.daemon", "--config", cfg_path],
+                                      stdout=log, stderr=subprocess.STDOUT)
+        _wait_ready(log_path, daemon)
+        ctx = ssl.create_default_context(cafile=cert)
+        print(f"5. {USER} opens her mail client, pointed at mailsyncd (imaps://127.0.0.1:{port}),")
+        print("   and logs in with the OLD password she has always used ...")
+        c = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=ctx)
+        typ, _ = c.login(USER, OLD_PW)
+        c.logout()
+        print(f"   {typ}: mailsyncd checked the password at the old server and logged her in to the new one.")
+        print("6. Her first login started the migration in the background:")
+        store = Store.in_state_dir(os.path.join(root, "state"))
         try:
-            res = AccountSync(cfg.domain_for(USER), USER, OLD_PW, store, progress=progress).run()
+            ok = _follow(store, log_path, daemon, args.messages)
         finally:
-            view.close(progress)
             store.close()
-        if res.error:
-            print(f"demo: migration failed: {res.error}", file=sys.stderr)
+        if not ok:
+            print(f"demo: the migration did not complete; see {log_path}", file=sys.stderr)
             return 1
-        print(report_table(res.folders))
-        print(f"   copied {res.copied} messages, {human_bytes(res.bytes)} in {res.seconds:.1f}s")
-        print("5. Independent check: every folder, message, flag and date on both servers ...")
+        c = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=ctx)
+        c.login(USER, OLD_PW)
+        counts = []
+        for name in FOLDERS:
+            typ, data = c.select(_quote(name), readonly=True)
+            counts.append(f"{name}: {int(data[0]) if typ == 'OK' else '?'}")
+        c.logout()
+        print("7. Logged in again through mailsyncd, she sees her mail on the new server:")
+        print("     " + "; ".join(counts))
+        print("8. Independent check: every folder, message, flag and date on both servers ...")
         a = _digest(old.imap_port, USER, OLD_PW)
         b = _digest(new.imap_port, f"{USER}*{MASTER[0]}", MASTER[1])
         diff = [f for f in a if a[f] != b.get(f)]
@@ -133,13 +192,22 @@ def run_demo(args) -> int:
             print(f"   DIFFERENT in: {', '.join(diff)}")
             return 1
         print(f"   IDENTICAL: {sum(map(len, a.values()))} messages in {len(a)} folders")
-        again = AccountSync(cfg.domain_for(USER), USER, OLD_PW, Store.in_state_dir(cfg.state_dir)).run()
-        print(f"6. A second pass finds nothing new: copied {again.copied} in {again.seconds:.2f}s "
-              "(it would pick up new mail and flag changes)")
         print(f"\nDone. Try: mailsyncctl --config {cfg_path} report {USER}" if args.keep else "\nDone.")
         return 0
     finally:
+        if daemon is not None and daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(20)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
         new.stop()
         old.stop()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _quote(name: str) -> str:
+    """imaplib sends names as they are: quote, and encode to modified UTF-7."""
+    from imapclient.imap_utf7 import encode
+    return '"' + encode(name).decode("ascii").replace("\\", "\\\\").replace('"', '\\"') + '"'
