@@ -380,17 +380,20 @@ def seed_target(target: Dovecot, messages: int, size: int) -> None:
 
 # ---------------------------------------------------------------- 1. throughput
 
-def fetch_once(port: int, user: str, password: str) -> tuple[int, float]:
+def fetch_once(port: int, user: str, password: str, cpu_pid: int | None = None) -> tuple[int, float, float]:
+    """(bytes received, seconds, CPU seconds of cpu_pid) for one FETCH 1:* BODY.PEEK[]."""
     c = RawImap(port)
     try:
         c.login(user, password)
         c.ok(f"EXAMINE {BENCH_BOX}")
+        c0 = proc_cpu_s(cpu_pid) if cpu_pid else 0.0
         t0 = time.perf_counter()
         line, nbytes = c.command("FETCH 1:* BODY.PEEK[]")
         dt = time.perf_counter() - t0
-        if b" OK" not in line:
+        c1 = proc_cpu_s(cpu_pid) if cpu_pid else 0.0
+        if line.split(b" ", 2)[1:2] != [b"OK"]:
             raise ImapError(f"FETCH: {line[:300]!r}")
-        return nbytes, dt
+        return nbytes, dt, c1 - c0
     finally:
         c.close()
 
@@ -405,13 +408,11 @@ def throughput(arms: dict, repeats: int, daemon: Daemon) -> dict:
     for r in range(repeats):
         for name in (order if r % 2 == 0 else order[::-1]):
             port, user, pw = arms[name]
-            c0 = proc_cpu_s(daemon.pid)
-            nbytes, dt = fetch_once(port, user, pw)
-            c1 = proc_cpu_s(daemon.pid)
+            nbytes, dt, cpu_s = fetch_once(port, user, pw, daemon.pid if name == "proxy" else None)
             mbps = nbytes / dt / 1e6
             runs[name].append({"bytes": nbytes, "seconds": round(dt, 4), "mb_s": round(mbps, 1)})
             if name == "proxy":
-                cpu.append((c1 - c0) / dt)
+                cpu.append(cpu_s / dt)
             log(f"  run {r + 1}/{repeats} {name:6}: {nbytes / 1e6:.1f} MB in {dt:.3f} s = {mbps:.1f} MB/s")
     med = {name: statistics.median(x["mb_s"] for x in runs[name]) for name in runs}
     return {"runs": runs, "median_mb_s": med, "ratio": med["proxy"] / med["direct"],
@@ -625,7 +626,7 @@ def profile_fetch(svg: str, daemon: Daemon, port: int) -> str | None:
     p = subprocess.Popen([pyspy, "record", "--nonblocking", "-r", "200", "-o", svg, "--pid", str(daemon.pid)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(1.0)
-    nbytes, dt = fetch_once(port, USER, OLD_PW)
+    nbytes, dt, _ = fetch_once(port, USER, OLD_PW)
     log(f"profile: proxied FETCH {nbytes / 1e6:.1f} MB in {dt:.3f} s under py-spy")
     p.send_signal(signal.SIGINT)
     try:
