@@ -13,9 +13,13 @@ loopback listener), it measures:
                with perf_counter, direct and proxy interleaved in blocks; median and p99;
                target: added median < 0.2 ms
 3. idle        N concurrent logged-in sessions through the proxy (asyncio client: LOGIN, SELECT
-               INBOX, then nothing); daemon VmRSS before and with all open; (with-before)/N in
-               KB (1 KB = 1024 bytes); target < 50 KB per session and 0 errors.  At the end
-               every session sends one NOOP, to prove it is still relayed.
+               INBOX, then nothing), spread over --users users (default 50) whose first login
+               (source check + background pass) is done beforehand; each user's sessions log in
+               one after the other (see the same-user probe); daemon VmRSS before and with all
+               open; (with-before)/N in KB (1 KB = 1024 bytes); target < 50 KB per session and
+               0 errors.  At the end every session sends one NOOP, to prove it is still relayed.
+   probe       (diagnostic, no target) --probe simultaneous logins of ONE user with the same
+               password, as a mail client opening several connections does; failures counted.
 
   .venv/bin/python bench/proxy.py                 # full: 200 MB, 10,000 round trips, 2000 sessions
   .venv/bin/python bench/proxy.py --quick         # smoke: 20 MB, 1000 round trips, 200 sessions
@@ -111,8 +115,9 @@ def parse_args():
     ap.add_argument("--hold", type=float, default=5.0,
                     help="seconds to hold all idle sessions open before measuring RSS (default 5)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    ap.add_argument("--profile", metavar="SVG",
-                    help="after the measurements, py-spy record the daemon during one extra proxied FETCH")
+    ap.add_argument("--profile", metavar="FILE",
+                    help="after the measurements, py-spy record the daemon during one extra proxied FETCH "
+                         "(FILE.svg: flame graph; FILE.txt: collapsed stacks)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs) afterwards")
     a = ap.parse_args()
     a.sessions = a.sessions if a.sessions is not None else (200 if a.quick else 2000)
@@ -623,7 +628,8 @@ def profile_fetch(svg: str, daemon: Daemon, port: int) -> str | None:
     if not os.path.exists(pyspy):
         log("py-spy not found: no profile")
         return None
-    p = subprocess.Popen([pyspy, "record", "--nonblocking", "-r", "200", "-o", svg, "--pid", str(daemon.pid)],
+    fmt = ["-f", "raw"] if svg.endswith(".txt") else []     # .txt: collapsed stacks, else a flame graph
+    p = subprocess.Popen([pyspy, "record", "--nonblocking", "-r", "200", *fmt, "-o", svg, "--pid", str(daemon.pid)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(1.0)
     nbytes, dt, _ = fetch_once(port, USER, OLD_PW)

@@ -55,6 +55,9 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
         self.target: backend.TargetProtocol | None = None
         self.pending_auth: str | None = None  # tag of an AUTHENTICATE waiting for its response line
         self.ip, self.port = "?", 0
+        self.user: str | None = None
+        self.relay_started = 0.0
+        self.bytes_up = self.bytes_down = 0
 
     # -- connection --------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -73,6 +76,9 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
             target.peer = None
             self.f.relayed -= 1
             target.transport.loseConnection()
+        if self.relay_started:
+            logger.info("event=relay_end ip=%s user=%s up=%d down=%d seconds=%.0f", self.ip, self.user,
+                        self.bytes_up, self.bytes_down, self.f.reactor.seconds() - self.relay_started)
 
     def timeoutConnection(self) -> None:
         if self.target is None:
@@ -97,6 +103,7 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
     def dataReceived(self, data: bytes) -> None:
         if self.target is not None:
             self.resetTimeout()
+            self.bytes_up += len(data)
             self.target.transport.write(data)
             return
         self.parser.feed(data)
@@ -291,6 +298,7 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
         if alert:
             self.send(b"* OK [ALERT] " + alert.encode())
         self.send(tag + b" OK [CAPABILITY " + caps.encode() + b"] Logged in.")
+        self.user = address
         self.splice(target, leftover)
         logger.info("event=relay_start ip=%s user=%s", self.ip, address)
 
@@ -298,6 +306,7 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
         self.target = target
         target.peer = self
         self.f.relayed += 1
+        self.relay_started = self.f.reactor.seconds()
         self.setTimeout(self.config.frontdoor.idle_timeout)
         pipelined = self.parser.take_buffer()
         self.parser = None
@@ -314,6 +323,7 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
     # -- called by the target side -----------------------------------------------------
     def from_target(self, data: bytes) -> None:
         self.resetTimeout()
+        self.bytes_down += len(data)
         self.transport.write(data)
 
     def target_lost(self) -> None:
