@@ -79,6 +79,7 @@ service imap-login {
   process_limit = 16
 }
 service imap {
+  service_count = 0
   client_limit = 100
   process_limit = 1000
 }
@@ -154,6 +155,13 @@ def proc_cpu_s(pid: int) -> float:
         data = f.read()
     fields = data[data.rindex(b")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat (busy = all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - v[4], sum(v)
 
 
 def proc_nofile(pid: int) -> tuple[str, str]:
@@ -385,17 +393,23 @@ def seed_target(target: Dovecot, messages: int, size: int) -> None:
 
 # ---------------------------------------------------------------- 1. throughput
 
-def fetch_once(port: int, user: str, password: str, cpu_pid: int | None = None) -> tuple[int, float, float]:
-    """(bytes received, seconds, CPU seconds of cpu_pid) for one FETCH 1:* BODY.PEEK[]."""
+def fetch_once(port: int, user: str, password: str, cpu_pid: int | None = None,
+               busy: list | None = None) -> tuple[int, float, float]:
+    """(bytes received, seconds, CPU seconds of cpu_pid) for one FETCH 1:* BODY.PEEK[];
+    appends the machine's busy share (all CPUs, 1.0 = one CPU) during the FETCH to ``busy``."""
     c = RawImap(port)
     try:
         c.login(user, password)
         c.ok(f"EXAMINE {BENCH_BOX}")
         c0 = proc_cpu_s(cpu_pid) if cpu_pid else 0.0
+        b0 = machine_busy()
         t0 = time.perf_counter()
         line, nbytes = c.command("FETCH 1:* BODY.PEEK[]")
         dt = time.perf_counter() - t0
+        b1 = machine_busy()
         c1 = proc_cpu_s(cpu_pid) if cpu_pid else 0.0
+        if busy is not None and b1[1] > b0[1]:
+            busy.append((b1[0] - b0[0]) / (b1[1] - b0[1]) * (os.cpu_count() or 1))
         if line.split(b" ", 2)[1:2] != [b"OK"]:
             raise ImapError(f"FETCH: {line[:300]!r}")
         return nbytes, dt, c1 - c0
@@ -408,20 +422,28 @@ def throughput(arms: dict, repeats: int, daemon: Daemon) -> dict:
     for name, (port, user, pw) in arms.items():
         fetch_once(port, user, pw)
     runs = {name: [] for name in arms}
+    busy = {name: [] for name in arms}   # machine CPU busy during each FETCH (1.0 = one CPU)
     cpu = []   # daemon CPU seconds / wall during proxied fetches
     order = list(arms)
     for r in range(repeats):
         for name in (order if r % 2 == 0 else order[::-1]):
             port, user, pw = arms[name]
-            nbytes, dt, cpu_s = fetch_once(port, user, pw, daemon.pid if name == "proxy" else None)
+            nbytes, dt, cpu_s = fetch_once(port, user, pw, daemon.pid if name == "proxy" else None, busy[name])
             mbps = nbytes / dt / 1e6
-            runs[name].append({"bytes": nbytes, "seconds": round(dt, 4), "mb_s": round(mbps, 1)})
+            runs[name].append({"bytes": nbytes, "seconds": round(dt, 4), "mb_s": round(mbps, 1),
+                               "machine_busy": round(busy[name][-1], 2) if busy[name] else None})
+            extra = ""
             if name == "proxy":
                 cpu.append(cpu_s / dt)
-            log(f"  run {r + 1}/{repeats} {name:6}: {nbytes / 1e6:.1f} MB in {dt:.3f} s = {mbps:.1f} MB/s")
+                extra = f", daemon CPU {cpu_s:.2f} s"
+            log(f"  run {r + 1}/{repeats} {name:6}: {nbytes / 1e6:.1f} MB in {dt:.3f} s = {mbps:.1f} MB/s "
+                f"(machine busy {100 * busy[name][-1]:.0f}% of {100 * (os.cpu_count() or 1)}%{extra})")
     med = {name: statistics.median(x["mb_s"] for x in runs[name]) for name in runs}
+    per_gb = [r_["seconds"] * share / (r_["bytes"] / 1e9) for r_, share in zip(runs["proxy"], cpu)]
     return {"runs": runs, "median_mb_s": med, "ratio": med["proxy"] / med["direct"],
-            "daemon_cpu_share": round(statistics.median(cpu), 3) if cpu else None}
+            "daemon_cpu_share": round(statistics.median(cpu), 3) if cpu else None,
+            "daemon_cpu_s_per_gb": round(statistics.median(per_gb), 3) if per_gb else None,
+            "machine_busy": {n: round(statistics.median(b), 2) for n, b in busy.items() if b}}
 
 
 # ---------------------------------------------------------------- 2. latency
@@ -672,7 +694,17 @@ def report(res: dict, a) -> str:
                                           for n in t["runs"]),
     ]
     if t.get("daemon_cpu_share") is not None:
-        lines.append(f"daemon CPU during proxied FETCH: {100 * t['daemon_cpu_share']:.0f}% of one core (median)")
+        lines.append(f"daemon CPU during proxied FETCH: {100 * t['daemon_cpu_share']:.0f}% of one core, "
+                     f"{t['daemon_cpu_s_per_gb']:.2f} CPU s per GB relayed (medians)")
+    if t.get("machine_busy"):
+        mbz = t["machine_busy"]
+        lines.append(f"machine CPU busy during FETCH (median, all processes, 100% = one CPU of {os.cpu_count()}): "
+                     + ", ".join(f"{n} {100 * v:.0f}%" for n, v in mbz.items()))
+    w = res.get("warm_users")
+    if w:
+        lines.append(f"first logins of {w['users']} users ({w['users']} background passes): daemon fds "
+                     f"{w['before']['fds']} → {w['after']['fds']}, RSS {w['before']['rss_kb'] / 1024:.1f} → "
+                     f"{w['after']['rss_kb'] / 1024:.1f} MiB")
     lines.append(f"idle: daemon fds {idl['before']['fds']} → {idl['during']['fds']}, threads "
                  f"{idl['before']['threads']} → {idl['during']['threads']}; RSS after closing all "
                  f"{idl['after_close']['rss_kb'] / 1024:.1f} MiB")
@@ -754,7 +786,13 @@ def main() -> int:
         lat = res["latency"]
         log(f"latency median direct {lat['direct']['median_ms']:.3f} ms proxy {lat['proxy']['median_ms']:.3f} ms")
         log(f"idle: first login of {len(idle_users)} users (source check + background pass each)")
+        w0 = {"rss_kb": proc_rss_kb(daemon.pid), "fds": proc_fds(daemon.pid)}
         warm_users(daemon.port, idle_users, daemon)
+        time.sleep(1)
+        res["warm_users"] = {"users": len(idle_users), "before": w0,
+                             "after": {"rss_kb": proc_rss_kb(daemon.pid), "fds": proc_fds(daemon.pid)}}
+        log(f"idle: after the first logins: daemon fds {w0['fds']} → {res['warm_users']['after']['fds']}, "
+            f"RSS {w0['rss_kb']} → {res['warm_users']['after']['rss_kb']} kB")
         res["idle"] = idle(daemon.port, a.sessions, idle_users, a.hold, daemon)
         if a.probe:
             res["same_user_probe"] = same_user_probe(daemon.port, a.probe)

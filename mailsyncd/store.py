@@ -217,6 +217,15 @@ class Store:
                 self._all.append(c)
         return c
 
+    def release_thread(self) -> None:
+        """Close this thread's connection: short-lived worker threads must not leave one open each."""
+        c = getattr(self._local, "conn", None)
+        if c is not None:
+            self._local.conn = None
+            with self._lock:
+                self._all = [x for x in self._all if x is not c]
+            c.close()
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         c = self._conn()

@@ -542,3 +542,24 @@ def test_compress_deflate_works_through_the_relay(make_dovecot, tmp_path):
         r.close()
         assert b"\r\nc OK" in plain and b"\r\ne OK" in plain
         assert body in plain
+
+
+def test_simultaneous_logins_of_one_user_share_one_source_check(fd, dovecot_pair):
+    """Mail clients open several connections at once; all of them get in, on one source login."""
+    results: list[bytes] = []
+    barrier = threading.Barrier(10)
+
+    def one() -> None:
+        r = Raw(fd.imap_port)
+        barrier.wait()
+        results.append(r.cmd(b"a", b"LOGIN " + A.encode() + b" " + old_pw(dovecot_pair).encode())[-1])
+        r.close()
+
+    threads = [threading.Thread(target=one) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 10 and all(r.startswith(b"a OK [CAPABILITY") for r in results), results
+    assert fd.log().count("how='source accepted'") == 1
+    assert "login_crashed" not in fd.log() and "auth_error" not in fd.log()

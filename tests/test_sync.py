@@ -295,3 +295,19 @@ def test_source_without_condstore_rescans_flags(make_dovecot, tmp_path):
         s.add_flags(s.search(["ALL"])[:2], ["\\Seen"])
     assert sync_once(cfg, A, pw).complete
     assert same(dst(pair), src(pair))
+
+
+def test_passes_do_not_leak_database_connections(dovecot_pair, tmp_path):
+    """Each pass starts worker threads; their SQLite connections must close with them."""
+    from mailsyncd.config import load_config
+    from mailsyncd.sync.account import AccountSync
+    seed(*dovecot_pair.source_account(A), {"INBOX": [Msg(make_message(i)) for i in range(5)],
+                                           "Work": [Msg(make_message(10 + i)) for i in range(5)]})
+    cfg = load_config(make_config(tmp_path, dovecot_pair))
+    store = Store.in_state_dir(cfg.state_dir)
+    try:
+        for _ in range(3):
+            assert AccountSync(cfg.domain_for(A), A, dovecot_pair.users[A].old_password, store).run().complete
+        assert len(store._all) <= 1     # this thread's own connection only
+    finally:
+        store.close()

@@ -20,7 +20,8 @@ import hashlib
 import hmac
 import logging
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 from twisted.internet import defer, task, threads
 
@@ -31,6 +32,13 @@ from .throttle import Limits, Throttle
 logger = logging.getLogger("mailsyncd.auth")
 
 _NEGATIVE_TTL = 900.0
+_FAST_TTL = 60.0        # in-memory positive cache; the argon2 verifier covers the rest of verifier_ttl
+_ADDRESS = re.compile(r"[^\s\x00-\x1f\x7f\"\\]{1,200}@[^\s\x00-\x1f\x7f\"\\@]{1,253}")
+
+
+def printable(text: str) -> str:
+    """A user name as it may appear in a log line: no CR/LF to forge lines with, bounded."""
+    return text if text.isprintable() and " " not in text and len(text) <= 120 else repr(text[:120])
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +63,8 @@ class Gate:
                                         fd.failure_delay, fd.failure_delay_max), clock=reactor.seconds)
         self._key = os.urandom(32)            # in memory only: keys the negative cache
         self._recent_failures: dict[bytes, float] = {}
-        self._pending: dict[bytes, defer.Deferred] = {}
+        self._recent_ok: dict[bytes, float] = {}
+        self._pending: dict[bytes, list[defer.Deferred]] = {}
         self.counts = {"ok": 0, "failed": 0, "source_checks": 0}
 
     def _mark(self, address: str, password: str) -> bytes:
@@ -75,8 +84,8 @@ class Gate:
         return d
 
     def _crashed(self, failure, address: str) -> Verdict:
-        logger.error("event=auth_error user=%s error=%r", address, failure.getErrorMessage())
-        return Verdict(False, address, "internal error", unavailable=True)
+        logger.error("event=auth_error user=%s error=%r", printable(address), failure.getErrorMessage())
+        return Verdict(False, printable(address), "internal error", unavailable=True)
 
     def _finish(self, v: Verdict, ip: str) -> defer.Deferred | Verdict:
         if v.ok:
@@ -92,29 +101,45 @@ class Gate:
 
     async def _decide(self, ip: str, address: str, password: str) -> Verdict:
         cfg = self.config_ref()
+        if not _ADDRESS.fullmatch(address):
+            return Verdict(False, printable(address), "not an email address")
+        if not password or any(c in password for c in "\r\n\0"):
+            return Verdict(False, address, "empty password or one with control characters")
         try:
             domain = cfg.domain_for(address)
         except UnknownDomain as e:
             return Verdict(False, address, f"unknown domain {e.domain!r}")
         except ValueError:
             return Verdict(False, address, "not an email address")
-        if not password:
-            return Verdict(False, address, "empty password")
         mark = self._mark(address, password)
         now = self.reactor.seconds()
         if self._recent_failures.get(mark, 0.0) > now:
             return Verdict(False, address, "same wrong password as a recent attempt (source not asked)")
+        if self._recent_ok.get(mark, 0.0) > now:
+            # Checked at the source moments ago: skip even the argon2 verifier (a reconnect storm).
+            return Verdict(True, address, "recently verified at the source")
         # Concurrent logins with the same credentials share one check.
-        if mark in self._pending:
-            shared = defer.Deferred()
-            self._pending[mark].addBoth(lambda r: (shared.callback(r), r)[1])
-            return await shared
-        d = defer.ensureDeferred(self._check(ip, address, password, domain, mark, cfg))
-        self._pending[mark] = d
+        waiters = self._pending.get(mark)
+        if waiters is not None:
+            mine: defer.Deferred = defer.Deferred()
+            waiters.append(mine)
+            return await mine
+        self._pending[mark] = waiters = []
         try:
-            return await d
+            verdict = await defer.ensureDeferred(self._check(ip, address, password, domain, mark, cfg))
+        except BaseException:
+            verdict = Verdict(False, address, "internal error", unavailable=True)
+            raise
         finally:
-            self._pending.pop(mark, None)
+            del self._pending[mark]
+            shared = replace(verdict, reason=f"shared a concurrent check: {verdict.reason}",
+                             checked_at_source=False)
+            for w in waiters:
+                w.callback(shared)
+        if verdict.ok:
+            self._forget_old(self._recent_ok)
+            self._recent_ok[mark] = self.reactor.seconds() + min(cfg.frontdoor.verifier_ttl, _FAST_TTL)
+        return verdict
 
     async def _check(self, ip, address, password, domain, mark, cfg) -> Verdict:
         fd = cfg.frontdoor
@@ -132,7 +157,7 @@ class Gate:
                 self.on_login(address, domain, first)
             return Verdict(True, address, "source accepted", checked_at_source=True)
         if result == source.WRONG:
-            self._forget_old_failures()
+            self._forget_old(self._recent_failures)
             self._recent_failures[mark] = self.reactor.seconds() + _NEGATIVE_TTL
             return Verdict(False, address, f"wrong password or unknown user at the source ({why})")
         # The source is down or throttling us: the user is not at fault, so give the token back.
@@ -148,7 +173,8 @@ class Gate:
         self.vault.remember_login(address, password)
         return first
 
-    def _forget_old_failures(self) -> None:
-        if len(self._recent_failures) > 10000:
+    def _forget_old(self, cache: dict[bytes, float]) -> None:
+        if len(cache) > 10000:
             now = self.reactor.seconds()
-            self._recent_failures = {k: t for k, t in self._recent_failures.items() if t > now}
+            for k in [k for k, t in cache.items() if t <= now]:
+                del cache[k]

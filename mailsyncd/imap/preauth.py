@@ -23,8 +23,8 @@ MAX_NONSYNC_LITERAL = 4096
 
 # RFC 3501 atom-char: any CHAR except atom-specials; a tag also excludes "+".
 _ATOM = re.compile(rb'[^\x00-\x20\x7f(){%*"\\\]]+')
-_TAG = re.compile(rb'[^\x00-\x20\x7f(){%*"\\+]+')
-_LITERAL_END = re.compile(rb"~?\{(\d{1,20})(\+?)\}$")
+_TAG = re.compile(rb'[^\x00-\x20\x7f-\xff(){%*"\\+]+')
+_LITERAL_END = re.compile(rb"~?\{(\d{1,20})(\+?)\}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +116,7 @@ class PreauthParser:
                 self._literal_left = None
             end = self._buf.find(b"\r\n")
             if end < 0:
-                if self._line_bytes + len(self._buf) > self.max_line:
+                if self._line_bytes + _unterminated(self._buf) > self.max_line:
                     return self._fatal("line too long")
                 return None
             line = bytes(self._buf[:end])
@@ -136,7 +136,7 @@ class PreauthParser:
     def _sasl_line(self) -> Event | None:
         end = self._buf.find(b"\r\n")
         if end < 0:
-            if len(self._buf) > self.max_line:
+            if _unterminated(self._buf) > self.max_line:
                 return self._fatal("line too long")
             return None
         if end > self.max_line:
@@ -177,9 +177,9 @@ class PreauthParser:
             return Bad(tag, str(e))
 
     def _announce(self, n: int, nonsync: bool) -> Event | None:
-        if nonsync and n > MAX_NONSYNC_LITERAL:
+        if nonsync and n > min(MAX_NONSYNC_LITERAL, self.max_literal):
             # The client sends the bytes without waiting: there is no way to skip them safely.
-            return self._fatal("non-synchronising literal over 4096 bytes")
+            return self._fatal(f"non-synchronising literal over {min(MAX_NONSYNC_LITERAL, self.max_literal)} bytes")
         if n > self.max_literal:
             tag = self._tag
             self._reset_command()
@@ -235,6 +235,11 @@ class PreauthParser:
             chars.append(c)
             pos += 1
         raise ParseError("unterminated quoted string")
+
+
+def _unterminated(buf: bytearray) -> int:
+    """Length of a line still waiting for its CRLF; a trailing CR may be the start of it."""
+    return len(buf) - (1 if buf.endswith(b"\r") else 0)
 
 
 def quote(s: str) -> bytes:

@@ -51,6 +51,7 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
         self.busy = False                    # a login or STARTTLS is in progress: parse nothing more
         self.closed = False
         self.bad = 0
+        self._bad_now = False
         self.auth_failures = 0
         self.target: backend.TargetProtocol | None = None
         self.pending_auth: str | None = None  # tag of an AUTHENTICATE waiting for its response line
@@ -130,6 +131,7 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
 
     def reply_bad(self, tag: str | None, text: str) -> None:
         self.bad += 1
+        self._bad_now = True
         self.send((tag.encode() if tag else b"*") + b" BAD " + text.encode("utf-8", "replace"))
         if self.bad >= MAX_BAD:
             self.send(b"* BYE Too many invalid commands.")
@@ -143,8 +145,10 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
             self.reply_bad(cmd.tag, f"{cmd.name[:40]}: not available before login" if cmd.name.isalpha()
                            else "unknown command")
             return
-        self.bad = 0
+        self._bad_now = False
         handler(tag, cmd.args)
+        if not self._bad_now:
+            self.bad = 0
 
     # -- commands ------------------------------------------------------------------
     def do_CAPABILITY(self, tag: bytes, args: tuple) -> None:
@@ -194,7 +198,10 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
         if not self.may_login(tag):
             return
         if len(args) == 2:
-            self.plain(tag, args[1].encode() if isinstance(args[1], str) else args[1] or b"")
+            if not isinstance(args[1], (str, bytes)):
+                self.reply_bad(tag.decode(), "Invalid SASL initial response.")
+                return
+            self.plain(tag, args[1].encode() if isinstance(args[1], str) else args[1])
             return
         self.pending_auth = tag.decode()
         self.parser.sasl = True

@@ -188,6 +188,7 @@ class AccountSync:
                 if pair:
                     imapconn.close(pair[0])
                     imapconn.close(pair[1])
+                self.store.release_thread()
 
         threads = [threading.Thread(target=worker, args=(i,), name=f"sync-{self.address}-{i}", daemon=True)
                    for i in range(n)]

@@ -95,11 +95,34 @@ def _login_error(where: str, user: str, e: Exception) -> AuthFailed:
     return AuthFailed(f"{where}: login refused for {user}: {m.group(1) if m else text}")
 
 
+def _safe_for_login(s: str) -> bool:
+    return s.isascii() and not any(c in s for c in "\r\n\0")
+
+
+def _login(client: IMAPClient, where: str, user: str, password: str) -> None:
+    """LOGIN with both arguments quoted, or AUTHENTICATE PLAIN for what a quoted string cannot carry.
+
+    imaplib quotes only the password: an unquoted user name with a space or CRLF
+    would inject arguments or whole commands into the session.
+    """
+    if _safe_for_login(user) and _safe_for_login(password):
+        client.login(_quoted(user), password)
+    elif client.has_capability("AUTH=PLAIN"):
+        client.plain_login(user, password)
+    else:
+        raise AuthFailed(f"{where}: the user name or password has characters LOGIN cannot send "
+                         "(non-ASCII or control characters) and the server offers no AUTH=PLAIN")
+
+
+def _quoted(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def login_source(client: IMAPClient, endpoint, address: str, password: str) -> None:
     user = endpoint.login_name(address)
     where = f"source {endpoint.host}:{endpoint.port}"
     try:
-        client.login(user, password)
+        _login(client, where, user, password)
     except imapexc.LoginError as e:
         raise _login_error(where, user, e) from None
     except TRANSIENT as e:
@@ -115,12 +138,12 @@ def login_target(client: IMAPClient, endpoint, address: str, password: str | Non
         if endpoint.auth == "master":
             client.plain_login(endpoint.master_user, endpoint.read_master_password(), user)
         elif endpoint.auth == "master_separator":
-            client.login(f"{user}{endpoint.master_separator}{endpoint.master_user}",
-                         endpoint.read_master_password())
+            _login(client, where, f"{user}{endpoint.master_separator}{endpoint.master_user}",
+                   endpoint.read_master_password())
         else:
             if password is None:
                 raise AuthFailed(f"{where}: auth: same needs the user's password")
-            client.login(user, password)
+            _login(client, where, user, password)
     except imapexc.LoginError as e:
         shown = user if endpoint.auth == "same" else f"{user} (as master {endpoint.master_user})"
         raise _login_error(where, shown, e) from None
