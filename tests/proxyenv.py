@@ -10,9 +10,9 @@ import sys
 import time
 
 import yaml
+from syncenv import REPO, make_config
 
 from mailsyncd.devserver import free_port
-from syncenv import REPO, make_config
 
 
 class Daemon:

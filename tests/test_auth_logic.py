@@ -7,7 +7,14 @@ import base64
 import pytest
 
 from mailsyncd.auth.throttle import Limits, Throttle
-from mailsyncd.imap.targetlogin import Done, Failed, ResponseReader, Send, StartTLS, TargetLogin
+from mailsyncd.imap.targetlogin import (
+    Done,
+    Failed,
+    ResponseReader,
+    Send,
+    StartTLS,
+    TargetLogin,
+)
 
 
 class Clock:

@@ -1,7 +1,6 @@
 """The README's first command: the demo runs the real daemon end to end."""
 
 import pytest
-
 from syncenv import ctl
 
 

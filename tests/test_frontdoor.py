@@ -15,12 +15,11 @@ import time
 
 import pytest
 from imapclient import IMAPClient
-
 from proxyenv import Daemon
 from seed import Msg, connect, make_message, seed, snapshot
 
 A = "alice@example.com"
-D = dt.datetime(2022, 3, 4, 5, 6, 7, tzinfo=dt.timezone.utc)
+D = dt.datetime(2022, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
 pytestmark = pytest.mark.timeout(180)
 
 

@@ -9,8 +9,18 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mailsyncd.imap.preauth import (MAX_LINE, MAX_NONSYNC_LITERAL, Bad, Command, Continue, Fatal,
-                                    PreauthParser, SaslLine, needs_literal, quote)
+from mailsyncd.imap.preauth import (
+    MAX_LINE,
+    MAX_NONSYNC_LITERAL,
+    Bad,
+    Command,
+    Continue,
+    Fatal,
+    PreauthParser,
+    SaslLine,
+    needs_literal,
+    quote,
+)
 
 EVENT_TYPES = (Command, Continue, Bad, Fatal, SaslLine)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import poplib
-import socket
 import ssl
 
 from ..errors import AuthFailed, MailsyncError
@@ -64,7 +63,7 @@ def _check_pop3(endpoint, address: str, password: str) -> tuple[str, str]:
         return OK, "source accepted"
     except ssl.SSLError as e:
         return UNAVAILABLE, f"{where}: TLS failed: {e.reason or e}"
-    except (OSError, socket.timeout) as e:
+    except (TimeoutError, OSError) as e:
         return UNAVAILABLE, f"{where}: {e.strerror or e}"
     finally:
         if conn is not None:

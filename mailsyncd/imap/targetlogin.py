@@ -20,7 +20,7 @@ from .preauth import needs_literal, quote
 
 MAX_RESPONSE = 65536          # a hostile or broken target must not make us buffer without bound
 _LITERAL_END = re.compile(rb"\{(\d{1,9})\}$")
-_CAPS_CODE = re.compile(rb"\[CAPABILITY ([^\]]*)\]", re.I)
+_CAPS_CODE = re.compile(rb"\[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,6 @@ class ResponseReader:
     def _check(self) -> None:
         if len(self.buf) + sum(map(len, self._parts)) > self.limit:
             raise ValueError("response too long")
-        return None
 
 
 def _status(line: bytes, tag: bytes) -> tuple[str, bytes] | None:
