@@ -57,6 +57,7 @@ class Endpoint:
     master_password_file: str | None = None
     master_separator: str = "*"
     send_id: bool = True
+    max_connections: int = 8        # at once to this host, over all accounts (providers cap per IP)
 
     def login_name(self, address: str) -> str:
         local, domain = _split_address(address)
@@ -106,6 +107,7 @@ class Domain:
     target: Endpoint
     folders: FolderRules = field(default_factory=FolderRules)
     sync: SyncSettings = field(default_factory=SyncSettings)
+    cutover: float | None = None    # epoch seconds: when the domain's migration ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,13 +139,22 @@ class FrontDoor:
     verifier_ttl: float = 300.0           # a source-checked password is trusted this long
     accept_verifier_when_source_down: bool = False
     auth_threads: int = 8
-    sync_parallel: int = 4                # accounts copied at once in the background
     ip_burst: int = 10
     ip_refill: float = 60.0
     user_burst: int = 5
     user_refill: float = 300.0
     failure_delay: float = 2.0
     failure_delay_max: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduler:
+    pass_interval: float = 300.0          # seconds between incremental passes of one account
+    max_accounts: int = 4                 # accounts synced at once, over all domains
+    max_accounts_per_domain: int = 4
+    failure_backoff: float = 60.0         # first wait after a failed pass; doubles, with jitter
+    failure_backoff_max: float = 3600.0
+    fail_after: int = 5                   # failed passes in a row before the account is marked failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +167,7 @@ class Config:
     listen: Listen = field(default_factory=Listen)
     tls: TLSFiles | None = None
     frontdoor: FrontDoor = field(default_factory=FrontDoor)
+    scheduler: Scheduler = field(default_factory=Scheduler)
 
     def domain_for(self, address: str) -> Domain:
         domain = _split_address(address)[1].lower()
@@ -352,7 +364,7 @@ _DEFAULT_PORTS = {("imap", "tls"): 993, ("imap", "starttls"): 143, ("imap", "non
                   ("pop3", "tls"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110}
 _MASTER_KEYS = ("master_user", "master_password_file", "master_separator")
 _ENDPOINT_KEYS = ("host", "port", "security", "protocol", "username", "verify_tls", "ca_file",
-                  "timeout", "dangerously_allow_cleartext", "send_id", "auth") + _MASTER_KEYS
+                  "timeout", "dangerously_allow_cleartext", "send_id", "auth", "max_connections") + _MASTER_KEYS
 
 
 def _endpoint(errs: _Errors, node: object, path: str, base_dir: str, role: str) -> Endpoint:
@@ -395,6 +407,7 @@ def _endpoint(errs: _Errors, node: object, path: str, base_dir: str, role: str) 
         master_password_file=s.get("master_password_file", _file(base_dir), None),
         master_separator=s.get("master_separator", _text, "*"),
         send_id=s.get("send_id", _boolean, True),
+        max_connections=s.get("max_connections", _int_range(1, 1000), 8),
     )
 
 
@@ -453,7 +466,7 @@ def _domains(errs: _Errors, node: object, base_dir: str, sync: SyncSettings) -> 
         if name in out:
             errs.add(path, f"duplicate of domain {name!r} (domain names are case-insensitive)")
             name = None
-        s = _Section(errs, body, path, ("source", "target", "folders", "sync"))
+        s = _Section(errs, body, path, ("source", "target", "folders", "sync", "cutover"))
         ends = {}
         for role in ("source", "target"):
             if s.has(role):
@@ -462,9 +475,42 @@ def _domains(errs: _Errors, node: object, base_dir: str, sync: SyncSettings) -> 
                 errs.add(_join(path, role), "required key is missing")
         folders = _folders(errs, s.node.get("folders"), _join(path, "folders"))
         dsync = _sync(errs, s.node.get("sync"), _join(path, "sync"), sync)
+        cutover = s.get("cutover", _instant, None)
         if name and len(ends) == 2:
-            out[name] = Domain(name, ends["source"], ends["target"], folders, dsync)
+            out[name] = Domain(name, ends["source"], ends["target"], folders, dsync, cutover)
     return out
+
+
+def _instant(v) -> float:
+    import datetime as dt
+    if isinstance(v, dt.datetime):     # YAML parses an unquoted timestamp itself
+        when = v
+    elif isinstance(v, str):
+        try:
+            when = dt.datetime.fromisoformat(v)
+        except ValueError:
+            raise _Invalid('must be an ISO 8601 time with its zone, e.g. "2026-12-31T18:00:00+08:00"') from None
+    else:
+        raise _Invalid('must be an ISO 8601 time with its zone, e.g. "2026-12-31T18:00:00+08:00"')
+    if when.tzinfo is None:
+        raise _Invalid("needs a time zone (e.g. +08:00 or Z): a bare time is ambiguous")
+    return when.timestamp()
+
+
+_SCHEDULER_CHECKS = {
+    "pass_interval": _positive(),
+    "max_accounts": _int_range(1, 1000),
+    "max_accounts_per_domain": _int_range(1, 1000),
+    "failure_backoff": _positive(),
+    "failure_backoff_max": _positive(),
+    "fail_after": _int_range(1, 1000),
+}
+_SCHED_DEFAULTS = Scheduler()
+
+
+def _scheduler(errs: _Errors, node: object) -> Scheduler:
+    s = _Section(errs, node, "scheduler", tuple(_SCHEDULER_CHECKS))
+    return Scheduler(**{k: s.get(k, check, getattr(_SCHED_DEFAULTS, k)) for k, check in _SCHEDULER_CHECKS.items()})
 
 
 def _address(v) -> Address:
@@ -498,7 +544,6 @@ _FRONTDOOR_CHECKS = {
     "verifier_ttl": _positive(),
     "accept_verifier_when_source_down": _boolean,
     "auth_threads": _int_range(1, 64),
-    "sync_parallel": _int_range(1, 256),
     "ip_burst": _int_range(1, 100000),
     "ip_refill": _positive(),
     "user_burst": _int_range(1, 100000),
@@ -538,7 +583,8 @@ def parse_config(data: object, *, path: str) -> Config:
         what = "is empty" if data is None else f"must be a mapping at the top level (got {_got(data)})"
         raise ConfigError([f"{path}: config {what}"])
     errs = _Errors()
-    s = _Section(errs, data, "", ("state_dir", "log_level", "sync", "domains", "listen", "tls", "frontdoor"))
+    s = _Section(errs, data, "", ("state_dir", "log_level", "sync", "domains", "listen", "tls", "frontdoor",
+                                  "scheduler"))
     state_dir = os.path.normpath(os.path.join(base_dir, s.get("state_dir", _text, "./state")))
     log_level = s.get("log_level", _choice("debug", "info", "warning", "error"), "info")
     sync = _sync(errs, s.node.get("sync"), "sync", SyncSettings())
@@ -551,10 +597,12 @@ def parse_config(data: object, *, path: str) -> Config:
     tls = _tls(errs, s.node.get("tls"), base_dir)
     frontdoor = _frontdoor(errs, s.node.get("frontdoor"), listen, s.node.get("tls") is not None) if (
         s.has("frontdoor") or listen.imap or listen.imaps) else FrontDoor()
+    scheduler = _scheduler(errs, s.node.get("scheduler"))
     if errs:
         raise ConfigError(errs)
     return Config(path=path, state_dir=state_dir, log_level=log_level, sync=sync,
-                  domains=MappingProxyType(domains), listen=listen, tls=tls, frontdoor=frontdoor)
+                  domains=MappingProxyType(domains), listen=listen, tls=tls, frontdoor=frontdoor,
+                  scheduler=scheduler)
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -1,22 +1,31 @@
-"""Wiring: one Twisted process with the front door and the background passes."""
+"""Wiring: one Twisted process with the front door, the scheduler, reload, status and shutdown."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import os
+import time
 
 from twisted.application import internet, service
-from twisted.internet import defer
+from twisted.internet import defer, task, threads
 from twisted.python.threadpool import ThreadPool
 
+from . import systemd
 from .auth.gate import Gate
-from .background import SyncQueue
-from .config import Config
+from .config import Config, ConfigError, load_config
+from .errors import TLSFailure
 from .proxy import tls
 from .proxy.frontdoor import FrontDoorFactory
+from .scheduler import Scheduler
 from .store import Store
 from .vault import Vault
 
 logger = logging.getLogger("mailsyncd")
+
+STATUS_FILE = "daemon.json"
+STATUS_EVERY = 2.0
 
 
 class _PoolService(service.Service):
@@ -32,59 +41,234 @@ class _PoolService(service.Service):
         self.pool.stop()
 
 
+class _CurrentTLS:
+    """A context factory whose certificate can be swapped: new handshakes get the new one."""
+
+    def __init__(self, options):
+        self.options = options
+
+    def getContext(self):
+        return self.options.getContext()
+
+
+class _Adopted(service.Service):
+    """A listening socket handed over by systemd (socket activation)."""
+
+    def __init__(self, reactor, fd: int, factory, tls_options):
+        self.reactor, self.fd, self.factory, self.tls_options = reactor, fd, factory, tls_options
+        self.port = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.port = systemd.adopt(self.reactor, self.fd, self.factory, tls_options=self.tls_options)
+
+    def stopService(self):
+        super().stopService()
+        return self.port.stopListening() if self.port is not None else None
+
+
 class Daemon(service.MultiService):
-    def __init__(self, config: Config, reactor):
+    def __init__(self, config: Config, reactor, *, notifier: systemd.Notifier | None = None,
+                 fds: dict[str, list[int]] | None = None):
         super().__init__()
         self.config = config
         self.reactor = reactor
+        self.notifier = notifier or systemd.Notifier()
+        self.generation = 1
+        self.reloads = 0
+        self.reload_error: str | None = None
+        self.started = time.time()
         self.store = Store.in_state_dir(config.state_dir)
         self.vault = Vault.open(config.state_dir, self.store)
-        fd = config.frontdoor
-        self.auth_pool = ThreadPool(minthreads=0, maxthreads=fd.auth_threads, name="auth")
-        self.sync_pool = ThreadPool(minthreads=0, maxthreads=fd.sync_parallel, name="sync")
-        self.queue = SyncQueue(reactor, self.sync_pool, self.store, self.vault, self.current, fd.sync_parallel)
+        self.auth_pool = ThreadPool(minthreads=0, maxthreads=config.frontdoor.auth_threads, name="auth")
+        self.sync_pool = ThreadPool(minthreads=0, maxthreads=config.scheduler.max_accounts, name="sync")
+        self.state_pool = ThreadPool(minthreads=1, maxthreads=1, name="state")
+        self.scheduler = Scheduler(reactor, self.sync_pool, self.state_pool, self.store, self.vault, self.current)
         self.gate = Gate(reactor, self.auth_pool, self.current, self.store, self.vault,
-                         on_login=self.queue.on_login)
-        self.tls_options = tls.server_options(config.tls.cert, config.tls.key) if config.tls else None
+                         on_login=self.scheduler.on_login, cut_over=self.scheduler.is_cut_over)
+        self.tls = _CurrentTLS(tls.server_options(config.tls.cert, config.tls.key)) if config.tls else None
         self.factories: list[FrontDoorFactory] = []
-        # Pools stop last (services stop in reverse order), after the queue has wound down.
-        _PoolService(self.auth_pool).setServiceParent(self)
-        _PoolService(self.sync_pool).setServiceParent(self)
-        for name, addr, implicit in (("imap", config.listen.imap, False), ("imaps", config.listen.imaps, True)):
-            if addr is None:
+        self.listeners: list[service.Service] = []
+        self._status_loop: task.LoopingCall | None = None
+        self._watchdog: task.LoopingCall | None = None
+        self._last_status = ""
+        self.phase_counts: dict[str, int] = {}
+        # Services stop in reverse order: pools last, after the scheduler has wound down.
+        for pool in (self.auth_pool, self.sync_pool, self.state_pool):
+            _PoolService(pool).setServiceParent(self)
+        self._listen(fds or {})
+
+    def _listen(self, fds: dict[str, list[int]]) -> None:
+        for name, addr, implicit in (("imap", self.config.listen.imap, False),
+                                     ("imaps", self.config.listen.imaps, True)):
+            inherited = fds.get(name, [])
+            if addr is None and not inherited:
                 continue
-            f = FrontDoorFactory(reactor, self.current, self.gate, self.queue, self.current_tls,
+            if implicit and self.tls is None:
+                raise TLSFailure("an imaps socket was passed in but the config has no tls: section")
+            f = FrontDoorFactory(self.reactor, self.current, self.gate, self.scheduler, self.current_tls,
                                  implicit_tls=implicit)
             f.noisy = False
             self.factories.append(f)
+            if inherited:
+                for fd in inherited:
+                    srv = _Adopted(self.reactor, fd, f, self.tls if implicit else None)
+                    srv.setServiceParent(self)
+                    self.listeners.append(srv)
+                logger.info("event=listen name=%s from=systemd fds=%s", name, inherited)
+                continue
             if implicit:
-                srv = internet.SSLServer(addr.port, f, self.tls_options, interface=addr.host)
+                srv = internet.SSLServer(addr.port, f, self.tls, interface=addr.host)
             else:
                 srv = internet.TCPServer(addr.port, f, interface=addr.host)
             srv.setName(name)
             srv.setServiceParent(self)
+            self.listeners.append(srv)
 
     def current(self) -> Config:
         return self.config
 
     def current_tls(self):
-        return self.tls_options
+        return self.tls
 
+    # -- start ---------------------------------------------------------------------------------
     def startService(self) -> None:
         super().startService()
+        self.scheduler.start()
+        self._status_loop = task.LoopingCall(self._tick_status)
+        self._status_loop.start(STATUS_EVERY, now=True)
+        self._watchdog = systemd.start_watchdog(self.reactor, self.notifier)
         where = " ".join(f"{n}={a}" for n, a in (("imap", self.config.listen.imap),
                                                   ("imaps", self.config.listen.imaps)) if a)
-        logger.info("event=ready %s domains=%s", where or "listeners=none", ",".join(self.config.domains))
+        logger.info("event=ready %s domains=%s generation=%d", where or "listeners=systemd",
+                    ",".join(self.config.domains), self.generation)
+        self.notifier.ready(self.status_line())
+        self._write_status()
 
+    # -- reload (SIGHUP) ---------------------------------------------------------------------------
+    def reload(self) -> None:
+        self.notifier.reloading()
+        self.reloads += 1
+        old = self.config
+        try:
+            new = load_config(old.path)
+            options = tls.server_options(new.tls.cert, new.tls.key) if new.tls else None
+            if (new.tls is None) != (old.tls is None):
+                raise ConfigError(["tls: adding or removing the tls section needs a restart "
+                                   "(the listeners are set up at start)"])
+        except (ConfigError, TLSFailure) as e:
+            errors = e.errors if isinstance(e, ConfigError) else [str(e)]
+            self.reload_error = "; ".join(errors)
+            for err in errors:
+                logger.error("event=reload_failed error=%r", err)
+            logger.error("event=reload_failed keeping=generation-%d", self.generation)
+            self.notifier.ready()
+            self.notifier.status(f"reload failed: {errors[0]}"[:200])
+            self._last_status = ""
+            self._write_status()
+            return
+        if new.listen != old.listen:
+            logger.warning("event=reload_note what='listen addresses change only on restart' old=%s new=%s",
+                           _listen_text(old), _listen_text(new))
+        if new.state_dir != old.state_dir:
+            logger.warning("event=reload_note what='state_dir changes only on restart' kept=%s", old.state_dir)
+        new = dataclasses.replace(new, listen=old.listen, state_dir=old.state_dir)
+        added = sorted(set(new.domains) - set(old.domains))
+        removed = sorted(set(old.domains) - set(new.domains))
+        self.config = new
+        if options is not None:
+            self.tls.options = options
+        self.gate.reconfigure(new)
+        self.auth_pool.adjustPoolsize(maxthreads=new.frontdoor.auth_threads)
+        self.sync_pool.adjustPoolsize(maxthreads=new.scheduler.max_accounts)
+        self.generation += 1
+        self.reload_error = None
+        logger.info("event=reloaded generation=%d domains=%s added=%s removed=%s", self.generation,
+                    ",".join(new.domains), ",".join(added) or "-", ",".join(removed) or "-")
+        self.reactor.callLater(0, self.scheduler.tick)
+        self._last_status = ""
+        self.notifier.ready(self.status_line())
+        self._write_status()
+
+    # -- status --------------------------------------------------------------------------------
+    @property
+    def sessions(self) -> int:
+        return sum(len(f.sessions) for f in self.factories)
+
+    def status_line(self) -> str:
+        c = self.phase_counts
+        line = (f"accounts: {len(self.scheduler.running)} syncing, {c.get('synced', 0)} synced, "
+                f"{c.get('failed', 0)} failed, {c.get('cutover', 0)} cut over; sessions: {self.sessions}")
+        if self.reload_error:
+            line = f"reload failed: {self.reload_error[:120]} | " + line
+        return line
+
+    def _tick_status(self) -> defer.Deferred:
+        d = threads.deferToThreadPool(self.reactor, self.state_pool, self._read_state)
+        d.addCallback(self._got_state)
+        d.addErrback(lambda f: logger.error("event=status_error error=%r", f.getErrorMessage()))
+        return d
+
+    def _read_state(self):
+        return self.store.phase_counts(), self.store.cutovers()
+
+    def _got_state(self, state) -> None:
+        self.phase_counts, cutovers = state
+        self.scheduler.refresh_cutovers(cutovers)
+        line = self.status_line()
+        if line != self._last_status:
+            self._last_status = line
+            self.notifier.status(line)
+        self._write_status()
+
+    def _write_status(self) -> None:
+        doc = {"pid": os.getpid(), "generation": self.generation, "reloads": self.reloads,
+               "reload_error": self.reload_error, "started": self.started, "updated": time.time(),
+               "config": self.config.path, "domains": sorted(self.config.domains),
+               "sessions": self.sessions, "relayed": sum(f.relayed for f in self.factories),
+               "phases": self.phase_counts, "scheduler": self.scheduler.summary(),
+               "logins": dict(self.gate.counts)}
+        path = os.path.join(self.config.state_dir, STATUS_FILE)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(doc, f)
+            os.replace(tmp, path)
+        except OSError as e:
+            logger.warning("event=status_file_error path=%s error=%r", path, e.strerror)
+
+    # -- stop ----------------------------------------------------------------------------------
     async def _stop(self) -> None:
-        logger.info("event=stopping running=%d", len(self.queue.running))
-        await self.queue.shutdown()
+        self.notifier.stopping()
+        logger.info("event=stopping running=%d sessions=%d", len(self.scheduler.running), self.sessions)
+        for loop in (self._status_loop, self._watchdog):
+            if loop is not None and loop.running:
+                loop.stop()
+        for srv in self.listeners:           # no new connections from here on
+            await defer.maybeDeferred(srv.disownServiceParent)
+        await self.scheduler.shutdown()
+        await self._close_sessions()
         await service.MultiService.stopService(self)
         self.store.close()
+        try:
+            os.unlink(os.path.join(self.config.state_dir, STATUS_FILE))
+        except OSError:
+            pass
+        logger.info("event=stopped")
+
+    def _close_sessions(self, spread: float = 3.0) -> defer.Deferred:
+        """Close relays spread over a few seconds, so clients do not all reconnect in the same instant."""
+        sessions = [s for f in self.factories for s in list(f.sessions)]
+        if not sessions:
+            return defer.succeed(None)
+        step = min(spread / len(sessions), 0.05)
+        for i, s in enumerate(sessions):
+            self.reactor.callLater(i * step, s.transport.loseConnection)
+        return task.deferLater(self.reactor, len(sessions) * step + 0.1, lambda: None)
 
     def stopService(self):
         return defer.ensureDeferred(self._stop())
 
-    @property
-    def sessions(self) -> int:
-        return sum(len(f.sessions) for f in self.factories)
+
+def _listen_text(cfg: Config) -> str:
+    return ",".join(f"{n}={a}" for n, a in (("imap", cfg.listen.imap), ("imaps", cfg.listen.imaps)) if a) or "-"

@@ -33,3 +33,15 @@ class FolderFailed(MailsyncError):
 
 class NoPassword(MailsyncError):
     """No source password is available for the account."""
+
+
+# Words with which providers say "not now" or "too many of you": NO [LIMIT], [UNAVAILABLE], Dovecot's
+# mail_max_userip_connections, Gmail's bandwidth and "Too many simultaneous connections".
+_THROTTLE_WORDS = ("[limit]", "[unavailable]", "[inuse]", "[in-use]", "too many", "maximum number of connections",
+                   "bandwidth", "try again later", "temporarily", "rate limit", "throttl", "connection limit")
+
+
+def looks_throttled(text: str) -> bool:
+    """Does this error text read like the server is limiting us (rather than refusing us)?"""
+    low = text.lower()
+    return any(w in low for w in _THROTTLE_WORDS)

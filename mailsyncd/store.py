@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -118,6 +118,18 @@ _MIGRATIONS: dict[int, str] = {
         verified_at   REAL,
         updated       REAL NOT NULL
     );
+    """,
+    3: """
+    -- per domain, set by `mailsyncctl cutover`: overrides the YAML's cutover time while present.
+    -- state: scheduled | cancelled | final_pass | done
+    CREATE TABLE cutovers (
+        domain        TEXT PRIMARY KEY,
+        at            REAL,
+        state         TEXT NOT NULL,
+        note          TEXT,
+        updated       REAL NOT NULL
+    );
+    CREATE INDEX accounts_domain ON accounts (domain);
     """,
 }
 
@@ -276,6 +288,47 @@ class Store:
         with self._tx() as c:
             c.execute("UPDATE accounts SET phase=?, last_error=?, updated=? WHERE address=?",
                       (phase, error, time.time(), address))
+
+    def set_domain_phase(self, domain: str, phase: str, error: str | None = None) -> int:
+        with self._tx() as c:
+            return c.execute("UPDATE accounts SET phase=?, last_error=?, updated=? WHERE domain=?",
+                             (phase, error, time.time(), domain)).rowcount
+
+    def phase_counts(self, domain: str | None = None) -> dict[str, int]:
+        sql, args = "SELECT phase, count(*) FROM accounts", ()
+        if domain is not None:
+            sql, args = sql + " WHERE domain = ?", (domain,)
+        return dict(self._conn().execute(sql + " GROUP BY phase", args).fetchall())
+
+    def accounts(self, domain: str | None = None) -> list[dict]:
+        """Every account with its phase, whether a source password is stored, and its source size."""
+        sql = ("SELECT a.address, a.domain, a.phase, a.last_error, a.plan, s.password IS NOT NULL, "
+               "s.verifier IS NOT NULL, (SELECT coalesce(sum(f.messages), 0) FROM folders f "
+               "WHERE f.account = a.address) FROM accounts a LEFT JOIN secrets s ON s.address = a.address")
+        args: tuple = ()
+        if domain is not None:
+            sql += " WHERE a.domain = ?"
+            args = (domain,)
+        keys = ("address", "domain", "phase", "last_error", "plan", "has_password", "has_verifier", "messages")
+        return [dict(zip(keys, row)) for row in self._conn().execute(sql + " ORDER BY a.address", args)]
+
+    def cutover(self, domain: str) -> dict | None:
+        row = self._conn().execute("SELECT domain, at, state, note, updated FROM cutovers WHERE domain=?",
+                                   (domain,)).fetchone()
+        return dict(zip(("domain", "at", "state", "note", "updated"), row)) if row else None
+
+    def cutovers(self) -> dict[str, dict]:
+        rows = self._conn().execute("SELECT domain, at, state, note, updated FROM cutovers").fetchall()
+        return {r[0]: dict(zip(("domain", "at", "state", "note", "updated"), r)) for r in rows}
+
+    def set_cutover(self, domain: str, at: float | None, state: str, note: str | None = None) -> None:
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO cutovers (domain, at, state, note, updated) VALUES (?,?,?,?,?)",
+                      (domain, at, state, note, time.time()))
+
+    def clear_cutover(self, domain: str) -> None:
+        with self._tx() as c:
+            c.execute("DELETE FROM cutovers WHERE domain=?", (domain,))
 
     def account(self, address: str) -> dict | None:
         row = self._conn().execute(

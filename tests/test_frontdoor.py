@@ -340,7 +340,7 @@ def test_first_login_starts_the_migration_with_an_alert(make_dovecot, tmp_path):
         d.wait_log("event=pass_done account=alice@example.com ok=True", timeout=120)
         assert snapshot(*pair.source_account(A)) == snapshot(*pair.target_account(A))
         log = d.log()
-        assert log.count("event=pass_queued account=alice@example.com") == 1
+        assert log.count("event=pass_start account=alice@example.com") == 1
     # the password is stored encrypted, and a restart can use it
     from mailsyncd.store import Store
     from mailsyncd.vault import Vault

@@ -10,7 +10,7 @@ import stat
 import pytest
 
 from mailsyncd import store as store_mod
-from mailsyncd.store import Store
+from mailsyncd.store import SCHEMA_VERSION, Store
 from mailsyncd.vault import CREDENTIAL, KEY_FILE, Vault, VaultError
 
 PASSWORD = "Pässw0rd-测试-\"\\x"
@@ -234,7 +234,7 @@ def test_v1_database_migrates_to_v2(tmp_path):
 
     s = Store(str(path))
     try:
-        assert s._conn().execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+        assert s._conn().execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (str(SCHEMA_VERSION),)
         acct = s.account("old@example.org")
         assert acct["phase"] == "synced" and acct["created"] == 1.0 and acct["plan"] is None
         s.ensure_account("old@example.org", "example.org", plan="import")

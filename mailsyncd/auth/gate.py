@@ -51,21 +51,23 @@ class Verdict:
 
 
 class Gate:
-    def __init__(self, reactor, pool, config_ref, store, vault, on_login=None):
+    def __init__(self, reactor, pool, config_ref, store, vault, on_login=None, cut_over=None):
         self.reactor = reactor
+        self.cut_over = cut_over or (lambda domain: False)   # (domain) -> the domain's cutover has run
         self.pool = pool
         self.config_ref = config_ref          # () -> Config, so a reload is seen by the next login
         self.store = store
         self.vault = vault
         self.on_login = on_login              # (address, domain, first: bool) after a source-verified login
-        fd = config_ref().frontdoor
-        self.throttle = Throttle(Limits(fd.ip_burst, fd.ip_refill, fd.user_burst, fd.user_refill,
-                                        fd.failure_delay, fd.failure_delay_max), clock=reactor.seconds)
+        self.throttle = Throttle(_limits(config_ref().frontdoor), clock=reactor.seconds)
         self._key = os.urandom(32)            # in memory only: keys the negative cache
         self._recent_failures: dict[bytes, float] = {}
         self._recent_ok: dict[bytes, float] = {}
         self._pending: dict[bytes, list[defer.Deferred]] = {}
         self.counts = {"ok": 0, "failed": 0, "source_checks": 0}
+
+    def reconfigure(self, config) -> None:
+        self.throttle.update(_limits(config.frontdoor))
 
     def _mark(self, address: str, password: str) -> bytes:
         return hmac.new(self._key, address.encode() + b"\0" + password.encode("utf-8", "surrogatepass"),
@@ -143,6 +145,8 @@ class Gate:
 
     async def _check(self, ip, address, password, domain, mark, cfg) -> Verdict:
         fd = cfg.frontdoor
+        if self.cut_over(domain.name):
+            return await self._after_cutover(ip, address, password)
         if await self._blocking(self.vault.check_verifier, address, password, max_age=fd.verifier_ttl):
             return Verdict(True, address, "recently verified at the source")
         refused = self.throttle.may_ask_source(ip, address)
@@ -167,6 +171,16 @@ class Gate:
             return Verdict(True, address, f"source unavailable, last good password accepted ({why})")
         return Verdict(False, address, f"source unavailable: {why}", unavailable=True)
 
+    async def _after_cutover(self, ip: str, address: str, password: str) -> Verdict:
+        # The source is history: the verifier of the last good password decides, at any age.
+        refused = self.throttle.may_ask_source(ip, address)   # bounds the argon2 work a guesser causes
+        if refused:
+            return Verdict(False, address, f"throttled ({refused} limit) after cutover")
+        if await self._blocking(self.vault.check_verifier, address, password, max_age=None):
+            self.throttle.succeeded(ip, address)
+            return Verdict(True, address, "cut over: last good password accepted")
+        return Verdict(False, address, "cut over: not the last good password (or never logged in before)")
+
     def _remember(self, address: str, domain: str, password: str) -> bool:
         first = self.store.account(address) is None or self.vault.source_password(address) is None
         self.store.ensure_account(address, domain, plan="login")
@@ -178,3 +192,7 @@ class Gate:
             now = self.reactor.seconds()
             for k in [k for k, t in cache.items() if t <= now]:
                 del cache[k]
+
+
+def _limits(fd) -> Limits:
+    return Limits(fd.ip_burst, fd.ip_refill, fd.user_burst, fd.user_refill, fd.failure_delay, fd.failure_delay_max)

@@ -63,6 +63,12 @@ class Throttle:
         self._user = _Buckets(limits.user_burst, limits.user_refill, clock)
         self._streak: dict[str, tuple[int, float]] = {}   # ip -> (consecutive failures, last at)
 
+    def update(self, limits: Limits) -> None:
+        """New limits (a reload) apply to the buckets as they are: nobody gets a fresh allowance."""
+        self.limits = limits
+        self._ip.burst, self._ip.refill = limits.ip_burst, limits.ip_refill
+        self._user.burst, self._user.refill = limits.user_burst, limits.user_refill
+
     def may_ask_source(self, ip: str, user: str) -> str | None:
         """Spend a token for a source check; None if allowed, else why not ("ip" or "user")."""
         if not self._ip.take(ip):

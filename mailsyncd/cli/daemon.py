@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import resource
+import signal
 import sys
 
 from .. import __version__, logs
@@ -19,8 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="mailsyncd",
         description="Run the migration daemon in the foreground: the IMAP front door (employees log in "
-                    "with their OLD password and land on the new server) and the background copy that "
-                    "each first login starts.  Logs go to stderr; stop with Ctrl-C or SIGTERM.")
+                    "with their OLD password and land on the new server) and the scheduler that keeps "
+                    "every mailbox it has a password for in sync until cutover.  Logs go to stderr "
+                    "(the journal under systemd).  SIGHUP reloads the config; SIGTERM stops cleanly.",
+        epilog="systemd: Type=notify (READY, STATUS, RELOADING, WATCHDOG, STOPPING), socket "
+               "activation with sockets named imap and imaps.  See systemd/README.md.")
     ap.add_argument("--config", "-c", default=DEFAULT_CONFIG, metavar="FILE",
                     help=f"YAML config file (default: $MAILSYNCD_CONFIG or {DEFAULT_CONFIG})")
     ap.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
@@ -35,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {err}", file=sys.stderr)
         return 1
     logs.setup(args.log_level or config.log_level)
-    if not (config.listen.imap or config.listen.imaps):
+    if not (config.listen.imap or config.listen.imaps or os.environ.get("LISTEN_FDS")):
         print("mailsyncd: nothing to listen on: add listen: {imap: HOST:PORT, imaps: HOST:PORT}", file=sys.stderr)
         return 1
 
@@ -43,19 +47,26 @@ def main(argv: list[str] | None = None) -> int:
     from twisted.internet import reactor
     from twisted.logger import STDLibLogObserver, globalLogBeginner
 
+    from .. import systemd
     from ..daemon import Daemon
 
     globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")], redirectStandardIO=False)
     logging.getLogger("twisted").setLevel(logging.WARNING)
+    log = logging.getLogger("mailsyncd")
+    notifier = systemd.Notifier()
     try:
-        daemon = Daemon(config, reactor)
+        daemon = Daemon(config, reactor, notifier=notifier, fds=systemd.listen_fds())
         daemon.startService()
     except (MailsyncError, OSError) as e:
-        logging.getLogger("mailsyncd").error("event=start_failed error=%r", str(e))
+        log.error("event=start_failed error=%r", str(e))
+        notifier.status(f"start failed: {e}"[:200])
         return 1
     except Exception as e:  # a listener that cannot bind raises CannotListenError
-        logging.getLogger("mailsyncd").error("event=start_failed error=%r", str(e))
+        log.error("event=start_failed error=%r", str(e))
+        notifier.status(f"start failed: {e}"[:200])
         return 1
+    # Twisted handles SIGINT and SIGTERM itself (a clean stop), but not SIGHUP.
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(daemon.reload))
     reactor.addSystemEventTrigger("before", "shutdown", daemon.stopService)
     reactor.run()
     return 0

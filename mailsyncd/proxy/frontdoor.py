@@ -15,7 +15,7 @@ from twisted.internet import protocol
 from twisted.protocols.policies import TimeoutMixin
 
 from .. import __version__
-from ..background import alert_text
+from ..scheduler import alert_text
 from ..imap.preauth import Bad, Command, Continue, Fatal, PreauthParser, SaslLine
 from . import backend
 
@@ -26,11 +26,11 @@ MAX_AUTH_FAILURES = 3
 
 
 class FrontDoorFactory(protocol.Factory):
-    def __init__(self, reactor, config_ref, gate, queue, tls_options_ref, *, implicit_tls: bool):
+    def __init__(self, reactor, config_ref, gate, scheduler, tls_options_ref, *, implicit_tls: bool):
         self.reactor = reactor
         self.config_ref = config_ref
         self.gate = gate
-        self.queue = queue
+        self.scheduler = scheduler
         self.tls_options_ref = tls_options_ref   # () -> CertificateOptions | None (swapped on reload)
         self.implicit_tls = implicit_tls
         self.sessions: set[FrontDoor] = set()
@@ -301,7 +301,7 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
         if self.closed:
             target.transport.loseConnection()
             return
-        alert = alert_text(self.f.queue.progress(address)) if self.f.queue else None
+        alert = alert_text(self.f.scheduler.progress(address)) if self.f.scheduler else None
         if alert:
             self.send(b"* OK [ALERT] " + alert.encode())
         self.send(tag + b" OK [CAPABILITY " + caps.encode() + b"] Logged in.")

@@ -13,7 +13,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..errors import AuthFailed, ConnectionLost, FolderFailed, MailsyncError, TLSFailure, Unreachable
+from ..errors import (
+    AuthFailed,
+    ConnectionLost,
+    FolderFailed,
+    MailsyncError,
+    TLSFailure,
+    Unreachable,
+    looks_throttled,
+)
 from ..imap.folders import FolderPlan, Skipped, plan_folders
 from ..store import FolderReport, Store
 from . import imapconn
@@ -46,6 +54,9 @@ class PassResult:
     folders: list[FolderReport] = field(default_factory=list)
     skipped_folders: list[Skipped] = field(default_factory=list)
     error: str | None = None
+    error_kind: str | None = None     # the exception class: AuthFailed, Unreachable, ...
+    throttled: bool = False           # the source refused connections or said "too many"
+    connections: int = 0              # source connections the pass ended up using
     seconds: float = 0.0
 
     @property
@@ -72,8 +83,10 @@ class PassResult:
 
 class AccountSync:
     def __init__(self, domain, address: str, password: str, store: Store, *,
-                 progress: Progress | None = None, stop: threading.Event | None = None):
+                 progress: Progress | None = None, stop: threading.Event | None = None,
+                 connections: int | None = None):
         self.domain = domain
+        self.connections = connections    # the scheduler's grant; None: the domain's sync.connections
         self.address = address
         self._password = password
         self.store = store
@@ -118,6 +131,8 @@ class AccountSync:
             self._run(res)
         except MailsyncError as e:
             res.error = str(e)
+            res.error_kind = type(e).__name__
+            res.throttled = res.throttled or looks_throttled(res.error)
         finally:
             res.seconds = time.monotonic() - t0
             self.store.finish_pass(pass_id, ok=res.complete, copied=res.copied, present=res.present,
@@ -167,13 +182,24 @@ class AccountSync:
         jobs.sort(key=lambda j: j[1].messages, reverse=True)
         reports: dict[str, FolderReport] = {}
         lock = threading.Lock()
-        n = max(1, min(self.domain.sync.connections, len(jobs)))
+        n = max(1, min(self.connections or self.domain.sync.connections, len(jobs)))
         conns = [(src, tgt)] + [None] * (n - 1)
         errors: list[BaseException] = []
 
         def worker(i: int) -> None:
             pair = conns[i]
             try:
+                if pair is None:
+                    try:
+                        pair = self._open_pair()
+                    except MailsyncError as e:
+                        # The first connection works: go on with fewer rather than fail the pass.
+                        res.throttled = res.throttled or looks_throttled(str(e))
+                        logger.warning("event=extra_connection_refused account=%s worker=%d reason=%r",
+                                       self.address, i, str(e))
+                        return
+                with lock:
+                    res.connections += 1
                 while not self.stop.is_set():
                     with lock:
                         if not jobs:

@@ -1,0 +1,369 @@
+"""Which account syncs when: continuous passes within limits, backoff, and cutover.
+
+Runs on the reactor.  Passes run the blocking engine in the ``sync`` pool;
+store writes that are not part of a pass go to the one-thread ``state`` pool,
+so the reactor never waits on SQLite's write lock.
+
+* Every account with a stored source password gets a pass every
+  ``scheduler.pass_interval`` seconds (with jitter), first-time and small
+  mailboxes first.
+* Limits: ``max_accounts`` at once, ``max_accounts_per_domain``, and per source
+  host a number of *connections* (``source.max_connections``): providers cap
+  connections per client IP.  When a source shows throttling signs the host's
+  limit is halved, and it grows back by a quarter connection per good pass.
+* A failed pass is retried with exponential backoff and jitter.  A source that
+  refuses the stored password marks the account failed until the user logs in
+  again (with the new password).
+* Cutover, per domain: one final pass per account, then phase ``cutover``
+  (syncing stops; logins are decided by the verifier), then the stored source
+  passwords are destroyed.  Each step is logged and recorded in the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+from twisted.internet import defer, task, threads
+
+from .sync.account import AccountSync, PassResult
+from .sync.progress import Progress
+
+logger = logging.getLogger("mailsyncd.scheduler")
+
+NEVER = float("inf")
+
+
+@dataclass
+class _Account:
+    address: str
+    domain: str
+    due: float = 0.0
+    failures: int = 0
+    completed: bool = False        # has had a complete pass: later passes go after first-timers
+    messages: int = 0              # source size, for "small mailboxes first"
+    waiting_login: bool = False    # the source refused the stored password: wait for the user
+    final: bool = False            # the cutover's final pass is pending
+
+
+@dataclass
+class _Running:
+    progress: Progress
+    stop: threading.Event
+    host: str
+    connections: int
+    domain: str
+    final: bool = False            # started as the cutover's final pass
+    deferred: defer.Deferred | None = None
+
+
+@dataclass
+class _Cutover:
+    state: str = "idle"            # idle | final_pass | done
+    pending: set[str] = field(default_factory=set)
+
+
+def host_key(endpoint) -> str:
+    return f"{endpoint.host}:{endpoint.port}"
+
+
+class Scheduler:
+    def __init__(self, reactor, sync_pool, state_pool, store, vault, config_ref):
+        self.reactor = reactor
+        self.sync_pool = sync_pool
+        self.state_pool = state_pool
+        self.store = store
+        self.vault = vault
+        self.config_ref = config_ref
+        self.accounts: dict[str, _Account] = {}
+        self.running: dict[str, _Running] = {}
+        self.host_limit: dict[str, float] = {}
+        self.cutovers: dict[str, _Cutover] = {}
+        self.stopping = False
+        self._loop: task.LoopingCall | None = None
+        self.counts = {"passes": 0, "failed_passes": 0, "throttled": 0}
+
+    # -- life cycle ---------------------------------------------------------------
+    def start(self) -> defer.Deferred:
+        d = threads.deferToThreadPool(self.reactor, self.state_pool, self._load)
+        d.addCallback(self._loaded)
+        return d
+
+    def _load(self) -> tuple[list[dict], dict[str, dict]]:
+        return self.store.accounts(), self.store.cutovers()
+
+    def _loaded(self, loaded) -> None:
+        rows, cutovers = loaded
+        for r in rows:
+            if r["phase"] == "cutover" or not r["has_password"]:
+                continue
+            self.accounts[r["address"]] = _Account(r["address"], r["domain"], due=self.reactor.seconds(),
+                                                   completed=r["phase"] == "synced", messages=r["messages"] or 0)
+        for domain, row in cutovers.items():
+            if row["state"] == "done":
+                self.cutovers[domain] = _Cutover("done")
+            elif row["state"] == "final_pass":
+                # interrupted by a restart: run the final passes again (they are incremental)
+                self.cutovers[domain] = _Cutover("idle")
+        self._store_cutovers = cutovers
+        logger.info("event=scheduler_started accounts=%d", len(self.accounts))
+        self._loop = task.LoopingCall(self.tick)
+        self._loop.start(1.0, now=True)
+
+    def shutdown(self, grace: float = 25.0) -> defer.Deferred:
+        """Stop starting passes; ask running ones to stop after their current batch."""
+        self.stopping = True
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        for run in self.running.values():
+            run.stop.set()
+        pending = [r.deferred for r in self.running.values() if r.deferred is not None]
+        d = defer.DeferredList(pending, consumeErrors=True)
+        d.addTimeout(grace, self.reactor)
+        d.addErrback(lambda _f: logger.warning("event=shutdown_passes_still_running n=%d", len(self.running)))
+        return d
+
+    # -- inputs ------------------------------------------------------------------------
+    def on_login(self, address: str, domain, first: bool) -> None:
+        """The gate verified ``address`` at the source (and stored its password)."""
+        acct = self.accounts.get(address)
+        if acct is None:
+            acct = self.accounts[address] = _Account(address, domain.name)
+        was_waiting = acct.waiting_login
+        acct.waiting_login = False
+        if first or was_waiting or not acct.completed or acct.failures:
+            acct.due = 0.0           # first logins and recovering accounts jump the queue
+            acct.failures = 0
+        self.reactor.callLater(0, self.tick)
+
+    def sync_now(self, address: str) -> bool:
+        acct = self.accounts.get(address)
+        if acct is None:
+            return False
+        acct.due = 0.0
+        acct.waiting_login = False
+        self.reactor.callLater(0, self.tick)
+        return True
+
+    def progress(self, address: str) -> Progress | None:
+        run = self.running.get(address)
+        return run.progress if run else None
+
+    def is_cut_over(self, domain: str) -> bool:
+        c = self.cutovers.get(domain)
+        return c is not None and c.state == "done"
+
+    # -- the loop ----------------------------------------------------------------------------
+    def tick(self) -> None:
+        if self.stopping:
+            return
+        cfg = self.config_ref()
+        now = self.reactor.seconds()
+        self._check_cutovers(cfg, now)
+        free_total = cfg.scheduler.max_accounts - len(self.running)
+        if free_total <= 0:
+            return
+        due = [a for a in self.accounts.values()
+               if a.address not in self.running and not a.waiting_login and a.due <= now
+               and a.domain in cfg.domains and not self.is_cut_over(a.domain)]
+        due.sort(key=lambda a: (not a.final, a.completed, a.messages, a.due))
+        per_domain: dict[str, int] = {}
+        used: dict[str, int] = {}
+        for r in self.running.values():
+            per_domain[r.domain] = per_domain.get(r.domain, 0) + 1
+            used[r.host] = used.get(r.host, 0) + r.connections
+        for acct in due:
+            if free_total <= 0:
+                break
+            domain = cfg.domains[acct.domain]
+            if per_domain.get(acct.domain, 0) >= cfg.scheduler.max_accounts_per_domain:
+                continue
+            host = host_key(domain.source)
+            limit = int(self.host_limit.setdefault(host, float(domain.source.max_connections)))
+            limit = min(limit, domain.source.max_connections)   # a reload may have lowered it
+            free = limit - used.get(host, 0)
+            if free < 1:
+                continue
+            conns = min(domain.sync.connections, free)
+            self._start(acct, domain, host, conns)
+            free_total -= 1
+            per_domain[acct.domain] = per_domain.get(acct.domain, 0) + 1
+            used[host] = used.get(host, 0) + conns
+
+    def _start(self, acct: _Account, domain, host: str, conns: int) -> None:
+        run = _Running(Progress(), threading.Event(), host, conns, acct.domain, final=acct.final)
+        self.running[acct.address] = run
+        logger.info("event=pass_start account=%s host=%s connections=%d%s", acct.address, host, conns,
+                    " final=yes" if acct.final else "")
+        d = threads.deferToThreadPool(self.reactor, self.sync_pool, self._pass, acct.address, domain, run)
+        d.addCallbacks(self._ended, self._crashed, callbackArgs=(acct.address, domain),
+                       errbackArgs=(acct.address, domain))
+        run.deferred = d
+
+    def _pass(self, address: str, domain, run: _Running) -> PassResult | None:
+        try:
+            password = self.vault.source_password(address)
+            if password is None:
+                return None
+            return AccountSync(domain, address, password, self.store, progress=run.progress, stop=run.stop,
+                               connections=run.connections).run()
+        finally:
+            self.store.release_thread()
+
+    def _crashed(self, failure, address: str, domain) -> None:
+        logger.error("event=pass_crashed account=%s error=%r", address, failure.getErrorMessage())
+        res = PassResult(address, error=f"internal error: {failure.getErrorMessage()}", error_kind="crash")
+        self._ended(res, address, domain)
+
+    def _ended(self, res: PassResult | None, address: str, domain) -> None:
+        run = self.running.pop(address, None)
+        acct = self.accounts.get(address)
+        now = self.reactor.seconds()
+        sched = self.config_ref().scheduler
+        if acct is not None:
+            final = run is not None and run.final
+            if final:
+                acct.final = False
+            elif acct.final:
+                acct.due = 0.0       # a pass that began before the cutover does not count as the final one
+            if res is None:
+                acct.waiting_login = True
+                logger.warning("event=pass_skipped account=%s reason='no stored source password'", address)
+            elif res.error is None:
+                self.counts["passes"] += 1
+                acct.failures = 0
+                acct.completed = True
+                acct.messages = max(acct.messages, res.copied + res.present)
+                acct.due = now + sched.pass_interval * random.uniform(0.9, 1.1)
+            else:
+                self.counts["failed_passes"] += 1
+                acct.failures += 1
+                if res.error_kind == "AuthFailed" and not res.throttled:
+                    acct.waiting_login = True
+                    self._set_phase(address, "failed", "the source refused the stored password (changed?); "
+                                    "syncing resumes at the user's next login: " + res.error)
+                else:
+                    wait = min(sched.failure_backoff * 2 ** (acct.failures - 1), sched.failure_backoff_max)
+                    acct.due = now + wait * random.uniform(0.5, 1.0)
+                    logger.warning("event=pass_failed account=%s failures=%d retry_in=%.0fs error=%r",
+                                   address, acct.failures, acct.due - now, res.error)
+            c = self.cutovers.get(acct.domain)
+            if final and c is not None:
+                c.pending.discard(address)
+        if res is not None and run is not None:
+            self._adapt(run.host, res, domain)
+        if not self.stopping:
+            self.reactor.callLater(0, self.tick)
+
+    def _adapt(self, host: str, res: PassResult, domain) -> None:
+        cap = float(domain.source.max_connections)
+        cur = self.host_limit.get(host, cap)
+        if res.throttled:
+            new = max(1.0, float(int(cur) // 2))
+            self.counts["throttled"] += 1
+            logger.warning("event=source_throttled host=%s limit=%d->%d account=%s", host, int(cur), int(new),
+                           res.address)
+            self.host_limit[host] = new
+        elif res.error is None and cur < cap:
+            self.host_limit[host] = min(cap, cur + 0.25)
+
+    def _set_phase(self, address: str, phase: str, reason: str | None) -> None:
+        logger.warning("event=account_%s account=%s reason=%r", phase, address, reason)
+        threads.deferToThreadPool(self.reactor, self.state_pool, self.store.set_phase, address, phase,
+                                  reason).addErrback(lambda f: logger.error("event=store_error error=%r",
+                                                                            f.getErrorMessage()))
+
+    # -- cutover -------------------------------------------------------------------------------
+    def cutover_time(self, cfg, domain: str) -> float | None:
+        row = getattr(self, "_store_cutovers", {}).get(domain)
+        if row is not None and row["state"] in ("scheduled", "cancelled"):
+            return row["at"] if row["state"] == "scheduled" else None
+        d = cfg.domains.get(domain)
+        return d.cutover if d else None
+
+    def refresh_cutovers(self, rows: dict[str, dict]) -> None:
+        """Rows of the store's cutover table (written by `mailsyncctl cutover`)."""
+        self._store_cutovers = rows
+        for domain, row in rows.items():
+            c = self.cutovers.get(domain)
+            if row["state"] == "cancelled" and c is not None and c.state == "final_pass":
+                logger.warning("event=cutover_cancelled domain=%s during=final_pass", domain)
+                self.cutovers[domain] = _Cutover("idle")
+                for a in self.accounts.values():
+                    if a.domain == domain:
+                        a.final = False
+
+    def _check_cutovers(self, cfg, now: float) -> None:
+        for name in cfg.domains:
+            c = self.cutovers.setdefault(name, _Cutover())
+            if c.state == "idle":
+                at = self.cutover_time(cfg, name)
+                if at is not None and at <= time.time():
+                    self._begin_cutover(name, c)
+            elif c.state == "final_pass" and not c.pending:
+                c.state = "cutting"
+                d = threads.deferToThreadPool(self.reactor, self.state_pool, self._finish_cutover, name)
+                d.addCallbacks(self._cut_over, self._cutover_failed, callbackArgs=(name,), errbackArgs=(name,))
+
+    def _begin_cutover(self, domain: str, c: _Cutover) -> None:
+        c.state = "final_pass"
+        c.pending = {a.address for a in self.accounts.values()
+                     if a.domain == domain and not a.waiting_login}
+        for addr in c.pending:
+            acct = self.accounts[addr]
+            acct.final = True
+            acct.due = 0.0
+        logger.warning("event=cutover_step domain=%s step=1/4 what='final pass per account' accounts=%d",
+                       domain, len(c.pending))
+        threads.deferToThreadPool(self.reactor, self.state_pool, self.store.set_cutover, domain,
+                                  self.cutover_time(self.config_ref(), domain), "final_pass",
+                                  f"final pass of {len(c.pending)} accounts")
+
+    def _finish_cutover(self, domain: str) -> tuple[int, int]:
+        """Steps 2-4, in the state thread: phase cutover, then destroy the source passwords."""
+        n = self.store.set_domain_phase(domain, "cutover")
+        logger.warning("event=cutover_step domain=%s step=2/4 what='syncing stopped, phase cutover' accounts=%d",
+                       domain, n)
+        logger.warning("event=cutover_step domain=%s step=3/4 what='logins decided by the last good "
+                       "password (verifier); the source is no longer asked'", domain)
+        forgotten = 0
+        for row in self.store.accounts(domain):
+            if row["has_password"]:
+                self.vault.forget_password(row["address"])
+                forgotten += 1
+        logger.warning("event=cutover_step domain=%s step=4/4 what='stored source passwords destroyed' "
+                       "passwords=%d", domain, forgotten)
+        self.store.set_cutover(domain, time.time(), "done", f"{n} accounts cut over, {forgotten} passwords destroyed")
+        return n, forgotten
+
+    def _cut_over(self, result, domain: str) -> None:
+        self.cutovers[domain] = _Cutover("done")
+        for addr in [a for a, acct in self.accounts.items() if acct.domain == domain]:
+            del self.accounts[addr]
+        logger.warning("event=cutover_done domain=%s accounts=%d passwords_destroyed=%d", domain, *result)
+
+    def _cutover_failed(self, failure, domain: str) -> None:
+        logger.error("event=cutover_error domain=%s error=%r", domain, failure.getErrorMessage())
+        self.cutovers[domain] = _Cutover("final_pass")   # retried at the next tick
+
+    # -- numbers --------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        return {"running": len(self.running), "scheduled": len(self.accounts),
+                "waiting_login": sum(a.waiting_login for a in self.accounts.values()),
+                "backing_off": sum(1 for a in self.accounts.values() if a.failures),
+                "cut_over_domains": sorted(d for d, c in self.cutovers.items() if c.state == "done"),
+                **self.counts}
+
+
+def alert_text(progress: Progress | None) -> str | None:
+    """The [ALERT] a client shows at login while the user's migration runs."""
+    if progress is None:
+        return None
+    if not progress.total:
+        return "Mailbox migration in progress: counting your old mail; it will appear here shortly."
+    pct = int(100 * progress.done / progress.total)
+    return (f"Mailbox migration in progress: {progress.done:,} of {progress.total:,} messages ({pct}%); "
+            "older mail is still arriving.")
