@@ -86,6 +86,7 @@ class Daemon(service.MultiService):
         self.scheduler = Scheduler(reactor, self.sync_pool, self.state_pool, self.store, self.vault, self.current)
         self.gate = Gate(reactor, self.auth_pool, self.current, self.store, self.vault,
                          on_login=self.scheduler.on_login, cut_over=self.scheduler.is_cut_over)
+        self.scheduler.on_cutover = self.gate.forget_recent
         self.tls = _CurrentTLS(tls.server_options(config.tls.cert, config.tls.key)) if config.tls else None
         self.factories: list[FrontDoorFactory] = []
         self.listeners: list[service.Service] = []
@@ -137,12 +138,12 @@ class Daemon(service.MultiService):
         self.scheduler.start()
         self._status_loop = task.LoopingCall(self._tick_status)
         self._status_loop.start(STATUS_EVERY, now=True)
-        self._watchdog = systemd.start_watchdog(self.reactor, self.notifier)
         where = " ".join(f"{n}={a}" for n, a in (("imap", self.config.listen.imap),
                                                   ("imaps", self.config.listen.imaps)) if a)
         logger.info("event=ready %s domains=%s generation=%d", where or "listeners=systemd",
                     ",".join(self.config.domains), self.generation)
         self.notifier.ready(self.status_line())
+        self._watchdog = systemd.start_watchdog(self.reactor, self.notifier)
         self._write_status()
 
     # -- reload (SIGHUP) ---------------------------------------------------------------------------

@@ -85,6 +85,7 @@ class Scheduler:
         self.stopping = False
         self._loop: task.LoopingCall | None = None
         self.counts = {"passes": 0, "failed_passes": 0, "throttled": 0}
+        self.on_cutover = None             # (domain) -> None, after a domain is cut over
 
     # -- life cycle ---------------------------------------------------------------
     def start(self) -> defer.Deferred:
@@ -232,6 +233,8 @@ class Scheduler:
             if res is None:
                 acct.waiting_login = True
                 logger.warning("event=pass_skipped account=%s reason='no stored source password'", address)
+            elif res.error_kind == "Stopped":
+                acct.due = now
             elif res.error is None:
                 self.counts["passes"] += 1
                 acct.failures = 0
@@ -344,6 +347,8 @@ class Scheduler:
         for addr in [a for a, acct in self.accounts.items() if acct.domain == domain]:
             del self.accounts[addr]
         logger.warning("event=cutover_done domain=%s accounts=%d passwords_destroyed=%d", domain, *result)
+        if self.on_cutover is not None:
+            self.on_cutover(domain)
 
     def _cutover_failed(self, failure, domain: str) -> None:
         logger.error("event=cutover_error domain=%s error=%r", domain, failure.getErrorMessage())

@@ -17,7 +17,7 @@ from mailsyncd.devserver import free_port
 
 class Daemon:
     def __init__(self, tmp_path, pair, cert=None, *, frontdoor=None, source=None, target=None, sync=None,
-                 listen_host="127.0.0.1"):
+                 scheduler=None, listen_host="127.0.0.1", env=None):
         self.tmp_path = tmp_path
         self.pair = pair
         self.cert = cert
@@ -37,21 +37,32 @@ class Daemon:
             fd["allow_plaintext_login"] = True
         fd.update(frontdoor or {})
         doc["frontdoor"] = fd
-        with open(self.config_path, "w") as f:
-            yaml.safe_dump(doc, f, allow_unicode=True)
+        if scheduler:
+            doc["scheduler"] = scheduler
+        self.doc = doc
+        self.env = env or {}
+        self.save()
         self.log_path = str(tmp_path / "mailsyncd.log")
         self.state_dir = doc["state_dir"]
         self.proc: subprocess.Popen | None = None
 
+    def save(self) -> None:
+        with open(self.config_path, "w") as f:
+            yaml.safe_dump(self.doc, f, allow_unicode=True)
+
     def start(self, timeout: float = 20) -> Daemon:
         env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
         env.pop("JOURNAL_STREAM", None)
+        for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID"):
+            env.pop(k, None)
+        env.update(self.env)
+        self._ready_before = self.log().count("event=ready")
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "mailsyncd.cli.daemon", "--config", self.config_path,
                                       "--log-level", "debug"], stdout=self._log, stderr=subprocess.STDOUT,
                                      cwd=REPO, env=env)
         deadline = time.monotonic() + timeout
-        while "event=ready" not in self.log():
+        while self.log().count("event=ready") <= self._ready_before:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mailsyncd exited with {self.proc.returncode}:\n{self.log()}")
             if time.monotonic() > deadline:
@@ -75,6 +86,14 @@ class Daemon:
                 raise AssertionError(f"mailsyncd exited ({self.proc.returncode}):\n{self.log()[-4000:]}")
             time.sleep(0.05)
         return self.log()
+
+    def sighup(self) -> None:
+        self.proc.send_signal(signal.SIGHUP)
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self._log.close()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

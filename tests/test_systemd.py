@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -354,7 +355,7 @@ def test_units_fit_together():
     assert svc["Type"] == ["notify"] and svc["NotifyAccess"] == ["main"]
     assert svc["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert svc["WatchdogSec"] == ["30"]
-    assert svc["Sockets"] == ["mailsyncd-imap.socket mailsyncd-imaps.socket"]
+    assert "Sockets" not in svc      # the socket units' Service= is the link: disabling one drops it
     assert svc["StateDirectory"] == ["mailsyncd"] and svc["DynamicUser"] == ["yes"]
     for name, port in (("imap", "143"), ("imaps", "993")):
         sock = _unit(f"mailsyncd-{name}.socket")
@@ -467,18 +468,38 @@ def _sandbox_spec() -> dict:
 
 
 class SandboxedDaemon(Daemon):
-    def __init__(self, *args, sandbox: str, **kwargs):
+    """The real daemon as the unit runs it: socket-activated (systemd-socket-activate passes the
+    config's two ports as fds named imap and imaps), with $NOTIFY_SOCKET and $WATCHDOG_USEC, inside
+    the unit's seccomp filters."""
+
+    def __init__(self, *args, sandbox: str, notify_socket: str, **kwargs):
         super().__init__(*args, **kwargs)
         self.sandbox = sandbox
+        self.notify_socket = notify_socket
 
     def start(self, timeout: float = 30) -> SandboxedDaemon:
-        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                   SANDBOX_SPEC=json.dumps(_sandbox_spec()))
-        env.pop("JOURNAL_STREAM", None)
+        # systemd-socket-activate passes on only the variables named with -E.
+        env = {"PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               "SANDBOX_SPEC": json.dumps(_sandbox_spec()), "NOTIFY_SOCKET": self.notify_socket,
+               "WATCHDOG_USEC": "1000000", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(["/usr/bin/python3", "-I", self.sandbox, sys.executable, "-m",
-                                      "mailsyncd.cli.daemon", "--config", self.config_path, "--log-level", "debug"],
-                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        self.proc = subprocess.Popen(
+            ["systemd-socket-activate", "-l", f"127.0.0.1:{self.imap_port}", "-l", f"127.0.0.1:{self.imaps_port}",
+             "--fdname=imap:imaps", *(f"--setenv={k}={v}" for k, v in env.items()),
+             "/usr/bin/python3", "-I", self.sandbox,
+             sys.executable, "-m", "mailsyncd.cli.daemon", "--config", self.config_path, "--log-level", "debug"],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
+        deadline = time.monotonic() + timeout
+        while True:      # the first connection starts the daemon, which then answers it
+            try:
+                first = socket.create_connection(("127.0.0.1", self.imap_port), timeout=timeout)
+                break
+            except ConnectionRefusedError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"systemd-socket-activate did not listen:\n{self.log()}") from None
+                time.sleep(0.05)
+        with first:
+            assert first.makefile("rb").readline().startswith(b"* OK"), self.log()
         self.wait_log("event=ready", timeout)
         return self
 
@@ -493,9 +514,21 @@ def _seccomp_missing() -> str | None:
     return None
 
 
+def _datagrams(s: socket.socket) -> list[bytes]:
+    out = []
+    s.setblocking(False)
+    try:
+        while True:
+            out.append(s.recv(4096))
+    except BlockingIOError:
+        pass
+    s.setblocking(True)
+    return out
+
+
 @pytest.mark.dovecot
 @pytest.mark.skipif(_seccomp_missing() is not None, reason=str(_seccomp_missing()))
-def test_daemon_works_under_the_units_system_call_filter(make_dovecot, tmp_path, test_cert):
+def test_daemon_under_the_units_seccomp_filter_socket_activated(make_dovecot, tmp_path, test_cert, short_dir):
     from conftest import MASTER, SOURCE_USERS, TARGET_USERS, DovecotPair, UserCreds
     user = "alice@example.com"
     src = make_dovecot("source", SOURCE_USERS)
@@ -505,10 +538,18 @@ def test_daemon_works_under_the_units_system_call_filter(make_dovecot, tmp_path,
          {"INBOX": [Msg(make_message(i)) for i in range(3)], "已发送": [Msg(make_message(9))]})
     sandbox = tmp_path / "sandbox.py"
     sandbox.write_text(SANDBOX)
-    # TLS everywhere: the front door serves it (STARTTLS and 993) and uses it to the new server
-    # (Twisted + pyOpenSSL, with a verify callback); the sync engine reaches it with the ssl module.
+    notify_path = os.path.join(short_dir, "notify")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    # TLS everywhere: the front door serves it (STARTTLS, and 993 on an adopted fd) and uses it to
+    # the new server (Twisted + pyOpenSSL); the sync engine reaches the new server with ssl.
     target = {"security": "tls", "port": tgt.imaps_port, "ca_file": test_cert[0]}
-    with SandboxedDaemon(tmp_path, pair, test_cert, target=target, sandbox=str(sandbox)) as d:
+    d = SandboxedDaemon(tmp_path, pair, test_cert, target=target, sandbox=str(sandbox), notify_socket=notify_path)
+    try:
+        d.start()
+        log = d.log()
+        assert "event=listen name=imap from=systemd fds=[3]" in log
+        assert "event=listen name=imaps from=systemd fds=[4]" in log
         ctx = ssl.create_default_context(cafile=test_cert[0])
         c = imaplib.IMAP4_SSL("127.0.0.1", d.imaps_port, ssl_context=ctx)
         assert c.login(user, SOURCE_USERS[user])[0] == "OK"      # source check, argon2, vault, target login
@@ -519,4 +560,17 @@ def test_daemon_works_under_the_units_system_call_filter(make_dovecot, tmp_path,
         assert c.login(user, SOURCE_USERS[user])[0] == "OK"      # this time from the verifier
         c.logout()
         d.wait_log(f"event=pass_done account={user} ok=True", timeout=60)
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait_log("event=reloaded", timeout=20)
+        time.sleep(1.2)                                           # one more watchdog ping
         assert d.alive()
+        assert d.stop() == 0
+        got = _datagrams(notify)
+    finally:
+        d.stop()
+        notify.close()
+    assert got[0].startswith(b"READY=1\nSTATUS=accounts: "), got
+    assert got.count(b"WATCHDOG=1") >= 2, got
+    i = next(i for i, g in enumerate(got) if g.startswith(b"RELOADING=1\nMONOTONIC_USEC="))
+    assert any(g.startswith(b"READY=1") for g in got[i + 1:]), got
+    assert got[-1] == b"STOPPING=1" or b"STOPPING=1" in got, got

@@ -66,6 +66,10 @@ class Gate:
         self._pending: dict[bytes, list[defer.Deferred]] = {}
         self.counts = {"ok": 0, "failed": 0, "source_checks": 0}
 
+    def forget_recent(self, _domain: str | None = None) -> None:
+        """Drop the in-memory positive cache (at cutover, the verifier alone decides from then on)."""
+        self._recent_ok.clear()
+
     def reconfigure(self, config) -> None:
         self.throttle.update(_limits(config.frontdoor))
 

@@ -49,6 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("address")
     p.add_argument("--csv", action="store_true", help="CSV on stdout, for a spreadsheet")
 
+    p = sub.add_parser("reload", help="make the running daemon re-read its config (SIGHUP) and wait for the result",
+                       description="Check the config, send SIGHUP to the mailsyncd running on this state_dir, and "
+                                   "wait until it reports the new config generation (exit 0) or its error (exit 1). "
+                                   "A bad file is refused here first; the daemon would keep its old config anyway.")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait (default 30)")
+
+    p = sub.add_parser("status", help="daemon and accounts at a glance (per domain: accounts by phase, cutover)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("cutover", help="show, schedule, postpone or cancel a domain's cutover",
+                       description="The cutover ends a domain's migration: one final pass per account, then "
+                                   "syncing stops, logins are checked against the last good password only, and "
+                                   "the stored source passwords are destroyed. Without an option: show its state. "
+                                   "A time set here overrides the YAML's cutover: until --clear.")
+    p.add_argument("domain")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--now", action="store_true", help="run it now")
+    g.add_argument("--at", metavar="TIME", help="schedule or postpone it, e.g. 2026-12-31T18:00:00+08:00")
+    g.add_argument("--cancel", action="store_true", help="call it off (possible until its final passes are done)")
+    g.add_argument("--clear", action="store_true", help="forget what was set here; follow the YAML again")
+
     p = sub.add_parser("demo", help="self-contained demo: two local Dovecot servers, a mailbox, a migration")
     p.add_argument("--messages", type=int, default=1000, help="messages to put in the demo mailbox (default 1000)")
     p.add_argument("--keep", action="store_true", help="leave the demo directory in place")
@@ -80,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_sync(cfg, args)
     if args.cmd == "report":
         return cmd_report(cfg, args)
+    if args.cmd in ("reload", "status", "cutover"):
+        from . import control
+        return getattr(control, f"cmd_{args.cmd}")(cfg, args)
     ap.error(f"unknown command {args.cmd}")
     return EXIT_USAGE
 

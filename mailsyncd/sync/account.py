@@ -129,6 +129,9 @@ class AccountSync:
         self.store.set_phase(self.address, "syncing")
         try:
             self._run(res)
+            if self.stop.is_set() and res.error is None:
+                # Some folders may not have been visited: this pass proves nothing about completeness.
+                res.error, res.error_kind = "stopped before the pass finished", "Stopped"
         except MailsyncError as e:
             res.error = str(e)
             res.error_kind = type(e).__name__
@@ -137,7 +140,10 @@ class AccountSync:
             res.seconds = time.monotonic() - t0
             self.store.finish_pass(pass_id, ok=res.complete, copied=res.copied, present=res.present,
                                    skipped=res.skipped, nbytes=res.bytes, error=res.error)
-            self.store.set_phase(self.address, "failed" if res.error else "synced", res.error)
+            if res.error_kind == "Stopped":
+                pass    # still "syncing": the next start resumes from the marks
+            else:
+                self.store.set_phase(self.address, "failed" if res.error else "synced", res.error)
         logger.info("event=pass_done account=%s ok=%s copied=%d present=%d skipped=%d bytes=%d seconds=%.2f%s",
                     self.address, res.complete, res.copied, res.present, res.skipped, res.bytes, res.seconds,
                     f" error={res.error!r}" if res.error else "")
