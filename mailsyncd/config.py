@@ -154,7 +154,6 @@ class Scheduler:
     max_accounts_per_domain: int = 4
     failure_backoff: float = 60.0         # first wait after a failed pass; doubles, with jitter
     failure_backoff_max: float = 3600.0
-    fail_after: int = 5                   # failed passes in a row before the account is marked failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,7 +502,6 @@ _SCHEDULER_CHECKS = {
     "max_accounts_per_domain": _int_range(1, 1000),
     "failure_backoff": _positive(),
     "failure_backoff_max": _positive(),
-    "fail_after": _int_range(1, 1000),
 }
 _SCHED_DEFAULTS = Scheduler()
 

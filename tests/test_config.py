@@ -483,3 +483,40 @@ def test_front_door_loopback_plaintext_is_allowed(tmp_path):
     cfg = parse_config(doc, path=str(tmp_path / "c.yaml"))
     assert (cfg.listen.imap.host, cfg.listen.imap.port) == ("::1", 1143)
     assert str(cfg.listen.imap) == "[::1]:1143" and cfg.frontdoor.verifier_ttl == 5
+
+
+def _doc(**extra):
+    doc = {"domains": {"a.com": {"source": {"host": "127.0.0.1", "security": "none"},
+                                 "target": {"host": "127.0.0.1", "security": "none"}}}}
+    doc.update(extra)
+    return doc
+
+
+def test_scheduler_and_cutover_settings(tmp_path):
+    doc = _doc(scheduler={"pass_interval": 60, "max_accounts": 10})
+    doc["domains"]["a.com"]["cutover"] = "2026-12-31T18:00:00+08:00"
+    doc["domains"]["a.com"]["source"]["max_connections"] = 3
+    cfg = parse_config(doc, path=str(tmp_path / "c.yaml"))
+    assert cfg.scheduler.pass_interval == 60 and cfg.scheduler.max_accounts == 10
+    assert cfg.scheduler.max_accounts_per_domain == 4
+    d = cfg.domains["a.com"]
+    assert d.cutover == 1798711200.0 and d.source.max_connections == 3
+
+
+@pytest.mark.parametrize("value,expect", [
+    ("2026-12-31T18:00:00", "needs a time zone"),
+    ("next friday", "must be an ISO 8601 time"),
+    (12, "must be an ISO 8601 time"),
+])
+def test_cutover_time_is_checked(tmp_path, value, expect):
+    doc = _doc()
+    doc["domains"]["a.com"]["cutover"] = value
+    with pytest.raises(ConfigError) as ei:
+        parse_config(doc, path=str(tmp_path / "c.yaml"))
+    assert any(e.startswith('domains."a.com".cutover: ' + expect) for e in ei.value.errors), ei.value.errors
+
+
+def test_scheduler_typo_is_named(tmp_path):
+    with pytest.raises(ConfigError) as ei:
+        parse_config(_doc(scheduler={"pass_intervall": 5}), path=str(tmp_path / "c.yaml"))
+    assert ei.value.errors == ["scheduler.pass_intervall: unknown key (did you mean 'pass_interval'?)"]
