@@ -330,7 +330,16 @@ def _size(v):
 
 def _file(base_dir: str):
     def check(v):
-        p = os.path.normpath(os.path.join(base_dir, _text(v)))
+        raw = _text(v)
+        if "$CREDENTIALS_DIRECTORY" in raw or "${CREDENTIALS_DIRECTORY}" in raw:
+            # systemd's LoadCredential= hands secrets to a DynamicUser service under this directory
+            if not os.environ.get("CREDENTIALS_DIRECTORY"):
+                raise _Invalid("uses $CREDENTIALS_DIRECTORY, which only the systemd service has "
+                               "(LoadCredential=); outside it, check with: systemd-run -P "
+                               "-p LoadCredential=... mailsyncctl check-config")
+            raw = raw.replace("${CREDENTIALS_DIRECTORY}", os.environ["CREDENTIALS_DIRECTORY"]).replace(
+                "$CREDENTIALS_DIRECTORY", os.environ["CREDENTIALS_DIRECTORY"])
+        p = os.path.normpath(os.path.join(base_dir, raw))
         if not os.path.isfile(p):
             raise _Invalid(f"file does not exist: {p}")
         if not os.access(p, os.R_OK):

@@ -163,8 +163,7 @@ class Daemon(service.MultiService):
             for err in errors:
                 logger.error("event=reload_failed error=%r", err)
             logger.error("event=reload_failed keeping=generation-%d", self.generation)
-            self.notifier.ready()
-            self.notifier.status(f"reload failed: {errors[0]}"[:200])
+            self.notifier.ready(f"reload failed: {errors[0]}"[:200])
             self._last_status = ""
             self._write_status()
             return

@@ -18,6 +18,7 @@ import fcntl
 import logging
 import os
 import socket
+import sys
 import time
 
 import sdnotify
@@ -157,22 +158,38 @@ def start_watchdog(reactor, notifier: Notifier):
 _LISTEN_VARS = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 
 
+def _listen_env() -> dict[str, str | None]:
+    return {k: os.environ.get(k) for k in _LISTEN_VARS}
+
+
+# Importing twisted.internet.endpoints (which mailsyncd.daemon does, through the proxy) runs
+# Twisted's own ListenFDs.fromEnvironment() in a class body: it deletes LISTEN_PID and LISTEN_FDS
+# (not LISTEN_FDNAMES) from os.environ.  So the variables are also read when this module is
+# imported, and, failing that, taken back from Twisted (see _from_twisted).
+_AT_IMPORT: tuple[int, dict[str, str | None]] | None = (os.getpid(), _listen_env())
+
+
 def listen_fds() -> dict[str, list[int]]:
     """The sockets systemd passed to this process, by ``FileDescriptorName=`` (sd_listen_fds(3)).
 
     Only if ``$LISTEN_PID`` is our pid: fds 3 .. 3+``$LISTEN_FDS``-1, named by the colon-separated
     ``$LISTEN_FDNAMES`` (a missing name is "unknown").  Each fd gets FD_CLOEXEC.  The LISTEN_*
-    variables are removed from the environment in every case, so no child inherits them.
+    variables are removed from the environment in every case, so no child inherits them, and a
+    second call returns {}.
     """
-    env = {k: os.environ.get(k) for k in _LISTEN_VARS}
+    global _AT_IMPORT
+    env = _listen_env()
     for k in _LISTEN_VARS:
         os.environ.pop(k, None)
-    try:
-        pid = int(env["LISTEN_PID"] or "")
-        count = int(env["LISTEN_FDS"] or "")
-    except ValueError:
-        return {}
-    if pid != os.getpid() or count <= 0:
+    snapshot, _AT_IMPORT = _AT_IMPORT, None
+    count = _count_for_us(env)
+    if count is None and snapshot is not None and snapshot[0] == os.getpid():
+        # The first call in this process: what Twisted may have removed since our import.
+        env = snapshot[1]
+        count = _count_for_us(env)
+        if count is None:
+            count = _from_twisted()
+    if not count:
         return {}
     names = env["LISTEN_FDNAMES"].split(":") if env["LISTEN_FDNAMES"] is not None else []
     if names and len(names) != count:
@@ -185,6 +202,28 @@ def listen_fds() -> dict[str, list[int]]:
         name = names[i] if i < len(names) and names[i] else "unknown"
         result.setdefault(name, []).append(fd)
     return result
+
+
+def _count_for_us(env: dict[str, str | None]) -> int | None:
+    try:
+        pid = int(env["LISTEN_PID"] or "")
+        count = int(env["LISTEN_FDS"] or "")
+    except ValueError:
+        return None
+    return count if pid == os.getpid() and count > 0 else None
+
+
+def _from_twisted() -> int | None:
+    """How many fds Twisted's endpoints module took from the environment, if it did."""
+    endpoints = sys.modules.get("twisted.internet.endpoints")
+    found = getattr(getattr(endpoints, "_SystemdParser", None), "_sddaemon", None)
+    try:
+        fds = found.inheritedDescriptors() if found is not None else []
+    except Exception:  # noqa: BLE001 - a private attribute of another project; never fatal
+        return None
+    if fds != list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + len(fds))):
+        return None
+    return len(fds) or None
 
 
 def adopt(reactor, fd: int, factory, *, tls_options=None):

@@ -8,7 +8,9 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 need=()
-for pkg in dovecot-imapd dovecot-pop3d; do
+# dovecot: the test servers; systemd: systemd-analyze for the unit checks; python3-seccomp: the
+# test that runs the daemon under the unit's syscall filter; curl and isync (mbsync): real clients.
+for pkg in dovecot-imapd dovecot-pop3d systemd python3-seccomp curl isync; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v python3 >/dev/null || need+=(python3)

@@ -520,3 +520,19 @@ def test_scheduler_typo_is_named(tmp_path):
     with pytest.raises(ConfigError) as ei:
         parse_config(_doc(scheduler={"pass_intervall": 5}), path=str(tmp_path / "c.yaml"))
     assert ei.value.errors == ["scheduler.pass_intervall: unknown key (did you mean 'pass_interval'?)"]
+
+
+def test_paths_may_use_the_systemd_credentials_directory(tmp_path, monkeypatch):
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "master").write_text("pw\n")
+    doc = _doc()
+    doc["domains"]["a.com"]["target"].update(auth="master", master_user="m",
+                                             master_password_file="${CREDENTIALS_DIRECTORY}/master")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    with pytest.raises(ConfigError) as ei:
+        parse_config(doc, path=str(tmp_path / "c.yaml"))
+    assert "uses $CREDENTIALS_DIRECTORY, which only the systemd service has" in str(ei.value)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    cfg = parse_config(doc, path=str(tmp_path / "c.yaml"))
+    assert cfg.domains["a.com"].target.master_password_file == str(creds / "master")

@@ -208,8 +208,15 @@ if "LISTEN_PID" not in os.environ:            # the test's own launcher
         os.close(fd)
     os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS=str(len(sys.argv) - 3),
                       LISTEN_FDNAMES="imap:imaps")
+# Importing twisted.internet.endpoints deletes LISTEN_PID and LISTEN_FDS (Twisted's ListenFDs).
+order = os.environ.get("IMPORT_ORDER", "")
+if order == "twisted-first":
+    import twisted.internet.endpoints
 from mailsyncd import systemd as sd
+if order == "twisted-later":
+    import twisted.internet.endpoints
 fds = sd.listen_fds()
+assert sd.listen_fds() == {}, "a second call must find nothing"
 info = {"fds": fds,
         "cloexec": [bool(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC) for v in fds.values() for fd in v],
         "env": sorted(k for k in os.environ if k.startswith("LISTEN_"))}
@@ -264,7 +271,8 @@ def _greeting(port: int, host: str = "127.0.0.1", ctx: ssl.SSLContext | None = N
             return tls.makefile("rb").readline()
 
 
-def test_listen_fds_names_and_adopt_into_the_reactor(tmp_path, test_cert):
+@pytest.mark.parametrize("order", ["", "twisted-first", "twisted-later"])
+def test_listen_fds_names_and_adopt_into_the_reactor(tmp_path, test_cert, order):
     imap = _listener(socket.AF_INET, "127.0.0.1")
     v6 = _ipv6_loopback()
     imaps = _listener(socket.AF_INET6, "::1") if v6 else _listener(socket.AF_INET, "127.0.0.1")
@@ -274,7 +282,8 @@ def test_listen_fds_names_and_adopt_into_the_reactor(tmp_path, test_cert):
     script.write_text(CHILD)
     proc = subprocess.Popen([sys.executable, str(script), *test_cert, *map(str, high)], pass_fds=high,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
-                            env={k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")})
+                            env={**{k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")},
+                                 "IMPORT_ORDER": order})
     try:
         for fd in high:
             os.close(fd)

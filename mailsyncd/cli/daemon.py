@@ -39,7 +39,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {err}", file=sys.stderr)
         return 1
     logs.setup(args.log_level or config.log_level)
-    if not (config.listen.imap or config.listen.imaps or os.environ.get("LISTEN_FDS")):
+    from .. import systemd
+    # Before anything imports twisted.internet.endpoints, which clears LISTEN_FDS from the environment.
+    fds = systemd.listen_fds()
+    unknown = sorted(set(fds) - {"imap", "imaps"})
+    if unknown:
+        logging.getLogger("mailsyncd").warning("event=unknown_sockets names=%s (expected imap, imaps)",
+                                               ",".join(unknown))
+    if not (config.listen.imap or config.listen.imaps or fds.get("imap") or fds.get("imaps")):
         print("mailsyncd: nothing to listen on: add listen: {imap: HOST:PORT, imaps: HOST:PORT}", file=sys.stderr)
         return 1
 
@@ -47,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     from twisted.internet import reactor
     from twisted.logger import STDLibLogObserver, globalLogBeginner
 
-    from .. import systemd
     from ..daemon import Daemon
 
     globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")], redirectStandardIO=False)
@@ -55,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("mailsyncd")
     notifier = systemd.Notifier()
     try:
-        daemon = Daemon(config, reactor, notifier=notifier, fds=systemd.listen_fds())
+        daemon = Daemon(config, reactor, notifier=notifier, fds=fds)
         daemon.startService()
     except (MailsyncError, OSError) as e:
         log.error("event=start_failed error=%r", str(e))
