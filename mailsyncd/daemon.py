@@ -87,6 +87,7 @@ class Daemon(service.MultiService):
         self.gate = Gate(reactor, self.auth_pool, self.current, self.store, self.vault,
                          on_login=self.scheduler.on_login, cut_over=self.scheduler.is_cut_over)
         self.scheduler.on_cutover = self.gate.forget_recent
+        self.scheduler.on_password_rejected = self.gate.password_rejected
         self.tls = _CurrentTLS(tls.server_options(config.tls.cert, config.tls.key)) if config.tls else None
         self.factories: list[FrontDoorFactory] = []
         self.listeners: list[service.Service] = []

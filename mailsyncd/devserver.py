@@ -561,6 +561,11 @@ class Dovecot:
             return None
         return pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
 
+    def set_password(self, user: str, password: str) -> None:
+        """Change a user's password while running (Dovecot re-reads a passwd-file that changed)."""
+        self.users[user] = password
+        self._prepare_dirs()
+
     def _prepare_dirs(self) -> None:
         ids = self._mail_ids()
         os.makedirs(self.dir, exist_ok=True)

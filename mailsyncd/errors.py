@@ -38,7 +38,9 @@ class NoPassword(MailsyncError):
 # Words with which providers say "not now" or "too many of you": NO [LIMIT], [UNAVAILABLE], Dovecot's
 # mail_max_userip_connections, Gmail's bandwidth and "Too many simultaneous connections".
 _THROTTLE_WORDS = ("[limit]", "[unavailable]", "[inuse]", "[in-use]", "too many", "maximum number of connections",
-                   "bandwidth", "try again later", "temporarily", "rate limit", "throttl", "connection limit")
+                   "bandwidth", "try again later", "temporarily", "rate limit", "throttl", "connection limit",
+                   # a BYE instead of an answer to LOGIN (imaplib reports it as a lost connection)
+                   "connection lost during login")
 
 
 def looks_throttled(text: str) -> bool:

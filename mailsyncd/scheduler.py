@@ -86,6 +86,7 @@ class Scheduler:
         self._loop: task.LoopingCall | None = None
         self.counts = {"passes": 0, "failed_passes": 0, "throttled": 0}
         self.on_cutover = None             # (domain) -> None, after a domain is cut over
+        self.on_password_rejected = None   # (address) -> None, when the source refuses the stored password
 
     # -- life cycle ---------------------------------------------------------------
     def start(self) -> defer.Deferred:
@@ -246,6 +247,8 @@ class Scheduler:
                 acct.failures += 1
                 if res.error_kind == "AuthFailed" and not res.throttled:
                     acct.waiting_login = True
+                    if self.on_password_rejected is not None:
+                        self.on_password_rejected(address)
                     self._set_phase(address, "failed", "the source refused the stored password (changed?); "
                                     "syncing resumes at the user's next login: " + res.error)
                 else:

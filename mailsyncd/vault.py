@@ -85,6 +85,15 @@ class Vault:
     def set_verifier(self, address: str, password: str, *, now: float | None = None) -> None:
         self.store.put_verifier(_norm(address), _HASHER.hash(password), _now(now))
 
+    def expire_verifier(self, address: str) -> None:
+        """The source no longer takes this password: it must not open the front door as "recent".
+
+        The verifier itself stays, as the last good password (it decides after cutover).
+        """
+        row = self.store.verifier(_norm(address))
+        if row is not None:
+            self.store.put_verifier(_norm(address), row[0], 0.0)
+
     def check_verifier(self, address: str, password: str, *, max_age: float | None,
                        now: float | None = None) -> bool:
         row = self.store.verifier(_norm(address))

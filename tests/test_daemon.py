@@ -309,3 +309,26 @@ def test_sigterm_stops_cleanly_with_sessions_and_a_pass_running(tmp_path, doveco
     wait_for(lambda: "ok=True" in d.log().split("event=scheduler_started")[-1], 120, "the resumed pass")
     d.stop()
     assert snapshot(*dovecot_pair.source_account(A)) == snapshot(*dovecot_pair.target_account(A))
+
+
+def test_a_changed_source_password_fails_the_account_until_the_user_logs_in_again(tmp_path, dovecot_pair):
+    old = dovecot_pair.users[A].old_password
+    seed(*dovecot_pair.source_account(A), {"INBOX": [Msg(make_message(i)) for i in range(5)]})
+    with Daemon(tmp_path, dovecot_pair, scheduler=FAST) as d:
+        login(d, A, old).logout()
+        d.wait_log("event=pass_done account=alice@example.com ok=True")
+        dovecot_pair.source.set_password(A, "changed-at-the-source")
+        d.wait_log("event=account_failed account=alice@example.com", 30)
+        assert "the source refused the stored password" in d.log()
+        st = ctl("--config", d.config_path, "status")
+        assert "1 failed" in st.stdout, st.stdout
+        n = d.log().count("event=pass_start")
+        time.sleep(2.5)                                   # no retries while waiting for the user
+        assert d.log().count("event=pass_start") == n
+        seed("127.0.0.1", dovecot_pair.source.imap_port, A, "changed-at-the-source",
+             {"INBOX": [Msg(make_message(99))]})
+        with pytest.raises(imaplib.IMAP4.error):
+            login(d, A, old)                              # the old one is refused now
+        login(d, A, "changed-at-the-source").logout()     # ... and the new one resumes the sync
+        wait_for(lambda: snapshot("127.0.0.1", dovecot_pair.source.imap_port, A, "changed-at-the-source")
+                 == snapshot(*dovecot_pair.target_account(A)), 60, "the resumed sync")

@@ -63,12 +63,20 @@ class Gate:
         self._key = os.urandom(32)            # in memory only: keys the negative cache
         self._recent_failures: dict[bytes, float] = {}
         self._recent_ok: dict[bytes, float] = {}
+        self._recent_ok_users: dict[str, set[bytes]] = {}
         self._pending: dict[bytes, list[defer.Deferred]] = {}
         self.counts = {"ok": 0, "failed": 0, "source_checks": 0}
 
     def forget_recent(self, _domain: str | None = None) -> None:
         """Drop the in-memory positive cache (at cutover, the verifier alone decides from then on)."""
         self._recent_ok.clear()
+        self._recent_ok_users.clear()
+
+    def password_rejected(self, address: str) -> defer.Deferred:
+        """The source refused the stored password: no cache may vouch for the old one any more."""
+        for mark in self._recent_ok_users.pop(address, ()):
+            self._recent_ok.pop(mark, None)
+        return self._blocking(self.vault.expire_verifier, address)
 
     def reconfigure(self, config) -> None:
         self.throttle.update(_limits(config.frontdoor))
@@ -144,7 +152,10 @@ class Gate:
                 w.callback(shared)
         if verdict.ok:
             self._forget_old(self._recent_ok)
+            if len(self._recent_ok_users) > 10000:
+                self._recent_ok_users.clear()      # only an index: entries still expire by time
             self._recent_ok[mark] = self.reactor.seconds() + min(cfg.frontdoor.verifier_ttl, _FAST_TTL)
+            self._recent_ok_users.setdefault(address, set()).add(mark)
         return verdict
 
     async def _check(self, ip, address, password, domain, mark, cfg) -> Verdict:
