@@ -108,6 +108,11 @@ class Domain:
     folders: FolderRules = field(default_factory=FolderRules)
     sync: SyncSettings = field(default_factory=SyncSettings)
     cutover: float | None = None    # epoch seconds: when the domain's migration ends
+    plans: tuple[str, ...] = ("import", "login")   # how accounts may enter: import | login | self_service
+    allow_rename: bool = False      # self-service: the new address may differ from the old one
+
+    def allows(self, plan: str) -> bool:
+        return plan in self.plans
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +128,7 @@ class Address:
 class Listen:
     imap: Address | None = None     # STARTTLS (or plaintext on loopback, if allowed)
     imaps: Address | None = None    # implicit TLS
+    http: Address | None = None     # the web pages (self-service; HTTPS when tls: is set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,7 +480,7 @@ def _domains(errs: _Errors, node: object, base_dir: str, sync: SyncSettings) -> 
         if name in out:
             errs.add(path, f"duplicate of domain {name!r} (domain names are case-insensitive)")
             name = None
-        s = _Section(errs, body, path, ("source", "target", "folders", "sync", "cutover"))
+        s = _Section(errs, body, path, ("source", "target", "folders", "sync", "cutover", "plans", "allow_rename"))
         ends = {}
         for role in ("source", "target"):
             if s.has(role):
@@ -484,9 +490,22 @@ def _domains(errs: _Errors, node: object, base_dir: str, sync: SyncSettings) -> 
         folders = _folders(errs, s.node.get("folders"), _join(path, "folders"))
         dsync = _sync(errs, s.node.get("sync"), _join(path, "sync"), sync)
         cutover = s.get("cutover", _instant, None)
+        plans = s.get("plans", _plans, ("import", "login"))
+        allow_rename = s.get("allow_rename", _boolean, False)
         if name and len(ends) == 2:
-            out[name] = Domain(name, ends["source"], ends["target"], folders, dsync, cutover)
+            out[name] = Domain(name, ends["source"], ends["target"], folders, dsync, cutover, plans, allow_rename)
     return out
+
+
+PLANS = ("import", "login", "self_service")
+
+
+def _plans(v) -> tuple[str, ...]:
+    items = _str_list(v)
+    bad = [p for p in items if p not in PLANS]
+    if bad or not items:
+        raise _Invalid("must be a non-empty list of: " + ", ".join(PLANS))
+    return tuple(dict.fromkeys(items))
 
 
 def _instant(v) -> float:
@@ -533,7 +552,8 @@ def _address(v) -> Address:
 
 def _listen(errs: _Errors, node: object) -> Listen:
     s = _Section(errs, node, "listen", ("imap", "imaps", "http"))
-    return Listen(imap=s.get("imap", _address, None), imaps=s.get("imaps", _address, None))
+    return Listen(imap=s.get("imap", _address, None), imaps=s.get("imaps", _address, None),
+                  http=s.get("http", _address, None))
 
 
 def _tls(errs: _Errors, node: object, base_dir: str) -> TLSFiles | None:

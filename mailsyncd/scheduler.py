@@ -210,8 +210,9 @@ class Scheduler:
             password = self.vault.source_password(address)
             if password is None:
                 return None
+            row = self.store.account(address) or {}
             return AccountSync(domain, address, password, self.store, progress=run.progress, stop=run.stop,
-                               connections=run.connections).run()
+                               connections=run.connections, source_address=row.get("source_address")).run()
         finally:
             self.store.release_thread()
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -130,6 +130,11 @@ _MIGRATIONS: dict[int, str] = {
         updated       REAL NOT NULL
     );
     CREATE INDEX accounts_domain ON accounts (domain);
+    """,
+    4: """
+    -- the account's login at the source when it differs from its (target) address: a CSV
+    -- import or the self-service page may rename. NULL: the same address.
+    ALTER TABLE accounts ADD COLUMN source_address TEXT;
     """,
 }
 
@@ -274,6 +279,11 @@ class Store:
         self._local = threading.local()
 
     # -- accounts ----------------------------------------------------------
+    def set_source_address(self, address: str, source_address: str | None) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE accounts SET source_address=?, updated=? WHERE address=?",
+                      (None if source_address == address else source_address, time.time(), address))
+
     def ensure_account(self, address: str, domain: str, plan: str | None = None) -> None:
         now = time.time()
         with self._tx() as c:
@@ -332,11 +342,12 @@ class Store:
 
     def account(self, address: str) -> dict | None:
         row = self._conn().execute(
-            "SELECT address, domain, phase, last_error, created, updated, plan FROM accounts WHERE address=?",
-            (address,)).fetchone()
+            "SELECT address, domain, phase, last_error, created, updated, plan, source_address FROM accounts "
+            "WHERE address=?", (address,)).fetchone()
         if row is None:
             return None
-        return dict(zip(("address", "domain", "phase", "last_error", "created", "updated", "plan"), row))
+        return dict(zip(("address", "domain", "phase", "last_error", "created", "updated", "plan",
+                         "source_address"), row))
 
     # -- secrets (opaque to the store: see vault.py) ---------------------------
     def put_secret_password(self, address: str, blob: bytes) -> None:

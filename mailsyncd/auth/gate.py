@@ -168,7 +168,7 @@ class Gate:
         if refused:
             return Verdict(False, address, f"throttled ({refused} limit); source not asked")
         self.counts["source_checks"] += 1
-        result, why = await self._blocking(source.check, domain.source, address, password)
+        result, why = await self._blocking(self._check_source, domain, address, password)
         if result == source.OK:
             self.throttle.succeeded(ip, address)
             first = await self._blocking(self._remember, address, domain.name, password)
@@ -195,6 +195,10 @@ class Gate:
             self.throttle.succeeded(ip, address)
             return Verdict(True, address, "cut over: last good password accepted")
         return Verdict(False, address, "cut over: not the last good password (or never logged in before)")
+
+    def _check_source(self, domain, address: str, password: str) -> tuple[str, str]:
+        row = self.store.account(address)
+        return source.check(domain.source, (row or {}).get("source_address") or address, password)
 
     def _remember(self, address: str, domain: str, password: str) -> bool:
         first = self.store.account(address) is None or self.vault.source_password(address) is None

@@ -84,8 +84,9 @@ class PassResult:
 class AccountSync:
     def __init__(self, domain, address: str, password: str, store: Store, *,
                  progress: Progress | None = None, stop: threading.Event | None = None,
-                 connections: int | None = None):
+                 connections: int | None = None, source_address: str | None = None):
         self.domain = domain
+        self.source_address = source_address or address   # a renaming migration logs in as another user
         self.connections = connections    # the scheduler's grant; None: the domain's sync.connections
         self.address = address
         self._password = password
@@ -97,7 +98,7 @@ class AccountSync:
     def _open_source(self):
         c = imapconn.connect(self.domain.source, role="source")
         try:
-            imapconn.login_source(c, self.domain.source, self.address, self._password)
+            imapconn.login_source(c, self.domain.source, self.source_address, self._password)
         except BaseException:
             imapconn.close(c)
             raise
