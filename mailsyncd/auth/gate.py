@@ -89,10 +89,16 @@ class Gate:
         return threads.deferToThreadPool(self.reactor, self.pool, fn, *args, **kw)
 
     # -- entry point -----------------------------------------------------------
-    def authenticate(self, ip: str, user: str, password: str) -> defer.Deferred:
-        """Fires with a Verdict, after the failure delay when it is not OK.  Never errbacks."""
+    def authenticate(self, ip: str, user: str, password: str, *, plan: str = "login",
+                     source_address: str | None = None) -> defer.Deferred:
+        """Fires with a Verdict, after the failure delay when it is not OK.  Never errbacks.
+
+        ``plan`` says how the account enters ("login": the front door; "self_service": the web
+        page).  ``source_address``: the login at the source when it differs (a renaming migration).
+        """
         address = user.strip().lower()
-        d = defer.ensureDeferred(self._decide(ip, address, password))
+        src = source_address.strip().lower() if source_address else None
+        d = defer.ensureDeferred(self._decide(ip, address, password, plan, src if src != address else None))
         d.addErrback(self._crashed, address)
         d.addCallback(self._finish, ip)
         return d
@@ -113,10 +119,12 @@ class Gate:
             return v
         return task.deferLater(self.reactor, self.throttle.failed(ip), lambda: v)
 
-    async def _decide(self, ip: str, address: str, password: str) -> Verdict:
+    async def _decide(self, ip: str, address: str, password: str, plan: str, source_address: str | None) -> Verdict:
         cfg = self.config_ref()
         if not _ADDRESS.fullmatch(address):
             return Verdict(False, printable(address), "not an email address")
+        if source_address is not None and not _ADDRESS.fullmatch(source_address):
+            return Verdict(False, address, f"old address {printable(source_address)} is not an email address")
         if not password or any(c in password for c in "\r\n\0"):
             return Verdict(False, address, "empty password or one with control characters")
         try:
@@ -125,7 +133,11 @@ class Gate:
             return Verdict(False, address, f"unknown domain {e.domain!r}")
         except ValueError:
             return Verdict(False, address, "not an email address")
-        mark = self._mark(address, password)
+        if plan != "login" and not domain.allows(plan):
+            return Verdict(False, address, f"plan {plan!r} is not enabled for {domain.name} (plans: {', '.join(domain.plans)})")
+        if source_address is not None and not domain.allow_rename:
+            return Verdict(False, address, f"{domain.name} does not allow a new address different from the old one")
+        mark = self._mark(address, password + "\0" + (source_address or "") + "\0" + plan)
         now = self.reactor.seconds()
         if self._recent_failures.get(mark, 0.0) > now:
             return Verdict(False, address, "same wrong password as a recent attempt (source not asked)")
@@ -140,7 +152,8 @@ class Gate:
             return await mine
         self._pending[mark] = waiters = []
         try:
-            verdict = await defer.ensureDeferred(self._check(ip, address, password, domain, mark, cfg))
+            verdict = await defer.ensureDeferred(self._check(ip, address, password, domain, mark, cfg, plan,
+                                                             source_address))
         except BaseException:
             verdict = Verdict(False, address, "internal error", unavailable=True)
             raise
@@ -158,20 +171,28 @@ class Gate:
             self._recent_ok_users.setdefault(address, set()).add(mark)
         return verdict
 
-    async def _check(self, ip, address, password, domain, mark, cfg) -> Verdict:
+    async def _check(self, ip, address, password, domain, mark, cfg, plan, source_address) -> Verdict:
         fd = cfg.frontdoor
         if self.cut_over(domain.name):
+            if plan != "login":
+                return Verdict(False, address, f"{domain.name} is cut over: nothing left to migrate")
             return await self._after_cutover(ip, address, password)
-        if await self._blocking(self.vault.check_verifier, address, password, max_age=fd.verifier_ttl):
+        # Starting a migration on the web page always asks the source: it is done once, and may rename.
+        if plan == "login" and await self._blocking(self.vault.check_verifier, address, password,
+                                                    max_age=fd.verifier_ttl):
             return Verdict(True, address, "recently verified at the source")
         refused = self.throttle.may_ask_source(ip, address)
         if refused:
             return Verdict(False, address, f"throttled ({refused} limit); source not asked")
         self.counts["source_checks"] += 1
-        result, why = await self._blocking(self._check_source, domain, address, password)
+        result, why = await self._blocking(self._check_source, domain, address, password, source_address)
         if result == source.OK:
             self.throttle.succeeded(ip, address)
-            first = await self._blocking(self._remember, address, domain.name, password)
+            if plan == "login" and not domain.allows("login"):
+                logger.info("event=not_migrating user=%s reason='plan login is not enabled for %s'",
+                            address, domain.name)
+                return Verdict(True, address, "source accepted", checked_at_source=True)
+            first = await self._blocking(self._remember, address, domain.name, password, plan, source_address)
             if self.on_login is not None:
                 self.on_login(address, domain, first)
             return Verdict(True, address, "source accepted", checked_at_source=True)
@@ -196,13 +217,16 @@ class Gate:
             return Verdict(True, address, "cut over: last good password accepted")
         return Verdict(False, address, "cut over: not the last good password (or never logged in before)")
 
-    def _check_source(self, domain, address: str, password: str) -> tuple[str, str]:
-        row = self.store.account(address)
-        return source.check(domain.source, (row or {}).get("source_address") or address, password)
+    def _check_source(self, domain, address: str, password: str, source_address: str | None) -> tuple[str, str]:
+        if source_address is None:
+            source_address = (self.store.account(address) or {}).get("source_address")
+        return source.check(domain.source, source_address or address, password)
 
-    def _remember(self, address: str, domain: str, password: str) -> bool:
+    def _remember(self, address: str, domain: str, password: str, plan: str, source_address: str | None) -> bool:
         first = self.store.account(address) is None or self.vault.source_password(address) is None
-        self.store.ensure_account(address, domain, plan="login")
+        self.store.ensure_account(address, domain, plan=plan)
+        if source_address is not None:
+            self.store.set_source_address(address, source_address)
         self.vault.remember_login(address, password)
         return first
 
