@@ -95,6 +95,7 @@ class Daemon(service.MultiService):
         self._watchdog: task.LoopingCall | None = None
         self._last_status = ""
         self.phase_counts: dict[str, int] = {}
+        self._accounts_rev = self.store.revision()   # imports made while we run bump it
         # Services stop in reverse order: pools last, after the scheduler has wound down.
         for pool in (self.auth_pool, self.sync_pool, self.state_pool):
             _PoolService(pool).setServiceParent(self)
@@ -211,11 +212,18 @@ class Daemon(service.MultiService):
         return d
 
     def _read_state(self):
-        return self.store.phase_counts(), self.store.cutovers()
+        rev = self.store.revision()
+        changed = None
+        if rev != self._accounts_rev:
+            self._accounts_rev = rev
+            changed = self.store.accounts()
+        return self.store.phase_counts(), self.store.cutovers(), changed
 
     def _got_state(self, state) -> None:
-        self.phase_counts, cutovers = state
+        self.phase_counts, cutovers, changed = state
         self.scheduler.refresh_cutovers(cutovers)
+        if changed is not None:
+            self.scheduler.add_accounts(changed)
         line = self.status_line()
         if line != self._last_status:
             self._last_status = line

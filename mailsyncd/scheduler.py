@@ -141,6 +141,26 @@ class Scheduler:
             acct.failures = 0
         self.reactor.callLater(0, self.tick)
 
+    def add_accounts(self, rows: list[dict]) -> int:
+        """Accounts written by another process (a CSV import): schedule the new ones, retry the stuck."""
+        added = 0
+        now = self.reactor.seconds()
+        for r in rows:
+            if r["phase"] == "cutover" or not r["has_password"] or self.is_cut_over(r["domain"]):
+                continue
+            acct = self.accounts.get(r["address"])
+            if acct is None:
+                self.accounts[r["address"]] = _Account(r["address"], r["domain"], due=now,
+                                                       messages=r["messages"] or 0)
+                added += 1
+            elif acct.waiting_login:       # perhaps the import brought a new password
+                acct.waiting_login = False
+                acct.due = now
+        if added:
+            logger.info("event=accounts_added count=%d", added)
+            self.reactor.callLater(0, self.tick)
+        return added
+
     def sync_now(self, address: str) -> bool:
         acct = self.accounts.get(address)
         if acct is None:

@@ -314,12 +314,14 @@ class Store:
         """Every account with its phase, whether a source password is stored, and its source size."""
         sql = ("SELECT a.address, a.domain, a.phase, a.last_error, a.plan, s.password IS NOT NULL, "
                "s.verifier IS NOT NULL, (SELECT coalesce(sum(f.messages), 0) FROM folders f "
-               "WHERE f.account = a.address) FROM accounts a LEFT JOIN secrets s ON s.address = a.address")
+               "WHERE f.account = a.address), a.source_address "
+               "FROM accounts a LEFT JOIN secrets s ON s.address = a.address")
         args: tuple = ()
         if domain is not None:
             sql += " WHERE a.domain = ?"
             args = (domain,)
-        keys = ("address", "domain", "phase", "last_error", "plan", "has_password", "has_verifier", "messages")
+        keys = ("address", "domain", "phase", "last_error", "plan", "has_password", "has_verifier", "messages",
+                "source_address")
         return [dict(zip(keys, row)) for row in self._conn().execute(sql + " ORDER BY a.address", args)]
 
     def cutover(self, domain: str) -> dict | None:
@@ -350,6 +352,32 @@ class Store:
                          "source_address"), row))
 
     # -- secrets (opaque to the store: see vault.py) ---------------------------
+    def import_accounts(self, items: Iterable[tuple[str, str, str, str | None, bytes | None]]) -> None:
+        """(address, domain, plan, source_address, sealed password or None) rows, in ONE transaction:
+        a CSV import is all or nothing."""
+        now = time.time()
+        with self._tx() as c:
+            for address, domain, plan, source, blob in items:
+                c.execute("INSERT OR IGNORE INTO accounts (address, domain, plan, created, updated) "
+                          "VALUES (?,?,?,?,?)", (address, domain, plan, now, now))
+                c.execute("UPDATE accounts SET plan=coalesce(plan, ?), source_address=?, updated=? "
+                          "WHERE address=?", (plan, None if source == address else source, now, address))
+                if blob is not None:
+                    c.execute("INSERT INTO secrets (address, password, updated) VALUES (?,?,?) ON CONFLICT "
+                              "(address) DO UPDATE SET password=excluded.password, updated=excluded.updated",
+                              (address, blob, now))
+            self._bump(c, "accounts_rev")
+
+    @staticmethod
+    def _bump(c: sqlite3.Connection, key: str) -> None:
+        c.execute("INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT (key) "
+                  "DO UPDATE SET value = CAST(value AS INTEGER) + 1", (key,))
+
+    def revision(self, key: str = "accounts_rev") -> int:
+        """A counter bumped by out-of-process changes (an import), so the daemon can notice them."""
+        row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
     def put_secret_password(self, address: str, blob: bytes) -> None:
         with self._tx() as c:
             c.execute("INSERT INTO secrets (address, password, updated) VALUES (?,?,?)"

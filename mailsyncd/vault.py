@@ -78,6 +78,10 @@ class Vault:
         blob = self.store.secret_password(addr)
         return None if blob is None else self._unseal(addr, blob)
 
+    def seal(self, address: str, password: str) -> bytes:
+        """The ciphertext put_password would store, for a bulk write by the caller (CSV import)."""
+        return self._seal(_norm(address), password)
+
     def forget_password(self, address: str) -> None:
         self.store.forget_secret_password(_norm(address))
 

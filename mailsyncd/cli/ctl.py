@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cancel", action="store_true", help="call it off (possible until its final passes are done)")
     g.add_argument("--clear", action="store_true", help="forget what was set here; follow the YAML again")
 
+    from .importcmd import add_parser as add_import
+    add_import(sub)
+
     p = sub.add_parser("demo", help="self-contained demo: two local Dovecot servers, a mailbox, a migration")
     p.add_argument("--messages", type=int, default=1000, help="messages to put in the demo mailbox (default 1000)")
     p.add_argument("--keep", action="store_true", help="leave the demo directory in place")
@@ -101,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_sync(cfg, args)
     if args.cmd == "report":
         return cmd_report(cfg, args)
+    if args.cmd == "import":
+        from .importcmd import cmd_import
+        return cmd_import(cfg, args)
     if args.cmd in ("reload", "status", "cutover"):
         from . import control
         return getattr(control, f"cmd_{args.cmd}")(cfg, args)
