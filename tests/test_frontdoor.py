@@ -562,3 +562,15 @@ def test_simultaneous_logins_of_one_user_share_one_source_check(fd, dovecot_pair
     assert len(results) == 10 and all(r.startswith(b"a OK [CAPABILITY") for r in results), results
     assert fd.log().count("how='source accepted'") == 1
     assert "login_crashed" not in fd.log() and "auth_error" not in fd.log()
+
+
+def test_a_pop3_source_checks_the_password_over_pop3(tmp_path, dovecot_pair):
+    """Old servers that only speak POP3 still decide who logs in."""
+    with Daemon(tmp_path, dovecot_pair, source={"protocol": "pop3", "port": dovecot_pair.source.pop3_port}) as d:
+        r = Raw(d.imap_port)
+        assert r.cmd(b"a", b"LOGIN " + A.encode() + b" wrong")[-1].startswith(b"a NO [AUTHENTICATIONFAILED]")
+        assert r.cmd(b"b", b"LOGIN " + A.encode() + b" " + old_pw(dovecot_pair).encode())[-1].startswith(b"b OK")
+        r.close()
+    with open(dovecot_pair.source.log_path, errors="replace") as f:
+        log = f.read()
+    assert re.search(r"pop3-login: Login: user=<alice@example\.com>", log), log[-2000:]
