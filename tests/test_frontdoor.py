@@ -571,6 +571,11 @@ def test_a_pop3_source_checks_the_password_over_pop3(tmp_path, dovecot_pair):
         assert r.cmd(b"a", b"LOGIN " + A.encode() + b" wrong")[-1].startswith(b"a NO [AUTHENTICATIONFAILED]")
         assert r.cmd(b"b", b"LOGIN " + A.encode() + b" " + old_pw(dovecot_pair).encode())[-1].startswith(b"b OK")
         r.close()
-    with open(dovecot_pair.source.log_path, errors="replace") as f:
-        log = f.read()
-    assert re.search(r"pop3-login: Login: user=<alice@example\.com>", log), log[-2000:]
+    deadline = time.monotonic() + 10
+    while True:   # Dovecot's log process writes asynchronously
+        with open(dovecot_pair.source.log_path, errors="replace") as f:
+            log = f.read()
+        if re.search(r"pop3-login: Login: user=<alice@example\.com>", log):
+            break
+        assert time.monotonic() < deadline, log[-2000:]
+        time.sleep(0.1)
