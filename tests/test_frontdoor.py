@@ -575,7 +575,7 @@ def test_a_pop3_source_checks_the_password_over_pop3(tmp_path, dovecot_pair):
     while True:   # Dovecot's log process writes asynchronously
         with open(dovecot_pair.source.log_path, errors="replace") as f:
             log = f.read()
-        if re.search(r"pop3-login: Login: user=<alice@example\.com>", log):
+        if re.search(r"pop3-login: Info: Login: user=<alice@example\.com>", log):
             break
         assert time.monotonic() < deadline, log[-2000:]
         time.sleep(0.1)
