@@ -59,6 +59,11 @@ class Endpoint:
     send_id: bool = True
     max_connections: int = 8        # at once to this host, over all accounts (providers cap per IP)
 
+    @property
+    def auto(self) -> bool:
+        """host: auto -- resolved by mailsyncd.autodetect when the daemon (or a command) starts."""
+        return self.host == "auto"
+
     def login_name(self, address: str) -> str:
         local, domain = _split_address(address)
         return self.username.format(address=address, local=local, domain=domain)
@@ -163,6 +168,12 @@ class Scheduler:
 
 
 @dataclass(frozen=True, slots=True)
+class DNS:
+    nameservers: tuple[Address, ...] = ()   # empty: the system's resolver (/etc/resolv.conf)
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: str
     state_dir: str
@@ -173,6 +184,7 @@ class Config:
     tls: TLSFiles | None = None
     frontdoor: FrontDoor = field(default_factory=FrontDoor)
     scheduler: Scheduler = field(default_factory=Scheduler)
+    dns: DNS = field(default_factory=DNS)
 
     def domain_for(self, address: str) -> Domain:
         domain = _split_address(address)[1].lower()
@@ -394,6 +406,8 @@ def _endpoint(errs: _Errors, node: object, path: str, base_dir: str, role: str) 
                  f"'none' to non-loopback host {host!r} means passwords would cross the network "
                  "in cleartext; use tls or starttls, or set dangerously_allow_cleartext: true "
                  "on this endpoint if the network is trusted")
+    if host == "auto" and target:
+        errs.add(_join(path, "host"), "'auto' detects the OLD provider; give the new server's host name")
     if target:
         auth = s.get("auth", _choice("master", "master_separator", "same"), "same")
     else:
@@ -539,6 +553,23 @@ def _scheduler(errs: _Errors, node: object) -> Scheduler:
     return Scheduler(**{k: s.get(k, check, getattr(_SCHED_DEFAULTS, k)) for k, check in _SCHEDULER_CHECKS.items()})
 
 
+def _dns(errs: _Errors, node: object) -> DNS:
+    s = _Section(errs, node, "dns", ("nameservers", "timeout"))
+
+    def servers(v):
+        out = []
+        for item in _str_list(v):
+            host, _, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "53")
+            try:
+                ipaddress.ip_address(host.strip("[]"))
+                out.append(Address(host.strip("[]"), int(port)))
+            except ValueError:
+                raise _Invalid(f"{item!r} is not an IP address or IP:PORT") from None
+        return tuple(out)
+
+    return DNS(nameservers=s.get("nameservers", servers, ()), timeout=s.get("timeout", _positive(60), 5.0))
+
+
 def _address(v) -> Address:
     text = _text(v)
     m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^\s:\[\]]+):(\d+)", text)
@@ -611,7 +642,7 @@ def parse_config(data: object, *, path: str) -> Config:
         raise ConfigError([f"{path}: config {what}"])
     errs = _Errors()
     s = _Section(errs, data, "", ("state_dir", "log_level", "sync", "domains", "listen", "tls", "frontdoor",
-                                  "scheduler"))
+                                  "scheduler", "dns"))
     state_dir = os.path.normpath(os.path.join(base_dir, s.get("state_dir", _text, "./state")))
     log_level = s.get("log_level", _choice("debug", "info", "warning", "error"), "info")
     sync = _sync(errs, s.node.get("sync"), "sync", SyncSettings())
@@ -625,11 +656,12 @@ def parse_config(data: object, *, path: str) -> Config:
     frontdoor = _frontdoor(errs, s.node.get("frontdoor"), listen, s.node.get("tls") is not None) if (
         s.has("frontdoor") or listen.imap or listen.imaps) else FrontDoor()
     scheduler = _scheduler(errs, s.node.get("scheduler"))
+    dns = _dns(errs, s.node.get("dns"))
     if errs:
         raise ConfigError(errs)
     return Config(path=path, state_dir=state_dir, log_level=log_level, sync=sync,
                   domains=MappingProxyType(domains), listen=listen, tls=tls, frontdoor=frontdoor,
-                  scheduler=scheduler)
+                  scheduler=scheduler, dns=dns)
 
 
 class _StrictLoader(yaml.SafeLoader):

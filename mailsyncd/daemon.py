@@ -12,7 +12,7 @@ from twisted.application import internet, service
 from twisted.internet import defer, task, threads
 from twisted.python.threadpool import ThreadPool
 
-from . import systemd
+from . import autodetect, systemd
 from .auth.gate import Gate
 from .config import Config, ConfigError, load_config
 from .errors import TLSFailure
@@ -95,11 +95,14 @@ class Daemon(service.MultiService):
         self._watchdog: task.LoopingCall | None = None
         self._last_status = ""
         self.phase_counts: dict[str, int] = {}
+        self.detected: dict[str, dict] = {}          # host: auto results, for status
+        self.detect_errors: dict[str, str] = {}
         self._accounts_rev = self.store.revision()   # imports made while we run bump it
         # Services stop in reverse order: pools last, after the scheduler has wound down.
         for pool in (self.auth_pool, self.sync_pool, self.state_pool):
             _PoolService(pool).setServiceParent(self)
         self._listen(fds or {})
+        self._listen_http()
 
     def _listen(self, fds: dict[str, list[int]]) -> None:
         for name, addr, implicit in (("imap", self.config.listen.imap, False),
@@ -127,6 +130,28 @@ class Daemon(service.MultiService):
             srv.setName(name)
             srv.setServiceParent(self)
             self.listeners.append(srv)
+
+    # -- the self-service web page (plan 3) --------------------------------------------------------
+    def _listen_http(self) -> None:
+        """listen.http: HTTPS with the front door's certificate when tls: is set, else plain HTTP on loopback only."""
+        self.web_site = None
+        addr = self.config.listen.http
+        if addr is None:
+            return
+        from .web import selfservice
+        if self.tls is None and not selfservice.is_loopback(addr.host):
+            raise TLSFailure(f"listen.http {addr}: plain HTTP would send passwords across the network; add a "
+                             "tls: section (the page is then served over HTTPS), or listen on a loopback "
+                             "address behind a TLS-terminating proxy")
+        self.web_site = selfservice.make_site(self, tls=self.tls is not None)
+        if self.tls is not None:
+            srv = internet.SSLServer(addr.port, self.web_site, self.tls, interface=addr.host)
+        else:
+            srv = internet.TCPServer(addr.port, self.web_site, interface=addr.host)
+        srv.setName("http")
+        srv.setServiceParent(self)
+        self.listeners.append(srv)
+        logger.info("event=listen name=http addr=%s tls=%s", addr, "yes" if self.tls is not None else "no")
 
     def current(self) -> Config:
         return self.config
@@ -160,15 +185,27 @@ class Daemon(service.MultiService):
                 raise ConfigError(["tls: adding or removing the tls section needs a restart "
                                    "(the listeners are set up at start)"])
         except (ConfigError, TLSFailure) as e:
-            errors = e.errors if isinstance(e, ConfigError) else [str(e)]
-            self.reload_error = "; ".join(errors)
-            for err in errors:
-                logger.error("event=reload_failed error=%r", err)
-            logger.error("event=reload_failed keeping=generation-%d", self.generation)
-            self.notifier.ready(f"reload failed: {errors[0]}"[:200])
-            self._last_status = ""
-            self._write_status()
+            self._reload_failed(e.errors if isinstance(e, ConfigError) else [str(e)])
             return
+        if any(d.source.auto for d in new.domains.values()):
+            # DNS look-ups and probes block: off the reactor
+            d = threads.deferToThreadPool(self.reactor, self.state_pool, autodetect.resolve, new)
+            d.addCallback(lambda r: self._apply(r[0], options, r[1], r[2]))
+            d.addErrback(lambda f: self._reload_failed([f"source auto-detection failed: {f.getErrorMessage()}"]))
+            return
+        self._apply(new, options, {}, {})
+
+    def _reload_failed(self, errors: list[str]) -> None:
+        self.reload_error = "; ".join(errors)
+        for err in errors:
+            logger.error("event=reload_failed error=%r", err)
+        logger.error("event=reload_failed keeping=generation-%d", self.generation)
+        self.notifier.ready(f"reload failed: {errors[0]}"[:200])
+        self._last_status = ""
+        self._write_status()
+
+    def _apply(self, new: Config, options, found: dict, failed: dict) -> None:
+        old = self.config
         if new.listen != old.listen:
             logger.warning("event=reload_note what='listen addresses change only on restart' old=%s new=%s",
                            _listen_text(old), _listen_text(new))
@@ -178,6 +215,8 @@ class Daemon(service.MultiService):
         added = sorted(set(new.domains) - set(old.domains))
         removed = sorted(set(old.domains) - set(new.domains))
         self.config = new
+        self.detected = {k: v.to_dict() for k, v in found.items()}
+        self.detect_errors = failed
         if options is not None:
             self.tls.options = options
         self.gate.reconfigure(new)
@@ -236,7 +275,8 @@ class Daemon(service.MultiService):
                "config": self.config.path, "domains": sorted(self.config.domains),
                "sessions": self.sessions, "relayed": sum(f.relayed for f in self.factories),
                "phases": self.phase_counts, "scheduler": self.scheduler.summary(),
-               "logins": dict(self.gate.counts)}
+               "logins": dict(self.gate.counts), "detected": self.detected,
+               "detect_errors": self.detect_errors}
         path = os.path.join(self.config.state_dir, STATUS_FILE)
         tmp = f"{path}.{os.getpid()}.tmp"
         try:

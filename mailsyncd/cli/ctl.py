@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .importcmd import add_parser as add_import
     add_import(sub)
+    from .detect import add_parser as add_detect
+    add_detect(sub)
 
     p = sub.add_parser("demo", help="self-contained demo: two local Dovecot servers, a mailbox, a migration")
     p.add_argument("--messages", type=int, default=1000, help="messages to put in the demo mailbox (default 1000)")
@@ -83,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     from .. import logs
+    if args.cmd == "detect":          # needs no config file
+        from .detect import cmd_detect
+        return cmd_detect(args)
     if args.cmd == "demo":
         from .demo import run_demo
         logs.setup(args.log_level or "warning")
@@ -96,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {err}", file=sys.stderr)
         return EXIT_ERROR
     logs.setup(args.log_level or cfg.log_level)
+    if args.cmd in ("sync", "import") and any(d.source.auto for d in cfg.domains.values()):
+        from ..autodetect import resolve
+        cfg, _found, failed = resolve(cfg)
+        for name, why in failed.items():
+            print(f"mailsyncctl: {name}: source host: auto found nothing ({why})", file=sys.stderr)
     if args.cmd == "check-config":
         print(f"{cfg.path}: OK")
         print(summary(cfg))

@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {err}", file=sys.stderr)
         return 1
     logs.setup(args.log_level or config.log_level)
+    found, failed = {}, {}
+    if any(d.source.auto for d in config.domains.values()):
+        from ..autodetect import resolve
+        config, found, failed = resolve(config)
     from .. import systemd
     # Before anything imports twisted.internet.endpoints, which clears LISTEN_FDS from the environment.
     fds = systemd.listen_fds()
@@ -62,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     notifier = systemd.Notifier()
     try:
         daemon = Daemon(config, reactor, notifier=notifier, fds=fds)
+        daemon.detected = {k: v.to_dict() for k, v in found.items()}
+        daemon.detect_errors = failed
         daemon.startService()
     except (MailsyncError, OSError) as e:
         log.error("event=start_failed error=%r", str(e))
