@@ -168,6 +168,13 @@ class Scheduler:
 
 
 @dataclass(frozen=True, slots=True)
+class Web:
+    session_idle: float = 1800.0            # a self-service session ends after this long without a request
+    session_max: float = 28800.0            # ... and this long after sign-in, whatever happens
+    trusted_proxies: tuple[str, ...] = ()   # reverse proxies whose X-Forwarded-For is believed
+
+
+@dataclass(frozen=True, slots=True)
 class DNS:
     nameservers: tuple[Address, ...] = ()   # empty: the system's resolver (/etc/resolv.conf)
     timeout: float = 5.0
@@ -185,6 +192,7 @@ class Config:
     frontdoor: FrontDoor = field(default_factory=FrontDoor)
     scheduler: Scheduler = field(default_factory=Scheduler)
     dns: DNS = field(default_factory=DNS)
+    web: Web = field(default_factory=Web)
 
     def domain_for(self, address: str) -> Domain:
         domain = _split_address(address)[1].lower()
@@ -553,6 +561,23 @@ def _scheduler(errs: _Errors, node: object) -> Scheduler:
     return Scheduler(**{k: s.get(k, check, getattr(_SCHED_DEFAULTS, k)) for k, check in _SCHEDULER_CHECKS.items()})
 
 
+def _web(errs: _Errors, node: object) -> Web:
+    s = _Section(errs, node, "web", ("session_idle", "session_max", "trusted_proxies"))
+
+    def ips(v):
+        out = []
+        for item in _str_list(v):
+            try:
+                out.append(str(ipaddress.ip_address(item)))
+            except ValueError:
+                raise _Invalid(f"{item!r} is not an IP address") from None
+        return tuple(out)
+
+    return Web(session_idle=s.get("session_idle", _positive(), 1800.0),
+               session_max=s.get("session_max", _positive(), 28800.0),
+               trusted_proxies=s.get("trusted_proxies", ips, ()))
+
+
 def _dns(errs: _Errors, node: object) -> DNS:
     s = _Section(errs, node, "dns", ("nameservers", "timeout"))
 
@@ -642,7 +667,7 @@ def parse_config(data: object, *, path: str) -> Config:
         raise ConfigError([f"{path}: config {what}"])
     errs = _Errors()
     s = _Section(errs, data, "", ("state_dir", "log_level", "sync", "domains", "listen", "tls", "frontdoor",
-                                  "scheduler", "dns"))
+                                  "scheduler", "dns", "web"))
     state_dir = os.path.normpath(os.path.join(base_dir, s.get("state_dir", _text, "./state")))
     log_level = s.get("log_level", _choice("debug", "info", "warning", "error"), "info")
     sync = _sync(errs, s.node.get("sync"), "sync", SyncSettings())
@@ -657,11 +682,15 @@ def parse_config(data: object, *, path: str) -> Config:
         s.has("frontdoor") or listen.imap or listen.imaps) else FrontDoor()
     scheduler = _scheduler(errs, s.node.get("scheduler"))
     dns = _dns(errs, s.node.get("dns"))
+    web = _web(errs, s.node.get("web"))
+    if listen.http and not s.has("tls") and not _is_loopback(listen.http.host):
+        errs.add("listen.http", f"plain HTTP on {listen.http} would send passwords across the network: add a "
+                 "tls: section (the page is then HTTPS), or listen on a loopback address behind a TLS proxy")
     if errs:
         raise ConfigError(errs)
     return Config(path=path, state_dir=state_dir, log_level=log_level, sync=sync,
                   domains=MappingProxyType(domains), listen=listen, tls=tls, frontdoor=frontdoor,
-                  scheduler=scheduler, dns=dns)
+                  scheduler=scheduler, dns=dns, web=web)
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -177,6 +177,12 @@ class Gate:
             if plan != "login":
                 return Verdict(False, address, f"{domain.name} is cut over: nothing left to migrate")
             return await self._after_cutover(ip, address, password)
+        if source_address is not None:
+            # A rename must be the admin's (CSV import): else any old account could claim any new mailbox.
+            row = await self._blocking(self.store.account, address)
+            if row is None or row.get("source_address") != source_address:
+                return Verdict(False, address, f"no rename from {source_address} to {address} was imported "
+                                               "by the administrator")
         # Starting a migration on the web page always asks the source: it is done once, and may rename.
         if plan == "login" and await self._blocking(self.vault.check_verifier, address, password,
                                                     max_age=fd.verifier_ttl):

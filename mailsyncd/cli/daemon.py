@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         logging.getLogger("mailsyncd").warning("event=unknown_sockets names=%s (expected imap, imaps)",
                                                ",".join(unknown))
-    if not (config.listen.imap or config.listen.imaps or fds.get("imap") or fds.get("imaps")):
-        print("mailsyncd: nothing to listen on: add listen: {imap: HOST:PORT, imaps: HOST:PORT}", file=sys.stderr)
+    if not (config.listen.imap or config.listen.imaps or config.listen.http or fds.get("imap") or fds.get("imaps")):
+        print("mailsyncd: nothing to listen on: add listen: {imap: HOST:PORT, imaps: HOST:PORT, http: HOST:PORT}",
+              file=sys.stderr)
         return 1
 
     _raise_fd_limit()
