@@ -58,6 +58,7 @@ class Endpoint:
     master_separator: str = "*"
     send_id: bool = True
     max_connections: int = 8        # at once to this host, over all accounts (providers cap per IP)
+    pop3_no_uidl: str = "fail"      # a POP3 server without UIDL: fail, or match by content (fingerprint)
 
     @property
     def auto(self) -> bool:
@@ -398,7 +399,8 @@ _DEFAULT_PORTS = {("imap", "tls"): 993, ("imap", "starttls"): 143, ("imap", "non
                   ("pop3", "tls"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110}
 _MASTER_KEYS = ("master_user", "master_password_file", "master_separator")
 _ENDPOINT_KEYS = ("host", "port", "security", "protocol", "username", "verify_tls", "ca_file",
-                  "timeout", "dangerously_allow_cleartext", "send_id", "auth", "max_connections") + _MASTER_KEYS
+                  "timeout", "dangerously_allow_cleartext", "send_id", "auth", "max_connections",
+                  "pop3_no_uidl") + _MASTER_KEYS
 
 
 def _endpoint(errs: _Errors, node: object, path: str, base_dir: str, role: str) -> Endpoint:
@@ -414,6 +416,8 @@ def _endpoint(errs: _Errors, node: object, path: str, base_dir: str, role: str) 
                  f"'none' to non-loopback host {host!r} means passwords would cross the network "
                  "in cleartext; use tls or starttls, or set dangerously_allow_cleartext: true "
                  "on this endpoint if the network is trusted")
+    if s.has("pop3_no_uidl") and protocol != "pop3":
+        errs.add(_join(path, "pop3_no_uidl"), "only used with protocol: pop3")
     if host == "auto" and target:
         errs.add(_join(path, "host"), "'auto' detects the OLD provider; give the new server's host name")
     if target:
@@ -444,6 +448,7 @@ def _endpoint(errs: _Errors, node: object, path: str, base_dir: str, role: str) 
         master_separator=s.get("master_separator", _text, "*"),
         send_id=s.get("send_id", _boolean, True),
         max_connections=s.get("max_connections", _int_range(1, 1000), 8),
+        pop3_no_uidl=s.get("pop3_no_uidl", _choice("fail", "fingerprint"), "fail"),
     )
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -136,6 +136,33 @@ _MIGRATIONS: dict[int, str] = {
     -- import or the self-service page may rename. NULL: the same address.
     ALTER TABLE accounts ADD COLUMN source_address TEXT;
     """,
+    5: """
+    -- POP3 sources (sync/pop3.py): one row per source message copied to (or refused by) the target.
+    -- id numbers the rows of an account (shown as "uid" in the skipped table, path 'INBOX (pop3)');
+    -- uidl is NULL for messages copied under the no-UIDL fallback, which matches by size+fingerprint.
+    CREATE TABLE pop3_messages (
+        account       TEXT NOT NULL,
+        id            INTEGER NOT NULL,
+        uidl          TEXT,
+        size          INTEGER NOT NULL,
+        fingerprint   BLOB NOT NULL,
+        target_name   TEXT NOT NULL,
+        target_uidvalidity INTEGER,
+        target_uid    INTEGER,
+        skipped       TEXT,
+        at            REAL NOT NULL,
+        PRIMARY KEY (account, id)
+    );
+    CREATE UNIQUE INDEX pop3_messages_uidl ON pop3_messages (account, target_name, uidl);
+    -- a POP3 batch being appended: written before APPEND, removed by the commit after it
+    CREATE TABLE pop3_inflight (
+        account       TEXT PRIMARY KEY,
+        target_name   TEXT NOT NULL,
+        target_uidvalidity INTEGER NOT NULL,
+        target_uidnext INTEGER NOT NULL,
+        items         TEXT NOT NULL
+    );
+    """,
 }
 
 
@@ -195,6 +222,29 @@ class FolderReport:
     seconds: float
     error: str | None
     finished: float
+
+
+@dataclass(frozen=True, slots=True)
+class Pop3Row:
+    """A POP3 source message on the target (or refused by it: ``skipped`` holds the reason)."""
+    uidl: str | None
+    size: int
+    fingerprint: bytes
+    target_uidvalidity: int | None = None
+    target_uid: int | None = None
+    skipped: str | None = None
+    id: int | None = None          # assigned by the store
+
+
+@dataclass(frozen=True, slots=True)
+class Pop3Inflight:
+    target_name: str
+    target_uidvalidity: int
+    target_uidnext: int
+    items: tuple[Pop3Row, ...]     # uidl, size, fingerprint of each message in the batch
+
+
+POP3_SKIPPED_PATH = "INBOX (pop3)"   # the skipped table's path for refused POP3 messages
 
 
 def flags_text(flags: Iterable[str]) -> str:
@@ -577,3 +627,58 @@ class Store:
         if row is None:
             return None
         return dict(zip(("started", "finished", "ok", "copied", "present", "skipped", "bytes", "error"), row))
+
+    # -- POP3 sources (sync/pop3.py) --------------------------------------------
+    def pop3_rows(self, account: str, target_name: str) -> list[Pop3Row]:
+        """Everything recorded for this account's POP3 INBOX in ``target_name``: copied and refused."""
+        rows = self._conn().execute(
+            "SELECT uidl, size, fingerprint, target_uidvalidity, target_uid, skipped, id FROM pop3_messages"
+            " WHERE account=? AND target_name=? ORDER BY id", (account, target_name)).fetchall()
+        return [Pop3Row(r[0], r[1], bytes(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+
+    def pop3_begin_batch(self, account: str, inflight: Pop3Inflight) -> None:
+        items = [[i.uidl, i.size, i.fingerprint.hex()] for i in inflight.items]
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO pop3_inflight VALUES (?,?,?,?,?)",
+                      (account, inflight.target_name, inflight.target_uidvalidity, inflight.target_uidnext,
+                       json.dumps(items)))
+
+    def pop3_inflight(self, account: str) -> Pop3Inflight | None:
+        row = self._conn().execute(
+            "SELECT target_name, target_uidvalidity, target_uidnext, items FROM pop3_inflight WHERE account=?",
+            (account,)).fetchone()
+        if row is None:
+            return None
+        items = tuple(Pop3Row(u, s, bytes.fromhex(fp)) for u, s, fp in json.loads(row[3]))
+        return Pop3Inflight(row[0], row[1], row[2], items)
+
+    def pop3_commit_batch(self, account: str, target_name: str, rows: Iterable[Pop3Row],
+                          claims: dict[int, str] | None = None) -> list[Pop3Row]:
+        """Record what landed and what the target refused, give rows their current UIDL (``claims``:
+        row id -> UIDL; for rows copied without one or under one the server no longer lists), and
+        clear the in-flight record: atomically.
+
+        Refused rows are also entered in the skipped table (path POP3_SKIPPED_PATH, uid = the row's
+        id) so that reports list them.  Returns the rows with their ids.
+        """
+        now = time.time()
+        out = []
+        with self._tx() as c:
+            nxt = c.execute("SELECT coalesce(max(id), 0) + 1 FROM pop3_messages WHERE account=?",
+                            (account,)).fetchone()[0]
+            for r in rows:
+                # a UIDL already recorded (a recovered batch that had been committed) stays as it is
+                if c.execute("INSERT OR IGNORE INTO pop3_messages VALUES (?,?,?,?,?,?,?,?,?,?)",
+                             (account, nxt, r.uidl, r.size, r.fingerprint, target_name, r.target_uidvalidity,
+                              r.target_uid, r.skipped, now)).rowcount == 0:
+                    continue
+                if r.skipped is not None:
+                    c.execute("INSERT OR REPLACE INTO skipped VALUES (?,?,?,?,?,?,?)",
+                              (account, POP3_SKIPPED_PATH, 0, nxt, r.size, r.skipped, now))
+                out.append(Pop3Row(r.uidl, r.size, r.fingerprint, r.target_uidvalidity, r.target_uid,
+                                   r.skipped, nxt))
+                nxt += 1
+            for rid, uidl in (claims or {}).items():
+                c.execute("UPDATE pop3_messages SET uidl=? WHERE account=? AND id=?", (uidl, account, rid))
+            c.execute("DELETE FROM pop3_inflight WHERE account=?", (account,))
+        return out

@@ -84,8 +84,11 @@ class PassResult:
 class AccountSync:
     def __init__(self, domain, address: str, password: str, store: Store, *,
                  progress: Progress | None = None, stop: threading.Event | None = None,
-                 connections: int | None = None, source_address: str | None = None):
+                 connections: int | None = None, source_address: str | None = None,
+                 pop3_fallback: bool | None = None):
         self.domain = domain
+        # POP3 source without UIDL: match by content (True), fail (False), None: source.pop3_no_uidl
+        self.pop3_fallback = pop3_fallback
         self.source_address = source_address or address   # a renaming migration logs in as another user
         self.connections = connections    # the scheduler's grant; None: the domain's sync.connections
         self.address = address
@@ -151,6 +154,10 @@ class AccountSync:
         return res
 
     def _run(self, res: PassResult) -> None:
+        if self.domain.source.protocol == "pop3":
+            from .pop3 import Pop3Pass
+            Pop3Pass(self, self.pop3_fallback).run(res)
+            return
         src, tgt = self._with_retries(self._open_pair, "connect")
         try:
             with imapconn.lost_is_transient("listing folders"):

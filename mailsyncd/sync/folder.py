@@ -134,18 +134,19 @@ class FolderSync:
                 for batch in batches(todo, s.batch_messages, s.batch_bytes):
                     if abort.is_set() or self.ctx.stop.is_set():
                         break
-                    msgs = self._fetch(batch)
-                    while not abort.is_set():
-                        try:
-                            q.put(msgs, timeout=0.5)
-                            break
-                        except queue.Full:
-                            continue
+                    put(self._fetch(batch))
             except BaseException as e:  # noqa: BLE001 - handed to the appender's thread
                 failure.append(e)
             finally:
-                if not abort.is_set():  # else the appender has gone: nobody would take it
-                    q.put(None)
+                put(None)   # the end; a blocking put could wait forever for an appender that failed
+
+        def put(item) -> None:
+            while not abort.is_set():
+                try:
+                    q.put(item, timeout=0.5)
+                    return
+                except queue.Full:
+                    continue
 
         t = threading.Thread(target=fetcher, name=f"fetch {self.path}", daemon=True)
         t.start()
