@@ -176,6 +176,13 @@ class Web:
 
 
 @dataclass(frozen=True, slots=True)
+class Admin:
+    # argon2 hash of the dashboard password (`mailsyncctl hash-password`). Without it the
+    # dashboard answers only clients on this machine (loopback).
+    password_hash: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class DNS:
     nameservers: tuple[Address, ...] = ()   # empty: the system's resolver (/etc/resolv.conf)
     timeout: float = 5.0
@@ -194,6 +201,7 @@ class Config:
     scheduler: Scheduler = field(default_factory=Scheduler)
     dns: DNS = field(default_factory=DNS)
     web: Web = field(default_factory=Web)
+    admin: Admin = field(default_factory=Admin)
 
     def domain_for(self, address: str) -> Domain:
         domain = _split_address(address)[1].lower()
@@ -583,6 +591,18 @@ def _web(errs: _Errors, node: object) -> Web:
                trusted_proxies=s.get("trusted_proxies", ips, ()))
 
 
+def _argon2_hash(v) -> str:
+    text = _text(v)
+    if not text.startswith("$argon2"):
+        raise _Invalid("must be an argon2 hash (make one with: mailsyncctl hash-password)")
+    return text
+
+
+def _admin(errs: _Errors, node: object) -> Admin:
+    s = _Section(errs, node, "admin", ("password_hash",))
+    return Admin(password_hash=s.get("password_hash", _argon2_hash, None))
+
+
 def _dns(errs: _Errors, node: object) -> DNS:
     s = _Section(errs, node, "dns", ("nameservers", "timeout"))
 
@@ -672,7 +692,7 @@ def parse_config(data: object, *, path: str) -> Config:
         raise ConfigError([f"{path}: config {what}"])
     errs = _Errors()
     s = _Section(errs, data, "", ("state_dir", "log_level", "sync", "domains", "listen", "tls", "frontdoor",
-                                  "scheduler", "dns", "web"))
+                                  "scheduler", "dns", "web", "admin"))
     state_dir = os.path.normpath(os.path.join(base_dir, s.get("state_dir", _text, "./state")))
     log_level = s.get("log_level", _choice("debug", "info", "warning", "error"), "info")
     sync = _sync(errs, s.node.get("sync"), "sync", SyncSettings())
@@ -688,6 +708,7 @@ def parse_config(data: object, *, path: str) -> Config:
     scheduler = _scheduler(errs, s.node.get("scheduler"))
     dns = _dns(errs, s.node.get("dns"))
     web = _web(errs, s.node.get("web"))
+    admin = _admin(errs, s.node.get("admin"))
     if listen.http and not s.has("tls") and not _is_loopback(listen.http.host):
         errs.add("listen.http", f"plain HTTP on {listen.http} would send passwords across the network: add a "
                  "tls: section (the page is then HTTPS), or listen on a loopback address behind a TLS proxy")
@@ -695,7 +716,7 @@ def parse_config(data: object, *, path: str) -> Config:
         raise ConfigError(errs)
     return Config(path=path, state_dir=state_dir, log_level=log_level, sync=sync,
                   domains=MappingProxyType(domains), listen=listen, tls=tls, frontdoor=frontdoor,
-                  scheduler=scheduler, dns=dns, web=web)
+                  scheduler=scheduler, dns=dns, web=web, admin=admin)
 
 
 class _StrictLoader(yaml.SafeLoader):

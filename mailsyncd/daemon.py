@@ -269,13 +269,30 @@ class Daemon(service.MultiService):
             self.notifier.status(line)
         self._write_status()
 
+    def status(self, domain: str | None = None, user: str | None = None) -> defer.Deferred:
+        """The status document (mailsyncd.status, schema 1) for the web views; fires with a dict."""
+        from . import status
+
+        def read():
+            return self.store.progress_rows(domain, user), self.store.cutovers()
+
+        d = threads.deferToThreadPool(self.reactor, self.state_pool, read)
+        d.addCallback(lambda r: status.build(r[0], config=self.config, live=self.scheduler.live(),
+                                             cutovers=r[1], daemon=self.daemon_info(), domain=domain, user=user))
+        return d
+
+    def daemon_info(self) -> dict:
+        return {"running": True, "pid": os.getpid(), "generation": self.generation, "started": self.started,
+                "sessions": self.sessions, "relayed": sum(f.relayed for f in self.factories),
+                "reload_error": self.reload_error, "passes_running": len(self.scheduler.running)}
+
     def _write_status(self) -> None:
         doc = {"pid": os.getpid(), "generation": self.generation, "reloads": self.reloads,
                "reload_error": self.reload_error, "started": self.started, "updated": time.time(),
                "config": self.config.path, "domains": sorted(self.config.domains),
                "sessions": self.sessions, "relayed": sum(f.relayed for f in self.factories),
                "phases": self.phase_counts, "scheduler": self.scheduler.summary(),
-               "logins": dict(self.gate.counts), "detected": self.detected,
+               "logins": dict(self.gate.counts), "detected": self.detected, "live": self.scheduler.live(),
                "detect_errors": self.detect_errors}
         path = os.path.join(self.config.state_dir, STATUS_FILE)
         tmp = f"{path}.{os.getpid()}.tmp"

@@ -174,6 +174,15 @@ class Scheduler:
         run = self.running.get(address)
         return run.progress if run else None
 
+    def live(self) -> dict[str, dict]:
+        """The running passes' counters, for the progress views (mailsyncd.status)."""
+        out = {}
+        for address, run in self.running.items():
+            p = run.progress
+            out[address] = {"done": p.done, "total": p.total, "bytes": p.bytes, "rate": round(p.rate, 1),
+                            "current": sorted(p.current), "connections": run.connections}
+        return out
+
     def is_cut_over(self, domain: str) -> bool:
         c = self.cutovers.get(domain)
         return c is not None and c.state == "done"

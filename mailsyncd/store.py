@@ -374,6 +374,45 @@ class Store:
                 "source_address")
         return [dict(zip(keys, row)) for row in self._conn().execute(sql + " ORDER BY a.address", args)]
 
+    def progress_rows(self, domain: str | None = None, user: str | None = None) -> list[dict]:
+        """Per account, the numbers mailsyncd.status turns into every progress view.
+
+        Source counts are the folders' last STATUS (POP3: the last report); target counts are the
+        UID map's rows (an index range per account, no table scan).
+        """
+        sql = """SELECT a.address, a.domain, a.phase, a.last_error, a.plan, a.source_address,
+            s.password IS NOT NULL,
+            coalesce((SELECT sum(f.messages) FROM folders f WHERE f.account = a.address), 0),
+            coalesce((SELECT sum(r.source_count) FROM reports r WHERE r.account = a.address), 0),
+            (SELECT count(*) FROM messages m WHERE m.account = a.address)
+              + (SELECT count(*) FROM pop3_messages p WHERE p.account = a.address AND p.skipped IS NULL),
+            coalesce((SELECT sum(m.size) FROM messages m WHERE m.account = a.address), 0)
+              + coalesce((SELECT sum(p.size) FROM pop3_messages p
+                          WHERE p.account = a.address AND p.skipped IS NULL), 0),
+            (SELECT count(*) FROM skipped k WHERE k.account = a.address),
+            (SELECT ps.finished FROM passes ps WHERE ps.account = a.address AND ps.finished IS NOT NULL
+             ORDER BY ps.id DESC LIMIT 1),
+            (SELECT ps.ok FROM passes ps WHERE ps.account = a.address AND ps.finished IS NOT NULL
+             ORDER BY ps.id DESC LIMIT 1)
+            FROM accounts a LEFT JOIN secrets s ON s.address = a.address"""
+        where, args = [], []
+        if domain is not None:
+            where.append("a.domain = ?")
+            args.append(domain)
+        if user is not None:
+            where.append("a.address = ?")
+            args.append(user)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        out = []
+        for r in self._conn().execute(sql + " ORDER BY a.address", args):
+            out.append({"address": r[0], "domain": r[1], "phase": r[2], "last_error": r[3], "plan": r[4],
+                        "source_address": r[5], "has_password": bool(r[6]),
+                        "source_messages": r[7] or r[8], "target_messages": r[9], "bytes": r[10],
+                        "skipped": r[11], "last_pass_finished": r[12],
+                        "last_pass_ok": None if r[13] is None else bool(r[13])})
+        return out
+
     def cutover(self, domain: str) -> dict | None:
         row = self._conn().execute("SELECT domain, at, state, note, updated FROM cutovers WHERE domain=?",
                                    (domain,)).fetchone()
