@@ -88,6 +88,7 @@ class Daemon(service.MultiService):
                          on_login=self.scheduler.on_login, cut_over=self.scheduler.is_cut_over)
         self.scheduler.on_cutover = self.gate.forget_recent
         self.scheduler.on_password_rejected = self.gate.password_rejected
+        self.scheduler.on_change = self._write_status
         self.tls = _CurrentTLS(tls.server_options(config.tls.cert, config.tls.key)) if config.tls else None
         self.factories: list[FrontDoorFactory] = []
         self.listeners: list[service.Service] = []

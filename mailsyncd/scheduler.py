@@ -87,6 +87,7 @@ class Scheduler:
         self.counts = {"passes": 0, "failed_passes": 0, "throttled": 0}
         self.on_cutover = None             # (domain) -> None, after a domain is cut over
         self.on_password_rejected = None   # (address) -> None, when the source refuses the stored password
+        self.on_change = None              # () -> None, when a pass starts or ends (status views refresh)
 
     # -- life cycle ---------------------------------------------------------------
     def start(self) -> defer.Deferred:
@@ -233,6 +234,8 @@ class Scheduler:
         d.addCallbacks(self._ended, self._crashed, callbackArgs=(acct.address, domain),
                        errbackArgs=(acct.address, domain))
         run.deferred = d
+        if self.on_change is not None:
+            self.on_change()
 
     def _pass(self, address: str, domain, run: _Running) -> PassResult | None:
         try:
@@ -291,6 +294,8 @@ class Scheduler:
                 c.pending.discard(address)
         if res is not None and run is not None:
             self._adapt(run.host, res, domain)
+        if self.on_change is not None:
+            self.on_change()
         if not self.stopping:
             self.reactor.callLater(0, self.tick)
 

@@ -244,6 +244,8 @@ def test_cutover_end_to_end(tmp_path, dovecot_pair):
         assert r.returncode == 1 and "already done" in r.stderr
         st = ctl("--config", d.config_path, "status")
         assert "cutover done" in st.stdout and "1 cutover" in st.stdout, st.stdout
+        doc = __import__("json").loads(ctl("--config", d.config_path, "status", "--json").stdout)
+        assert doc["schema"] == 1 and doc["accounts"][0]["phase"] == "cutover"
     from mailsyncd.store import Store
     store = Store(str(tmp_path / "state" / "mailsyncd.sqlite3"))
     assert store.secret_password(A) is None and store.verifier(A) is not None
@@ -320,8 +322,7 @@ def test_a_changed_source_password_fails_the_account_until_the_user_logs_in_agai
         dovecot_pair.source.set_password(A, "changed-at-the-source")
         d.wait_log("event=account_failed account=alice@example.com", 30)
         assert "the source refused the stored password" in d.log()
-        st = ctl("--config", d.config_path, "status")
-        assert "1 failed" in st.stdout, st.stdout
+        wait_for(lambda: "1 failed" in ctl("--config", d.config_path, "status").stdout, 10, "status: 1 failed")
         n = d.log().count("event=pass_start")
         time.sleep(2.5)                                   # no retries while waiting for the user
         assert d.log().count("event=pass_start") == n

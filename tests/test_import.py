@@ -211,10 +211,18 @@ def test_plan_login_end_to_end_waits_for_the_first_login(tmp_path, dovecot_pair)
         assert r.returncode == 0 and "0 with a password: plan import; 1 without" in r.stdout, r.stdout
         time.sleep(3)
         assert "event=pass_start" not in d.log()              # nothing to sync with: no password yet
+        import json
+        doc = json.loads(ctl("--config", d.config_path, "status", "--json", "--user", A).stdout)
+        assert [a["phase"] for a in doc["accounts"]] == ["waiting"]
+        assert "1 waiting" in ctl("--config", d.config_path, "status").stdout
         c = imaplib.IMAP4("127.0.0.1", d.imap_port)
         c.login(A, dovecot_pair.users[A].old_password)
         c.logout()
         d.wait_log(f"event=pass_done account={A} ok=True", 60)
+        doc = json.loads(ctl("--config", d.config_path, "status", "--json").stdout)
+        (acct,) = doc["accounts"]
+        assert (acct["phase"], acct["source_messages"], acct["target_messages"], acct["percent"]) == \
+            ("tailing", 12, 12, 100.0)
     assert snapshot(*dovecot_pair.source_account(A)) == snapshot(*dovecot_pair.target_account(A))
     from mailsyncd.store import Store
     store = Store(str(tmp_path / "state" / "mailsyncd.sqlite3"))

@@ -121,34 +121,82 @@ def cmd_cutover(cfg, args) -> int:
     return EXIT_OK
 
 
+def _bar(percent: float, width: int = 20) -> str:
+    full = int(round(width * percent / 100))
+    return "█" * full + "░" * (width - full)
+
+
+def _ago(ts: float | None, now: float) -> str:
+    if not ts:
+        return "-"
+    d = now - ts
+    if d < 0:
+        d = -d
+        return f"in {d:.0f}s" if d < 90 else f"in {d / 60:.0f}m" if d < 5400 else f"in {d / 3600:.1f}h"
+    return f"{d:.0f}s ago" if d < 90 else f"{d / 60:.0f}m ago" if d < 5400 else f"{d / 3600:.1f}h ago"
+
+
+def _eta(sec) -> str:
+    if sec is None:
+        return "-"
+    return f"{sec:.0f}s" if sec < 90 else f"{sec / 60:.0f}m" if sec < 5400 else f"{sec / 3600:.1f}h"
+
+
 def cmd_status(cfg, args) -> int:
+    from .. import status
     from ..store import Store
     doc = read_status(cfg)
     store = Store.in_state_dir(cfg.state_dir)
     try:
-        counts = {d: store.phase_counts(d) for d in cfg.domains}
+        rows = store.progress_rows(args.domain, args.user)
         cutovers = store.cutovers()
     finally:
         store.close()
+    daemon = None
+    if doc is not None:
+        daemon = {k: doc.get(k) for k in ("pid", "generation", "started", "sessions", "relayed", "reload_error")}
+        daemon["running"] = True
+    report = status.build(rows, config=cfg, live=(doc or {}).get("live"), cutovers=cutovers, daemon=daemon,
+                          domain=args.domain, user=args.user)
+    if args.sort == "behind":
+        report["accounts"].sort(key=lambda a: (-a["behind"], a["address"]))
+    elif args.sort == "address":
+        report["accounts"].sort(key=lambda a: a["address"])
     if args.json:
-        json.dump({"daemon": doc, "domains": {d: {"phases": counts[d], "cutover": cutovers.get(d)}
-                                              for d in cfg.domains}}, sys.stdout, indent=2)
+        json.dump(report, sys.stdout, indent=2, ensure_ascii=False)
         print()
         return EXIT_OK
+    now = time.time()
     if doc is None:
-        print("daemon: not running")
+        print("daemon: not running (numbers from the state store)")
     else:
-        sch = doc.get("scheduler", {})
-        print(f"daemon: pid {doc['pid']}, up {time.time() - doc['started']:.0f}s, config generation "
-              f"{doc['generation']}, {doc['sessions']} sessions ({doc['relayed']} relayed), "
-              f"{sch.get('running', 0)} passes running")
+        print(f"daemon: pid {doc['pid']}, up {now - doc['started']:.0f}s, config generation {doc['generation']}, "
+              f"{doc['sessions']} sessions ({doc['relayed']} relayed), "
+              f"{len((doc.get('live') or {}))} passes running")
         if doc.get("reload_error"):
             print(f"  last reload FAILED: {doc['reload_error']}")
-    for d in sorted(cfg.domains):
-        c = counts[d]
-        row = cutovers.get(d)
-        cut = row["state"].replace("_", " ") if row else ("at " + _when(cfg.domains[d].cutover)
-                                                         if cfg.domains[d].cutover else "not scheduled")
-        print(f"{d}: " + (", ".join(f"{v} {k}" for k, v in sorted(c.items())) or "no accounts")
-              + f"; cutover {cut}")
+    for d in report["domains"]:
+        ph = d["phases"]
+        cut = d["cutover"]
+        cut_text = "not scheduled" if cut is None else f"{cut['state'].replace('_', ' ')}" + (
+            f" at {_when(cut['at'])}" if cut.get("at") else "")
+        skipped = f", {d['skipped']:,} skipped" if d["skipped"] else ""
+        phases = ", ".join(f"{v} {k}" for k, v in ph.items() if v) or "none"
+        print(f"\n{d['name']}  {_bar(d['percent'])} {d['percent']:5.1f}%  "
+              f"{d['target_messages']:,} of {d['source_messages']:,} messages on the new server"
+              f"{skipped}; eta {_eta(d['eta_seconds'])}")
+        print(f"  accounts: {d['accounts']} ({phases}); cutover {cut_text}")
+    accounts = report["accounts"]
+    if not accounts:
+        return EXIT_OK
+    width = max(len(a["address"]) for a in accounts)
+    print(f"\n{'account':<{width}}  {'phase':<8} {'progress':<28} {'messages':>17} {'skip':>5} "
+          f"{'eta':>6}  {'last pass':>10}  {'next':>9}")
+    for a in accounts:
+        msgs = f"{a['target_messages']:,}/{a['source_messages']:,}"
+        print(f"{a['address']:<{width}}  {a['phase']:<8} {_bar(a['percent'])} {a['percent']:5.1f}% "
+              f"{msgs:>17} {a['skipped']:>5} {_eta(a['eta_seconds']):>6}  {_ago(a['last_pass'], now):>10}  "
+              f"{_ago(a['next_pass'], now) if a['next_pass'] else '-':>9}")
+        if a["reason"]:
+            print(f"{'':<{width}}  ↳ {a['reason'][:160]}")
     return EXIT_OK

@@ -55,8 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
                                    "A bad file is refused here first; the daemon would keep its old config anyway.")
     p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait (default 30)")
 
-    p = sub.add_parser("status", help="daemon and accounts at a glance (per domain: accounts by phase, cutover)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("status", help="progress at a glance: per domain and per account, failed first",
+                       description="Per domain: messages on the new server of those at the source, accounts by "
+                                   "phase (failed, syncing, waiting for first login, tailing, cutover), ETA and "
+                                   "cutover. Per account: a progress bar, counts, skipped, rate, last and next pass. "
+                                   "Failed accounts come first, with their reasons. --json gives the same numbers "
+                                   "(schema 1, docs/status.md).")
+    p.add_argument("--domain", metavar="D", help="only this domain")
+    p.add_argument("--user", metavar="ADDRESS", help="only this account")
+    p.add_argument("--sort", choices=["phase", "behind", "address"], default="phase",
+                   help="account order: phase (failed first; default), behind (most messages still to copy), address")
+    p.add_argument("--json", action="store_true", help="machine-readable output (schema 1, docs/status.md)")
 
     p = sub.add_parser("cutover", help="show, schedule, postpone or cancel a domain's cutover",
                        description="The cutover ends a domain's migration: one final pass per account, then "
