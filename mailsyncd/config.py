@@ -176,6 +176,12 @@ class Web:
 
 
 @dataclass(frozen=True, slots=True)
+class Notice:
+    enabled: bool = False               # append "your mail has been moved" once, when a mailbox is in sync
+    sender: str = "Mail migration <postmaster@localhost>"
+
+
+@dataclass(frozen=True, slots=True)
 class Admin:
     # argon2 hash of the dashboard password (`mailsyncctl hash-password`). Without it the
     # dashboard answers only clients on this machine (loopback).
@@ -202,6 +208,7 @@ class Config:
     dns: DNS = field(default_factory=DNS)
     web: Web = field(default_factory=Web)
     admin: Admin = field(default_factory=Admin)
+    notice: Notice = field(default_factory=Notice)
 
     def domain_for(self, address: str) -> Domain:
         domain = _split_address(address)[1].lower()
@@ -598,6 +605,12 @@ def _argon2_hash(v) -> str:
     return text
 
 
+def _notice(errs: _Errors, node: object) -> Notice:
+    s = _Section(errs, node, "notice", ("enabled", "from"))
+    return Notice(enabled=s.get("enabled", _boolean, False),
+                  sender=s.get("from", _text, "Mail migration <postmaster@localhost>"))
+
+
 def _admin(errs: _Errors, node: object) -> Admin:
     s = _Section(errs, node, "admin", ("password_hash",))
     return Admin(password_hash=s.get("password_hash", _argon2_hash, None))
@@ -692,7 +705,7 @@ def parse_config(data: object, *, path: str) -> Config:
         raise ConfigError([f"{path}: config {what}"])
     errs = _Errors()
     s = _Section(errs, data, "", ("state_dir", "log_level", "sync", "domains", "listen", "tls", "frontdoor",
-                                  "scheduler", "dns", "web", "admin"))
+                                  "scheduler", "dns", "web", "admin", "notice"))
     state_dir = os.path.normpath(os.path.join(base_dir, s.get("state_dir", _text, "./state")))
     log_level = s.get("log_level", _choice("debug", "info", "warning", "error"), "info")
     sync = _sync(errs, s.node.get("sync"), "sync", SyncSettings())
@@ -709,6 +722,7 @@ def parse_config(data: object, *, path: str) -> Config:
     dns = _dns(errs, s.node.get("dns"))
     web = _web(errs, s.node.get("web"))
     admin = _admin(errs, s.node.get("admin"))
+    notice = _notice(errs, s.node.get("notice"))
     if listen.http and not s.has("tls") and not _is_loopback(listen.http.host):
         errs.add("listen.http", f"plain HTTP on {listen.http} would send passwords across the network: add a "
                  "tls: section (the page is then HTTPS), or listen on a loopback address behind a TLS proxy")
@@ -716,7 +730,7 @@ def parse_config(data: object, *, path: str) -> Config:
         raise ConfigError(errs)
     return Config(path=path, state_dir=state_dir, log_level=log_level, sync=sync,
                   domains=MappingProxyType(domains), listen=listen, tls=tls, frontdoor=frontdoor,
-                  scheduler=scheduler, dns=dns, web=web, admin=admin)
+                  scheduler=scheduler, dns=dns, web=web, admin=admin, notice=notice)
 
 
 class _StrictLoader(yaml.SafeLoader):

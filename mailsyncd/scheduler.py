@@ -243,10 +243,21 @@ class Scheduler:
             if password is None:
                 return None
             row = self.store.account(address) or {}
-            return AccountSync(domain, address, password, self.store, progress=run.progress, stop=run.stop,
-                               connections=run.connections, source_address=row.get("source_address")).run()
+            res = AccountSync(domain, address, password, self.store, progress=run.progress, stop=run.stop,
+                              connections=run.connections, source_address=row.get("source_address")).run()
+            notice = self.config_ref().notice
+            if notice.enabled and res.complete:
+                self._notice(domain, address, password, notice)
+            return res
         finally:
             self.store.release_thread()
+
+    def _notice(self, domain, address: str, password: str, notice) -> None:
+        from . import notice as notices
+        try:
+            notices.deliver(domain, address, password, self.store, sender=notice.sender)
+        except Exception as e:  # noqa: BLE001 - a notice must never fail the pass
+            logger.warning("event=notice_failed account=%s error=%r", address, str(e))
 
     def _crashed(self, failure, address: str, domain) -> None:
         logger.error("event=pass_crashed account=%s error=%r", address, failure.getErrorMessage())

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -162,6 +162,10 @@ _MIGRATIONS: dict[int, str] = {
         target_uidnext INTEGER NOT NULL,
         items         TEXT NOT NULL
     );
+    """,
+    6: """
+    -- when the "your mail has been moved" notice was appended to the account's new INBOX
+    ALTER TABLE accounts ADD COLUMN notice_sent REAL;
     """,
 }
 
@@ -343,6 +347,14 @@ class Store:
                 # the first plan recorded wins: a later login must not relabel an imported account
                 c.execute("UPDATE accounts SET plan=?, updated=? WHERE address=? AND plan IS NULL",
                           (plan, now, address))
+
+    def notice_sent(self, address: str) -> float | None:
+        row = self._conn().execute("SELECT notice_sent FROM accounts WHERE address=?", (address,)).fetchone()
+        return row[0] if row else None
+
+    def mark_notice_sent(self, address: str) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE accounts SET notice_sent=? WHERE address=?", (time.time(), address))
 
     def set_phase(self, address: str, phase: str, error: str | None = None) -> None:
         with self._tx() as c:

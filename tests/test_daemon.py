@@ -333,3 +333,33 @@ def test_a_changed_source_password_fails_the_account_until_the_user_logs_in_agai
         login(d, A, "changed-at-the-source").logout()     # ... and the new one resumes the sync
         wait_for(lambda: snapshot("127.0.0.1", dovecot_pair.source.imap_port, A, "changed-at-the-source")
                  == snapshot(*dovecot_pair.target_account(A)), 60, "the resumed sync")
+
+
+def test_the_moved_notice_is_appended_once_across_restarts(tmp_path, dovecot_pair):
+    from imapclient import IMAPClient
+    pw = dovecot_pair.users[A].old_password
+    seed(*dovecot_pair.source_account(A), {"INBOX": [Msg(make_message(i)) for i in range(7)],
+                                           "Work": [Msg(make_message(50))]})
+    d = Daemon(tmp_path, dovecot_pair, scheduler=FAST)
+    d.doc["notice"] = {"enabled": True, "from": "IT <it@example.com>"}
+    d.save()
+    with d:
+        login(d, A, pw).logout()
+        d.wait_log("event=notice_appended account=alice@example.com messages=8", 60)
+        n = d.log().count("event=pass_done")
+        wait_for(lambda: d.log().count("event=pass_done") >= n + 2, 30, "two more passes")
+    with d:                                            # and after a restart
+        wait_for(lambda: d.log().count("event=pass_done") >= n + 3, 30, "a pass after the restart")
+    c = IMAPClient("127.0.0.1", dovecot_pair.target.imap_port, ssl=False)
+    c.login(f"{A}*{MASTER[0]}", MASTER[1])
+    c.select_folder("INBOX", readonly=True)
+    found = c.search(["SUBJECT", "Your mail has been moved"])
+    assert len(found) == 1
+    body = c.fetch(found, ["BODY.PEEK[]"])[found[0]][b"BODY[]"]
+    c.logout()
+    import email
+    import email.policy
+    msg = email.message_from_bytes(body, policy=email.policy.default)
+    assert msg["From"] == "IT <it@example.com>" and "8 messages in 2 folders" in msg.get_content()
+    assert "共 8 封邮件" in msg.get_content()
+    assert d.log().count("event=notice_appended") == 1
