@@ -9,8 +9,10 @@ SUDO=""
 
 need=()
 # dovecot: the test servers; systemd: systemd-analyze for the unit checks; python3-seccomp: the
-# test that runs the daemon under the unit's syscall filter; curl and isync (mbsync): real clients.
-for pkg in dovecot-imapd dovecot-pop3d systemd python3-seccomp curl isync; do
+# test that runs the daemon under the unit's syscall filter; curl and isync (mbsync): real clients;
+# chromium (+ a CJK font for the Chinese pages): the dashboard's browser test (driven by the
+# playwright package from PyPI, no browser download).
+for pkg in dovecot-imapd dovecot-pop3d systemd python3-seccomp curl isync chromium fonts-wqy-microhei; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v python3 >/dev/null || need+=(python3)

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_import(sub)
     from .detect import add_parser as add_detect
     add_detect(sub)
+    sub.add_parser("hash-password", help="print an argon2 hash for admin.password_hash (the dashboard's password)",
+                   description="Asks twice on a terminal, or reads one line from a pipe, and prints the argon2 "
+                               "hash to put in the config as admin: {password_hash: ...}.")
 
     p = sub.add_parser("demo", help="self-contained demo: two local Dovecot servers, a mailbox, a migration")
     p.add_argument("--messages", type=int, default=1000, help="messages to put in the demo mailbox (default 1000)")
@@ -94,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     from .. import logs
+    if args.cmd == "hash-password":   # needs no config file
+        from ..web.admin import cmd_hash_password
+        return cmd_hash_password(args)
     if args.cmd == "detect":          # needs no config file
         from .detect import cmd_detect
         return cmd_detect(args)

@@ -233,6 +233,10 @@ class SelfService(resource.Resource):
             b"/healthz": ({b"GET", b"HEAD"}, self._healthz),
             b"/static/style.css": ({b"GET", b"HEAD"}, self._style),
         }
+        # -- mounted resources (hook: /api/ and /metrics from web/api.py; the dashboard's /admin) --
+        # key: a path prefix (bytes); "/api/" matches what starts with it, "/admin" matches /admin and
+        # /admin/...; the longest key wins, _routes win over all.  The resource's render() answers.
+        self.extra: dict[bytes, resource.Resource] = {}
 
     # -- dispatch ----------------------------------------------------------------------
     def render(self, request):
@@ -245,6 +249,9 @@ class SelfService(resource.Resource):
             request.setHeader(b"Strict-Transport-Security", HSTS.encode())
         route = self._routes.get(request.path)
         if route is None:
+            mounted = self._mounted(request.path)      # the extra hook (see __init__)
+            if mounted is not None:
+                return mounted.render(request)
             return self._finish(request, self._message(request, 404, "not_found"))
         methods, handler = route
         if request.method not in methods:
@@ -257,6 +264,15 @@ class SelfService(resource.Resource):
         d.addCallback(lambda reply: None if gone else self._finish(request, reply, write=True))
         d.addErrback(lambda f: logger.error("event=web_error error=%r", f.getErrorMessage()))
         return server.NOT_DONE_YET
+
+    def _mounted(self, path: bytes):
+        best = None
+        for key, res in self.extra.items():
+            k = key.encode() if isinstance(key, str) else key
+            if (path == k or path.startswith(k if k.endswith(b"/") else k + b"/")) and (
+                    best is None or len(k) > best[0]):
+                best = (len(k), res)
+        return None if best is None else best[1]
 
     def _crashed(self, failure, request) -> _Reply:
         logger.error("event=web_error path=%r error=%r", request.path[:100], failure.getErrorMessage())
@@ -662,5 +678,9 @@ def make_site(daemon, *, tls: bool) -> server.Site:
     page = SelfService(daemon, tls=tls)
     site = _Site(page, requestFactory=_Request, timeout=CONNECTION_TIMEOUT, parsePOSTFormSubmission=False)
     site.page = page
+    from . import api           # the extra hook: mounts /api/ and /metrics on page.extra
+    api.mount(page, daemon)
+    from . import admin         # the dashboard: page.extra[b"/admin"] (admin.session_ok is used by /api/)
+    admin.mount(page, daemon, tls=tls)
     logger.info("event=web_sessions idle=%gs max=%gs", page.sessions.idle, page.sessions.max_age)
     return site
