@@ -671,6 +671,13 @@ class Store:
             c.execute("UPDATE passes SET finished=?, ok=?, copied=?, present=?, skipped=?, bytes=?, error=?"
                       " WHERE id=?", (time.time(), int(ok), copied, present, skipped, nbytes, error, pass_id))
 
+    def passes(self, account: str, limit: int = 10) -> list[dict]:
+        rows = self._conn().execute(
+            "SELECT started, finished, ok, copied, present, skipped, bytes, error FROM passes"
+            " WHERE account=? ORDER BY id DESC LIMIT ?", (account, limit)).fetchall()
+        keys = ("started", "finished", "ok", "copied", "present", "skipped", "bytes", "error")
+        return [dict(zip(keys, r)) for r in rows]
+
     def last_pass(self, account: str) -> dict | None:
         row = self._conn().execute(
             "SELECT started, finished, ok, copied, present, skipped, bytes, error FROM passes"

@@ -53,7 +53,6 @@ import json
 import logging
 import os
 import secrets
-import sqlite3
 import sys
 import time
 from dataclasses import dataclass
@@ -1486,20 +1485,8 @@ def read_account(store, address: str) -> dict:
 
 
 def recent_passes(store, address: str, n: int) -> list[dict]:
-    """The account's last ``n`` passes, newest first (the store has only last_pass(): read its table)."""
-    passes = getattr(store, "passes", None)
-    if callable(passes):
-        return list(passes(address, n))
-    try:
-        rows = store._conn().execute(
-            "SELECT started, finished, ok, copied, present, skipped, bytes, error FROM passes"
-            " WHERE account=? ORDER BY id DESC LIMIT ?", (address, n)).fetchall()
-    except (AttributeError, sqlite3.Error) as e:     # the store moved on: the last pass will do
-        logger.warning("event=admin_passes_error error=%r", str(e))
-        last = store.last_pass(address)
-        return [last] if last else []
-    keys = ("started", "finished", "ok", "copied", "present", "skipped", "bytes", "error")
-    return [dict(zip(keys, r, strict=True)) for r in rows]
+    """The account's last ``n`` passes, newest first."""
+    return store.passes(address, n)
 
 
 # ---------------------------------------------------------------------------- wiring
