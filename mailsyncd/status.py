@@ -62,7 +62,8 @@ def account_view(row: dict, live: dict | None, pass_interval: float, now: float)
         "address": row["address"], "domain": row["domain"], "plan": row.get("plan"),
         "source_address": row.get("source_address") or row["address"],
         "phase": phase, "reason": row.get("last_error") if phase == "failed" else None,
-        "source_messages": source, "target_messages": on_target, "skipped": skipped,
+        "source_messages": source, "source_bytes": row.get("source_bytes"),
+        "target_messages": on_target, "skipped": skipped,
         "bytes": int(row.get("bytes") or 0), "percent": round(min(percent, 100.0), 1),
         "behind": max(0, source - on_target - skipped),
         "rate": None if rate is None else round(rate, 1), "eta_seconds": None if eta is None else round(eta),
@@ -80,7 +81,9 @@ def _totals(accounts: list[dict]) -> dict:
     skipped = sum(a["skipped"] for a in accounts)
     rate = sum(a["rate"] or 0.0 for a in accounts)
     behind = sum(a["behind"] for a in accounts)
-    return {"accounts": len(accounts), "phases": phases, "source_messages": source, "target_messages": target,
+    known = [a["source_bytes"] for a in accounts if a["source_bytes"] is not None]
+    return {"accounts": len(accounts), "phases": phases, "source_messages": source,
+            "source_bytes": sum(known) if known else None, "target_messages": target,
             "skipped": skipped, "bytes": sum(a["bytes"] for a in accounts),
             "percent": round(100.0 * min(source, target + skipped) / source, 1) if source else 0.0,
             "behind": behind, "rate": round(rate, 1),

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -166,6 +166,10 @@ _MIGRATIONS: dict[int, str] = {
     6: """
     -- when the "your mail has been moved" notice was appended to the account's new INBOX
     ALTER TABLE accounts ADD COLUMN notice_sent REAL;
+    """,
+    7: """
+    -- the source folder's size in bytes at its last STATUS (STATUS=SIZE, RFC 8438), NULL where unknown
+    ALTER TABLE folders ADD COLUMN size INTEGER;
     """,
 }
 
@@ -320,7 +324,8 @@ class Store:
                     f"understands ({SCHEMA_VERSION}); upgrade mailsyncd")
             for v in range(version + 1, SCHEMA_VERSION + 1):
                 # executescript() would COMMIT mid-transaction: run the statements one by one
-                for stmt in _MIGRATIONS[v].split(";"):
+                sql = "\n".join(line.split("--", 1)[0] for line in _MIGRATIONS[v].splitlines())
+                for stmt in sql.split(";"):
                     if stmt.strip():
                         c.execute(stmt)
             c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -396,6 +401,7 @@ class Store:
             s.password IS NOT NULL,
             coalesce((SELECT sum(f.messages) FROM folders f WHERE f.account = a.address), 0),
             coalesce((SELECT sum(r.source_count) FROM reports r WHERE r.account = a.address), 0),
+            (SELECT sum(f.size) FROM folders f WHERE f.account = a.address),
             (SELECT count(*) FROM messages m WHERE m.account = a.address)
               + (SELECT count(*) FROM pop3_messages p WHERE p.account = a.address AND p.skipped IS NULL),
             coalesce((SELECT sum(m.size) FROM messages m WHERE m.account = a.address), 0)
@@ -420,9 +426,9 @@ class Store:
         for r in self._conn().execute(sql + " ORDER BY a.address", args):
             out.append({"address": r[0], "domain": r[1], "phase": r[2], "last_error": r[3], "plan": r[4],
                         "source_address": r[5], "has_password": bool(r[6]),
-                        "source_messages": r[7] or r[8], "target_messages": r[9], "bytes": r[10],
-                        "skipped": r[11], "last_pass_finished": r[12],
-                        "last_pass_ok": None if r[13] is None else bool(r[13])})
+                        "source_messages": r[7] or r[8], "source_bytes": r[9], "target_messages": r[10],
+                        "bytes": r[11], "skipped": r[12], "last_pass_finished": r[13],
+                        "last_pass_ok": None if r[14] is None else bool(r[14])})
         return out
 
     def cutover(self, domain: str) -> dict | None:
@@ -537,6 +543,11 @@ class Store:
             "SELECT path, source_name, target_name, uidvalidity, last_uid, uidnext, messages,"
             " highestmodseq, flags_checked FROM folders WHERE account=?", (account,)).fetchall()
         return {r[0]: FolderState(*r) for r in rows}
+
+    def set_source_sizes(self, account: str, sizes: dict[str, int]) -> None:
+        with self._tx() as c:
+            c.executemany("UPDATE folders SET size=? WHERE account=? AND path=?",
+                          [(size, account, path) for path, size in sizes.items()])
 
     def save_folder(self, account: str, st: FolderState) -> None:
         with self._tx() as c:

@@ -370,3 +370,24 @@ def test_a_dashboard_session_is_enough_when_a_password_is_set():
     assert check().code == 401
     signed_in.append(True)
     assert check() is None
+
+
+def test_source_bytes_come_from_status_size(tmp_path, dovecot_pair):
+    """Dovecot has STATUS=SIZE: the source's bytes are known without fetching a message."""
+    import json
+
+    from proxyenv import Daemon as D
+    from seed import Msg, make_message, seed
+    from syncenv import ctl
+    seed(*dovecot_pair.source_account("alice@example.com"),
+         {"INBOX": [Msg(make_message(i, size=5000)) for i in range(4)], "Work": [Msg(make_message(9, size=7000))]})
+    with D(tmp_path, dovecot_pair) as d:
+        import imaplib
+        c = imaplib.IMAP4("127.0.0.1", d.imap_port)
+        c.login("alice@example.com", dovecot_pair.users["alice@example.com"].old_password)
+        c.logout()
+        d.wait_log("event=pass_done account=alice@example.com ok=True")
+        doc = json.loads(ctl("--config", d.config_path, "status", "--json").stdout)
+    (acct,) = doc["accounts"]
+    assert acct["source_bytes"] == acct["bytes"] == 27000, acct
+    assert doc["totals"]["source_bytes"] == 27000

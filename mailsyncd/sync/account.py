@@ -183,6 +183,8 @@ class AccountSync:
             if p.source not in src_status:  # the source would not even say how many messages it holds
                 res.folders.append(self._failed(p, Status(0, 0, 0, None), "source refused STATUS for this folder"))
         states = self.store.folders(self.address)
+        # after the folders' rows exist (the first pass creates them)
+        sizes = {p.path: st.size for p, st in jobs if st.size is not None}
         expected = 0
         for p, st in jobs:
             fs = states.get(p.path)
@@ -237,6 +239,8 @@ class AccountSync:
         for t in threads:
             t.join()
         res.folders += [reports[p.path] for p in plans if p.path in reports]
+        if sizes:
+            self.store.set_source_sizes(self.address, sizes)
         if errors:
             raise errors[0]
 

@@ -43,6 +43,7 @@ class Status:
     uidnext: int
     uidvalidity: int
     highestmodseq: int | None
+    size: int | None = None          # bytes, from STATUS=SIZE (RFC 8438) where the server has it
 
 
 def tls_context(endpoint) -> ssl.SSLContext:
@@ -198,7 +199,13 @@ def _status_from_items(items) -> Status:
     d = {}
     for k, v in zip(items[::2], items[1::2]):
         d[k.decode().upper() if isinstance(k, bytes) else str(k).upper()] = int(v)
-    return Status(d.get("MESSAGES", 0), d.get("UIDNEXT", 0), d.get("UIDVALIDITY", 0), d.get("HIGHESTMODSEQ"))
+    return Status(d.get("MESSAGES", 0), d.get("UIDNEXT", 0), d.get("UIDVALIDITY", 0), d.get("HIGHESTMODSEQ"),
+                  d.get("SIZE"))
+
+
+def _status_items(client: IMAPClient) -> tuple[str, ...]:
+    return (STATUS_ITEMS + (("HIGHESTMODSEQ",) if client.has_capability("CONDSTORE") else ())
+            + (("SIZE",) if client.has_capability("STATUS=SIZE") else ()))
 
 
 def list_mailboxes(client: IMAPClient, *, with_status: bool) -> tuple[list[Mailbox], dict[str, Status]]:
@@ -207,7 +214,7 @@ def list_mailboxes(client: IMAPClient, *, with_status: bool) -> tuple[list[Mailb
     One round trip with LIST-STATUS (RFC 5819); otherwise LIST, then one STATUS per
     selectable mailbox.  Either way the cost grows with folders, never with messages.
     """
-    items = STATUS_ITEMS + (("HIGHESTMODSEQ",) if client.has_capability("CONDSTORE") else ())
+    items = _status_items(client)
     ret = []
     if client.has_capability("SPECIAL-USE"):
         ret.append(b"SPECIAL-USE")
@@ -242,10 +249,11 @@ def _unselectable(mb: Mailbox) -> bool:
 
 def folder_status(client: IMAPClient, name: str, items=None) -> Status:
     if items is None:
-        items = STATUS_ITEMS + (("HIGHESTMODSEQ",) if client.has_capability("CONDSTORE") else ())
+        items = _status_items(client)
     st = client.folder_status(name, items)
     return Status(int(st.get(b"MESSAGES", 0)), int(st.get(b"UIDNEXT", 0)), int(st.get(b"UIDVALIDITY", 0)),
-                  int(st[b"HIGHESTMODSEQ"]) if b"HIGHESTMODSEQ" in st else None)
+                  int(st[b"HIGHESTMODSEQ"]) if b"HIGHESTMODSEQ" in st else None,
+                  int(st[b"SIZE"]) if b"SIZE" in st else None)
 
 
 def fetch(client: IMAPClient, uids: str | list[int], items: list[bytes],
