@@ -98,9 +98,9 @@ class FolderRules:
 
 @dataclass(frozen=True, slots=True)
 class SyncSettings:
-    connections: int = 2
+    connections: int = 4
     batch_messages: int = 200
-    batch_bytes: int = 8 * 1024**2
+    batch_bytes: int = 2 * 1024**2
     retries: int = 5
     retry_backoff: float = 1.0
     flag_rescan: float = 3600.0

@@ -78,7 +78,7 @@ def test_defaults(cfgdir):
     assert cfg.path == str(cfgdir / "mailsyncd.yaml")
     assert cfg.state_dir == str(cfgdir / "state")
     assert cfg.log_level == "info"
-    assert cfg.sync == SyncSettings(2, 200, 8 * 1024**2, 5, 1.0, 3600.0)
+    assert cfg.sync == SyncSettings(4, 200, 2 * 1024**2, 5, 1.0, 3600.0)
     assert list(cfg.domains) == ["example.com"]
     d = cfg.domains["example.com"]
     assert isinstance(d, Domain) and d.name == "example.com"
