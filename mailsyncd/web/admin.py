@@ -64,6 +64,7 @@ from twisted.internet import defer, task, threads
 from twisted.web import resource, server
 
 from . import i18n
+from .sessions import Session, Sessions
 
 logger = logging.getLogger("mailsyncd.web")
 
@@ -420,66 +421,6 @@ def cmd_hash_password(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------- sessions
-
-@dataclass
-class Session:
-    who: str            # "admin:<hash fingerprint>" (signed in) or "loopback" (no password set)
-    csrf: str
-    created: float
-    seen: float
-    flash: tuple[str, str] | None = None     # (kind, text) shown once, after an action
-
-
-class Sessions:
-    """In memory, by SHA-256 of the cookie's token; idle and max ages read from the config each time."""
-
-    def __init__(self, clock, config_ref, limit: int = MAX_SESSIONS):
-        self.clock, self.config_ref, self.limit = clock, config_ref, limit
-        self._s: dict[bytes, Session] = {}
-
-    def __len__(self) -> int:
-        return len(self._s)
-
-    @staticmethod
-    def _key(token: str) -> bytes:
-        return hashlib.sha256(token.encode("ascii", "replace")).digest()
-
-    def _expired(self, s: Session, now: float) -> bool:
-        web = self.config_ref().web
-        return now - s.seen > web.session_idle or now - s.created > web.session_max
-
-    def create(self, who: str) -> tuple[str, Session]:
-        now = self.clock()
-        for k in [k for k, s in self._s.items() if self._expired(s, now)]:
-            del self._s[k]
-        while len(self._s) >= self.limit:
-            del self._s[min(self._s, key=lambda k: self._s[k].seen)]
-        token = secrets.token_urlsafe(32)
-        s = Session(who, secrets.token_urlsafe(32), now, now)
-        self._s[self._key(token)] = s
-        return token, s
-
-    def get(self, token: str | None, *, touch: bool = True) -> Session | None:
-        if not token or len(token) > 128:
-            return None
-        key = self._key(token)
-        s = self._s.get(key)
-        if s is None:
-            return None
-        now = self.clock()
-        if self._expired(s, now):
-            del self._s[key]
-            return None
-        if touch:
-            s.seen = now
-        return s
-
-    def drop(self, token: str | None) -> None:
-        if token:
-            self._s.pop(self._key(token), None)
-
-
 # ---------------------------------------------------------------------------- formatting
 
 def _num(n) -> str:
@@ -636,7 +577,9 @@ class Admin(resource.Resource):
         self.cookie = f"{p}mailsyncd-admin"
         self.login_cookie = f"{p}mailsyncd-admin-login"
         self.lang_cookie = f"{p}mailsyncd-lang"
-        self.sessions = Sessions(self.reactor.seconds, daemon.current)
+        self.sessions = Sessions(self.reactor.seconds,
+                                 lambda: (daemon.current().web.session_idle, daemon.current().web.session_max),
+                                 MAX_SESSIONS)
         self._key = os.urandom(32)      # signs the login form's CSRF token
         self.sample_every = sample_every
         self.samples: collections.deque[tuple[float, dict[str, int]]] = collections.deque(maxlen=SAMPLES)

@@ -36,7 +36,6 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
@@ -47,12 +46,11 @@ from ..auth.gate import printable
 from ..config import UnknownDomain
 from . import assets, i18n
 from .i18n import t
+from .sessions import Session, Sessions
 
 logger = logging.getLogger("mailsyncd.web")
 
 MAX_BODY = 16 * 1024
-SESSION_IDLE = 30 * 60.0
-SESSION_MAX = 8 * 3600.0
 MAX_SESSIONS = 20_000          # beyond this the least recently used sessions end first
 REFRESH_SECONDS = 5
 SKIPPED_SHOWN = 100
@@ -78,68 +76,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-# ---------------------------------------------------------------------------- sessions
-
-@dataclass
-class Session:
-    address: str
-    csrf: str          # for the forms shown while signed in (sign out)
-    created: float
-    seen: float
-
-
-class Sessions:
-    """Server-side sessions, by SHA-256 of the cookie's token (the token itself is not kept)."""
-
-    def __init__(self, clock: Callable[[], float], idle: float = SESSION_IDLE, max_age: float = SESSION_MAX,
-                 limit: int = MAX_SESSIONS):
-        self.clock, self.idle, self.max_age, self.limit = clock, idle, max_age, limit
-        self._s: dict[bytes, Session] = {}
-
-    def __len__(self) -> int:
-        return len(self._s)
-
-    @staticmethod
-    def _key(token: str) -> bytes:
-        return hashlib.sha256(token.encode("ascii", "replace")).digest()
-
-    def _expired(self, s: Session, now: float) -> bool:
-        return now - s.seen > self.idle or now - s.created > self.max_age
-
-    def create(self, address: str) -> str:
-        now = self.clock()
-        self._sweep(now)
-        token = secrets.token_urlsafe(32)
-        self._s[self._key(token)] = Session(address, secrets.token_urlsafe(32), now, now)
-        return token
-
-    def get(self, token: str | None) -> Session | None:
-        if not token or len(token) > 128:
-            return None
-        key = self._key(token)
-        s = self._s.get(key)
-        if s is None:
-            return None
-        now = self.clock()
-        if self._expired(s, now):
-            del self._s[key]
-            return None
-        s.seen = now
-        return s
-
-    def drop(self, token: str | None) -> None:
-        if token:
-            self._s.pop(self._key(token), None)
-
-    def _sweep(self, now: float) -> None:
-        for k in [k for k, s in self._s.items() if self._expired(s, now)]:
-            del self._s[k]
-        if len(self._s) >= self.limit:
-            by_age = sorted(self._s, key=lambda k: self._s[k].seen)
-            for k in by_age[:len(self._s) - self.limit + 1]:
-                del self._s[k]
 
 
 # ---------------------------------------------------------------------------- HTTP plumbing
@@ -219,10 +155,12 @@ class SelfService(resource.Resource):
         self.reactor = daemon.reactor
         self.tls = tls
         self.names = _Names.for_tls(tls)
-        web = daemon.current().web
-        self.sessions = Sessions(self.reactor.seconds,
-                                 idle if idle is not None else web.session_idle,
-                                 max_age if max_age is not None else web.session_max)
+        def ages() -> tuple[float, float]:
+            web = daemon.current().web
+            return (idle if idle is not None else web.session_idle,
+                    max_age if max_age is not None else web.session_max)
+
+        self.sessions = Sessions(self.reactor.seconds, ages, MAX_SESSIONS)
         self._key = os.urandom(32)    # signs the CSRF cookie: forms do not survive a restart
         self.counts = {"started": 0, "failed": 0, "csrf_refused": 0}
         self._routes = {
@@ -485,7 +423,7 @@ class SelfService(resource.Resource):
             self.counts["started"] += 1
             old_token = self._get_cookie(request, self.names.session)
             self.sessions.drop(old_token)
-            token = self.sessions.create(verdict.address)
+            token, _ = self.sessions.create(verdict.address)
             self._cookie(request, self.names.session, token)
             logger.info("event=selfservice_start ip=%s user=%s%s", ip, verdict.address,
                         f" source={printable(old)}" if rename else "")
@@ -531,7 +469,7 @@ class SelfService(resource.Resource):
             return self._message(request, 403, "err_csrf")
         self.sessions.drop(token)
         self._cookie(request, self.names.session, "", max_age=0)
-        logger.info("event=selfservice_logout ip=%s user=%s", self._ip(request), sess.address)
+        logger.info("event=selfservice_logout ip=%s user=%s", self._ip(request), sess.who)
         return _Reply(303, b"", location="/")
 
     # -- GET /progress -----------------------------------------------------------------
@@ -542,7 +480,7 @@ class SelfService(resource.Resource):
                 self._cookie(request, self.names.session, "", max_age=0)
             return _Reply(303, b"", location="/")
         lang = self._lang(request)
-        address = sess.address
+        address = sess.who
         data = await self._blocking(_read_progress, self.daemon.store, address)
         live = self.daemon.scheduler.progress(address)
         body = _render_progress(lang, address, data, live, sess.csrf)
@@ -682,5 +620,5 @@ def make_site(daemon, *, tls: bool) -> server.Site:
     api.mount(page, daemon)
     from . import admin         # the dashboard: page.extra[b"/admin"] (admin.session_ok is used by /api/)
     admin.mount(page, daemon, tls=tls)
-    logger.info("event=web_sessions idle=%gs max=%gs", page.sessions.idle, page.sessions.max_age)
+    logger.info("event=web_sessions idle=%gs max=%gs", *page.sessions.ages())
     return site
