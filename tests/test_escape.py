@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import threading
 import unicodedata
 
 import pytest
@@ -145,3 +147,51 @@ def test_pages_and_log_show_server_strings_escaped(tmp_path, dovecot_pair):
 
         log = d.log()
         assert raw_hidden(log) == [], raw_hidden(log)
+
+
+class HostilePop3:
+    """An old server whose every reply carries terminal escapes (Dovecot will not send such text)."""
+
+    def __init__(self):
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rb") as f:
+                conn.sendall(f"+OK {EVIL} ready\r\n".encode())
+                for line in f:
+                    if line.upper().startswith(b"PASS"):
+                        conn.sendall(f"-ERR [AUTH] {EVIL}\r\x1b[1A denied \u202e\r\n".encode())
+                    elif line.upper().startswith(b"QUIT"):
+                        conn.sendall(b"+OK\r\n")
+                        break
+                    else:
+                        conn.sendall(b"+OK\r\n")
+
+    def close(self) -> None:
+        self.srv.close()
+
+
+def test_import_verify_shows_the_old_servers_refusal_escaped(tmp_path):
+    pop = HostilePop3()
+    try:
+        cfg = tmp_path / "mailsyncd.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "state_dir": str(tmp_path / "state"),
+            "domains": {"example.com": {
+                "source": {"host": "127.0.0.1", "port": pop.port, "security": "none", "protocol": "pop3"},
+                "target": {"host": "127.0.0.1", "security": "none"}}}}))
+        accounts = tmp_path / "accounts.csv"
+        accounts.write_text(f"target,source,password\n{A},{A},secret-pw\n")
+        r = ctl("--config", str(cfg), "import", str(accounts), "--verify")
+    finally:
+        pop.close()
+    assert r.returncode == 1, r.stderr
+    assert raw_hidden(r.stdout + r.stderr) == [], r.stderr
+    assert f"{EVIL_SHOWN}\\r\\x1b[1A denied \\u202e" in r.stderr and "secret-pw" not in r.stderr
