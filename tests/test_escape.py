@@ -195,3 +195,29 @@ def test_import_verify_shows_the_old_servers_refusal_escaped(tmp_path):
     assert r.returncode == 1, r.stderr
     assert raw_hidden(r.stdout + r.stderr) == [], r.stderr
     assert f"{EVIL_SHOWN}\\r\\x1b[1A denied \\u202e" in r.stderr and "secret-pw" not in r.stderr
+
+
+def test_detect_output_shows_dns_and_greeting_text_escaped():
+    from mailsyncd.cli.detect import format_detection, format_failure
+    from mailsyncd.providers import Detection, DetectionFailed
+    found = Detection("example.com", f"imap{EVIL}.example.com", 993, "tls", "imap", "probe", None,
+                      (f"greeting: * OK {EVIL}\r\nhi \u202e", "decided: probe"))
+    text = format_detection(found)
+    assert raw_hidden(text) == [] and f"host: imap{EVIL_SHOWN}.example.com" in text
+    assert f"greeting: * OK {EVIL_SHOWN}\\r\\nhi \\u202e" in text
+    text = format_failure(DetectionFailed("example.com", [f"MX: {EVIL}"]))
+    assert raw_hidden(text) == [] and f"MX: {EVIL_SHOWN}" in text
+
+
+def test_the_progress_bar_shows_folder_names_escaped():
+    import io
+
+    from mailsyncd.cli.render import ProgressView
+    from mailsyncd.sync.progress import Progress
+    out = io.StringIO()
+    view = ProgressView(out, tty=True)
+    p = Progress(view)
+    p.add_total(10)
+    p.folder(f"A{EVIL}", True)
+    view.close(p)
+    assert EVIL not in out.getvalue() and "\x07" not in out.getvalue() and f"A{EVIL_SHOWN}" in out.getvalue()
