@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from twisted.internet import defer, task, threads
 
 from ..config import UnknownDomain
+from ..text import field
 from . import source
 from .throttle import Limits, Throttle
 
@@ -34,11 +35,6 @@ logger = logging.getLogger("mailsyncd.auth")
 _NEGATIVE_TTL = 900.0
 _FAST_TTL = 60.0        # in-memory positive cache; the argon2 verifier covers the rest of verifier_ttl
 _ADDRESS = re.compile(r"[^\s\x00-\x1f\x7f\"\\]{1,200}@[^\s\x00-\x1f\x7f\"\\@]{1,253}")
-
-
-def printable(text: str) -> str:
-    """A user name as it may appear in a log line: no CR/LF to forge lines with, bounded."""
-    return text if text.isprintable() and " " not in text and len(text) <= 120 else repr(text[:120])
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +100,8 @@ class Gate:
         return d
 
     def _crashed(self, failure, address: str) -> Verdict:
-        logger.error("event=auth_error user=%s error=%r", printable(address), failure.getErrorMessage())
-        return Verdict(False, printable(address), "internal error", unavailable=True)
+        logger.error("event=auth_error user=%s error=%r", field(address), failure.getErrorMessage())
+        return Verdict(False, field(address), "internal error", unavailable=True)
 
     def _finish(self, v: Verdict, ip: str) -> defer.Deferred | Verdict:
         if v.ok:
@@ -122,9 +118,9 @@ class Gate:
     async def _decide(self, ip: str, address: str, password: str, plan: str, source_address: str | None) -> Verdict:
         cfg = self.config_ref()
         if not _ADDRESS.fullmatch(address):
-            return Verdict(False, printable(address), "not an email address")
+            return Verdict(False, field(address), "not an email address")
         if source_address is not None and not _ADDRESS.fullmatch(source_address):
-            return Verdict(False, address, f"old address {printable(source_address)} is not an email address")
+            return Verdict(False, address, f"old address {field(source_address)} is not an email address")
         if not password or any(c in password for c in "\r\n\0"):
             return Verdict(False, address, "empty password or one with control characters")
         try:

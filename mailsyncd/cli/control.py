@@ -9,6 +9,8 @@ import signal
 import sys
 import time
 
+from ..text import json_text, shown
+
 EXIT_OK, EXIT_ERROR = 0, 1
 
 
@@ -51,7 +53,7 @@ def cmd_reload(cfg, args) -> int:
         if now["reloads"] > before:
             if now.get("reload_error"):
                 print(f"mailsyncctl: reload failed, still running generation {now['generation']}: "
-                      f"{now['reload_error']}", file=sys.stderr)
+                      f"{shown(now['reload_error'])}", file=sys.stderr)
                 return EXIT_ERROR
             print(f"reloaded: generation {now['generation']}, domains {', '.join(now['domains'])}")
             return EXIT_OK
@@ -113,7 +115,7 @@ def cmd_cutover(cfg, args) -> int:
     else:
         line = f"{row['state'].replace('_', ' ')}" + (f", at {_when(row['at'])}" if row["at"] else "")
         if row.get("note"):
-            line += f" ({row['note']})"
+            line += f" ({shown(row['note'])})"
     print(f"{domain}: cutover {line}")
     print(f"{domain}: accounts by phase: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
     if (args.now or args.at) and read_status(cfg) is None:
@@ -163,8 +165,7 @@ def cmd_status(cfg, args) -> int:
     elif args.sort == "address":
         report["accounts"].sort(key=lambda a: a["address"])
     if args.json:
-        json.dump(report, sys.stdout, indent=2, ensure_ascii=False)
-        print()
+        print(json_text(report, indent=2))
         return EXIT_OK
     now = time.time()
     if doc is None:
@@ -174,7 +175,7 @@ def cmd_status(cfg, args) -> int:
               f"{doc['sessions']} sessions ({doc['relayed']} relayed), "
               f"{len((doc.get('live') or {}))} passes running")
         if doc.get("reload_error"):
-            print(f"  last reload FAILED: {doc['reload_error']}")
+            print(f"  last reload FAILED: {shown(doc['reload_error'])}")
     for d in report["domains"]:
         ph = d["phases"]
         cut = d["cutover"]
@@ -189,6 +190,8 @@ def cmd_status(cfg, args) -> int:
     accounts = report["accounts"]
     if not accounts:
         return EXIT_OK
+    for a in accounts:
+        a["address"] = shown(a["address"])
     width = max(len(a["address"]) for a in accounts)
     print(f"\n{'account':<{width}}  {'phase':<8} {'progress':<28} {'messages':>17} {'skip':>5} "
           f"{'eta':>6}  {'last pass':>10}  {'next':>9}")
@@ -198,5 +201,5 @@ def cmd_status(cfg, args) -> int:
               f"{msgs:>17} {a['skipped']:>5} {_eta(a['eta_seconds']):>6}  {_ago(a['last_pass'], now):>10}  "
               f"{_ago(a['next_pass'], now) if a['next_pass'] else '-':>9}")
         if a["reason"]:
-            print(f"{'':<{width}}  ↳ {a['reason'][:160]}")
+            print(f"{'':<{width}}  ↳ {shown(a['reason'], 160)}")
     return EXIT_OK

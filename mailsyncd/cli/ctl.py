@@ -154,6 +154,7 @@ def cmd_sync(cfg, args) -> int:
     from ..store import Store
     from ..sync.account import AccountSync
     from ..sync.progress import Progress
+    from ..text import shown
     from ..vault import Vault, VaultError
     from .render import ProgressView, human_bytes, report_table
 
@@ -197,14 +198,15 @@ def cmd_sync(cfg, args) -> int:
             view.close(progress)
         store.close()
     if res is None or res.error:
-        print(f"mailsyncctl: sync of {args.address} failed: {err if res is None else res.error}", file=sys.stderr)
+        print(f"mailsyncctl: sync of {shown(args.address)} failed: {shown(err if res is None else res.error)}",
+              file=sys.stderr)
         return EXIT_ERROR
     print(report_table(res.folders))
     for s in res.skipped_folders:
         if "not a mailbox" not in s.reason:  # implicit parents hold no mail: nothing to report
-            print(f"not synced: {s.path}: {s.reason}")
+            print(f"not synced: {shown(s.path)}: {shown(s.reason)}")
     for path, uid, size, reason in _skipped_rows(cfg, args.address):
-        print(f"skipped message: folder={path} uid={uid} size={size}: {reason}")
+        print(f"skipped message: folder={shown(path)} uid={uid} size={size}: {shown(reason)}")
     rate = res.copied / res.seconds if res.seconds else 0
     print(f"{args.address}: copied {res.copied}, already present {res.present}, skipped {res.skipped}, "
           f"{human_bytes(res.bytes)} in {res.seconds:.1f}s ({rate:.0f} msg/s, "
@@ -223,28 +225,29 @@ def _skipped_rows(cfg, address):
 
 def cmd_report(cfg, args) -> int:
     from ..store import Store
+    from ..text import shown
     from .render import report_table
     store = Store.in_state_dir(cfg.state_dir)
     try:
         acct = store.account(args.address)
         if acct is None:
-            print(f"mailsyncctl: no record of {args.address} in {store.path}", file=sys.stderr)
+            print(f"mailsyncctl: no record of {shown(args.address)} in {store.path}", file=sys.stderr)
             return EXIT_ERROR
         reports = store.reports(args.address)
         last = store.last_pass(args.address)
         skipped = store.skipped(args.address)
     finally:
         store.close()
-    if args.csv:
+    if args.csv:   # escaped too: a CSV is as often read on the terminal as in a spreadsheet
         w = csv.writer(sys.stdout)
         w.writerow(["folder", "target", "source_count", "target_count", "copied", "present", "skipped",
                     "bytes", "seconds", "error"])
         for r in reports:
-            w.writerow([r.path, r.target_name, r.source_count, r.target_count, r.copied, r.present, r.skipped,
-                        r.bytes, r.seconds, r.error or ""])
+            w.writerow([shown(r.path), shown(r.target_name), r.source_count, r.target_count, r.copied, r.present,
+                        r.skipped, r.bytes, r.seconds, shown(r.error or "")])
         return EXIT_OK
-    print(f"account {args.address}: phase={acct['phase']}" + (f" error={acct['last_error']}" if acct["last_error"]
-                                                                else ""))
+    print(f"account {shown(args.address)}: phase={acct['phase']}" + (
+        f" error={shown(acct['last_error'])}" if acct["last_error"] else ""))
     if last:
         import time
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["started"]))
@@ -252,7 +255,7 @@ def cmd_report(cfg, args) -> int:
               f" skipped={last['skipped']}")
     print(report_table(reports))
     for path, uid, size, reason in skipped:
-        print(f"skipped message: folder={path} uid={uid} size={size}: {reason}")
+        print(f"skipped message: folder={shown(path)} uid={uid} size={size}: {shown(reason)}")
     return EXIT_OK
 
 

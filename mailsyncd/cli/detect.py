@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import sys
 import textwrap
+
+from ..text import json_text, shown
 
 EXIT_FOUND, EXIT_NOT_FOUND, EXIT_USAGE = 0, 1, 2
 
@@ -112,10 +113,10 @@ def _wrap(text: str, indent: str, width: int = 96) -> str:
 
 
 def format_detection(d) -> str:
-    lines = [f"{d.domain}: {d.protocol.upper()} {d.host}:{d.port} "
+    lines = [f"{d.domain}: {d.protocol.upper()} {shown(d.host)}:{d.port} "
              f"({'implicit TLS' if d.security == 'tls' else 'STARTTLS'})",
              f"decided by: {_STEP_WORDS[d.step]}", "", "steps:"]
-    lines += [_wrap(r, "  ") for r in d.reasons]
+    lines += [_wrap(shown(r), "  ") for r in d.reasons]
     p = d.preset
     if p is not None:
         lines += ["", f"provider: {p.name} / {p.name_zh} (preset {p.key})"]
@@ -128,13 +129,14 @@ def format_detection(d) -> str:
         lines.append(_wrap("password: " + p.auth_hint_en, "  "))
         lines.append(_wrap("密码：" + p.auth_hint_zh, "  "))
     lines += ["", "config (the source endpoint this amounts to):", "  source:"]
-    lines += [f"    {k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in d.endpoint_settings().items()]
+    lines += [f"    {k}: {str(v).lower() if isinstance(v, bool) else shown(v)}"
+              for k, v in d.endpoint_settings().items()]
     return "\n".join(lines)
 
 
 def format_failure(e) -> str:
     lines = [f"{e.domain}: no mail server found", "", "steps tried:"]
-    lines += [_wrap(s, "  ") for s in e.steps]
+    lines += [_wrap(shown(s), "  ") for s in e.steps]
     lines += ["", "Set the source's host, port and security in the config by hand "
                   "(or name a DNS server that knows the domain: --dns-server)."]
     return "\n".join(lines)
@@ -157,7 +159,7 @@ def cmd_detect(args) -> int:
         found = detect(args.domain, resolver=resolver, timeout=timeout, prefer=getattr(args, "prefer", "imap"),
                        ca_file=getattr(args, "ca_file", None))
     except DetectionFailed as e:
-        print(json.dumps(e.to_dict(), ensure_ascii=False, indent=2) if getattr(args, "json", False)
+        print(json_text(e.to_dict(), indent=2) if getattr(args, "json", False)
               else format_failure(e))
         return EXIT_NOT_FOUND
     except PresetError as e:
@@ -166,7 +168,7 @@ def cmd_detect(args) -> int:
     except ValueError as e:
         print(f"mailsyncctl detect: {e}", file=sys.stderr)
         return EXIT_USAGE
-    print(json.dumps(found.to_dict(), ensure_ascii=False, indent=2) if getattr(args, "json", False)
+    print(json_text(found.to_dict(), indent=2) if getattr(args, "json", False)
           else format_detection(found))
     return EXIT_FOUND
 

@@ -8,6 +8,8 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+from ..text import shown
+
 EXIT_OK, EXIT_ERROR = 0, 1
 
 
@@ -90,7 +92,7 @@ def cmd_import(cfg, args) -> int:
                 print(f"mailsyncctl: {len(failed)} of {sum(1 for r in rows if r.password)} logins failed at the "
                       "old server; nothing imported:", file=sys.stderr)
                 for line in failed:
-                    print(f"  {line}", file=sys.stderr)
+                    print(f"  {shown(line)}", file=sys.stderr)     # holds the old server's reply
                 return EXIT_ERROR
         with_pw = sum(1 for r in rows if r.password)
         summary = (f"{len(rows)} accounts ({with_pw} with a password: plan import; {len(rows) - with_pw} without: "

@@ -8,6 +8,7 @@ import time
 
 from ..store import FolderReport
 from ..sync.progress import Progress
+from ..text import shown
 
 
 def human_bytes(n: float) -> str:
@@ -45,7 +46,7 @@ class ProgressView:
         bar = self._bar
         bar.total = max(p.total, p.done)
         bar.n = p.done
-        folders = ", ".join(sorted(p.current))[:40]
+        folders = shown(", ".join(sorted(p.current)), 40)
         bar.set_postfix_str(f"{human_bytes(p.bytes)}, {p.rate:.0f} msg/s {folders}", refresh=False)
         bar.refresh()
 
@@ -63,8 +64,9 @@ def report_table(reports: list[FolderReport], *, with_pass: bool = True) -> str:
     head = ["folder", "target", "source", "on target", "copied", "present", "skipped", "bytes", "secs", "status"]
     rows = []
     for r in reports:
-        status = "ok" if not r.error and not r.skipped else ("FAILED: " + r.error if r.error else "skipped msgs")
-        rows.append([r.path, r.target_name, _n(r.source_count), _n(r.target_count), str(r.copied),
+        status = "ok" if not r.error and not r.skipped else (
+            "FAILED: " + shown(r.error) if r.error else "skipped msgs")
+        rows.append([shown(r.path), shown(r.target_name), _n(r.source_count), _n(r.target_count), str(r.copied),
                      str(r.present), str(r.skipped), human_bytes(r.bytes), f"{r.seconds:.1f}", status])
     tot = [sum(getattr(r, k) or 0 for r in reports) for k in ("source_count", "target_count", "copied",
                                                                "present", "skipped", "bytes")]

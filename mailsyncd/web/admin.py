@@ -63,6 +63,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from twisted.internet import defer, task, threads
 from twisted.web import resource, server
 
+from ..text import field, json_text, shown
 from . import i18n
 from .sessions import Session, Sessions
 
@@ -370,7 +371,8 @@ def w(lang: str, key: str, **kw) -> str:
 
 
 def esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    """Text for HTML: control characters and bidi overrides shown as escapes, then HTML-escaped."""
+    return html.escape(shown(value), quote=True)
 
 
 # ---------------------------------------------------------------------------- the password
@@ -551,7 +553,7 @@ class Reply:
 
 
 def _json(code: int, doc) -> Reply:
-    return Reply(code, json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
+    return Reply(code, json_text(doc, separators=(",", ":")).encode("utf-8"),
                  b"application/json; charset=utf-8")
 
 
@@ -1096,9 +1098,9 @@ class Admin(resource.Resource):
             out.append(f'<section class="card" data-domain-card="{esc(name)}"><h2>{esc(name)}</h2>')
             out.append(f'<p class="big"><span {live("percent", "pct")}>{dom["percent"]:.1f}%</span></p>')
             out.append(self._bar("d", name, dom))
-            out.append('<p class="counts">' + esc(w(lang, "on_target", done="\x00", total="\x01"))
-                       .replace("\x00", f'<b {live("target_messages")}>{_num(done)}</b>')
-                       .replace("\x01", f'<b {live("source_messages")}>{_num(total)}</b>') + '</p>')
+            out.append('<p class="counts">' + esc(w(lang, "on_target", done="{done}", total="{total}"))
+                       .replace("{done}", f'<b {live("target_messages")}>{_num(done)}</b>')
+                       .replace("{total}", f'<b {live("source_messages")}>{_num(total)}</b>') + '</p>')
             out.append('<ul class="phases">')
             for p in PHASES:
                 n = dom["phases"].get(p, 0)
@@ -1227,10 +1229,10 @@ class Admin(resource.Resource):
         out.append('</div>')
         out.append(f'<p class="big"><span {live("percent", "pct")}>{a["percent"]:.1f}%</span></p>')
         out.append(self._bar("a", address, a))
-        out.append('<p class="counts">' + esc(w(lang, "on_target", done="\x00", total="\x01"))
-                   .replace("\x00", f'<b id="target-count" {live("target_messages")}>'
+        out.append('<p class="counts">' + esc(w(lang, "on_target", done="{done}", total="{total}"))
+                   .replace("{done}", f'<b id="target-count" {live("target_messages")}>'
                                      f'{_num(a["target_messages"])}</b>')
-                   .replace("\x01", f'<b id="source-count" {live("source_messages")}>'
+                   .replace("{total}", f'<b id="source-count" {live("source_messages")}>'
                                      f'{_num(a["source_messages"])}</b>')
                    + '</p>')
         out.append('<dl class="facts">')
@@ -1333,9 +1335,8 @@ class Admin(resource.Resource):
         back = _safe_back(form.get("back"))
         ok, text = await self._do(action, target, form, lang)
         self.counts["actions"] += 1
-        from ..auth.gate import printable
-        logger.info("event=admin_action ip=%s action=%s target=%s result=%s", ip, printable(action[:40]),
-                    printable(target), "ok" if ok else "refused")
+        logger.info("event=admin_action ip=%s action=%s target=%s result=%s", ip, field(action, 40),
+                    field(target), "ok" if ok else "refused")
         ctx.session.flash = ("ok" if ok else "error", text)
         return Reply(303, b"", location=back)
 

@@ -32,7 +32,6 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from twisted.internet import defer, task, threads
 from twisted.web import resource, server
 
 from ..auth.throttle import Throttle
+from ..text import json_text
 from . import metrics
 
 logger = logging.getLogger("mailsyncd.web")
@@ -86,7 +86,8 @@ class Reply:
 
 
 def json_reply(code: int, doc: dict, **headers: bytes) -> Reply:
-    body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+    # Server strings keep their exact value; their control characters travel as \u escapes only.
+    body = json_text(doc, separators=(",", ":")).encode("utf-8") + b"\n"
     return Reply(code, body, headers={k.replace("_", "-").encode(): v for k, v in headers.items()})
 
 

@@ -42,8 +42,8 @@ from urllib.parse import parse_qs
 from twisted.internet import defer, task, threads
 from twisted.web import resource, server
 
-from ..auth.gate import printable
 from ..config import UnknownDomain
+from ..text import field, shown
 from . import assets, i18n
 from .i18n import t
 from .sessions import Session, Sessions
@@ -131,7 +131,8 @@ class _Names:
 
 
 def esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    """Text for HTML: control characters and bidi overrides shown as escapes, then HTML-escaped."""
+    return html.escape(shown(value), quote=True)
 
 
 @dataclass
@@ -414,7 +415,7 @@ class SelfService(resource.Resource):
             if conflict is not None:
                 self.counts["failed"] += 1
                 logger.warning("event=selfservice_failed ip=%s user=%s source=%s reason=%r", ip,
-                               printable(new), printable(old), conflict)
+                               field(new), field(old), conflict)
                 return self._form_page(request, lang, error="err_rename_taken", **keep)
         verdict = await self.daemon.gate.authenticate(ip, new, password, plan=PLAN,
                                                       source_address=old if rename else None)
@@ -426,7 +427,7 @@ class SelfService(resource.Resource):
             token, _ = self.sessions.create(verdict.address)
             self._cookie(request, self.names.session, token)
             logger.info("event=selfservice_start ip=%s user=%s%s", ip, verdict.address,
-                        f" source={printable(old)}" if rename else "")
+                        f" source={field(old)}" if rename else "")
             return _Reply(303, b"", location="/progress")
         self.counts["failed"] += 1
         logger.warning("event=selfservice_failed ip=%s user=%s reason=%r", ip, verdict.address, verdict.reason)

@@ -69,6 +69,23 @@
       sign + pad2(Math.floor(off / 60)) + pad2(off % 60);
   }
 
+  // Server strings (folder names, reasons) arrive exact; show their control characters and bidi
+  // overrides as escapes, as the server-rendered page does (mailsyncd/text.py shown()).
+  var hidden = /[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}\p{Cn}]/gu;
+  var short = {"\t": "\\t", "\n": "\\n", "\r": "\\r"};
+
+  function shown(s) {
+    return String(s).replace(hidden, function (c) {
+      if (short[c]) {
+        return short[c];
+      }
+      var n = c.codePointAt(0);
+      var hex = n.toString(16);
+      return n < 0x100 ? "\\x" + ("0" + hex).slice(-2) :
+        n < 0x10000 ? "\\u" + ("000" + hex).slice(-4) : "\\U" + ("0000000" + hex).slice(-8);
+    });
+  }
+
   function format(kind, v) {
     switch (kind) {
       case "num":
@@ -82,13 +99,13 @@
       case "when":
         return when(v);
       case "list":
-        return v && v.length ? v.join(", ") : word("none");
+        return v && v.length ? v.map(shown).join(", ") : word("none");
       case "phase":
         return (words.phases || {})[v] || v;
       case "reason":
-        return v ? String(v) : word("none");
+        return v ? shown(v) : word("none");
       default:
-        return v === null || v === undefined ? "" : String(v);
+        return v === null || v === undefined ? "" : shown(v);
     }
   }
 
