@@ -313,6 +313,23 @@ class Store:
         else:
             c.execute("COMMIT")
 
+    @contextmanager
+    def _secret_tx(self) -> Iterator[sqlite3.Connection]:
+        """A write that may replace or drop a sealed password.  The vault key stays on disk, so the
+        old ciphertext left in freed page space or in the WAL would still be the password: zero freed
+        space for this write (Debian's SQLite does so by default, others may not), then fold the WAL
+        back into the database and truncate it (best effort: a concurrent reader can hold the
+        checkpoint back, and a later one finishes the job)."""
+        c = self._conn()
+        was = c.execute("PRAGMA secure_delete").fetchone()[0]
+        c.execute("PRAGMA secure_delete=ON")
+        try:
+            with self._tx() as t:
+                yield t
+        finally:
+            c.execute(f"PRAGMA secure_delete={int(was)}")
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def _migrate(self) -> None:
         with self._tx() as c:
             c.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
@@ -463,7 +480,7 @@ class Store:
         """(address, domain, plan, source_address, sealed password or None) rows, in ONE transaction:
         a CSV import is all or nothing."""
         now = time.time()
-        with self._tx() as c:
+        with self._secret_tx() as c:
             for address, domain, plan, source, blob in items:
                 c.execute("INSERT OR IGNORE INTO accounts (address, domain, plan, created, updated) "
                           "VALUES (?,?,?,?,?)", (address, domain, plan, now, now))
@@ -486,7 +503,7 @@ class Store:
         return int(row[0]) if row else 0
 
     def put_secret_password(self, address: str, blob: bytes) -> None:
-        with self._tx() as c:
+        with self._secret_tx() as c:
             c.execute("INSERT INTO secrets (address, password, updated) VALUES (?,?,?)"
                       " ON CONFLICT (address) DO UPDATE SET password=excluded.password, updated=excluded.updated",
                       (address, blob, time.time()))
@@ -497,19 +514,8 @@ class Store:
 
     def forget_secret_password(self, address: str) -> None:
         """Drop the stored ciphertext, keep the verifier."""
-        c = self._conn()
-        # The key stays on disk, so ciphertext left in freed page space or in the WAL would still be
-        # the password: zero freed space for this write (Debian's SQLite does so by default, others
-        # may not), then fold the WAL back (best effort: a concurrent reader can hold the checkpoint
-        # back, and a later one finishes the job).
-        was = c.execute("PRAGMA secure_delete").fetchone()[0]
-        c.execute("PRAGMA secure_delete=ON")
-        try:
-            with self._tx() as t:
-                t.execute("UPDATE secrets SET password=NULL, updated=? WHERE address=?", (time.time(), address))
-        finally:
-            c.execute(f"PRAGMA secure_delete={int(was)}")
-        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with self._secret_tx() as t:
+            t.execute("UPDATE secrets SET password=NULL, updated=? WHERE address=?", (time.time(), address))
 
     def put_verifier(self, address: str, verifier: str, verified_at: float) -> None:
         with self._tx() as c:
@@ -526,7 +532,7 @@ class Store:
 
     def put_login(self, address: str, blob: bytes, verifier: str, verified_at: float) -> None:
         """Password and verifier together, so that neither can be stale with respect to the other."""
-        with self._tx() as c:
+        with self._secret_tx() as c:
             c.execute("INSERT OR REPLACE INTO secrets (address, password, verifier, verified_at, updated)"
                       " VALUES (?,?,?,?,?)", (address, blob, verifier, verified_at, time.time()))
 

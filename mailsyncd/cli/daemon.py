@@ -9,7 +9,7 @@ import resource
 import signal
 import sys
 
-from .. import __version__, logs
+from .. import __version__, logs, statedir
 from ..config import ConfigError, load_config
 from ..errors import MailsyncError
 
@@ -31,12 +31,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="override the config's log_level")
     ap.add_argument("--version", action="version", version=f"mailsyncd {__version__}")
     args = ap.parse_args(argv)
+    statedir.private_umask()
     try:
         config = load_config(args.config)
     except ConfigError as e:
         print(f"mailsyncd: config error in {args.config}:", file=sys.stderr)
         for err in e.errors:
             print(f"  {err}", file=sys.stderr)
+        return 1
+    try:
+        statedir.check(config.state_dir)
+    except statedir.StateDirError as e:
+        print(f"mailsyncd: {e}", file=sys.stderr)
         return 1
     logs.setup(args.log_level or config.log_level)
     found, failed = {}, {}
