@@ -39,7 +39,8 @@ def resolve(config: Config, *, detector=detect) -> tuple[Config, dict[str, Detec
             continue
         try:
             d = detector(name, prefer=dom.source.protocol, resolver=resolver_for(config),
-                         timeout=config.dns.timeout, ca_file=dom.source.ca_file)
+                         timeout=config.dns.timeout, ca_file=dom.source.ca_file,
+                         allow_private=config.dns.allow_private)
         except DetectionFailed as e:
             errors[name] = "; ".join(e.steps)
             logger.error("event=detect_failed domain=%s tried=%r", name, errors[name])

@@ -59,6 +59,7 @@ class Endpoint:
     send_id: bool = True
     max_connections: int = 8        # at once to this host, over all accounts (providers cap per IP)
     pop3_no_uidl: str = "fail"      # a POP3 server without UIDL: fail, or match by content (fingerprint)
+    tls_name: str | None = None     # set by host: auto from SRV: the name the certificate must carry (RFC 6186 s. 6)
 
     @property
     def auto(self) -> bool:
@@ -192,6 +193,7 @@ class Admin:
 class DNS:
     nameservers: tuple[Address, ...] = ()   # empty: the system's resolver (/etc/resolv.conf)
     timeout: float = 5.0
+    allow_private: bool = False             # MX/SRV answers may point at loopback/private/link-local hosts
 
 
 @dataclass(frozen=True, slots=True)
@@ -617,7 +619,7 @@ def _admin(errs: _Errors, node: object) -> Admin:
 
 
 def _dns(errs: _Errors, node: object) -> DNS:
-    s = _Section(errs, node, "dns", ("nameservers", "timeout"))
+    s = _Section(errs, node, "dns", ("nameservers", "timeout", "allow_private"))
 
     def servers(v):
         out = []
@@ -630,7 +632,8 @@ def _dns(errs: _Errors, node: object) -> DNS:
                 raise _Invalid(f"{item!r} is not an IP address or IP:PORT") from None
         return tuple(out)
 
-    return DNS(nameservers=s.get("nameservers", servers, ()), timeout=s.get("timeout", _positive(60), 5.0))
+    return DNS(nameservers=s.get("nameservers", servers, ()), timeout=s.get("timeout", _positive(60), 5.0),
+               allow_private=s.get("allow_private", _boolean, False))
 
 
 def _address(v) -> Address:

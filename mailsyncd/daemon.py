@@ -162,7 +162,14 @@ class Daemon(service.MultiService):
 
     # -- start ---------------------------------------------------------------------------------
     def startService(self) -> None:
-        super().startService()
+        try:
+            super().startService()
+        except BaseException:
+            # a listener that cannot bind: the pools' threads must not keep a half-started process alive
+            for pool in (self.auth_pool, self.sync_pool, self.state_pool):
+                if pool.started:
+                    pool.stop()
+            raise
         self.scheduler.start()
         self._status_loop = task.LoopingCall(self._tick_status)
         self._status_loop.start(STATUS_EVERY, now=True)

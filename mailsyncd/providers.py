@@ -12,11 +12,18 @@
    whenever the domain publishes it; among its records the lowest priority wins (RFC 2782),
    implicit TLS before STARTTLS at equal priority (RFC 8314 s. 5.1 prefers implicit TLS), then
    the highest weight.  RFC 6186 s. 3.4 lets the priority rank IMAP against POP3 too; when the
-   domain ranks the other protocol first, the reasons say so.
+   domain ranks the other protocol first, the reasons say so.  RFC 6186 s. 6: the certificate
+   is checked against the mail domain (:attr:`Detection.tls_name`), or against the SRV target
+   when the target lies in the mail domain, so a forged SRV answer cannot send us to a host
+   whose certificate merely names itself.
 3. **probe** -- ``imap.<domain>`` then ``mail.<domain>``, on 993 (implicit TLS) then 143
    (STARTTLS), with a live IMAP greeting + CAPABILITY (:func:`imap_probe`).  Certificates are
    verified; nothing is ever sent but CAPABILITY, STARTTLS and LOGOUT -- never credentials.
    Port 143 without STARTTLS is not used (cleartext).
+
+An MX or SRV answer whose host resolves to a loopback, private, link-local, multicast,
+reserved or unspecified address is refused (a DNS answer must not point us inside the network)
+unless ``allow_private`` is set (config ``dns.allow_private``).
 
 Every step tried is recorded in words (:attr:`Detection.reasons`, or
 :attr:`DetectionFailed.steps` when nothing was found), e.g.
@@ -31,6 +38,7 @@ was given) and the probe ports (``probe_ports=``).
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 import socket
 import ssl
@@ -541,15 +549,19 @@ class Detection:
     step: str  # "preset" | "srv" | "probe": which step decided
     preset: Preset | None  # the provider, when known (step preset, or the host is a preset's server)
     reasons: tuple[str, ...]  # every step tried, in words, ending with the decision
+    tls_name: str | None = None  # the name the certificate must carry, when not ``host`` (SRV)
 
     def endpoint_settings(self) -> dict[str, Any]:
         """The config Endpoint fields this detection determines.
 
-        host/port/security/protocol always; ``send_id`` and ``max_connections`` only when a
+        host/port/security/protocol always; ``tls_name`` when the certificate must name another host
+        than ``host`` (an SRV target outside the mail domain); ``send_id`` and ``max_connections`` only when a
         preset is known (``send_id`` only when True: the Endpoint default is already True).
         """
         out: dict[str, Any] = {"host": self.host, "port": self.port, "security": self.security,
                                "protocol": self.protocol}
+        if self.tls_name is not None and self.tls_name != self.host:
+            out["tls_name"] = self.tls_name
         if self.preset is not None:
             if self.preset.send_id:
                 out["send_id"] = True
@@ -560,6 +572,7 @@ class Detection:
     def to_dict(self) -> dict[str, Any]:
         return {"found": True, "domain": self.domain, "host": self.host, "port": self.port,
                 "security": self.security, "protocol": self.protocol, "step": self.step,
+                "tls_name": self.tls_name,
                 "preset": self.preset.to_dict() if self.preset else None,
                 "reasons": list(self.reasons), "endpoint": self.endpoint_settings()}
 
@@ -593,7 +606,7 @@ class _Srv(NamedTuple):
 
 
 def _step_mx(domain: str, resolver, timeout: float, presets: dict[str, Preset], prefer: str,
-             reasons: list[str]) -> Detection | None:
+             reasons: list[str], allow_private: bool) -> Detection | None:
     res = _query(resolver, domain, "MX", timeout)
     if res.error:
         reasons.append(f"MX: look-up of {domain} failed: {res.error}")
@@ -612,6 +625,11 @@ def _step_mx(domain: str, resolver, timeout: float, presets: dict[str, Preset], 
         reasons.append(f"MX: no preset matches {listed}")
         return None
     preset, host, pattern = m
+    inside = _private_addresses(host, resolver, timeout, allow_private)
+    if inside:
+        reasons.append(f"MX: {host} resolves to {inside}: a non-public address, refused "
+                       "(dns.allow_private: true allows it)")
+        return None
     reasons.append(f"MX: {host} -> preset {preset.key} ({preset.name}; pattern {pattern!r}; MX: {listed})")
     protocol = prefer if preset.server(prefer) is not None else _other(prefer)
     if protocol != prefer:
@@ -627,7 +645,7 @@ def _other(protocol: str) -> str:
 
 
 def _step_srv(domain: str, resolver, timeout: float, presets: dict[str, Preset], prefer: str,
-              reasons: list[str]) -> Detection | None:
+              reasons: list[str], allow_private: bool) -> Detection | None:
     cands: list[_Srv] = []
     none: list[str] = []
     for label, protocol, security in SRV_SERVICES:
@@ -648,6 +666,11 @@ def _step_srv(domain: str, resolver, timeout: float, presets: dict[str, Preset],
         for prio, weight, port, target in recs:
             if port == 0:
                 reasons.append(f"SRV: {name} -> {target} has port 0: ignored")
+                continue
+            inside = _private_addresses(target, resolver, timeout, allow_private)
+            if inside:
+                reasons.append(f"SRV: {name} -> {target} resolves to {inside}: a non-public address, refused "
+                               "(dns.allow_private: true allows it)")
                 continue
             cands.append(_Srv(label, protocol, security, prio, weight, port, target))
     if none:
@@ -672,9 +695,32 @@ def _step_srv(domain: str, resolver, timeout: float, presets: dict[str, Preset],
     if preset is not None:
         reasons.append(f"SRV: {best.target} is the server of preset {preset.key} ({preset.name}): "
                        f"its quirks apply")
+    tls_name = srv_tls_name(domain, best.target)
+    if tls_name != best.target:
+        reasons.append(f"SRV: {best.target} is outside {domain}: its certificate must name {domain} "
+                       "(RFC 6186 s. 6)")
     reasons.append(f"decision: SRV {best.label}.{domain}: {best.protocol.upper()} "
                    f"{Server(best.target, best.port, best.security)}")
-    return Detection(domain, best.target, best.port, best.security, best.protocol, "srv", preset, tuple(reasons))
+    return Detection(domain, best.target, best.port, best.security, best.protocol, "srv", preset, tuple(reasons),
+                     tls_name=tls_name)
+
+
+def srv_tls_name(domain: str, target: str) -> str:
+    """The reference identifier for an SRV target's certificate (RFC 6186 s. 6): the mail domain,
+    or the target itself when it is the domain or lies under it (the domain's owner named it)."""
+    return target if target == domain or target.endswith("." + domain) else domain
+
+
+def _private_addresses(host: str, resolver, timeout: float, allow: bool) -> str:
+    """The non-public addresses ``host`` resolves to ("" if none, if it does not resolve, or if allowed)."""
+    if allow:
+        return ""
+    try:
+        addrs = _addresses(host, 0, resolver, timeout)
+    except ProbeError:
+        return ""
+    bad = [a for a in addrs if not ipaddress.ip_address(a).is_global or ipaddress.ip_address(a).is_multicast]
+    return ", ".join(bad)
 
 
 def _step_probe(domain: str, probe: ProbeFunc, timeout: float, presets: dict[str, Preset], prefer: str,
@@ -713,7 +759,8 @@ def _step_probe(domain: str, probe: ProbeFunc, timeout: float, presets: dict[str
 def detect(domain: str, *, resolver: dns.resolver.Resolver | None = None, probe: ProbeFunc | None = None,
            timeout: float = 5.0, prefer: str = "imap", presets: dict[str, Preset] | None = None,
            probe_ports: Iterable[tuple[int, str]] = DEFAULT_PROBE_PORTS,
-           probe_prefixes: Iterable[str] = PROBE_PREFIXES, ca_file: str | None = None) -> Detection:
+           probe_prefixes: Iterable[str] = PROBE_PREFIXES, ca_file: str | None = None,
+           allow_private: bool = False) -> Detection:
     """Find ``domain``'s mail server: presets by MX, then RFC 6186 SRV, then probing (see module doc).
 
     ``domain`` may also be an address (its domain part is used).  ``resolver``: dnspython
@@ -722,7 +769,8 @@ def detect(domain: str, *, resolver: dns.resolver.Resolver | None = None, probe:
     string, or None / raises when there is no usable IMAP server (the exception's text becomes a
     reason); default :func:`make_probe`.  ``timeout``: per DNS look-up and per connection.
     ``probe_ports``: (port, "tls"|"starttls") pairs tried on each probed host, in order.
-    ``ca_file``: extra trust anchors for the default probe.
+    ``ca_file``: extra trust anchors for the default probe.  ``allow_private``: accept MX/SRV
+    hosts on loopback, private or link-local addresses (refused by default).
 
     Raises :class:`DetectionFailed` (with ``.steps``) when no step finds a server, ``ValueError``
     for a malformed domain or arguments.
@@ -745,8 +793,8 @@ def detect(domain: str, *, resolver: dns.resolver.Resolver | None = None, probe:
     if probe is None:
         probe = make_probe(resolver=resolver if explicit_resolver else None, ca_file=ca_file)
     reasons: list[str] = []
-    found = (_step_mx(domain, resolver, timeout, presets, prefer, reasons)
-             or _step_srv(domain, resolver, timeout, presets, prefer, reasons)
+    found = (_step_mx(domain, resolver, timeout, presets, prefer, reasons, allow_private)
+             or _step_srv(domain, resolver, timeout, presets, prefer, reasons, allow_private)
              or _step_probe(domain, probe, timeout, presets, prefer, probe_ports, probe_prefixes, reasons))
     if found is None:
         raise DetectionFailed(domain, reasons)

@@ -108,12 +108,18 @@ class Scheduler:
         for domain, row in cutovers.items():
             if row["state"] == "done":
                 self.cutovers[domain] = _Cutover("done")
+                if any(r["domain"] == domain and r["has_password"] for r in rows):
+                    # stopped between step 2 and the end of step 4: finish destroying the passwords
+                    threads.deferToThreadPool(self.reactor, self.state_pool, self._destroy_passwords, domain
+                                              ).addErrback(lambda f: logger.error("event=cutover_error error=%r",
+                                                                                  f.getErrorMessage()))
             elif row["state"] == "final_pass":
                 # interrupted by a restart: run the final passes again (they are incremental)
                 self.cutovers[domain] = _Cutover("idle")
         self._store_cutovers = cutovers
         logger.info("event=scheduler_started accounts=%d", len(self.accounts))
         self._loop = task.LoopingCall(self.tick)
+        self._loop.clock = self.reactor
         self._loop.start(1.0, now=True)
 
     def shutdown(self, grace: float = 25.0) -> defer.Deferred:
@@ -341,12 +347,19 @@ class Scheduler:
         self._store_cutovers = rows
         for domain, row in rows.items():
             c = self.cutovers.get(domain)
-            if row["state"] == "cancelled" and c is not None and c.state == "final_pass":
-                logger.warning("event=cutover_cancelled domain=%s during=final_pass", domain)
-                self.cutovers[domain] = _Cutover("idle")
-                for a in self.accounts.values():
-                    if a.domain == domain:
-                        a.final = False
+            if row["state"] != "final_pass" and c is not None and c.state == "final_pass":
+                self._call_off(domain, row)
+
+    def _call_off(self, domain: str, row: dict | None) -> None:
+        """The store says the cutover is not (or no longer) in its final passes: cancelled or moved."""
+        logger.warning("event=cutover_cancelled domain=%s during=final_pass state=%s", domain,
+                       row["state"] if row else "-")
+        if row is not None:
+            getattr(self, "_store_cutovers", {})[domain] = row
+        self.cutovers[domain] = _Cutover("idle")
+        for a in self.accounts.values():
+            if a.domain == domain:
+                a.final = False
 
     def _check_cutovers(self, cfg, now: float) -> None:
         for name in cfg.domains:
@@ -370,28 +383,47 @@ class Scheduler:
             acct.due = 0.0
         logger.warning("event=cutover_step domain=%s step=1/4 what='final pass per account' accounts=%d",
                        domain, len(c.pending))
-        threads.deferToThreadPool(self.reactor, self.state_pool, self.store.set_cutover, domain,
-                                  self.cutover_time(self.config_ref(), domain), "final_pass",
-                                  f"final pass of {len(c.pending)} accounts")
+        d = threads.deferToThreadPool(self.reactor, self.state_pool, self.store.begin_cutover, domain,
+                                      self.cutover_time(self.config_ref(), domain),
+                                      f"final pass of {len(c.pending)} accounts", time.time())
+        d.addCallback(self._begun, domain, c)
+        d.addErrback(lambda f: logger.error("event=cutover_error domain=%s error=%r", domain, f.getErrorMessage()))
 
-    def _finish_cutover(self, domain: str) -> tuple[int, int]:
-        """Steps 2-4, in the state thread: phase cutover, then destroy the source passwords."""
-        n = self.store.set_domain_phase(domain, "cutover")
+    def _begun(self, refused: dict | None, domain: str, c: _Cutover) -> None:
+        # cancelled or postponed between our last look at the store and the start
+        if refused is not None and self.cutovers.get(domain) is c and c.state == "final_pass":
+            self._call_off(domain, refused)
+
+    def _finish_cutover(self, domain: str) -> tuple[int, int] | dict | None:
+        """Steps 2-4, in the state thread: phase cutover, then destroy the source passwords.
+
+        Step 2 is the point of no return, taken in one transaction with the store's cancel rule:
+        a cancel accepted before it wins (returns the store's row instead)."""
+        n = self.store.close_cutover(domain, "syncing stopped; destroying the stored source passwords")
+        if n is None:
+            return self.store.cutover(domain)
         logger.warning("event=cutover_step domain=%s step=2/4 what='syncing stopped, phase cutover' accounts=%d",
                        domain, n)
         logger.warning("event=cutover_step domain=%s step=3/4 what='logins decided by the last good "
                        "password (verifier); the source is no longer asked'", domain)
-        forgotten = 0
-        for row in self.store.accounts(domain):
-            if row["has_password"]:
-                self.vault.forget_password(row["address"])
-                forgotten += 1
+        forgotten = self._destroy_passwords(domain)
         logger.warning("event=cutover_step domain=%s step=4/4 what='stored source passwords destroyed' "
                        "passwords=%d", domain, forgotten)
         self.store.set_cutover(domain, time.time(), "done", f"{n} accounts cut over, {forgotten} passwords destroyed")
         return n, forgotten
 
+    def _destroy_passwords(self, domain: str) -> int:
+        forgotten = 0
+        for row in self.store.accounts(domain):
+            if row["has_password"]:
+                self.vault.forget_password(row["address"])
+                forgotten += 1
+        return forgotten
+
     def _cut_over(self, result, domain: str) -> None:
+        if not isinstance(result, tuple):
+            self._call_off(domain, result)
+            return
         self.cutovers[domain] = _Cutover("done")
         for addr in [a for a, acct in self.accounts.items() if acct.domain == domain]:
             del self.accounts[addr]

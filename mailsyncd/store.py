@@ -122,6 +122,7 @@ _MIGRATIONS: dict[int, str] = {
     3: """
     -- per domain, set by `mailsyncctl cutover`: overrides the YAML's cutover time while present.
     -- state: scheduled | cancelled | final_pass | done
+    -- (final_pass -> done is the point of no return: see Store.close_cutover)
     CREATE TABLE cutovers (
         domain        TEXT PRIMARY KEY,
         at            REAL,
@@ -313,6 +314,23 @@ class Store:
         else:
             c.execute("COMMIT")
 
+    @contextmanager
+    def _secret_tx(self) -> Iterator[sqlite3.Connection]:
+        """A write that may replace or drop a sealed password.  The vault key stays on disk, so the
+        old ciphertext left in freed page space or in the WAL would still be the password: zero freed
+        space for this write (Debian's SQLite does so by default, others may not), then fold the WAL
+        back into the database and truncate it (best effort: a concurrent reader can hold the
+        checkpoint back, and a later one finishes the job)."""
+        c = self._conn()
+        was = c.execute("PRAGMA secure_delete").fetchone()[0]
+        c.execute("PRAGMA secure_delete=ON")
+        try:
+            with self._tx() as t:
+                yield t
+        finally:
+            c.execute(f"PRAGMA secure_delete={int(was)}")
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def _migrate(self) -> None:
         with self._tx() as c:
             c.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
@@ -365,11 +383,6 @@ class Store:
         with self._tx() as c:
             c.execute("UPDATE accounts SET phase=?, last_error=?, updated=? WHERE address=?",
                       (phase, error, time.time(), address))
-
-    def set_domain_phase(self, domain: str, phase: str, error: str | None = None) -> int:
-        with self._tx() as c:
-            return c.execute("UPDATE accounts SET phase=?, last_error=?, updated=? WHERE domain=?",
-                             (phase, error, time.time(), domain)).rowcount
 
     def phase_counts(self, domain: str | None = None) -> dict[str, int]:
         sql, args = "SELECT phase, count(*) FROM accounts", ()
@@ -432,9 +445,7 @@ class Store:
         return out
 
     def cutover(self, domain: str) -> dict | None:
-        row = self._conn().execute("SELECT domain, at, state, note, updated FROM cutovers WHERE domain=?",
-                                   (domain,)).fetchone()
-        return dict(zip(("domain", "at", "state", "note", "updated"), row)) if row else None
+        return self._cutover_row(self._conn(), domain)
 
     def cutovers(self) -> dict[str, dict]:
         rows = self._conn().execute("SELECT domain, at, state, note, updated FROM cutovers").fetchall()
@@ -444,6 +455,47 @@ class Store:
         with self._tx() as c:
             c.execute("INSERT OR REPLACE INTO cutovers (domain, at, state, note, updated) VALUES (?,?,?,?,?)",
                       (domain, at, state, note, time.time()))
+
+    # The cancel rule, decided here and only here, each in one transaction: a cancel succeeds until
+    # the scheduler has closed the cutover (final_pass -> done, with every account's phase), and the
+    # scheduler starts or closes a cutover only if it was not cancelled or moved meanwhile.
+    def cancel_cutover(self, domain: str, note: str) -> dict | None:
+        """Cancel unless past the point of no return; None if cancelled, else the row that stopped it."""
+        with self._tx() as c:
+            row = self._cutover_row(c, domain)
+            if row is not None and row["state"] == "done":
+                return row
+            c.execute("INSERT OR REPLACE INTO cutovers (domain, at, state, note, updated) VALUES (?,?,?,?,?)",
+                      (domain, None, "cancelled", note, time.time()))
+        return None
+
+    def begin_cutover(self, domain: str, at: float | None, note: str, now: float) -> dict | None:
+        """Step 1 (final passes), unless the row says otherwise by now: None if begun, else that row."""
+        with self._tx() as c:
+            row = self._cutover_row(c, domain)
+            if row is not None and (row["state"] in ("cancelled", "done") or (
+                    row["state"] == "scheduled" and (row["at"] is None or row["at"] > now))):
+                return row
+            c.execute("INSERT OR REPLACE INTO cutovers (domain, at, state, note, updated) VALUES (?,?,?,?,?)",
+                      (domain, at, "final_pass", note, now))
+        return None
+
+    def close_cutover(self, domain: str, note: str) -> int | None:
+        """Step 2, the point of no return: final_pass -> done and every account's phase ``cutover``,
+        together.  None (and nothing changed) if the cutover is no longer in its final passes."""
+        now = time.time()
+        with self._tx() as c:
+            cur = c.execute("UPDATE cutovers SET state='done', note=?, updated=? WHERE domain=? AND state='final_pass'",
+                            (note, now, domain))
+            if cur.rowcount == 0:
+                return None
+            return c.execute("UPDATE accounts SET phase='cutover', last_error=NULL, updated=? WHERE domain=?",
+                             (now, domain)).rowcount
+
+    @staticmethod
+    def _cutover_row(c: sqlite3.Connection, domain: str) -> dict | None:
+        row = c.execute("SELECT domain, at, state, note, updated FROM cutovers WHERE domain=?", (domain,)).fetchone()
+        return dict(zip(("domain", "at", "state", "note", "updated"), row)) if row else None
 
     def clear_cutover(self, domain: str) -> None:
         with self._tx() as c:
@@ -463,7 +515,7 @@ class Store:
         """(address, domain, plan, source_address, sealed password or None) rows, in ONE transaction:
         a CSV import is all or nothing."""
         now = time.time()
-        with self._tx() as c:
+        with self._secret_tx() as c:
             for address, domain, plan, source, blob in items:
                 c.execute("INSERT OR IGNORE INTO accounts (address, domain, plan, created, updated) "
                           "VALUES (?,?,?,?,?)", (address, domain, plan, now, now))
@@ -486,7 +538,7 @@ class Store:
         return int(row[0]) if row else 0
 
     def put_secret_password(self, address: str, blob: bytes) -> None:
-        with self._tx() as c:
+        with self._secret_tx() as c:
             c.execute("INSERT INTO secrets (address, password, updated) VALUES (?,?,?)"
                       " ON CONFLICT (address) DO UPDATE SET password=excluded.password, updated=excluded.updated",
                       (address, blob, time.time()))
@@ -497,19 +549,8 @@ class Store:
 
     def forget_secret_password(self, address: str) -> None:
         """Drop the stored ciphertext, keep the verifier."""
-        c = self._conn()
-        # The key stays on disk, so ciphertext left in freed page space or in the WAL would still be
-        # the password: zero freed space for this write (Debian's SQLite does so by default, others
-        # may not), then fold the WAL back (best effort: a concurrent reader can hold the checkpoint
-        # back, and a later one finishes the job).
-        was = c.execute("PRAGMA secure_delete").fetchone()[0]
-        c.execute("PRAGMA secure_delete=ON")
-        try:
-            with self._tx() as t:
-                t.execute("UPDATE secrets SET password=NULL, updated=? WHERE address=?", (time.time(), address))
-        finally:
-            c.execute(f"PRAGMA secure_delete={int(was)}")
-        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with self._secret_tx() as t:
+            t.execute("UPDATE secrets SET password=NULL, updated=? WHERE address=?", (time.time(), address))
 
     def put_verifier(self, address: str, verifier: str, verified_at: float) -> None:
         with self._tx() as c:
@@ -526,7 +567,7 @@ class Store:
 
     def put_login(self, address: str, blob: bytes, verifier: str, verified_at: float) -> None:
         """Password and verifier together, so that neither can be stale with respect to the other."""
-        with self._tx() as c:
+        with self._secret_tx() as c:
             c.execute("INSERT OR REPLACE INTO secrets (address, password, verifier, verified_at, updated)"
                       " VALUES (?,?,?,?,?)", (address, blob, verifier, verified_at, time.time()))
 

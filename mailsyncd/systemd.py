@@ -66,6 +66,13 @@ class Notifier:
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         return self.notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
 
+    def failed(self, text: str, errno_: int | None = None) -> bool:
+        """Start-up failed: the reason for ``systemctl status``, and the errno if there is one."""
+        lines = ["STATUS=" + _one_line(text)]
+        if errno_ is not None:
+            lines.append(f"ERRNO={errno_}")
+        return self.notify("\n".join(lines))
+
     def stopping(self) -> bool:
         return self.notify("STOPPING=1")
 

@@ -51,6 +51,18 @@ class Daemon:
             yaml.safe_dump(self.doc, f, allow_unicode=True)
 
     def start(self, timeout: float = 20) -> Daemon:
+        self.spawn()
+        deadline = time.monotonic() + timeout
+        while self.log().count("event=ready") <= self._ready_before:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mailsyncd exited with {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mailsyncd not ready after {timeout}s:\n{self.log()}")
+            time.sleep(0.05)
+        return self
+
+    def spawn(self) -> None:
+        """Start the process and return at once (start() also waits for event=ready)."""
         env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
         env.pop("JOURNAL_STREAM", None)
         for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID"):
@@ -61,14 +73,6 @@ class Daemon:
         self.proc = subprocess.Popen([sys.executable, "-m", "mailsyncd.cli.daemon", "--config", self.config_path,
                                       "--log-level", "debug"], stdout=self._log, stderr=subprocess.STDOUT,
                                      cwd=REPO, env=env)
-        deadline = time.monotonic() + timeout
-        while self.log().count("event=ready") <= self._ready_before:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mailsyncd exited with {self.proc.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mailsyncd not ready after {timeout}s:\n{self.log()}")
-            time.sleep(0.05)
-        return self
 
     def log(self) -> str:
         try:

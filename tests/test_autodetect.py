@@ -9,6 +9,7 @@ import pytest
 
 from conftest import MASTER, SOURCE_USERS, TARGET_USERS, DovecotPair, UserCreds
 from dnsserver import TestDNS
+from mailsyncd.devserver import make_test_cert
 from proxyenv import Daemon
 from seed import Msg, make_message, seed, snapshot
 from syncenv import ctl
@@ -17,7 +18,10 @@ A = "alice@example.com"
 
 
 @pytest.mark.timeout(180)
-def test_the_daemon_detects_the_source_by_srv_and_migrates(make_dovecot, tmp_path, test_cert):
+def test_the_daemon_detects_the_source_by_srv_and_migrates(make_dovecot, tmp_path):
+    # the SRV target (localhost) is outside example.com: its certificate must name example.com (RFC 6186 s. 6)
+    (tmp_path / "cert").mkdir()
+    test_cert = make_test_cert(str(tmp_path / "cert"), cn="example.com")
     src = make_dovecot("source", SOURCE_USERS, ssl=test_cert)
     tgt = make_dovecot("target", TARGET_USERS, master=MASTER)
     pair = DovecotPair(src, tgt, {u: UserCreds(SOURCE_USERS[u], TARGET_USERS[u]) for u in SOURCE_USERS})
@@ -28,7 +32,7 @@ def test_the_daemon_detects_the_source_by_srv_and_migrates(make_dovecot, tmp_pat
             localhost.                300 IN A   127.0.0.1
             """) as dns:
         d = Daemon(tmp_path, pair, source={"host": "auto", "ca_file": test_cert[0], "security": "tls"})
-        d.doc["dns"] = {"nameservers": [f"127.0.0.1:{dns.port}"], "timeout": 2}
+        d.doc["dns"] = {"nameservers": [f"127.0.0.1:{dns.port}"], "timeout": 2, "allow_private": True}
         d.doc["domains"]["example.org"] = {k: dict(v) if isinstance(v, dict) else v
                                            for k, v in d.doc["domains"]["example.com"].items()}
         d.save()
@@ -44,7 +48,8 @@ def test_the_daemon_detects_the_source_by_srv_and_migrates(make_dovecot, tmp_pat
                 status = json.load(f)
             assert status["detected"]["example.com"]["step"] == "srv"
             assert "MX" in status["detect_errors"]["example.org"] or "SRV" in status["detect_errors"]["example.org"]
-        r = ctl("detect", "example.com", "--dns-server", f"127.0.0.1:{dns.port}", "--ca-file", test_cert[0])
+        r = ctl("detect", "example.com", "--dns-server", f"127.0.0.1:{dns.port}", "--ca-file", test_cert[0],
+                "--allow-private")
         assert r.returncode == 0, r.stdout + r.stderr
         assert "localhost" in r.stdout and str(src.imaps_port) in r.stdout
     assert snapshot(*pair.source_account(A)) == snapshot(*pair.target_account(A))

@@ -6,6 +6,7 @@ import imaplib
 import os
 import random
 import re
+import signal
 import socket
 import ssl
 import threading
@@ -85,6 +86,122 @@ def test_sd_notify_sequence(tmp_path, dovecot_pair):
     reloading = next(m for m in got if m.startswith("RELOADING=1"))
     assert re.fullmatch(r"RELOADING=1\nMONOTONIC_USEC=\d+", reloading)
     assert got.index("STOPPING=1") > max(i for i, m in enumerate(got) if m.startswith("READY=1"))
+
+
+class NotifyListener:
+    """A NOTIFY_SOCKET the test reads, as systemd would; ``on_ready`` runs in the reader thread."""
+
+    def __init__(self, tmp_path, on_ready=None):
+        self.path = str(tmp_path / "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.05)
+        self.got: list[str] = []
+        self.on_ready = on_ready
+        self._done = threading.Event()
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self):
+        while not self._done.is_set():
+            try:
+                m = self.sock.recv(4096).decode()
+            except TimeoutError:
+                continue
+            if m.startswith("READY=1") and self.on_ready is not None and not any(
+                    g.startswith("READY=1") for g in self.got):
+                self.on_ready()
+            self.got.append(m)
+
+    def close(self):
+        self._done.set()
+        self._t.join()
+        self.sock.close()
+
+
+def test_a_listener_that_cannot_bind_ends_the_process_at_once_and_tells_systemd(tmp_path, dovecot_pair, test_cert):
+    notify = NotifyListener(tmp_path)
+    d = Daemon(tmp_path, dovecot_pair, test_cert, env={"NOTIFY_SOCKET": notify.path})
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", d.imaps_port))       # the second listener: the first one opens before it fails
+    busy.listen()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(RuntimeError, match="exited with"):
+            d.start(timeout=20)
+        assert d.proc.returncode not in (0, None) and d.proc.returncode > 0, d.proc.returncode
+        assert time.monotonic() - t0 < 15
+        log = d.log()
+        assert f"event=start_failed what='cannot listen' addr=127.0.0.1:{d.imaps_port}" in log, log
+        assert "Address already in use" in log and "Traceback" not in log, log
+        with pytest.raises(ConnectionRefusedError):           # the port that did open is closed again
+            socket.create_connection(("127.0.0.1", d.imap_port), timeout=5).close()
+        wait_for(lambda: any("ERRNO=98" in m for m in notify.got), 5, "ERRNO to systemd")
+        m = next(m for m in notify.got if "ERRNO=98" in m)
+        assert m.startswith(f"STATUS=start failed: cannot listen on 127.0.0.1:{d.imaps_port}"), notify.got
+        assert not any(g.startswith("READY=1") for g in notify.got), notify.got
+    finally:
+        if d.alive():
+            d.kill9()
+        busy.close()
+        notify.close()
+
+
+def _catches_sighup(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
+    except FileNotFoundError:
+        pass
+    return False
+
+
+def test_sighup_at_the_moment_of_ready_reloads_and_does_not_kill(tmp_path, dovecot_pair):
+    for attempt in range(3):
+        box: dict = {}
+        run = tmp_path / f"run{attempt}"
+        run.mkdir()
+        notify = NotifyListener(run, on_ready=lambda: box["d"].sighup())
+        d = box["d"] = Daemon(run, dovecot_pair, env={"NOTIFY_SOCKET": notify.path})
+        try:
+            d.start()
+            d.wait_log("event=reloaded generation=2", 20)
+            assert d.alive()
+            assert d.stop() == 0
+        finally:
+            if d.alive():
+                d.kill9()
+            notify.close()
+        seq = [m.split("\n")[0] for m in notify.got if not m.startswith("STATUS=")]
+        assert seq[:3] == ["READY=1", "RELOADING=1", "READY=1"], notify.got
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.2, 0.5])
+def test_sighup_during_start_is_applied_after_it(tmp_path, dovecot_pair, delay):
+    notify = NotifyListener(tmp_path)
+    d = Daemon(tmp_path, dovecot_pair, env={"NOTIFY_SOCKET": notify.path})
+    try:
+        d.spawn()
+        # the handler must be in place before READY=1 (and before everything slow: imports, the store)
+        deadline = time.monotonic() + 20
+        while not _catches_sighup(d.proc.pid) and d.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        ready_before_handler = any(m.startswith("READY=1") for m in notify.got)
+        time.sleep(delay)
+        d.sighup()
+        wait_for(lambda: "event=reloaded generation=2" in d.log() or not d.alive(), 30, "the reload")
+        assert d.alive(), f"exit {d.proc.returncode}:\n{d.log()}"
+        assert not ready_before_handler, "SIGHUP handler installed only after READY=1"
+        assert d.stop() == 0
+    finally:
+        if d.alive():
+            d.kill9()
+        notify.close()
+    seq = [m.split("\n")[0] for m in notify.got if not m.startswith("STATUS=")]
+    # READY first: the reload asked for during start runs after it
+    assert seq[:3] == ["READY=1", "RELOADING=1", "READY=1"], notify.got
 
 
 # -- reload ----------------------------------------------------------------------------------------

@@ -268,3 +268,31 @@ def test_store_secret_methods(store):
     assert store.secret_password(a) is None and store.verifier(a) == ("v1", 1.0)
     store.put_login(a, b"b2", "v2", 2.0)
     assert store.secret_password(a) == b"b2" and store.verifier(a) == ("v2", 2.0)
+
+
+def _pieces(ct: bytes) -> list[bytes]:
+    # any 12-byte piece: a shorter new row reuses part of the old cell, the rest would stay behind
+    return [ct[i:i + 12] for i in range(0, len(ct) - 11, 4)]
+
+
+@pytest.mark.parametrize("how", ["put_password", "remember_login", "import", "forget"])
+def test_a_replaced_or_forgotten_password_cannot_be_carved_from_the_files(tmp_path, vault, store, how):
+    # as with an SQLite built without SECURE_DELETE (Debian's has it on)
+    store._conn().execute("PRAGMA secure_delete=OFF")
+    for i in range(5):
+        vault.put_password(f"u{i}@example.org", f"other-{i}" * 3)
+    vault.put_password(ADDR, PASSWORD * 4)
+    old = store.secret_password(ADDR.lower())[13:]          # P1's ciphertext, after version byte and nonce
+    if how == "put_password":
+        vault.put_password(ADDR, "P2")
+    elif how == "remember_login":                           # a login with a new password
+        vault.remember_login(ADDR, "P2")
+    elif how == "import":
+        store.import_accounts([(ADDR.lower(), "example.org", "import", None, vault.seal(ADDR, "P2"))])
+    else:
+        vault.forget_password(ADDR)
+    assert vault.source_password(ADDR) == (None if how == "forget" else "P2")
+    files = _all_bytes(tmp_path)
+    assert any(f.endswith("-wal") for f in files)
+    for name, data in files.items():
+        assert not any(p in data for p in _pieces(old)), f"P1's ciphertext left in {name}"

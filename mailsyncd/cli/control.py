@@ -88,19 +88,24 @@ def cmd_cutover(cfg, args) -> int:
     try:
         row = store.cutover(domain)
         state = row["state"] if row else None
-        if (args.now or args.at or args.cancel or args.clear) and state in ("final_pass", "done") and not (
-                args.cancel and state == "final_pass"):
+        if (args.now or args.at or args.clear) and state in ("final_pass", "done"):
             print(f"mailsyncctl: the cutover of {domain} is already {state.replace('_', ' ')}; "
                   "it cannot be changed now", file=sys.stderr)
             return EXIT_ERROR
-        if args.now or args.at:
+        if args.cancel:
+            # decided by the store in one transaction, against the scheduler closing the cutover
+            refused = store.cancel_cutover(domain, "cancelled with mailsyncctl")
+            if refused is not None:
+                print(f"mailsyncctl: too late to cancel: the cutover of {domain} is already "
+                      f"{refused['state'].replace('_', ' ')} (its final passes are over and syncing has "
+                      "stopped)", file=sys.stderr)
+                return EXIT_ERROR
+            print(f"{domain}: cutover cancelled (the YAML's cutover time is ignored until "
+                  f"`mailsyncctl cutover {domain} --clear` or a new --at)")
+        elif args.now or args.at:
             at = time.time() if args.now else _parse_when(args.at)
             store.set_cutover(domain, at, "scheduled", "set with mailsyncctl")
             print(f"{domain}: cutover scheduled for {_when(at)}")
-        elif args.cancel:
-            store.set_cutover(domain, None, "cancelled", "cancelled with mailsyncctl")
-            print(f"{domain}: cutover cancelled (the YAML's cutover time is ignored until "
-                  f"`mailsyncctl cutover {domain} --clear` or a new --at)")
         elif args.clear:
             store.clear_cutover(domain)
             yaml_at = cfg.domains[domain].cutover

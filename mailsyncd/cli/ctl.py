@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
-    from .. import logs
+    from .. import logs, statedir
+    statedir.private_umask()
     if args.cmd == "hash-password":   # needs no config file
         from ..web.admin import cmd_hash_password
         return cmd_hash_password(args)
@@ -114,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mailsyncctl: {args.config}: configuration is invalid:", file=sys.stderr)
         for err in e.errors:
             print(f"  {err}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        statedir.check(cfg.state_dir)
+    except statedir.StateDirError as e:
+        print(f"mailsyncctl: {e}", file=sys.stderr)
         return EXIT_ERROR
     logs.setup(args.log_level or cfg.log_level)
     if args.cmd in ("sync", "import") and any(d.source.auto for d in cfg.domains.values()):

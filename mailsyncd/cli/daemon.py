@@ -9,7 +9,7 @@ import resource
 import signal
 import sys
 
-from .. import __version__, logs
+from .. import __version__, logs, statedir
 from ..config import ConfigError, load_config
 from ..errors import MailsyncError
 
@@ -31,12 +31,22 @@ def main(argv: list[str] | None = None) -> int:
                     help="override the config's log_level")
     ap.add_argument("--version", action="version", version=f"mailsyncd {__version__}")
     args = ap.parse_args(argv)
+    statedir.private_umask()
+    # From the first moment: a SIGHUP during start-up would otherwise kill the process (the default
+    # action); it is remembered and applied once the daemon runs.
+    reloads = _Reloads()
+    signal.signal(signal.SIGHUP, reloads)
     try:
         config = load_config(args.config)
     except ConfigError as e:
         print(f"mailsyncd: config error in {args.config}:", file=sys.stderr)
         for err in e.errors:
             print(f"  {err}", file=sys.stderr)
+        return 1
+    try:
+        statedir.check(config.state_dir)
+    except statedir.StateDirError as e:
+        print(f"mailsyncd: {e}", file=sys.stderr)
         return 1
     logs.setup(args.log_level or config.log_level)
     found, failed = {}, {}
@@ -57,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _raise_fd_limit()
     from twisted.internet import reactor
+    from twisted.internet.error import CannotListenError
     from twisted.logger import STDLibLogObserver, globalLogBeginner
 
     from ..daemon import Daemon
@@ -69,20 +80,45 @@ def main(argv: list[str] | None = None) -> int:
         daemon = Daemon(config, reactor, notifier=notifier, fds=fds)
         daemon.detected = {k: v.to_dict() for k, v in found.items()}
         daemon.detect_errors = failed
+        # Twisted handles SIGINT and SIGTERM itself (a clean stop), but not SIGHUP.  Before READY=1
+        # (sent by startService): a reload asked for from then on runs once the reactor does.
+        reloads.target = lambda: reactor.callFromThread(daemon.reload)
         daemon.startService()
+    except CannotListenError as e:
+        err = e.socketError
+        code = getattr(err, "errno", None)
+        log.error("event=start_failed what='cannot listen' addr=%s:%s error=%r", e.interface or "*", e.port,
+                  getattr(err, "strerror", None) or str(err))
+        notifier.failed(f"start failed: cannot listen on {e.interface or '*'}:{e.port}: "
+                        f"{getattr(err, 'strerror', None) or err}"[:200], code)
+        return 1
     except (MailsyncError, OSError) as e:
         log.error("event=start_failed error=%r", str(e))
-        notifier.status(f"start failed: {e}"[:200])
+        notifier.failed(f"start failed: {e}"[:200], getattr(e, "errno", None))
         return 1
-    except Exception as e:  # a listener that cannot bind raises CannotListenError
+    except Exception as e:  # noqa: BLE001 - whatever stops the start must end the process, not hang it
         log.error("event=start_failed error=%r", str(e))
-        notifier.status(f"start failed: {e}"[:200])
+        notifier.failed(f"start failed: {e}"[:200])
         return 1
-    # Twisted handles SIGINT and SIGTERM itself (a clean stop), but not SIGHUP.
-    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(daemon.reload))
+    if reloads.pending:
+        reactor.callWhenRunning(daemon.reload)
     reactor.addSystemEventTrigger("before", "shutdown", daemon.stopService)
     reactor.run()
     return 0
+
+
+class _Reloads:
+    """The SIGHUP handler: before the daemon exists a reload is only remembered (``pending``)."""
+
+    def __init__(self):
+        self.pending = False
+        self.target = None
+
+    def __call__(self, signum, frame) -> None:
+        if self.target is None:
+            self.pending = True
+        else:
+            self.target()
 
 
 def _raise_fd_limit() -> None:

@@ -53,6 +53,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="protocol to pick when both are offered (default imap: POP3 sees only the inbox)")
     p.add_argument("--ca-file", metavar="FILE",
                    help="extra CA certificates (PEM) to accept when probing (default: the system's)")
+    p.add_argument("--allow-private", action="store_true",
+                   help="accept MX/SRV hosts on loopback, private or link-local addresses (refused by default)")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -157,7 +159,7 @@ def cmd_detect(args) -> int:
         return EXIT_USAGE
     try:
         found = detect(args.domain, resolver=resolver, timeout=timeout, prefer=getattr(args, "prefer", "imap"),
-                       ca_file=getattr(args, "ca_file", None))
+                       ca_file=getattr(args, "ca_file", None), allow_private=getattr(args, "allow_private", False))
     except DetectionFailed as e:
         print(json_text(e.to_dict(), indent=2) if getattr(args, "json", False)
               else format_failure(e))

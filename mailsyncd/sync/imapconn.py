@@ -46,8 +46,26 @@ class Status:
     size: int | None = None          # bytes, from STATUS=SIZE (RFC 8438) where the server has it
 
 
+class _NamedTLS(ssl.SSLContext):
+    """Checks the certificate against ``name`` instead of the host connected to: an SRV target
+    outside the mail domain must present the domain's certificate (RFC 6186 s. 6)."""
+
+    name = ""
+
+    def wrap_socket(self, sock, *args, server_hostname=None, **kw):
+        return super().wrap_socket(sock, *args, server_hostname=self.name, **kw)
+
+
 def tls_context(endpoint) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=endpoint.ca_file)
+    if endpoint.tls_name:
+        ctx = _NamedTLS(ssl.PROTOCOL_TLS_CLIENT)      # what create_default_context sets up, plus the name
+        ctx.name = endpoint.tls_name
+        if endpoint.ca_file:
+            ctx.load_verify_locations(cafile=endpoint.ca_file)
+        else:
+            ctx.load_default_certs()
+    else:
+        ctx = ssl.create_default_context(cafile=endpoint.ca_file)
     if not endpoint.verify_tls:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE

@@ -1404,7 +1404,10 @@ def change_cutover(store, domain: str, action: str, value: float | None, yaml_at
     if state == "done" or (state == "final_pass" and action != "cancel_cutover"):
         return "refused", state, row["at"] if row else None
     if action == "cancel_cutover":
-        store.set_cutover(domain, None, "cancelled", "cancelled from the dashboard")
+        # the same rule as `mailsyncctl cutover --cancel`, decided by the store in one transaction
+        refused = store.cancel_cutover(domain, "cancelled from the dashboard")
+        if refused is not None:
+            return "refused", refused["state"], refused["at"]
         return "ok", "cancelled", None
     if action == "cutover_now":
         store.set_cutover(domain, value, "scheduled", "run from the dashboard")

@@ -1,0 +1,162 @@
+"""The scheduler's cutover with the real Store and Vault, a fake clock and thread pools the test drives.
+
+The sync pool only records passes (the test ends them); the state pool runs its work at once, as
+the daemon's one state thread would, in order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from mailsyncd.cli import control
+from mailsyncd.config import parse_config
+from mailsyncd.scheduler import Scheduler
+from mailsyncd.store import Store
+from mailsyncd.sync.account import PassResult
+from mailsyncd.vault import Vault
+
+A = "alice@example.com"
+DOMAIN = "example.com"
+
+
+class Reactor(Clock):
+    def callFromThread(self, f, *args, **kw):
+        f(*args, **kw)
+
+
+class InlinePool:
+    def callInThreadWithCallback(self, on_result, f, *args, **kw):
+        try:
+            r = f(*args, **kw)
+        except BaseException:
+            on_result(False, Failure())
+        else:
+            on_result(True, r)
+
+
+class HeldPool:
+    """Passes wait here until the test ends them."""
+
+    def __init__(self):
+        self.held: list = []
+
+    def callInThreadWithCallback(self, on_result, f, *args, **kw):
+        self.held.append((on_result, args[0]))
+
+    def finish(self) -> list[str]:
+        done, self.held = self.held, []
+        for on_result, address in done:
+            on_result(True, PassResult(address))
+        return [a for _, a in done]
+
+
+@pytest.fixture
+def env(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    cfg = parse_config({"state_dir": str(state), "domains": {DOMAIN: {
+        "source": {"host": "127.0.0.1", "port": 1, "security": "none"},
+        "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}}, path=str(tmp_path / "c.yaml"))
+    store = Store.in_state_dir(str(state))
+    vault = Vault(store, os.urandom(32))
+    store.ensure_account(A, DOMAIN, "import")
+    vault.put_password(A, "old-pw")
+    reactor, passes = Reactor(), HeldPool()
+    sched = Scheduler(reactor, passes, InlinePool(), store, vault, lambda: cfg)
+    sched.start()
+    yield cfg, store, vault, reactor, passes, sched
+    sched.shutdown()
+    store.close()
+
+
+def _ctl(cfg, capsys, **opts) -> tuple[int, str, str]:
+    args = argparse.Namespace(**{"domain": DOMAIN, "now": False, "at": None, "cancel": False, "clear": False,
+                                 **opts})
+    rc = control.cmd_cutover(cfg, args)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def _run_first_pass(reactor, passes, sched):
+    assert passes.finish() == [A]                    # the regular first pass
+    reactor.advance(0)
+
+
+def test_a_cancel_during_the_final_pass_is_honoured_even_before_the_daemon_rereads_the_table(env, capsys):
+    cfg, store, vault, reactor, passes, sched = env
+    _run_first_pass(reactor, passes, sched)
+    store.set_cutover(DOMAIN, time.time() - 1, "scheduled", "test")
+    sched.refresh_cutovers(store.cutovers())
+    sched.tick()
+    reactor.advance(0)
+    assert sched.cutovers[DOMAIN].state == "final_pass" and store.cutover(DOMAIN)["state"] == "final_pass"
+    assert [a for _, a in passes.held] == [A]        # the final pass runs
+    rc, out, err = _ctl(cfg, capsys, cancel=True)
+    assert rc == 0 and "cutover cancelled" in out, out + err
+    # the final pass ends before the daemon's 2-second status tick has reread the cutover table
+    passes.finish()
+    reactor.advance(0)
+    sched.tick()
+    reactor.advance(0)
+    assert store.cutover(DOMAIN)["state"] == "cancelled"
+    assert store.account(A)["phase"] != "cutover"
+    assert vault.source_password(A) == "old-pw"
+    assert not sched.is_cut_over(DOMAIN) and sched.cutovers[DOMAIN].state == "idle"
+    # and syncing goes on as before
+    reactor.advance(10_000)
+    sched.tick()
+    assert [a for _, a in passes.held] == [A]
+
+
+def test_a_cancel_past_the_point_of_no_return_says_too_late_and_changes_nothing(env, capsys):
+    cfg, store, vault, reactor, passes, sched = env
+    _run_first_pass(reactor, passes, sched)
+    sealed = store.secret_password(A)[13:]          # the ciphertext, after version byte and nonce
+    rc, out, err = _ctl(cfg, capsys, now=True)
+    assert rc == 0, err
+    sched.refresh_cutovers(store.cutovers())
+    sched.tick()
+    reactor.advance(0)
+    passes.finish()                                  # the final pass
+    reactor.advance(0)
+    assert sched.is_cut_over(DOMAIN) and store.account(A)["phase"] == "cutover"
+    rc, out, err = _ctl(cfg, capsys, cancel=True)
+    assert rc == 1 and "too late" in err and "already done" in err, out + err
+    assert "cutover cancelled" not in out
+    assert store.cutover(DOMAIN)["state"] == "done" and vault.source_password(A) is None
+    for name in os.listdir(cfg.state_dir):          # the destroyed password cannot be carved from the files
+        with open(os.path.join(cfg.state_dir, name), "rb") as f:
+            data = f.read()
+        assert not any(sealed[i:i + 12] in data for i in range(0, len(sealed) - 11, 4)), name
+
+
+def test_the_store_decides_the_cancel_rule_in_one_place(tmp_path):
+    store = Store.in_state_dir(str(tmp_path / "s"))
+    now = time.time()
+    store.ensure_account(A, DOMAIN)
+    # a cancel that lands between the scheduler's look at the table and its start of the cutover wins
+    store.set_cutover(DOMAIN, now - 1, "scheduled")
+    assert store.cancel_cutover(DOMAIN, "x") is None
+    assert store.begin_cutover(DOMAIN, now - 1, "final pass", now)["state"] == "cancelled"
+    # a postponement likewise
+    store.set_cutover(DOMAIN, now + 3600, "scheduled")
+    assert store.begin_cutover(DOMAIN, now - 1, "final pass", now)["state"] == "scheduled"
+    # from the YAML (no row): begins; a cancel during the final passes stops the close
+    store.clear_cutover(DOMAIN)
+    assert store.begin_cutover(DOMAIN, now - 1, "final pass", now) is None
+    assert store.cancel_cutover(DOMAIN, "x") is None
+    assert store.close_cutover(DOMAIN, "closing") is None
+    assert store.account(A)["phase"] != "cutover"
+    # once closed, a cancel is refused
+    store.set_cutover(DOMAIN, now - 1, "scheduled")
+    assert store.begin_cutover(DOMAIN, now - 1, "final pass", now) is None
+    assert store.close_cutover(DOMAIN, "closing") == 1
+    assert store.cancel_cutover(DOMAIN, "x")["state"] == "done"
+    assert store.cutover(DOMAIN)["state"] == "done" and store.account(A)["phase"] == "cutover"
+    store.close()
