@@ -1,11 +1,13 @@
-"""``python -I -S _supervise.py LOG CMD ARGS...`` -- keeps a test server from outliving its owner.
+"""``python -I -S _supervise.py [--syslog SOCKET] LOG CMD ARGS...`` -- keeps a test server from
+outliving its owner.
 
 Started by :class:`mailsyncd.testing.private.PrivateServer` as the leader of a new session,
 stdin = a pipe whose write end only the owner holds.  Runs CMD (stdout/stderr appended to LOG)
 and waits for EOF on stdin -- the owner's ``stop()`` or the owner's death, whichever comes first
 -- or for CMD to exit.  Then SIGTERMs every process of its session (the server and everything it
 forked, daemonized or not, as long as it did not call setsid()), SIGKILLs what is left after
-5 s, and exits.  It is a child subreaper, so orphaned server processes are reaped at once.
+5 s, and exits.  With ``--syslog``, it also binds a datagram socket there and appends what
+arrives (syslog messages: the server's ``/dev/log`` is bind-mounted to it) to LOG.  It is a child subreaper, so orphaned server processes are reaped at once.
 Stdlib only, no site import: ~10 ms to start.
 """
 
@@ -50,7 +52,25 @@ def _signal_all(sid: int, sig: int) -> None:
             pass
 
 
+def _copy_syslog(sock, log: str) -> None:
+    with open(log, "ab") as f:
+        while True:
+            try:
+                msg = sock.recv(65536, 0x40)  # MSG_DONTWAIT
+            except BlockingIOError:
+                return
+            f.write(msg.rstrip(b"\0\n") + b"\n")
+
+
 def main(argv: list[str]) -> None:
+    syslog = None
+    if argv[0] == "--syslog":
+        import socket
+
+        syslog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        syslog.bind(argv[1])
+        os.chmod(argv[1], 0o666)  # the server's unprivileged processes log too
+        argv = argv[2:]
     log, cmd = argv[0], argv[1:]
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -66,8 +86,12 @@ def main(argv: list[str]) -> None:
     os.close(null)
     os.close(out)
     me = os.getpid()
+    watch = [0] + ([syslog] if syslog else [])
     while True:
-        ready, _, _ = select.select([0], [], [], 0.2)
+        ready, _, _ = select.select(watch, [], [], 0.2)
+        if syslog in ready:
+            _copy_syslog(syslog, log)
+            ready.remove(syslog)
         try:
             pid, _ = os.waitpid(child, os.WNOHANG)
         except ChildProcessError:

@@ -9,6 +9,9 @@ so a server runs in a private mount namespace (``unshare -m``, root only) where
 * ``/usr`` is an overlay of the private ``usr/`` over the real one,
 * ``/etc`` is an overlay of the instance's ``etc/`` over the real one,
 * ``/run`` is an empty tmpfs,
+* ``/dev`` is an overlay of the real one with ``/dev/log`` bind-mounted to a socket of the
+  supervisor, which appends the server's syslog messages to ``server.log`` (Cyrus logs only
+  to syslog),
 
 all of which is visible to that server's processes only; nothing outside changes.
 
@@ -22,9 +25,11 @@ from __future__ import annotations
 import atexit
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -102,6 +107,7 @@ class PrivateServer:
         self.start_seconds: float | None = None
         self._supervisor: subprocess.Popen | None = None
         self._supervisor_w: int | None = None
+        self._short_tmp: str | None = None  # holds the syslog socket; removed by stop()
 
     def __repr__(self) -> str:
         state = f"imap {self.imap_port}" if self.running else "stopped"
@@ -132,14 +138,30 @@ class PrivateServer:
             script = os.path.join(self.dir, "start.sh")
             etc = os.path.join(self.dir, "etc")
             os.makedirs(etc, exist_ok=True)
+            dev = os.path.join(self.dir, "dev")
+            os.makedirs(dev, exist_ok=True)
+            open(os.path.join(dev, "log"), "w").close()  # mount point for the syslog socket
+            if self._short_tmp is None:  # sun_path has 108 bytes: a short dir for the socket
+                self._short_tmp = tempfile.mkdtemp(prefix="msd-", dir="/tmp")
+                os.chmod(self._short_tmp, 0o755)
+            syslog = os.path.join(self._short_tmp, "log")
+            if os.path.exists(syslog):
+                os.unlink(syslog)
+            for p in (private_root(), etc, dev):
+                if any(c in p for c in ":,\n"):  # overlay option syntax
+                    raise ValueError(f"path not usable as an overlay lowerdir: {p!r}")
+            q = shlex.quote
             with open(script, "w") as f:
                 f.write("set -e\n"
-                        f"mount -t overlay {self.kind}-usr -o "
-                        f"lowerdir={shlex.quote(private_root())}/usr:/usr /usr\n"
-                        f"mount -t overlay {self.kind}-etc -o lowerdir={shlex.quote(etc)}:/etc /etc\n"
+                        f"mount -t overlay {self.kind}-usr -o lowerdir={q(private_root())}/usr:/usr /usr\n"
+                        f"mount -t overlay {self.kind}-etc -o lowerdir={q(etc)}:/etc /etc\n"
+                        f"mount -t overlay {self.kind}-dev -o lowerdir={q(dev)}:/dev /dev\n"
+                        f"mount --bind {q(syslog)} /dev/log\n"
+                        f"mount -t tmpfs {self.kind}-shm /dev/shm\n"
                         f"mount -t tmpfs {self.kind}-run /run\n"
                         + body)
-            self._spawn(["/usr/bin/unshare", "-m", "--propagation", "private", "/bin/sh", script])
+            self._spawn(["/usr/bin/unshare", "-m", "--propagation", "private", "/bin/sh", script],
+                        syslog=syslog)
             self._wait_ready()
         except BaseException:
             self.stop()
@@ -160,6 +182,9 @@ class PrivateServer:
                 self._supervisor.kill()
                 self._supervisor.wait()
             self._supervisor = None
+        if self._short_tmp is not None:
+            shutil.rmtree(self._short_tmp, ignore_errors=True)
+            self._short_tmp = None
 
     def restart(self) -> None:
         self.stop()
@@ -197,11 +222,11 @@ class PrivateServer:
     def _failure(self, what: str) -> str:
         return f"{self.kind} instance {self.name!r} ({self.dir}): {what}\n--- {self.log_path} (tail):\n{tail(self.log_path)}"
 
-    def _spawn(self, cmd: list[str]) -> None:
+    def _spawn(self, cmd: list[str], syslog: str) -> None:
         r, w = os.pipe()  # non-inheritable (PEP 446): only this process holds w
         try:
             self._supervisor = subprocess.Popen(
-                [sys.executable, "-I", "-S", _SUPERVISOR, self.log_path, *cmd],
+                [sys.executable, "-I", "-S", _SUPERVISOR, "--syslog", syslog, self.log_path, *cmd],
                 stdin=r, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True, close_fds=True)
         except BaseException:
