@@ -6,11 +6,11 @@ prefix; see :mod:`mailsyncd.testing.private`)::
 
 ``master`` runs in the foreground with everything in the instance directory; its configuration
 is the instance's ``etc/imapd.conf`` and ``etc/cyrus.conf``, seen as ``/etc/imapd.conf`` and
-``/etc/cyrus.conf`` in the mount namespace (master does not pass ``-C`` on to imapd).  Processes run as ``nobody:nogroup``
-(``cyrus_user``).  Logins are checked by SASL
-against a sasldb in the instance directory (``saslpasswd2`` of the private sasl2-bin); a user's
-INBOX is created at the first login (``autocreate_quota: 0``).  ``virtdomains: userid``: the
-login ``alice@example.com`` owns ``user.alice`` in domain ``example.com``.  The admin ``cyrus``
+``/etc/cyrus.conf`` in the mount namespace (master does not pass ``-C`` on to imapd).
+Processes run as ``nobody:nogroup`` (``cyrus_user``).  Logins are checked by SASL against a
+sasldb in the instance directory (``saslpasswd2`` of the private sasl2-bin); a user's INBOX is
+created at the first login (``autocreate_quota: 0``).  ``virtdomains: userid``: the login
+``alice@example.com`` owns ``user.alice`` in domain ``example.com``.  The admin ``cyrus``
 (password :attr:`Cyrus.admin_password`) may log in too.
 
 Names: by default Cyrus's namespace is ``"INBOX."`` with separator ``"."``;
