@@ -238,3 +238,44 @@ def test_missing_private_prefix_fails_with_a_clear_message(monkeypatch, tmp_path
     for reason in (courier_missing_reason(), cyrus_missing_reason()):
         assert reason is not None and "scripts/setup-servers.sh" in reason
 
+
+
+def test_server_dies_with_its_owner(tmp_path):
+    """SIGKILL of the Python process that started a Courier and a Cyrus: both go away (EOF on
+    the supervisor's stdin), ports closed, no process left in their sessions."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from mailsyncd.testing.courier import courier_missing_reason
+
+    if courier_missing_reason():
+        pytest.fail(courier_missing_reason(), pytrace=False)
+    code = (
+        "import sys, time\n"
+        "from mailsyncd.testing.courier import Courier\n"
+        "from mailsyncd.testing.cyrus import Cyrus\n"
+        f"a = Courier({str(tmp_path)!r}, 'c', {{'u@example.com': 'pw'}}); a.start()\n"
+        f"b = Cyrus({str(tmp_path)!r}, 'y', {{'u@example.com': 'pw'}}); b.start()\n"
+        "print(a.imap_port, a._supervisor.pid, b.imap_port, b._supervisor.pid, flush=True)\n"
+        "time.sleep(600)\n")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": repo})
+    try:
+        cport, csid, yport, ysid = map(int, owner.stdout.readline().split())
+        for port in (cport, yport):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    deadline = time.monotonic() + 10
+    while (_session_members(csid) or _session_members(ysid)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _session_members(csid) == [] and _session_members(ysid) == []
+    for port in (cport, yport):
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()

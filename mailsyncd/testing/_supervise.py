@@ -7,7 +7,8 @@ and waits for EOF on stdin -- the owner's ``stop()`` or the owner's death, which
 -- or for CMD to exit.  Then SIGTERMs every process of its session (the server and everything it
 forked, daemonized or not, as long as it did not call setsid()), SIGKILLs what is left after
 5 s, and exits.  With ``--syslog``, it also binds a datagram socket there and appends what
-arrives (syslog messages: the server's ``/dev/log`` is bind-mounted to it) to LOG.  It is a child subreaper, so orphaned server processes are reaped at once.
+arrives (syslog messages: the server's ``/dev/log`` is bind-mounted to it) to LOG, and at the
+end removes the socket and its directory.  It is a child subreaper, so orphaned server processes are reaped at once.
 Stdlib only, no site import: ~10 ms to start.
 """
 
@@ -63,12 +64,13 @@ def _copy_syslog(sock, log: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    syslog = None
+    syslog = syslog_path = None
     if argv[0] == "--syslog":
         import socket
 
         syslog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        syslog.bind(argv[1])
+        syslog_path = argv[1]
+        syslog.bind(syslog_path)
         os.chmod(argv[1], 0o666)  # the server's unprivileged processes log too
         argv = argv[2:]
     log, cmd = argv[0], argv[1:]
@@ -117,6 +119,12 @@ def main(argv: list[str]) -> None:
         _reap()
         time.sleep(0.005)
     _reap()
+    if syslog_path:  # its directory was made for it alone (the owner may be dead)
+        try:
+            os.unlink(syslog_path)
+            os.rmdir(os.path.dirname(syslog_path))
+        except OSError:
+            pass
 
 
 main(sys.argv[1:])
