@@ -84,6 +84,8 @@ unixhierarchysep: {yes_no[self.unixhierarchysep]}
 altnamespace: {yes_no[self.altnamespace]}
 autocreate_quota: 0
 allowplaintext: yes
+# tests fail logins on purpose: answer at once (default: 3 s)
+failedloginpause: 0
 sasl_pwcheck_method: auxprop
 sasl_auxprop_plugin: sasldb
 sasl_sasldb_path: {d}/sasldb2

@@ -142,7 +142,7 @@ class PrivateServer:
             os.makedirs(dev, exist_ok=True)
             open(os.path.join(dev, "log"), "w").close()  # mount point for the syslog socket
             if self._short_tmp is None:  # sun_path has 108 bytes: a short dir for the socket
-                self._short_tmp = tempfile.mkdtemp(prefix="msd-", dir="/tmp")
+                self._short_tmp = tempfile.mkdtemp(prefix="msd-syslog-", dir="/tmp")
                 os.chmod(self._short_tmp, 0o755)
             syslog = os.path.join(self._short_tmp, "log")
             if os.path.exists(syslog):
