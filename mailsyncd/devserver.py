@@ -73,6 +73,9 @@ _MAX_BASE_DIR = 60
 # processes serving a client connection (the rest -- anvil, auth, config, log, stats -- is
 # stopped by the master in its own order)
 _CLIENT_SERVICES = {"imap", "pop3", "imap-login", "pop3-login"}
+# personal namespace: "slash" = separator "/", no prefix; "dot" = separator ".", prefix "INBOX."
+# (like Courier and Cyrus); "shared" = "slash" plus a shared namespace (mail_shared_explicit_inbox)
+_NAMESPACES = ("slash", "dot", "shared")
 _UNSAFE_PATH_CHARS = set(' \t\n"#{}\\$%<')
 
 
@@ -424,7 +427,8 @@ class Dovecot:
     def __init__(self, root: str, name: str, users: dict[str, str], *,
                  master: tuple[str, str] | None = None, pop3: bool = True,
                  ssl: tuple[str, str] | None = None, extra_conf: str = "",
-                 imap_capability: str | None = None, fsync: str = "never") -> None:
+                 imap_capability: str | None = None, fsync: str = "never",
+                 namespace: str = "slash") -> None:
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"bad instance name {name!r}")
         for login in list(users) + ([master[0]] if master else []):
@@ -433,6 +437,8 @@ class Dovecot:
             if login != login.lower():
                 # Dovecot's default auth_username_format = %Lu lowercases the login before lookup
                 raise ValueError(f"logins must be lowercase (Dovecot lowercases them): {login!r}")
+        if namespace not in _NAMESPACES:
+            raise ValueError(f"namespace must be one of {', '.join(_NAMESPACES)}, not {namespace!r}")
         if fsync not in ("optimized", "always", "never"):
             raise ValueError(f"fsync must be optimized|always|never, not {fsync!r}")
         self.root = os.path.abspath(root)
@@ -446,6 +452,7 @@ class Dovecot:
         self.extra_conf = extra_conf
         self.imap_capability = imap_capability
         self.fsync = fsync
+        self.namespace = namespace
         self.conf_path = os.path.join(self.dir, "dovecot.conf")
         self.log_path = os.path.join(self.dir, "dovecot.log")
         self.start_log_path = os.path.join(self.dir, "dovecot.start.log")
@@ -576,6 +583,10 @@ class Dovecot:
             self._make_traversable(self.dir)
             os.chmod(self.dir, 0o755)
             os.chmod(home_root, 0o755)
+        if self.namespace == "shared":  # written by the users' imap processes
+            os.makedirs(os.path.join(self.dir, "acl"), exist_ok=True)
+            if ids is not None:
+                os.chown(os.path.join(self.dir, "acl"), *ids)
         for login in self.users:
             h = self.home(login)
             os.makedirs(h, exist_ok=True)
@@ -668,27 +679,56 @@ class Dovecot:
                       f"default_internal_group = {my_group}"]
         if self.imap_capability is not None:
             lines.append(f"imap_capability = {self.imap_capability}")
-        lines.append("""\
-namespace inbox {
+        sep, prefix = ("/", "") if self.namespace != "dot" else (".", "INBOX.")
+        lines.append(f"""\
+namespace inbox {{
   inbox = yes
-  separator = /
-  mailbox Drafts {
+  separator = {sep}
+  prefix = {prefix}
+  mailbox Drafts {{
     special_use = \\Drafts
     auto = no
-  }
-  mailbox Sent {
+  }}
+  mailbox Sent {{
     special_use = \\Sent
     auto = no
-  }
-  mailbox Trash {
+  }}
+  mailbox Trash {{
     special_use = \\Trash
     auto = no
-  }
-  mailbox Junk {
+  }}
+  mailbox Junk {{
     special_use = \\Junk
     auto = no
-  }
-}""")
+  }}
+}}""")
+        if self.namespace == "shared":
+            # other users' folders under "shared/<login>/", INBOX included by name
+            # ("shared/bob@example.com/INBOX"); what is shared is set with SETACL (imap_acl)
+            lines.append(f"""\
+mail_shared_explicit_inbox = yes
+mail_plugins = $mail_plugins acl
+protocol imap {{
+  mail_plugins = $mail_plugins imap_acl
+}}
+plugin {{
+  acl = vfile
+  acl_shared_dict = file:{d}/acl/shared-mailboxes.db
+}}
+namespace shared {{
+  type = shared
+  separator = /
+  prefix = shared/%%u/
+  location = maildir:%%h/Maildir:INDEXPVT=~/Maildir/shared/%%u
+  subscriptions = no
+  list = children
+}}
+# the imap process (mail_uid, no uid in the userdb reply) looks up the other user's home
+service auth {{
+  unix_listener auth-userdb {{
+    mode = 0777
+  }}
+}}""")
         if self.master:
             lines.append(f"""\
 auth_master_user_separator = *

@@ -24,6 +24,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # Debian starts the packaged dovecot service; our tests and demo run their own instances on
 # free loopback ports, so the system one is not needed (and not touched).
+# Courier-IMAP and Cyrus IMAP conflict with dovecot-imapd: unpacked into .servers/, never installed.
+scripts/setup-servers.sh
 
 if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv"

@@ -7,6 +7,7 @@ start and to stop):
 * ``make_dovecot``  -> factory ``make_dovecot(name, users=None, **Dovecot kwargs)`` returning a
   started instance under tmp_path; all stopped at teardown
 * ``test_cert``     -> (certfile, keyfile) self-signed for localhost/127.0.0.1
+* Courier-IMAP, Cyrus IMAP and Dovecot namespace variants: see tests/servers.py
 
 Tests needing Dovecot (marked ``@pytest.mark.dovecot`` or using one of the fixtures above) are
 skipped, with the reason printed in the report header and in ``-rs``, when ``dovecot`` is not
@@ -29,7 +30,9 @@ except ImportError:  # bare `pytest` from a checkout without `pip install -e .`
 
 from mailsyncd.devserver import Dovecot, dovecot_missing_reason, make_test_cert
 
-_DOVECOT_FIXTURES = {"dovecot_pair", "make_dovecot"}
+import servers
+
+_DOVECOT_FIXTURES = {"dovecot_pair", "make_dovecot"} | servers.DOVECOT_VARIANT_FIXTURES
 _MISSING = dovecot_missing_reason()
 _IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
@@ -118,6 +121,10 @@ def dovecot_pair(make_dovecot) -> DovecotPair:
     target = make_dovecot("target", TARGET_USERS, master=MASTER)
     users = {u: UserCreds(SOURCE_USERS[u], TARGET_USERS[u]) for u in SOURCE_USERS}
     return DovecotPair(source, target, users)
+
+
+(make_courier, make_cyrus, courier_server, cyrus_server,
+ dovecot_dot_server, dovecot_shared_server) = servers.make_fixtures(SOURCE_USERS)
 
 
 @pytest.fixture
