@@ -133,7 +133,9 @@ def basic(password: str) -> dict:
 
 
 def test_admin_password_guessing_hits_one_bucket(tmp_path, dovecot_pair):
-    with dash_daemon(tmp_path, dovecot_pair, frontdoor={"ip_burst": 10, "ip_refill": 600}) as d:
+    limits = {"ip_burst": 10, "ip_refill": 600, "user_burst": 10, "user_refill": 600,
+              "failure_delay": 0.01, "failure_delay_max": 0.02}
+    with dash_daemon(tmp_path, dovecot_pair, frontdoor=limits) as d:
         w = Web(d.http_port)
         seen = []
         for i in range(200):
