@@ -150,7 +150,7 @@ def test_admin_password_guessing_hits_one_bucket(tmp_path, dovecot_pair):
         r = w.login()
         assert r.status == 429 and "Too many attempts" in r.text
         log = d.log()
-        assert log.count("reason=wrong_password") == 10 and "event=admin_auth_failed ip=127.0.0.1 what=login " \
+        assert log.count("reason=wrong_password") == 10 and "event=admin_auth_failed ip=127.0.0.1 path=/admin/login " \
             "reason=throttled" in log
         # another address has its own bucket
         other = Web(d.http_port, source="127.0.0.7")

@@ -215,7 +215,7 @@ class Access:
     def _delay(self, ip: str):
         return task.deferLater(self.reactor, self.throttle.failed(ip), lambda: None)
 
-    async def password(self, ip: str, password_hash: str, password: str, *, what: str,
+    async def password(self, ip: str, password_hash: str, password: str, *, path: str,
                        on_ok=None) -> str:
         """"ok", "throttled", "wrong" or "busy"; a token is spent before any comparison.
 
@@ -224,7 +224,7 @@ class Access:
         refused = self.throttle.may_ask_source(ip, f"{ADMIN_USER}@{ip}")
         if refused is not None:
             self.counts["throttled"] += 1
-            logger.warning("event=admin_auth_failed ip=%s what=%s reason=throttled_%s", ip, what, refused)
+            logger.warning("event=admin_auth_failed ip=%s path=%s reason=throttled_%s", ip, path, refused)
             await self._delay(ip)
             return "throttled"
         if self._verifying >= MAX_VERIFYING:
@@ -246,7 +246,7 @@ class Access:
                 on_ok()
             return "ok"
         self.counts["failed"] += 1
-        logger.warning("event=admin_auth_failed ip=%s what=%s reason=wrong_password", ip, what)
+        logger.warning("event=admin_auth_failed ip=%s path=%s reason=wrong_password", ip, path)
         await self._delay(ip)
         return "wrong"
 
@@ -306,7 +306,7 @@ class Access:
                 self.throttle.succeeded(ip, f"{ADMIN_USER}@{ip}")
                 self.counts["cached"] += 1
                 return None
-        verdict = await self.password(ip, password_hash, creds[1], what="basic",
+        verdict = await self.password(ip, password_hash, creds[1], path=path,
                                       on_ok=lambda: self._remember(key))
         if verdict == "ok":
             return None

@@ -928,11 +928,12 @@ class Admin(resource.Resource):
         form.clear()
         if not password:
             return self._login_form(request, lang, error="err_missing", next_=next_)
-        verdict = await self.access.password(ip, password_hash, password, what="login")
+        verdict = await self.access.password(ip, password_hash, password, path="/admin/login")
         del password
         if verdict != "ok":
             self.counts["login_failures"] += 1
-            logger.warning("event=admin_login_failed ip=%s reason=%s", ip, verdict)
+            logger.warning("event=admin_login_failed ip=%s reason=%s", ip,
+                           "wrong_password" if verdict == "wrong" else verdict)
             if verdict == "throttled":
                 return self._login_form(request, lang, error="err_throttled", next_=next_, code=429,
                                         retry_after=60)
