@@ -173,7 +173,11 @@ class Scheduler:
 class Web:
     session_idle: float = 1800.0            # a self-service session ends after this long without a request
     session_max: float = 28800.0            # ... and this long after sign-in, whatever happens
-    trusted_proxies: tuple[str, ...] = ()   # reverse proxies whose X-Forwarded-For is believed
+    trusted_proxies: tuple[str, ...] = ()   # reverse proxies whose X-Forwarded-For/-Proto are believed
+    hostnames: tuple[str, ...] = ()         # Host names the pages answer to, besides localhost and addresses
+    request_timeout: float = 30.0           # a request's headers and body must arrive within this
+    max_connections: int = 1024             # open HTTP connections at once (also kept below RLIMIT_NOFILE / 2)
+    max_connections_per_ip: int = 64        # ... from one client address (trusted proxies: only the total)
 
 
 @dataclass(frozen=True, slots=True)
@@ -584,7 +588,8 @@ def _scheduler(errs: _Errors, node: object) -> Scheduler:
 
 
 def _web(errs: _Errors, node: object) -> Web:
-    s = _Section(errs, node, "web", ("session_idle", "session_max", "trusted_proxies"))
+    s = _Section(errs, node, "web", ("session_idle", "session_max", "trusted_proxies", "hostnames",
+                                     "request_timeout", "max_connections", "max_connections_per_ip"))
 
     def ips(v):
         out = []
@@ -595,9 +600,22 @@ def _web(errs: _Errors, node: object) -> Web:
                 raise _Invalid(f"{item!r} is not an IP address") from None
         return tuple(out)
 
+    def names(v):
+        out = []
+        for item in _str_list(v):
+            name = item.lower().rstrip(".")
+            if not re.fullmatch(r"[a-z0-9-]{1,63}(\.[a-z0-9-]{1,63})*", name) or name.isdigit():
+                raise _Invalid(f"{item!r} is not a host name (no scheme, port or path; e.g. migrate.example.com)")
+            out.append(name)
+        return tuple(out)
+
     return Web(session_idle=s.get("session_idle", _positive(), 1800.0),
                session_max=s.get("session_max", _positive(), 28800.0),
-               trusted_proxies=s.get("trusted_proxies", ips, ()))
+               trusted_proxies=s.get("trusted_proxies", ips, ()),
+               hostnames=s.get("hostnames", names, ()),
+               request_timeout=s.get("request_timeout", _positive(3600), 30.0),
+               max_connections=s.get("max_connections", _int_range(1, 1_000_000), 1024),
+               max_connections_per_ip=s.get("max_connections_per_ip", _int_range(1, 1_000_000), 64))
 
 
 def _argon2_hash(v) -> str:

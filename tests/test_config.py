@@ -536,3 +536,26 @@ def test_paths_may_use_the_systemd_credentials_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     cfg = parse_config(doc, path=str(tmp_path / "c.yaml"))
     assert cfg.domains["a.com"].target.master_password_file == str(creds / "master")
+
+
+@pytest.mark.parametrize("changes,path,fragment", [
+    ({"web|hostnames": ["https://migrate.example.com"]}, "web.hostnames", "is not a host name"),
+    ({"web|hostnames": ["migrate.example.com:443"]}, "web.hostnames", "no scheme, port or path"),
+    ({"web|hostnames": "migrate.example.com"}, "web.hostnames", "must be a list"),
+    ({"web|request_timeout": 0}, "web.request_timeout", "must be a number > 0"),
+    ({"web|request_timeout": 7200}, "web.request_timeout", "<= 3600"),
+    ({"web|max_connections": 0}, "web.max_connections", "integer 1-"),
+    ({"web|max_connections_per_ip": "many"}, "web.max_connections_per_ip", "integer 1-"),
+])
+def test_web_listener_keys(cfgdir, changes, path, fragment):
+    errors = errors_of(cfgdir, patched(changes))
+    assert any(e.startswith(path + ": ") and fragment in e for e in errors), errors
+
+
+def test_web_listener_defaults_and_values(cfgdir):
+    web = parse(cfgdir, patched({})).web
+    assert (web.hostnames, web.request_timeout, web.max_connections, web.max_connections_per_ip) == ((), 30.0, 1024, 64)
+    web = parse(cfgdir, patched({"web|hostnames": ["Migrate.Example.com."], "web|request_timeout": 5,
+                                 "web|max_connections": 10, "web|max_connections_per_ip": 2})).web
+    assert (web.hostnames, web.request_timeout, web.max_connections, web.max_connections_per_ip) == (
+        ("migrate.example.com",), 5.0, 10, 2)

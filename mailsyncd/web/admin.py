@@ -22,14 +22,15 @@ Routes (server-rendered HTML, English or Chinese by ``Accept-Language``, switch 
 * ``GET  /admin/static/<file>``        the script, the stylesheet and the vendored chart library
                                        (uPlot 1.6.32, MIT, from the npm package ``uplot``, unmodified)
 
-Access:
+Access (the rules live in access.py, shared with /api/ and /metrics):
 
 * ``admin.password_hash`` set: user ``admin`` signs in at /admin/login; the password is checked with
-  argon2 in the daemon's auth pool, throttled like the front door (the gate's token buckets and
-  failure delays per IP).  The session is a random 32-byte token in an HttpOnly, SameSite=Strict
-  cookie (``Secure`` and ``__Host-`` over TLS), kept server-side as its SHA-256; it ends after
-  ``web.session_idle`` without a page view or an action (the 5 s polls do not count), after
-  ``web.session_max``, at sign-out, or when the password hash changes.
+  argon2 in the daemon's auth pool after a token from the one admin throttle per client IP (HTTP Basic
+  on /api/ spends from the same bucket).  The session is a random 32-byte token in an HttpOnly,
+  SameSite=Strict cookie (``Secure`` and ``__Host-`` over HTTPS, also behind a trusted proxy's
+  ``X-Forwarded-Proto: https``), kept server-side as its SHA-256; it ends after ``web.session_idle``
+  without a page view or an action (the 5 s polls and the <noscript> reloads, marked ``auto=1``, do not
+  count), after ``web.session_max``, at sign-out, or when the password hash changes.
 * unset: only clients on this machine (127.0.0.0/8, ::1) -- not through a proxy that is not in
   ``web.trusted_proxies``, which would make every remote client look local.  Others get 403 and a
   page that says how to set a password (``mailsyncctl hash-password``).
@@ -48,7 +49,6 @@ import getpass
 import hashlib
 import hmac
 import html
-import ipaddress
 import json
 import logging
 import os
@@ -59,12 +59,12 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from twisted.internet import defer, task, threads
 from twisted.web import resource, server
 
 from ..text import field, json_text, shown
 from . import i18n
+from .access import Access
 from .sessions import Session, Sessions
 
 logger = logging.getLogger("mailsyncd.web")
@@ -74,6 +74,7 @@ SAMPLE_EVERY = 10.0            # seconds between throughput samples
 SAMPLES = 360                  # ... kept: the last hour
 POLL_SECONDS = 5               # the pages' script asks /admin/status.json this often
 NOSCRIPT_REFRESH = 30          # without JavaScript, the overview and account pages reload this often
+AUTO = "auto"                  # the reload's marker: a reload is no activity for the idle timeout
 ACCOUNTS_SHOWN = 500
 FAILED_SHOWN = 10
 SKIPPED_SHOWN = 200
@@ -104,7 +105,6 @@ _HEADERS = (
     (b"Cross-Origin-Opener-Policy", b"same-origin"),
     (b"Cross-Origin-Resource-Policy", b"same-origin"),
 )
-_PROXY_HEADERS = (b"x-forwarded-for", b"forwarded", b"x-real-ip")
 
 # ---------------------------------------------------------------------------- words
 
@@ -384,17 +384,6 @@ def hash_password(password: str) -> str:
     return PasswordHasher().hash(password)
 
 
-def verify_password(password_hash: str, password: str) -> bool:
-    """Blocking (argon2): run it in a thread pool."""
-    try:
-        return PasswordHasher().verify(password_hash, password)
-    except VerifyMismatchError:
-        return False
-    except (VerificationError, InvalidHashError) as e:
-        logger.error("event=admin_password_hash_error error=%r", str(e))
-        return False
-
-
 def cmd_hash_password(args) -> int:
     """``mailsyncctl hash-password``: the password twice from the terminal (once from stdin when it is
     not one); prints the hash for ``admin.password_hash``."""
@@ -496,16 +485,6 @@ def _safe_back(value: str | None, default: str = "/admin") -> str:
     return value
 
 
-def loopback_ip(host: str | None) -> bool:
-    try:
-        ip = ipaddress.ip_address((host or "").split("%", 1)[0])
-    except ValueError:
-        return False
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
-
-
 def sort_accounts(accounts: list[dict], how: str) -> list[dict]:
     if how == "behind":
         return sorted(accounts, key=lambda a: (-a["behind"], a["address"]))
@@ -570,15 +549,15 @@ class _Ctx:
 class Admin(resource.Resource):
     isLeaf = True
 
-    def __init__(self, daemon, *, tls: bool, sample_every: float = SAMPLE_EVERY):
+    def __init__(self, daemon, access: Access, *, sample_every: float = SAMPLE_EVERY):
         super().__init__()
         self.daemon = daemon
         self.reactor = daemon.reactor
-        self.tls = tls
-        p = "__Host-" if tls else ""      # __Host-: Secure, Path=/, no Domain
-        self.cookie = f"{p}mailsyncd-admin"
-        self.login_cookie = f"{p}mailsyncd-admin-login"
-        self.lang_cookie = f"{p}mailsyncd-lang"
+        self.access = access
+        access.dashboard = self          # /api/ and /metrics accept this dashboard's sessions
+        self.cookie = "mailsyncd-admin"  # names without the __Host- prefix (see _set_cookie)
+        self.login_cookie = "mailsyncd-admin-login"
+        self.lang_cookie = "mailsyncd-lang"
         self.sessions = Sessions(self.reactor.seconds,
                                  lambda: (daemon.current().web.session_idle, daemon.current().web.session_max),
                                  MAX_SESSIONS)
@@ -634,7 +613,7 @@ class Admin(resource.Resource):
         request.setHeader(b"Server", b"mailsyncd")
         for k, v in _HEADERS:
             request.setHeader(k, v)
-        if self.tls:
+        if self.access.https(request):
             request.setHeader(b"Strict-Transport-Security", HSTS)
         gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _f: gone.append(True))
@@ -657,7 +636,8 @@ class Admin(resource.Resource):
                 return await self._login(request)
             return self._not_allowed(request, b"GET, HEAD, POST")
         json_route = path.endswith(b".json")
-        ctx, refusal = self._access(request, json_route=json_route, touch=not json_route)
+        auto = request.args.get(AUTO.encode()) is not None
+        ctx, refusal = self._access(request, json_route=json_route, touch=not (json_route or auto))
         if refusal is not None:
             return refusal
         if path in (b"/admin", b"/admin/"):
@@ -704,16 +684,18 @@ class Admin(resource.Resource):
 
     # -- request helpers --------------------------------------------------------------
     def _set_cookie(self, request, name: str, value: str, *, max_age: int | None = None) -> None:
-        parts = [f"{name}={value}", "Path=/", "HttpOnly", "SameSite=Strict"]
+        https = self.access.https(request)
+        p = "__Host-" if https else ""    # __Host-: Secure, Path=/, no Domain
+        parts = [f"{p}{name}={value}", "Path=/", "HttpOnly", "SameSite=Strict"]
         if max_age is not None:
             parts.append(f"Max-Age={max_age}")
-        if self.tls:
+        if https:
             parts.append("Secure")
         request.responseHeaders.addRawHeader(b"Set-Cookie", "; ".join(parts).encode("ascii"))
 
-    @staticmethod
-    def _get_cookie(request, name: str) -> str | None:
-        raw = request.getCookie(name.encode())
+    def _get_cookie(self, request, name: str) -> str | None:
+        p = "__Host-" if self.access.https(request) else ""
+        raw = request.getCookie((p + name).encode())
         if not raw:
             return None
         try:
@@ -734,29 +716,8 @@ class Admin(resource.Resource):
         return (i18n.normalize(self._get_cookie(request, self.lang_cookie))
                 or i18n.from_accept_language(request.getHeader(b"accept-language")))
 
-    def _peer(self, request) -> str:
-        return getattr(request.getClientAddress(), "host", None) or "-"
-
     def _ip(self, request) -> str:
-        """The client: the peer, or behind one of web.trusted_proxies the last address it did not add."""
-        peer = self._peer(request)
-        trusted = self.daemon.current().web.trusted_proxies
-        if peer not in trusted:
-            return peer
-        hops = [h.strip() for h in (request.getHeader(b"x-forwarded-for") or b"").decode("latin-1").split(",")]
-        for hop in reversed([h for h in hops if h]):
-            if hop not in trusted:
-                return hop[:64]
-        return peer
-
-    def _local(self, request) -> bool:
-        """A browser on this machine.  A proxy we do not trust (it adds X-Forwarded-For...) is not:
-        a reverse proxy on loopback would otherwise make every remote client look local."""
-        peer = self._peer(request)
-        if peer not in self.daemon.current().web.trusted_proxies and any(
-                request.getHeader(h) for h in _PROXY_HEADERS):
-            return False
-        return loopback_ip(self._ip(request))
+        return self.access.client_ip(request)
 
     def _who(self) -> str:
         password_hash = self.daemon.current().admin.password_hash
@@ -769,7 +730,7 @@ class Admin(resource.Resource):
         s = self.sessions.get(token, touch=touch)
         if s is None or not hmac.compare_digest(s.who, self._who()):
             return token, None
-        if s.who == "loopback" and not self._local(request):
+        if s.who == "loopback" and not self.access.local(request):
             return token, None
         return token, s
 
@@ -789,7 +750,7 @@ class Admin(resource.Resource):
                 here = request.uri.decode("ascii", "replace")
                 return None, Reply(303, b"", location="/admin/login?" + urlencode({"next": _safe_back(here)}))
             return _Ctx(lang, s, True), None
-        if not self._local(request):
+        if not self.access.local(request):
             logger.warning("event=admin_refused ip=%s reason=not_loopback path=%s", self._ip(request),
                            request.path[:60].decode("latin-1"))
             if json_route:
@@ -827,6 +788,14 @@ class Admin(resource.Resource):
         path = request.path.split(b"?", 1)[0].decode("ascii", "replace")
         return path + "?" + urlencode(args + [("lang", other)])
 
+    @staticmethod
+    def _auto_href(request) -> str:
+        """This page again, marked as a reload (see AUTO)."""
+        args = [(k.decode("utf-8", "replace"), v[0].decode("utf-8", "replace"))
+                for k, v in request.args.items() if k != AUTO.encode() and v]
+        path = request.path.split(b"?", 1)[0].decode("ascii", "replace")
+        return path + "?" + urlencode(args + [(AUTO, "1")])
+
     def _page(self, request, ctx: _Ctx | None, lang: str, title: str, body: str, *, nav: str | None = None,
               status_url: str | None = None, chart: bool = False, refresh: bool = False) -> bytes:
         other = "zh" if lang == "en" else "en"
@@ -837,7 +806,8 @@ class Admin(resource.Resource):
                 f'<title>{esc(title)} · mailsyncd</title>',
                 '<link rel="icon" href="/admin/static/favicon.svg" type="image/svg+xml">']
         if refresh:
-            head.append(f'<noscript><meta http-equiv="refresh" content="{NOSCRIPT_REFRESH}"></noscript>')
+            again = esc(self._auto_href(request))
+            head.append(f'<noscript><meta http-equiv="refresh" content="{NOSCRIPT_REFRESH};url={again}"></noscript>')
         if chart:
             head.append('<link rel="stylesheet" href="/admin/static/uPlot.min.css">'
                         '<script src="/admin/static/uPlot.iife.min.js" defer></script>')
@@ -960,23 +930,19 @@ class Admin(resource.Resource):
         form.clear()
         if not password:
             return self._login_form(request, lang, error="err_missing", next_=next_)
-        throttle = self.daemon.gate.throttle
-        bucket = "admin-dashboard@" + ip         # per client: a guesser must not lock the admin out
-        refused = throttle.may_ask_source(ip, bucket)
-        if refused is not None:
-            self.counts["login_failures"] += 1
-            logger.warning("event=admin_login_failed ip=%s reason=throttled_%s", ip, refused)
-            await task.deferLater(self.reactor, throttle.failed(ip), lambda: None)
-            return self._login_form(request, lang, error="err_throttled", next_=next_, code=429, retry_after=60)
-        ok = await threads.deferToThreadPool(self.reactor, self.daemon.auth_pool, verify_password,
-                                             password_hash, password)
+        verdict = await self.access.password(ip, password_hash, password, path="/admin/login")
         del password
-        if not ok:
+        if verdict != "ok":
             self.counts["login_failures"] += 1
-            logger.warning("event=admin_login_failed ip=%s reason=wrong_password", ip)
-            await task.deferLater(self.reactor, throttle.failed(ip), lambda: None)
+            logger.warning("event=admin_login_failed ip=%s reason=%s", ip,
+                           "wrong_password" if verdict == "wrong" else verdict)
+            if verdict == "throttled":
+                return self._login_form(request, lang, error="err_throttled", next_=next_, code=429,
+                                        retry_after=60)
+            if verdict == "busy":
+                return self._login_form(request, lang, error="err_throttled", next_=next_, code=503,
+                                        retry_after=5)
             return self._login_form(request, lang, error="err_password", next_=next_)
-        throttle.succeeded(ip, bucket)
         self.counts["logins"] += 1
         self.sessions.drop(self._get_cookie(request, self.cookie))
         token, _s = self.sessions.create(self._who())
@@ -1438,8 +1404,8 @@ def recent_passes(store, address: str, n: int) -> list[dict]:
 
 # ---------------------------------------------------------------------------- wiring
 
-def mount(page, daemon, *, tls: bool) -> Admin:
+def mount(page, daemon) -> Admin:
     """Mount the dashboard on the self-service page (``page.extra[b"/admin"]``, see selfservice.make_site)."""
-    admin = Admin(daemon, tls=tls)
+    admin = Admin(daemon, page.access)
     page.extra[PREFIX] = admin
     return admin

@@ -10,15 +10,22 @@ Routes (twisted.web on ``listen.http``; HTTPS when the config has a ``tls:`` sec
                             throttle and failure delays.  Success: a session cookie and 303 to
                             /progress; failure: the form again with a translated reason (429 when
                             throttled).
-* ``GET /progress``         the signed-in employee's own progress; refreshes itself.
+* ``GET /progress``         the signed-in employee's own progress; reloads itself as
+                            ``/progress?auto=1``, which does not count as activity.
 * ``POST /logout``          ends the session (CSRF-checked).
 * ``GET /healthz``          ``ok``, for load balancers.
 * ``GET /static/style.css`` the only stylesheet (the CSP allows nothing inline).
 
 Sessions live in memory (a restart signs everybody out, which costs a password entry): a random
 32-byte token in an HttpOnly, SameSite=Strict cookie (``Secure`` and the ``__Host-`` prefix over
-TLS), stored server-side as its SHA-256 with the address only.  They end after ``web.session_idle``
-seconds without a request (default 30 min) or ``web.session_max`` after sign-in (default 8 h).
+HTTPS, direct or behind a trusted proxy's ``X-Forwarded-Proto: https``, which also adds HSTS),
+stored server-side as its SHA-256 with the address only.  They end after ``web.session_idle`` seconds
+without an action of the employee (default 30 min; the page's own reloads do not count) or
+``web.session_max`` after sign-in (default 8 h), whatever happens.
+
+Every request's Host must be known (access.py; else 421) and every POST must come from our own pages
+(``Sec-Fetch-Site``/``Origin``; else 403).  Connections are capped per client address and in total,
+and a request must arrive whole within ``web.request_timeout`` (slow clients are cut off).
 
 Passwords arrive only in POST bodies (at most ``MAX_BODY`` bytes, kept in memory, never in a
 temporary file), are handed to the gate and dropped; they are never logged, echoed or put in a URL.
@@ -31,7 +38,6 @@ import hashlib
 import hmac
 import html
 import io
-import ipaddress
 import logging
 import os
 import secrets
@@ -40,11 +46,13 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from twisted.internet import defer, task, threads
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
 from ..config import UnknownDomain
 from ..text import field, shown
 from . import assets, i18n
+from .access import Access, loopback_host
+from .connlimits import ConnectionLimits, nofile_cap
 from .i18n import t
 from .sessions import Session, Sessions
 
@@ -53,6 +61,7 @@ logger = logging.getLogger("mailsyncd.web")
 MAX_BODY = 16 * 1024
 MAX_SESSIONS = 20_000          # beyond this the least recently used sessions end first
 REFRESH_SECONDS = 5
+AUTO = "auto"                  # the reload's marker: a reload is no activity for the idle timeout
 SKIPPED_SHOWN = 100
 CONNECTION_TIMEOUT = 60        # idle HTTP connections are closed after this many seconds
 PLAN = "self_service"
@@ -69,13 +78,7 @@ _COMMON_HEADERS = (
 )
 
 
-def is_loopback(host: str) -> bool:
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+is_loopback = loopback_host      # daemon.py checks listen.http with it
 
 
 # ---------------------------------------------------------------------------- HTTP plumbing
@@ -110,24 +113,82 @@ class _Request(server.Request):
             transport.loseConnection()
 
 
+class _Channel(http.HTTPChannel):
+    """A request (headers and body) must arrive within ``web.request_timeout``, counted from the
+    connection or the end of the previous answer: the idle timeout alone lets a client that sends a
+    byte now and then (slowloris) hold a connection for ever."""
+
+    limit_key: str | None = None
+    counted = False
+    _deadline = None
+
+    def connectionMade(self):
+        super().connectionMade()
+        self._arm()
+
+    def allContentReceived(self):
+        self._disarm()
+        super().allContentReceived()
+
+    def requestDone(self, request):
+        super().requestDone(request)
+        if self.persistent and self._deadline is None and self.transport is not None \
+                and not getattr(self.transport, "disconnecting", False):
+            self._arm()
+
+    def connectionLost(self, reason):
+        self._disarm()
+        if self.counted:
+            self.counted = False
+            self.site.limits.release(self.limit_key)
+        super().connectionLost(reason)
+
+    def _arm(self) -> None:
+        self._deadline = self.callLater(self.site.request_timeout(), self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        logger.info("event=web_request_timeout ip=%s", getattr(self.transport.getPeer(), "host", "-"))
+        self.transport.abortConnection()
+
+
 class _Site(server.Site):
     noisy = False
     displayTracebacks = False
+    protocol = _Channel            # HTTP/1.1 only (no HTTP/2 upgrade), so the channel is ours throughout
+
+    def __init__(self, page, **kw):
+        super().__init__(page, **kw)
+        self.page = page
+        self.limits = ConnectionLimits(1, 1)
+
+    def request_timeout(self) -> float:
+        return self.page.daemon.current().web.request_timeout
+
+    def buildProtocol(self, addr):
+        web = self.page.daemon.current().web
+        self.limits.per_ip = web.max_connections_per_ip
+        self.limits.total = min(web.max_connections, nofile_cap())
+        ip = getattr(addr, "host", None) or "-"
+        key = None if ip in web.trusted_proxies else ip      # a proxy carries many clients: total only
+        refused = self.limits.admit(key)
+        if refused is not None:
+            logger.warning("event=web_connection_refused ip=%s reason=%s open=%d", ip, refused, self.limits.count)
+            return None                # Twisted closes the socket at once
+        channel = super().buildProtocol(addr)
+        channel.limit_key, channel.counted = key, True
+        return channel
 
     def log(self, request) -> None:
         """No access log: the page logs its own events (and never a request body)."""
 
 
-@dataclass(frozen=True)
-class _Names:
-    session: str
-    csrf: str
-    lang: str
-
-    @classmethod
-    def for_tls(cls, tls: bool) -> _Names:
-        p = "__Host-" if tls else ""     # __Host-: Secure, Path=/, no Domain -- cannot be set by a subdomain
-        return cls(f"{p}mailsyncd-session", f"{p}mailsyncd-csrf", f"{p}mailsyncd-lang")
+SESSION_COOKIE, CSRF_COOKIE, LANG_COOKIE = "mailsyncd-session", "mailsyncd-csrf", "mailsyncd-lang"
 
 
 def esc(value: object) -> str:
@@ -150,12 +211,11 @@ class _Reply:
 class SelfService(resource.Resource):
     isLeaf = True
 
-    def __init__(self, daemon, *, tls: bool, idle: float | None = None, max_age: float | None = None):
+    def __init__(self, daemon, access: Access, *, idle: float | None = None, max_age: float | None = None):
         super().__init__()
         self.daemon = daemon
         self.reactor = daemon.reactor
-        self.tls = tls
-        self.names = _Names.for_tls(tls)
+        self.access = access
         def ages() -> tuple[float, float]:
             web = daemon.current().web
             return (idle if idle is not None else web.session_idle,
@@ -184,8 +244,20 @@ class SelfService(resource.Resource):
         request.setHeader(b"Server", b"mailsyncd")
         for k, v in _COMMON_HEADERS:
             request.setHeader(k, v)
-        if self.tls:
+        if self.access.https(request):
             request.setHeader(b"Strict-Transport-Security", HSTS.encode())
+        if request.path != b"/healthz" and not self.access.host_ok(request):
+            logger.warning("event=web_refused ip=%s reason=unknown_host host=%r", self._ip(request),
+                           (request.getHeader(b"host") or b"")[:100].decode("latin-1"))
+            request.setResponseCode(421)
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            return (b"421 Misdirected Request: this Host is not one of this server's names "
+                    b"(localhost, its addresses, web.hostnames)\n")
+        if request.method == b"POST":
+            why = self.access.cross_site(request)
+            if why is not None:
+                logger.warning("event=web_refused ip=%s reason=cross_site %s", self._ip(request), why)
+                return self._finish(request, self._message(request, 403, "err_csrf"))
         route = self._routes.get(request.path)
         if route is None:
             mounted = self._mounted(request.path)      # the extra hook (see __init__)
@@ -237,15 +309,18 @@ class SelfService(resource.Resource):
 
     # -- helpers -----------------------------------------------------------------------
     def _cookie(self, request, name: str, value: str, *, max_age: int | None = None) -> None:
-        parts = [f"{name}={value}", "Path=/", "HttpOnly", "SameSite=Strict"]
+        https = self.access.https(request)
+        p = "__Host-" if https else ""     # __Host-: Secure, Path=/, no Domain -- cannot be set by a subdomain
+        parts = [f"{p}{name}={value}", "Path=/", "HttpOnly", "SameSite=Strict"]
         if max_age is not None:
             parts.append(f"Max-Age={max_age}")
-        if self.tls:
+        if https:
             parts.append("Secure")
         request.responseHeaders.addRawHeader(b"Set-Cookie", "; ".join(parts).encode("ascii"))
 
     def _get_cookie(self, request, name: str) -> str | None:
-        raw = request.getCookie(name.encode())
+        p = "__Host-" if self.access.https(request) else ""
+        raw = request.getCookie((p + name).encode())
         if not raw:
             return None
         try:
@@ -256,45 +331,37 @@ class SelfService(resource.Resource):
     def _lang(self, request, form: dict[str, str] | None = None) -> str:
         chosen = i18n.normalize((request.args.get(b"lang") or [None])[0])
         if chosen:
-            self._cookie(request, self.names.lang, chosen, max_age=365 * 86400)
+            self._cookie(request, LANG_COOKIE, chosen, max_age=365 * 86400)
             return chosen
         return (i18n.normalize((form or {}).get("lang"))
-                or i18n.normalize(self._get_cookie(request, self.names.lang))
+                or i18n.normalize(self._get_cookie(request, LANG_COOKIE))
                 or i18n.from_accept_language(request.getHeader(b"accept-language")))
 
     def _ip(self, request) -> str:
-        peer = getattr(request.getClientAddress(), "host", None) or "-"
-        trusted = self.daemon.current().web.trusted_proxies
-        if peer not in trusted:
-            return peer
-        # Behind our own reverse proxy: the rightmost address it did not add itself is the client.
-        hops = [h.strip() for h in (request.getHeader(b"x-forwarded-for") or b"").decode("latin-1").split(",")]
-        for hop in reversed([h for h in hops if h]):
-            if hop not in trusted:
-                return hop[:64]
-        return peer
+        return self.access.client_ip(request)
 
     def _csrf_for(self, cookie: str) -> str:
         return hmac.new(self._key, b"csrf\0" + cookie.encode(), hashlib.sha256).hexdigest()
 
     def _csrf_cookie(self, request) -> str:
         """This browser's CSRF cookie (set now if it has none); the form carries its signature."""
-        value = self._get_cookie(request, self.names.csrf)
+        value = self._get_cookie(request, CSRF_COOKIE)
         if not value or len(value) != 43 or not value.replace("-", "").replace("_", "").isalnum():
             value = secrets.token_urlsafe(32)
-            self._cookie(request, self.names.csrf, value)
+            self._cookie(request, CSRF_COOKIE, value)
         return value
 
     def _csrf_ok(self, request, form: dict[str, str]) -> bool:
-        cookie = self._get_cookie(request, self.names.csrf)
+        cookie = self._get_cookie(request, CSRF_COOKIE)
         given = form.get("csrf", "")
         if not cookie or not given:
             return False
         return hmac.compare_digest(self._csrf_for(cookie).encode(), given.encode("utf-8", "replace"))
 
     def _session(self, request) -> tuple[str | None, Session | None]:
-        token = self._get_cookie(request, self.names.session)
-        return token, self.sessions.get(token)
+        """The session; the page's own reloads (``?auto=1``) do not keep it alive, the employee's requests do."""
+        token = self._get_cookie(request, SESSION_COOKIE)
+        return token, self.sessions.get(token, touch=request.args.get(AUTO.encode()) is None)
 
     @staticmethod
     def _read_form(request) -> dict[str, str] | None:
@@ -320,7 +387,8 @@ class SelfService(resource.Resource):
     # -- pages -------------------------------------------------------------------------
     def _page(self, lang: str, title: str, body: str, *, switch_to: str, refresh: bool = False) -> bytes:
         other = "zh" if lang == "en" else "en"
-        head_refresh = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' if refresh else ""
+        head_refresh = (f'<meta http-equiv="refresh" content="{REFRESH_SECONDS};url=/progress?{AUTO}=1">'
+                        if refresh else "")
         doc = (
             "<!DOCTYPE html>\n"
             f'<html lang="{i18n.HTML_LANG[lang]}"><head><meta charset="utf-8">'
@@ -422,10 +490,10 @@ class SelfService(resource.Resource):
         del password
         if verdict.ok:
             self.counts["started"] += 1
-            old_token = self._get_cookie(request, self.names.session)
+            old_token = self._get_cookie(request, SESSION_COOKIE)
             self.sessions.drop(old_token)
             token, _ = self.sessions.create(verdict.address)
-            self._cookie(request, self.names.session, token)
+            self._cookie(request, SESSION_COOKIE, token)
             logger.info("event=selfservice_start ip=%s user=%s%s", ip, verdict.address,
                         f" source={field(old)}" if rename else "")
             return _Reply(303, b"", location="/progress")
@@ -469,7 +537,7 @@ class SelfService(resource.Resource):
             logger.warning("event=selfservice_csrf_refused ip=%s what=logout", self._ip(request))
             return self._message(request, 403, "err_csrf")
         self.sessions.drop(token)
-        self._cookie(request, self.names.session, "", max_age=0)
+        self._cookie(request, SESSION_COOKIE, "", max_age=0)
         logger.info("event=selfservice_logout ip=%s user=%s", self._ip(request), sess.who)
         return _Reply(303, b"", location="/")
 
@@ -478,7 +546,7 @@ class SelfService(resource.Resource):
         token, sess = self._session(request)
         if sess is None:
             if token:
-                self._cookie(request, self.names.session, "", max_age=0)
+                self._cookie(request, SESSION_COOKIE, "", max_age=0)
             return _Reply(303, b"", location="/")
         lang = self._lang(request)
         address = sess.who
@@ -612,14 +680,15 @@ def _render_progress(lang: str, address: str, data: dict, live, csrf: str) -> st
 
 # ---------------------------------------------------------------------------- wiring
 
-def make_site(daemon, *, tls: bool) -> server.Site:
-    """The self-service site for ``daemon`` (a mailsyncd.daemon.Daemon): gate, scheduler, store, state_pool."""
-    page = SelfService(daemon, tls=tls)
+def make_site(daemon, *, tls: bool = False) -> server.Site:
+    """The self-service site for ``daemon`` (a mailsyncd.daemon.Daemon): gate, scheduler, store, state_pool.
+
+    ``tls`` is not needed any more: whether a request came over HTTPS is decided per request (access.py)."""
+    page = SelfService(daemon, Access(daemon))
     site = _Site(page, requestFactory=_Request, timeout=CONNECTION_TIMEOUT, parsePOSTFormSubmission=False)
-    site.page = page
     from . import api           # the extra hook: mounts /api/ and /metrics on page.extra
     api.mount(page, daemon)
     from . import admin         # the dashboard: page.extra[b"/admin"] (admin.session_ok is used by /api/)
-    admin.mount(page, daemon, tls=tls)
+    admin.mount(page, daemon)
     logger.info("event=web_sessions idle=%gs max=%gs", *page.sessions.ages())
     return site
