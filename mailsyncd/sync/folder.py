@@ -83,6 +83,10 @@ class FolderSync:
                 self.src.select_folder(self.plan.source, readonly=True)  # EXAMINE
             old_last = st.last_uid
             self._copy_new(st)
+            if self.ctx.stop.is_set():
+                # Stopped between batches: recording the source's UIDNEXT and count now would
+                # make the next pass take this folder for done and never copy the rest.
+                return self._report(store.folder(self.acct, self.path), time.monotonic() - t0)
             if old_last:
                 self._sync_flags(st, old_last, full=rescan_flags)
             st = replace(store.folder(self.acct, self.path), uidnext=status.uidnext, messages=status.messages,
