@@ -188,7 +188,7 @@ class FaultProxy:
 
     def refuse_appends(self, code: str, count: int) -> None:
         with self._lock:
-            self._refuse = (code, count)
+            self._refuse = (code, count) if count > 0 else None
 
     def outage(self, seconds: float) -> None:
         with self._lock:
@@ -265,8 +265,7 @@ class FaultProxy:
                             self._send(conn, b"".join(out))
                             self._event(f"cut a connection at server literal byte {before + keep + 1} "
                                         f"({len(piece) - keep} bytes short of this piece's end)")
-                            _reset(conn.client)
-                            conn.kill()
+                            conn.kill()     # shutdown, not close: it wakes the other pump's recv()
                             return
                         self._run_hooks(self._byte_hooks, now)
                     out.append(piece)
