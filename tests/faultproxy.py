@@ -204,10 +204,6 @@ class FaultProxy:
     def at_append(self, k: int, fn) -> None:
         self._append_hooks.append((k, fn))
 
-    @property
-    def refusing(self) -> bool:
-        return self._refuse is not None
-
     # -- relaying --------------------------------------------------------------------------------
     def _event(self, what: str) -> None:
         self.events.append(f"{self.name}: {what}")
