@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 _FETCH_ITEMS = [b"BODY.PEEK[]", b"FLAGS", b"INTERNALDATE"]
 # Refusals about the target's state, not the message (RFC 5530): retried by a later pass, never skipped.
-_NOT_NOW = re.compile(r"\[(OVERQUOTA|LIMIT|UNAVAILABLE|INUSE)\]", re.I)
+# Not [LIMIT]: Dovecot answers a message over quota_max_mail_size with it.
+_NOT_NOW = re.compile(r"\[(OVERQUOTA|UNAVAILABLE|INUSE)\]", re.I)
 
 
 @dataclass(frozen=True, slots=True)
