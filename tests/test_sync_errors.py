@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from faultproxy import CuttingProxy
+from faultproxy import CuttingProxy, FaultProxy
 from seed import Msg, make_message, seed, snapshot
 from syncenv import ctl, make_config, password_file, sync_once
 
@@ -131,3 +131,52 @@ def test_target_master_modes(dovecot_pair, tmp_path, target_auth):
     seed(*pair.source_account(A), _inbox(2))
     cfg = make_config(tmp_path, pair, target={"auth": target_auth})
     assert sync_once(cfg, A, pair.users[A].old_password).complete
+
+
+def test_a_pass_stopped_mid_folder_leaves_the_rest_for_the_next_pass(dovecot_pair, tmp_path):
+    # Found by tests/test_chaos.py (SIGTERM during a first sync): the stopped pass stored the
+    # folder's UIDNEXT and count, so the next pass took the folder as done and never copied the rest.
+    import threading
+
+    from mailsyncd.sync.progress import Progress
+    pair = dovecot_pair
+    seed(*pair.source_account(A), _inbox(40))
+    cfg = make_config(tmp_path, pair, sync={"batch_messages": 5, "connections": 1})
+    stop = threading.Event()
+    progress = Progress(lambda p: stop.set() if p.done else None)   # stop once the first batch is in
+    first = sync_once(cfg, A, pair.users[A].old_password, progress=progress, stop=stop)
+    assert first.error == "stopped before the pass finished" and 0 < first.copied < 40, first
+    again = sync_once(cfg, A, pair.users[A].old_password)
+    assert again.complete and again.copied == 40 - first.copied, again
+    assert snapshot(*pair.target_master_account(A)) == snapshot(*pair.source_account(A))
+
+
+@pytest.mark.parametrize("code", ["OVERQUOTA", "UNAVAILABLE"])
+def test_a_full_target_stops_the_folder_and_the_next_pass_copies_the_rest(dovecot_pair, tmp_path, code):
+    # Found by tests/test_chaos.py: a target over quota had every message recorded as skipped for good.
+    pair = dovecot_pair
+    seed(*pair.source_account(A), _inbox(12))
+    pw = pair.users[A].old_password
+    with FaultProxy(pair.target.imap_port, "target") as tp:
+        cfg = make_config(tmp_path, pair, target={"port": tp.port}, sync={"batch_messages": 4, "connections": 1})
+        tp.at_append(8, lambda: tp.refuse_appends(code, 1000))      # full after the first two batches
+        full = sync_once(cfg, A, pw)
+        assert not full.complete and full.skipped == 0, full
+        (rep,) = full.folders
+        assert f"[{code}]" in rep.error, rep
+        assert len(snapshot(*pair.target_master_account(A))["INBOX"]) == 8
+        tp.refuse_appends(code, 0)                                   # the admin raised the quota
+        again = sync_once(cfg, A, pw)
+    assert again.complete and again.copied == 4, again
+    assert snapshot(*pair.target_master_account(A)) == snapshot(*pair.source_account(A))
+
+
+def test_a_message_too_big_for_the_target_is_skipped_with_the_reason(dovecot_pair, tmp_path):
+    pair = dovecot_pair
+    seed(*pair.source_account(A), _inbox(5))
+    with FaultProxy(pair.target.imap_port, "target") as tp:
+        cfg = make_config(tmp_path, pair, target={"port": tp.port}, sync={"batch_messages": 5, "connections": 1})
+        tp.refuse_appends("TOOBIG", 2)          # the MULTIAPPEND, then the first message alone
+        res = sync_once(cfg, A, pair.users[A].old_password)
+    assert res.copied == 4 and res.skipped == 1 and res.folders[0].error is None, res
+    assert len(snapshot(*pair.target_master_account(A))["INBOX"]) == 4

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -29,6 +30,9 @@ from .logic import batches, fingerprint, match_fingerprints, merge_flags, source
 logger = logging.getLogger(__name__)
 
 _FETCH_ITEMS = [b"BODY.PEEK[]", b"FLAGS", b"INTERNALDATE"]
+# Refusals about the target's state, not the message (RFC 5530): retried by a later pass, never skipped.
+# Not [LIMIT]: Dovecot answers a message over quota_max_mail_size with it.
+_NOT_NOW = re.compile(r"\[(OVERQUOTA|UNAVAILABLE|INUSE)\]", re.I)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,10 @@ class FolderSync:
                 self.src.select_folder(self.plan.source, readonly=True)  # EXAMINE
             old_last = st.last_uid
             self._copy_new(st)
+            if self.ctx.stop.is_set():
+                # Stopped between batches: recording the source's UIDNEXT and count now would
+                # make the next pass take this folder for done and never copy the rest.
+                return self._report(store.folder(self.acct, self.path), time.monotonic() - t0)
             if old_last:
                 self._sync_flags(st, old_last, full=rescan_flags)
             st = replace(store.folder(self.acct, self.path), uidnext=status.uidnext, messages=status.messages,
@@ -192,8 +200,9 @@ class FolderSync:
                 self.target, tst.uidvalidity, tst.uidnext,
                 tuple(InflightItem(m.uid, m.size, m.fp, m.flags) for m in msgs)))
             with lost_is_transient(f"target, {self.where}"):
-                rows, skipped = self._append(msgs, tst)
-        store.commit_batch(self.acct, self.path, st.uidvalidity, rows, skipped, last)
+                rows, skipped, full = self._append(msgs, tst)
+        # A full target: record what landed, keep the mark, and let a later pass copy the rest.
+        store.commit_batch(self.acct, self.path, st.uidvalidity, rows, skipped, None if full else last)
         n = len(rows)
         nbytes = sum(m.size for m in msgs if m.uid in {r.uid for r in rows})
         self.copied += n
@@ -201,8 +210,12 @@ class FolderSync:
         for uid, size, reason in skipped:
             logger.warning("event=message_skipped %s uid=%d size=%d reason=%r", self.where, uid, size, reason)
         self.ctx.progress.advance(self.path, n + len(skipped) + (len(batch) - len(msgs)), nbytes)
+        if full:
+            raise FolderFailed(f"target refused APPEND: {full}; the rest of this folder waits for a later pass")
 
-    def _append(self, msgs: list[Message], tst: Status) -> tuple[list[MapRow], list[tuple[int, int, str]]]:
+    def _append(self, msgs: list[Message], tst: Status
+                ) -> tuple[list[MapRow], list[tuple[int, int, str]], str | None]:
+        """(rows appended, messages refused for good, the target's words if it refused for now)."""
         flags = {m.uid: storable(m.flags, self.permanent)[0] for m in msgs}
         if len(msgs) > 1 and self.ctx.target_caps.multiappend:
             typ, data = self.tgt.multiappend(
@@ -210,17 +223,20 @@ class FolderSync:
             if typ == "OK":
                 au = parse_appenduid(response_text(data))
                 if au and au[0] == tst.uidvalidity and len(au[1]) == len(msgs):
-                    return [self._row(m, au[0], tu, flags[m.uid]) for m, tu in zip(msgs, au[1])], []
-                return self._resolve(msgs, tst, flags), []
+                    return [self._row(m, au[0], tu, flags[m.uid]) for m, tu in zip(msgs, au[1])], [], None
+                return self._resolve(msgs, tst, flags), [], None
             # MULTIAPPEND is all or nothing: one bad message fails the lot, so retry one by one
             logger.info("event=multiappend_refused %s reason=%r", self.where, response_text(data))
-        rows, skipped, unknown = [], [], []
+        rows, skipped, unknown, full = [], [], [], None
         for m in msgs:
             try:
                 resp = self.tgt.append(self.target, m.raw, flags[m.uid], m.date)
             except imapexc.IMAPClientAbortError:
                 raise
             except imapexc.IMAPClientError as e:
+                if _NOT_NOW.search(_server_words(e)):
+                    full = _server_words(e)     # over quota or a limit: no use trying the next ones
+                    break
                 skipped.append((m.uid, m.size, f"target refused: {_server_words(e)}"))
                 continue
             au = parse_appenduid(resp if isinstance(resp, bytes) else str(resp))
@@ -230,7 +246,7 @@ class FolderSync:
                 unknown.append(m)
         if unknown:
             rows += self._resolve(unknown, tst, flags)
-        return rows, skipped
+        return rows, skipped, full
 
     def _row(self, m: Message, tuidvalidity: int | None, tuid: int | None, flags) -> MapRow:
         return MapRow(m.uid, tuidvalidity, tuid, m.size, m.fp, tuple(sorted(flags)))
