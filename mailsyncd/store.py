@@ -174,7 +174,7 @@ _MIGRATIONS: dict[int, str] = {
     """,
     8: """
     -- sync.deletions: mirror (sync/expunge.py). A target message being expunged because its source
-    -- message is gone: written before UID STORE +FLAGS (\Deleted), removed with its UID map row once
+    -- message is gone: written before UID STORE +FLAGS (the Deleted flag), removed with its UID map row once
     -- the target no longer holds it. A row left by a crash lets the next pass finish the expunge.
     CREATE TABLE deleting (
         account       TEXT NOT NULL,
