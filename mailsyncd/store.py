@@ -752,7 +752,8 @@ class Store:
     def reports(self, account: str) -> list[FolderReport]:
         rows = self._conn().execute(
             "SELECT path, target_name, source_count, target_count, copied, present, skipped, bytes,"
-            " seconds, error, finished, deleted, held FROM reports WHERE account=? ORDER BY path", (account,)).fetchall()
+            " seconds, error, finished, deleted, held FROM reports WHERE account=? ORDER BY path",
+            (account,)).fetchall()
         return [FolderReport(*r) for r in rows]
 
     def start_pass(self, account: str) -> int:

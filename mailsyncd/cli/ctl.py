@@ -216,8 +216,9 @@ def cmd_sync(cfg, args) -> int:
     for path, uid, size, reason in _skipped_rows(cfg, args.address):
         print(f"skipped message: folder={shown(path)} uid={uid} size={size}: {shown(reason)}")
     rate = res.copied / res.seconds if res.seconds else 0
-    print(f"{args.address}: copied {res.copied}, already present {res.present}, skipped {res.skipped}, "
-          + (f"deleted {res.deleted}, " if res.deleted else "") + f"{human_bytes(res.bytes)} in {res.seconds:.1f}s ({rate:.0f} msg/s, "
+    deleted = f"deleted {res.deleted}, " if res.deleted else ""
+    print(f"{args.address}: copied {res.copied}, already present {res.present}, skipped {res.skipped}, {deleted}"
+          f"{human_bytes(res.bytes)} in {res.seconds:.1f}s ({rate:.0f} msg/s, "
           f"{human_bytes(res.bytes / res.seconds if res.seconds else 0)}/s)")
     return EXIT_OK if res.complete else EXIT_INCOMPLETE
 
