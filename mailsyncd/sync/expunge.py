@@ -34,7 +34,7 @@ class Outcome:
 
 def mirror(fs, st) -> Outcome:
     """Expunge on the target what the source expunged from folder ``fs`` (a FolderSync) since we copied it."""
-    ctx, store = fs.ctx, fs.ctx.store
+    ctx, store, s = fs.ctx, fs.ctx.store, fs.ctx.settings
     if not ctx.target_caps.uidplus:
         return Outcome(held=NO_UIDPLUS)
     rows = store.map_rows(fs.acct, fs.path, st.uidvalidity)
@@ -61,7 +61,6 @@ def mirror(fs, st) -> Outcome:
         check = [(tuid, rows[asked[tuid]].size) for tuid, f in flags.items()
                  if unchanged(rows[asked[tuid]], f, fs.permanent, pending.get(asked[tuid]) == tuid)]
         fps: dict[int, bytes] = {}
-        s = ctx.settings
         for batch in batches(sorted(check), s.batch_messages, s.batch_bytes):
             data = fetch(fs.tgt, [t for t, _ in batch], [b"BODY.PEEK[]"])
             fps.update((t, fingerprint(d[b"BODY[]"])) for t, d in data.items()
