@@ -98,6 +98,20 @@ class FolderRules:
 
 
 @dataclass(frozen=True, slots=True)
+class DeleteLimit:
+    """At most this many expunges per folder and pass: ``percent`` of the messages we copied into
+    the folder (rounded down) and/or ``count``; the smaller applies where both are set."""
+    percent: float | None
+    count: int | None
+
+    def of(self, copied: int) -> int:
+        limits = [int(copied * self.percent // 100)] if self.percent is not None else []
+        if self.count is not None:
+            limits.append(self.count)
+        return min(limits)
+
+
+@dataclass(frozen=True, slots=True)
 class SyncSettings:
     connections: int = 4
     batch_messages: int = 200
@@ -105,6 +119,8 @@ class SyncSettings:
     retries: int = 5
     retry_backoff: float = 1.0
     flag_rescan: float = 3600.0
+    deletions: str = "keep"          # "mirror": expunge on the target what the source expunged
+    max_delete: DeleteLimit = field(default_factory=lambda: DeleteLimit(5.0, 500))
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +392,17 @@ def _size(v):
     return n
 
 
+def _delete_limit(v):
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+        return DeleteLimit(None, v)
+    if isinstance(v, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", v)
+        if m and 0 < float(m[1]) <= 100:
+            return DeleteLimit(float(m[1]), None)
+    raise _Invalid("must be a count of messages >= 0 (like 200) or a percent of the folder, "
+                   "above 0% and at most 100% (like '5%')")
+
+
 def _file(base_dir: str):
     def check(v):
         raw = _text(v)
@@ -503,6 +530,8 @@ _SYNC_CHECKS = {
     "retries": _int_range(0, 100),
     "retry_backoff": _positive(60),  # the backoff is capped at 60 s, so a larger start is meaningless
     "flag_rescan": _positive(),
+    "deletions": _choice("keep", "mirror"),
+    "max_delete": _delete_limit,
 }
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -172,6 +172,23 @@ _MIGRATIONS: dict[int, str] = {
     -- the source folder's size in bytes at its last STATUS (STATUS=SIZE, RFC 8438), NULL where unknown
     ALTER TABLE folders ADD COLUMN size INTEGER;
     """,
+    8: """
+    -- sync.deletions: mirror (sync/expunge.py). A target message being expunged because its source
+    -- message is gone: written before UID STORE +FLAGS (the Deleted flag), removed with its UID map row once
+    -- the target no longer holds it. A row left by a crash lets the next pass finish the expunge.
+    CREATE TABLE deleting (
+        account       TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        uidvalidity   INTEGER NOT NULL,
+        uid           INTEGER NOT NULL,
+        target_uid    INTEGER NOT NULL,
+        PRIMARY KEY (account, path, uidvalidity, uid)
+    );
+    -- messages a pass expunged on the target, and why it held deletions back (NULL: it did not)
+    ALTER TABLE reports ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE reports ADD COLUMN held TEXT;
+    ALTER TABLE passes ADD COLUMN deleted INTEGER;
+    """,
 }
 
 
@@ -231,6 +248,8 @@ class FolderReport:
     seconds: float
     error: str | None
     finished: float
+    deleted: int = 0                # expunged on the target because the source expunged them
+    held: str | None = None         # why this pass deleted less than the source did
 
 
 @dataclass(frozen=True, slots=True)
@@ -647,10 +666,32 @@ class Store:
         with self._tx() as c:
             c.execute("DELETE FROM messages WHERE account=? AND path=? AND uidvalidity=?", (account, path, old))
             c.execute("DELETE FROM skipped WHERE account=? AND path=? AND uidvalidity=?", (account, path, old))
+            c.execute("DELETE FROM deleting WHERE account=? AND path=? AND uidvalidity=?", (account, path, old))
             c.executemany(
                 "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?,?,?,?)",
                 [(account, path, new, r.uid, r.target_uidvalidity, r.target_uid, r.size, r.fingerprint,
                   flags_text(r.flags)) for r in rows.values()])
+
+    # -- deletions (sync.deletions: mirror) ------------------------------------
+    def begin_deletions(self, account: str, path: str, uidvalidity: int, items: dict[int, int]) -> None:
+        """Record the intent (source UID -> target UID) before the target is touched."""
+        with self._tx() as c:
+            c.executemany("INSERT OR REPLACE INTO deleting VALUES (?,?,?,?,?)",
+                          [(account, path, uidvalidity, uid, tuid) for uid, tuid in items.items()])
+
+    def pending_deletions(self, account: str, path: str, uidvalidity: int) -> dict[int, int]:
+        """Expunges begun and not confirmed (a crash or a lost connection): source UID -> target UID."""
+        return dict(self._conn().execute(
+            "SELECT uid, target_uid FROM deleting WHERE account=? AND path=? AND uidvalidity=?",
+            (account, path, uidvalidity)).fetchall())
+
+    def commit_deletions(self, account: str, path: str, uidvalidity: int, gone: Iterable[int]) -> None:
+        """Forget the messages (by source UID) the target no longer holds, with their intents: only
+        once the target has answered.  Intents of messages it still holds stay for the next pass."""
+        args = [(account, path, uidvalidity, uid) for uid in gone]
+        with self._tx() as c:
+            c.executemany("DELETE FROM messages WHERE account=? AND path=? AND uidvalidity=? AND uid=?", args)
+            c.executemany("DELETE FROM deleting WHERE account=? AND path=? AND uidvalidity=? AND uid=?", args)
 
     # -- a batch in flight ------------------------------------------------
     def begin_batch(self, account: str, path: str, inflight: Inflight) -> None:
@@ -702,14 +743,17 @@ class Store:
     # -- reports -------------------------------------------------------------
     def save_report(self, account: str, r: FolderReport) -> None:
         with self._tx() as c:
-            c.execute("INSERT OR REPLACE INTO reports VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            c.execute("INSERT OR REPLACE INTO reports (account, path, target_name, source_count, target_count,"
+                      " copied, present, skipped, bytes, seconds, error, finished, deleted, held)"
+                      " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                       (account, r.path, r.target_name, r.source_count, r.target_count, r.copied,
-                       r.present, r.skipped, r.bytes, r.seconds, r.error, r.finished))
+                       r.present, r.skipped, r.bytes, r.seconds, r.error, r.finished, r.deleted, r.held))
 
     def reports(self, account: str) -> list[FolderReport]:
         rows = self._conn().execute(
             "SELECT path, target_name, source_count, target_count, copied, present, skipped, bytes,"
-            " seconds, error, finished FROM reports WHERE account=? ORDER BY path", (account,)).fetchall()
+            " seconds, error, finished, deleted, held FROM reports WHERE account=? ORDER BY path",
+            (account,)).fetchall()
         return [FolderReport(*r) for r in rows]
 
     def start_pass(self, account: str) -> int:
@@ -718,10 +762,11 @@ class Store:
             return cur.lastrowid
 
     def finish_pass(self, pass_id: int, *, ok: bool, copied: int, present: int, skipped: int,
-                    nbytes: int, error: str | None) -> None:
+                    nbytes: int, error: str | None, deleted: int = 0) -> None:
         with self._tx() as c:
-            c.execute("UPDATE passes SET finished=?, ok=?, copied=?, present=?, skipped=?, bytes=?, error=?"
-                      " WHERE id=?", (time.time(), int(ok), copied, present, skipped, nbytes, error, pass_id))
+            c.execute("UPDATE passes SET finished=?, ok=?, copied=?, present=?, skipped=?, bytes=?, error=?,"
+                      " deleted=? WHERE id=?",
+                      (time.time(), int(ok), copied, present, skipped, nbytes, error, deleted, pass_id))
 
     def passes(self, account: str, limit: int = 10) -> list[dict]:
         rows = self._conn().execute(
@@ -732,11 +777,12 @@ class Store:
 
     def last_pass(self, account: str) -> dict | None:
         row = self._conn().execute(
-            "SELECT started, finished, ok, copied, present, skipped, bytes, error FROM passes"
+            "SELECT started, finished, ok, copied, present, skipped, bytes, error, deleted FROM passes"
             " WHERE account=? ORDER BY id DESC LIMIT 1", (account,)).fetchone()
         if row is None:
             return None
-        return dict(zip(("started", "finished", "ok", "copied", "present", "skipped", "bytes", "error"), row))
+        return dict(zip(("started", "finished", "ok", "copied", "present", "skipped", "bytes", "error", "deleted"),
+                        row))
 
     # -- POP3 sources (sync/pop3.py) --------------------------------------------
     def pop3_rows(self, account: str, target_name: str) -> list[Pop3Row]:

@@ -162,7 +162,7 @@ def cmd_sync(cfg, args) -> int:
     from ..sync.progress import Progress
     from ..text import shown
     from ..vault import Vault, VaultError
-    from .render import ProgressView, human_bytes, report_table
+    from .render import ProgressView, human_bytes, deletion_lines, report_table
 
     try:
         domain = cfg.domain_for(args.address)
@@ -208,13 +208,16 @@ def cmd_sync(cfg, args) -> int:
               file=sys.stderr)
         return EXIT_ERROR
     print(report_table(res.folders))
+    for line in deletion_lines(res.folders):
+        print(line)
     for s in res.skipped_folders:
         if "not a mailbox" not in s.reason:  # implicit parents hold no mail: nothing to report
             print(f"not synced: {shown(s.path)}: {shown(s.reason)}")
     for path, uid, size, reason in _skipped_rows(cfg, args.address):
         print(f"skipped message: folder={shown(path)} uid={uid} size={size}: {shown(reason)}")
     rate = res.copied / res.seconds if res.seconds else 0
-    print(f"{args.address}: copied {res.copied}, already present {res.present}, skipped {res.skipped}, "
+    deleted = f"deleted {res.deleted}, " if res.deleted else ""
+    print(f"{args.address}: copied {res.copied}, already present {res.present}, skipped {res.skipped}, {deleted}"
           f"{human_bytes(res.bytes)} in {res.seconds:.1f}s ({rate:.0f} msg/s, "
           f"{human_bytes(res.bytes / res.seconds if res.seconds else 0)}/s)")
     return EXIT_OK if res.complete else EXIT_INCOMPLETE
@@ -232,7 +235,7 @@ def _skipped_rows(cfg, address):
 def cmd_report(cfg, args) -> int:
     from ..store import Store
     from ..text import shown
-    from .render import report_table
+    from .render import deletion_lines, report_table
     store = Store.in_state_dir(cfg.state_dir)
     try:
         acct = store.account(args.address)
@@ -247,10 +250,10 @@ def cmd_report(cfg, args) -> int:
     if args.csv:   # escaped too: a CSV is as often read on the terminal as in a spreadsheet
         w = csv.writer(sys.stdout)
         w.writerow(["folder", "target", "source_count", "target_count", "copied", "present", "skipped",
-                    "bytes", "seconds", "error"])
+                    "bytes", "seconds", "error", "deleted", "deletions_held"])
         for r in reports:
             w.writerow([shown(r.path), shown(r.target_name), r.source_count, r.target_count, r.copied, r.present,
-                        r.skipped, r.bytes, r.seconds, shown(r.error or "")])
+                        r.skipped, r.bytes, r.seconds, shown(r.error or ""), r.deleted, shown(r.held or "")])
         return EXIT_OK
     print(f"account {shown(args.address)}: phase={acct['phase']}" + (
         f" error={shown(acct['last_error'])}" if acct["last_error"] else ""))
@@ -258,8 +261,10 @@ def cmd_report(cfg, args) -> int:
         import time
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["started"]))
         print(f"last pass: {when}, ok={bool(last['ok'])}, copied={last['copied']}, present={last['present']},"
-              f" skipped={last['skipped']}")
+              f" skipped={last['skipped']}" + (f", deleted={last['deleted']}" if last["deleted"] else ""))
     print(report_table(reports))
+    for line in deletion_lines(reports):
+        print(line)
     for path, uid, size, reason in skipped:
         print(f"skipped message: folder={shown(path)} uid={uid} size={size}: {shown(reason)}")
     return EXIT_OK

@@ -80,6 +80,17 @@ def report_table(reports: list[FolderReport], *, with_pass: bool = True) -> str:
     return "\n".join(out)
 
 
+def deletion_lines(reports: list[FolderReport]) -> list[str]:
+    """sync.deletions: mirror: what each folder expunged on the target, and why it held any back."""
+    out = []
+    for r in reports:
+        if r.deleted:
+            out.append(f"deleted {r.deleted}: folder={shown(r.path)} (expunged at the source)")
+        if r.held:
+            out.append(f"deletions held back: folder={shown(r.path)}: {shown(r.held)}")
+    return out
+
+
 def _n(v) -> str:
     return "?" if v is None else str(v)
 

@@ -76,6 +76,10 @@ class PassResult:
         return sum(f.bytes for f in self.folders)
 
     @property
+    def deleted(self) -> int:
+        return sum(f.deleted for f in self.folders)
+
+    @property
     def complete(self) -> bool:
         """Every source message is on the target (nothing skipped, no folder failed)."""
         return self.error is None and all(f.error is None and f.skipped == 0 for f in self.folders)
@@ -143,7 +147,7 @@ class AccountSync:
         finally:
             res.seconds = time.monotonic() - t0
             self.store.finish_pass(pass_id, ok=res.complete, copied=res.copied, present=res.present,
-                                   skipped=res.skipped, nbytes=res.bytes, error=res.error)
+                                   skipped=res.skipped, nbytes=res.bytes, error=res.error, deleted=res.deleted)
             if res.error_kind == "Stopped":
                 pass    # still "syncing": the next start resumes from the marks
             else:

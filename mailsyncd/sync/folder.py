@@ -24,6 +24,7 @@ from imapclient import exceptions as imapexc
 from ..errors import FolderFailed
 from ..imap.folders import FolderPlan
 from ..store import FolderReport, FolderState, Inflight, InflightItem, MapRow
+from . import expunge
 from .imapconn import Status, fetch, folder_status, lost_is_transient, parse_appenduid, response_text
 from .logic import batches, fingerprint, match_fingerprints, merge_flags, source_flags, storable
 
@@ -58,6 +59,8 @@ class FolderSync:
         self.permanent: frozenset[str] | None = None
         self.copied = 0
         self.nbytes = 0
+        self.deleted = 0
+        self.held = expunge.NO_UIDPLUS if self._mirror and not ctx.target_caps.uidplus else None
         self.where = f"account={self.acct} folder={self.path!r}"
 
     # -- entry point ---------------------------------------------------------
@@ -93,7 +96,10 @@ class FolderSync:
                 return self._report(store.folder(self.acct, self.path), time.monotonic() - t0)
             if old_last:
                 self._sync_flags(st, old_last, full=rescan_flags)
-            st = replace(store.folder(self.acct, self.path), uidnext=status.uidnext, messages=status.messages,
+            again = self._deletions(st) if old_last else False
+            # deletions held back: leave the count unrecorded, so that the next pass looks again
+            st = replace(store.folder(self.acct, self.path), uidnext=status.uidnext,
+                         messages=None if again else status.messages,
                          highestmodseq=status.highestmodseq,
                          flags_checked=time.time() if rescan_flags else st.flags_checked)
             store.save_folder(self.acct, st)
@@ -347,6 +353,19 @@ class FolderSync:
         logger.info("event=flags_synced %s changed_at_source=%d stored=%d",
                     self.where, len(changed), sum(len(v) for v in plan.values()))
 
+    # -- deletions (sync/expunge.py) --------------------------------------------
+    @property
+    def _mirror(self) -> bool:
+        return self.ctx.settings.deletions == "mirror"
+
+    def _deletions(self, st: FolderState) -> bool:
+        """Expunge on the target what the source expunged; True: some were held back."""
+        if not self._mirror:
+            return False
+        out = expunge.mirror(self, st)
+        self.deleted, self.held = out.deleted, out.held
+        return out.again
+
     # -- report ----------------------------------------------------------------
     def _report(self, st: FolderState, seconds: float) -> FolderReport:
         store = self.ctx.store
@@ -356,7 +375,7 @@ class FolderSync:
         mapped = store.count_mapped(self.acct, self.path, st.uidvalidity)
         present = max(0, min(mapped - self.copied, self.status.messages - self.copied - skipped))
         r = FolderReport(self.path, self.target, self.status.messages, tcount, self.copied, present, skipped,
-                         self.nbytes, round(seconds, 3), None, time.time())
+                         self.nbytes, round(seconds, 3), None, time.time(), self.deleted, self.held)
         store.save_report(self.acct, r)
         return r
 
