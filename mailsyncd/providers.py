@@ -5,7 +5,8 @@
 1. **preset** -- the domain's MX records (dnspython) matched against the provider presets in
    ``presets.yaml`` (:func:`load_presets`, :func:`match_mx`): Tencent Exmail, NetEase, Alibaba,
    Google, Microsoft, ...  A preset also carries the provider's quirks (``send_id``,
-   ``max_connections``) and an auth hint (app password / 授权码).
+   ``max_connections``, ``app_password`` with the refusal words that ask for it, ``skip_folders``;
+   applied at run time by :mod:`mailsyncd.quirks`) and an auth hint (app password / 授权码).
 2. **srv** -- RFC 6186 SRV records ``_imaps._tcp``, ``_imap._tcp``, ``_pop3s._tcp`` and
    ``_pop3._tcp``.  A target of ``"."`` means "decidedly not offered" (RFC 2782, RFC 6186 s. 4).
    The preferred protocol (``prefer``, IMAP by default: POP3 sees only the inbox) is taken
