@@ -47,7 +47,10 @@ def resolve(config: Config, *, detector=detect) -> tuple[Config, dict[str, Detec
             del domains[name]
             continue
         found[name] = d
-        source = dataclasses.replace(dom.source, **d.endpoint_settings())
+        settings = d.endpoint_settings()
+        if dom.source.preset is not None:
+            settings.pop("preset", None)      # the admin named the provider: that preset's quirks apply
+        source = dataclasses.replace(dom.source, **settings)
         domains[name] = dataclasses.replace(dom, source=source)
         logger.info("event=detected domain=%s host=%s port=%d security=%s protocol=%s step=%s preset=%s why=%r",
                     name, d.host, d.port, d.security, d.protocol, d.step, d.preset.key if d.preset else "-",

@@ -60,6 +60,7 @@ class Endpoint:
     max_connections: int = 8        # at once to this host, over all accounts (providers cap per IP)
     pop3_no_uidl: str = "fail"      # a POP3 server without UIDL: fail, or match by content (fingerprint)
     tls_name: str | None = None     # set by host: auto from SRV: the name the certificate must carry (RFC 6186 s. 6)
+    preset: str | None = None       # source only: the provider preset whose quirks apply (mailsyncd/presets.yaml)
 
     @property
     def auto(self) -> bool:
@@ -448,7 +449,27 @@ _DEFAULT_PORTS = {("imap", "tls"): 993, ("imap", "starttls"): 143, ("imap", "non
 _MASTER_KEYS = ("master_user", "master_password_file", "master_separator")
 _ENDPOINT_KEYS = ("host", "port", "security", "protocol", "username", "verify_tls", "ca_file",
                   "timeout", "dangerously_allow_cleartext", "send_id", "auth", "max_connections",
-                  "pop3_no_uidl") + _MASTER_KEYS
+                  "pop3_no_uidl", "preset") + _MASTER_KEYS
+
+
+def _preset(v):
+    """A preset key (its quirks: app password, folders to skip, IMAP ID, connection cap)."""
+    from .providers import PresetError, default_presets   # lazy: DNS code is not needed to read a config
+    try:
+        presets = default_presets()
+    except PresetError as e:
+        raise _Invalid(f"the presets file is unusable: {e}") from None
+    if v not in presets:
+        raise _Invalid("not a known provider preset (known: " + ", ".join(sorted(presets)) + ")")
+    return presets[v]
+
+
+def _preset_of_host(host: str | None):
+    from .providers import PresetError, preset_for_host
+    try:
+        return preset_for_host(host) if host and host != "auto" else None
+    except PresetError:
+        return None     # reported where a preset is named; a plain host needs none
 
 
 def _endpoint(errs: _Errors, node: object, path: str, base_dir: str, role: str) -> Endpoint:
@@ -483,6 +504,16 @@ def _endpoint(errs: _Errors, node: object, path: str, base_dir: str, role: str) 
                 errs.add(_join(path, key), f"required with auth: {auth}")
         if auth != "master_separator" and s.has("master_separator"):
             errs.add(_join(path, "master_separator"), "only used with auth: master_separator")
+    # The OLD provider's quirks: named, or known from its server's host name (host: auto adds them later).
+    preset = None
+    if target and s.has("preset"):
+        errs.add(_join(path, "preset"), "only valid on the source (the old provider's quirks)")
+    elif not target:
+        preset = s.get("preset", _preset, None) if s.has("preset") else _preset_of_host(host)
+    send_id = s.get("send_id", _boolean, True)
+    if preset is not None and preset.send_id and s.has("send_id") and send_id is False:
+        errs.add(_join(path, "send_id"), f"false, but preset {preset.key!r} ({preset.name}) requires IMAP ID "
+                                         "before SELECT; remove send_id")
     return Endpoint(
         host=host, port=s.get("port", _int_range(1, 65535), _DEFAULT_PORTS[protocol, security]),
         security=security, protocol=protocol,
@@ -494,9 +525,11 @@ def _endpoint(errs: _Errors, node: object, path: str, base_dir: str, role: str) 
         master_user=s.get("master_user", _text, None),
         master_password_file=s.get("master_password_file", _file(base_dir), None),
         master_separator=s.get("master_separator", _text, "*"),
-        send_id=s.get("send_id", _boolean, True),
-        max_connections=s.get("max_connections", _int_range(1, 1000), 8),
+        send_id=send_id,
+        max_connections=s.get("max_connections", _int_range(1, 1000),
+                              preset.max_connections if preset and preset.max_connections else 8),
         pop3_no_uidl=s.get("pop3_no_uidl", _choice("fail", "fingerprint"), "fail"),
+        preset=preset.key if preset else None,
     )
 
 

@@ -8,7 +8,12 @@ class MailsyncError(Exception):
 
 
 class AuthFailed(MailsyncError):
-    """The server refused the credentials."""
+    """The server refused the credentials.  ``server_text``: the server's own words, if it gave any
+    (they may say which password it wants: see ``AppPassword.refusal_matches``)."""
+
+    def __init__(self, message: str, server_text: str = "") -> None:
+        super().__init__(message)
+        self.server_text = server_text
 
 
 class Unreachable(MailsyncError):

@@ -5,7 +5,8 @@
 1. **preset** -- the domain's MX records (dnspython) matched against the provider presets in
    ``presets.yaml`` (:func:`load_presets`, :func:`match_mx`): Tencent Exmail, NetEase, Alibaba,
    Google, Microsoft, ...  A preset also carries the provider's quirks (``send_id``,
-   ``max_connections``) and an auth hint (app password / 授权码).
+   ``max_connections``, ``app_password`` with the refusal words that ask for it, ``skip_folders``;
+   applied at run time by :mod:`mailsyncd.quirks`) and an auth hint (app password / 授权码).
 2. **srv** -- RFC 6186 SRV records ``_imaps._tcp``, ``_imap._tcp``, ``_pop3s._tcp`` and
    ``_pop3._tcp``.  A target of ``"."`` means "decidedly not offered" (RFC 2782, RFC 6186 s. 4).
    The preferred protocol (``prefer``, IMAP by default: POP3 sees only the inbox) is taken
@@ -53,7 +54,7 @@ import dns.resolver
 import yaml
 
 __all__ = [
-    "Server", "Preset", "PresetError", "load_presets", "default_presets", "match_mx",
+    "Server", "Preset", "AppPassword", "PresetError", "preset_for_host", "load_presets", "default_presets", "match_mx",
     "Detection", "DetectionFailed", "detect", "ProbeError", "imap_probe", "make_probe",
     "DEFAULT_PROBE_PORTS", "PROBE_PREFIXES", "SRV_SERVICES", "PRESETS_PATH",
 ]
@@ -88,6 +89,20 @@ class Server(NamedTuple):
 
 
 @dataclass(frozen=True)
+class AppPassword:
+    """The provider wants a password made for mail clients (授权码, app password), not the account's."""
+    name_en: str
+    name_zh: str
+    help_url: str | None
+    refusal_patterns: tuple[re.Pattern[str], ...]   # searched in the source's refusal of a login
+
+    def refusal_matches(self, text: str) -> bool:
+        """Do the source's words say "use the app password"?  (``text``: the server's words only.)"""
+        text = text[:2000]     # hostile text, our patterns: bound the work
+        return any(p.search(text) for p in self.refusal_patterns)
+
+
+@dataclass(frozen=True)
 class Preset:
     key: str
     name: str
@@ -99,6 +114,8 @@ class Preset:
     auth_hint_en: str
     auth_hint_zh: str
     max_connections: int | None
+    app_password: AppPassword | None = None
+    skip_folders: tuple[str, ...] = ()
 
     def server(self, protocol: str) -> Server | None:
         return {"imap": self.imap, "pop3": self.pop3}[protocol]
@@ -110,6 +127,11 @@ class Preset:
             "pop3": self.pop3._asdict() if self.pop3 else None,
             "send_id": self.send_id, "max_connections": self.max_connections,
             "auth_hint_en": self.auth_hint_en, "auth_hint_zh": self.auth_hint_zh,
+            "app_password": None if self.app_password is None else {
+                "name_en": self.app_password.name_en, "name_zh": self.app_password.name_zh,
+                "help_url": self.app_password.help_url,
+                "refusal_patterns": [p.pattern for p in self.app_password.refusal_patterns]},
+            "skip_folders": list(self.skip_folders),
         }
 
 
@@ -124,7 +146,9 @@ class PresetError(ValueError):
 _HOST_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$")
 _KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _PRESET_KEYS = {"name", "name_zh", "mx", "imap", "pop3", "quirks"}
-_QUIRK_KEYS = {"send_id", "max_connections", "auth_hint"}
+_QUIRK_KEYS = {"send_id", "max_connections", "auth_hint", "app_password", "skip_folders"}
+_APP_PASSWORD_KEYS = {"name_en", "name_zh", "help_url", "refusal_patterns"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _is_hostname(s: object) -> bool:
@@ -160,6 +184,66 @@ def _check_text(where: str, v: object, errs: list[str]) -> str:
         return ""
     # YAML folding joins lines with a space; after CJK punctuation that space is noise
     return re.sub(r"(?<=[\u3000-\u303f\uff00-\uffef])\s+", "", " ".join(v.split()))
+
+
+def _check_app_password(where: str, v: object, errs: list[str]) -> AppPassword | None:
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        errs.append(f"{where}: must be a mapping {{name_en, name_zh, help_url, refusal_patterns}}, not {v!r}")
+        return None
+    n0 = len(errs)
+    unknown = sorted(map(str, set(v) - _APP_PASSWORD_KEYS))
+    if unknown:
+        errs.append(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_APP_PASSWORD_KEYS))})")
+    names = {}
+    for k in ("name_en", "name_zh"):
+        # one line: it goes into an IMAP response line
+        t = _check_text(f"{where}.{k}", v.get(k), errs)
+        if t and (_CONTROL.search(t) or len(t) > 60):
+            errs.append(f"{where}.{k}: must be one short line (at most 60 characters), not {t!r}")
+        names[k] = t
+    url = v.get("help_url")
+    if url is not None and (not isinstance(url, str) or not re.fullmatch(r"https?://[!-~]{1,300}", url)):
+        errs.append(f"{where}.help_url: must be an http(s) URL without spaces, not {url!r}")
+    raw = v.get("refusal_patterns")
+    pats: list[re.Pattern[str]] = []
+    if not isinstance(raw, list):
+        errs.append(f"{where}.refusal_patterns: must be a list of regular expressions ([] for none), not {raw!r}")
+    else:
+        for i, pat in enumerate(raw):
+            if not isinstance(pat, str) or not pat.strip():
+                errs.append(f"{where}.refusal_patterns[{i}]: must be a non-empty string, not {pat!r}")
+                continue
+            try:
+                rx = re.compile(pat)
+            except re.error as e:
+                errs.append(f"{where}.refusal_patterns[{i}]: {pat!r} is not a valid regular expression: {e}")
+                continue
+            if rx.search(""):
+                errs.append(f"{where}.refusal_patterns[{i}]: {pat!r} matches an empty text: it would give the "
+                            "hint for every refusal")
+                continue
+            pats.append(rx)
+    if len(errs) > n0:
+        return None
+    return AppPassword(names["name_en"], names["name_zh"], url, tuple(pats))
+
+
+def _check_folder_names(where: str, v: object, errs: list[str]) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    if not isinstance(v, list):
+        errs.append(f"{where}: must be a list of folder names (levels joined with '/'), not {v!r}")
+        return ()
+    out = []
+    for i, name in enumerate(v):
+        if not isinstance(name, str) or not name.strip("/ ") or _CONTROL.search(name) or "//" in name:
+            errs.append(f"{where}[{i}]: must be a folder name like '[Gmail]/All Mail' (no empty levels or "
+                        f"control characters), not {name!r}")
+        else:
+            out.append(name.strip("/"))
+    return tuple(out)
 
 
 def _parse_preset(key: str, d: object, errs: list[str]) -> Preset | None:
@@ -199,7 +283,7 @@ def _parse_preset(key: str, d: object, errs: list[str]) -> Preset | None:
     if "imap" in d and "pop3" in d and d.get("imap") is None and d.get("pop3") is None:
         errs.append(f"{where}: imap and pop3 are both null: a preset needs at least one server")
     q = d.get("quirks")
-    send_id, maxc, hint_en, hint_zh = False, None, "", ""
+    send_id, maxc, hint_en, hint_zh, app, skip = False, None, "", "", None, ()
     if "quirks" in d:
         if not isinstance(q, dict):
             errs.append(f"{where}: quirks: must be a mapping, not {q!r}")
@@ -221,10 +305,13 @@ def _parse_preset(key: str, d: object, errs: list[str]) -> Preset | None:
             else:
                 hint_en = _check_text(f"{where}: quirks.auth_hint.en", hint["en"], errs)
                 hint_zh = _check_text(f"{where}: quirks.auth_hint.zh", hint["zh"], errs)
+            app = _check_app_password(f"{where}: quirks.app_password", q.get("app_password"), errs)
+            skip = _check_folder_names(f"{where}: quirks.skip_folders", q.get("skip_folders"), errs)
     if len(errs) > n0:
         return None
     return Preset(key=key, name=name, name_zh=name_zh, mx=tuple(mx), imap=imap, pop3=pop3, send_id=send_id,
-                  auth_hint_en=hint_en, auth_hint_zh=hint_zh, max_connections=maxc)
+                  auth_hint_en=hint_en, auth_hint_zh=hint_zh, max_connections=maxc, app_password=app,
+                  skip_folders=skip)
 
 
 def load_presets(path: str | Path | None = None) -> dict[str, Preset]:
@@ -302,8 +389,9 @@ def match_mx(mx_hosts: list[str], presets: dict[str, Preset] | None = None) -> P
     return m[0] if m else None
 
 
-def _preset_for_host(host: str, presets: dict[str, Preset]) -> Preset | None:
+def preset_for_host(host: str, presets: dict[str, Preset] | None = None) -> Preset | None:
     """The preset whose IMAP or POP3 server is ``host`` (so that its quirks apply)."""
+    presets = default_presets() if presets is None else presets
     host = _norm_host(host)
     for preset in presets.values():
         if any(s is not None and s.host == host for s in (preset.imap, preset.pop3)):
@@ -555,14 +643,15 @@ class Detection:
         """The config Endpoint fields this detection determines.
 
         host/port/security/protocol always; ``tls_name`` when the certificate must name another host
-        than ``host`` (an SRV target outside the mail domain); ``send_id`` and ``max_connections`` only when a
-        preset is known (``send_id`` only when True: the Endpoint default is already True).
+        than ``host`` (an SRV target outside the mail domain); ``preset``, ``send_id`` and ``max_connections``
+        only when a preset is known (``send_id`` only when True: the Endpoint default is already True).
         """
         out: dict[str, Any] = {"host": self.host, "port": self.port, "security": self.security,
                                "protocol": self.protocol}
         if self.tls_name is not None and self.tls_name != self.host:
             out["tls_name"] = self.tls_name
         if self.preset is not None:
+            out["preset"] = self.preset.key
             if self.preset.send_id:
                 out["send_id"] = True
             if self.preset.max_connections is not None:
@@ -691,7 +780,7 @@ def _step_srv(domain: str, resolver, timeout: float, presets: dict[str, Preset],
         reasons.append(f"SRV: no {prefer.upper()} service published; using {best.protocol.upper()}")
     rest = [str(c) for c in sorted(cands, key=_Srv.sort_key) if c != best]
     reasons.append(f"SRV: {best}" + (f"; also published: {', '.join(rest)}" if rest else ""))
-    preset = _preset_for_host(best.target, presets)
+    preset = preset_for_host(best.target, presets)
     if preset is not None:
         reasons.append(f"SRV: {best.target} is the server of preset {preset.key} ({preset.name}): "
                        f"its quirks apply")
@@ -747,7 +836,7 @@ def _step_probe(domain: str, probe: ProbeFunc, timeout: float, presets: dict[str
                 reasons.append(f"{where}: no IMAP server answered")
                 continue
             reasons.append(f"{where}: IMAP answered, CAPABILITY {_short(caps, 200)}")
-            preset = _preset_for_host(host, presets)
+            preset = preset_for_host(host, presets)
             if preset is not None:
                 reasons.append(f"probe: {host} is the server of preset {preset.key} ({preset.name}): "
                                f"its quirks apply")

@@ -89,3 +89,13 @@ def json_text(doc, **kw) -> str:
     # ensure_ascii=False leaves C1 controls, DEL, bidi overrides and lone surrogates raw;
     # outside strings JSON has only ASCII, so every hidden character found is inside a string.
     return _JSON_SUSPECT.sub(_json_escape, json.dumps(doc, ensure_ascii=False, **kw))
+
+
+def server_words(raw: bytes) -> str:
+    """A server's response text as characters: UTF-8, else GB18030 (a superset of GBK, in which
+    Tencent's servers were seen refusing logins: github.com/pandolia/qqbot/issues/221).  Still
+    hostile: show it with :func:`shown`."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("gb18030", "replace")

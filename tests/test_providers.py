@@ -230,7 +230,8 @@ def test_preset_quirks_map_onto_endpoint(resolver):
     d = detect("user@NetEase.test.", resolver=resolver, probe=_no_probe)  # address, case, final dot
     assert d.domain == "netease.test"
     assert d.endpoint_settings() == {"host": "imap.qiye.163.com", "port": 993, "security": "tls",
-                                     "protocol": "imap", "send_id": True, "max_connections": 5}
+                                     "protocol": "imap", "preset": "netease_qiye", "send_id": True,
+                                     "max_connections": 5}
     g = detect("gsuite.test", resolver=resolver, probe=_no_probe).endpoint_settings()
     assert "send_id" not in g and g["max_connections"] == 8
 
@@ -501,7 +502,7 @@ def test_cli_found_text(dns_server, capsys):
     assert "send_id: yes" in out and "max_connections: 5" in out
     assert "客户端授权密码" in out  # the auth hint, zh
     assert "    host: imap.qiye.163.com\n    port: 993\n    security: tls\n    protocol: imap\n" \
-           "    send_id: true\n    max_connections: 5" in out
+           "    preset: netease_qiye\n    send_id: true\n    max_connections: 5" in out
 
 
 def test_cli_found_json(dns_server, capsys):

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from twisted.internet import defer, task, threads
 
 from ..config import UnknownDomain
+from ..quirks import APP_PASSWORD
 from ..text import field
 from . import source
 from .throttle import Limits, Throttle
@@ -44,6 +45,7 @@ class Verdict:
     reason: str                 # for the log, never a secret
     unavailable: bool = False   # a temporary failure: say so instead of AUTHENTICATIONFAILED
     checked_at_source: bool = False
+    hint: str | None = None     # quirks.APP_PASSWORD: the source's own refusal asked for the app password
 
 
 class Gate:
@@ -58,6 +60,7 @@ class Gate:
         self.throttle = Throttle(_limits(config_ref().frontdoor), clock=reactor.seconds)
         self._key = os.urandom(32)            # in memory only: keys the negative cache
         self._recent_failures: dict[bytes, float] = {}
+        self._app_password_failures: dict[bytes, float] = {}   # of those, refused with app-password words
         self._recent_ok: dict[bytes, float] = {}
         self._recent_ok_users: dict[str, set[bytes]] = {}
         self._pending: dict[bytes, list[defer.Deferred]] = {}
@@ -136,6 +139,9 @@ class Gate:
         mark = self._mark(address, password + "\0" + (source_address or "") + "\0" + plan)
         now = self.reactor.seconds()
         if self._recent_failures.get(mark, 0.0) > now:
+            if self._app_password_failures.get(mark, 0.0) > now:   # the source's words still apply
+                return Verdict(False, address, f"same wrong password as a recent attempt (source not asked); "
+                                               f"hint: {APP_PASSWORD}", hint=APP_PASSWORD)
             return Verdict(False, address, "same wrong password as a recent attempt (source not asked)")
         if self._recent_ok.get(mark, 0.0) > now:
             # Checked at the source moments ago: skip even the argon2 verifier (a reconnect storm).
@@ -198,9 +204,14 @@ class Gate:
             if self.on_login is not None:
                 self.on_login(address, domain, first)
             return Verdict(True, address, "source accepted", checked_at_source=True)
-        if result == source.WRONG:
+        if result in (source.WRONG, source.APP_PASSWORD):
             self._forget_old(self._recent_failures)
             self._recent_failures[mark] = self.reactor.seconds() + _NEGATIVE_TTL
+            if result == source.APP_PASSWORD:
+                self._forget_old(self._app_password_failures)
+                self._app_password_failures[mark] = self._recent_failures[mark]
+                return Verdict(False, address, f"wrong password at the source, which asks for an app password "
+                                               f"({why}); hint: {APP_PASSWORD}", hint=APP_PASSWORD)
             return Verdict(False, address, f"wrong password or unknown user at the source ({why})")
         # The source is down or throttling us: the user is not at fault, so give the token back.
         self.throttle.succeeded(ip, address)

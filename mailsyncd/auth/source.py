@@ -5,10 +5,13 @@ from __future__ import annotations
 import poplib
 import ssl
 
+from .. import quirks
 from ..errors import AuthFailed, MailsyncError
 from ..sync import imapconn
+from ..text import server_words
 
-OK, WRONG, UNAVAILABLE = "ok", "wrong", "unavailable"
+# APP_PASSWORD: refused, with the provider's words for "use the app password" (a WRONG that can say why)
+OK, WRONG, UNAVAILABLE, APP_PASSWORD = "ok", "wrong", "unavailable", "app_password"
 
 # Words of a refusal that mean "not now" rather than "wrong password".
 _TEMPORARY = ("[UNAVAILABLE]", "[SERVERBUG]", "[LIMIT]", "[INUSE]", "[SYS/TEMP]", "[IN-USE]",
@@ -20,8 +23,16 @@ def _temporary(text: str) -> bool:
     return any(w.lower() in low for w in _TEMPORARY)
 
 
+def _refused(endpoint, server_text: str, fallback: str = "") -> str:
+    # Only the server's own words can ask for the app password (never our text, which names the user).
+    # They come first: they may also say "try again", but mean "not this password".
+    if quirks.wants_app_password(endpoint, server_text):
+        return APP_PASSWORD
+    return UNAVAILABLE if _temporary(server_text or fallback) else WRONG
+
+
 def check(endpoint, address: str, password: str) -> tuple[str, str]:
-    """(OK | WRONG | UNAVAILABLE, reason for the log).  The reason never holds the password."""
+    """(OK | WRONG | APP_PASSWORD | UNAVAILABLE, reason for the log).  The reason never holds the password."""
     if endpoint.protocol == "pop3":
         return _check_pop3(endpoint, address, password)
     client = None
@@ -30,7 +41,7 @@ def check(endpoint, address: str, password: str) -> tuple[str, str]:
         imapconn.login_source(client, endpoint, address, password)
         return OK, "source accepted"
     except AuthFailed as e:
-        return (UNAVAILABLE if _temporary(str(e)) else WRONG), str(e)
+        return _refused(endpoint, e.server_text, str(e)), str(e)
     except MailsyncError as e:
         return UNAVAILABLE, str(e)
     finally:
@@ -57,9 +68,10 @@ def _check_pop3(endpoint, address: str, password: str) -> tuple[str, str]:
             conn.pass_(password)
         except poplib.error_proto as e:
             text = _text(e)
-            if _temporary(text):
+            result = _refused(endpoint, text)
+            if result == UNAVAILABLE:
                 return UNAVAILABLE, f"{where}: {text}"
-            return WRONG, f"{where}: login refused for {user}: {text}"
+            return result, f"{where}: login refused for {user}: {text}"
         return OK, "source accepted"
     except ssl.SSLError as e:
         return UNAVAILABLE, f"{where}: TLS failed: {e.reason or e}"
@@ -75,4 +87,4 @@ def _check_pop3(endpoint, address: str, password: str) -> tuple[str, str]:
 
 def _text(e: poplib.error_proto) -> str:
     arg = e.args[0] if e.args else b""
-    return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
+    return server_words(arg) if isinstance(arg, bytes) else str(arg)

@@ -128,6 +128,11 @@ def format_detection(d) -> str:
                                       else "no (not required)"))
         lines.append("  max_connections: " + (str(p.max_connections) if p.max_connections is not None
                                               else "no preset value (config default)"))
+        if p.app_password is not None:
+            lines.append(f"  app_password: {p.app_password.name_en} / {p.app_password.name_zh}"
+                         + (f" ({p.app_password.help_url})" if p.app_password.help_url else ""))
+        if p.skip_folders:
+            lines.append("  skip_folders: " + ", ".join(p.skip_folders))
         lines.append(_wrap("password: " + p.auth_hint_en, "  "))
         lines.append(_wrap("密码：" + p.auth_hint_zh, "  "))
     lines += ["", "config (the source endpoint this amounts to):", "  source:"]

@@ -141,8 +141,11 @@ def _excluded_by(path: str, patterns: Sequence[str]) -> str | None:
 
 
 def plan_folders(
-    source: Sequence[Mailbox], target: Sequence[Mailbox], rules
+    source: Sequence[Mailbox], target: Sequence[Mailbox], rules, skip: Sequence[str] = ()
 ) -> tuple[list[FolderPlan], list[Skipped]]:
+    """``skip``: the source provider's folders never to copy (its preset's ``skip_folders``: full
+    names with "/" between levels, compared exactly; INBOX in any case)."""
+    skip_paths = {"/".join(_norm(s.split("/"))) for s in skip}
     if rules.layout not in ("mirror", "under"):
         raise ValueError(f"unknown layout {rules.layout!r}")
     tdelim = _target_delimiter(target)
@@ -209,6 +212,8 @@ def plan_folders(
             reason = f"{NOT_MAILBOX[min(flags & NOT_MAILBOX.keys())]} (not a mailbox)"
         elif flags & VIRTUAL.keys():
             reason = f"virtual folder ({VIRTUAL[min(flags & VIRTUAL.keys())]})"
+        elif path in skip_paths:
+            reason = "the provider's preset skips it (quirks.skip_folders)"
         elif (pat := _excluded_by(path, rules.exclude)) is not None:
             reason = f"excluded by rule {pat!r}"
         if reason:

@@ -14,7 +14,8 @@ import logging
 from twisted.internet import protocol
 from twisted.protocols.policies import TimeoutMixin
 
-from .. import __version__
+from .. import __version__, quirks
+from ..config import UnknownDomain
 from ..scheduler import alert_text
 from ..imap.preauth import Bad, Command, Continue, Fatal, PreauthParser, SaslLine
 from . import backend
@@ -249,7 +250,7 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
                 self.send(tag + b" NO [UNAVAILABLE] Temporary authentication failure, try again later.")
                 self._resume()
             else:
-                self.auth_failed(tag, None)
+                self.auth_failed(tag, None, self._refusal_text(verdict))
             return None
         domain = self.config.domain_for(verdict.address)
         d = backend.connect(self.f.reactor, domain.target, verdict.address, password, self.ip, self.port)
@@ -263,11 +264,21 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
             self.send(tag + b" NO [UNAVAILABLE] Internal error, try again later.")
             self._resume()
 
-    def auth_failed(self, tag: bytes, reason: str | None) -> None:
+    def _refusal_text(self, verdict) -> str:
+        # Said only after the source itself refused with its app-password words: it tells no more
+        # than the provider would have told the client directly.
+        if verdict.hint == quirks.APP_PASSWORD:
+            try:
+                return quirks.imap_refusal(self.config.domain_for(verdict.address).source)
+            except (UnknownDomain, ValueError):
+                pass
+        return "Authentication failed."
+
+    def auth_failed(self, tag: bytes, reason: str | None, text: str = "Authentication failed.") -> None:
         if reason:
             logger.warning("event=login_failed ip=%s user=- reason=%r", self.ip, reason)
         self.auth_failures += 1
-        self.send(tag + b" NO [AUTHENTICATIONFAILED] Authentication failed.")
+        self.send(tag + b" NO [AUTHENTICATIONFAILED] " + text.encode("utf-8"))
         if self.auth_failures >= MAX_AUTH_FAILURES:
             self.send(b"* BYE Too many failed logins.")
             self.transport.loseConnection()

@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from .. import quirks
 from ..errors import (
     AuthFailed,
     ConnectionLost,
@@ -172,7 +173,8 @@ class AccountSync:
             imapconn.close(src)
             imapconn.close(tgt)
             raise
-        plans, res.skipped_folders = plan_folders(src_boxes, tgt_boxes, self.domain.folders)
+        plans, res.skipped_folders = plan_folders(src_boxes, tgt_boxes, self.domain.folders,
+                                                  skip=quirks.skip_folders(self.domain.source))
         for s in res.skipped_folders:
             if "not a mailbox" in s.reason:
                 continue  # implicit parents: nothing to copy, nothing to report

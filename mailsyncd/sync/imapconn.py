@@ -10,6 +10,7 @@ The two imapclient internals used here (``_raw_command`` for LIST-STATUS and
 
 from __future__ import annotations
 
+import ast
 import imaplib
 import logging
 import re
@@ -28,6 +29,7 @@ from .. import __version__
 from ..errors import AuthFailed, ConnectionLost, ProtocolError, TLSFailure, Unreachable
 from ..imap.fetchparse import parse_fetch
 from ..imap.folders import Mailbox
+from ..text import server_words, shown
 
 logger = logging.getLogger(__name__)
 
@@ -109,9 +111,16 @@ def connect(endpoint, *, role: str) -> IMAPClient:
 
 def _login_error(where: str, user: str, e: Exception) -> AuthFailed:
     text = str(e)
-    # imaplib wraps the server's text as b'...'; show just the server's words
-    m = re.search(r"b['\"](.*)['\"]", text)
-    return AuthFailed(f"{where}: login refused for {user}: {m.group(1) if m else text}")
+    # imaplib wraps the server's text as the repr of its bytes, b'...': undo that, so that Chinese
+    # words are words (a refusal may name the password it wants, in UTF-8 or GBK)
+    m = re.search(r"b(['\"])(.*)\1", text, re.S)
+    words = m.group(2) if m else text
+    if m:
+        try:
+            words = server_words(ast.literal_eval(m.group(0)))
+        except (ValueError, SyntaxError):
+            pass
+    return AuthFailed(f"{where}: login refused for {user}: {shown(words, 300)}", server_text=words)
 
 
 def _safe_for_login(s: str) -> bool:

@@ -26,6 +26,9 @@ MESSAGES: dict[str, dict[str, str]] = {
                    "is finished.",
         "switch": "中文",
         "err_credentials": "The email address or password is not correct.",
+        # after the old server itself refused with its words for "use the app password" (presets.yaml)
+        "err_app_password": "{provider} refused this password: it wants an {name_en} ({name_zh}) instead of "
+                            "your normal password.",
         "err_unavailable": "The old mail server cannot be reached right now. Please try again later.",
         "err_throttled": "Too many attempts. Please wait a few minutes and try again.",
         "err_not_enabled": "Self-service migration is not enabled for your domain. "
@@ -87,6 +90,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "privacy": "您的密码将在旧邮件服务器上验证，并在迁移完成前加密保存。",
         "switch": "English",
         "err_credentials": "邮箱地址或密码不正确。",
+        "err_app_password": "{provider}拒绝了这个密码：需要使用{name_zh}登录，而不是邮箱密码。",
         "err_unavailable": "暂时无法连接旧邮件服务器，请稍后再试。",
         "err_throttled": "尝试次数过多，请等待几分钟后再试。",
         "err_not_enabled": "您所在的域名未开放自助迁移，请联系 IT 部门。",

@@ -48,6 +48,7 @@ from urllib.parse import parse_qs
 from twisted.internet import defer, task, threads
 from twisted.web import http, resource, server
 
+from .. import quirks
 from ..config import UnknownDomain
 from ..text import field, shown
 from . import assets, i18n
@@ -409,11 +410,12 @@ class SelfService(resource.Resource):
         return _Reply(code, self._page(lang, t(lang, "title"), body, switch_to="/"))
 
     def _form_page(self, request, lang: str, *, error: str | None = None, address: str = "",
-                   new_address: str = "", code: int = 200, retry_after: int | None = None) -> _Reply:
+                   new_address: str = "", code: int = 200, retry_after: int | None = None,
+                   error_text: str | None = None) -> _Reply:
         csrf = self._csrf_for(self._csrf_cookie(request))
         parts = [f'<p>{esc(t(lang, "intro"))}</p>']
         if error:
-            parts.append(f'<p class="error" role="alert">{esc(t(lang, error))}</p>')
+            parts.append(f'<p class="error" role="alert">{esc(error_text or t(lang, error))}</p>')
         parts.append(
             '<form method="post" action="/start" autocomplete="on">'
             f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
@@ -499,7 +501,7 @@ class SelfService(resource.Resource):
             return _Reply(303, b"", location="/progress")
         self.counts["failed"] += 1
         logger.warning("event=selfservice_failed ip=%s user=%s reason=%r", ip, verdict.address, verdict.reason)
-        code, retry = 200, None
+        code, retry, text = 200, None, None
         if kind is None:
             if verdict.unavailable:
                 kind = "err_unavailable"
@@ -507,7 +509,10 @@ class SelfService(resource.Resource):
                 kind, code, retry = "err_throttled", 429, 60
             else:
                 kind = "err_credentials"
-        return self._form_page(request, lang, error=kind, code=code, retry_after=retry, **keep)
+                if verdict.hint == quirks.APP_PASSWORD and domain is not None:
+                    # the old server's own words asked for it: say which password, in the user's language
+                    text = quirks.web_refusal(domain.source, lang, t(lang, "err_app_password")) or None
+        return self._form_page(request, lang, error=kind, code=code, retry_after=retry, error_text=text, **keep)
 
     async def _rename_conflict(self, ip: str, old: str, new: str) -> str | None:
         """A new address may only be paired with the old one the admin imported for it.
