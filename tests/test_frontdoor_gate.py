@@ -157,3 +157,19 @@ def test_login_checks_take_a_connection_from_the_source_hosts_budget(make_doveco
         assert sched["login_checks_refused"] == 1 and sched["login_checks_waited"] >= 1, sched
         # Once the slot is free, the same login goes through.
         assert login(d.imap_port, "bob@example.com", "bob-old", source="127.0.0.2").startswith(b"a OK")
+
+
+def test_the_master_password_is_read_at_start_and_reload_not_at_each_login(tmp_path, dovecot_pair):
+    with Daemon(tmp_path, dovecot_pair) as d:
+        secret = tmp_path / "master.secret"
+        kept = secret.read_text()
+        secret.unlink()                                    # no file read at login time: still logs in
+        assert login(d.imap_port, A, dovecot_pair.users[A].old_password).startswith(b"a OK")
+        d.sighup()                                         # a reload reads it, and says which file
+        log = d.wait_log("event=reload_failed keeping", 20)
+        assert "master.secret: cannot read master password" in log
+        assert login(d.imap_port, A, dovecot_pair.users[A].old_password,
+                     source="127.0.0.2").startswith(b"a OK")   # the old generation keeps working
+        secret.write_text(kept)
+        d.sighup()
+        d.wait_log("event=reloaded generation=2", 20)

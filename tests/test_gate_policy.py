@@ -280,3 +280,29 @@ def test_network_of():
     assert network_of("203.0.113.7") == "203.0.113.7/32"
     assert network_of("::ffff:203.0.113.7") == "203.0.113.7/32"
     assert network_of("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::/64"
+
+
+def test_login_checks_share_the_source_hosts_connections_with_passes(env):
+    import threading
+
+    from mailsyncd.scheduler import Scheduler, _Running, host_key
+    from mailsyncd.sync.progress import Progress
+
+    sched = Scheduler(env.reactor, None, None, env.store, env.vault, lambda: env.config)
+    ep = env.config.domains["example.com"].source
+    host = host_key(ep)
+    full = ep.max_connections
+    sched.running["bob@example.com"] = _Running(Progress(), threading.Event(), host, full, "example.com")
+    got = []
+    sched.acquire(ep, 5.0).addCallback(got.append)
+    env.reactor.advance(4.9)
+    assert got == []                                   # waits while the pass holds every connection
+    env.reactor.advance(0.2)
+    assert got == [False] and sched.counts["login_checks_refused"] == 1
+    sched.acquire(ep, 5.0).addCallback(got.append)
+    sched._ended(None, "bob@example.com", env.config.domains["example.com"])   # the pass ends
+    assert got == [False, True] and sched.checks == {host: 1}
+    # While a login holds one, a pass may use only the rest.
+    assert sched._host_free(host, ep) == full - 1
+    sched.release(ep)
+    assert sched.checks == {} and sched._host_free(host, ep) == full
