@@ -432,10 +432,10 @@ class SelfService(resource.Resource):
         logger.warning("event=selfservice_failed ip=%s user=%s reason=%r", ip, verdict.address, verdict.reason)
         code, retry = 200, None
         if kind is None:
-            if verdict.unavailable:
-                kind = "err_unavailable"
-            elif "throttled (" in verdict.reason:
+            if verdict.throttled:
                 kind, code, retry = "err_throttled", 429, 60
+            elif verdict.unavailable:
+                kind = "err_unavailable"
             else:
                 kind = "err_credentials"
         return self._form_page(request, lang, error=kind, code=code, retry_after=retry, **keep)
