@@ -173,3 +173,26 @@ def test_the_master_password_is_read_at_start_and_reload_not_at_each_login(tmp_p
         secret.write_text(kept)
         d.sighup()
         d.wait_log("event=reloaded generation=2", 20)
+
+
+def test_a_flood_of_1100_connections_from_one_address_leaves_room_for_others(tmp_path, dovecot_pair):
+    with Daemon(tmp_path, dovecot_pair) as d:
+        flood = []
+        for _ in range(1100):
+            s = socket.socket()
+            s.settimeout(5)
+            s.connect(("127.0.0.1", d.imap_port))          # never logs in, never reads
+            flood.append(s)
+        t0 = time.monotonic()
+        ok = login(d.imap_port, A, dovecot_pair.users[A].old_password, source="127.0.0.2")
+        assert ok.startswith(b"a OK"), ok
+        took = time.monotonic() - t0
+        deadline = time.monotonic() + 20
+        while (refused := d.log().count("event=connection_refused ip=127.0.0.1 cap=per_client")) < 1075 \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        print(f"\nFIGURE flood of 1,100 pre-auth connections from one address: {refused} refused at once, "
+              f"another address logged in in {took:.2f}s")
+        assert refused >= 1075                             # all but max_preauth_per_ip (20), give or take
+        for s in flood:
+            s.close()
