@@ -84,7 +84,7 @@ class Gate:
         self._pending: dict[bytes, list[defer.Deferred]] = {}
         self._in_flight: dict[str, int] = {}          # client network -> password checks in progress
         self._remembered: dict[tuple[str, str], float] = {}   # (user, network) -> last written to the store
-        self.counts = {"ok": 0, "failed": 0, "source_checks": 0, "throttled": 0}
+        self.counts = {"ok": 0, "failed": 0, "source_checks": 0}
 
     def forget_recent(self, _domain: str | None = None) -> None:
         """Drop the in-memory positive cache (at cutover, the verifier alone decides from then on)."""
@@ -196,7 +196,6 @@ class Gate:
         known = await self._blocking(self.store.is_known_network, address, net, now=self.wall())
         empty = self.throttle.take(net, address, known=known)
         if empty:
-            self.counts["throttled"] += 1
             return Verdict(False, address, f"throttled: budget={empty} empty for {net}; no password compared",
                            unavailable=True, throttled=empty)
         verdict = None
