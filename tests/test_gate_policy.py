@@ -306,3 +306,33 @@ def test_login_checks_share_the_source_hosts_connections_with_passes(env):
     assert sched._host_free(host, ep) == full - 1
     sched.release(ep)
     assert sched.checks == {} and sched._host_free(host, ep) == full
+
+
+def test_a_waiting_login_goes_before_new_passes(env):
+    import threading
+
+    from mailsyncd.scheduler import Scheduler, _Account, _Running, host_key
+    from mailsyncd.sync.progress import Progress
+
+    env.pool.hold = True                               # passes that start stay "running"
+    sched = Scheduler(env.reactor, env.pool, env.pool, env.store, env.vault, lambda: env.config)
+    ep = env.config.domains["example.com"].source
+    host = host_key(ep)
+    sched.running["bob@example.com"] = _Running(Progress(), threading.Event(), host, ep.max_connections,
+                                                "example.com")
+    sched.accounts["carol@example.com"] = _Account("carol@example.com", "example.com")
+    got = []
+    sched.acquire(ep, 30.0).addCallback(got.append)    # a login waits for the busy host
+    sched._ended(None, "bob@example.com", env.config.domains["example.com"])
+    assert got == [True]                               # the freed connection went to the login...
+    sched.tick()
+    assert "carol@example.com" in sched.running        # ...and the pass takes what is left
+    assert sched.running["carol@example.com"].connections <= ep.max_connections - 1
+    got2 = []
+    sched.running["carol@example.com"].connections = ep.max_connections - 1   # the host is full again
+    sched.acquire(ep, 30.0).addCallback(got2.append)
+    sched.accounts["dave@example.com"] = _Account("dave@example.com", "example.com")
+    sched.release(ep)                                  # the first login's check is done
+    assert got2 == [True]
+    sched.tick()
+    assert "dave@example.com" not in sched.running     # no connection left for a new pass
