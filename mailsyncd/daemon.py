@@ -14,7 +14,8 @@ from twisted.python.threadpool import ThreadPool
 
 from . import autodetect, systemd
 from .auth.gate import Gate
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, MasterPasswords, load_config
+from .connlimits import ConnectionLimits, fd_budget
 from .errors import TLSFailure
 from .proxy import tls
 from .proxy.frontdoor import FrontDoorFactory
@@ -85,7 +86,10 @@ class Daemon(service.MultiService):
         self.state_pool = ThreadPool(minthreads=1, maxthreads=1, name="state")
         self.scheduler = Scheduler(reactor, self.sync_pool, self.state_pool, self.store, self.vault, self.current)
         self.gate = Gate(reactor, self.auth_pool, self.current, self.store, self.vault,
-                         on_login=self.scheduler.on_login, cut_over=self.scheduler.is_cut_over)
+                         on_login=self.scheduler.on_login, cut_over=self.scheduler.is_cut_over,
+                         source_slots=self.scheduler)
+        self.master_passwords = MasterPasswords.read(config)     # not at each relay: no file reads there
+        self.conn_limits = ConnectionLimits(*self._conn_caps(config))
         self.scheduler.on_cutover = self.gate.forget_recent
         self.scheduler.on_password_rejected = self.gate.password_rejected
         self.scheduler.on_change = self._write_status
@@ -114,7 +118,8 @@ class Daemon(service.MultiService):
             if implicit and self.tls is None:
                 raise TLSFailure("an imaps socket was passed in but the config has no tls: section")
             f = FrontDoorFactory(self.reactor, self.current, self.gate, self.scheduler, self.current_tls,
-                                 implicit_tls=implicit)
+                                 implicit_tls=implicit, limits=self.conn_limits,
+                                 master_passwords=lambda: self.master_passwords)
             f.noisy = False
             self.factories.append(f)
             if inherited:
@@ -157,6 +162,16 @@ class Daemon(service.MultiService):
     def current(self) -> Config:
         return self.config
 
+    @staticmethod
+    def _conn_caps(config: Config) -> tuple[int, int]:
+        """(per client network pre-auth, total): the total stays below RLIMIT_NOFILE (2 fds a session)."""
+        fd = config.frontdoor
+        total = min(fd.max_connections, fd_budget())
+        if total < fd.max_connections:
+            logger.info("event=connection_cap frontdoor.max_connections=%d lowered_to=%d reason=RLIMIT_NOFILE",
+                        fd.max_connections, total)
+        return fd.max_preauth_per_ip, total
+
     def current_tls(self):
         return self.tls
 
@@ -189,6 +204,7 @@ class Daemon(service.MultiService):
         try:
             new = load_config(old.path)
             options = tls.server_options(new.tls.cert, new.tls.key) if new.tls else None
+            masters = MasterPasswords.read(new)
             if (new.tls is None) != (old.tls is None):
                 raise ConfigError(["tls: adding or removing the tls section needs a restart "
                                    "(the listeners are set up at start)"])
@@ -198,10 +214,10 @@ class Daemon(service.MultiService):
         if any(d.source.auto for d in new.domains.values()):
             # DNS look-ups and probes block: off the reactor
             d = threads.deferToThreadPool(self.reactor, self.state_pool, autodetect.resolve, new)
-            d.addCallback(lambda r: self._apply(r[0], options, r[1], r[2]))
+            d.addCallback(lambda r: self._apply(r[0], options, r[1], r[2], masters))
             d.addErrback(lambda f: self._reload_failed([f"source auto-detection failed: {f.getErrorMessage()}"]))
             return
-        self._apply(new, options, {}, {})
+        self._apply(new, options, {}, {}, masters)
 
     def _reload_failed(self, errors: list[str]) -> None:
         self.reload_error = "; ".join(errors)
@@ -212,7 +228,7 @@ class Daemon(service.MultiService):
         self._last_status = ""
         self._write_status()
 
-    def _apply(self, new: Config, options, found: dict, failed: dict) -> None:
+    def _apply(self, new: Config, options, found: dict, failed: dict, masters: MasterPasswords) -> None:
         old = self.config
         if new.listen != old.listen:
             logger.warning("event=reload_note what='listen addresses change only on restart' old=%s new=%s",
@@ -227,7 +243,9 @@ class Daemon(service.MultiService):
         self.detect_errors = failed
         if options is not None:
             self.tls.options = options
+        self.master_passwords = masters
         self.gate.reconfigure(new)
+        self.conn_limits.update(*self._conn_caps(new))
         self.auth_pool.adjustPoolsize(maxthreads=new.frontdoor.auth_threads)
         self.sync_pool.adjustPoolsize(maxthreads=new.scheduler.max_accounts)
         self.generation += 1

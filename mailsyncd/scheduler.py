@@ -11,6 +11,9 @@ so the reactor never waits on SQLite's write lock.
   host a number of *connections* (``source.max_connections``): providers cap
   connections per client IP.  When a source shows throttling signs the host's
   limit is halved, and it grows back by a quarter connection per good pass.
+  The front door's password checks take their connection from the same budget
+  (``acquire``/``release``): a login waits up to ``frontdoor.source_wait`` for
+  one, ahead of any pass, and is answered NO [UNAVAILABLE] if none frees up.
 * A failed pass is retried with exponential backoff and jitter.  A source that
   refuses the stored password marks the account failed until the user logs in
   again (with the new password).
@@ -84,7 +87,10 @@ class Scheduler:
         self.cutovers: dict[str, _Cutover] = {}
         self.stopping = False
         self._loop: task.LoopingCall | None = None
-        self.counts = {"passes": 0, "failed_passes": 0, "throttled": 0}
+        self.checks: dict[str, int] = {}    # host -> login checks holding one of its connections
+        self._check_waiters: dict[str, list[tuple[object, defer.Deferred]]] = {}
+        self.counts = {"passes": 0, "failed_passes": 0, "throttled": 0, "login_checks_waited": 0,
+                       "login_checks_refused": 0}
         self.on_cutover = None             # (domain) -> None, after a domain is cut over
         self.on_password_rejected = None   # (address) -> None, when the source refuses the stored password
         self.on_change = None              # () -> None, when a pass starts or ends (status views refresh)
@@ -194,6 +200,55 @@ class Scheduler:
         c = self.cutovers.get(domain)
         return c is not None and c.state == "done"
 
+    # -- the source hosts' connection budget, for the front door's password checks ---------------
+    def _host_free(self, host: str, endpoint) -> int:
+        limit = min(int(self.host_limit.get(host, float(endpoint.max_connections))), endpoint.max_connections)
+        used = self.checks.get(host, 0) + sum(r.connections for r in self.running.values() if r.host == host)
+        return limit - used
+
+    def acquire(self, endpoint, wait: float) -> defer.Deferred:
+        """One connection to ``endpoint``'s host for a login check; fires True, or False after ``wait`` s."""
+        host = host_key(endpoint)
+        waiters = self._check_waiters.setdefault(host, [])
+        if not waiters and self._host_free(host, endpoint) >= 1:
+            self.checks[host] = self.checks.get(host, 0) + 1
+            return defer.succeed(True)
+        self.counts["login_checks_waited"] += 1
+        d: defer.Deferred = defer.Deferred()
+        entry = (endpoint, d)
+        waiters.append(entry)
+
+        def give_up() -> None:
+            if entry in waiters:
+                waiters.remove(entry)
+                self.counts["login_checks_refused"] += 1
+                logger.warning("event=source_busy host=%s what='login check found no free connection' "
+                               "waited=%gs in_use=%d", host, wait, self.checks.get(host, 0) + sum(
+                                   r.connections for r in self.running.values() if r.host == host))
+                d.callback(False)
+
+        timer = self.reactor.callLater(wait, give_up)
+        d.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
+        return d
+
+    def release(self, endpoint) -> None:
+        host = host_key(endpoint)
+        n = self.checks.get(host, 0) - 1
+        if n > 0:
+            self.checks[host] = n
+        else:
+            self.checks.pop(host, None)
+        self._wake(host)
+        if not self.stopping:
+            self.reactor.callLater(0, self.tick)
+
+    def _wake(self, host: str) -> None:
+        waiters = self._check_waiters.get(host)
+        while waiters and self._host_free(host, waiters[0][0]) >= 1:
+            _endpoint, d = waiters.pop(0)
+            self.checks[host] = self.checks.get(host, 0) + 1
+            d.callback(True)
+
     # -- the loop ----------------------------------------------------------------------------
     def tick(self) -> None:
         if self.stopping:
@@ -209,7 +264,7 @@ class Scheduler:
                and a.domain in cfg.domains and not self.is_cut_over(a.domain)]
         due.sort(key=lambda a: (not a.final, a.completed, a.messages, a.due))
         per_domain: dict[str, int] = {}
-        used: dict[str, int] = {}
+        used: dict[str, int] = dict(self.checks)
         for r in self.running.values():
             per_domain[r.domain] = per_domain.get(r.domain, 0) + 1
             used[r.host] = used.get(r.host, 0) + r.connections
@@ -220,6 +275,8 @@ class Scheduler:
             if per_domain.get(acct.domain, 0) >= cfg.scheduler.max_accounts_per_domain:
                 continue
             host = host_key(domain.source)
+            if self._check_waiters.get(host):
+                continue             # logins waiting for this host go first
             limit = int(self.host_limit.setdefault(host, float(domain.source.max_connections)))
             limit = min(limit, domain.source.max_connections)   # a reload may have lowered it
             free = limit - used.get(host, 0)
@@ -272,6 +329,8 @@ class Scheduler:
 
     def _ended(self, res: PassResult | None, address: str, domain) -> None:
         run = self.running.pop(address, None)
+        if run is not None:
+            self._wake(run.host)
         acct = self.accounts.get(address)
         now = self.reactor.seconds()
         sched = self.config_ref().scheduler

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -189,7 +189,20 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE reports ADD COLUMN held TEXT;
     ALTER TABLE passes ADD COLUMN deleted INTEGER;
     """,
+    9: """
+    -- client networks (IPv4 /32, IPv6 /64 prefixes, never a full IPv6 address) a user logged in from:
+    -- they keep their own login budget when strangers guess the user's password (auth/throttle.py)
+    CREATE TABLE known_networks (
+        address       TEXT NOT NULL,
+        network       TEXT NOT NULL,
+        last_ok       REAL NOT NULL,
+        PRIMARY KEY (address, network)
+    );
+    CREATE INDEX known_networks_last_ok ON known_networks (last_ok);
+    """,
 }
+
+KNOWN_NETWORK_DAYS = 30
 
 
 class StoreError(Exception):
@@ -528,6 +541,21 @@ class Store:
             return None
         return dict(zip(("address", "domain", "phase", "last_error", "created", "updated", "plan",
                          "source_address"), row))
+
+    # -- client networks a user logged in from -------------------------------------
+    def remember_network(self, address: str, network: str, *, now: float | None = None) -> None:
+        """A login from ``network`` succeeded; forget networks unused for KNOWN_NETWORK_DAYS."""
+        now = time.time() if now is None else now
+        with self._tx() as c:
+            c.execute("INSERT INTO known_networks VALUES (?, ?, ?) ON CONFLICT (address, network) "
+                      "DO UPDATE SET last_ok = excluded.last_ok", (address, network, now))
+            c.execute("DELETE FROM known_networks WHERE last_ok < ?", (now - KNOWN_NETWORK_DAYS * 86400,))
+
+    def is_known_network(self, address: str, network: str, *, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        return self._conn().execute(
+            "SELECT 1 FROM known_networks WHERE address = ? AND network = ? AND last_ok >= ?",
+            (address, network, now - KNOWN_NETWORK_DAYS * 86400)).fetchone() is not None
 
     # -- secrets (opaque to the store: see vault.py) ---------------------------
     def import_accounts(self, items: Iterable[tuple[str, str, str, str | None, bytes | None]]) -> None:

@@ -25,25 +25,36 @@ class Clock:
         return self.t
 
 
-def test_ip_bucket_bounds_source_checks_and_refills():
+def test_network_bucket_bounds_checks_over_all_users_and_refills():
     clock = Clock()
-    th = Throttle(Limits(ip_burst=3, ip_refill=60, user_burst=100, user_refill=1), clock)
-    allowed = sum(th.may_ask_source("10.0.0.1", f"u{i}@x") is None for i in range(1000))
+    th = Throttle(Limits(network_burst=3, network_refill=60, user_network_burst=100, user_hourly=10000), clock)
+    allowed = sum(th.take("10.0.0.1/32", f"u{i}@x", known=False) is None for i in range(1000))
     assert allowed == 3
-    assert th.may_ask_source("10.0.0.2", "u1@x") is None      # other addresses are not affected
+    assert th.take("10.0.0.2/32", "u1@x", known=False) is None      # other networks are not affected
     clock.t += 60
-    assert th.may_ask_source("10.0.0.1", "u1@x") is None
-    assert th.may_ask_source("10.0.0.1", "u1@x") == "ip"
+    assert th.take("10.0.0.1/32", "u1@x", known=False) is None
+    assert th.take("10.0.0.1/32", "u1@x", known=False) == "network"
 
 
-def test_user_bucket_and_refund_on_success():
+def test_user_network_bucket_and_refund_on_success():
     clock = Clock()
-    th = Throttle(Limits(ip_burst=100, ip_refill=1, user_burst=2, user_refill=300), clock)
-    assert th.may_ask_source("1.1.1.1", "a@x") is None
-    th.succeeded("1.1.1.1", "a@x")                            # a right password costs nothing
-    assert th.may_ask_source("2.2.2.2", "a@x") is None
-    assert th.may_ask_source("3.3.3.3", "a@x") is None
-    assert th.may_ask_source("4.4.4.4", "a@x") == "user"
+    th = Throttle(Limits(network_burst=100, user_network_burst=2, user_network_refill=300), clock)
+    assert th.take("1.1.1.1/32", "a@x", known=False) is None
+    th.give_back("1.1.1.1/32", "a@x", known=False)                # a right password costs nothing
+    assert th.take("1.1.1.1/32", "a@x", known=False) is None
+    assert th.take("1.1.1.1/32", "a@x", known=False) is None
+    assert th.take("1.1.1.1/32", "a@x", known=False) == "user+network"
+    assert th.take("2.2.2.2/32", "a@x", known=False) is None      # another network: its own budget
+
+
+def test_user_circuit_breaker_spares_known_networks():
+    clock = Clock()
+    th = Throttle(Limits(user_hourly=3), clock)
+    assert sum(th.take(f"10.0.0.{i}/32", "a@x", known=False) is None for i in range(100)) == 3
+    assert th.take("10.0.1.1/32", "a@x", known=False) == "user"
+    assert th.take("192.0.2.1/32", "a@x", known=True) is None      # the user's own network
+    clock.t += 1200                                                # 3 an hour: one more
+    assert th.take("10.0.1.1/32", "a@x", known=False) is None
 
 
 def test_failure_delay_doubles_to_a_cap_and_resets():

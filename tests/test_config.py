@@ -559,3 +559,16 @@ def test_web_listener_defaults_and_values(cfgdir):
                                  "web|max_connections": 10, "web|max_connections_per_ip": 2})).web
     assert (web.hostnames, web.request_timeout, web.max_connections, web.max_connections_per_ip) == (
         ("migrate.example.com",), 5.0, 10, 2)
+
+
+def test_frontdoor_budget_keys_and_their_earlier_names(cfgdir):
+    data = base()
+    data["frontdoor"] = {"ip_burst": 7, "user_refill": 120, "user_hourly": 50, "preauth_deadline": 30,
+                         "max_preauth_per_ip": 4, "max_pending_per_ip": 2, "source_wait": 3}
+    fd = parse(cfgdir, data).frontdoor
+    assert (fd.network_burst, fd.user_network_refill, fd.user_hourly) == (7, 120, 50)
+    assert (fd.preauth_deadline, fd.max_preauth_per_ip, fd.max_pending_per_ip, fd.source_wait) == (30, 4, 2, 3)
+    data["frontdoor"] = {"ip_burst": 7, "network_burst": 8, "max_preauth_per_ip": 0}
+    errors = errors_of(cfgdir, data)
+    assert any(e.startswith("frontdoor.ip_burst: renamed to frontdoor.network_burst") for e in errors), errors
+    assert any(e.startswith("frontdoor.max_preauth_per_ip: ") for e in errors), errors

@@ -2,16 +2,25 @@
 
 Order of checks, cheapest and least harmful first:
 1. the address must belong to a configured domain;
-2. a (user, password) pair that just failed fails again without asking anyone
-   (a phone retrying a stale password must not lock its owner out);
-3. a password verified at the source within ``verifier_ttl`` matches the
+2. a login with the same credentials as one in progress shares its answer
+   (a client opening five connections at once);
+3. a token from the throttle (auth/throttle.py), before any password
+   comparison at all: the in-memory caches and the argon2 verifier are
+   comparisons too, and without this a guesser could test passwords locally
+   at full speed while a verifier is fresh.  A right password gives it back;
+4. a (user, password) pair that just failed fails again without asking anyone
+   (a phone retrying a stale password must not lock its owner out: it costs
+   no token either, as it teaches nothing);
+5. a password verified at the source within ``verifier_ttl`` matches the
    slow-hash verifier, so a client opening five connections costs one check;
-4. the throttle must grant a token, then the source decides.
+6. the source decides, over a connection from the source host's budget
+   (``source.max_connections``, shared with the scheduler's passes).
 
-Every answer that is not OK waits out the throttle's failure delay, and every
-refusal looks the same to the client.  Blocking work (argon2, SQLite, the
-source login) runs in the ``auth`` thread pool so a slow source never delays
-another user.
+Every answer that is not OK waits out the throttle's failure delay; a refused
+password is NO [AUTHENTICATIONFAILED], and a refusal without comparing it
+(throttled, too many checks in progress, the source busy or down) is
+NO [UNAVAILABLE].  Blocking work (argon2, SQLite, the source login) runs in
+the ``auth`` thread pool so a slow source never delays another user.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import hmac
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass, replace
 
 from twisted.internet import defer, task, threads
@@ -29,12 +39,13 @@ from ..config import UnknownDomain
 from ..quirks import APP_PASSWORD
 from ..text import field
 from . import source
-from .throttle import Limits, Throttle
+from .throttle import Limits, Throttle, network_of
 
 logger = logging.getLogger("mailsyncd.auth")
 
 _NEGATIVE_TTL = 900.0
 _FAST_TTL = 60.0        # in-memory positive cache; the argon2 verifier covers the rest of verifier_ttl
+_REMEMBER_EVERY = 3600.0  # write a known network's last_ok at most this often
 _ADDRESS = re.compile(r"[^\s\x00-\x1f\x7f\"\\]{1,200}@[^\s\x00-\x1f\x7f\"\\@]{1,253}")
 
 
@@ -46,11 +57,17 @@ class Verdict:
     unavailable: bool = False   # a temporary failure: say so instead of AUTHENTICATIONFAILED
     checked_at_source: bool = False
     hint: str | None = None     # quirks.APP_PASSWORD: the source's own refusal asked for the app password
+    domain: object = None       # the Domain it was decided for (from the login's config snapshot)
+    free: bool = False          # the password was not really tried: the token goes back
+    throttled: str | None = None  # the empty budget, when refused for that (auth/throttle.py names)
 
 
 class Gate:
-    def __init__(self, reactor, pool, config_ref, store, vault, on_login=None, cut_over=None):
+    def __init__(self, reactor, pool, config_ref, store, vault, on_login=None, cut_over=None,
+                 source_slots=None, wall=time.time):
         self.reactor = reactor
+        self.source_slots = source_slots      # the per-source-host connection budget (Scheduler), or None
+        self.wall = wall                      # wall clock, for the known networks kept in the store
         self.cut_over = cut_over or (lambda domain: False)   # (domain) -> the domain's cutover has run
         self.pool = pool
         self.config_ref = config_ref          # () -> Config, so a reload is seen by the next login
@@ -64,6 +81,8 @@ class Gate:
         self._recent_ok: dict[bytes, float] = {}
         self._recent_ok_users: dict[str, set[bytes]] = {}
         self._pending: dict[bytes, list[defer.Deferred]] = {}
+        self._in_flight: dict[str, int] = {}          # client network -> password checks in progress
+        self._remembered: dict[tuple[str, str], float] = {}   # (user, network) -> last written to the store
         self.counts = {"ok": 0, "failed": 0, "source_checks": 0}
 
     def forget_recent(self, _domain: str | None = None) -> None:
@@ -89,15 +108,18 @@ class Gate:
 
     # -- entry point -----------------------------------------------------------
     def authenticate(self, ip: str, user: str, password: str, *, plan: str = "login",
-                     source_address: str | None = None) -> defer.Deferred:
+                     source_address: str | None = None, config=None) -> defer.Deferred:
         """Fires with a Verdict, after the failure delay when it is not OK.  Never errbacks.
 
         ``plan`` says how the account enters ("login": the front door; "self_service": the web
         page).  ``source_address``: the login at the source when it differs (a renaming migration).
+        ``config``: the snapshot this login is decided with (default: the current one); the caller
+        uses ``Verdict.domain`` from it afterwards, so a reload in between cannot split the two.
         """
         address = user.strip().lower()
         src = source_address.strip().lower() if source_address else None
-        d = defer.ensureDeferred(self._decide(ip, address, password, plan, src if src != address else None))
+        cfg = config if config is not None else self.config_ref()
+        d = defer.ensureDeferred(self._decide(ip, address, password, plan, src if src != address else None, cfg))
         d.addErrback(self._crashed, address)
         d.addCallback(self._finish, ip)
         return d
@@ -109,17 +131,18 @@ class Gate:
     def _finish(self, v: Verdict, ip: str) -> defer.Deferred | Verdict:
         if v.ok:
             self.counts["ok"] += 1
+            self.throttle.succeeded(ip)
             logger.info("event=login_ok ip=%s user=%s how=%r", ip, v.address, v.reason)
             return v
         self.counts["failed"] += 1
         # One fixed shape, for fail2ban: "event=login_failed ip=<HOST> ..."
         logger.warning("event=login_failed ip=%s user=%s reason=%r", ip, v.address, v.reason)
-        if v.unavailable:
-            return v
+        if v.unavailable and not v.throttled:
+            return v       # the user is not at fault: no need to slow them down
         return task.deferLater(self.reactor, self.throttle.failed(ip), lambda: v)
 
-    async def _decide(self, ip: str, address: str, password: str, plan: str, source_address: str | None) -> Verdict:
-        cfg = self.config_ref()
+    async def _decide(self, ip: str, address: str, password: str, plan: str, source_address: str | None,
+                      cfg) -> Verdict:
         if not _ADDRESS.fullmatch(address):
             return Verdict(False, field(address), "not an email address")
         if source_address is not None and not _ADDRESS.fullmatch(source_address):
@@ -137,34 +160,72 @@ class Gate:
         if source_address is not None and not domain.allow_rename:
             return Verdict(False, address, f"{domain.name} does not allow a new address different from the old one")
         mark = self._mark(address, password + "\0" + (source_address or "") + "\0" + plan)
-        now = self.reactor.seconds()
-        if self._recent_failures.get(mark, 0.0) > now:
-            if self._app_password_failures.get(mark, 0.0) > now:   # the source's words still apply
-                return Verdict(False, address, f"same wrong password as a recent attempt (source not asked); "
-                                               f"hint: {APP_PASSWORD}", hint=APP_PASSWORD)
-            return Verdict(False, address, "same wrong password as a recent attempt (source not asked)")
-        if self._recent_ok.get(mark, 0.0) > now:
-            # Checked at the source moments ago: skip even the argon2 verifier (a reconnect storm).
-            return Verdict(True, address, "recently verified at the source")
-        # Concurrent logins with the same credentials share one check.
+        # Concurrent logins with the same credentials share one check: no new password is tried.
         waiters = self._pending.get(mark)
         if waiters is not None:
             mine: defer.Deferred = defer.Deferred()
             waiters.append(mine)
             return await mine
+        net = network_of(ip)
+        if self._in_flight.get(net, 0) >= cfg.frontdoor.max_pending_per_ip:
+            return Verdict(False, address, f"too many password checks in progress from {net} "
+                                           f"(max_pending_per_ip {cfg.frontdoor.max_pending_per_ip}); "
+                                           "no password compared", unavailable=True, throttled="pending")
         self._pending[mark] = waiters = []
+        self._in_flight[net] = self._in_flight.get(net, 0) + 1
         try:
-            verdict = await defer.ensureDeferred(self._check(ip, address, password, domain, mark, cfg, plan,
-                                                             source_address))
+            verdict = await defer.ensureDeferred(self._guarded(ip, net, address, password, domain, mark, cfg,
+                                                               plan, source_address))
         except BaseException:
             verdict = Verdict(False, address, "internal error", unavailable=True)
             raise
         finally:
+            n = self._in_flight.pop(net) - 1
+            if n:
+                self._in_flight[net] = n
             del self._pending[mark]
             shared = replace(verdict, reason=f"shared a concurrent check: {verdict.reason}",
                              checked_at_source=False)
             for w in waiters:
                 w.callback(shared)
+        return verdict
+
+    async def _guarded(self, ip, net, address, password, domain, mark, cfg, plan, source_address) -> Verdict:
+        """Take a token, compare the password (caches, verifier, source), give the token back if right."""
+        known = await self._blocking(self.store.is_known_network, address, net, now=self.wall())
+        empty = self.throttle.take(net, address, known=known)
+        if empty:
+            return Verdict(False, address, f"throttled: budget={empty} empty for {net}; no password compared",
+                           unavailable=True, throttled=empty)
+        verdict = None
+        try:
+            verdict = await defer.ensureDeferred(self._compare(ip, address, password, domain, mark, cfg, plan,
+                                                               source_address))
+        finally:
+            if verdict is None or verdict.ok or verdict.free:
+                self.throttle.give_back(net, address, known=known)
+        if verdict.ok:
+            verdict = replace(verdict, domain=domain)
+            key = (address, net)
+            if self._remembered.get(key, -_REMEMBER_EVERY) + _REMEMBER_EVERY <= self.reactor.seconds():
+                if len(self._remembered) > 10000:
+                    self._remembered.clear()
+                self._remembered[key] = self.reactor.seconds()
+                await self._blocking(self.store.remember_network, address, net, now=self.wall())
+        return verdict
+
+    async def _compare(self, ip, address, password, domain, mark, cfg, plan, source_address) -> Verdict:
+        now = self.reactor.seconds()
+        if self._recent_failures.get(mark, 0.0) > now:
+            if self._app_password_failures.get(mark, 0.0) > now:   # the source's words still apply
+                return Verdict(False, address, f"same wrong password as a recent attempt (source not asked); "
+                                               f"hint: {APP_PASSWORD}", hint=APP_PASSWORD, free=True)
+            return Verdict(False, address, "same wrong password as a recent attempt (source not asked)", free=True)
+        if self._recent_ok.get(mark, 0.0) > now:
+            # Checked at the source moments ago: skip even the argon2 verifier (a reconnect storm).
+            return Verdict(True, address, "recently verified at the source")
+        verdict = await defer.ensureDeferred(self._check(ip, address, password, domain, mark, cfg, plan,
+                                                         source_address))
         if verdict.ok:
             self._forget_old(self._recent_ok)
             if len(self._recent_ok_users) > 10000:
@@ -178,24 +239,32 @@ class Gate:
         if self.cut_over(domain.name):
             if plan != "login":
                 return Verdict(False, address, f"{domain.name} is cut over: nothing left to migrate")
-            return await self._after_cutover(ip, address, password)
+            # The source is history: the verifier of the last good password decides, at any age.
+            if await self._blocking(self.vault.check_verifier, address, password, max_age=None):
+                return Verdict(True, address, "cut over: last good password accepted")
+            return Verdict(False, address, "cut over: not the last good password (or never logged in before)")
         if source_address is not None:
             # A rename must be the admin's (CSV import): else any old account could claim any new mailbox.
             row = await self._blocking(self.store.account, address)
             if row is None or row.get("source_address") != source_address:
                 return Verdict(False, address, f"no rename from {source_address} to {address} was imported "
-                                               "by the administrator")
+                                               "by the administrator", free=True)
         # Starting a migration on the web page always asks the source: it is done once, and may rename.
         if plan == "login" and await self._blocking(self.vault.check_verifier, address, password,
                                                     max_age=fd.verifier_ttl):
             return Verdict(True, address, "recently verified at the source")
-        refused = self.throttle.may_ask_source(ip, address)
-        if refused:
-            return Verdict(False, address, f"throttled ({refused} limit); source not asked")
-        self.counts["source_checks"] += 1
-        result, why = await self._blocking(self._check_source, domain, address, password, source_address)
+        slots = self.source_slots
+        if slots is not None and not await slots.acquire(domain.source, fd.source_wait):
+            return Verdict(False, address, f"no free connection to the source within {fd.source_wait:g}s "
+                                           "(source.max_connections); source not asked",
+                           unavailable=True, free=True)
+        try:
+            self.counts["source_checks"] += 1
+            result, why = await self._blocking(self._check_source, domain, address, password, source_address)
+        finally:
+            if slots is not None:
+                slots.release(domain.source)
         if result == source.OK:
-            self.throttle.succeeded(ip, address)
             if plan == "login" and not domain.allows("login"):
                 logger.info("event=not_migrating user=%s reason='plan login is not enabled for %s'",
                             address, domain.name)
@@ -213,22 +282,11 @@ class Gate:
                 return Verdict(False, address, f"wrong password at the source, which asks for an app password "
                                                f"({why}); hint: {APP_PASSWORD}", hint=APP_PASSWORD)
             return Verdict(False, address, f"wrong password or unknown user at the source ({why})")
-        # The source is down or throttling us: the user is not at fault, so give the token back.
-        self.throttle.succeeded(ip, address)
+        # The source is down or throttling us: the user is not at fault, so the token goes back.
         if fd.accept_verifier_when_source_down and await self._blocking(
                 self.vault.check_verifier, address, password, max_age=None):
             return Verdict(True, address, f"source unavailable, last good password accepted ({why})")
-        return Verdict(False, address, f"source unavailable: {why}", unavailable=True)
-
-    async def _after_cutover(self, ip: str, address: str, password: str) -> Verdict:
-        # The source is history: the verifier of the last good password decides, at any age.
-        refused = self.throttle.may_ask_source(ip, address)   # bounds the argon2 work a guesser causes
-        if refused:
-            return Verdict(False, address, f"throttled ({refused} limit) after cutover")
-        if await self._blocking(self.vault.check_verifier, address, password, max_age=None):
-            self.throttle.succeeded(ip, address)
-            return Verdict(True, address, "cut over: last good password accepted")
-        return Verdict(False, address, "cut over: not the last good password (or never logged in before)")
+        return Verdict(False, address, f"source unavailable: {why}", unavailable=True, free=True)
 
     def _check_source(self, domain, address: str, password: str, source_address: str | None) -> tuple[str, str]:
         if source_address is None:
@@ -251,4 +309,5 @@ class Gate:
 
 
 def _limits(fd) -> Limits:
-    return Limits(fd.ip_burst, fd.ip_refill, fd.user_burst, fd.user_refill, fd.failure_delay, fd.failure_delay_max)
+    return Limits(fd.network_burst, fd.network_refill, fd.user_network_burst, fd.user_network_refill,
+                  fd.user_hourly, fd.failure_delay, fd.failure_delay_max)

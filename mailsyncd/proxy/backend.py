@@ -59,9 +59,15 @@ class TargetProtocol(protocol.Protocol):
 
 
 @defer.inlineCallbacks
-def connect(reactor, endpoint, address: str, password: str, client_ip: str, client_port: int):
-    """Log in to ``endpoint`` as ``address``.  Fires (TargetProtocol, capabilities, leftover bytes)."""
-    secret = password if endpoint.auth == "same" else endpoint.read_master_password()
+def connect(reactor, endpoint, address: str, password: str, client_ip: str, client_port: int,
+            master_password: str | None = None):
+    """Log in to ``endpoint`` as ``address``.  Fires (TargetProtocol, capabilities, leftover bytes).
+
+    ``master_password``: for ``auth`` other than "same", read at start/reload (config.MasterPasswords).
+    """
+    secret = password if endpoint.auth == "same" else master_password
+    if secret is None:
+        raise TargetFailed("unavailable", f"no master password loaded for {endpoint.host}")
     login = TargetLogin(
         mode=endpoint.auth, user=endpoint.login_name(address), secret=secret,
         master_user=endpoint.master_user, separator=endpoint.master_separator,

@@ -15,7 +15,9 @@ from twisted.internet import protocol
 from twisted.protocols.policies import TimeoutMixin
 
 from .. import __version__, quirks
+from ..auth.throttle import network_of
 from ..config import UnknownDomain
+from ..connlimits import ConnectionLimits
 from ..scheduler import alert_text
 from ..imap.preauth import Bad, Command, Continue, Fatal, PreauthParser, SaslLine
 from . import backend
@@ -27,8 +29,13 @@ MAX_AUTH_FAILURES = 3
 
 
 class FrontDoorFactory(protocol.Factory):
-    def __init__(self, reactor, config_ref, gate, scheduler, tls_options_ref, *, implicit_tls: bool):
+    def __init__(self, reactor, config_ref, gate, scheduler, tls_options_ref, *, implicit_tls: bool,
+                 limits: ConnectionLimits | None = None, master_passwords=None):
         self.reactor = reactor
+        fd = config_ref().frontdoor
+        # shared by the imap and imaps listeners: the caps are per process
+        self.limits = limits or ConnectionLimits(fd.max_preauth_per_ip, fd.max_connections)
+        self.master_passwords = master_passwords or (lambda: None)   # () -> config.MasterPasswords
         self.config_ref = config_ref
         self.gate = gate
         self.scheduler = scheduler
@@ -38,9 +45,28 @@ class FrontDoorFactory(protocol.Factory):
         self.relayed = 0
 
     def buildProtocol(self, addr):
+        ip = getattr(addr, "host", "?")
+        key = network_of(ip)
+        refused = self.limits.admit(key)
+        if refused:
+            # Answered and closed at once: the fd is back before the flood's next connection.
+            logger.warning("event=connection_refused ip=%s cap=%s preauth_from_network=%d held=%d", ip, refused,
+                           self.limits.open(key), self.limits.held)
+            return _Refused(b"* BYE Too many connections from your address, try again later."
+                            if refused == "per_client" else b"* BYE Server busy, try again later.")
         p = FrontDoor(self, self.config_ref())
         p.factory = self
+        p.limit_key = key
         return p
+
+
+class _Refused(protocol.Protocol):
+    def __init__(self, line: bytes):
+        self.line = line
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.line + b"\r\n")
+        self.transport.loseConnection()
 
 
 class FrontDoor(protocol.Protocol, TimeoutMixin):
@@ -60,6 +86,8 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
         self.user: str | None = None
         self.relay_started = 0.0
         self.bytes_up = self.bytes_down = 0
+        self.limit_key: str | None = None     # set when admitted by factory.limits
+        self._deadline = None                 # the absolute pre-auth deadline (preauth_timeout is idle time)
 
     # -- connection --------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -67,12 +95,17 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
         self.ip, self.port = getattr(peer, "host", "?"), getattr(peer, "port", 0)
         self.f.sessions.add(self)
         self.setTimeout(self.config.frontdoor.preauth_timeout)
+        self._deadline = self.f.reactor.callLater(self.config.frontdoor.preauth_deadline, self._deadline_passed)
         self.send(b"* OK [CAPABILITY " + self.capabilities() + b"] mailsyncd ready.")
 
     def connectionLost(self, reason=protocol.connectionDone) -> None:
         self.closed = True
         self.setTimeout(None)
+        self._cancel_deadline()
         self.f.sessions.discard(self)
+        if self.limit_key is not None:
+            self.f.limits.release(self.limit_key, settled=bool(self.relay_started))
+            self.limit_key = None
         if self.target is not None:
             target, self.target = self.target, None
             target.peer = None
@@ -86,6 +119,20 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
         if self.target is None:
             self.send(b"* BYE Autologout; idle for too long")
         self.transport.loseConnection()
+
+    def _deadline_passed(self) -> None:
+        # NOOPs reset the idle timer; this one only a login stops.
+        self._deadline = None
+        if self.target is None and not self.closed:
+            logger.info("event=preauth_deadline ip=%s seconds=%g", self.ip, self.config.frontdoor.preauth_deadline)
+            self.send(b"* BYE Autologout; no login within the time allowed")
+            self.closed = True
+            self.transport.loseConnection()
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
 
     def send(self, line: bytes) -> None:
         self.transport.write(line + b"\r\n")
@@ -238,7 +285,8 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
     def login(self, tag: bytes, user: str, password: str) -> None:
         self.busy = True
         self.transport.pauseProducing()
-        d = self.f.gate.authenticate(self.ip, user, password)
+        # One config snapshot from the check to the relay: a reload in between cannot split them.
+        d = self.f.gate.authenticate(self.ip, user, password, config=self.f.config_ref())
         d.addCallback(self._verified, tag, password)
         d.addErrback(self._login_crashed, tag)
 
@@ -252,8 +300,10 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
             else:
                 self.auth_failed(tag, None, self._refusal_text(verdict))
             return None
-        domain = self.config.domain_for(verdict.address)
-        d = backend.connect(self.f.reactor, domain.target, verdict.address, password, self.ip, self.port)
+        target = verdict.domain.target
+        master = self.f.master_passwords()
+        d = backend.connect(self.f.reactor, target, verdict.address, password, self.ip, self.port,
+                            master_password=None if target.auth == "same" or master is None else master.get(target))
         d.addCallbacks(self._target_ready, self._target_failed, callbackArgs=(tag, verdict.address),
                        errbackArgs=(tag, verdict.address))
         return d
@@ -325,6 +375,9 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
         target.peer = self
         self.f.relayed += 1
         self.relay_started = self.f.reactor.seconds()
+        self._cancel_deadline()
+        if self.limit_key is not None:
+            self.f.limits.settle(self.limit_key)     # no longer pre-auth: the per-client cap is freed
         self.setTimeout(self.config.frontdoor.idle_timeout)
         pipelined = self.parser.take_buffer()
         self.parser = None

@@ -503,10 +503,10 @@ class SelfService(resource.Resource):
         logger.warning("event=selfservice_failed ip=%s user=%s reason=%r", ip, verdict.address, verdict.reason)
         code, retry, text = 200, None, None
         if kind is None:
-            if verdict.unavailable:
-                kind = "err_unavailable"
-            elif "throttled (" in verdict.reason:
+            if verdict.throttled:
                 kind, code, retry = "err_throttled", 429, 60
+            elif verdict.unavailable:
+                kind = "err_unavailable"
             else:
                 kind = "err_credentials"
                 if verdict.hint == quirks.APP_PASSWORD and domain is not None:
