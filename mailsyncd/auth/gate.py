@@ -39,7 +39,7 @@ from ..config import UnknownDomain
 from ..quirks import APP_PASSWORD
 from ..text import field
 from . import source
-from .throttle import Limits, Throttle, network_of
+from .throttle import Throttle, limits_for, network_of
 
 logger = logging.getLogger("mailsyncd.auth")
 
@@ -74,7 +74,7 @@ class Gate:
         self.store = store
         self.vault = vault
         self.on_login = on_login              # (address, domain, first: bool) after a source-verified login
-        self.throttle = Throttle(_limits(config_ref().frontdoor), clock=reactor.seconds)
+        self.throttle = Throttle(limits_for(config_ref().frontdoor), clock=reactor.seconds)
         self._key = os.urandom(32)            # in memory only: keys the negative cache
         self._recent_failures: dict[bytes, float] = {}
         self._app_password_failures: dict[bytes, float] = {}   # of those, refused with app-password words
@@ -97,7 +97,7 @@ class Gate:
         return self._blocking(self.vault.expire_verifier, address)
 
     def reconfigure(self, config) -> None:
-        self.throttle.update(_limits(config.frontdoor))
+        self.throttle.update(limits_for(config.frontdoor))
 
     def _mark(self, address: str, password: str) -> bytes:
         return hmac.new(self._key, address.encode() + b"\0" + password.encode("utf-8", "surrogatepass"),
@@ -306,8 +306,3 @@ class Gate:
             now = self.reactor.seconds()
             for k in [k for k, t in cache.items() if t <= now]:
                 del cache[k]
-
-
-def _limits(fd) -> Limits:
-    return Limits(fd.network_burst, fd.network_refill, fd.user_network_burst, fd.user_network_refill,
-                  fd.user_hourly, fd.failure_delay, fd.failure_delay_max)

@@ -55,6 +55,12 @@ class Limits:
     delay_max: float = 15.0
 
 
+def limits_for(fd) -> Limits:
+    """The limits a ``frontdoor:`` config section sets (the front door's and the web's)."""
+    return Limits(fd.network_burst, fd.network_refill, fd.user_network_burst, fd.user_network_refill,
+                  fd.user_hourly, fd.failure_delay, fd.failure_delay_max)
+
+
 class _Buckets:
     def __init__(self, burst: int, refill: float, clock: Callable[[], float]):
         self.burst, self.refill, self.clock = burst, refill, clock

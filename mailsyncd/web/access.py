@@ -35,7 +35,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from twisted.internet import task, threads
 
-from ..auth.throttle import Limits, Throttle
+from ..auth.throttle import Throttle, limits_for
 
 logger = logging.getLogger("mailsyncd.web")
 
@@ -107,10 +107,6 @@ def _basic(header: bytes) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
-def _limits(fd) -> Limits:
-    return Limits(fd.ip_burst, fd.ip_refill, fd.user_burst, fd.user_refill, fd.failure_delay, fd.failure_delay_max)
-
-
 @dataclass(frozen=True)
 class Refusal:
     code: int
@@ -125,7 +121,7 @@ class Access:
         self.daemon = daemon
         self.reactor = daemon.reactor
         self._fd = daemon.current().frontdoor
-        self.throttle = Throttle(_limits(self._fd), clock=self.reactor.seconds)
+        self.throttle = Throttle(limits_for(self._fd), clock=self.reactor.seconds)
         self.dashboard = None               # the Admin resource: its session_ok(request) lets its browser in
         self._key = os.urandom(32)          # the Basic cache's HMAC key: never leaves this process
         self._cache: dict[bytes, float] = {}
@@ -210,7 +206,7 @@ class Access:
         fd = self.daemon.current().frontdoor
         if fd is not self._fd:              # a reload: new limits, the same buckets
             self._fd = fd
-            self.throttle.update(_limits(fd))
+            self.throttle.update(limits_for(fd))
 
     def _delay(self, ip: str):
         return task.deferLater(self.reactor, self.throttle.failed(ip), lambda: None)
