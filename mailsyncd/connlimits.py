@@ -2,7 +2,8 @@
 
 A listener asks ``admit(key)`` when a connection arrives and ``release(key)``
 when it ends; ``key`` is the caller's choice (the front door uses the client
-network, see ``auth.throttle.network_of``).  ``per_key`` caps connections still
+network, see ``auth.throttle.network_of``; the web the same, or None for a
+trusted proxy, which carries many clients and so counts in ``total`` only).  ``per_key`` caps connections still
 in their first phase (the front door: before login; the web: any); a caller
 that moves a connection to a phase exempt from the per-key cap (a relayed IMAP
 session) calls ``settle(key)``.  ``total`` caps everything held, and is kept
@@ -30,25 +31,28 @@ class ConnectionLimits:
         self._open: dict[str, int] = {}     # key -> connections in the capped phase
         self.held = 0                        # every connection admitted and not released
 
-    def admit(self, key: str) -> str | None:
+    def admit(self, key: str | None) -> str | None:
         """Count a new connection in; None if admitted, else which cap refused it (PER_KEY or TOTAL)."""
         if self.held >= self.total:
             return TOTAL
-        if self._open.get(key, 0) >= self.per_key:
-            return PER_KEY
-        self._open[key] = self._open.get(key, 0) + 1
+        if key is not None:
+            if self._open.get(key, 0) >= self.per_key:
+                return PER_KEY
+            self._open[key] = self._open.get(key, 0) + 1
         self.held += 1
         return None
 
-    def settle(self, key: str) -> None:
+    def settle(self, key: str | None) -> None:
         """The connection left the per-key-capped phase (it still counts in ``total``)."""
+        if key is None:
+            return
         n = self._open.get(key, 0) - 1
         if n > 0:
             self._open[key] = n
         else:
             self._open.pop(key, None)
 
-    def release(self, key: str, *, settled: bool = False) -> None:
+    def release(self, key: str | None, *, settled: bool = False) -> None:
         """The connection ended; ``settled``: ``settle`` was already called for it."""
         if not settled:
             self.settle(key)

@@ -20,7 +20,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from mailsyncd.config import Address, FrontDoor, Web as WebConfig
 from mailsyncd.web.access import Access, host_of
-from mailsyncd.web.connlimits import ConnectionLimits, nofile_cap
+from mailsyncd.connlimits import ConnectionLimits, fd_budget
 from mailsyncd.web.selfservice import SelfService
 
 pytestmark = pytest.mark.timeout(240)
@@ -92,14 +92,14 @@ def test_https_and_client_ip_only_from_trusted_proxies():
 
 
 def test_connection_limits():
-    lim = ConnectionLimits(per_ip=2, total=3)
-    assert lim.admit("a") is None and lim.admit("a") is None and lim.admit("a") == "per_ip"
+    lim = ConnectionLimits(per_key=2, total=3)
+    assert lim.admit("a") is None and lim.admit("a") is None and lim.admit("a") == "per_client"
     assert lim.admit("b") is None and lim.admit("c") == "total" and lim.admit(None) == "total"
     lim.release("a")
-    assert lim.admit(None) is None and lim.count == 3
+    assert lim.admit(None) is None and lim.held == 3
     lim.release(None)
-    assert lim.admit("a") is None and lim.admit("d") == "total" and lim.count == 3
-    assert 1 <= nofile_cap() < 1 << 21
+    assert lim.admit("a") is None and lim.admit("d") == "total" and lim.held == 3
+    assert 1 <= fd_budget() < 1 << 21
 
 
 def test_self_service_session_ends_although_the_page_reloads_itself():
@@ -247,7 +247,7 @@ def test_slowloris_and_connection_caps(tmp_path, dovecot_pair):
         with pytest.raises((ConnectionError, OSError, AssertionError)):
             r = Web(d.http_port, source="127.0.0.4").get("/healthz")
             assert r.status != 200
-        assert "reason=per_ip" in d.log() and "reason=total" in d.log()
+        assert "reason=per_client" in d.log() and "reason=total" in d.log()
         for c in held + more + [extra]:
             c.close()
 

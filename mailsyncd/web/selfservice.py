@@ -49,11 +49,12 @@ from twisted.internet import defer, task, threads
 from twisted.web import http, resource, server
 
 from .. import quirks
+from ..auth.throttle import network_of
 from ..config import UnknownDomain
+from ..connlimits import ConnectionLimits, fd_budget
 from ..text import field, shown
 from . import assets, i18n
 from .access import Access, loopback_host
-from .connlimits import ConnectionLimits, nofile_cap
 from .i18n import t
 from .sessions import Session, Sessions
 
@@ -173,13 +174,14 @@ class _Site(server.Site):
 
     def buildProtocol(self, addr):
         web = self.page.daemon.current().web
-        self.limits.per_ip = web.max_connections_per_ip
-        self.limits.total = min(web.max_connections, nofile_cap())
+        # The web listener takes at most half of the fds: a flood here must not starve the IMAP side.
+        self.limits.update(web.max_connections_per_ip, min(web.max_connections, fd_budget(fds_per_connection=2)))
         ip = getattr(addr, "host", None) or "-"
-        key = None if ip in web.trusted_proxies else ip      # a proxy carries many clients: total only
+        # A trusted proxy carries many clients: it counts in the total only.
+        key = None if ip in web.trusted_proxies else network_of(ip)
         refused = self.limits.admit(key)
         if refused is not None:
-            logger.warning("event=web_connection_refused ip=%s reason=%s open=%d", ip, refused, self.limits.count)
+            logger.warning("event=web_connection_refused ip=%s reason=%s open=%d", ip, refused, self.limits.held)
             return None                # Twisted closes the socket at once
         channel = super().buildProtocol(addr)
         channel.limit_key, channel.counted = key, True
