@@ -603,9 +603,14 @@ class Store:
 
     def save_folder(self, account: str, st: FolderState) -> None:
         with self._tx() as c:
+            # an upsert, not INSERT OR REPLACE: that would drop the columns not named here (would_be)
             c.execute(
-                "INSERT OR REPLACE INTO folders (account, path, source_name, target_name, uidvalidity,"
-                " last_uid, uidnext, messages, highestmodseq, flags_checked) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO folders (account, path, source_name, target_name, uidvalidity,"
+                " last_uid, uidnext, messages, highestmodseq, flags_checked) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (account, path) DO UPDATE SET source_name=excluded.source_name,"
+                " target_name=excluded.target_name, uidvalidity=excluded.uidvalidity, last_uid=excluded.last_uid,"
+                " uidnext=excluded.uidnext, messages=excluded.messages, highestmodseq=excluded.highestmodseq,"
+                " flags_checked=excluded.flags_checked",
                 (account, st.path, st.source_name, st.target_name, st.uidvalidity, st.last_uid,
                  st.uidnext, st.messages, st.highestmodseq, st.flags_checked))
 
