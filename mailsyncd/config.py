@@ -123,6 +123,8 @@ class FolderRules:
     map: tuple[tuple[str, str], ...] = ()
     exclude: tuple[str, ...] = ()
     special_use: bool = True
+    namespaces: tuple[str, ...] = ("personal",)          # personal | other | shared
+    special_use_names: tuple[tuple[str, str], ...] = ()   # (role, target path) for roles without one
 
 
 @dataclass(frozen=True, slots=True)
@@ -567,7 +569,8 @@ def _endpoint(errs: _Errors, node: object, path: str, base_dir: str, role: str) 
 
 
 def _folders(errs: _Errors, node: object, path: str) -> FolderRules:
-    s = _Section(errs, node, path, ("layout", "prefix", "map", "exclude", "special_use"))
+    s = _Section(errs, node, path, ("layout", "prefix", "map", "exclude", "special_use", "namespaces",
+                                    "special_use_names"))
     layout = s.get("layout", _choice("mirror", "under"), "mirror")
     prefix = s.get("prefix", _folder_path, "")
     if layout == "under" and not s.has("prefix"):
@@ -586,7 +589,38 @@ def _folders(errs: _Errors, node: object, path: str) -> FolderRules:
             errs.add(entry, f"both names {e} (got {_got(src)}: {_got(dst)})")
     return FolderRules(layout=layout, prefix=prefix if layout == "under" else "", map=tuple(pairs),
                        exclude=s.get("exclude", _str_list, ()),
-                       special_use=s.get("special_use", _boolean, True))
+                       special_use=s.get("special_use", _boolean, True),
+                       namespaces=s.get("namespaces", _namespaces, ("personal",)),
+                       special_use_names=_special_use_names(errs, s.node.get("special_use_names"),
+                                                            _join(path, "special_use_names")))
+
+
+def _namespaces(v):
+    items = _str_list(v)
+    bad = [x for x in items if x not in ("personal", "other", "shared")]
+    if bad:
+        raise _Invalid(f"unknown namespace {bad[0]!r} (known: personal, other, shared)")
+    if "personal" not in items:
+        raise _Invalid("must include personal (the user's own folders)")
+    return tuple(dict.fromkeys(items))
+
+
+def _special_use_names(errs: _Errors, node: object, path: str) -> tuple[tuple[str, str], ...]:
+    if node is None:
+        return ()
+    if not isinstance(node, dict):
+        errs.add(path, f"must be a mapping of role: target folder (got {_got(node)})")
+        return ()
+    out = []
+    for role, name in node.items():
+        if role not in ("sent", "drafts", "trash", "junk", "archive"):
+            errs.add(_join(path, str(role)), "unknown role (known: sent, drafts, trash, junk, archive)")
+            continue
+        try:
+            out.append((role, _folder_path(name)))
+        except _Invalid as e:
+            errs.add(_join(path, role), f"{e} (got {_got(name)})")
+    return tuple(out)
 
 
 _SYNC_CHECKS = {

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -200,6 +200,14 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX known_networks_last_ok ON known_networks (last_ok);
     """,
+    10: """
+    -- folders.target_name is the mapping recorded at the folder's first copy; would_be is where
+    -- the current plan would put it instead (config or servers changed), until `mailsyncctl remap`
+    -- applies it. NULL: no change pending.
+    ALTER TABLE folders ADD COLUMN would_be TEXT;
+    -- messages in the report's target folder that did not come from any source folder (there before)
+    ALTER TABLE reports ADD COLUMN already_there INTEGER;
+    """,
 }
 
 KNOWN_NETWORK_DAYS = 30
@@ -263,6 +271,9 @@ class FolderReport:
     finished: float
     deleted: int = 0                # expunged on the target because the source expunged them
     held: str | None = None         # why this pass deleted less than the source did
+    # messages in target_name that came from no source folder (on the target before); one figure
+    # per target folder, so a merged target's is the same on each of its source folders' rows
+    already_there: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -639,9 +650,14 @@ class Store:
 
     def save_folder(self, account: str, st: FolderState) -> None:
         with self._tx() as c:
+            # an upsert, not INSERT OR REPLACE: that would drop the columns not named here (would_be)
             c.execute(
-                "INSERT OR REPLACE INTO folders (account, path, source_name, target_name, uidvalidity,"
-                " last_uid, uidnext, messages, highestmodseq, flags_checked) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO folders (account, path, source_name, target_name, uidvalidity,"
+                " last_uid, uidnext, messages, highestmodseq, flags_checked) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (account, path) DO UPDATE SET source_name=excluded.source_name,"
+                " target_name=excluded.target_name, uidvalidity=excluded.uidvalidity, last_uid=excluded.last_uid,"
+                " uidnext=excluded.uidnext, messages=excluded.messages, highestmodseq=excluded.highestmodseq,"
+                " flags_checked=excluded.flags_checked",
                 (account, st.path, st.source_name, st.target_name, st.uidvalidity, st.last_uid,
                  st.uidnext, st.messages, st.highestmodseq, st.flags_checked))
 
@@ -680,6 +696,42 @@ class Store:
         return self._conn().execute(
             "SELECT count(*) FROM messages WHERE account=? AND path=? AND uidvalidity=?",
             (account, path, uidvalidity)).fetchone()[0]
+
+    def count_mapped_into(self, account: str, target_name: str) -> int:
+        """Messages the UID map puts in ``target_name``, from every source folder recorded there."""
+        return self._conn().execute(
+            "SELECT count(*) FROM messages m JOIN folders f ON f.account = m.account AND f.path = m.path"
+            " AND f.uidvalidity = m.uidvalidity WHERE f.account=? AND f.target_name=?",
+            (account, target_name)).fetchone()[0]
+
+    # -- recorded mappings ---------------------------------------------------
+    def set_mapping_changes(self, account: str, would_be: dict[str, str]) -> None:
+        """The plan's new targets for folders that keep their recorded one; clears the others."""
+        with self._tx() as c:
+            c.execute("UPDATE folders SET would_be=NULL WHERE account=? AND would_be IS NOT NULL", (account,))
+            c.executemany("UPDATE folders SET would_be=? WHERE account=? AND path=?",
+                          [(new, account, path) for path, new in would_be.items()])
+
+    def mapping_changes(self, account: str) -> list[tuple[str, str, str]]:
+        """(path, recorded target, the plan's target) of every change not applied."""
+        return [tuple(r) for r in self._conn().execute(
+            "SELECT path, target_name, would_be FROM folders WHERE account=? AND would_be IS NOT NULL"
+            " ORDER BY path", (account,))]
+
+    def apply_remap(self, account: str, path: str, uidvalidity: int, new_target: str,
+                    moved: dict[int, tuple[int, int]]) -> None:
+        """After the messages moved: the folder's new target and their new target UIDs
+        (source uid -> (target uidvalidity, target uid)), in one transaction."""
+        with self._tx() as c:
+            c.execute("UPDATE folders SET target_name=?, would_be=NULL WHERE account=? AND path=?",
+                      (new_target, account, path))
+            # a row whose message was not found in the old target any more points nowhere: NULL, not stale
+            c.execute("UPDATE messages SET target_uid=NULL WHERE account=? AND path=? AND uidvalidity=?",
+                      (account, path, uidvalidity))
+            c.executemany("UPDATE messages SET target_uidvalidity=?, target_uid=? WHERE account=? AND path=?"
+                          " AND uidvalidity=? AND uid=?",
+                          [(tv, tu, account, path, uidvalidity, uid) for uid, (tv, tu) in moved.items()])
+            c.execute("UPDATE reports SET target_name=? WHERE account=? AND path=?", (new_target, account, path))
 
     def update_flags(self, account: str, path: str, uidvalidity: int,
                      flags: dict[int, tuple[str, ...]]) -> None:
@@ -772,15 +824,16 @@ class Store:
     def save_report(self, account: str, r: FolderReport) -> None:
         with self._tx() as c:
             c.execute("INSERT OR REPLACE INTO reports (account, path, target_name, source_count, target_count,"
-                      " copied, present, skipped, bytes, seconds, error, finished, deleted, held)"
-                      " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                      " copied, present, skipped, bytes, seconds, error, finished, deleted, held, already_there)"
+                      " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                       (account, r.path, r.target_name, r.source_count, r.target_count, r.copied,
-                       r.present, r.skipped, r.bytes, r.seconds, r.error, r.finished, r.deleted, r.held))
+                       r.present, r.skipped, r.bytes, r.seconds, r.error, r.finished, r.deleted, r.held,
+                       r.already_there))
 
     def reports(self, account: str) -> list[FolderReport]:
         rows = self._conn().execute(
             "SELECT path, target_name, source_count, target_count, copied, present, skipped, bytes,"
-            " seconds, error, finished, deleted, held FROM reports WHERE account=? ORDER BY path",
+            " seconds, error, finished, deleted, held, already_there FROM reports WHERE account=? ORDER BY path",
             (account,)).fetchall()
         return [FolderReport(*r) for r in rows]
 

@@ -112,7 +112,9 @@ def test_full_settings(cfgdir):
         TGT + "auth": "master_separator", TGT + "master_separator": "%",
         "domains|example.com|folders": {"layout": "under", "prefix": "Migrated/Old",
                                         "map": {"Sent Items": "Sent", "INBOX/Old": "Archive/Old"},
-                                        "exclude": ["Junk", "Public/*"], "special_use": False},
+                                        "exclude": ["Junk", "Public/*"], "special_use": False,
+                                        "namespaces": ["personal", "shared"],
+                                        "special_use_names": {"sent": "Sent Items"}},
     })
     cfg = parse(cfgdir, data)
     assert cfg.state_dir == "/var/lib/mailsyncd" and cfg.log_level == "debug"
@@ -126,7 +128,8 @@ def test_full_settings(cfgdir):
     assert d.target.master_separator == "%"
     assert d.folders == FolderRules("under", "Migrated/Old",
                                     (("Sent Items", "Sent"), ("INBOX/Old", "Archive/Old")),
-                                    ("Junk", "Public/*"), False)
+                                    ("Junk", "Public/*"), False, ("personal", "shared"),
+                                    (("sent", "Sent Items"),))
 
 
 # ---------------------------------------------------------------- validation errors
@@ -171,6 +174,12 @@ def test_full_settings(cfgdir):
     ({FLD + "exclude": "Junk"}, f"{D}.folders.exclude", "list of non-empty strings"),
     ({FLD + "exclude": ["Junk", 3]}, f"{D}.folders.exclude", "list of non-empty strings"),
     ({FLD + "special_use": 1}, f"{D}.folders.special_use", "true or false"),
+    ({FLD + "namespaces": ["personal", "public"]}, f"{D}.folders.namespaces", "unknown namespace 'public'"),
+    ({FLD + "namespaces": ["shared"]}, f"{D}.folders.namespaces", "must include personal"),
+    ({FLD + "namespaces": "personal"}, f"{D}.folders.namespaces", "list of non-empty strings"),
+    ({FLD + "special_use_names": ["Sent"]}, f"{D}.folders.special_use_names", "must be a mapping"),
+    ({FLD + "special_use_names": {"spam": "Junk"}}, f"{D}.folders.special_use_names.spam", "unknown role"),
+    ({FLD + "special_use_names": {"sent": "/Sent"}}, f"{D}.folders.special_use_names.sent", "'/'"),
     ({"domains|example.com|folders": "mirror"}, f"{D}.folders", "must be a mapping"),
     ({"domains|example.com|source": DELETE}, f"{D}.source", "required"),
     ({"domains|example.com|target": DELETE}, f"{D}.target", "required"),

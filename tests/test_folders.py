@@ -20,6 +20,8 @@ class Rules:
     map: tuple = ()
     exclude: tuple = ()
     special_use: bool = True
+    namespaces: tuple = ("personal",)
+    special_use_names: tuple = ()
 
 
 def mb(name, delim="/", *flags):
@@ -30,13 +32,13 @@ SLASH_TARGET = (mb("INBOX"),)
 DOT_TARGET = (mb("INBOX", "."),)
 
 
-def plan(source, target=SLASH_TARGET, **rules):
-    plans, skipped = plan_folders(source, target, Rules(**rules))
+def plan(source, target=SLASH_TARGET, source_ns=None, target_ns=None, create_special_use=False, **rules):
+    plans, skipped = plan_folders(source, target, Rules(**rules), source_ns, target_ns, create_special_use)
     return {p.path: p for p in plans}, {s.path: s.reason for s in skipped}
 
 
-def targets(source, target=SLASH_TARGET, **rules):
-    return {path: p.target for path, p in plan(source, target, **rules)[0].items()}
+def targets(source, target=SLASH_TARGET, *ns, **rules):
+    return {path: p.target for path, p in plan(source, target, *ns, **rules)[0].items()}
 
 
 # --- roles -----------------------------------------------------------------
@@ -100,7 +102,7 @@ def test_special_use_onto_flagged_target():
         "INBOX/Sent": "Sent Items",
         "INBOX/Sent/2020": "Sent Items/2020",
         "INBOX/Trash": "Papierkorb",
-        "INBOX/Work": "INBOX/Work",
+        "INBOX/Work": "Work",  # the source's personal prefix "INBOX." is dropped
     }
     assert plans["INBOX/Sent"].role == "sent"
     assert plans["INBOX/Sent"].target_exists
@@ -159,7 +161,8 @@ def test_special_use_false():
 @pytest.mark.parametrize(
     "source,target,expected",
     [
-        (mb("INBOX.Work.Clients", "."), SLASH_TARGET, ("INBOX/Work/Clients", "INBOX/Work/Clients")),
+        # the source's "INBOX." prefix is its personal namespace, not a folder: dropped (issue 11)
+        (mb("INBOX.Work.Clients", "."), SLASH_TARGET, ("INBOX/Work/Clients", "Work/Clients")),
         (mb("Work.a/b", "."), SLASH_TARGET, ("Work/a/b", "Work/a_b")),  # "/" cannot live in a component
         (mb("Work/Clients", "/"), DOT_TARGET, ("Work/Clients", "Work.Clients")),
         (mb("Work/v1.2", "/"), DOT_TARGET, ("Work/v1.2", "Work.v1_2")),
@@ -282,15 +285,38 @@ def test_unknown_layout():
 
 # --- merge, exists, order --------------------------------------------------
 
+def test_one_folder_per_role_the_others_keep_their_names():
+    """Sent (\\Sent) and 已发送 and Sent Messages: the attribute takes the role; the others are
+    folders of their own, never merged into the target's Sent (issue 11: a split Sent folder)."""
+    target = (mb("INBOX"), mb("Sent", "/", "\\Sent"))
+    source = (mb("INBOX"), mb("Sent Messages"), mb("Sent", "/", "\\Sent"), mb("已发送"), mb("Work"))
+    plans, _ = plan(source, target)
+    assert {p: x.target for p, x in plans.items()} == {
+        "INBOX": "INBOX", "Sent": "Sent", "Sent Messages": "Sent Messages", "已发送": "已发送", "Work": "Work"}
+    assert all(x.merged_with == () for x in plans.values())
+    # the same whatever the LIST order
+    assert targets(tuple(reversed(source)), target) == {p: x.target for p, x in plans.items()}
+
+
+@pytest.mark.parametrize(
+    "source,winner",
+    [
+        ((mb("已发送"), mb("Sent Messages")), "Sent Messages"),          # name rank
+        ((mb("已发送", "/", "\\Sent"), mb("Sent Messages")), "已发送"),  # attribute beats name
+        ((mb("Sent Items"), mb("INBOX/Sent Items")), "INBOX/Sent Items"),  # same rank: smaller path
+        ((mb("已发邮件"),), "已发邮件"),
+    ],
+)
+def test_role_holder_rule(source, winner):
+    got = targets(source)
+    assert [p for p, t in got.items() if t == "Sent"] == [winner]
+
+
 def test_merged_with():
     target = (mb("INBOX"), mb("Sent", "/", "\\Sent"))
-    source = (mb("INBOX"), mb("Sent"), mb("Sent Messages"), mb("已发送"), mb("Work"))
-    plans, _ = plan(source, target)
-    assert plans["Sent"].merged_with == ("Sent Messages", "已发送")
-    assert plans["Sent Messages"].merged_with == ("Sent", "已发送")
-    assert plans["已发送"].merged_with == ("Sent", "Sent Messages")
-    assert plans["Work"].merged_with == ()
-    assert {plans[p].target for p in ("Sent", "Sent Messages", "已发送")} == {"Sent"}
+    plans, _ = plan((mb("INBOX"), mb("Sent Messages"), mb("Sent")), target, map=(("Sent Messages", "Sent"),))
+    assert plans["Sent"].merged_with == ("Sent Messages",)
+    assert plans["Sent Messages"].merged_with == ("Sent",)
 
 
 def test_merged_by_map():
@@ -323,3 +349,127 @@ def test_order_and_types():
     assert all(isinstance(p, FolderPlan) for p in plans)
     assert plans[0] == FolderPlan("inbox", "INBOX", "INBOX", "inbox", True, ())
     assert skipped == [Skipped("AAA", "\\Noselect (not a mailbox)")]
+
+
+# --- namespaces (issue 11) ----------------------------------------------------
+
+from mailsyncd.imap.folders import keep_recorded  # noqa: E402
+from mailsyncd.imap.namespaces import from_response, guess, locate  # noqa: E402
+
+COURIER_NS = from_response(((("INBOX.", "."),), None, (("#shared.", "."), ("shared.", "."))))
+CYRUS_NS = from_response(((("INBOX.", "."),), (("user.", "."),), (("", "."),)))
+DOVECOT_NS = from_response(((("", "/"),), None, None))
+DOVECOT_DOT_NS = from_response(((("INBOX.", "."),), None, None))
+DOVECOT_SHARED_NS = from_response(((("", "/"),), (("shared/", "/"),), None))
+
+COURIER_SOURCE = (
+    mb("INBOX", ".", "\\Unmarked"), mb("INBOX.Sent", "."), mb("INBOX.Drafts", "."), mb("INBOX.Trash", "."),
+    mb("INBOX.Junk", "."), mb("INBOX.客户", ".", "\\HasChildren"), mb("INBOX.客户.重要", "."),
+    mb("INBOX.Archive.2021", "."), mb("#shared.team", "."), mb("shared.announce", "."))
+
+
+def test_courier_source_onto_fresh_stock_dovecot():
+    """The issue's first bug: INBOX.Sent went to INBOX/Sent beside the client's empty Sent."""
+    plans, skipped = plan(COURIER_SOURCE, (mb("INBOX"),), COURIER_NS, DOVECOT_NS)
+    assert {p: x.target for p, x in plans.items()} == {
+        "INBOX": "INBOX", "INBOX/Sent": "Sent", "INBOX/Drafts": "Drafts", "INBOX/Trash": "Trash",
+        "INBOX/Junk": "Junk", "INBOX/客户": "客户", "INBOX/客户/重要": "客户/重要", "INBOX/Archive/2021": "Archive/2021"}
+    assert skipped == {"#shared/team": "in the shared namespace (not in folders.namespaces)",
+                       "shared/announce": "in the shared namespace (not in folders.namespaces)"}
+
+
+def test_courier_source_without_namespace_answer_is_guessed_from_list():
+    plans, _ = plan(COURIER_SOURCE[:8], (mb("INBOX"),))
+    assert plans["INBOX/客户/重要"].target == "客户/重要"
+    assert plans["INBOX/Sent"].target == "Sent"
+
+
+def test_dovecot_source_onto_dot_target_with_inbox_prefix():
+    source = (mb("INBOX"), mb("Sent", "/", "\\Sent"), mb("客户/重要"), mb("inbox/Old"))
+    target = (mb("INBOX", "."),)
+    assert targets(source, target, DOVECOT_NS, DOVECOT_DOT_NS) == {
+        "INBOX": "INBOX", "Sent": "INBOX.Sent", "客户/重要": "INBOX.客户.重要", "INBOX/Old": "INBOX.Old"}
+
+
+def test_special_use_created_where_the_target_offers_create_special_use():
+    source = (mb("INBOX"), mb("Sent Items"), mb("Sent Items/2020"), mb("Junk E-mail"), mb("Work"))
+    plans, _ = plan(source, (mb("INBOX", "."),), DOVECOT_NS, CYRUS_NS, create_special_use=True)
+    assert {p: (x.target, x.create_use) for p, x in plans.items()} == {
+        "INBOX": ("INBOX", None), "Sent Items": ("INBOX.Sent", "\\Sent"),
+        "Sent Items/2020": ("INBOX.Sent.2020", None), "Junk E-mail": ("INBOX.Junk", "\\Junk"),
+        "Work": ("INBOX.Work", None)}
+    # not offered, or the folder is there already: a plain CREATE (or none)
+    plans, _ = plan(source, (mb("INBOX", "."), mb("INBOX.Junk", ".", "\\Junk")), DOVECOT_NS, CYRUS_NS)
+    assert {x.create_use for x in plans.values()} == {None}
+
+
+def test_special_use_names_per_domain():
+    source = (mb("INBOX"), mb("Sent Messages"), mb("垃圾邮件"))
+    assert targets(source, SLASH_TARGET, special_use_names=(("sent", "已发送"), ("junk", "Spam"))) == {
+        "INBOX": "INBOX", "Sent Messages": "已发送", "垃圾邮件": "Spam"}
+    # the target's attribute still wins over the configured name
+    assert targets(source, (mb("INBOX"), mb("Gesendet", "/", "\\Sent")),
+                   special_use_names=(("sent", "已发送"),))["Sent Messages"] == "Gesendet"
+
+
+def test_gmail_names_without_attributes():
+    source = (mb("INBOX"), mb("[Gmail]/Sent Mail"), mb("[Gmail]/All Mail"), mb("[Gmail]/Starred"),
+              mb("[Gmail]/Bin"), mb("[Gmail]/Spam"))
+    plans, skipped = plan(source)
+    assert {p: x.target for p, x in plans.items()} == {
+        "INBOX": "INBOX", "[Gmail]/Sent Mail": "Sent", "[Gmail]/Bin": "Trash", "[Gmail]/Spam": "Junk"}
+    assert skipped == {"[Gmail]/All Mail": "virtual folder (\\All, by name)",
+                       "[Gmail]/Starred": "virtual folder (\\Flagged, by name)"}
+
+
+@pytest.mark.parametrize(
+    "wanted,expected",
+    [
+        (("personal",), {"INBOX": "INBOX", "INBOX/Work": "Work"}),
+        (("personal", "other"), {"INBOX": "INBOX", "INBOX/Work": "Work", "user/bob/Team": "user/bob/Team"}),
+        (("personal", "other", "shared"),
+         {"INBOX": "INBOX", "INBOX/Work": "Work", "user/bob/Team": "user/bob/Team",
+          "Public": "Shared Folders/Public"}),
+    ],
+)
+def test_other_and_shared_namespaces_opt_in(wanted, expected):
+    source = (mb("INBOX", "."), mb("INBOX.Work", "."), mb("user.bob.Team", "."), mb("Public", "."))
+    assert targets(source, SLASH_TARGET, CYRUS_NS, DOVECOT_NS, namespaces=wanted) == expected
+
+
+def test_dovecot_shared_namespace_excluded_by_default():
+    source = (mb("INBOX"), mb("shared/alice@example.com", "/", "\\Noselect"), mb("shared/alice@example.com/INBOX"))
+    plans, skipped = plan(source, SLASH_TARGET, DOVECOT_SHARED_NS, DOVECOT_NS)
+    assert set(plans) == {"INBOX"}
+    assert skipped["shared/alice@example.com/INBOX"] == "in the other namespace (not in folders.namespaces)"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [None, (), (None, None, None), ((("INBOX.", "::"),), None, None), ((("INBOX.",),), None, None),
+     (((b"INBOX.\r\nA1 LOGOUT", "."),), None, None), ("x", None, None), (None, (("user.", "."),), None)],
+)
+def test_hostile_namespace_answer_is_refused(answer):
+    assert from_response(answer) is None
+
+
+def test_locate_and_guess():
+    assert locate("inbox", ".", COURIER_NS) == ("personal", ["INBOX"])
+    assert locate("Inbox.Sent", ".", COURIER_NS) == ("personal", ["Sent"])
+    assert locate("user.bob.x", ".", CYRUS_NS) == ("other", ["user", "bob", "x"])
+    ns = guess((mb("INBOX", "."), mb("INBOX.a", "."), mb("INBOX.b", ".")))
+    assert (ns.personal.prefix, ns.personal.delimiter, ns.from_server) == ("INBOX.", ".", False)
+    assert guess((mb("INBOX", "."), mb("INBOX.a", "."), mb("b", "."))).personal.prefix == ""
+
+
+def test_keep_recorded_mapping_reports_the_change():
+    target = (mb("INBOX"), mb("Sent", "/", "\\Sent"), mb("已发送"))
+    plans, _ = plan((mb("INBOX"), mb("Sent", "/", "\\Sent"), mb("已发送", "/", "\\Sent")), target)
+    plans = sorted(plans.values(), key=lambda p: p.path)
+    recorded = {"INBOX": "INBOX", "已发送": "已发送", "Sent": "Sent"}
+    kept, changes = keep_recorded(plans, recorded, target)
+    assert changes == []
+    recorded["Sent"] = "Sent Items"
+    kept, changes = keep_recorded(plans, recorded, target)
+    assert [(c.path, c.kept, c.would_be) for c in changes] == [("Sent", "Sent Items", "Sent")]
+    assert {p.path: (p.target, p.target_exists) for p in kept}["Sent"] == ("Sent Items", False)

@@ -49,6 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("address")
     p.add_argument("--csv", action="store_true", help="CSV on stdout, for a spreadsheet")
 
+    p = sub.add_parser("remap", help="move a folder's copied mail to the target the last pass would now choose",
+                       description="A pass never moves a folder copied before: when the config or the servers' "
+                                   "folders change its target, it keeps the recorded one and reports "
+                                   "mapping_changed. remap applies those changes: it moves what was copied (UID MOVE, "
+                                   "else COPY + \\Deleted + UID EXPUNGE of exactly those messages) and updates the "
+                                   "UID map. Only the target is touched.")
+    p.add_argument("address")
+    p.add_argument("--folder", metavar="F", help="only this source folder (as `report` shows it)")
+    p.add_argument("--password-file", metavar="FILE",
+                   help="the OLD password (needed only with target auth: same); '-' reads stdin")
+
     p = sub.add_parser("reload", help="make the running daemon re-read its config (SIGHUP) and wait for the result",
                        description="Check the config, send SIGHUP to the mailsyncd running on this state_dir, and "
                                    "wait until it reports the new config generation (exit 0) or its error (exit 1). "
@@ -135,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_sync(cfg, args)
     if args.cmd == "report":
         return cmd_report(cfg, args)
+    if args.cmd == "remap":
+        return cmd_remap(cfg, args)
     if args.cmd == "import":
         from .importcmd import cmd_import
         return cmd_import(cfg, args)
@@ -154,6 +167,30 @@ def _read_password(path: str) -> str:
     return line.rstrip("\r\n")
 
 
+def _password(cfg, args) -> str | None:
+    """The account's old password from --password-file or the vault; None (said on stderr) if neither."""
+    from ..store import Store
+    from ..vault import Vault, VaultError
+    if args.password_file:
+        try:
+            return _read_password(args.password_file)
+        except OSError as e:
+            print(f"mailsyncctl: cannot read password file: {e.strerror}: {args.password_file}", file=sys.stderr)
+            return None
+    store = Store.in_state_dir(cfg.state_dir)
+    try:
+        password = Vault.open(cfg.state_dir, store).source_password(args.address)
+    except VaultError as e:
+        print(f"mailsyncctl: {e}", file=sys.stderr)
+        return None
+    finally:
+        store.close()
+    if password is None:
+        print(f"mailsyncctl: no stored source password for {args.address}; pass --password-file FILE",
+              file=sys.stderr)
+    return password
+
+
 def cmd_sync(cfg, args) -> int:
     from ..config import UnknownDomain
     from ..errors import MailsyncError
@@ -161,7 +198,6 @@ def cmd_sync(cfg, args) -> int:
     from ..sync.account import AccountSync
     from ..sync.progress import Progress
     from ..text import shown
-    from ..vault import Vault, VaultError
     from .render import ProgressView, human_bytes, deletion_lines, report_table
 
     try:
@@ -169,25 +205,9 @@ def cmd_sync(cfg, args) -> int:
     except (UnknownDomain, ValueError) as e:
         print(f"mailsyncctl: {e}", file=sys.stderr)
         return EXIT_ERROR
-    if args.password_file:
-        try:
-            password = _read_password(args.password_file)
-        except OSError as e:
-            print(f"mailsyncctl: cannot read password file: {e.strerror}: {args.password_file}", file=sys.stderr)
-            return EXIT_ERROR
-    else:
-        store = Store.in_state_dir(cfg.state_dir)
-        try:
-            password = Vault.open(cfg.state_dir, store).source_password(args.address)
-        except VaultError as e:
-            print(f"mailsyncctl: {e}", file=sys.stderr)
-            return EXIT_ERROR
-        finally:
-            store.close()
-        if password is None:
-            print(f"mailsyncctl: no stored source password for {args.address}; pass --password-file FILE",
-                  file=sys.stderr)
-            return EXIT_ERROR
+    password = _password(cfg, args)
+    if password is None:
+        return EXIT_ERROR
     view = None
     if args.progress != "none":
         tty = {"bar": True, "lines": False}.get(args.progress)
@@ -223,6 +243,42 @@ def cmd_sync(cfg, args) -> int:
     return EXIT_OK if res.complete else EXIT_INCOMPLETE
 
 
+def cmd_remap(cfg, args) -> int:
+    from ..config import UnknownDomain
+    from ..errors import MailsyncError
+    from ..store import Store
+    from ..sync.remap import remap
+    from ..text import shown
+    try:
+        domain = cfg.domain_for(args.address)
+    except (UnknownDomain, ValueError) as e:
+        print(f"mailsyncctl: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    password = None
+    if domain.target.auth == "same":
+        password = _password(cfg, args)
+        if password is None:
+            return EXIT_ERROR
+    store = Store.in_state_dir(cfg.state_dir)
+    try:
+        pending = [c for c in store.mapping_changes(args.address) if args.folder in (None, c[0])]
+        if not pending:
+            what = f"folder {shown(args.folder)} of " if args.folder else ""
+            print(f"mailsyncctl: no mapping change pending for {what}{shown(args.address)} "
+                  "(a sync pass records them)", file=sys.stderr)
+            return EXIT_ERROR
+        done = remap(domain, args.address, password, store, args.folder)
+    except MailsyncError as e:
+        print(f"mailsyncctl: remap of {shown(args.address)} failed: {shown(str(e))}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        store.close()
+    for r in done:
+        print(f"remapped: folder={shown(r.path)} {shown(r.old)} -> {shown(r.new)}: moved {r.moved}"
+              + (f", {r.missing} no longer on the target" if r.missing else ""))
+    return EXIT_OK
+
+
 def _skipped_rows(cfg, address):
     from ..store import Store
     store = Store.in_state_dir(cfg.state_dir)
@@ -245,15 +301,17 @@ def cmd_report(cfg, args) -> int:
         reports = store.reports(args.address)
         last = store.last_pass(args.address)
         skipped = store.skipped(args.address)
+        changes = store.mapping_changes(args.address)
     finally:
         store.close()
     if args.csv:   # escaped too: a CSV is as often read on the terminal as in a spreadsheet
         w = csv.writer(sys.stdout)
         w.writerow(["folder", "target", "source_count", "target_count", "copied", "present", "skipped",
-                    "bytes", "seconds", "error", "deleted", "deletions_held"])
+                    "bytes", "seconds", "error", "deleted", "deletions_held", "already_there"])
         for r in reports:
             w.writerow([shown(r.path), shown(r.target_name), r.source_count, r.target_count, r.copied, r.present,
-                        r.skipped, r.bytes, r.seconds, shown(r.error or ""), r.deleted, shown(r.held or "")])
+                        r.skipped, r.bytes, r.seconds, shown(r.error or ""), r.deleted, shown(r.held or ""),
+                        r.already_there])
         return EXIT_OK
     print(f"account {shown(args.address)}: phase={acct['phase']}" + (
         f" error={shown(acct['last_error'])}" if acct["last_error"] else ""))
@@ -267,6 +325,9 @@ def cmd_report(cfg, args) -> int:
         print(line)
     for path, uid, size, reason in skipped:
         print(f"skipped message: folder={shown(path)} uid={uid} size={size}: {shown(reason)}")
+    for path, kept, would_be in changes:
+        print(f"mapping_changed: folder={shown(path)} kept={shown(kept)} would_be={shown(would_be)} "
+              f"(mailsyncctl remap {shown(args.address)} --folder {shown(path)} applies it)")
     return EXIT_OK
 
 

@@ -61,17 +61,25 @@ class ProgressView:
 
 
 def report_table(reports: list[FolderReport], *, with_pass: bool = True) -> str:
-    head = ["folder", "target", "source", "on target", "copied", "present", "skipped", "bytes", "secs", "status"]
+    # "on target": the messages of this source folder on the target (the UID map); "already there":
+    # the target folder's other messages, once per target folder (a merged one has several rows)
+    head = ["folder", "target", "source", "on target", "already there", "copied", "present", "skipped", "bytes",
+            "secs", "status"]
     rows = []
+    already: dict[str, int] = {}
     for r in reports:
         status = "ok" if not r.error and not r.skipped else (
             "FAILED: " + shown(r.error) if r.error else "skipped msgs")
-        rows.append([shown(r.path), shown(r.target_name), _n(r.source_count), _n(r.target_count), str(r.copied),
+        first = r.target_name not in already
+        if first:
+            already[r.target_name] = r.already_there or 0
+        rows.append([shown(r.path), shown(r.target_name), _n(r.source_count), _n(r.target_count),
+                     (_n(r.already_there) if first else "\""), str(r.copied),
                      str(r.present), str(r.skipped), human_bytes(r.bytes), f"{r.seconds:.1f}", status])
     tot = [sum(getattr(r, k) or 0 for r in reports) for k in ("source_count", "target_count", "copied",
                                                                "present", "skipped", "bytes")]
-    rows.append(["TOTAL", "", str(tot[0]), str(tot[1]), str(tot[2]), str(tot[3]), str(tot[4]),
-                 human_bytes(tot[5]), "", ""])
+    rows.append(["TOTAL", "", str(tot[0]), str(tot[1]), str(sum(already.values())), str(tot[2]), str(tot[3]),
+                 str(tot[4]), human_bytes(tot[5]), "", ""])
     if not with_pass:
         head, rows = head[:-3] + head[-1:], [r[:-3] + r[-1:] for r in rows]
     widths = [max(_w(x) for x in col) for col in zip(head, *rows)]

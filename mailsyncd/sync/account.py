@@ -23,7 +23,7 @@ from ..errors import (
     Unreachable,
     looks_throttled,
 )
-from ..imap.folders import FolderPlan, Skipped, plan_folders
+from ..imap.folders import FolderPlan, Skipped, keep_recorded, plan_folders
 from ..store import FolderReport, Store
 from . import imapconn
 from .folder import FolderSync
@@ -168,13 +168,24 @@ class AccountSync:
             with imapconn.lost_is_transient("listing folders"):
                 src_boxes, src_status = imapconn.list_mailboxes(src, with_status=True)
                 tgt_boxes, _ = imapconn.list_mailboxes(tgt, with_status=False)
+                src_ns = imapconn.namespaces(src, f"account={self.address} side=source")
+                tgt_ns = imapconn.namespaces(tgt, f"account={self.address} side=target")
             caps = TargetCaps(tgt.has_capability("MULTIAPPEND"), tgt.has_capability("UIDPLUS"))
         except BaseException:
             imapconn.close(src)
             imapconn.close(tgt)
             raise
-        plans, res.skipped_folders = plan_folders(src_boxes, tgt_boxes, self.domain.folders,
+        plans, res.skipped_folders = plan_folders(src_boxes, tgt_boxes, self.domain.folders, src_ns, tgt_ns,
+                                                  tgt.has_capability("CREATE-SPECIAL-USE"),
                                                   skip=quirks.skip_folders(self.domain.source))
+        # A folder copied before stays where its first copy put it: never split a folder silently.
+        recorded = {path: st.target_name for path, st in self.store.folders(self.address).items()}
+        plans, changes = keep_recorded(plans, recorded, tgt_boxes)
+        for c in changes:
+            logger.warning("event=mapping_changed account=%s folder=%r kept=%r would_be=%r "
+                           "(mailsyncctl remap %s --folder %r applies it)",
+                           self.address, c.path, c.kept, c.would_be, self.address, c.path)
+        self.store.set_mapping_changes(self.address, {c.path: c.would_be for c in changes})
         for s in res.skipped_folders:
             if "not a mailbox" in s.reason:
                 continue  # implicit parents: nothing to copy, nothing to report

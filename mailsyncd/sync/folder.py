@@ -25,7 +25,7 @@ from ..errors import FolderFailed
 from ..imap.folders import FolderPlan
 from ..store import FolderReport, FolderState, Inflight, InflightItem, MapRow
 from . import expunge
-from .imapconn import Status, fetch, folder_status, lost_is_transient, parse_appenduid, response_text
+from .imapconn import Status, create_folder, fetch, folder_status, lost_is_transient, parse_appenduid, response_text
 from .logic import batches, fingerprint, match_fingerprints, merge_flags, source_flags, storable
 
 logger = logging.getLogger(__name__)
@@ -69,11 +69,7 @@ class FolderSync:
         store, status = self.ctx.store, self.status
         st = store.folder(self.acct, self.path)
         self._ensure_target(first_time=st is None)
-        if st is not None and st.target_name != self.target:
-            logger.warning("event=target_changed %s old=%r new=%r: copying afresh into the new target",
-                           self.where, st.target_name, self.target)
-            st = None
-        if st is None:
+        if st is None:   # the first copy records the mapping; AccountSync keeps it from then on
             st = FolderState(self.path, self.plan.source, self.target, status.uidvalidity, 0, None, None, None, None)
             store.save_folder(self.acct, st)
         inflight = store.inflight(self.acct, self.path)
@@ -110,7 +106,7 @@ class FolderSync:
         with lost_is_transient(f"target, {self.where}"):
             if not self.plan.target_exists:
                 try:
-                    self.tgt.create_folder(self.target)
+                    create_folder(self.tgt, self.target, self.plan.create_use)
                 except imapexc.IMAPClientError as e:
                     if "EXISTS" not in str(e).upper():
                         raise FolderFailed(f"target refused to create folder {self.target!r}: {_server_words(e)}")
@@ -374,8 +370,11 @@ class FolderSync:
         skipped = store.count_skipped(self.acct, self.path, st.uidvalidity)
         mapped = store.count_mapped(self.acct, self.path, st.uidvalidity)
         present = max(0, min(mapped - self.copied, self.status.messages - self.copied - skipped))
-        r = FolderReport(self.path, self.target, self.status.messages, tcount, self.copied, present, skipped,
-                         self.nbytes, round(seconds, 3), None, time.time(), self.deleted, self.held)
+        # "on target" is what the UID map says came from this folder, never the target folder's
+        # MESSAGES: a merged or pre-filled target folder would otherwise show more than the source
+        already = max(0, tcount - store.count_mapped_into(self.acct, self.target))
+        r = FolderReport(self.path, self.target, self.status.messages, mapped, self.copied, present, skipped,
+                         self.nbytes, round(seconds, 3), None, time.time(), self.deleted, self.held, already)
         store.save_report(self.acct, r)
         return r
 

@@ -29,6 +29,8 @@ from .. import __version__
 from ..errors import AuthFailed, ConnectionLost, ProtocolError, TLSFailure, Unreachable
 from ..imap.fetchparse import parse_fetch
 from ..imap.folders import Mailbox
+from ..imap.namespaces import Namespaces
+from ..imap.namespaces import from_response as namespaces_from_response
 from ..text import server_words, shown
 
 logger = logging.getLogger(__name__)
@@ -268,6 +270,39 @@ def list_mailboxes(client: IMAPClient, *, with_status: bool) -> tuple[list[Mailb
                 except imapexc.IMAPClientError as e:
                     logger.warning("event=status_refused folder=%r reason=%r", mb.name, str(e))
     return boxes, statuses
+
+
+def namespaces(client: IMAPClient, where: str) -> Namespaces | None:
+    """NAMESPACE (RFC 2342), or None when the server has none or answers nonsense (the planner
+    then guesses from LIST)."""
+    if not client.has_capability("NAMESPACE"):
+        return None
+    try:
+        answer = client.namespace()
+    except imapexc.IMAPClientAbortError:
+        raise
+    except (imapexc.IMAPClientError, ValueError, TypeError, IndexError) as e:
+        logger.warning("event=namespace_refused %s reason=%r", where, str(e)[:200])
+        return None
+    ns = namespaces_from_response(answer)
+    if ns is None:
+        logger.warning("event=namespace_unusable %s answer=%r", where, str(answer)[:200])
+    return ns
+
+
+def create_folder(client: IMAPClient, name: str, use: str | None = None) -> None:
+    """CREATE, with ``(USE (<use>))`` (RFC 6154 CREATE-SPECIAL-USE) when ``use`` is given; a
+    server that refuses the attribute gets a plain CREATE."""
+    if use is not None:
+        typ, data = client._raw_command(b"CREATE", [client._normalise_folder(name),
+                                                    b"(USE (" + use.encode("ascii") + b"))"], uid=False)
+        if typ == "OK":
+            return
+        text = response_text(data)
+        if "EXISTS" in text.upper() or "[USEATTR]" not in text.upper():
+            raise imapexc.IMAPClientError(f"create failed: {text}")
+        logger.info("event=special_use_refused folder=%r use=%s reason=%r", name, use, text)
+    client.create_folder(name)
 
 
 def _unselectable(mb: Mailbox) -> bool:

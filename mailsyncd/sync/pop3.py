@@ -600,9 +600,10 @@ class Pop3Pass:
             num, why = unreadable[0]
             error = (f"{len(unreadable)} message(s) could not be read from the source (message {num}: {why}); "
                      "the next pass tries again")
-        r = FolderReport(PATH, target, len(sizes), tcount, self.copied, max(0, counts["present"] - earlier),
+        ours = sum(1 for row in self.store.pop3_rows(self.address, target) if row.skipped is None)
+        r = FolderReport(PATH, target, len(sizes), ours, self.copied, max(0, counts["present"] - earlier),
                          counts["skipped"],
-                         self.nbytes, round(time.monotonic() - t0, 3), error, time.time())
+                         self.nbytes, round(time.monotonic() - t0, 3), error, time.time(), already_there=max(0, tcount - ours))
         self.store.save_report(self.address, r)
         return r
 
