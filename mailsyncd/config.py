@@ -104,6 +104,7 @@ class SyncSettings:
     retries: int = 5
     retry_backoff: float = 1.0
     flag_rescan: float = 3600.0
+    max_message_size: int = 64 * 1024**2   # larger messages are skipped and recorded, never read
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,6 +498,7 @@ _SYNC_CHECKS = {
     "retries": _int_range(0, 100),
     "retry_backoff": _positive(60),  # the backoff is capped at 60 s, so a larger start is meaningless
     "flag_rescan": _positive(),
+    "max_message_size": _size,
 }
 
 

@@ -18,6 +18,7 @@ from ..errors import (
     ConnectionLost,
     FolderFailed,
     MailsyncError,
+    MessageTooLarge,
     TLSFailure,
     Unreachable,
     looks_throttled,
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 class TargetCaps:
     multiappend: bool
     uidplus: bool
+    appendlimit: int | None = None    # APPENDLIMIT=n (RFC 7889): the largest message the target takes
 
 
 @dataclass
@@ -163,7 +165,8 @@ class AccountSync:
             with imapconn.lost_is_transient("listing folders"):
                 src_boxes, src_status = imapconn.list_mailboxes(src, with_status=True)
                 tgt_boxes, _ = imapconn.list_mailboxes(tgt, with_status=False)
-            caps = TargetCaps(tgt.has_capability("MULTIAPPEND"), tgt.has_capability("UIDPLUS"))
+            caps = TargetCaps(tgt.has_capability("MULTIAPPEND"), tgt.has_capability("UIDPLUS"),
+                              _appendlimit(tgt.capabilities()))
         except BaseException:
             imapconn.close(src)
             imapconn.close(tgt)
@@ -247,7 +250,8 @@ class AccountSync:
     def _folder_with_retries(self, ctx, pair, plan: FolderPlan, status: Status):
         s = self.domain.sync
         delay = s.retry_backoff
-        for attempt in range(s.retries + 1):
+        attempt = 0
+        while attempt <= s.retries:
             try:
                 if pair is None:
                     pair = self._open_pair()
@@ -259,15 +263,27 @@ class AccountSync:
             except (AuthFailed, TLSFailure):
                 raise
             except MailsyncError as e:
+                if isinstance(e, MessageTooLarge) and e.recorded:
+                    # recorded as skipped: reconnect at once and go on without it (no attempt used up)
+                    logger.info("event=reconnect account=%s folder=%r reason=%r", self.address, plan.path, str(e))
+                    imapconn.close(pair[0])
+                    imapconn.close(pair[1])
+                    pair = None
+                    continue
                 transient = isinstance(e, (ConnectionLost, Unreachable))
                 if not transient or attempt == s.retries:
                     logger.error("event=folder_failed account=%s folder=%r reason=%r",
                                  self.address, plan.path, str(e))
+                    if pair and not transient:   # a malformed answer: the stream cannot be trusted after it
+                        imapconn.close(pair[0])
+                        imapconn.close(pair[1])
+                        pair = None
                     return pair, self._failed(plan, status, str(e))
                 logger.warning("event=retry account=%s folder=%r attempt=%d wait=%.1fs reason=%r",
                                self.address, plan.path, attempt + 1, delay, str(e))
             finally:
                 self.progress.folder(plan.path, False)
+            attempt += 1
             if pair:
                 imapconn.close(pair[0])
                 imapconn.close(pair[1])
@@ -297,3 +313,11 @@ class AccountSync:
             delay = min(delay * 2, 60.0)
         raise ConnectionLost(f"{what}: gave up")
 
+
+
+def _appendlimit(caps) -> int | None:
+    for c in caps:
+        c = c.decode("ascii", "replace") if isinstance(c, bytes) else str(c)
+        if c.upper().startswith("APPENDLIMIT=") and c[12:].isdigit():
+            return int(c[12:])
+    return None

@@ -25,9 +25,11 @@ from imapclient.imap_utf7 import decode as decode_utf7
 from imapclient.response_parser import parse_fetch_response, parse_response
 
 from .. import __version__
-from ..errors import AuthFailed, ConnectionLost, ProtocolError, TLSFailure, Unreachable
+from ..errors import AuthFailed, ConnectionLost, MailsyncError, ProtocolError, TLSFailure, Unreachable
 from ..imap.fetchparse import parse_fetch
+from ..imap.flags import shown
 from ..imap.folders import Mailbox
+from .imapguard import GuardedIMAPClient, expect_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +61,10 @@ def connect(endpoint, *, role: str) -> IMAPClient:
     where = f"{role} {endpoint.host}:{endpoint.port}"
     try:
         if endpoint.security == "tls":
-            client = IMAPClient(endpoint.host, endpoint.port, ssl=True, ssl_context=tls_context(endpoint),
-                                timeout=endpoint.timeout)
+            client = GuardedIMAPClient(endpoint.host, endpoint.port, ssl=True, ssl_context=tls_context(endpoint),
+                                       timeout=endpoint.timeout)
         else:
-            client = IMAPClient(endpoint.host, endpoint.port, ssl=False, timeout=endpoint.timeout)
+            client = GuardedIMAPClient(endpoint.host, endpoint.port, ssl=False, timeout=endpoint.timeout)
             if endpoint.security == "starttls":
                 if not client.has_capability("STARTTLS"):
                     client.shutdown()
@@ -172,33 +174,72 @@ def lost_is_transient(where: str) -> Iterator[None]:
         raise ConnectionLost(f"{where}: connection lost: {e or type(e).__name__}") from None
 
 
-def _mailboxes(client: IMAPClient, raw: list) -> list[Mailbox]:
+_CTL = frozenset("\r\n\0")
+
+
+def _name(raw) -> str | None:
+    """A mailbox name from LIST/STATUS, or None if it holds CR, LF or NUL (no command could carry it)."""
+    if isinstance(raw, int):
+        return str(raw)
+    if not isinstance(raw, bytes):
+        return None
+    name = decode_utf7(raw)
+    if not isinstance(name, str) or _CTL & set(name):
+        return None
+    return name
+
+
+def parse_list(raw: list) -> list[Mailbox]:
+    """Mailboxes from LIST responses.  Raises ProtocolError; names with CR/LF/NUL are left out, logged."""
     out = []
-    for flags, delim, name in client._proc_folder_list(raw):
-        out.append(Mailbox(name=name, delimiter=delim.decode() if isinstance(delim, bytes) else delim,
-                           flags=tuple(f.decode() if isinstance(f, bytes) else f for f in flags)))
+    for line in raw:
+        if line in (b"", None):
+            continue
+        try:
+            parsed = parse_response([line] if not isinstance(line, tuple) else list(line))
+            flags, delim, raw_name = parsed
+            flags = tuple(f.decode("ascii") if isinstance(f, bytes) else str(f) for f in flags)
+            delim = delim.decode("ascii") if isinstance(delim, bytes) else delim
+        except (imapexc.IMAPClientError, ValueError, TypeError) as e:
+            raise ProtocolError(f"unparsable LIST response {shown(_first(line))}: {e}") from None
+        name = _name(raw_name)
+        if name is None or (delim is not None and not isinstance(delim, str)):
+            logger.warning("event=folder_name_refused name=%s reason='control characters'", shown(repr(raw_name)))
+            continue
+        out.append(Mailbox(name=name, delimiter=delim, flags=flags))
     return out
 
 
-def _status_map(raw: list) -> dict[str, Status]:
+def parse_status(raw: list) -> dict[str, Status]:
+    """{mailbox: Status} from STATUS responses.  Raises ProtocolError."""
     out = {}
     for line in raw:
         if line in (b"", None):
             continue
-        parsed = parse_response([line] if not isinstance(line, tuple) else list(line))
-        name, items = parsed[0], parsed[-1]
-        if isinstance(name, bytes):
-            name = decode_utf7(name)
-        elif isinstance(name, int):
-            name = str(name)
-        out[name] = _status_from_items(items)
+        try:
+            parsed = parse_response([line] if not isinstance(line, tuple) else list(line))
+            raw_name, items = parsed[0], parsed[-1]
+            status = _status_from_items(items)
+        except (imapexc.IMAPClientError, ValueError, TypeError, IndexError, AttributeError) as e:
+            raise ProtocolError(f"unparsable STATUS response {shown(_first(line))}: {e}") from None
+        name = _name(raw_name)
+        if name is not None:
+            out[name] = status
     return out
 
 
+def _first(line) -> bytes:
+    return line[0] if isinstance(line, tuple) else line
+
+
 def _status_from_items(items) -> Status:
+    if not isinstance(items, tuple) or len(items) % 2:
+        raise ValueError("not a list of item-value pairs")
     d = {}
     for k, v in zip(items[::2], items[1::2]):
-        d[k.decode().upper() if isinstance(k, bytes) else str(k).upper()] = int(v)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"{shown(repr(k))} is not a number")
+        d[k.decode("ascii", "replace").upper() if isinstance(k, bytes) else str(k).upper()] = v
     return Status(d.get("MESSAGES", 0), d.get("UIDNEXT", 0), d.get("UIDVALIDITY", 0), d.get("HIGHESTMODSEQ"),
                   d.get("SIZE"))
 
@@ -229,8 +270,8 @@ def list_mailboxes(client: IMAPClient, *, with_status: bool) -> tuple[list[Mailb
     imap = client._imap
     _, list_raw = imap._untagged_response(typ, data, "LIST")
     _, status_raw = imap._untagged_response(typ, data, "STATUS")
-    boxes = _mailboxes(client, list_raw)
-    statuses = _status_map(status_raw) if with_status else {}
+    boxes = parse_list(list_raw)
+    statuses = parse_status(status_raw) if with_status else {}
     if with_status:
         for mb in boxes:
             if mb.name not in statuses and not _unselectable(mb):
@@ -257,8 +298,15 @@ def folder_status(client: IMAPClient, name: str, items=None) -> Status:
 
 
 def fetch(client: IMAPClient, uids: str | list[int], items: list[bytes],
-          modifiers: list[str] | None = None) -> dict[int, dict]:
-    """UID FETCH that accepts ranges such as "5:*" (imapclient's fetch() insists on a UID list)."""
+          modifiers: list[str] | None = None, *, sizes: dict[int, int] | None = None,
+          on_dropped=None) -> dict[int, dict]:
+    """UID FETCH that accepts ranges such as "5:*" (imapclient's fetch() insists on a UID list).
+
+    ``sizes`` (UID -> RFC822.SIZE announced earlier) bounds the literals the answer may hold;
+    ``on_dropped(uid, flag)`` hears of each flag that is not an RFC 3501 atom (it is left out).
+    A malformed answer raises ProtocolError with the server's words, after dropping the
+    connection: what follows it in the stream cannot be trusted.
+    """
     if not isinstance(uids, str):
         if not uids:
             return {}
@@ -268,12 +316,48 @@ def fetch(client: IMAPClient, uids: str | list[int], items: list[bytes],
     if modifiers:
         args.append("(" + " ".join(modifiers) + ")")
     imap = client._imap
-    tag = imap._command(*args)
-    typ, data = imap._command_complete("FETCH", tag)
-    if typ != "OK":
-        raise imapexc.IMAPClientError(f"fetch failed: {response_text(data)}")
-    typ, data = imap._untagged_response(typ, data, "FETCH")
-    return parse_fetch(data, lambda rec: parse_fetch_response(rec, client.normalise_times, True))
+    expect_sizes(client, sizes)
+    try:
+        tag = imap._command(*args)
+        typ, data = imap._command_complete("FETCH", tag)
+        if typ != "OK":
+            raise imapexc.IMAPClientError(f"fetch failed: {response_text(data)}")
+        typ, data = imap._untagged_response(typ, data, "FETCH")
+        return parse_fetch_data(data, client.normalise_times, on_dropped)
+    except imaplib.IMAP4.abort:
+        raise
+    except (imaplib.IMAP4.error, ProtocolError) as e:
+        _drop(client)
+        raise ProtocolError(f"UID FETCH: {_imaplib_words(e)}") from None
+
+
+def parse_fetch_data(data, normalise_times: bool = False, on_dropped=None) -> dict[int, dict]:
+    """{uid: {item: value}} from imaplib's untagged FETCH data; ProtocolError if malformed."""
+    def fallback(rec: list) -> dict:
+        try:
+            return parse_fetch_response(rec, normalise_times, True)
+        except Exception as e:  # noqa: BLE001 - any failure of the general parser on hostile bytes
+            raise ProtocolError(f"unparsable FETCH response {shown(_first(rec[0]))}: {shown(str(e))}") from None
+    try:
+        return parse_fetch(data, fallback, on_dropped)
+    except MailsyncError:
+        raise
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ProtocolError(f"unparsable FETCH response: {shown(str(e))}") from None
+
+
+def _imaplib_words(e: Exception) -> str:
+    """imaplib's "FETCH command error: BAD [b'words']" -> "BAD words"; control characters escaped."""
+    text = str(e)
+    m = re.search(r"(BAD|NO) \[b['\"](.*)['\"]\]$", text, re.S)
+    return shown(f"server said {m.group(1)} {m.group(2)}" if m else text, 300)
+
+
+def _drop(client: IMAPClient) -> None:
+    try:
+        client._imap.shutdown()
+    except OSError:
+        pass
 
 
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.I)

@@ -55,7 +55,7 @@ from ..errors import (
 )
 from ..imap.folders import FolderPlan, Mailbox, plan_folders
 from ..store import FolderReport, Pop3Inflight, Pop3Row
-from . import imapconn
+from . import imapconn, popguard
 from .folder import _server_words
 from .imapconn import folder_status, lost_is_transient, parse_appenduid, response_text
 from .logic import batches, fingerprint, match_fingerprints
@@ -187,9 +187,9 @@ class Pop3Source:
         p = None
         try:
             if ep.security == "tls":
-                p = poplib.POP3_SSL(ep.host, ep.port, timeout=ep.timeout, context=imapconn.tls_context(ep))
+                p = popguard.POP3_SSL(ep.host, ep.port, timeout=ep.timeout, context=imapconn.tls_context(ep))
             else:
-                p = poplib.POP3(ep.host, ep.port, timeout=ep.timeout)
+                p = popguard.POP3(ep.host, ep.port, timeout=ep.timeout)
                 if ep.security == "starttls":
                     self._p = p
                     if "STLS" not in self._capa():
