@@ -37,7 +37,12 @@ def records(data: Sequence) -> list[list]:
     """Split imaplib's flat list into one list of pieces per FETCH response."""
     out, cur = [], []
     for piece in data:
-        if piece is None or piece == b"":
+        if piece is None:
+            continue
+        if piece == b"":   # the empty rest of a line that ended with a literal
+            if cur:
+                out.append(cur)
+                cur = []
             continue
         cur.append(piece)
         if not isinstance(piece, tuple):

@@ -26,7 +26,7 @@ from imapclient.response_parser import parse_fetch_response, parse_response
 
 from .. import __version__
 from ..errors import AuthFailed, ConnectionLost, MailsyncError, ProtocolError, TLSFailure, Unreachable
-from ..imap.fetchparse import parse_fetch
+from ..imap.fetchparse import parse_fetch, records
 from ..imap.flags import shown
 from ..imap.folders import Mailbox
 from .imapguard import GuardedIMAPClient, expect_sizes
@@ -192,12 +192,10 @@ def _name(raw) -> str | None:
 def parse_list(raw: list) -> list[Mailbox]:
     """Mailboxes from LIST responses.  Raises ProtocolError; names with CR/LF/NUL are left out, logged."""
     out = []
-    for line in raw:
-        if line in (b"", None):
-            continue
+    for rec in records(raw):   # a name sent as a literal: (text, literal) then the rest of the line
+        line = rec[0]
         try:
-            parsed = parse_response([line] if not isinstance(line, tuple) else list(line))
-            flags, delim, raw_name = parsed
+            flags, delim, raw_name = parse_response(rec)
             flags = tuple(f.decode("ascii") if isinstance(f, bytes) else str(f) for f in flags)
             delim = delim.decode("ascii") if isinstance(delim, bytes) else delim
         except (imapexc.IMAPClientError, ValueError, TypeError) as e:
@@ -213,11 +211,10 @@ def parse_list(raw: list) -> list[Mailbox]:
 def parse_status(raw: list) -> dict[str, Status]:
     """{mailbox: Status} from STATUS responses.  Raises ProtocolError."""
     out = {}
-    for line in raw:
-        if line in (b"", None):
-            continue
+    for rec in records(raw):
+        line = rec[0]
         try:
-            parsed = parse_response([line] if not isinstance(line, tuple) else list(line))
+            parsed = parse_response(rec)
             raw_name, items = parsed[0], parsed[-1]
             status = _status_from_items(items)
         except (imapexc.IMAPClientError, ValueError, TypeError, IndexError, AttributeError) as e:
