@@ -53,10 +53,10 @@ def test_crlf_in_a_flag_literal_does_not_reach_the_target(dovecot_pair, tmp_path
     before = _target(pair)["INBOX"]
     with _source("INBOX", "crlf_flag") as srv:
         r, rep = _run(tmp_path, pair, srv)
-    _no_traceback(r.stdout + r.stderr, rep.stdout + rep.stderr)
     after = _target(pair)
     assert "PWNED" not in after
     assert after["INBOX"][:2] == before, "the user's existing mail on the target changed"
+    _no_traceback(r.stdout + r.stderr, rep.stdout + rep.stderr)
     assert len(after["INBOX"]) == 5 and len(after["Evil"]) == 3, r.stdout + r.stderr
     assert all(flags == ("\\Seen",) for _, flags, _ in after["INBOX"][2:3])   # the hostile one: \Seen only
     assert r.returncode == 0, r.stdout + r.stderr

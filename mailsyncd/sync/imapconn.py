@@ -178,12 +178,15 @@ _CTL = frozenset("\r\n\0")
 
 
 def _name(raw) -> str | None:
-    """A mailbox name from LIST/STATUS, or None if it holds CR, LF or NUL (no command could carry it)."""
+    """A mailbox name from LIST/STATUS, or None if it holds CR, LF or NUL or is not modified UTF-7."""
     if isinstance(raw, int):
         return str(raw)
     if not isinstance(raw, bytes):
         return None
-    name = decode_utf7(raw)
+    try:
+        name = decode_utf7(raw)
+    except ValueError:   # ill-formed modified UTF-7
+        return None
     if not isinstance(name, str) or _CTL & set(name):
         return None
     return name
@@ -202,7 +205,8 @@ def parse_list(raw: list) -> list[Mailbox]:
             raise ProtocolError(f"unparsable LIST response {shown(_first(line))}: {e}") from None
         name = _name(raw_name)
         if name is None or (delim is not None and not isinstance(delim, str)):
-            logger.warning("event=folder_name_refused name=%s reason='control characters'", shown(repr(raw_name)))
+            logger.warning("event=folder_name_refused name=%s reason='control characters or bad UTF-7'",
+                           shown(repr(raw_name)))
             continue
         out.append(Mailbox(name=name, delimiter=delim, flags=flags))
     return out
