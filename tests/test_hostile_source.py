@@ -7,6 +7,7 @@ bad folder fails cleanly with the server's words, no traceback, and the others a
 from __future__ import annotations
 
 import datetime as dt
+import resource
 
 import pytest
 
@@ -70,6 +71,10 @@ def test_crlf_in_a_flag_literal_does_not_reach_the_target(dovecot_pair, tmp_path
 def test_oversized_literal_is_skipped_unread_and_the_folder_goes_on(dovecot_pair, tmp_path):
     with _source("Evil", "oversized") as srv:
         r, rep = _run(tmp_path, dovecot_pair, srv)
+        # mailsyncctl's peak memory (the largest of this process's waited-for children)
+        rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(f"mailsyncctl sync max RSS: {rss_mb:.0f} MB; streamed before the client went away: {srv.streamed}")
+        assert rss_mb < 200, rss_mb
         # the client closed with the literal unread: the stream broke long before 300 MB
         assert srv.stream_stopped and srv.stream_stopped[0].startswith("client went away"), srv.stream_stopped
         assert srv.streamed[0] < 64 * 1024**2, srv.streamed
