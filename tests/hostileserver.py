@@ -14,6 +14,7 @@ names carry control characters.  Scenarios:
 * ``drop``        closes the connection in the middle of the BODY[] literal
 * ``bad``         a tagged BAD in the middle of the FETCH
 * ``long_line``   10 MB of response without CRLF
+* ``bad_status``  (as ``misbehave[(folder, 0)]``) a STATUS answer with words where numbers belong
 """
 
 from __future__ import annotations
@@ -106,6 +107,10 @@ class HostileServer:
                         conn.sendall(tag + b" NO no such folder\r\n")
                         continue
                     nxt = max((u for u, _, _ in box.messages), default=0) + 1
+                    if self.misbehave.get((name, 0)) == "bad_status":
+                        conn.sendall(b"* STATUS %s (MESSAGES lots UIDNEXT (1) UIDVALIDITY)\r\n%s OK status\r\n"
+                                     % (_quote(name.encode()), tag))
+                        continue
                     conn.sendall(b"* STATUS %s (MESSAGES %d UIDNEXT %d UIDVALIDITY %d)\r\n%s OK status\r\n"
                                  % (_quote(name.encode()), len(box.messages), nxt, box.uidvalidity, tag))
                 elif cmd in (b"EXAMINE", b"SELECT"):

@@ -106,6 +106,17 @@ def test_malformed_answer_fails_only_that_folder_with_the_servers_words(dovecot_
     assert len(after["INBOX"]) == 3
 
 
+def test_garbage_status_fails_only_that_folder(dovecot_pair, tmp_path):
+    with _source("INBOX", "none") as srv:
+        srv.misbehave[("Evil", 0)] = "bad_status"
+        r, rep = _run(tmp_path, dovecot_pair, srv)
+    _no_traceback(r.stdout + r.stderr, rep.stdout + rep.stderr)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "event=status_refused folder='Evil'" in r.stderr and "unparsable STATUS answer" in r.stderr
+    assert "source refused STATUS" in rep.stdout
+    assert len(_target(dovecot_pair)["INBOX"]) == 3
+
+
 def test_folder_names_with_control_characters_are_refused(dovecot_pair, tmp_path):
     with _source("INBOX", "none") as srv:
         srv.evil_names = [b"x\r\nZ4 CREATE PWNED2\r\nY", b"bell\x07\x00nul"]

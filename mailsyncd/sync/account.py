@@ -13,16 +13,20 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from imapclient import exceptions as imapexc
+
 from ..errors import (
     AuthFailed,
     ConnectionLost,
     FolderFailed,
     MailsyncError,
     MessageTooLarge,
+    ProtocolError,
     TLSFailure,
     Unreachable,
     looks_throttled,
 )
+from ..imap.flags import shown
 from ..imap.folders import FolderPlan, Skipped, plan_folders
 from ..store import FolderReport, Store
 from . import imapconn
@@ -256,7 +260,7 @@ class AccountSync:
                 if pair is None:
                     pair = self._open_pair()
                 self.progress.folder(plan.path, True)
-                return pair, FolderSync(ctx, pair[0], pair[1], plan, status).run()
+                return pair, _run_folder(FolderSync(ctx, pair[0], pair[1], plan, status))
             except FolderFailed as e:
                 logger.error("event=folder_failed account=%s folder=%r reason=%r", self.address, plan.path, str(e))
                 return pair, self._failed(plan, status, str(e))
@@ -321,3 +325,13 @@ def _appendlimit(caps) -> int | None:
         if c.upper().startswith("APPENDLIMIT=") and c[12:].isdigit():
             return int(c[12:])
     return None
+
+
+def _run_folder(fs: FolderSync) -> FolderReport:
+    """Any answer imapclient cannot make sense of becomes a per-folder error with the server's words."""
+    try:
+        return fs.run()
+    except imapexc.IMAPClientAbortError as e:
+        raise ConnectionLost(f"{fs.where}: connection lost: {shown(str(e), 300)}") from None
+    except (imapexc.IMAPClientError, ValueError) as e:
+        raise ProtocolError(f"unexpected answer: {shown(str(e), 300)}") from None

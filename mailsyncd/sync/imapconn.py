@@ -265,9 +265,14 @@ def list_mailboxes(client: IMAPClient, *, with_status: bool) -> tuple[list[Mailb
     args = [b'""', b'"*"']
     if ret:
         args += [b"RETURN", b"(" + b" ".join(ret) + b")"]
-    typ, data = client._raw_command(b"LIST", args, uid=False)
+    try:
+        typ, data = client._raw_command(b"LIST", args, uid=False)
+    except imaplib.IMAP4.abort:
+        raise
+    except imaplib.IMAP4.error as e:
+        raise ProtocolError(f"LIST failed: {_imaplib_words(e)}") from None
     if typ != "OK":
-        raise ProtocolError(f"LIST failed: {data!r}")
+        raise ProtocolError(f"LIST failed: {shown(response_text(data), 300)}")
     imap = client._imap
     _, list_raw = imap._untagged_response(typ, data, "LIST")
     _, status_raw = imap._untagged_response(typ, data, "STATUS")
@@ -280,7 +285,7 @@ def list_mailboxes(client: IMAPClient, *, with_status: bool) -> tuple[list[Mailb
                     statuses[mb.name] = folder_status(client, mb.name, items)
                 except imapexc.IMAPClientAbortError:
                     raise
-                except imapexc.IMAPClientError as e:
+                except (imapexc.IMAPClientError, ProtocolError) as e:
                     logger.warning("event=status_refused folder=%r reason=%r", mb.name, str(e))
     return boxes, statuses
 
@@ -292,7 +297,14 @@ def _unselectable(mb: Mailbox) -> bool:
 def folder_status(client: IMAPClient, name: str, items=None) -> Status:
     if items is None:
         items = _status_items(client)
-    st = client.folder_status(name, items)
+    try:
+        st = client.folder_status(name, items)
+        return _status_of(st)
+    except (ValueError, TypeError) as e:
+        raise ProtocolError(f"unparsable STATUS answer for {shown(name)}: {shown(str(e))}") from None
+
+
+def _status_of(st: dict) -> Status:
     return Status(int(st.get(b"MESSAGES", 0)), int(st.get(b"UIDNEXT", 0)), int(st.get(b"UIDVALIDITY", 0)),
                   int(st[b"HIGHESTMODSEQ"]) if b"HIGHESTMODSEQ" in st else None,
                   int(st[b"SIZE"]) if b"SIZE" in st else None)
