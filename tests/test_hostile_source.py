@@ -100,7 +100,7 @@ def test_malformed_answer_fails_only_that_folder_with_the_servers_words(dovecot_
     assert r.returncode == 3, r.stdout + r.stderr
     evil = [ln for ln in rep.stdout.splitlines() if ln.lstrip().startswith("Evil")]
     assert evil and words in rep.stdout, rep.stdout
-    assert any(f"folder='Evil'" in ln and "event=folder_failed" in ln and words in ln
+    assert any("folder='Evil'" in ln and "event=folder_failed" in ln and words in ln
                for ln in r.stderr.splitlines()), r.stderr
     after = _target(dovecot_pair)
     assert len(after["INBOX"]) == 3
