@@ -7,13 +7,14 @@ bad folder fails cleanly with the server's words, no traceback, and the others a
 from __future__ import annotations
 
 import datetime as dt
-import resource
+import os
+import subprocess
 
 import pytest
 
 from hostileserver import BAD_WORDS, Box, HostileServer
 from seed import Msg, connect, make_message, seed, snapshot
-from syncenv import ctl, make_config, password_file
+from syncenv import ctl, ctl_popen, make_config, password_file
 
 A = "alice@example.com"
 D = dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
@@ -70,9 +71,18 @@ def test_crlf_in_a_flag_literal_does_not_reach_the_target(dovecot_pair, tmp_path
 
 def test_oversized_literal_is_skipped_unread_and_the_folder_goes_on(dovecot_pair, tmp_path):
     with _source("Evil", "oversized") as srv:
-        r, rep = _run(tmp_path, dovecot_pair, srv)
-        # mailsyncctl's peak memory (the largest of this process's waited-for children)
-        rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        cfg = make_config(tmp_path, dovecot_pair, source={"port": srv.port},
+                          sync={"retries": 1, "retry_backoff": 0.01})
+        with open(tmp_path / "out", "w+") as out, open(tmp_path / "err", "w+") as err:
+            p = ctl_popen("--config", cfg, "sync", A, "--password-file", password_file(tmp_path, "old-pw"),
+                          "--progress", "none", stdout=out, stderr=err)
+            _, status, usage = os.wait4(p.pid, 0)   # this child's own peak RSS
+            p.returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            err.seek(0)
+            r = subprocess.CompletedProcess(p.args, p.returncode, out.read(), err.read())
+        rep = ctl("--config", cfg, "report", A)
+        rss_mb = usage.ru_maxrss / 1024
         print(f"mailsyncctl sync max RSS: {rss_mb:.0f} MB; streamed before the client went away: {srv.streamed}")
         assert rss_mb < 200, rss_mb
         # the client closed with the literal unread: the stream broke long before 300 MB

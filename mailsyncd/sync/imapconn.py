@@ -27,7 +27,7 @@ from imapclient.response_parser import parse_fetch_response, parse_response
 from .. import __version__
 from ..errors import AuthFailed, ConnectionLost, MailsyncError, ProtocolError, TLSFailure, Unreachable
 from ..imap.fetchparse import parse_fetch, records
-from ..imap.flags import shown
+from ..imap.flags import shown, split_flags
 from ..imap.folders import Mailbox
 from .imapguard import GuardedIMAPClient, expect_sizes
 
@@ -199,7 +199,7 @@ def parse_list(raw: list) -> list[Mailbox]:
         line = rec[0]
         try:
             flags, delim, raw_name = parse_response(rec)
-            flags = tuple(f.decode("ascii") if isinstance(f, bytes) else str(f) for f in flags)
+            flags = tuple(f.decode("ascii") for f in split_flags(flags)[0])   # attributes are atoms too
             delim = delim.decode("ascii") if isinstance(delim, bytes) else delim
         except (imapexc.IMAPClientError, ValueError, TypeError) as e:
             raise ProtocolError(f"unparsable LIST response {shown(_first(line))}: {e}") from None
