@@ -151,6 +151,7 @@ class SyncSettings:
     flag_rescan: float = 3600.0
     deletions: str = "keep"          # "mirror": expunge on the target what the source expunged
     max_delete: DeleteLimit = field(default_factory=lambda: DeleteLimit(5.0, 500))
+    max_message_size: int = 64 * 1024**2   # larger messages are skipped and recorded, never read
 
 
 @dataclass(frozen=True, slots=True)
@@ -632,6 +633,7 @@ _SYNC_CHECKS = {
     "flag_rescan": _positive(),
     "deletions": _choice("keep", "mirror"),
     "max_delete": _delete_limit,
+    "max_message_size": _size,
 }
 
 

@@ -52,3 +52,16 @@ def looks_throttled(text: str) -> bool:
     """Does this error text read like the server is limiting us (rather than refusing us)?"""
     low = text.lower()
     return any(w in low for w in _THROTTLE_WORDS)
+
+
+class UnsafeCommand(MailsyncError):
+    """A command argument held CR, LF or NUL outside a literal: refused before a byte was sent."""
+
+
+class MessageTooLarge(ConnectionLost):
+    """A literal larger than allowed was announced; the connection was dropped without reading it."""
+
+    def __init__(self, text: str, *, uid: int | None, announced: int | None, actual: int, limit: int):
+        super().__init__(text)
+        self.uid, self.announced, self.actual, self.limit = uid, announced, actual, limit
+        self.recorded = False   # set once the copier has recorded the message as skipped

@@ -42,7 +42,8 @@ def shown(text: object, limit: int | None = None) -> str:
     ``limit`` bounds the result's length (in characters, an ellipsis included); an escape is
     never cut in half.
     """
-    s = text if isinstance(text, str) else str(text)
+    s = text if isinstance(text, str) else \
+        text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else str(text)
     if s.isprintable() and (limit is None or len(s) <= limit):
         return s
     if limit is not None:

@@ -195,6 +195,8 @@ def test_full_settings(cfgdir):
     ({"sync|batch_bytes": "2GiB"}, "sync.batch_bytes", "64KiB to 1GiB"),
     ({"sync|batch_bytes": "16MB"}, "sync.batch_bytes", "16MiB"),
     ({"sync|batch_bytes": "lots"}, "sync.batch_bytes", "size"),
+    ({"sync|max_message_size": "2GiB"}, "sync.max_message_size", "64KiB to 1GiB"),
+    ({"domains|example.com|sync|max_message_size": "big"}, 'domains."example.com".sync.max_message_size', "size"),
     ({"sync|retries": -1}, "sync.retries", "0-100"),
     ({"sync|retry_backoff": 0}, "sync.retry_backoff", "> 0"),
     ({"sync|retry_backoff": 61}, "sync.retry_backoff", "<= 60"),
@@ -300,6 +302,11 @@ def test_encrypted_to_remote_host_is_fine(cfgdir, security):
 ])
 def test_batch_bytes_sizes(cfgdir, value, expected):
     assert parse(cfgdir, patched({"sync|batch_bytes": value})).sync.batch_bytes == expected
+
+
+def test_max_message_size(cfgdir):
+    assert parse(cfgdir, patched({})).sync.max_message_size == 64 * 1024**2
+    assert parse(cfgdir, patched({"sync|max_message_size": "16MiB"})).sync.max_message_size == 16 * 1024**2
 
 
 def test_per_domain_sync_override(cfgdir):

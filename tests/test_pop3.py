@@ -571,3 +571,26 @@ def test_a_lost_source_connection_is_retried_and_the_pass_resumes(dovecot_pair, 
     res = sync_once(cfg, A, pair.users[A].old_password)
     assert res.complete and res.copied == 9 and res.present == 0, (res.error, res.folders)
     assert dst_box(pair) == src_inbox(pair)
+
+
+def test_a_message_over_max_message_size_is_not_read(dovecot_pair, tmp_path):
+    pair = dovecot_pair
+    seed(*pair.source_account(A), {"INBOX": [_msg(1), _msg(2, size=300_000), _msg(3)]})
+    cfg = pop3_cfg(tmp_path, pair, sync={"max_message_size": "128KiB"})
+    res = sync_once(cfg, A, pair.users[A].old_password)
+    assert res.copied == 2 and not res.complete
+    assert "too large: LIST says" in res.folders[0].error and "the limit is 131072" in res.folders[0].error
+    assert len(dst_box(pair)) == 2
+
+
+def test_pop3_commands_pass_the_choke_point(dovecot_pair):
+    from mailsyncd.errors import UnsafeCommand
+    from mailsyncd.sync import popguard
+    p = popguard.POP3("127.0.0.1", dovecot_pair.source.pop3_port, timeout=10)
+    try:
+        with pytest.raises(UnsafeCommand):
+            p.user("alice@example.com\r\nDELE 1")
+        p.user(A)
+        p.pass_(dovecot_pair.users[A].old_password)
+    finally:
+        p.quit()

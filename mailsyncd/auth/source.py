@@ -7,7 +7,7 @@ import ssl
 
 from .. import quirks
 from ..errors import AuthFailed, MailsyncError
-from ..sync import imapconn
+from ..sync import imapconn, popguard
 from ..text import server_words
 
 # APP_PASSWORD: refused, with the provider's words for "use the app password" (a WRONG that can say why)
@@ -55,10 +55,10 @@ def _check_pop3(endpoint, address: str, password: str) -> tuple[str, str]:
     try:
         try:
             if endpoint.security == "tls":
-                conn = poplib.POP3_SSL(endpoint.host, endpoint.port, timeout=endpoint.timeout,
+                conn = popguard.POP3_SSL(endpoint.host, endpoint.port, timeout=endpoint.timeout,
                                        context=imapconn.tls_context(endpoint))
             else:
-                conn = poplib.POP3(endpoint.host, endpoint.port, timeout=endpoint.timeout)
+                conn = popguard.POP3(endpoint.host, endpoint.port, timeout=endpoint.timeout)
                 if endpoint.security == "starttls":
                     conn.stls(imapconn.tls_context(endpoint))
         except poplib.error_proto as e:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 
 from imapclient.datetime_util import parse_to_datetime
 
+from .flags import split_flags
+
 _HEAD = re.compile(rb"^(\d+) \((.*)\)$", re.S)
 _LITERAL_AT_END = re.compile(rb"\{(\d+)\+?\}$")
 _ITEM = re.compile(
@@ -35,7 +37,12 @@ def records(data: Sequence) -> list[list]:
     """Split imaplib's flat list into one list of pieces per FETCH response."""
     out, cur = [], []
     for piece in data:
-        if piece is None or piece == b"":
+        if piece is None:
+            continue
+        if piece == b"":   # the empty rest of a line that ended with a literal
+            if cur:
+                out.append(cur)
+                cur = []
             continue
         cur.append(piece)
         if not isinstance(piece, tuple):
@@ -101,17 +108,37 @@ def _scalar(v: bytes):
     raise Unparsed(v[:80])
 
 
-def parse_fetch(data: Sequence, fallback: Callable[[list], dict]) -> dict[int, dict]:
-    """{uid: {item: value}}, like imapclient's parse_fetch_response with use_uid=True."""
+def parse_fetch(data: Sequence, fallback: Callable[[list], dict],
+                on_dropped: Callable[[int, bytes], None] | None = None) -> dict[int, dict]:
+    """{uid: {item: value}}, like imapclient's parse_fetch_response with use_uid=True.
+
+    FLAGS hold only RFC 3501 atoms, whichever parser read them: the rest (a literal with
+    CRLF in it, a space, a parenthesis) is left out and reported to ``on_dropped``.
+    """
     out: dict[int, dict] = {}
     for rec in records(data):
         try:
             _, items = parse_record(rec)
         except Unparsed:
-            out.update(fallback(rec))
+            for uid, items in fallback(rec).items():
+                out[uid] = _clean_flags(uid, items, on_dropped)
             continue
         uid = items.get(b"UID")
         if uid is None:
             continue  # an unsolicited FETCH (e.g. a flag change) without UID: not ours
-        out[uid] = items
+        out[uid] = _clean_flags(uid, items, on_dropped)
     return out
+
+
+def _clean_flags(uid: int, items: dict, on_dropped) -> dict:
+    flags = items.get(b"FLAGS")
+    if flags is None:
+        return items
+    kept, dropped = split_flags(flags if isinstance(flags, (tuple, list)) else (flags,))
+    if dropped:
+        items = dict(items)
+        items[b"FLAGS"] = kept
+        for f in dropped:
+            if on_dropped is not None:
+                on_dropped(uid, f)
+    return items

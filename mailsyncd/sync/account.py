@@ -13,12 +13,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from imapclient import exceptions as imapexc
+
 from .. import quirks
+from ..text import shown
 from ..errors import (
     AuthFailed,
     ConnectionLost,
     FolderFailed,
     MailsyncError,
+    MessageTooLarge,
+    ProtocolError,
     TLSFailure,
     Unreachable,
     looks_throttled,
@@ -37,6 +42,7 @@ logger = logging.getLogger(__name__)
 class TargetCaps:
     multiappend: bool
     uidplus: bool
+    appendlimit: int | None = None    # APPENDLIMIT=n (RFC 7889): the largest message the target takes
 
 
 @dataclass
@@ -170,7 +176,8 @@ class AccountSync:
                 tgt_boxes, _ = imapconn.list_mailboxes(tgt, with_status=False)
                 src_ns = imapconn.namespaces(src, f"account={self.address} side=source")
                 tgt_ns = imapconn.namespaces(tgt, f"account={self.address} side=target")
-            caps = TargetCaps(tgt.has_capability("MULTIAPPEND"), tgt.has_capability("UIDPLUS"))
+            caps = TargetCaps(tgt.has_capability("MULTIAPPEND"), tgt.has_capability("UIDPLUS"),
+                              _appendlimit(tgt.capabilities()))
         except BaseException:
             imapconn.close(src)
             imapconn.close(tgt)
@@ -264,27 +271,40 @@ class AccountSync:
     def _folder_with_retries(self, ctx, pair, plan: FolderPlan, status: Status):
         s = self.domain.sync
         delay = s.retry_backoff
-        for attempt in range(s.retries + 1):
+        attempt = 0
+        while attempt <= s.retries:
             try:
                 if pair is None:
                     pair = self._open_pair()
                 self.progress.folder(plan.path, True)
-                return pair, FolderSync(ctx, pair[0], pair[1], plan, status).run()
+                return pair, _run_folder(FolderSync(ctx, pair[0], pair[1], plan, status))
             except FolderFailed as e:
                 logger.error("event=folder_failed account=%s folder=%r reason=%r", self.address, plan.path, str(e))
                 return pair, self._failed(plan, status, str(e))
             except (AuthFailed, TLSFailure):
                 raise
             except MailsyncError as e:
+                if isinstance(e, MessageTooLarge) and e.recorded:
+                    # recorded as skipped: reconnect at once and go on without it (no attempt used up)
+                    logger.info("event=reconnect account=%s folder=%r reason=%r", self.address, plan.path, str(e))
+                    imapconn.close(pair[0])
+                    imapconn.close(pair[1])
+                    pair = None
+                    continue
                 transient = isinstance(e, (ConnectionLost, Unreachable))
                 if not transient or attempt == s.retries:
                     logger.error("event=folder_failed account=%s folder=%r reason=%r",
                                  self.address, plan.path, str(e))
+                    if pair and not transient:   # a malformed answer: the stream cannot be trusted after it
+                        imapconn.close(pair[0])
+                        imapconn.close(pair[1])
+                        pair = None
                     return pair, self._failed(plan, status, str(e))
                 logger.warning("event=retry account=%s folder=%r attempt=%d wait=%.1fs reason=%r",
                                self.address, plan.path, attempt + 1, delay, str(e))
             finally:
                 self.progress.folder(plan.path, False)
+            attempt += 1
             if pair:
                 imapconn.close(pair[0])
                 imapconn.close(pair[1])
@@ -314,3 +334,21 @@ class AccountSync:
             delay = min(delay * 2, 60.0)
         raise ConnectionLost(f"{what}: gave up")
 
+
+
+def _appendlimit(caps) -> int | None:
+    for c in caps:
+        c = c.decode("ascii", "replace") if isinstance(c, bytes) else str(c)
+        if c.upper().startswith("APPENDLIMIT=") and c[12:].isdigit():
+            return int(c[12:])
+    return None
+
+
+def _run_folder(fs: FolderSync) -> FolderReport:
+    """Any answer imapclient cannot make sense of becomes a per-folder error with the server's words."""
+    try:
+        return fs.run()
+    except imapexc.IMAPClientAbortError as e:
+        raise ConnectionLost(f"{fs.where}: connection lost: {shown(str(e), 300)}") from None
+    except (imapexc.IMAPClientError, ValueError) as e:
+        raise ProtocolError(f"unexpected answer: {shown(str(e), 300)}") from None

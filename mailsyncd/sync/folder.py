@@ -21,11 +21,13 @@ from dataclasses import dataclass, replace
 
 from imapclient import exceptions as imapexc
 
-from ..errors import FolderFailed
+from ..errors import FolderFailed, MessageTooLarge
 from ..imap.folders import FolderPlan
 from ..store import FolderReport, FolderState, Inflight, InflightItem, MapRow
+from ..text import shown
 from . import expunge
 from .imapconn import Status, create_folder, fetch, folder_status, lost_is_transient, parse_appenduid, response_text
+from .imapguard import set_cap
 from .logic import batches, fingerprint, match_fingerprints, merge_flags, source_flags, storable
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,9 @@ class FolderSync:
         self.deleted = 0
         self.held = expunge.NO_UIDPLUS if self._mirror and not ctx.target_caps.uidplus else None
         self.where = f"account={self.acct} folder={self.path!r}"
+        limit = ctx.target_caps.appendlimit
+        self.cap = min(ctx.settings.max_message_size, limit) if limit else ctx.settings.max_message_size
+        set_cap(src, self.cap)
 
     # -- entry point ---------------------------------------------------------
     def run(self) -> FolderReport:
@@ -132,6 +137,11 @@ class FolderSync:
         done |= {uid for p, uid, _, _ in store.skipped(self.acct, self.path) if uid > st.last_uid}
         todo = sorted((uid, int(d.get(b"RFC822.SIZE", 0))) for uid, d in sizes.items()
                       if uid > st.last_uid and uid not in done)
+        too_big = [(uid, size, f"too large: {size} bytes (RFC822.SIZE), the limit is {self.cap}")
+                   for uid, size in todo if size > self.cap]
+        if too_big:
+            self._record_skipped(st, too_big)
+            todo = [(uid, size) for uid, size in todo if size <= self.cap]
         if not todo:
             return
         s = self.ctx.settings
@@ -172,12 +182,28 @@ class FolderSync:
         finally:
             t.join()
         if failure:
-            raise failure[0]
+            e = failure[0]
+            if isinstance(e, MessageTooLarge) and e.uid is not None:
+                # Recorded, so that the retry on a new connection goes on without it.
+                self._record_skipped(st, [(e.uid, e.actual, f"too large: the server sent {e.actual} bytes, "
+                                                           f"RFC822.SIZE said {e.announced}; limit {e.limit}")])
+                e.recorded = True
+            raise e
+
+    def _record_skipped(self, st: FolderState, skipped: list[tuple[int, int, str]]) -> None:
+        self.ctx.store.commit_batch(self.acct, self.path, st.uidvalidity, [], skipped, None)
+        for uid, size, reason in skipped:
+            logger.warning("event=message_skipped %s uid=%d size=%d reason=%r", self.where, uid, size, reason)
+        self.ctx.progress.advance(self.path, len(skipped), 0)
+
+    def _flag_dropped(self, uid: int, flag) -> None:
+        logger.warning("event=flag_dropped user=%s folder=%s uid=%d flag=%s",
+                       self.acct, shown(self.path, 80), uid, shown(repr(flag), 80))
 
     def _fetch(self, batch: list[tuple[int, int]]) -> list[Message | int]:
         uids = [u for u, _ in batch]
         with lost_is_transient(f"source, {self.where}"):
-            data = fetch(self.src, uids, _FETCH_ITEMS)
+            data = fetch(self.src, uids, _FETCH_ITEMS, sizes=dict(batch), on_dropped=self._flag_dropped)
         out: list[Message | int] = []
         for uid, size in batch:
             d = data.get(uid)
@@ -318,7 +344,7 @@ class FolderSync:
         if mods is None and not full:
             return
         with lost_is_transient(f"source, {self.where}"):
-            data = fetch(self.src, f"1:{upto}", [b"FLAGS"], mods)
+            data = fetch(self.src, f"1:{upto}", [b"FLAGS"], mods, on_dropped=self._flag_dropped)
         now_src = {uid: source_flags(d.get(b"FLAGS", ())) for uid, d in data.items() if uid <= upto}
         base = store.map_rows(self.acct, self.path, st.uidvalidity, now_src.keys())
         changed = {uid: f for uid, f in now_src.items() if uid in base and base[uid].target_uid

@@ -26,12 +26,14 @@ from imapclient.imap_utf7 import decode as decode_utf7
 from imapclient.response_parser import parse_fetch_response, parse_response
 
 from .. import __version__
-from ..errors import AuthFailed, ConnectionLost, ProtocolError, TLSFailure, Unreachable
-from ..imap.fetchparse import parse_fetch
+from ..errors import AuthFailed, ConnectionLost, MailsyncError, ProtocolError, TLSFailure, Unreachable
+from ..imap.fetchparse import parse_fetch, records
+from ..imap.flags import split_flags
 from ..imap.folders import Mailbox
 from ..imap.namespaces import Namespaces
 from ..imap.namespaces import from_response as namespaces_from_response
 from ..text import server_words, shown
+from .imapguard import GuardedIMAPClient, expect_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +83,10 @@ def connect(endpoint, *, role: str) -> IMAPClient:
     where = f"{role} {endpoint.host}:{endpoint.port}"
     try:
         if endpoint.security == "tls":
-            client = IMAPClient(endpoint.host, endpoint.port, ssl=True, ssl_context=tls_context(endpoint),
-                                timeout=endpoint.timeout)
+            client = GuardedIMAPClient(endpoint.host, endpoint.port, ssl=True, ssl_context=tls_context(endpoint),
+                                       timeout=endpoint.timeout)
         else:
-            client = IMAPClient(endpoint.host, endpoint.port, ssl=False, timeout=endpoint.timeout)
+            client = GuardedIMAPClient(endpoint.host, endpoint.port, ssl=False, timeout=endpoint.timeout)
             if endpoint.security == "starttls":
                 if not client.has_capability("STARTTLS"):
                     client.shutdown()
@@ -201,33 +203,73 @@ def lost_is_transient(where: str) -> Iterator[None]:
         raise ConnectionLost(f"{where}: connection lost: {e or type(e).__name__}") from None
 
 
-def _mailboxes(client: IMAPClient, raw: list) -> list[Mailbox]:
+_CTL = frozenset("\r\n\0")
+
+
+def _name(raw) -> str | None:
+    """A mailbox name from LIST/STATUS, or None if it holds CR, LF or NUL or is not modified UTF-7."""
+    if isinstance(raw, int):
+        return str(raw)
+    if not isinstance(raw, bytes):
+        return None
+    try:
+        name = decode_utf7(raw)
+    except ValueError:   # ill-formed modified UTF-7
+        return None
+    if not isinstance(name, str) or _CTL & set(name):
+        return None
+    return name
+
+
+def parse_list(raw: list) -> list[Mailbox]:
+    """Mailboxes from LIST responses.  Raises ProtocolError; names with CR/LF/NUL are left out, logged."""
     out = []
-    for flags, delim, name in client._proc_folder_list(raw):
-        out.append(Mailbox(name=name, delimiter=delim.decode() if isinstance(delim, bytes) else delim,
-                           flags=tuple(f.decode() if isinstance(f, bytes) else f for f in flags)))
-    return out
-
-
-def _status_map(raw: list) -> dict[str, Status]:
-    out = {}
-    for line in raw:
-        if line in (b"", None):
+    for rec in records(raw):   # a name sent as a literal: (text, literal) then the rest of the line
+        line = rec[0]
+        try:
+            flags, delim, raw_name = parse_response(rec)
+            flags = tuple(f.decode("ascii") for f in split_flags(flags)[0])   # attributes are atoms too
+            delim = delim.decode("ascii") if isinstance(delim, bytes) else delim
+        except (imapexc.IMAPClientError, ValueError, TypeError) as e:
+            raise ProtocolError(f"unparsable LIST response {shown(_first(line), 80)}: {e}") from None
+        name = _name(raw_name)
+        if name is None or (delim is not None and not isinstance(delim, str)):
+            logger.warning("event=folder_name_refused name=%s reason='control characters or bad UTF-7'",
+                           shown(repr(raw_name), 80))
             continue
-        parsed = parse_response([line] if not isinstance(line, tuple) else list(line))
-        name, items = parsed[0], parsed[-1]
-        if isinstance(name, bytes):
-            name = decode_utf7(name)
-        elif isinstance(name, int):
-            name = str(name)
-        out[name] = _status_from_items(items)
+        out.append(Mailbox(name=name, delimiter=delim, flags=flags))
     return out
+
+
+def parse_status(raw: list) -> dict[str, Status]:
+    """{mailbox: Status} from STATUS responses.  Raises ProtocolError."""
+    out = {}
+    for rec in records(raw):
+        line = rec[0]
+        try:
+            parsed = parse_response(rec)
+            raw_name, items = parsed[0], parsed[-1]
+            status = _status_from_items(items)
+        except (imapexc.IMAPClientError, ValueError, TypeError, IndexError, AttributeError) as e:
+            raise ProtocolError(f"unparsable STATUS response {shown(_first(line), 80)}: {e}") from None
+        name = _name(raw_name)
+        if name is not None:
+            out[name] = status
+    return out
+
+
+def _first(line) -> bytes:
+    return line[0] if isinstance(line, tuple) else line
 
 
 def _status_from_items(items) -> Status:
+    if not isinstance(items, tuple) or len(items) % 2:
+        raise ValueError("not a list of item-value pairs")
     d = {}
     for k, v in zip(items[::2], items[1::2]):
-        d[k.decode().upper() if isinstance(k, bytes) else str(k).upper()] = int(v)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"{shown(repr(k), 80)} is not a number")
+        d[k.decode("ascii", "replace").upper() if isinstance(k, bytes) else str(k).upper()] = v
     return Status(d.get("MESSAGES", 0), d.get("UIDNEXT", 0), d.get("UIDVALIDITY", 0), d.get("HIGHESTMODSEQ"),
                   d.get("SIZE"))
 
@@ -252,14 +294,19 @@ def list_mailboxes(client: IMAPClient, *, with_status: bool) -> tuple[list[Mailb
     args = [b'""', b'"*"']
     if ret:
         args += [b"RETURN", b"(" + b" ".join(ret) + b")"]
-    typ, data = client._raw_command(b"LIST", args, uid=False)
+    try:
+        typ, data = client._raw_command(b"LIST", args, uid=False)
+    except imaplib.IMAP4.abort:
+        raise
+    except imaplib.IMAP4.error as e:
+        raise ProtocolError(f"LIST failed: {_imaplib_words(e)}") from None
     if typ != "OK":
-        raise ProtocolError(f"LIST failed: {data!r}")
+        raise ProtocolError(f"LIST failed: {shown(response_text(data), 300)}")
     imap = client._imap
     _, list_raw = imap._untagged_response(typ, data, "LIST")
     _, status_raw = imap._untagged_response(typ, data, "STATUS")
-    boxes = _mailboxes(client, list_raw)
-    statuses = _status_map(status_raw) if with_status else {}
+    boxes = parse_list(list_raw)
+    statuses = parse_status(status_raw) if with_status else {}
     if with_status:
         for mb in boxes:
             if mb.name not in statuses and not _unselectable(mb):
@@ -267,7 +314,7 @@ def list_mailboxes(client: IMAPClient, *, with_status: bool) -> tuple[list[Mailb
                     statuses[mb.name] = folder_status(client, mb.name, items)
                 except imapexc.IMAPClientAbortError:
                     raise
-                except imapexc.IMAPClientError as e:
+                except (imapexc.IMAPClientError, ProtocolError) as e:
                     logger.warning("event=status_refused folder=%r reason=%r", mb.name, str(e))
     return boxes, statuses
 
@@ -312,15 +359,29 @@ def _unselectable(mb: Mailbox) -> bool:
 def folder_status(client: IMAPClient, name: str, items=None) -> Status:
     if items is None:
         items = _status_items(client)
-    st = client.folder_status(name, items)
+    try:
+        st = client.folder_status(name, items)
+        return _status_of(st)
+    except (ValueError, TypeError) as e:
+        raise ProtocolError(f"unparsable STATUS answer for {shown(name, 80)}: {shown(str(e), 80)}") from None
+
+
+def _status_of(st: dict) -> Status:
     return Status(int(st.get(b"MESSAGES", 0)), int(st.get(b"UIDNEXT", 0)), int(st.get(b"UIDVALIDITY", 0)),
                   int(st[b"HIGHESTMODSEQ"]) if b"HIGHESTMODSEQ" in st else None,
                   int(st[b"SIZE"]) if b"SIZE" in st else None)
 
 
 def fetch(client: IMAPClient, uids: str | list[int], items: list[bytes],
-          modifiers: list[str] | None = None) -> dict[int, dict]:
-    """UID FETCH that accepts ranges such as "5:*" (imapclient's fetch() insists on a UID list)."""
+          modifiers: list[str] | None = None, *, sizes: dict[int, int] | None = None,
+          on_dropped=None) -> dict[int, dict]:
+    """UID FETCH that accepts ranges such as "5:*" (imapclient's fetch() insists on a UID list).
+
+    ``sizes`` (UID -> RFC822.SIZE announced earlier) bounds the literals the answer may hold;
+    ``on_dropped(uid, flag)`` hears of each flag that is not an RFC 3501 atom (it is left out).
+    A malformed answer raises ProtocolError with the server's words, after dropping the
+    connection: what follows it in the stream cannot be trusted.
+    """
     if not isinstance(uids, str):
         if not uids:
             return {}
@@ -330,12 +391,48 @@ def fetch(client: IMAPClient, uids: str | list[int], items: list[bytes],
     if modifiers:
         args.append("(" + " ".join(modifiers) + ")")
     imap = client._imap
-    tag = imap._command(*args)
-    typ, data = imap._command_complete("FETCH", tag)
-    if typ != "OK":
-        raise imapexc.IMAPClientError(f"fetch failed: {response_text(data)}")
-    typ, data = imap._untagged_response(typ, data, "FETCH")
-    return parse_fetch(data, lambda rec: parse_fetch_response(rec, client.normalise_times, True))
+    expect_sizes(client, sizes)
+    try:
+        tag = imap._command(*args)
+        typ, data = imap._command_complete("FETCH", tag)
+        if typ != "OK":
+            raise imapexc.IMAPClientError(f"fetch failed: {response_text(data)}")
+        typ, data = imap._untagged_response(typ, data, "FETCH")
+        return parse_fetch_data(data, client.normalise_times, on_dropped)
+    except imaplib.IMAP4.abort:
+        raise
+    except (imaplib.IMAP4.error, ProtocolError) as e:
+        _drop(client)
+        raise ProtocolError(f"UID FETCH: {_imaplib_words(e)}") from None
+
+
+def parse_fetch_data(data, normalise_times: bool = False, on_dropped=None) -> dict[int, dict]:
+    """{uid: {item: value}} from imaplib's untagged FETCH data; ProtocolError if malformed."""
+    def fallback(rec: list) -> dict:
+        try:
+            return parse_fetch_response(rec, normalise_times, True)
+        except Exception as e:  # noqa: BLE001 - any failure of the general parser on hostile bytes
+            raise ProtocolError(f"unparsable FETCH response {shown(_first(rec[0]), 80)}: {shown(str(e), 80)}") from None
+    try:
+        return parse_fetch(data, fallback, on_dropped)
+    except MailsyncError:
+        raise
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ProtocolError(f"unparsable FETCH response: {shown(str(e), 80)}") from None
+
+
+def _imaplib_words(e: Exception) -> str:
+    """imaplib's "FETCH command error: BAD [b'words']" -> "BAD words"; control characters escaped."""
+    text = str(e)
+    m = re.search(r"(BAD|NO) \[b['\"](.*)['\"]\]$", text, re.S)
+    return shown(f"server said {m.group(1)} {m.group(2)}" if m else text, 300)
+
+
+def _drop(client: IMAPClient) -> None:
+    try:
+        client._imap.shutdown()
+    except OSError:
+        pass
 
 
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.I)

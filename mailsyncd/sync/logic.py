@@ -6,6 +6,8 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 
+from ..imap.flags import is_flag
+
 SYSTEM_FLAGS = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
 _SYSTEM_BY_LOWER = {f.lower(): f for f in SYSTEM_FLAGS}
 
@@ -38,16 +40,15 @@ def source_flags(flags: Iterable[str | bytes]) -> tuple[str, ...]:
 def storable(flags: Iterable[str], permanent: frozenset[str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Split flags into (kept, dropped) by the target's PERMANENTFLAGS.
 
-    None means the target did not say: keep everything and let it refuse.
+    None means the target did not say: keep every RFC 3501 flag and let it refuse.
     ``\\*`` allows any keyword.
     """
-    if permanent is None:
-        return tuple(flags), ()
-    lower = {p.lower() for p in permanent}
+    lower = {p.lower() for p in permanent} if permanent is not None else set()
     any_keyword = "\\*" in lower
     kept, dropped = [], []
     for f in flags:
-        ok = f.lower() in lower or (any_keyword and not f.startswith("\\"))
+        # never anything but an atom: a flag is sent unquoted, so a CRLF in it would end the command
+        ok = is_flag(f) and (permanent is None or f.lower() in lower or (any_keyword and not f.startswith("\\")))
         (kept if ok else dropped).append(f)
     return tuple(kept), tuple(dropped)
 

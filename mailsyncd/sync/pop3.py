@@ -55,7 +55,7 @@ from ..errors import (
 )
 from ..imap.folders import FolderPlan, Mailbox, plan_folders
 from ..store import FolderReport, Pop3Inflight, Pop3Row
-from . import imapconn
+from . import imapconn, popguard
 from .folder import _server_words
 from .imapconn import folder_status, lost_is_transient, parse_appenduid, response_text
 from .logic import batches, fingerprint, match_fingerprints
@@ -167,8 +167,9 @@ def _temporary(text: str) -> bool:
 class Pop3Source:
     """A logged-in POP3 session, read-only by construction: this class has no DELE."""
 
-    def __init__(self, endpoint, address: str, password: str):
+    def __init__(self, endpoint, address: str, password: str, cap: int = 64 * 1024**2):
         self.endpoint = endpoint
+        self.cap = cap                 # sync.max_message_size: never read a larger message
         self.where = f"source {endpoint.host}:{endpoint.port}"
         self.user = endpoint.login_name(address)
         self.use_top = True            # until the server refuses TOP or its TOP truncates
@@ -187,9 +188,9 @@ class Pop3Source:
         p = None
         try:
             if ep.security == "tls":
-                p = poplib.POP3_SSL(ep.host, ep.port, timeout=ep.timeout, context=imapconn.tls_context(ep))
+                p = popguard.POP3_SSL(ep.host, ep.port, timeout=ep.timeout, context=imapconn.tls_context(ep))
             else:
-                p = poplib.POP3(ep.host, ep.port, timeout=ep.timeout)
+                p = popguard.POP3(ep.host, ep.port, timeout=ep.timeout)
                 if ep.security == "starttls":
                     self._p = p
                     if "STLS" not in self._capa():
@@ -322,7 +323,10 @@ class Pop3Source:
         limit and de-dot-stuffed, keeping the line ends as sent.
         """
         window = _PIPELINE if "PIPELINING" in self.caps else 1
-        got: dict[int, bytes | str] = {}
+        got: dict[int, bytes | str] = {num: f"too large: LIST says {size} bytes, the limit is {self.cap}"
+                                       for num, size in wanted if size > self.cap}
+        order = wanted
+        wanted = [(num, size) for num, size in wanted if num not in got]
         redo: list[tuple[int, int, bytes | None]] = []   # TOP refused (None) or of a surprising size
         sent: deque[tuple[int, int, bool]] = deque()
         i = 0
@@ -364,7 +368,7 @@ class Pop3Source:
             raise self._lost(e) from None
         except OSError as e:
             raise self._lost(e) from None
-        return [(num, got[num]) for num, _ in wanted]
+        return [(num, got[num]) for num, _ in order]
 
     def _retr(self, num: int, size: int) -> bytes | str:
         self._p._putcmd(f"RETR {num}")
@@ -378,7 +382,8 @@ class Pop3Source:
 
     def _read_body(self, announced: int) -> bytes:
         f = self._p.file
-        limit = 4 * announced + _CHUNK   # a server sending far more than LIST said is broken
+        # a server sending far more than LIST said is broken (or hostile): never more than the cap
+        limit = min(self.cap, 4 * announced + _CHUNK)
         parts: list[bytes] = []
         total = 0
         at_start = True
@@ -394,6 +399,7 @@ class Pop3Source:
             parts.append(line)
             total += len(line)
             if total > limit:
+                self._drop()   # do not read the rest
                 raise ProtocolError(f"{self.where}: RETR sent more than {limit} bytes for a message "
                                     f"LIST said has {announced}")
             at_start = line.endswith(b"\n")
@@ -497,7 +503,8 @@ class Pop3Pass:
         return r
 
     def _session(self, res, t0: float) -> FolderReport | None:
-        src = Pop3Source(self.domain.source, self.acct.source_address, self.acct._password)
+        src = Pop3Source(self.domain.source, self.acct.source_address, self.acct._password,
+                         self.settings.max_message_size)
         try:
             tgt = self.acct._open_target()
             self._connected = True
