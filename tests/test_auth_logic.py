@@ -130,3 +130,18 @@ def test_hostile_target_cannot_make_us_buffer_forever():
     rr = ResponseReader()
     rr.feed(b"* ID ({3}\r\nabc)\r\n")
     assert rr.next() == b"* ID ({3}\r\nabc)"
+
+
+def test_the_target_login_passes_the_one_command_guard():
+    lg = TargetLogin(mode="master_separator", user="a@x", secret="mpw", master_user="admin",
+                     id_fields={"x-originating-ip": "10.1.2.3\r\nZ1 CREATE PWNED"})
+    actions = lg.receive(b"* OK ready\r\n")
+    assert b"PWNED" not in b"".join(a.data for a in actions if isinstance(a, Send))
+    assert any(isinstance(a, Failed) and "CR, LF or NUL" in a.detail for a in actions), actions
+
+
+def test_a_user_name_with_crlf_goes_as_sasl_plain_never_on_a_line():
+    lg = TargetLogin(mode="master_separator", user="a@x\r\nZ1 DELETE INBOX", secret="mpw", master_user="admin")
+    sent = b"".join(a.data for a in _run(lg, b"* OK [CAPABILITY IMAP4rev1 SASL-IR] ready\r\n")
+                    if isinstance(a, Send))
+    assert b"DELETE" not in sent and sent.count(b"\r\n") == 1 and b"AUTHENTICATE PLAIN " in sent

@@ -16,6 +16,8 @@ import base64
 import re
 from dataclasses import dataclass
 
+from ..errors import UnsafeCommand
+from .cmdguard import check_line
 from .preauth import needs_literal, quote
 
 MAX_RESPONSE = 65536          # a hostile or broken target must not make us buffer without bound
@@ -26,6 +28,12 @@ _CAPS_CODE = re.compile(rb"\[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
 @dataclass(frozen=True, slots=True)
 class Send:
     data: bytes
+
+
+def _line(command: bytes) -> Send:
+    """A command line for the target, through the one check every outgoing command passes."""
+    check_line(command)
+    return Send(command + b"\r\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +173,7 @@ class TargetLogin:
         if resp.startswith(b"+"):
             if self._state == "auth" and self._sasl_pending is not None:
                 data, self._sasl_pending = self._sasl_pending, None
-                return [Send(data + b"\r\n")]
+                return [_line(data)]
             return [self._fail("protocol", "unexpected continuation request")]
         if self._id_tag and _status(resp, self._id_tag):
             # A target without ID answers BAD; that is no reason to refuse the user.
@@ -194,7 +202,7 @@ class TargetLogin:
                 self.caps = set(caps.split())
             if self.starttls:
                 self._state = "starttls"
-                return [Send(self._next_tag() + b" STARTTLS\r\n")]
+                return [_line(self._next_tag() + b" STARTTLS")]
             return self._login()
         return []
 
@@ -212,7 +220,7 @@ class TargetLogin:
                 if caps is not None:
                     return self._done(caps)
                 self._state = "caps"
-                return [Send(self._next_tag() + b" CAPABILITY\r\n")]
+                return [_line(self._next_tag() + b" CAPABILITY")]
             kind = "unavailable" if _is_unavailable(rest) else "auth"
             return [self._fail(kind, f"target answered {word}: {text}")]
         if self._state == "caps":
@@ -229,12 +237,18 @@ class TargetLogin:
 
     # -- the login itself ----------------------------------------------------------
     def _login(self) -> list[Action]:
+        try:
+            return self._login_lines()
+        except UnsafeCommand as e:
+            return [self._fail("protocol", str(e))]
+
+    def _login_lines(self) -> list[Action]:
         out: list[Action] = []
         self._state = "auth"
         if self.id_fields:
             fields = b" ".join(quote(k) + b" " + quote(v) for k, v in self.id_fields.items())
             self._id_tag = self._next_tag()
-            out.append(Send(self._id_tag + b" ID (" + fields + b")\r\n"))
+            out.append(_line(self._id_tag + b" ID (" + fields + b")"))
         if self.mode == "master":
             cmd = self._plain(self.user, self.master_user or "", self._secret)
         else:
@@ -244,7 +258,7 @@ class TargetLogin:
             else:
                 cmd = b"LOGIN " + quote(who) + b" " + quote(self._secret)
         tag = self._next_tag()
-        out.append(Send(tag + b" " + cmd + b"\r\n"))
+        out.append(_line(tag + b" " + cmd))
         return out
 
     def _plain(self, authzid: str, authcid: str, secret: str) -> bytes:
