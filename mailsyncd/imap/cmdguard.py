@@ -2,8 +2,8 @@
 
 Outside a literal a CR or LF ends the command line, so an argument carrying one (a
 flag or folder name a hostile source made up) would let the rest of it run as a
-command of its own on the target.  The IMAP and POP3 clients in ``sync/`` call
-this before a byte is written; a literal (``{n}`` and its octets) is exempt,
+command of its own on the target.  The IMAP and POP3 clients in ``sync/`` and the
+front door's target login (``targetlogin.py``) call this before a byte is written; a literal (``{n}`` and its octets) is exempt,
 because its length, not its content, delimits it.
 """
 
