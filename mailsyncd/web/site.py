@@ -40,6 +40,7 @@ LANG_COOKIE = "mailsyncd-lang"
 AUTO = "auto"                  # marks a page's own reloads and polls: no activity for the idle timeout
 HTML = b"text/html; charset=utf-8"
 HSTS = b"max-age=31536000"
+_BARE_500 = b"500 Internal Server Error\n"
 _SECURITY_HEADERS = (
     (b"X-Content-Type-Options", b"nosniff"),
     (b"Referrer-Policy", b"no-referrer"),
@@ -80,7 +81,8 @@ class Request(server.Request):
         self.content = io.BytesIO()
         transport = getattr(self.channel, "transport", None)
         if transport is not None:
-            head = b"".join(k + b": " + v + b"\r\n" for k, v in _SECURITY_HEADERS)
+            head = b"".join(k + b": " + v + b"\r\n"
+                            for k, v in ((b"Content-Security-Policy", Shell.csp),) + _SECURITY_HEADERS)
             transport.write(b"HTTP/1.1 413 Payload Too Large\r\n" + head +
                             b"Content-Length: 0\r\nConnection: close\r\n\r\n")
             transport.loseConnection()
@@ -237,7 +239,7 @@ class Shell(resource.Resource):
         d = defer.maybeDeferred(self._guarded, request)
         d.addErrback(self._crashed, request)
         d.addCallback(lambda reply: None if gone else self.finish(request, reply))
-        d.addErrback(lambda f: logger.error("event=web_error error=%r", f.getErrorMessage()))
+        d.addErrback(self._last_resort, request, gone)
         return server.NOT_DONE_YET
 
     def _guarded(self, request):
@@ -262,6 +264,16 @@ class Shell(resource.Resource):
     def _crashed(self, failure, request) -> Reply:
         logger.error("event=web_error path=%r error=%r", request.path[:100], failure.getErrorMessage())
         return self.message(request, 500, "err_internal")
+
+    def _last_resort(self, failure, request, gone: list[bool]) -> None:
+        """Even the error page failed: a bare 500, so that the client is not left waiting."""
+        logger.error("event=web_error error=%r", failure.getErrorMessage())
+        if not gone and not request.finished and not getattr(request, "startedWriting", False):
+            request.setResponseCode(500)
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            request.setHeader(b"Content-Length", b"%d" % len(_BARE_500))
+            request.write(_BARE_500)
+            request.finish()
 
     def finish(self, request, reply: Reply) -> None:
         request.setResponseCode(reply.code)

@@ -108,56 +108,36 @@ def account_page(request, ctx: Ctx, a: dict, data: dict) -> bytes:
     out.append('</dl>')
 
     # folders (the last pass's report)
-    out.append(f'<h2>{esc(w(lang, "folders"))}</h2>')
-    if not data["reports"]:
-        out.append(f'<p class="muted">{esc(w(lang, "no_folders"))}</p>')
-    else:
-        out.append(table_head(lang, ("col_folder", ""), ("col_old", "num"), ("col_new", "num"),
-                               ("col_copied", "num opt"), ("skipped", "num"), ("col_size", "num opt"),
-                               ("col_when", "opt"), ("col_error", "")))
-        for r in data["reports"]:
-            shown = r.path if r.target_name in (r.path, None) else f"{r.path} → {r.target_name}"
-            out.append(f'<tr><td class="path">{esc(shown)}</td><td class="num">{num(r.source_count)}</td>'
-                       f'<td class="num">{num(r.target_count)}</td><td class="num opt">{num(r.copied)}</td>'
-                       f'<td class="num">{num(r.skipped)}</td><td class="num opt">{esc(byte_size(r.bytes))}</td>'
-                       f'<td class="opt">{esc(when(r.finished, lang))}</td>'
-                       f'<td class="reason">{esc(r.error or "")}</td></tr>')
-        out.append('</tbody></table></div>')
+    rows = [_row(("path", r.path if r.target_name in (r.path, None) else f"{r.path} → {r.target_name}"),
+                 ("num", num(r.source_count)), ("num", num(r.target_count)), ("num opt", num(r.copied)),
+                 ("num", num(r.skipped)), ("num opt", byte_size(r.bytes)), ("opt", when(r.finished, lang)),
+                 ("reason", r.error or ""))
+            for r in data["reports"]]
+    out.append(_section(lang, "folders", "no_folders", rows, ("col_folder", ""), ("col_old", "num"),
+                        ("col_new", "num"), ("col_copied", "num opt"), ("skipped", "num"),
+                        ("col_size", "num opt"), ("col_when", "opt"), ("col_error", "")))
 
     # skipped messages
-    out.append(f'<h2>{esc(w(lang, "skipped_title"))}</h2>')
-    if not data["skipped"]:
-        out.append(f'<p class="muted">{esc(w(lang, "no_skipped"))}</p>')
-    else:
-        out.append(table_head(lang, ("col_folder", ""), ("col_uid", "num opt"), ("col_size", "num"),
-                               ("col_reason", "")))
-        for path, uid, size, reason in data["skipped"]:
-            out.append(f'<tr><td class="path">{esc(path)}</td><td class="num opt">{esc(uid)}</td>'
-                       f'<td class="num">{esc(byte_size(size))}</td><td class="reason">{esc(reason)}</td></tr>')
-        out.append('</tbody></table></div>')
-        if data["skipped_total"] > len(data["skipped"]):
-            more = w(lang, "skipped_more", shown=num(len(data["skipped"])), total=num(data["skipped_total"]))
-            out.append(f'<p class="muted small">{esc(more)}</p>')
+    rows = [_row(("path", path), ("num opt", uid), ("num", byte_size(size)), ("reason", reason))
+            for path, uid, size, reason in data["skipped"]]
+    out.append(_section(lang, "skipped_title", "no_skipped", rows, ("col_folder", ""), ("col_uid", "num opt"),
+                        ("col_size", "num"), ("col_reason", "")))
+    if data["skipped_total"] > len(data["skipped"]):
+        more = w(lang, "skipped_more", shown=num(len(data["skipped"])), total=num(data["skipped_total"]))
+        out.append(f'<p class="muted small">{esc(more)}</p>')
 
     # recent passes
-    out.append(f'<h2>{esc(w(lang, "passes"))}</h2>')
-    if not data["passes"]:
-        out.append(f'<p class="muted">{esc(w(lang, "no_passes"))}</p>')
-    else:
-        out.append(table_head(lang, ("col_when", ""), ("col_result", ""), ("col_copied", "num"),
-                               ("skipped", "num opt"), ("col_size", "num opt"), ("col_seconds", "num opt"),
-                               ("col_error", "")))
-        for p in data["passes"]:
-            result = ("pass_running" if not p.get("finished") else "pass_ok" if p.get("ok") else "pass_failed")
-            secs = (p["finished"] - p["started"]) if p.get("finished") and p.get("started") else None
-            out.append(f'<tr><td>{esc(when(p.get("started"), lang))}</td>'
-                       f'<td class="{result}">{esc(w(lang, result))}</td>'
-                       f'<td class="num">{num(p.get("copied"))}</td>'
-                       f'<td class="num opt">{num(p.get("skipped"))}</td>'
-                       f'<td class="num opt">{esc(byte_size(p.get("bytes")))}</td>'
-                       f'<td class="num opt">{esc(duration(secs, lang) if secs is not None else "")}</td>'
-                       f'<td class="reason">{esc(p.get("error") or "")}</td></tr>')
-        out.append('</tbody></table></div>')
+    rows = []
+    for p in data["passes"]:
+        result = ("pass_running" if not p.get("finished") else "pass_ok" if p.get("ok") else "pass_failed")
+        secs = (p["finished"] - p["started"]) if p.get("finished") and p.get("started") else None
+        rows.append(_row(("", when(p.get("started"), lang)), (result, w(lang, result)), ("num", num(p.get("copied"))),
+                         ("num opt", num(p.get("skipped"))), ("num opt", byte_size(p.get("bytes"))),
+                         ("num opt", duration(secs, lang) if secs is not None else ""),
+                         ("reason", p.get("error") or "")))
+    out.append(_section(lang, "passes", "no_passes", rows, ("col_when", ""), ("col_result", ""),
+                        ("col_copied", "num"), ("skipped", "num opt"), ("col_size", "num opt"),
+                        ("col_seconds", "num opt"), ("col_error", "")))
 
     # errors, all in one place
     errors = []
@@ -172,3 +152,17 @@ def account_page(request, ctx: Ctx, a: dict, data: dict) -> bytes:
     title = w(lang, "account_title", address=address)
     return page(request, ctx, lang, title, "".join(out), nav="accounts",
                 status_url="/admin/status.json?" + urlencode({"user": address}), refresh=True)
+
+
+def _row(*cells: tuple[str, object]) -> str:
+    """A table row of (class, text) cells; the text is escaped here."""
+    return "<tr>" + "".join(f'<td class="{cls}">{esc(text)}</td>' if cls else f"<td>{esc(text)}</td>"
+                            for cls, text in cells) + "</tr>"
+
+
+def _section(lang: str, title: str, empty: str, rows: list[str], *cols: tuple[str, str]) -> str:
+    """A heading, then a table of ``rows`` under ``cols`` (see format.table_head), or the ``empty`` words."""
+    head = f'<h2>{esc(w(lang, title))}</h2>'
+    if not rows:
+        return head + f'<p class="muted">{esc(w(lang, empty))}</p>'
+    return head + table_head(lang, *cols) + "".join(rows) + '</tbody></table></div>'
