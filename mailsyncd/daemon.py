@@ -144,12 +144,12 @@ class Daemon(service.MultiService):
         addr = self.config.listen.http
         if addr is None:
             return
-        from .web import selfservice
-        if self.tls is None and not selfservice.is_loopback(addr.host):
+        from .web import app
+        if self.tls is None and not app.is_loopback(addr.host):
             raise TLSFailure(f"listen.http {addr}: plain HTTP would send passwords across the network; add a "
                              "tls: section (the page is then served over HTTPS), or listen on a loopback "
                              "address behind a TLS-terminating proxy")
-        self.web_site = selfservice.make_site(self, tls=self.tls is not None)
+        self.web_site = app.make_site(self)
         if self.tls is not None:
             srv = internet.SSLServer(addr.port, self.web_site, self.tls, interface=addr.host)
         else:

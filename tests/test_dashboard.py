@@ -27,14 +27,16 @@ from proxyenv import Daemon
 from seed import Msg, make_message, seed
 from syncenv import REPO
 
+from mailsyncd.cli import hashpw
 from mailsyncd.devserver import free_port
 from mailsyncd.store import Store
-from mailsyncd.web import access, admin
+from mailsyncd.web import access, admin, i18n, samples
+from mailsyncd.web.pages import format as fmt
 
 A = "alice@example.com"
 B = "bob@example.com"
 PASSWORD = "dashboard-Secret-42"
-HASH = admin.hash_password(PASSWORD)
+HASH = hashpw.hash_password(PASSWORD)
 CHROMIUM = os.environ.get("MAILSYNCD_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-quic", "--disable-extensions"]
@@ -550,14 +552,14 @@ def test_accounts_search_sort_and_escaping(tmp_path, dovecot_pair):
 # -- units -------------------------------------------------------------------------------------------
 
 def test_hash_password_and_the_command(monkeypatch, capsys):
-    h = admin.hash_password("s3cret-enough!")
+    h = hashpw.hash_password("s3cret-enough!")
     assert h.startswith("$argon2id$") and access.verify_password(h, "s3cret-enough!")
     assert not access.verify_password(h, "wrong") and not access.verify_password("$argon2id$junk", "x")
     with pytest.raises(ValueError):
-        admin.hash_password("")
+        hashpw.hash_password("")
 
     monkeypatch.setattr("sys.stdin", io.StringIO("from-a-pipe-password\n"))
-    assert admin.cmd_hash_password(None) == 0
+    assert hashpw.cmd_hash_password(None) == 0
     out, err = capsys.readouterr()
     assert access.verify_password(out.strip(), "from-a-pipe-password") and "password_hash" in err
 
@@ -568,26 +570,26 @@ def test_hash_password_and_the_command(monkeypatch, capsys):
     answers = iter(["typed-twice-password", "typed-twice-password"])
     monkeypatch.setattr("sys.stdin", Tty())
     monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
-    assert admin.cmd_hash_password(None) == 0
+    assert hashpw.cmd_hash_password(None) == 0
     assert access.verify_password(capsys.readouterr().out.strip(), "typed-twice-password")
     answers = iter(["one", "another"])
-    assert admin.cmd_hash_password(None) == 1
+    assert hashpw.cmd_hash_password(None) == 1
     assert "differ" in capsys.readouterr().err
     monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
-    assert admin.cmd_hash_password(None) == 1
+    assert hashpw.cmd_hash_password(None) == 1
 
 
 def test_small_helpers():
-    assert admin.duration(None, "en") == "—"
-    assert admin.duration(42, "en") == "42 s" and admin.duration(42, "zh") == "42秒"
-    assert admin.duration(3 * 3600 + 5 * 60, "en") == "3 h 05 min"
-    assert admin.duration(3 * 86400 + 7200, "en") == "3 d 2 h"
-    assert admin.series_rates([0, 10, 20, 30], [0, 10, 10, 5]) == [None, 60.0, 0.0, 0.0]
-    assert admin.sparkline([None, 1.0]) == "" and "<polyline" in admin.sparkline([None, 1.0, 3.0])
+    assert fmt.duration(None, "en") == "—"
+    assert fmt.duration(42, "en") == "42 s" and fmt.duration(42, "zh") == "42秒"
+    assert fmt.duration(3 * 3600 + 5 * 60, "en") == "3 h 05 min"
+    assert fmt.duration(3 * 86400 + 7200, "en") == "3 d 2 h"
+    assert samples.series_rates([0, 10, 20, 30], [0, 10, 10, 5]) == [None, 60.0, 0.0, 0.0]
+    assert fmt.sparkline([None, 1.0]) == "" and "<polyline" in fmt.sparkline([None, 1.0, 3.0])
     for bad in ("https://x.example/", "//x.example/admin", "/admin//x", "/adminx\r\nSet-Cookie: a=b", "/other",
                 "", None):
-        assert admin._safe_back(bad) == "/admin", bad
-    assert admin._safe_back("/admin/accounts?q=a&sort=behind") == "/admin/accounts?q=a&sort=behind"
+        assert admin.safe_back(bad) == "/admin", bad
+    assert admin.safe_back("/admin/accounts?q=a&sort=behind") == "/admin/accounts?q=a&sort=behind"
     assert access.loopback_ip("127.0.0.9") and access.loopback_ip("::1") and access.loopback_ip("::ffff:127.0.0.1")
     assert not access.loopback_ip("10.0.0.1") and not access.loopback_ip("localhost") and not access.loopback_ip(None)
     assert admin.parse_when("2026-12-31T18:00+08:00") == 1798711200.0 and admin.parse_when("2026-12-31") is None
@@ -596,4 +598,4 @@ def test_small_helpers():
     assert [a["address"] for a in admin.sort_accounts(accts, "phase")] == ["a@x", "c@x", "b@x"]
     assert [a["address"] for a in admin.sort_accounts(accts, "behind")] == ["c@x", "a@x", "b@x"]
     assert [a["address"] for a in admin.sort_accounts(accts, "percent")] == ["c@x", "a@x", "b@x"]
-    assert set(admin.WORDS["en"]) == set(admin.WORDS["zh"])
+    assert set(i18n.WORDS["en"]) == set(i18n.WORDS["zh"])

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from .. import logs, statedir
     statedir.private_umask()
     if args.cmd == "hash-password":   # needs no config file
-        from ..web.admin import cmd_hash_password
+        from .hashpw import cmd_hash_password
         return cmd_hash_password(args)
     if args.cmd == "detect":          # needs no config file
         from .detect import cmd_detect

@@ -115,14 +115,14 @@ class Refusal:
 
 
 class Access:
-    """One per web listener (made by selfservice.make_site); the dashboard sets ``dashboard``."""
+    """One per web listener (made by app.make_site, which also sets ``dashboard``)."""
 
     def __init__(self, daemon):
         self.daemon = daemon
         self.reactor = daemon.reactor
         self._fd = daemon.current().frontdoor
         self.throttle = Throttle(limits_for(self._fd), clock=self.reactor.seconds)
-        self.dashboard = None               # the Admin resource: its session_ok(request) lets its browser in
+        self.dashboard = None               # the dashboard (admin.Admin): its session_ok(request) lets its browser in
         self._key = os.urandom(32)          # the Basic cache's HMAC key: never leaves this process
         self._cache: dict[bytes, float] = {}
         self._verifying = 0
@@ -248,11 +248,10 @@ class Access:
 
     # -- /api/ and /metrics -----------------------------------------------------------
     def _session_ok(self, request) -> bool:
-        check = getattr(self.dashboard, "session_ok", None)
-        if not callable(check):
+        if self.dashboard is None:
             return False
         try:
-            return bool(check(request))
+            return bool(self.dashboard.session_ok(request))
         except Exception as e:       # a dashboard bug must not open the API, nor break it
             logger.error("event=web_error what=session_ok error=%r", str(e))
             return False

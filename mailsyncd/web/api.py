@@ -1,7 +1,6 @@
 """The JSON API (``/api/...``) and ``/metrics``: every account's progress, for the admin only.
 
-Mounted on the self-service site (``listen.http``) through ``SelfService.extra`` by :func:`mount`,
-which ``selfservice.make_site`` calls.  The numbers are the status document's (mailsyncd.status,
+Mounted at /api/ and /metrics on the web listener (``listen.http``) by web/app.py.  The numbers are the status document's (mailsyncd.status,
 schema 1, documented in docs/status.md), so they agree with ``mailsyncctl status`` and the dashboard.
 
 Routes (GET and HEAD only; JSON answers carry ``Cache-Control: no-store``):
@@ -20,118 +19,63 @@ as the admin dashboard: without ``admin.password_hash`` loopback clients only (4
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
-
-from twisted.internet import defer, threads
-from twisted.web import resource, server
 
 from ..text import json_text
 from . import metrics
-from .access import Access
+from .site import Reply, Shell, arg
 
 logger = logging.getLogger("mailsyncd.web")
 
 SKIPPED_LIMIT = 10_000         # skipped messages listed per account (skipped_total has the count)
-__all__ = ["ApiResource", "MetricsResource", "mount"]
-
-
-def mount(page, daemon) -> None:
-    """Mount /api/ and /metrics on the self-service page (``page.extra``, see selfservice.make_site)."""
-    access = page.access
-    page.extra[b"/api/"] = ApiResource(daemon, access)
-    page.extra[b"/metrics"] = MetricsResource(daemon, access)
-
-
-@dataclass
-class Reply:
-    code: int
-    body: bytes
-    ctype: bytes = b"application/json"
-    headers: dict[bytes, bytes] = field(default_factory=dict)
+__all__ = ["ApiResource", "MetricsResource"]
 
 
 def json_reply(code: int, doc: dict, **headers: bytes) -> Reply:
     # Server strings keep their exact value; their control characters travel as \u escapes only.
     body = json_text(doc, separators=(",", ":")).encode("utf-8") + b"\n"
-    return Reply(code, body, headers={k.replace("_", "-").encode(): v for k, v in headers.items()})
+    return Reply(code, body, b"application/json",
+                 headers={k.replace("_", "-").encode(): v for k, v in headers.items()})
 
 
 def error(code: int, message: str, **headers: bytes) -> Reply:
     return json_reply(code, {"error": message, "status": code}, **headers)
 
 
-# ---------------------------------------------------------------------------- resources
+# what the shell's refusals say here (site.Shell.message)
+_MESSAGES = {"err_csrf": "cross-site request refused", "err_internal": "internal error (see the daemon's log)",
+             "err_generic": "method not allowed", "not_found": "not found"}
 
-class _Guarded(resource.Resource):
-    """GET/HEAD only, admin access checked first; ``handle(request)`` returns a :class:`Reply`."""
 
-    isLeaf = True
-    methods = (b"GET", b"HEAD")
+class _Guarded(Shell):
+    """GET/HEAD only, admin access checked first (access.Access.api); ``serve(request)`` returns a Reply."""
 
-    def __init__(self, daemon, access: Access):
-        super().__init__()
-        self.daemon, self.access = daemon, access
+    csp = b"default-src 'none'; frame-ancestors 'none'"
+    vary = b"Authorization, Cookie"
 
-    def render(self, request):
-        if request.method not in self.methods:
-            self._write(request, error(405, "method not allowed", Allow=b", ".join(self.methods)))
-            return server.NOT_DONE_YET
-        gone: list[bool] = []
-        request.notifyFinish().addErrback(lambda _f: gone.append(True))
-        d = defer.ensureDeferred(self._serve(request))
-        d.addErrback(self._crashed, request)
-        d.addCallback(lambda reply: None if gone else self._write(request, reply))
-        d.addErrback(lambda f: logger.error("event=web_error error=%r", f.getErrorMessage()))
-        return server.NOT_DONE_YET
-
-    async def _serve(self, request) -> Reply:
-        refused = await self.access.api(request)
-        if refused is not None:
-            reply = error(refused.code, refused.message)
-            reply.headers.update(refused.headers)
-            return reply
-        return await self.handle(request)
+    def message(self, request, code: int, key: str) -> Reply:
+        return error(code, _MESSAGES.get(key, key))
 
     async def handle(self, request) -> Reply:
+        if request.method not in (b"GET", b"HEAD"):
+            return self.not_allowed(request, b"GET, HEAD")
+        refused = await self.access.api(request)
+        if refused is not None:
+            return error(refused.code, refused.message, **{k.decode(): v for k, v in refused.headers})
+        return await self.serve(request)
+
+    async def serve(self, request) -> Reply:
         raise NotImplementedError
 
-    def _crashed(self, failure, request) -> Reply:
-        logger.error("event=web_error path=%r error=%r", request.path[:100], failure.getErrorMessage())
-        return error(500, "internal error (see the daemon's log)")
 
-    @staticmethod
-    def _write(request, reply: Reply) -> None:
-        request.setResponseCode(reply.code)
-        request.setHeader(b"Content-Type", reply.ctype)
-        request.setHeader(b"Cache-Control", b"no-store")
-        request.setHeader(b"Vary", b"Authorization, Cookie")
-        for k, v in reply.headers.items():
-            request.setHeader(k, v)
-        request.setHeader(b"Content-Length", b"%d" % len(reply.body))
-        if request.method != b"HEAD":
-            request.write(reply.body)
-        request.finish()
-
-    @staticmethod
-    def _arg(request, name: bytes) -> str | None:
-        raw = (request.args.get(name) or [None])[0]
-        if raw is None:
-            return None
-        try:
-            text = raw.decode("utf-8").strip().lower()
-        except UnicodeDecodeError:
-            return None
-        return text[:320] or None
-
-    def _blocking(self, fn, *args):
-        return threads.deferToThreadPool(self.daemon.reactor, self.daemon.state_pool, fn, *args)
+def _arg(request, name: bytes) -> str | None:
+    return arg(request, name).strip().lower() or None
 
 
 class ApiResource(_Guarded):
     """/api/status and /api/accounts/ADDRESS (JSON)."""
 
-    async def handle(self, request) -> Reply:
+    async def serve(self, request) -> Reply:
         path = request.path
         if path == b"/api/status":
             return await self._status(request)
@@ -147,7 +91,7 @@ class ApiResource(_Guarded):
         return error(404, "no such API route; see docs/status.md")
 
     async def _status(self, request) -> Reply:
-        domain, user = self._arg(request, b"domain"), self._arg(request, b"user")
+        domain, user = _arg(request, b"domain"), _arg(request, b"user")
         doc = await self.daemon.status(domain=domain, user=user)
         if domain is not None and domain not in self.daemon.current().domains and not doc["accounts"]:
             return error(404, f"no such domain: {domain}")
@@ -158,7 +102,7 @@ class ApiResource(_Guarded):
         entry = next((a for a in doc["accounts"] if a["address"] == address), None)
         if entry is None:
             return error(404, f"no such account: {address}")
-        details = await self._blocking(_read_details, self.daemon.store, address)
+        details = await self.blocking(_read_details, self.daemon.store, address)
         return json_reply(200, {"schema": doc["schema"], "generated": doc["generated"], "account": entry,
                                 **details})
 
@@ -183,7 +127,7 @@ def _read_details(store, address: str) -> dict:
 class MetricsResource(_Guarded):
     """/metrics (Prometheus text format)."""
 
-    async def handle(self, request) -> Reply:
+    async def serve(self, request) -> Reply:
         if request.path != b"/metrics":
             return error(404, "not found")
         doc = await self.daemon.status()

@@ -90,25 +90,20 @@ class StatusCollector:
                 cut.add_metric([d["name"], s], 1.0 if s == state else 0.0)
         yield cut
 
-        logins = CounterMetricFamily(
+        yield _by_result(
             "mailsyncd_logins", "Logins decided by the front door and the self-service page since the daemon "
             "started, by result (a failed one is a wrong password, an unknown user, throttling...).",
-            labels=["result"])
-        logins.add_metric(["ok"], c["logins_ok"])
-        logins.add_metric(["failed"], c["logins_failed"])
-        yield logins
-        yield CounterMetricFamily(
-            "mailsyncd_source_checks", "Passwords checked against the old server (logins the daemon could not "
-            "decide itself) since the daemon started.", value=c["source_checks"])
-        passes = CounterMetricFamily(
+            c["logins_ok"], c["logins_failed"])
+        yield _by_result(
             "mailsyncd_passes", "Sync passes finished since the daemon started, by result (failed: see "
-            "mailsyncd_accounts{phase=\"failed\"} and the account's reason in /api/status).", labels=["result"])
-        passes.add_metric(["ok"], c["passes_ok"])
-        passes.add_metric(["failed"], c["passes_failed"])
-        yield passes
-        yield CounterMetricFamily(
-            "mailsyncd_source_throttled", "Times the old server pushed back (too many connections or commands) "
-            "and the daemon lowered its connection limit for that host.", value=c["throttled"])
+            "mailsyncd_accounts{phase=\"failed\"} and the account's reason in /api/status).",
+            c["passes_ok"], c["passes_failed"])
+        for name, key, text in (
+                ("mailsyncd_source_checks", "source_checks", "Passwords checked against the old server (logins "
+                 "the daemon could not decide itself) since the daemon started."),
+                ("mailsyncd_source_throttled", "throttled", "Times the old server pushed back (too many "
+                 "connections or commands) and the daemon lowered its connection limit for that host.")):
+            yield CounterMetricFamily(name, text, value=c[key])
 
         info = doc.get("daemon") or {}
         for name, key, text in (
@@ -123,6 +118,13 @@ class StatusCollector:
         yield GaugeMetricFamily(
             "mailsyncd_reload_failed", "1 while the last reload failed (the daemon keeps the previous config); "
             "the reason is in /api/status daemon.reload_error.", value=1.0 if info.get("reload_error") else 0.0)
+
+
+def _by_result(name: str, text: str, ok: int, failed: int) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, text, labels=["result"])
+    family.add_metric(["ok"], ok)
+    family.add_metric(["failed"], failed)
+    return family
 
 
 def render(doc: dict, counters: dict) -> bytes:
