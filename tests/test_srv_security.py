@@ -99,7 +99,7 @@ def _source_endpoint(tmp_path, dns_port: int, src_port: int, ca: str):
                         "domains": {"example.com": {"source": {"host": "auto", "ca_file": ca},
                                                     "target": {"host": "127.0.0.1"}}}},
                        path=str(tmp_path / "c.yaml"))
-    from mailsyncd.autodetect import resolve
+    from mailsyncd.providers.autodetect import resolve
     cfg, found, failed = resolve(cfg)
     assert not failed, failed
     return cfg.domains["example.com"].source, found["example.com"]

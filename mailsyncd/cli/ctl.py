@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     logs.setup(args.log_level or cfg.log_level)
     if args.cmd in ("sync", "import") and any(d.source.auto for d in cfg.domains.values()):
-        from ..autodetect import resolve
+        from ..providers.autodetect import resolve
         cfg, _found, failed = resolve(cfg)
         for name, why in failed.items():
             print(f"mailsyncctl: {name}: source host: auto found nothing ({why})", file=sys.stderr)

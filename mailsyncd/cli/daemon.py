@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(args.log_level or config.log_level)
     found, failed = {}, {}
     if any(d.source.auto for d in config.domains.values()):
-        from ..autodetect import resolve
+        from ..providers.autodetect import resolve
         config, found, failed = resolve(config)
     from .. import systemd
     # Before anything imports twisted.internet.endpoints, which clears LISTEN_FDS from the environment.

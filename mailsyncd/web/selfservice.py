@@ -48,7 +48,7 @@ from urllib.parse import parse_qs
 from twisted.internet import defer, task, threads
 from twisted.web import http, resource, server
 
-from .. import quirks
+from ..providers import quirks
 from ..auth.throttle import network_of
 from ..config import UnknownDomain
 from ..connlimits import ConnectionLimits, fd_budget
