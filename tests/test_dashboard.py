@@ -27,7 +27,7 @@ from proxyenv import Daemon
 from seed import Msg, make_message, seed
 from syncenv import REPO
 
-from mailsyncd.devserver import free_port
+from mailsyncd.testing import free_port
 from mailsyncd.store import Store
 from mailsyncd.web import access, admin
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import SOURCE_USERS
 from dnsserver import TestDNS
 from mailsyncd.config import parse_config
-from mailsyncd.devserver import make_test_cert
+from mailsyncd.testing import make_test_cert
 from mailsyncd.errors import TLSFailure
 from mailsyncd.providers import DetectionFailed, detect, srv_tls_name
 from mailsyncd.sync import imapconn

@@ -114,7 +114,7 @@ def _follow(store, log_path: str, proc, total: int) -> bool:
 
 
 def run_demo(args) -> int:
-    from ..devserver import Dovecot, dovecot_missing_reason, free_port, make_test_cert
+    from ..testing import Dovecot, dovecot_missing_reason, free_port, make_test_cert
     from ..store import Store
 
     missing = dovecot_missing_reason()
