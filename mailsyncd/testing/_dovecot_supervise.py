@@ -15,7 +15,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves this directory out
-from _proc import children, is_dovecot_master, reap, supervisor_setup, terminate_dovecot  # noqa: E402
+from _proc import children, is_dovecot_master, read_owner, reap, supervisor_setup, terminate_dovecot  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
@@ -41,10 +41,7 @@ def main(argv: list[str]) -> None:
         ready, _, _ = select.select([0], [], [], 0.2)
         reap()
         if ready:
-            try:
-                data = os.read(0, 4096)
-            except OSError:
-                data = b""
+            data = read_owner()
             if not data:
                 break
             buf += data

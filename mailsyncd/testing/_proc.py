@@ -82,6 +82,14 @@ def supervisor_setup() -> None:
         pass
 
 
+def read_owner() -> bytes:
+    """What the owner wrote on our stdin; b"" once it closed it (stop) or died."""
+    try:
+        return os.read(0, 4096)
+    except OSError:
+        return b""
+
+
 # ---------------------------------------------------------------- Dovecot's processes
 
 

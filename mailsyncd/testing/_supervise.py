@@ -19,7 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves this directory out
-from _proc import kill, reap, session_members, supervisor_setup  # noqa: E402
+from _proc import kill, read_owner, reap, session_members, supervisor_setup  # noqa: E402
 
 
 def _signal_all(sid: int, sig: int) -> None:
@@ -69,13 +69,8 @@ def main(argv: list[str]) -> None:
         if pid == child:
             break
         reap()
-        if ready:
-            try:
-                data = os.read(0, 4096)
-            except OSError:
-                data = b""
-            if not data:
-                break
+        if ready and not read_owner():
+            break
     _signal_all(me, signal.SIGTERM)
     deadline = time.monotonic() + 5.0
     while session_members(me) and time.monotonic() < deadline:

@@ -136,6 +136,22 @@ def login_works(host: str, port: int, users: dict[str, str]) -> bool:
             pass
 
 
+class Server:
+    """A test server as a context manager; subclasses define start() and stop()."""
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def restart(self) -> None:
+        """Stop and start again on the same ports (mail is kept)."""
+        self.stop()
+        self.start()
+
+
 class Supervisor:
     """``python -I -S SCRIPT ARGS...`` in a session of its own, its stdin a pipe whose write end
     only this process holds: EOF on it -- :meth:`stop`, or this process dying in any way

@@ -58,7 +58,7 @@ import threading
 import time
 
 from ._proc import STOP_TIMEOUT, alive, is_dovecot_master, terminate_dovecot
-from .common import LoginRefused, Supervisor, free_port, greeting_ok, login_works, make_traversable, tail
+from .common import LoginRefused, Server, Supervisor, free_port, greeting_ok, login_works, make_traversable, tail
 
 __all__ = ["Dovecot", "DovecotError", "DoveadmError", "dovecot_missing_reason"]
 
@@ -107,7 +107,14 @@ def _check_conf_path(p: str) -> str:
 
 
 
-class Dovecot:
+def _login_service(protocol: str, port: int, tls_port: int) -> str:
+    """A login service listening on 127.0.0.1 only (port 0: that listener is off)."""
+    listeners = "".join(f"  inet_listener {name} {{\n    address = 127.0.0.1\n    port = {p}\n  }}\n"
+                        for name, p in ((protocol, port), (protocol + "s", tls_port)))
+    return f"service {protocol}-login {{\n{listeners}}}"
+
+
+class Dovecot(Server):
     """One throwaway Dovecot instance in ``root/name`` (see the module docstring)."""
 
     def __init__(self, root: str, name: str, users: dict[str, str], *,
@@ -131,13 +138,8 @@ class Dovecot:
         self.name = name
         self.dir = os.path.join(self.root, name)
         _check_conf_path(self.dir)
-        self.users = dict(users)
-        self.master = master
-        self.pop3 = pop3
-        self.ssl = ssl
-        self.extra_conf = extra_conf
-        self.imap_capability = imap_capability
-        self.fsync = fsync
+        self.users, self.master, self.pop3, self.ssl = dict(users), master, pop3, ssl
+        self.extra_conf, self.imap_capability, self.fsync = extra_conf, imap_capability, fsync
         self.namespace = namespace
         self.conf_path = os.path.join(self.dir, "dovecot.conf")
         self.log_path = os.path.join(self.dir, "dovecot.log")
@@ -158,13 +160,6 @@ class Dovecot:
     def __repr__(self) -> str:
         state = f"pid {self.pid}, imap {self.imap_port}" if self.pid else "stopped"
         return f"<Dovecot {self.name!r} {self.dir} ({state})>"
-
-    def __enter__(self) -> "Dovecot":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     @property
     def running(self) -> bool:
@@ -230,11 +225,6 @@ class Dovecot:
                 shutil.rmtree(self._short_tmp, ignore_errors=True)
                 self._short_tmp = None
                 self._base_dir = None
-
-    def restart(self) -> None:
-        """Stop and start again on the same ports (mail and indexes are kept)."""
-        self.stop()
-        self.start()
 
     def doveadm(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
         """Run ``doveadm -c CONF ARGS...``; text output captured; raise DoveadmError on failure
@@ -412,28 +402,10 @@ service anvil {{
   unix_listener anvil-auth-penalty {{
     mode = 0
   }}
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {self.imap_port}
-  }}
-  inet_listener imaps {{
-    address = 127.0.0.1
-    port = {self.imaps_port or 0}
-  }}
 }}""")
+        lines.append(_login_service("imap", self.imap_port, self.imaps_port or 0))
         if self.pop3:
-            lines.append(f"""\
-service pop3-login {{
-  inet_listener pop3 {{
-    address = 127.0.0.1
-    port = {self.pop3_port}
-  }}
-  inet_listener pop3s {{
-    port = 0
-  }}
-}}""")
+            lines.append(_login_service("pop3", self.pop3_port, 0))  # pop3s stays off
         if ids is None:  # unprivileged: chroot needs root
             lines.append("service imap-login {\n  chroot =\n}\nservice pop3-login {\n  chroot =\n}\n"
                          "service anvil {\n  chroot =\n}\nservice auth-worker {\n  user = $default_internal_user\n}")

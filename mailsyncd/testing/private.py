@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import LoginRefused, Supervisor, free_port, greeting_ok, login_works, make_traversable, tail
+from .common import LoginRefused, Server, Supervisor, free_port, greeting_ok, login_works, make_traversable, tail
 
 __all__ = ["PrivateServer", "ServerError", "private_root", "missing_reason"]
 
@@ -62,7 +62,7 @@ def missing_reason(*relpaths: str) -> str | None:
     return None
 
 
-class PrivateServer:
+class PrivateServer(Server):
     """One server instance in ``root/name``, run from the private prefix; subclasses write
     their configuration in :meth:`_prepare` and return the body of ``start.sh``."""
 
@@ -88,13 +88,6 @@ class PrivateServer:
     def __repr__(self) -> str:
         state = f"imap {self.imap_port}" if self.running else "stopped"
         return f"<{type(self).__name__} {self.name!r} {self.dir} ({state})>"
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     @property
     def running(self) -> bool:
@@ -154,10 +147,6 @@ class PrivateServer:
         if self._short_tmp is not None:
             shutil.rmtree(self._short_tmp, ignore_errors=True)
             self._short_tmp = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
     # ---------------------------------------------------------------- subclass hooks
 
