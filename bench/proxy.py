@@ -27,7 +27,7 @@ loopback listener), it measures:
   .venv/bin/python bench/proxy.py --profile /tmp/proxy-fetch.svg   # + py-spy of one proxied FETCH
 
 Progress goes to stderr; the table and PASS/FAIL lines to stdout.  Self-contained: only
-mailsyncd.devserver (throwaway Dovecot) is imported from the project; the daemon is run from this
+mailsyncd.testing (throwaway Dovecot) is imported from the project; the daemon is run from this
 checkout as ``python -m mailsyncd.cli.daemon``.
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ sys.path.insert(0, REPO)
 
 import yaml  # noqa: E402  (a mailsyncd dependency)
 
-from mailsyncd.devserver import Dovecot, free_port  # noqa: E402
+from mailsyncd.testing import Dovecot, free_port  # noqa: E402
 
 # Targets from the issue.
 TARGET_RATIO = 0.9          # proxy MB/s >= 0.9 x direct MB/s

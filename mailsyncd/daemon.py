@@ -12,7 +12,8 @@ from twisted.application import internet, service
 from twisted.internet import defer, task, threads
 from twisted.python.threadpool import ThreadPool
 
-from . import autodetect, systemd
+from . import systemd
+from .providers import autodetect
 from .auth.gate import Gate
 from .config import Config, ConfigError, MasterPasswords, load_config
 from .connlimits import ConnectionLimits, fd_budget

@@ -1,4 +1,4 @@
-"""Shared fixtures: real throwaway Dovecot servers (see mailsyncd/devserver.py).
+"""Shared fixtures: real throwaway Dovecot servers (see mailsyncd/testing/dovecot.py).
 
 Fixtures (function-scoped; every test gets fresh servers in its own tmp_path; ~25 ms each to
 start and to stop):
@@ -28,7 +28,7 @@ try:
 except ImportError:  # bare `pytest` from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mailsyncd.devserver import Dovecot, dovecot_missing_reason, make_test_cert
+from mailsyncd.testing import Dovecot, dovecot_missing_reason, make_test_cert
 
 import servers
 

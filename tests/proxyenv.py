@@ -12,7 +12,7 @@ import time
 import yaml
 from syncenv import REPO, make_config
 
-from mailsyncd.devserver import free_port
+from mailsyncd.testing import free_port
 
 
 class Daemon:

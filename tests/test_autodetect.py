@@ -9,7 +9,7 @@ import pytest
 
 from conftest import MASTER, SOURCE_USERS, TARGET_USERS, DovecotPair, UserCreds
 from dnsserver import TestDNS
-from mailsyncd.devserver import make_test_cert
+from mailsyncd.testing import make_test_cert
 from proxyenv import Daemon
 from seed import Msg, make_message, seed, snapshot
 from syncenv import ctl

@@ -48,7 +48,7 @@ from faultproxy import FaultProxy
 from proxyenv import Daemon
 from seed import Msg, connect, make_message, seed
 
-from mailsyncd.devserver import Dovecot, dovecot_missing_reason
+from mailsyncd.testing import Dovecot, dovecot_missing_reason
 
 A = "alice@example.com"
 ALL_KINDS = ("source_drop", "append_refused", "target_outage", "state_readonly", "db_locked",

@@ -259,7 +259,7 @@ def test_sighup_adds_and_removes_domains_and_keeps_old_config_on_errors(make_dov
 
 
 def test_sighup_swaps_the_tls_certificate_for_new_handshakes(tmp_path, dovecot_pair):
-    from mailsyncd.devserver import make_test_cert
+    from mailsyncd.testing import make_test_cert
     cert, key = make_test_cert(str(tmp_path / "live"))
     with Daemon(tmp_path, dovecot_pair, (cert, key)) as d:
         def der() -> bytes:

@@ -28,7 +28,7 @@ from seed import Msg, make_message, seed
 from syncenv import REPO
 
 from mailsyncd.cli import hashpw
-from mailsyncd.devserver import free_port
+from mailsyncd.testing import free_port
 from mailsyncd.store import Store
 from mailsyncd.web import access, admin, i18n, samples
 from mailsyncd.web.pages import format as fmt

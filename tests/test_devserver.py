@@ -1,4 +1,4 @@
-"""The throwaway Dovecot servers themselves (mailsyncd/devserver.py + tests/seed.py)."""
+"""The throwaway Dovecot servers themselves (mailsyncd/testing/dovecot.py + tests/seed.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
-from mailsyncd.devserver import Dovecot, DovecotError, _alive, _session_members
+from mailsyncd.testing import Dovecot, DovecotError
+from mailsyncd.testing._proc import alive as _alive, dovecot_members as _session_members
 from seed import Msg, connect, make_message, seed, snapshot
 
 pytestmark = pytest.mark.dovecot
@@ -207,7 +208,7 @@ def test_restart_stop_and_long_path(tmp_path):
 def test_instance_dies_with_its_python_process(tmp_path):
     code = (
         "import sys, time\n"
-        "from mailsyncd.devserver import Dovecot\n"
+        "from mailsyncd.testing import Dovecot\n"
         "d = Dovecot(sys.argv[1], 'orphan', {'alice@example.com': 'pw'}, pop3=False)\n"
         "d.start()\n"
         "print(d.pid, d._base_dir, flush=True)\n"
@@ -235,7 +236,7 @@ def test_instance_dies_with_its_python_process(tmp_path):
 
 
 def test_port_collision_is_retried(tmp_path, monkeypatch):
-    import mailsyncd.devserver as devserver
+    import mailsyncd.testing.dovecot as devserver
 
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", 0))

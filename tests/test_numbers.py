@@ -26,7 +26,7 @@ from proxyenv import Daemon
 from seed import Msg, connect, make_message, seed
 from syncenv import ctl
 
-from mailsyncd.devserver import Dovecot, dovecot_missing_reason, free_port
+from mailsyncd.testing import Dovecot, dovecot_missing_reason, free_port
 
 A = "alice@example.com"
 D = dt.datetime(2023, 5, 6, 7, 8, 9, tzinfo=dt.UTC)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from mailsyncd.devserver import free_port
+from mailsyncd.testing import free_port
 from mailsyncd.store import Store
 from mailsyncd.sync.pop3 import header_block, message_date
 from mailsyncd.sync.progress import Progress

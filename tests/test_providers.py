@@ -22,7 +22,7 @@ import yaml
 from dnsserver import TestDNS
 from mailsyncd import providers
 from mailsyncd.cli import detect as detect_cli
-from mailsyncd.devserver import free_port, make_test_cert
+from mailsyncd.testing import free_port, make_test_cert
 from mailsyncd.providers import (
     DetectionFailed, PresetError, ProbeError, detect, imap_probe, load_presets, match_mx,
 )

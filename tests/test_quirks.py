@@ -1,4 +1,4 @@
-"""Provider quirks as data (mailsyncd/presets.yaml, mailsyncd/quirks.py): pure checks, no servers."""
+"""Provider quirks as data (mailsyncd/providers/presets.yaml, quirks.py): pure checks, no servers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import yaml
 from imapclient import exceptions as imapexc
 
-from mailsyncd import quirks
+from mailsyncd.providers import quirks
 from mailsyncd.config import ConfigError, load_config
 from mailsyncd.imap.folders import Mailbox, plan_folders
 from mailsyncd.providers import PRESETS_PATH, PresetError, load_presets

@@ -17,7 +17,7 @@ from proxyenv import Daemon
 from seed import Msg, make_message, seed, snapshot
 from syncenv import ctl
 
-from mailsyncd.devserver import free_port
+from mailsyncd.testing import free_port
 
 A = "alice@example.com"
 B = "bob@example.com"

@@ -12,7 +12,7 @@ import pytest
 from conftest import SOURCE_USERS
 from dnsserver import TestDNS
 from mailsyncd.config import parse_config
-from mailsyncd.devserver import make_test_cert
+from mailsyncd.testing import make_test_cert
 from mailsyncd.errors import TLSFailure
 from mailsyncd.providers import DetectionFailed, detect, srv_tls_name
 from mailsyncd.sync import imapconn
@@ -99,7 +99,7 @@ def _source_endpoint(tmp_path, dns_port: int, src_port: int, ca: str):
                         "domains": {"example.com": {"source": {"host": "auto", "ca_file": ca},
                                                     "target": {"host": "127.0.0.1"}}}},
                        path=str(tmp_path / "c.yaml"))
-    from mailsyncd.autodetect import resolve
+    from mailsyncd.providers.autodetect import resolve
     cfg, found, failed = resolve(cfg)
     assert not failed, failed
     return cfg.domains["example.com"].source, found["example.com"]

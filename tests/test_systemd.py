@@ -24,7 +24,7 @@ from syncenv import REPO
 from twisted.internet import task
 
 from mailsyncd import systemd as sd
-from mailsyncd.devserver import free_port
+from mailsyncd.testing import free_port
 
 pytestmark = pytest.mark.timeout(120)
 

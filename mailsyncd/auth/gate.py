@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from twisted.internet import defer, task, threads
 
 from ..config import UnknownDomain
-from ..quirks import APP_PASSWORD
+from ..providers.quirks import APP_PASSWORD
 from ..text import field
 from . import source
 from .throttle import Throttle, limits_for, network_of

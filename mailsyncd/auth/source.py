@@ -5,7 +5,7 @@ from __future__ import annotations
 import poplib
 import ssl
 
-from .. import quirks
+from ..providers import quirks
 from ..errors import AuthFailed, MailsyncError
 from ..sync import imapconn, popguard
 from ..text import server_words

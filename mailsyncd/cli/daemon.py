@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import resource
 import signal
 import sys
 
-from .. import __version__, logs, statedir
-from ..config import ConfigError, load_config
+from .. import logs, statedir
 from ..errors import MailsyncError
-
-DEFAULT_CONFIG = os.environ.get("MAILSYNCD_CONFIG", "/etc/mailsyncd/mailsyncd.yaml")
+from .common import add_config_options, load_checked_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,33 +22,20 @@ def main(argv: list[str] | None = None) -> int:
                     "(the journal under systemd).  SIGHUP reloads the config; SIGTERM stops cleanly.",
         epilog="systemd: Type=notify (READY, STATUS, RELOADING, WATCHDOG, STOPPING), socket "
                "activation with sockets named imap and imaps.  See systemd/README.md.")
-    ap.add_argument("--config", "-c", default=DEFAULT_CONFIG, metavar="FILE",
-                    help=f"YAML config file (default: $MAILSYNCD_CONFIG or {DEFAULT_CONFIG})")
-    ap.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                    help="override the config's log_level")
-    ap.add_argument("--version", action="version", version=f"mailsyncd {__version__}")
+    add_config_options(ap, "override the config's log_level")
     args = ap.parse_args(argv)
     statedir.private_umask()
     # From the first moment: a SIGHUP during start-up would otherwise kill the process (the default
     # action); it is remembered and applied once the daemon runs.
     reloads = _Reloads()
     signal.signal(signal.SIGHUP, reloads)
-    try:
-        config = load_config(args.config)
-    except ConfigError as e:
-        print(f"mailsyncd: config error in {args.config}:", file=sys.stderr)
-        for err in e.errors:
-            print(f"  {err}", file=sys.stderr)
-        return 1
-    try:
-        statedir.check(config.state_dir)
-    except statedir.StateDirError as e:
-        print(f"mailsyncd: {e}", file=sys.stderr)
+    config = load_checked_config(args.config, "mailsyncd")
+    if config is None:
         return 1
     logs.setup(args.log_level or config.log_level)
     found, failed = {}, {}
     if any(d.source.auto for d in config.domains.values()):
-        from ..autodetect import resolve
+        from ..providers.autodetect import resolve
         config, found, failed = resolve(config)
     from .. import systemd
     # Before anything imports twisted.internet.endpoints, which clears LISTEN_FDS from the environment.

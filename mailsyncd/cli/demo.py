@@ -30,6 +30,12 @@ OLD_PW, NEW_PW, MASTER = "old-password", "new-password", ("master", "master-secr
 FOLDERS = ["INBOX", "Sent", "Drafts", "Archive/2023", "客户/重要", "Café & Bar"]
 
 
+def add_parser(sub) -> None:
+    p = sub.add_parser("demo", help="self-contained demo: two local Dovecot servers, a mailbox, a migration")
+    p.add_argument("--messages", type=int, default=1000, help="messages to put in the demo mailbox (default 1000)")
+    p.add_argument("--keep", action="store_true", help="leave the demo directory in place")
+
+
 def _message(i: int, rnd: random.Random) -> tuple[bytes, tuple[str, ...], dt.datetime]:
     when = dt.datetime(2023, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=8))) + dt.timedelta(hours=7 * i)
     body = "\r\n".join(" ".join(rnd.choice(["migration", "mailbox", "report", "会议", "客户", "invoice",
@@ -114,7 +120,7 @@ def _follow(store, log_path: str, proc, total: int) -> bool:
 
 
 def run_demo(args) -> int:
-    from ..devserver import Dovecot, dovecot_missing_reason, free_port, make_test_cert
+    from ..testing import Dovecot, dovecot_missing_reason, free_port, make_test_cert
     from ..store import Store
 
     missing = dovecot_missing_reason()

@@ -12,19 +12,20 @@ from ..text import shown
 
 EXIT_OK, EXIT_ERROR = 0, 1
 
+DESCRIPTION = """\
+Import accounts from a CSV exported from a spreadsheet: columns target (new address), source (old
+address) and optionally password (the OLD password), with English headers 'target,source,password'
+or '搬家账号,待搬家账号,待搬家账号密码'. UTF-8 (with or without BOM) or GB18030/GBK; comma, semicolon
+or tab. Every row is checked first and every problem is listed with its row and column: the import
+is all or nothing. Rows with a password start syncing at once (plan import); rows without wait for
+the user's first login through the front door (plan login). Importing the same file again changes
+nothing; a new password replaces the stored one. Passwords are stored encrypted and never printed."""
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "import", help="add accounts from a CSV (with old passwords, or without: they start at first login)",
-        description="Import accounts from a CSV exported from a spreadsheet: columns target (new address), "
-                    "source (old address) and optionally password (the OLD password), with English headers "
-                    "'target,source,password' or '搬家账号,待搬家账号,待搬家账号密码'. UTF-8 (with or without "
-                    "BOM) or GB18030/GBK; comma, semicolon or tab. Every row is checked first and every "
-                    "problem is listed with its row and column: the import is all or nothing. Rows with a "
-                    "password start syncing at once (plan import); rows without wait for the user's first "
-                    "login through the front door (plan login). Importing the same file again changes "
-                    "nothing; a new password replaces the stored one. Passwords are stored encrypted and "
-                    "never printed.")
+        description=DESCRIPTION)
     p.add_argument("csv", metavar="CSV", help="the file; '-' reads stdin")
     p.add_argument("--domain", metavar="D", help="only accept rows whose target is in domain D")
     p.add_argument("--dry-run", action="store_true", help="check everything, change nothing")

@@ -14,7 +14,8 @@ import logging
 from twisted.internet import protocol
 from twisted.protocols.policies import TimeoutMixin
 
-from .. import __version__, quirks
+from .. import __version__
+from ..providers import quirks
 from ..auth.throttle import network_of
 from ..config import UnknownDomain
 from ..connlimits import ConnectionLimits

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from imapclient import exceptions as imapexc
 
-from .. import quirks
+from ..providers import quirks
 from ..text import shown
 from ..errors import (
     AuthFailed,

@@ -18,39 +18,13 @@ import signal
 import sys
 import time
 
-
-def _session_members(sid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == sid:
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        fields = data[data.rindex(b")") + 2:].split()  # comm may contain spaces/parens
-        if int(fields[3]) == sid and fields[0] not in (b"Z", b"X"):
-            pids.append(int(entry))
-    return pids
-
-
-def _reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves this directory out
+from _proc import kill, read_owner, reap, session_members, supervisor_setup  # noqa: E402
 
 
 def _signal_all(sid: int, sig: int) -> None:
-    for pid in _session_members(sid):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+    for pid in session_members(sid):
+        kill(pid, sig)
 
 
 def _copy_syslog(sock, log: str) -> None:
@@ -74,13 +48,7 @@ def main(argv: list[str]) -> None:
         os.chmod(argv[1], 0o666)  # the server's unprivileged processes log too
         argv = argv[2:]
     log, cmd = argv[0], argv[1:]
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except Exception:
-        pass
+    supervisor_setup()
     out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     null = os.open(os.devnull, os.O_RDONLY)
     child = os.posix_spawn(cmd[0], cmd, os.environ, file_actions=[
@@ -100,25 +68,20 @@ def main(argv: list[str]) -> None:
             pid = child
         if pid == child:
             break
-        _reap()
-        if ready:
-            try:
-                data = os.read(0, 4096)
-            except OSError:
-                data = b""
-            if not data:
-                break
+        reap()
+        if ready and not read_owner():
+            break
     _signal_all(me, signal.SIGTERM)
     deadline = time.monotonic() + 5.0
-    while _session_members(me) and time.monotonic() < deadline:
-        _reap()
+    while session_members(me) and time.monotonic() < deadline:
+        reap()
         time.sleep(0.005)
     _signal_all(me, signal.SIGKILL)
     deadline = time.monotonic() + 5.0
-    while _session_members(me) and time.monotonic() < deadline:
-        _reap()
+    while session_members(me) and time.monotonic() < deadline:
+        reap()
         time.sleep(0.005)
-    _reap()
+    reap()
     if syslog_path:  # its directory was made for it alone (the owner may be dead)
         try:
             os.unlink(syslog_path)

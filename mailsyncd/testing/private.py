@@ -26,14 +26,12 @@ import atexit
 import os
 import shlex
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from mailsyncd.devserver import free_port
+from .common import LoginRefused, Server, Supervisor, free_port, greeting_ok, login_works, make_traversable, tail
 
 __all__ = ["PrivateServer", "ServerError", "private_root", "missing_reason"]
 
@@ -64,28 +62,7 @@ def missing_reason(*relpaths: str) -> str | None:
     return None
 
 
-def make_traversable(path: str) -> None:
-    """Give every ancestor of ``path`` the search bit for others (e.g. pytest's 0700
-    /tmp/pytest-of-root) so that the unprivileged server processes can reach it."""
-    p = Path(path)
-    for d in [p, *p.parents]:
-        st = d.stat()
-        if not st.st_mode & 0o001:
-            os.chmod(d, (st.st_mode & 0o7777) | 0o001)
-
-
-def tail(path: str, lines: int = 30) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 16384))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-class PrivateServer:
+class PrivateServer(Server):
     """One server instance in ``root/name``, run from the private prefix; subclasses write
     their configuration in :meth:`_prepare` and return the body of ``start.sh``."""
 
@@ -105,24 +82,16 @@ class PrivateServer:
         self.imap_port = 0
         self.log_path = os.path.join(self.dir, "server.log")
         self.start_seconds: float | None = None
-        self._supervisor: subprocess.Popen | None = None
-        self._supervisor_w: int | None = None
+        self._supervisor: Supervisor | None = None
         self._short_tmp: str | None = None  # holds the syslog socket; removed by stop()
 
     def __repr__(self) -> str:
         state = f"imap {self.imap_port}" if self.running else "stopped"
         return f"<{type(self).__name__} {self.name!r} {self.dir} ({state})>"
 
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     @property
     def running(self) -> bool:
-        return self._supervisor is not None and self._supervisor.poll() is None
+        return self._supervisor is not None and self._supervisor.running()
 
     def start(self) -> None:
         """Write the configuration and start; returns once a test login works."""
@@ -172,50 +141,17 @@ class PrivateServer:
     def stop(self) -> None:
         """Stop the instance and everything it forked; idempotent."""
         atexit.unregister(self.stop)
-        if self._supervisor_w is not None:
-            os.close(self._supervisor_w)  # EOF: the supervisor stops the server and exits
-            self._supervisor_w = None
         if self._supervisor is not None:
-            try:
-                self._supervisor.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._supervisor.kill()
-                self._supervisor.wait()
+            self._supervisor.stop(15)  # EOF: the supervisor stops the server and exits
             self._supervisor = None
         if self._short_tmp is not None:
             shutil.rmtree(self._short_tmp, ignore_errors=True)
             self._short_tmp = None
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     # ---------------------------------------------------------------- subclass hooks
 
     def _prepare(self) -> str:
         raise NotImplementedError
-
-    def _login_ok(self) -> bool:
-        """True once the server accepts a test login (False while it is still starting)."""
-        import imaplib
-
-        if not self.users:
-            return self._greeting_ok()
-        user, password = next(iter(self.users.items()))
-        try:
-            c = imaplib.IMAP4(self.host, self.imap_port, timeout=5)
-        except OSError:
-            return False
-        try:
-            c.login(user, password)
-            return True
-        except imaplib.IMAP4.error as e:
-            raise ServerError(self._failure(f"test login for {user} refused: {e}")) from None
-        finally:
-            try:
-                c.shutdown()
-            except OSError:
-                pass
 
     # ---------------------------------------------------------------- internals
 
@@ -223,33 +159,19 @@ class PrivateServer:
         return f"{self.kind} instance {self.name!r} ({self.dir}): {what}\n--- {self.log_path} (tail):\n{tail(self.log_path)}"
 
     def _spawn(self, cmd: list[str], syslog: str) -> None:
-        r, w = os.pipe()  # non-inheritable (PEP 446): only this process holds w
-        try:
-            self._supervisor = subprocess.Popen(
-                [sys.executable, "-I", "-S", _SUPERVISOR, "--syslog", syslog, self.log_path, *cmd],
-                stdin=r, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True, close_fds=True)
-        except BaseException:
-            os.close(w)
-            raise
-        finally:
-            os.close(r)
-        self._supervisor_w = w
-
-    def _greeting_ok(self) -> bool:
-        try:
-            with socket.create_connection((self.host, self.imap_port), timeout=2) as s:
-                return s.recv(4096).startswith(b"* OK")
-        except OSError:
-            return False
+        self._supervisor = Supervisor(_SUPERVISOR, ["--syslog", syslog, self.log_path, *cmd],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if not self.running:
                 raise ServerError(self._failure("exited during startup"))
-            if self._greeting_ok() and self._login_ok():
-                return
+            try:
+                if greeting_ok(self.host, self.imap_port) and login_works(self.host, self.imap_port, self.users):
+                    return
+            except LoginRefused as e:
+                raise ServerError(self._failure(str(e))) from None
             if time.monotonic() > deadline:
                 raise ServerError(self._failure(f"no working login on 127.0.0.1:{self.imap_port} "
                                                 f"within {START_TIMEOUT:.0f} s"))

@@ -36,6 +36,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from twisted.internet import task, threads
 
 from ..auth.throttle import Throttle, limits_for
+from ..netaddr import loopback_host, loopback_ip
 
 logger = logging.getLogger("mailsyncd.web")
 
@@ -49,22 +50,6 @@ _PROXY_HEADERS = (b"x-forwarded-for", b"forwarded", b"x-real-ip")
 _SAME_SITE = (b"same-origin", b"none")
 
 __all__ = ["Access", "Refusal", "loopback_host", "loopback_ip", "verify_password"]
-
-
-def loopback_ip(host: str | None) -> bool:
-    """127.0.0.0/8 and ::1 (also IPv4-mapped); names are not addresses."""
-    try:
-        ip = ipaddress.ip_address((host or "").split("%", 1)[0])
-    except ValueError:
-        return False
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
-
-
-def loopback_host(host: str) -> bool:
-    """A host to listen on or connect to: "localhost" or a loopback address."""
-    return host.lower().rstrip(".") == "localhost" or loopback_ip(host)
 
 
 def verify_password(password_hash: str, password: str) -> bool:

@@ -41,7 +41,7 @@ import logging
 
 from twisted.internet import task
 
-from .. import quirks
+from ..providers import quirks
 from ..config import UnknownDomain
 from ..text import field
 from . import assets

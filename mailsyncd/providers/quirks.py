@@ -1,4 +1,4 @@
-"""Provider quirks at run time: what a source endpoint's preset (mailsyncd/presets.yaml) asks for.
+"""Provider quirks at run time: what a source endpoint's preset (presets.yaml) asks for.
 
 The presets hold the quirks as data; this module is the one place that reads them for a configured
 source (``Endpoint.preset``, set by ``source.preset``, the source's host or ``host: auto``), so no
@@ -7,7 +7,7 @@ other code branches on a provider's name.
 
 from __future__ import annotations
 
-from .providers import AppPassword, Preset, PresetError, default_presets
+from .presets import AppPassword, Preset, PresetError, default_presets
 
 APP_PASSWORD = "app_password"     # Verdict.hint: the source said "use the app password"
 

@@ -16,14 +16,13 @@ Layout of ``root/name``::
 
 Cleanup guarantees -- an instance never outlives the Python process that started it:
 
-* ``dovecot -c`` is run by a tiny supervisor process (``python -I -S -c`` with this module's
-  process helpers, in its own session).  Its stdin is a pipe whose write end only this Python
+* ``dovecot -c`` is run by a tiny supervisor process (``_dovecot_supervise.py``, in its own
+  session; see :class:`.common.Supervisor`).  Its stdin is a pipe whose write end only this Python
   process holds.  EOF on it -- from :meth:`stop`, or because this process died in any way
   (SIGKILL, SIGTERM without handler, OOM kill, ...) -- makes it stop the instance and exit.
   It is also a child subreaper, so the daemonized master is its child and is reaped at once
   (otherwise the master is re-parented to PID 1, which in some containers reaps late: stale
-  ``[dovecot] <defunct>`` entries).  A child created with a bare ``os.fork()`` inherits the
-  write end, so then the instance lives until that child exits too.
+  ``[dovecot] <defunct>`` entries).
 * stopping = SIGTERM to the master (and to the imap/pop3/login processes, which otherwise
   outlive it for seconds when a client is connected), SIGKILL after 10 s, then SIGKILL to every
   Dovecot process left in the master's session (the master calls setsid(), so all its children
@@ -47,32 +46,28 @@ from __future__ import annotations
 
 import atexit
 import base64
+import grp
 import os
 import pwd
-import grp
-import imaplib
-import shutil
 import select
-import signal
-import socket
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
-__all__ = ["Dovecot", "DovecotError", "DoveadmError", "free_port", "make_test_cert", "dovecot_missing_reason"]
+from ._proc import STOP_TIMEOUT, alive, is_dovecot_master, terminate_dovecot
+from .common import LoginRefused, Server, Supervisor, free_port, greeting_ok, login_works, make_traversable, tail
+
+__all__ = ["Dovecot", "DovecotError", "DoveadmError", "dovecot_missing_reason"]
 
 START_TIMEOUT = 15.0
-STOP_TIMEOUT = 10.0
 _START_ATTEMPTS = 3
+_SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_dovecot_supervise.py")
 # Unix socket paths (sun_path) are limited to 108 bytes; Dovecot's longest socket name below
 # base_dir is ~30 bytes ("token-login/imap-urlauth", "login/imap-hibernate", ...).
 _MAX_BASE_DIR = 60
-# processes serving a client connection (the rest -- anvil, auth, config, log, stats -- is
-# stopped by the master in its own order)
-_CLIENT_SERVICES = {"imap", "pop3", "imap-login", "pop3-login"}
 # personal namespace: "slash" = separator "/", no prefix; "dot" = separator ".", prefix "INBOX."
 # (like Courier and Cyrus); "shared" = "slash" plus a shared namespace (mail_shared_explicit_inbox)
 _NAMESPACES = ("slash", "dot", "shared")
@@ -105,323 +100,21 @@ def _doveadm_bin() -> str:
     return shutil.which("doveadm") or "/usr/bin/doveadm"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def make_test_cert(dirpath: str, cn: str = "localhost") -> tuple[str, str]:
-    """Write a self-signed certificate + key for ``cn``, localhost and 127.0.0.1 (SAN).
-
-    Returns ``(certfile, keyfile)`` (PEM, key unencrypted, 0600).  The certificate doubles as
-    its own CA: ``ssl.create_default_context(cafile=certfile)`` verifies the server.
-    """
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    dns = [cn] if cn == "localhost" else [cn, "localhost"]
-    san = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName(san), critical=False)
-        # CA:TRUE + keyCertSign so that it is a valid trust anchor even under
-        # VERIFY_X509_STRICT (Python >= 3.13 default), and serverAuth for the TLS handshake.
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, key_cert_sign=True, crl_sign=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    d = Path(dirpath)
-    d.mkdir(parents=True, exist_ok=True)
-    certfile, keyfile = d / f"{cn}.crt", d / f"{cn}.key"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
-    return str(certfile), str(keyfile)
-
-
-# --------------------------------------------------------------------------------------------
-# process helpers (Linux /proc); shared with the supervisor, so stdlib only
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, session id) of pid, or None when it does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # "pid (comm) state ppid pgrp session ..." -- comm may contain spaces/parens
-    fields = data[data.rindex(b")") + 2:].split()
-    return fields[0].decode(), int(fields[3])
-
-
-def _alive(pid: int) -> bool:
-    st = _proc_stat(pid)
-    return st is not None and st[0] not in ("Z", "X")  # a zombie has released everything
-
-
-def _is_dovecot_process(pid: int) -> bool:
-    """Title "/usr/sbin/dovecot ..." (master) or "dovecot[-INSTANCE]/SERVICE" (children)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            first = f.read().split(b"\0")[0].split(b" ")[0]
-    except OSError:
-        return False
-    return first.startswith(b"dovecot") or os.path.basename(first) == b"dovecot"
-
-
-def _session_members(sid: int) -> list[int]:
-    """Live Dovecot processes of session ``sid`` (never anything else, should the pid of a
-    long-dead master have been reused)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = _proc_stat(int(entry))
-            if (st is not None and st[1] == sid and st[0] not in ("Z", "X")
-                    and _is_dovecot_process(int(entry))):
-                pids.append(int(entry))
-    return pids
-
-
-def _is_dovecot_master(pid: int) -> bool:
-    st = _proc_stat(pid)
-    if st is None or st[1] != pid:  # the master is a session leader (setsid)
-        return False
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip() == "dovecot"
-    except OSError:
-        return False
-
-
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _role(pid: int) -> str:
-    """Dovecot service of a child process, from its title ("dovecot-NAME/imap" -> "imap")."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            title = f.read().split(b"\0")[0].decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
-    return title.split(" ")[0].rpartition("/")[2]
-
-
-def _is_log_process(pid: int) -> bool:
-    return _role(pid) == "log"
-
-
-def _terminate_instance(pid: int, timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM the master ``pid``, SIGKILL after ``timeout``, then SIGKILL its whole session.
-
-    Speed-up: after SIGTERM the master stops its children at once but then sits in a fixed
-    ~1 s drain wait (MAX_DIE_WAIT_MSECS) with only its log process left.  Once every other
-    child has exited cleanly, the log process gets SIGTERM (it flushes and exits) and the
-    master -- which has nothing left to do -- SIGKILL.  A stop takes ~10 ms instead of ~1.1 s.
-    """
-    if _is_dovecot_master(pid):
-        _kill(pid, signal.SIGTERM)
-        # The master does not reliably stop imap/pop3 processes that still serve a client
-        # (they outlive it for seconds): SIGTERM them too -- they say BYE and exit cleanly.
-        for p in _session_members(pid):
-            if p != pid and _role(p) in _CLIENT_SERVICES:
-                _kill(p, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        log_termed = False
-        while _alive(pid) and time.monotonic() < deadline:
-            others = [p for p in _session_members(pid) if p != pid]
-            logs = [p for p in others if _is_log_process(p)]
-            if len(logs) == len(others):  # only the master (and its log process) remain
-                if logs and not log_termed:
-                    for p in logs:
-                        _kill(p, signal.SIGTERM)
-                    log_termed = True
-                elif not logs:
-                    _kill(pid, signal.SIGKILL)
-                    break
-            time.sleep(0.003)
-        if _alive(pid):
-            _kill(pid, signal.SIGKILL)
-        kill_deadline = time.monotonic() + 5.0
-        while _alive(pid) and time.monotonic() < kill_deadline:
-            time.sleep(0.002)
-    # orphans: children the master did not take down (or all of them after SIGKILL)
-    deadline = time.monotonic() + 5.0
-    while True:
-        members = _session_members(pid)
-        if not members:
-            break
-        for p in members:
-            _kill(p, signal.SIGKILL)
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
-
-
-def _children(ppid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    data = f.read()
-            except OSError:
-                continue
-            if int(data[data.rindex(b")") + 2:].split()[1]) == ppid:
-                out.append(int(entry))
-    return out
-
-
-def _reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def _supervisor_main(argv: list[str]) -> None:
-    """``python -c SUPERVISOR_SOURCE DOVECOT CONF START_LOG [DIR_TO_REMOVE]``
-
-    Started by :meth:`Dovecot.start` in its own session, stdin = a pipe only the parent holds.
-    Becomes a child subreaper (so the daemonized master is *our* child and gets reaped at once,
-    instead of lingering as a zombie of PID 1), runs ``dovecot -c CONF`` and reports its exit
-    status on stdout.  Then waits for EOF on stdin -- the parent's stop() or the parent's
-    death, whichever comes first -- and stops the instance.  Lines ``pid N`` on stdin name the
-    master (needed only where prctl is unavailable).
-    """
-    dovecot, conf, start_log = argv[:3]
-    cleanup = argv[3] if len(argv) > 3 else ""
-    parent = os.getppid()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except Exception:
-        pass
-    log_fd = os.open(start_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    null_fd = os.open(os.devnull, os.O_RDONLY)
-    # the daemon keeps its stdio open forever: never give it a pipe of ours
-    child = os.posix_spawn(dovecot, [dovecot, "-c", conf], os.environ, file_actions=[
-        (os.POSIX_SPAWN_DUP2, null_fd, 0), (os.POSIX_SPAWN_DUP2, log_fd, 1),
-        (os.POSIX_SPAWN_DUP2, log_fd, 2)])
-    rc = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
-    os.close(log_fd)
-    os.close(null_fd)
-    os.write(1, f"{rc}\n".encode())
-    os.close(1)
-
-    announced: set[int] = set()
-    buf = b""
-    while True:
-        ready, _, _ = select.select([0], [], [], 0.2)
-        _reap()
-        if ready:
-            try:
-                data = os.read(0, 4096)
-            except OSError:
-                data = b""
-            if not data:
-                break
-            buf += data
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                if line.startswith(b"pid "):
-                    announced.add(int(line[4:]))
-    me = os.getpid()
-    for pid in announced | {p for p in _children(me) if _is_dovecot_master(p)}:
-        _terminate_instance(pid)
-    deadline = time.monotonic() + 5.0
-    while True:
-        _reap()
-        if not _children(me) or time.monotonic() > deadline:
-            break
-        time.sleep(0.005)
-    if cleanup and os.getppid() != parent:  # parent gone: nobody else will remove it
-        import shutil
-
-        shutil.rmtree(cleanup, ignore_errors=True)
-
-
-_SUPERVISOR_FUNCS = ("_proc_stat", "_alive", "_is_dovecot_process", "_session_members",
-                     "_is_dovecot_master", "_kill", "_role", "_is_log_process",
-                     "_terminate_instance", "_children", "_reap", "_supervisor_main")
-_supervisor_src: str | None = None
-
-
-def _supervisor_source() -> str:
-    """Stand-alone source of the supervisor, for ``python -I -S -c``: the functions above
-    (stdlib only) without this module's imports -- ~10 ms to start instead of ~40 ms."""
-    global _supervisor_src
-    if _supervisor_src is None:
-        import inspect
-
-        g = globals()
-        _supervisor_src = "\n".join([
-            "# mailsyncd.devserver supervisor: runs `dovecot -c`, stops it on EOF on stdin",
-            "from __future__ import annotations",
-            "import os, select, signal, sys, time",
-            f"STOP_TIMEOUT = {STOP_TIMEOUT!r}",
-            f"_CLIENT_SERVICES = {_CLIENT_SERVICES!r}",
-            *(inspect.getsource(g[name]) for name in _SUPERVISOR_FUNCS),
-            "_supervisor_main(sys.argv[1:])",
-        ])
-    return _supervisor_src
-
-
-# --------------------------------------------------------------------------------------------
-
-
 def _check_conf_path(p: str) -> str:
     if any(c in _UNSAFE_PATH_CHARS for c in p):
         raise ValueError(f"path not usable in a Dovecot config (whitespace or special characters): {p!r}")
     return p
 
 
-def _tail(path: str, lines: int = 30) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 16384))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
+
+def _login_service(protocol: str, port: int, tls_port: int) -> str:
+    """A login service listening on 127.0.0.1 only (port 0: that listener is off)."""
+    listeners = "".join(f"  inet_listener {name} {{\n    address = 127.0.0.1\n    port = {p}\n  }}\n"
+                        for name, p in ((protocol, port), (protocol + "s", tls_port)))
+    return f"service {protocol}-login {{\n{listeners}}}"
 
 
-class Dovecot:
+class Dovecot(Server):
     """One throwaway Dovecot instance in ``root/name`` (see the module docstring)."""
 
     def __init__(self, root: str, name: str, users: dict[str, str], *,
@@ -445,13 +138,8 @@ class Dovecot:
         self.name = name
         self.dir = os.path.join(self.root, name)
         _check_conf_path(self.dir)
-        self.users = dict(users)
-        self.master = master
-        self.pop3 = pop3
-        self.ssl = ssl
-        self.extra_conf = extra_conf
-        self.imap_capability = imap_capability
-        self.fsync = fsync
+        self.users, self.master, self.pop3, self.ssl = dict(users), master, pop3, ssl
+        self.extra_conf, self.imap_capability, self.fsync = extra_conf, imap_capability, fsync
         self.namespace = namespace
         self.conf_path = os.path.join(self.dir, "dovecot.conf")
         self.log_path = os.path.join(self.dir, "dovecot.log")
@@ -464,8 +152,7 @@ class Dovecot:
         self.start_seconds: float | None = None  # wall time of the last successful start()
         self._base_dir: str | None = None
         self._short_tmp: str | None = None  # short /tmp dir holding base_dir, removed by stop()
-        self._supervisor: subprocess.Popen | None = None
-        self._supervisor_w: int | None = None  # write end of its stdin; closing it = stop
+        self._supervisor: Supervisor | None = None
         self._lock = threading.RLock()
 
     # ---------------------------------------------------------------- public API
@@ -474,16 +161,9 @@ class Dovecot:
         state = f"pid {self.pid}, imap {self.imap_port}" if self.pid else "stopped"
         return f"<Dovecot {self.name!r} {self.dir} ({state})>"
 
-    def __enter__(self) -> "Dovecot":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     @property
     def running(self) -> bool:
-        return self.pid is not None and _alive(self.pid)
+        return self.pid is not None and alive(self.pid)
 
     def maildir(self, user: str) -> str:
         return os.path.join(self.dir, "home", user, "Maildir")
@@ -498,7 +178,7 @@ class Dovecot:
         clients can reconnect to the same address.
         """
         with self._lock:
-            if self.pid is not None and _alive(self.pid):
+            if self.pid is not None and alive(self.pid):
                 return
             t0 = time.monotonic()
             try:
@@ -533,7 +213,7 @@ class Dovecot:
             pid = self.pid or self._read_pid()
             self._stop_supervisor()
             if pid is not None:
-                _terminate_instance(pid)  # safety net; a no-op when the supervisor did it
+                terminate_dovecot(pid)  # safety net; a no-op when the supervisor did it
                 if self._base_dir is not None and self._read_pid() == pid:
                     # a SIGKILLed master leaves its pid file behind
                     try:
@@ -545,11 +225,6 @@ class Dovecot:
                 shutil.rmtree(self._short_tmp, ignore_errors=True)
                 self._short_tmp = None
                 self._base_dir = None
-
-    def restart(self) -> None:
-        """Stop and start again on the same ports (mail and indexes are kept)."""
-        self.stop()
-        self.start()
 
     def doveadm(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
         """Run ``doveadm -c CONF ARGS...``; text output captured; raise DoveadmError on failure
@@ -580,7 +255,7 @@ class Dovecot:
         home_root = os.path.join(self.dir, "home")
         os.makedirs(home_root, exist_ok=True)
         if ids is not None:
-            self._make_traversable(self.dir)
+            make_traversable(self.dir)
             os.chmod(self.dir, 0o755)
             os.chmod(home_root, 0o755)
         if self.namespace == "shared":  # written by the users' imap processes
@@ -613,7 +288,7 @@ class Dovecot:
                 base = os.path.join(self._short_tmp, "run")
             self._base_dir = base
         stale = self._read_pid()
-        if stale is not None and not _is_dovecot_master(stale):
+        if stale is not None and not is_dovecot_master(stale):
             # left by a SIGKILLed master; Dovecot would refuse to start if the pid was reused
             os.unlink(os.path.join(self._base_dir, "master.pid"))
 
@@ -628,14 +303,6 @@ class Dovecot:
         else:
             os.chmod(path, 0o600)
 
-    @staticmethod
-    def _make_traversable(path: str) -> None:
-        p = Path(path)
-        for d in [p, *p.parents]:
-            st = d.stat()
-            if not st.st_mode & 0o001:
-                os.chmod(d, (st.st_mode & 0o7777) | 0o001)
-
     def _pick_ports(self) -> None:
         self.imap_port = free_port()
         self.pop3_port = free_port() if self.pop3 else None
@@ -644,7 +311,7 @@ class Dovecot:
     def _conf_text(self) -> str:
         d = self.dir
         lines = [
-            f"# generated by mailsyncd.devserver for instance {self.name!r} -- throwaway test server",
+            f"# generated by mailsyncd.testing.dovecot for instance {self.name!r} -- throwaway test server",
             f"instance_name = mailsyncd-{self.name}",
             f"base_dir = {_check_conf_path(self._base_dir)}",
             f"state_dir = {d}/state",
@@ -680,28 +347,9 @@ class Dovecot:
         if self.imap_capability is not None:
             lines.append(f"imap_capability = {self.imap_capability}")
         sep, prefix = ("/", "") if self.namespace != "dot" else (".", "INBOX.")
-        lines.append(f"""\
-namespace inbox {{
-  inbox = yes
-  separator = {sep}
-  prefix = {prefix}
-  mailbox Drafts {{
-    special_use = \\Drafts
-    auto = no
-  }}
-  mailbox Sent {{
-    special_use = \\Sent
-    auto = no
-  }}
-  mailbox Trash {{
-    special_use = \\Trash
-    auto = no
-  }}
-  mailbox Junk {{
-    special_use = \\Junk
-    auto = no
-  }}
-}}""")
+        special = "".join(f"  mailbox {box} {{\n    special_use = \\{box}\n    auto = no\n  }}\n"
+                          for box in ("Drafts", "Sent", "Trash", "Junk"))
+        lines.append(f"namespace inbox {{\n  inbox = yes\n  separator = {sep}\n  prefix = {prefix}\n{special}}}")
         if self.namespace == "shared":
             # other users' folders under "shared/<login>/", INBOX included by name
             # ("shared/bob@example.com/INBOX"); what is shared is set with SETACL (imap_acl)
@@ -754,28 +402,10 @@ service anvil {{
   unix_listener anvil-auth-penalty {{
     mode = 0
   }}
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {self.imap_port}
-  }}
-  inet_listener imaps {{
-    address = 127.0.0.1
-    port = {self.imaps_port or 0}
-  }}
 }}""")
+        lines.append(_login_service("imap", self.imap_port, self.imaps_port or 0))
         if self.pop3:
-            lines.append(f"""\
-service pop3-login {{
-  inet_listener pop3 {{
-    address = 127.0.0.1
-    port = {self.pop3_port}
-  }}
-  inet_listener pop3s {{
-    port = 0
-  }}
-}}""")
+            lines.append(_login_service("pop3", self.pop3_port, 0))  # pop3s stays off
         if ids is None:  # unprivileged: chroot needs root
             lines.append("service imap-login {\n  chroot =\n}\nservice pop3-login {\n  chroot =\n}\n"
                          "service anvil {\n  chroot =\n}\nservice auth-worker {\n  user = $default_internal_user\n}")
@@ -798,8 +428,8 @@ service pop3-login {{
 
     def _failure(self, what: str) -> str:
         return (f"Dovecot instance {self.name!r} ({self.conf_path}): {what}\n"
-                f"--- {self.start_log_path} (tail):\n{_tail(self.start_log_path, 10)}\n"
-                f"--- {self.log_path} (tail):\n{_tail(self.log_path)}")
+                f"--- {self.start_log_path} (tail):\n{tail(self.start_log_path, 10)}\n"
+                f"--- {self.log_path} (tail):\n{tail(self.log_path)}")
 
     def _spawn_and_wait(self) -> None:
         log_size = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
@@ -813,7 +443,7 @@ service pop3-login {{
                     new_log = f.read().decode("utf-8", "replace")
             except OSError:
                 pass
-            if "Address already in use" in new_log + _tail(self.start_log_path, 5):
+            if "Address already in use" in new_log + tail(self.start_log_path, 5):
                 raise _AddrInUse()
             raise DovecotError(self._failure(f"`dovecot -c` exited with status {rc}"))
         deadline = time.monotonic() + START_TIMEOUT
@@ -824,10 +454,10 @@ service pop3-login {{
                 if pid is not None:
                     self.pid = pid
                     self._announce(pid)
-            if pid is not None and not _alive(pid):
+            if pid is not None and not alive(pid):
                 self.pid = None
                 raise DovecotError(self._failure(f"master process {pid} died during startup"))
-            if self._greeting_ok() and self._auth_ready():
+            if self._ready():
                 if pid is None:
                     pid = self._read_pid()
                     if pid is not None:
@@ -837,65 +467,35 @@ service pop3-login {{
                     return
             if time.monotonic() > deadline:
                 if pid is not None:
-                    _terminate_instance(pid)
+                    terminate_dovecot(pid)
                 self.pid = None
                 raise DovecotError(self._failure(f"no '* OK' greeting on 127.0.0.1:{self.imap_port} "
                                                  f"within {START_TIMEOUT:.0f} s"))
             time.sleep(0.005)
 
-    def _greeting_ok(self) -> bool:
+    def _ready(self) -> bool:
         try:
-            with socket.create_connection((self.host, self.imap_port), timeout=2) as s:
-                buf = b""
-                while not buf.endswith(b"\n") and len(buf) < 4096:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        break
-                    buf += chunk
-                return buf.startswith(b"* OK")
-        except OSError:
-            return False
-
-    def _auth_ready(self) -> bool:
-        """The auth service can lag the listener: right after start a login may get
-        "[UNAVAILABLE] Temporary authentication failure".  Wait until a login works."""
-        if not self.users:
-            return True
-        user, password = next(iter(self.users.items()))
-        try:
-            c = imaplib.IMAP4(self.host, self.imap_port, timeout=5)
-            try:
-                c.login(user, password)
-            finally:
-                c.shutdown()
-            return True
-        except (imaplib.IMAP4.error, OSError) as e:
-            if "UNAVAILABLE" in str(e) or isinstance(e, OSError):
-                return False
-            raise DovecotError(self._failure(f"test login for {user} refused: {e}")) from None
+            return greeting_ok(self.host, self.imap_port) and login_works(self.host, self.imap_port, self.users)
+        except LoginRefused as e:
+            raise DovecotError(self._failure(str(e))) from None
 
     def _spawn_supervised(self) -> int:
-        """Start the supervisor (see _supervisor_main), which runs ``dovecot -c``; its status."""
+        """Start the supervisor, which runs ``dovecot -c``; its status."""
         if not sys.executable:  # embedded interpreter: no supervisor, atexit only
             with open(self.start_log_path, "ab") as out:
                 return subprocess.call([_dovecot_bin(), "-c", self.conf_path], stdin=subprocess.DEVNULL,
                                        stdout=out, stderr=subprocess.STDOUT)
-        r, w = os.pipe()  # non-inheritable (PEP 446): only this process holds w
         out_r, out_w = os.pipe()
         try:
             with open(self.start_log_path, "ab") as err:
-                self._supervisor = subprocess.Popen(
-                    [sys.executable, "-I", "-S", "-c", _supervisor_source(),
-                     _dovecot_bin(), self.conf_path, self.start_log_path, self._short_tmp or ""],
-                    stdin=r, stdout=out_w, stderr=err, start_new_session=True, close_fds=True)
+                self._supervisor = Supervisor(
+                    _SUPERVISOR, [_dovecot_bin(), self.conf_path, self.start_log_path, self._short_tmp or ""],
+                    stdout=out_w, stderr=err)
         except BaseException:
-            os.close(w)
             os.close(out_r)
             raise
         finally:
-            os.close(r)
             os.close(out_w)
-        self._supervisor_w = w
         try:
             line = b""
             deadline = time.monotonic() + START_TIMEOUT
@@ -912,22 +512,12 @@ service pop3-login {{
         return int(line)
 
     def _announce(self, pid: int) -> None:
-        if self._supervisor_w is not None:
-            try:
-                os.write(self._supervisor_w, f"pid {pid}\n".encode())
-            except OSError:
-                pass
+        if self._supervisor is not None:
+            self._supervisor.tell(f"pid {pid}")
 
     def _stop_supervisor(self) -> None:
-        if self._supervisor_w is not None:
-            os.close(self._supervisor_w)  # EOF: the supervisor stops the instance and exits
-            self._supervisor_w = None
         if self._supervisor is not None:
-            try:
-                self._supervisor.wait(timeout=STOP_TIMEOUT + 10)
-            except subprocess.TimeoutExpired:
-                self._supervisor.kill()
-                self._supervisor.wait()
+            self._supervisor.stop(STOP_TIMEOUT + 10)  # EOF: the supervisor stops the instance and exits
             self._supervisor = None
 
 

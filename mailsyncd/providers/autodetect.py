@@ -6,8 +6,8 @@ import dataclasses
 import logging
 from types import MappingProxyType
 
-from .config import Config
-from .providers import Detection, DetectionFailed, detect
+from ..config import Config
+from .steps import Detection, DetectionFailed, detect
 
 logger = logging.getLogger("mailsyncd.autodetect")
 

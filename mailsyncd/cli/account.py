@@ -1,0 +1,170 @@
+"""``mailsyncctl sync``, ``report`` and ``remap``: one account, in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+
+from .common import EPILOG, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK, account_domain, account_password
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("sync", help="run one sync pass for one account in the foreground",
+                       description="Copy new messages and flag changes from the account's old server to the "
+                                   "new one, then print a per-folder report.", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("address", help="the user's email address; its domain selects the config section")
+    p.add_argument("--password-file", metavar="FILE",
+                   help="file holding the user's OLD (source) password on its first line; '-' reads stdin")
+    p.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto",
+                   help="progress display on stderr (default: a bar on a terminal, lines otherwise)")
+
+    p = sub.add_parser("report", help="the last pass's report for an account: per folder, source vs target")
+    p.add_argument("address")
+    p.add_argument("--csv", action="store_true", help="CSV on stdout, for a spreadsheet")
+
+    p = sub.add_parser("remap", help="move a folder's copied mail to the target the last pass would now choose",
+                       description="A pass never moves a folder copied before: when the config or the servers' "
+                                   "folders change its target, it keeps the recorded one and reports "
+                                   "mapping_changed. remap applies those changes: it moves what was copied (UID MOVE, "
+                                   "else COPY + \\Deleted + UID EXPUNGE of exactly those messages) and updates the "
+                                   "UID map. Only the target is touched.")
+    p.add_argument("address")
+    p.add_argument("--folder", metavar="F", help="only this source folder (as `report` shows it)")
+    p.add_argument("--password-file", metavar="FILE",
+                   help="the OLD password (needed only with target auth: same); '-' reads stdin")
+
+
+def cmd_sync(cfg, args) -> int:
+    from ..errors import MailsyncError
+    from ..store import Store
+    from ..sync.account import AccountSync
+    from ..sync.progress import Progress
+    from ..text import shown
+    from .render import ProgressView, human_bytes, deletion_lines, report_table
+
+    domain = account_domain(cfg, args.address)
+    if domain is None:
+        return EXIT_ERROR
+    password = account_password(cfg, args)
+    if password is None:
+        return EXIT_ERROR
+    view = None
+    if args.progress != "none":
+        tty = {"bar": True, "lines": False}.get(args.progress)
+        view = ProgressView(sys.stderr, tty=tty)
+    progress = Progress(view)
+    store = Store.in_state_dir(cfg.state_dir)
+    try:
+        res = AccountSync(domain, args.address, password, store, progress=progress).run()
+    except MailsyncError as e:
+        res = None
+        err = str(e)
+    finally:
+        if view:
+            view.close(progress)
+        store.close()
+    if res is None or res.error:
+        print(f"mailsyncctl: sync of {shown(args.address)} failed: {shown(err if res is None else res.error)}",
+              file=sys.stderr)
+        return EXIT_ERROR
+    print(report_table(res.folders))
+    for line in deletion_lines(res.folders):
+        print(line)
+    for s in res.skipped_folders:
+        if "not a mailbox" not in s.reason:  # implicit parents hold no mail: nothing to report
+            print(f"not synced: {shown(s.path)}: {shown(s.reason)}")
+    for path, uid, size, reason in _skipped_rows(cfg, args.address):
+        print(f"skipped message: folder={shown(path)} uid={uid} size={size}: {shown(reason)}")
+    rate = res.copied / res.seconds if res.seconds else 0
+    deleted = f"deleted {res.deleted}, " if res.deleted else ""
+    print(f"{args.address}: copied {res.copied}, already present {res.present}, skipped {res.skipped}, {deleted}"
+          f"{human_bytes(res.bytes)} in {res.seconds:.1f}s ({rate:.0f} msg/s, "
+          f"{human_bytes(res.bytes / res.seconds if res.seconds else 0)}/s)")
+    return EXIT_OK if res.complete else EXIT_INCOMPLETE
+
+
+def cmd_remap(cfg, args) -> int:
+    from ..errors import MailsyncError
+    from ..store import Store
+    from ..sync.remap import remap
+    from ..text import shown
+    domain = account_domain(cfg, args.address)
+    if domain is None:
+        return EXIT_ERROR
+    password = None
+    if domain.target.auth == "same":
+        password = account_password(cfg, args)
+        if password is None:
+            return EXIT_ERROR
+    store = Store.in_state_dir(cfg.state_dir)
+    try:
+        pending = [c for c in store.mapping_changes(args.address) if args.folder in (None, c[0])]
+        if not pending:
+            what = f"folder {shown(args.folder)} of " if args.folder else ""
+            print(f"mailsyncctl: no mapping change pending for {what}{shown(args.address)} "
+                  "(a sync pass records them)", file=sys.stderr)
+            return EXIT_ERROR
+        done = remap(domain, args.address, password, store, args.folder)
+    except MailsyncError as e:
+        print(f"mailsyncctl: remap of {shown(args.address)} failed: {shown(str(e))}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        store.close()
+    for r in done:
+        print(f"remapped: folder={shown(r.path)} {shown(r.old)} -> {shown(r.new)}: moved {r.moved}"
+              + (f", {r.missing} no longer on the target" if r.missing else ""))
+    return EXIT_OK
+
+
+def _skipped_rows(cfg, address):
+    from ..store import Store
+    store = Store.in_state_dir(cfg.state_dir)
+    try:
+        return store.skipped(address)
+    finally:
+        store.close()
+
+
+def cmd_report(cfg, args) -> int:
+    from ..store import Store
+    from ..text import shown
+    from .render import deletion_lines, report_table
+    store = Store.in_state_dir(cfg.state_dir)
+    try:
+        acct = store.account(args.address)
+        if acct is None:
+            print(f"mailsyncctl: no record of {shown(args.address)} in {store.path}", file=sys.stderr)
+            return EXIT_ERROR
+        reports = store.reports(args.address)
+        last = store.last_pass(args.address)
+        skipped = store.skipped(args.address)
+        changes = store.mapping_changes(args.address)
+    finally:
+        store.close()
+    if args.csv:   # escaped too: a CSV is as often read on the terminal as in a spreadsheet
+        w = csv.writer(sys.stdout)
+        w.writerow(["folder", "target", "source_count", "target_count", "copied", "present", "skipped",
+                    "bytes", "seconds", "error", "deleted", "deletions_held", "already_there"])
+        for r in reports:
+            w.writerow([shown(r.path), shown(r.target_name), r.source_count, r.target_count, r.copied, r.present,
+                        r.skipped, r.bytes, r.seconds, shown(r.error or ""), r.deleted, shown(r.held or ""),
+                        r.already_there])
+        return EXIT_OK
+    print(f"account {shown(args.address)}: phase={acct['phase']}" + (
+        f" error={shown(acct['last_error'])}" if acct["last_error"] else ""))
+    if last:
+        import time
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["started"]))
+        print(f"last pass: {when}, ok={bool(last['ok'])}, copied={last['copied']}, present={last['present']},"
+              f" skipped={last['skipped']}" + (f", deleted={last['deleted']}" if last["deleted"] else ""))
+    print(report_table(reports))
+    for line in deletion_lines(reports):
+        print(line)
+    for path, uid, size, reason in skipped:
+        print(f"skipped message: folder={shown(path)} uid={uid} size={size}: {shown(reason)}")
+    for path, kept, would_be in changes:
+        print(f"mapping_changed: folder={shown(path)} kept={shown(kept)} would_be={shown(would_be)} "
+              f"(mailsyncctl remap {shown(args.address)} --folder {shown(path)} applies it)")
+    return EXIT_OK

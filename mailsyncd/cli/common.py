@@ -1,0 +1,89 @@
+"""What ``mailsyncctl`` and ``mailsyncd`` share: the config options, loading and checking the config
+with every error listed, and an account's old password."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from contextlib import closing
+
+from .. import __version__
+
+DEFAULT_CONFIG = os.environ.get("MAILSYNCD_CONFIG", "/etc/mailsyncd/mailsyncd.yaml")
+# exit codes (documented in --help)
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+
+EPILOG = """exit codes:
+  0  done: for sync, every source message is on the target
+  1  failed (config error, login refused, server unreachable, ...)
+  2  bad command line
+  3  sync finished, but some messages were skipped or some folders failed (see the report)
+"""
+
+
+def add_config_options(ap: argparse.ArgumentParser, log_help: str) -> None:
+    ap.add_argument("--config", "-c", default=DEFAULT_CONFIG, metavar="FILE",
+                    help=f"YAML config file (default: $MAILSYNCD_CONFIG or {DEFAULT_CONFIG})")
+    ap.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"], help=log_help)
+    ap.add_argument("--version", action="version", version=f"mailsyncd {__version__}")
+
+
+def load_checked_config(path: str, prog: str):
+    """The config, its state_dir checked; None once every problem is said on stderr."""
+    from .. import statedir
+    from ..config import ConfigError, load_config
+    try:
+        cfg = load_config(path)
+    except ConfigError as e:
+        print(f"{prog}: {path}: configuration is invalid:", file=sys.stderr)
+        for err in e.errors:
+            print(f"  {err}", file=sys.stderr)
+        return None
+    try:
+        statedir.check(cfg.state_dir)
+    except statedir.StateDirError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return None
+    return cfg
+
+
+def account_domain(cfg, address: str):
+    """The config's domain of ``address``; None once said on stderr."""
+    from ..config import UnknownDomain
+    try:
+        return cfg.domain_for(address)
+    except (UnknownDomain, ValueError) as e:
+        print(f"mailsyncctl: {e}", file=sys.stderr)
+        return None
+
+
+def read_password(path: str) -> str:
+    if path == "-":
+        line = sys.stdin.readline()
+    else:
+        with open(path, encoding="utf-8") as f:
+            line = f.readline()
+    return line.rstrip("\r\n")
+
+
+def account_password(cfg, args) -> str | None:
+    """The account's old password from --password-file or the vault; None (said on stderr) if neither."""
+    from ..store import Store
+    from ..vault import Vault, VaultError
+    if args.password_file:
+        try:
+            return read_password(args.password_file)
+        except OSError as e:
+            print(f"mailsyncctl: cannot read password file: {e.strerror}: {args.password_file}", file=sys.stderr)
+            return None
+    with closing(Store.in_state_dir(cfg.state_dir)) as store:
+        try:
+            password = Vault.open(cfg.state_dir, store).source_password(args.address)
+        except VaultError as e:
+            print(f"mailsyncctl: {e}", file=sys.stderr)
+            return None
+    if password is None:
+        print(f"mailsyncctl: no stored source password for {args.address}; pass --password-file FILE",
+              file=sys.stderr)
+    return password
