@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import ssl
@@ -90,6 +91,36 @@ class Daemon:
                 raise AssertionError(f"mailsyncd exited ({self.proc.returncode}):\n{self.log()[-4000:]}")
             time.sleep(0.05)
         return self.log()
+
+    def status_after(self, since: float | None = None, *, writes: int = 1, timeout: float = 30) -> dict:
+        """The status file (daemon.json) as rewritten for the ``writes``-th time after ``since`` (time.time(),
+        default now).
+
+        Counters kept in memory (logins, login checks, the scheduler's) are current in the first rewrite.
+        What the status loop reads from the store (phase counts, an import) needs ``writes=2``: the loop
+        reads, then writes, every 2 s, so the second rewrite comes from a read that began after ``since``
+        (and at least one scheduler tick, every 1 s, lies between).  A test that asserts "nothing
+        happened" asserts it on this document, not after a sleep.
+        """
+        since = time.time() if since is None else since
+        path = os.path.join(self.state_dir, "daemon.json")
+        seen: set[float] = set()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with open(path) as f:
+                    doc = json.load(f)
+            except (FileNotFoundError, ValueError):
+                doc = None
+            if doc is not None and doc["updated"] > since:
+                seen.add(doc["updated"])
+                if len(seen) >= writes:
+                    return doc
+            if time.monotonic() > deadline:
+                raise AssertionError(f"daemon.json not rewritten {writes}x within {timeout}s:\n{self.log()[-4000:]}")
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mailsyncd exited ({self.proc.returncode}):\n{self.log()[-4000:]}")
+            time.sleep(0.05)
 
     def sighup(self) -> None:
         self.proc.send_signal(signal.SIGHUP)

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import MASTER, SOURCE_USERS, TARGET_USERS, DovecotPair, UserCreds
 from proxyenv import Daemon
+from secretscan import assert_no_secrets
 from seed import Msg, make_message, seed, snapshot
 from syncenv import ctl
 
@@ -368,9 +369,7 @@ def test_cutover_end_to_end(tmp_path, dovecot_pair):
     assert store.secret_password(A) is None and store.verifier(A) is not None
     assert store.account(A)["phase"] == "cutover"
     store.close()
-    for name in os.listdir(tmp_path / "state"):
-        with open(tmp_path / "state" / name, "rb") as f:
-            assert pw.encode() not in f.read()
+    assert_no_secrets(tmp_path / "state", [pw], must_scan=("mailsyncd.sqlite3",))
 
 
 # -- crashes and stopping ------------------------------------------------------------------------------
@@ -441,8 +440,9 @@ def test_a_changed_source_password_fails_the_account_until_the_user_logs_in_agai
         assert "the source refused the stored password" in d.log()
         wait_for(lambda: "1 failed" in ctl("--config", d.config_path, "status").stdout, 10, "status: 1 failed")
         n = d.log().count("event=pass_start")
-        time.sleep(2.5)                                   # no retries while waiting for the user
-        assert d.log().count("event=pass_start") == n
+        sched = d.status_after(writes=2)["scheduler"]     # ticks went by (1 s loop; failure_backoff_max 2)
+        assert (sched["waiting_login"], sched["running"]) == (1, 0), sched
+        assert d.log().count("event=pass_start") == n     # ... and none retried: it waits for the user
         seed("127.0.0.1", dovecot_pair.source.imap_port, A, "changed-at-the-source",
              {"INBOX": [Msg(make_message(99))]})
         with pytest.raises(imaplib.IMAP4.error):

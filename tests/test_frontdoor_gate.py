@@ -7,7 +7,6 @@ connection budget shared with login checks.
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 
@@ -151,9 +150,7 @@ def test_login_checks_take_a_connection_from_the_source_hosts_budget(make_doveco
         slow.close()
         log = d.wait_log("event=source_busy")
         assert "no free connection to the source within 1s" in log
-        time.sleep(2.5)                                    # the status file is rewritten every 2 s
-        with open(tmp_path / "state" / "daemon.json") as f:
-            sched = json.load(f)["scheduler"]
+        sched = d.status_after()["scheduler"]
         assert sched["login_checks_refused"] == 1 and sched["login_checks_waited"] >= 1, sched
         # Once the slot is free, the same login goes through.
         assert login(d.imap_port, "bob@example.com", "bob-old", source="127.0.0.2").startswith(b"a OK")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from twisted.internet import task
-from twisted.python.failure import Failure
+
+from fakes import FakeReactor, SyncPool
 
 from mailsyncd.auth import source
 from mailsyncd.auth.gate import Gate
@@ -22,39 +22,6 @@ from mailsyncd.vault import Vault
 A = "alice@example.com"
 NETWORK, USER_NETWORK, USER = "network", "user+network", "user"    # auth.throttle's budget names
 RIGHT = "alice-right-pw"
-
-
-class Reactor(task.Clock):
-    """A fake clock that is also enough of a reactor for deferToThreadPool."""
-
-    def callFromThread(self, f, *args, **kw):
-        f(*args, **kw)
-
-
-class SyncPool:
-    """Runs "thread" work at once (Synapse's tests/server.py ThreadPool, simplified); ``hold`` queues it."""
-
-    def __init__(self):
-        self.hold = False
-        self.queue: list = []
-
-    def callInThreadWithCallback(self, on_result, fn, *args, **kw):
-        def run():
-            try:
-                res = fn(*args, **kw)
-            except BaseException:
-                on_result(False, Failure())
-            else:
-                on_result(True, res)
-        if self.hold:
-            self.queue.append(run)
-        else:
-            run()
-
-    def release(self):
-        self.hold = False
-        while self.queue:
-            self.queue.pop(0)()
 
 
 class SourceStub:
@@ -77,7 +44,7 @@ class Env:
                    "source": {"host": "127.0.0.1", "port": 1, "security": "none", "protocol": "imap"},
                    "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}}
         self.config = parse_config(doc, path=str(tmp_path / "mailsyncd.yaml"))
-        self.reactor = Reactor()
+        self.reactor = FakeReactor()
         self.reactor.advance(1000)
         self.pool = SyncPool()
         self.store = Store.in_state_dir(self.config.state_dir)

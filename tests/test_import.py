@@ -13,6 +13,7 @@ from conftest import MASTER, DovecotPair, UserCreds
 from mailsyncd.config import parse_config
 from mailsyncd.importer import ImportError_, parse
 from proxyenv import Daemon
+from secretscan import assert_no_secrets
 from seed import Msg, make_message, seed, snapshot
 from syncenv import ctl, make_config
 
@@ -151,10 +152,8 @@ def test_fifty_thousand_rows_all_or_nothing_idempotent_and_secret(tmp_path):
     after = _dump(tmp_path / "state")
     assert [a for a, b in zip(after, first) if a != b] == [after[_index(after, "u7@example.com")]]
 
-    for name in os.listdir(tmp_path / "state"):
-        with open(tmp_path / "state" / name, "rb") as f:
-            data = f.read()
-        assert secret.encode() not in data and secret.encode("utf-16-le") not in data
+    assert_no_secrets(tmp_path / "state", [secret], must_scan=("mailsyncd.sqlite3",),
+                      encodings=("utf-8", "utf-16-le"))
     assert secret not in r.stdout + r.stderr
 
 
@@ -209,8 +208,10 @@ def test_plan_login_end_to_end_waits_for_the_first_login(tmp_path, dovecot_pair)
         csv.write_text(f"target;source\n{A};{A}\n")
         r = ctl("--config", d.config_path, "import", str(csv))
         assert r.returncode == 0 and "0 with a password: plan import; 1 without" in r.stdout, r.stdout
-        time.sleep(3)
-        assert "event=pass_start" not in d.log()              # nothing to sync with: no password yet
+        doc = d.status_after(writes=2)
+        assert sum(doc["phases"].values()) == 1, doc          # the daemon has read the import by now ...
+        assert (doc["scheduler"]["scheduled"], doc["scheduler"]["running"]) == (0, 0), doc
+        assert "event=pass_start" not in d.log()              # ... and has nothing to sync with: no password yet
         import json
         doc = json.loads(ctl("--config", d.config_path, "status", "--json", "--user", A).stdout)
         assert [a["phase"] for a in doc["accounts"]] == ["waiting"]

@@ -11,8 +11,8 @@ import os
 import time
 
 import pytest
-from twisted.internet.task import Clock
-from twisted.python.failure import Failure
+
+from fakes import FakeReactor, HeldPool, SyncPool
 
 from mailsyncd.cli import control
 from mailsyncd.config import parse_config
@@ -23,37 +23,6 @@ from mailsyncd.vault import Vault
 
 A = "alice@example.com"
 DOMAIN = "example.com"
-
-
-class Reactor(Clock):
-    def callFromThread(self, f, *args, **kw):
-        f(*args, **kw)
-
-
-class InlinePool:
-    def callInThreadWithCallback(self, on_result, f, *args, **kw):
-        try:
-            r = f(*args, **kw)
-        except BaseException:
-            on_result(False, Failure())
-        else:
-            on_result(True, r)
-
-
-class HeldPool:
-    """Passes wait here until the test ends them."""
-
-    def __init__(self):
-        self.held: list = []
-
-    def callInThreadWithCallback(self, on_result, f, *args, **kw):
-        self.held.append((on_result, args[0]))
-
-    def finish(self) -> list[str]:
-        done, self.held = self.held, []
-        for on_result, address in done:
-            on_result(True, PassResult(address))
-        return [a for _, a in done]
 
 
 @pytest.fixture
@@ -67,8 +36,8 @@ def env(tmp_path):
     vault = Vault(store, os.urandom(32))
     store.ensure_account(A, DOMAIN, "import")
     vault.put_password(A, "old-pw")
-    reactor, passes = Reactor(), HeldPool()
-    sched = Scheduler(reactor, passes, InlinePool(), store, vault, lambda: cfg)
+    reactor, passes = FakeReactor(), HeldPool(PassResult)   # passes wait until the test ends them
+    sched = Scheduler(reactor, passes, SyncPool(), store, vault, lambda: cfg)
     sched.start()
     yield cfg, store, vault, reactor, passes, sched
     sched.shutdown()

@@ -13,13 +13,14 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from test_dashboard import PASSWORD, Web, csrf_of, cutover_row, dash_daemon, wait_for
+from test_dashboard import HASH, PASSWORD, Web, csrf_of, cutover_row, dash_daemon, wait_for
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
 
 from mailsyncd.config import Address, FrontDoor, Web as WebConfig
 from mailsyncd.web.access import Access, host_of
+from mailsyncd.web.admin import Admin
 from mailsyncd.connlimits import ConnectionLimits, fd_budget
 from mailsyncd.web.selfservice import SelfService
 
@@ -124,6 +125,36 @@ def test_self_service_session_ends_although_the_page_reloads_itself():
 
     assert last_answered(auto=True) == 60            # the tab left open: idle, the reloads did not keep it
     assert last_answered(auto=False) == 600          # the employee clicks every 5 s: the absolute cap
+
+
+def test_dashboard_session_idles_out_although_the_page_polls_its_json():
+    """Page views keep a dashboard session alive; the pages' /admin/status.json polls and ?auto=1
+    reloads do not, so a tab left open signs itself out after session_idle."""
+    clock = Clock()
+    daemon = fake_daemon(clock, session_idle=3, session_max=60)
+    daemon.current().admin.password_hash = HASH
+    dash = Admin(daemon, Access(daemon))
+
+    def get(token: str, path: bytes, **args) -> int:
+        r = request(path=path)
+        r.uri = path
+        r.args = {k.encode(): [v.encode()] for k, v in args.items()}
+        r.getCookie = {b"mailsyncd-admin": token.encode()}.get
+        dash.render(r)
+        assert r.finished, path
+        return r.responseCode or 200
+
+    def idle_out(path: bytes, **args) -> float:
+        """The last second a session is answered when only ``path`` is requested, once a second."""
+        token, _ = dash.sessions.create(dash._who())
+        start = clock.seconds()
+        while get(token, path, **args) != {True: 401, False: 303}[path.endswith(b".json")]:
+            clock.advance(1)
+        return clock.seconds() - 1 - start
+
+    assert idle_out(b"/admin/nowhere") == 60                        # page views: only session_max ends it
+    assert idle_out(b"/admin/series.json") == 3                     # polls: idle after session_idle
+    assert idle_out(b"/admin/nowhere", auto="1") == 3               # the page's own reloads: likewise
 
 
 # -- the real daemon -----------------------------------------------------------------------------
