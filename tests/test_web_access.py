@@ -21,6 +21,7 @@ from twisted.web.test.requesthelper import DummyRequest
 from mailsyncd.config import Address, FrontDoor, Web as WebConfig
 from mailsyncd.web.access import Access, host_of
 from mailsyncd.web.admin import Admin
+from mailsyncd.web.samples import Throughput
 from mailsyncd.connlimits import ConnectionLimits, fd_budget
 from mailsyncd.web.selfservice import SelfService
 
@@ -133,10 +134,10 @@ def test_dashboard_session_idles_out_although_the_page_polls_its_json():
     clock = Clock()
     daemon = fake_daemon(clock, session_idle=3, session_max=60)
     daemon.current().admin.password_hash = HASH
-    dash = Admin(daemon, Access(daemon))
+    dash = Admin(daemon, Access(daemon), Throughput(daemon))
 
     def get(token: str, path: bytes, **args) -> int:
-        r = request(path=path)
+        r = request(path=path, host="127.0.0.1:8080")
         r.uri = path
         r.args = {k.encode(): [v.encode()] for k, v in args.items()}
         r.getCookie = {b"mailsyncd-admin": token.encode()}.get
@@ -149,6 +150,7 @@ def test_dashboard_session_idles_out_although_the_page_polls_its_json():
         token, _ = dash.sessions.create(dash._who())
         start = clock.seconds()
         while get(token, path, **args) != {True: 401, False: 303}[path.endswith(b".json")]:
+            assert clock.seconds() - start < 1000, "the session never ended"
             clock.advance(1)
         return clock.seconds() - 1 - start
 
