@@ -68,6 +68,7 @@ def env(tmp_path):
     store.ensure_account(A, DOMAIN, "import")
     vault.put_password(A, "old-pw")
     reactor, passes = Reactor(), HeldPool()
+    reactor.advance(time.time())         # the scheduler's clock, which the CLI's --now reads as time.time()
     sched = Scheduler(reactor, passes, InlinePool(), store, vault, lambda: cfg)
     sched.start()
     yield cfg, store, vault, reactor, passes, sched
@@ -91,7 +92,7 @@ def _run_first_pass(reactor, passes, sched):
 def test_a_cancel_during_the_final_pass_is_honoured_even_before_the_daemon_rereads_the_table(env, capsys):
     cfg, store, vault, reactor, passes, sched = env
     _run_first_pass(reactor, passes, sched)
-    store.set_cutover(DOMAIN, time.time() - 1, "scheduled", "test")
+    store.set_cutover(DOMAIN, reactor.seconds() - 1, "scheduled", "test")
     sched.refresh_cutovers(store.cutovers())
     sched.tick()
     reactor.advance(0)
@@ -107,7 +108,7 @@ def test_a_cancel_during_the_final_pass_is_honoured_even_before_the_daemon_rerea
     assert store.cutover(DOMAIN)["state"] == "cancelled"
     assert store.account(A)["phase"] != "cutover"
     assert vault.source_password(A) == "old-pw"
-    assert not sched.is_cut_over(DOMAIN) and sched.cutovers[DOMAIN].state == "idle"
+    assert not sched.is_cut_over(DOMAIN) and sched.cutovers[DOMAIN].state == "none"
     # and syncing goes on as before
     reactor.advance(10_000)
     sched.tick()
@@ -120,6 +121,7 @@ def test_a_cancel_past_the_point_of_no_return_says_too_late_and_changes_nothing(
     sealed = store.secret_password(A)[13:]          # the ciphertext, after version byte and nonce
     rc, out, err = _ctl(cfg, capsys, now=True)
     assert rc == 0, err
+    reactor.advance(1)
     sched.refresh_cutovers(store.cutovers())
     sched.tick()
     reactor.advance(0)

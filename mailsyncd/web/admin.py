@@ -1001,27 +1001,20 @@ class Admin(resource.Resource):
                 f'<button type="submit" class="{esc(cls)}">{esc(label)}</button></form>')
 
     def _cutover_text(self, lang: str, cut: dict | None) -> str:
-        if not cut:
-            return w(lang, "cut_none")
-        state = cut.get("state")
-        if state == "scheduled":
-            text = w(lang, "cut_scheduled", at=when(cut.get("at"), lang))
-        elif state == "done":
-            text = w(lang, "cut_done", at=when(cut.get("at"), lang))
-        elif state in ("cancelled", "final_pass"):
-            text = w(lang, f"cut_{state}")
-        else:
-            text = str(state)
-        return text + (f" ({cut['note']})" if cut.get("note") else "")
+        from ..cutover import STATES, state_of
+        state = state_of(cut)
+        text = w(lang, f"cut_{state}", at=when((cut or {}).get("at"), lang)) if state in STATES else state
+        return text + (f" ({cut['note']})" if cut and cut.get("note") else "")
 
     def _cutover_forms(self, ctx: _Ctx, dom: dict) -> str:
+        from .. import cutover
         lang, name = ctx.lang, dom["name"]
-        cut = dom.get("cutover") or {}
-        state = cut.get("state")
+        state = cutover.state_of(dom.get("cutover"))
+        offered = cutover.admin_events(state)
         out = []
-        if state in (None, "scheduled", "cancelled"):
+        if cutover.SCHEDULE in offered:
             opts = "".join(f'<option value="{h}">{esc(w(lang, f"hours_{h}"))}</option>' for h in POSTPONE_HOURS)
-            label = w(lang, "postpone") if state == "scheduled" else w(lang, "schedule_in")
+            label = w(lang, "postpone") if state == cutover.SCHEDULED else w(lang, "schedule_in")
             fid = "at-" + hashlib.sha256(name.encode()).hexdigest()[:8]
             extra = (f'<select name="hours" aria-label="{esc(label)}">{opts}</select>'
                      f'<label for="{fid}" class="small">{esc(w(lang, "or_at"))}</label>'
@@ -1043,7 +1036,7 @@ class Admin(resource.Resource):
                        f'<label class="check"><input type="checkbox" id="{cid}" name="confirm" value="yes" required> '
                        f'{esc(w(lang, "cutover_confirm"))}</label>'
                        f'<button type="submit" class="danger">{esc(w(lang, "cutover_now"))}</button></form>')
-        if state in ("scheduled", "final_pass"):
+        if cutover.CANCEL in offered:
             out.append(self._action_form(ctx, "cancel_cutover", name, "/admin", w(lang, "cancel_cutover"),
                                          cls="secondary"))
         return "".join(out)
@@ -1365,27 +1358,27 @@ def parse_when(text: str) -> float | None:
 def change_cutover(store, domain: str, action: str, value: float | None, yaml_at: float | None, now: float,
                    absolute: bool) -> tuple[str, str | None, float | None]:
     """What ``mailsyncctl cutover`` does, for the dashboard's buttons: ("ok"|"refused", state, at)."""
+    from .. import cutover
     row = store.cutover(domain)
-    state = row["state"] if row else None
-    if state == "done" or (state == "final_pass" and action != "cancel_cutover"):
+    state = cutover.state_of(row)
+    if not cutover.allowed(state, cutover.CANCEL if action == "cancel_cutover" else cutover.SCHEDULE):
         return "refused", state, row["at"] if row else None
     if action == "cancel_cutover":
         # the same rule as `mailsyncctl cutover --cancel`, decided by the store in one transaction
         refused = store.cancel_cutover(domain, "cancelled from the dashboard")
         if refused is not None:
             return "refused", refused["state"], refused["at"]
-        return "ok", "cancelled", None
+        return "ok", cutover.CANCELLED, None
     if action == "cutover_now":
-        store.set_cutover(domain, value, "scheduled", "run from the dashboard")
-        return "ok", "scheduled", value
+        store.set_cutover(domain, value, cutover.SCHEDULED, "run from the dashboard")
+        return "ok", cutover.SCHEDULED, value
     # postpone: by some hours from the current plan (or from now, when none or it has passed)
     if absolute:
         at = value
     else:
-        current = row["at"] if state == "scheduled" else (None if state == "cancelled" else yaml_at)
-        at = max(current or now, now) + value
-    store.set_cutover(domain, at, "scheduled", "postponed from the dashboard")
-    return "ok", "scheduled", at
+        at = max(cutover.plan_time(row, yaml_at) or now, now) + value
+    store.set_cutover(domain, at, cutover.SCHEDULED, "postponed from the dashboard")
+    return "ok", cutover.SCHEDULED, at
 
 
 def read_account(store, address: str) -> dict:
