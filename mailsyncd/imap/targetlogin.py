@@ -16,6 +16,7 @@ import base64
 import re
 from dataclasses import dataclass
 
+from ..errors import not_now
 from .preauth import needs_literal, quote
 
 MAX_RESPONSE = 65536          # a hostile or broken target must not make us buffer without bound
@@ -103,11 +104,6 @@ def _status(line: bytes, tag: bytes) -> tuple[str, bytes] | None:
 def _caps_in(text: bytes) -> str | None:
     m = _CAPS_CODE.search(text)
     return m.group(1).decode("ascii", "replace").strip() if m else None
-
-
-def _is_unavailable(rest: bytes) -> bool:
-    r = rest.upper()
-    return any(code in r for code in (b"[UNAVAILABLE]", b"[SERVERBUG]", b"[LIMIT]", b"[INUSE]"))
 
 
 class TargetLogin:
@@ -213,7 +209,7 @@ class TargetLogin:
                     return self._done(caps)
                 self._state = "caps"
                 return [Send(self._next_tag() + b" CAPABILITY\r\n")]
-            kind = "unavailable" if _is_unavailable(rest) else "auth"
+            kind = "unavailable" if not_now(rest) else "auth"
             return [self._fail(kind, f"target answered {word}: {text}")]
         if self._state == "caps":
             if word != "OK":
