@@ -499,13 +499,3 @@ class Scheduler:
                 "cut_over_domains": sorted(d for d, c in self.cutovers.items() if c.state == cutover.DONE),
                 **self.counts}
 
-
-def alert_text(progress: Progress | None) -> str | None:
-    """The [ALERT] a client shows at login while the user's migration runs."""
-    if progress is None:
-        return None
-    if not progress.total:
-        return "Mailbox migration in progress: counting your old mail; it will appear here shortly."
-    pct = int(100 * progress.done / progress.total)
-    return (f"Mailbox migration in progress: {progress.done:,} of {progress.total:,} messages ({pct}%); "
-            "older mail is still arriving.")

@@ -163,11 +163,7 @@ WORDS: dict[str, dict[str, str]] = {
         "any_phase": "any",
         "showing": "Showing {shown} of {total} accounts.",
         "no_accounts": "No accounts match.",
-        "phase_failed": "Failed",
-        "phase_syncing": "Syncing",
-        "phase_waiting": "Waiting for first login",
-        "phase_tailing": "In sync",
-        "phase_cutover": "Cut over",
+        **i18n.phase_words("en"),
         "sync_now": "Sync now",
         "retry": "Retry",
         "account_title": "Account {address}",
@@ -288,11 +284,7 @@ WORDS: dict[str, dict[str, str]] = {
         "any_phase": "全部",
         "showing": "显示 {shown} / {total} 个账户。",
         "no_accounts": "没有匹配的账户。",
-        "phase_failed": "失败",
-        "phase_syncing": "同步中",
-        "phase_waiting": "等待首次登录",
-        "phase_tailing": "已同步",
-        "phase_cutover": "已切换",
+        **i18n.phase_words("zh"),
         "sync_now": "立即同步",
         "retry": "重试",
         "account_title": "账户 {address}",
@@ -450,14 +442,8 @@ def when(ts: float | None, lang: str = "en") -> str:
 
 
 def _size(n: int | None) -> str:
-    if n is None:
-        return ""
-    f = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if f < 1024 or unit == "GB":
-            return f"{f:.0f} {unit}" if unit == "B" else f"{f:.1f} {unit}"
-        f /= 1024
-    return str(n)
+    from ..status import size_text
+    return size_text(n, "")
 
 
 def _fact(label: str, value_html: str, attrs: str = "") -> str:
