@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import json
 import os
@@ -9,7 +10,7 @@ import signal
 import sys
 import time
 
-from .. import cutover
+from .. import cutover, status
 from ..text import json_text, shown
 
 EXIT_OK, EXIT_ERROR = 0, 1
@@ -113,7 +114,7 @@ def cmd_cutover(cfg, args) -> int:
             yaml_at = cfg.domains[domain].cutover
             print(f"{domain}: cutover follows the YAML again: {_when(yaml_at) if yaml_at else 'none set'}")
         row = store.cutover(domain)
-        counts = store.phase_counts(domain)
+        counts = collections.Counter(status.phase_of(r, False) for r in store.progress_rows(domain, None))
     finally:
         store.close()
     yaml_at = cfg.domains[domain].cutover
@@ -152,7 +153,6 @@ def _eta(sec) -> str:
 
 
 def cmd_status(cfg, args) -> int:
-    from .. import status
     from ..store import Store
     doc = read_status(cfg)
     store = Store.in_state_dir(cfg.state_dir)
