@@ -265,8 +265,9 @@ class Daemon(service.MultiService):
 
     def status_line(self) -> str:
         c = self.phase_counts
-        line = (f"accounts: {len(self.scheduler.running)} syncing, {c.get('synced', 0)} synced, "
-                f"{c.get('failed', 0)} failed, {c.get('cutover', 0)} cut over; sessions: {self.sessions}")
+        # the status words (mailsyncd.status): the store's "synced" is "tailing" once no pass runs
+        line = (f"accounts: {len(self.scheduler.running)} syncing, {c.get('synced', 0)} tailing, "
+                f"{c.get('failed', 0)} failed, {c.get('cutover', 0)} cutover; sessions: {self.sessions}")
         if self.reload_error:
             line = f"reload failed: {self.reload_error[:120]} | " + line
         return line

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class MailsyncError(Exception):
     """Base: the message is written for the admin."""
@@ -40,18 +42,54 @@ class NoPassword(MailsyncError):
     """No source password is available for the account."""
 
 
-# Words with which providers say "not now" or "too many of you": NO [LIMIT], [UNAVAILABLE], Dovecot's
-# mail_max_userip_connections, Gmail's bandwidth and "Too many simultaneous connections".
-_THROTTLE_WORDS = ("[limit]", "[unavailable]", "[inuse]", "[in-use]", "too many", "maximum number of connections",
-                   "bandwidth", "try again later", "temporarily", "rate limit", "throttl", "connection limit",
-                   # a BYE instead of an answer to LOGIN (imaplib reports it as a lost connection)
-                   "connection lost during login")
+# -- the one classifier of server refusals -------------------------------------------------------------
+# TEMPORARY: not now, retry later; THROTTLED: too many of us (fewer connections, later); AUTH: these
+# credentials are refused; PERMANENT: anything else, the caller's own "no".
+TEMPORARY, THROTTLED, AUTH, PERMANENT = "temporary", "throttled", "auth", "permanent"
+NOT_NOW = (TEMPORARY, THROTTLED)
+
+# Response codes decide first: IMAP's (RFC 5530) and POP3's (RFC 2449, RFC 3206).  An unknown code
+# ([ALERT], a folder name in brackets) decides nothing.  Not [OVERQUOTA]: the target's state, which
+# must not lower the source's connection limit (sync/folder.py retries it in a later pass).
+_CODES = {
+    "UNAVAILABLE": TEMPORARY, "SERVERBUG": TEMPORARY, "SYS/TEMP": TEMPORARY,
+    "LIMIT": THROTTLED, "INUSE": THROTTLED, "IN-USE": THROTTLED, "LOGIN-DELAY": THROTTLED,
+    "AUTHENTICATIONFAILED": AUTH, "AUTHORIZATIONFAILED": AUTH, "EXPIRED": AUTH, "AUTH": AUTH,
+    "SYS/PERM": PERMANENT, "TOOBIG": PERMANENT, "NOPERM": PERMANENT, "CONTACTADMIN": PERMANENT,
+    "PRIVACYREQUIRED": PERMANENT, "CANNOT": PERMANENT,
+}
+_CODE = re.compile(r"\[([A-Za-z][A-Za-z0-9/_-]*)")
+# Then words: Dovecot's mail_max_userip_connections, Gmail's bandwidth and "Too many simultaneous
+# connections", POP3 maildrop locks, and a BYE instead of an answer to LOGIN (imaplib reports it as a
+# lost connection).
+_THROTTLE_WORDS = ("too many", "maximum number of connections", "bandwidth", "rate limit", "throttl",
+                   "connection limit")
+_TEMPORARY_WORDS = ("try again", "temporar", "locked", "connection lost during login")
 
 
-def looks_throttled(text: str) -> bool:
-    """Does this error text read like the server is limiting us (rather than refusing us)?"""
+def classify(text: str | bytes) -> str:
+    """What a server's refusal means: TEMPORARY, THROTTLED, AUTH or PERMANENT (codes first, then words)."""
+    if isinstance(text, bytes):
+        text = text.decode("ascii", "replace")
+    for code in _CODE.findall(text):
+        kind = _CODES.get(code.upper())
+        if kind is not None:
+            return kind
     low = text.lower()
-    return any(w in low for w in _THROTTLE_WORDS)
+    if any(w in low for w in _THROTTLE_WORDS):
+        return THROTTLED
+    if any(w in low for w in _TEMPORARY_WORDS):
+        return TEMPORARY
+    return PERMANENT
+
+
+def not_now(text: str | bytes) -> bool:
+    """Does this refusal mean "not now" (retry later, perhaps with fewer connections) rather than "no"?"""
+    return classify(text) in NOT_NOW
+
+
+# The name sync/account.py asks with: a pass failing "not now" makes the scheduler halve the host's limit.
+looks_throttled = not_now
 
 
 class UnsafeCommand(MailsyncError):

@@ -27,11 +27,11 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from dataclasses import dataclass, field
 
 from twisted.internet import defer, task, threads
 
+from . import cutover
 from .sync.account import AccountSync, PassResult
 from .sync.progress import Progress
 
@@ -65,8 +65,10 @@ class _Running:
 
 @dataclass
 class _Cutover:
-    state: str = "idle"            # idle | final_pass | done
-    pending: set[str] = field(default_factory=set)
+    # cutover.NONE until this daemon begins it (the plan itself is the store's row), then FINAL_PASS, DONE
+    state: str = cutover.NONE
+    pending: set[str] = field(default_factory=set)   # accounts whose final pass has not ended
+    closing: bool = False                            # the close is in flight in the state thread
 
 
 def host_key(endpoint) -> str:
@@ -85,6 +87,7 @@ class Scheduler:
         self.running: dict[str, _Running] = {}
         self.host_limit: dict[str, float] = {}
         self.cutovers: dict[str, _Cutover] = {}
+        self._store_cutovers: dict[str, dict] = {}   # the store's cutover rows, as last read
         self.stopping = False
         self._loop: task.LoopingCall | None = None
         self.checks: dict[str, int] = {}    # host -> login checks holding one of its connections
@@ -112,16 +115,14 @@ class Scheduler:
             self.accounts[r["address"]] = _Account(r["address"], r["domain"], due=self.reactor.seconds(),
                                                    completed=r["phase"] == "synced", messages=r["messages"] or 0)
         for domain, row in cutovers.items():
-            if row["state"] == "done":
-                self.cutovers[domain] = _Cutover("done")
+            if row["state"] == cutover.DONE:
+                self.cutovers[domain] = _Cutover(cutover.DONE)
                 if any(r["domain"] == domain and r["has_password"] for r in rows):
                     # stopped between step 2 and the end of step 4: finish destroying the passwords
                     threads.deferToThreadPool(self.reactor, self.state_pool, self._destroy_passwords, domain
                                               ).addErrback(lambda f: logger.error("event=cutover_error error=%r",
                                                                                   f.getErrorMessage()))
-            elif row["state"] == "final_pass":
-                # interrupted by a restart: run the final passes again (they are incremental)
-                self.cutovers[domain] = _Cutover("idle")
+            # a row in final_pass (interrupted by a restart) begins again: see cutover.TRANSITIONS
         self._store_cutovers = cutovers
         logger.info("event=scheduler_started accounts=%d", len(self.accounts))
         self._loop = task.LoopingCall(self.tick)
@@ -198,7 +199,7 @@ class Scheduler:
 
     def is_cut_over(self, domain: str) -> bool:
         c = self.cutovers.get(domain)
-        return c is not None and c.state == "done"
+        return c is not None and c.state == cutover.DONE
 
     # -- the source hosts' connection budget, for the front door's password checks ---------------
     def _host_free(self, host: str, endpoint) -> int:
@@ -393,47 +394,43 @@ class Scheduler:
                                   reason).addErrback(lambda f: logger.error("event=store_error error=%r",
                                                                             f.getErrorMessage()))
 
-    # -- cutover -------------------------------------------------------------------------------
+    # -- cutover (the states and legal moves: mailsyncd.cutover) ---------------------------------
     def cutover_time(self, cfg, domain: str) -> float | None:
-        row = getattr(self, "_store_cutovers", {}).get(domain)
-        if row is not None and row["state"] in ("scheduled", "cancelled"):
-            return row["at"] if row["state"] == "scheduled" else None
         d = cfg.domains.get(domain)
-        return d.cutover if d else None
+        return cutover.plan_time(self._store_cutovers.get(domain), d.cutover if d else None)
 
     def refresh_cutovers(self, rows: dict[str, dict]) -> None:
-        """Rows of the store's cutover table (written by `mailsyncctl cutover`)."""
+        """Rows of the store's cutover table (written by `mailsyncctl cutover` and the dashboard)."""
         self._store_cutovers = rows
         for domain, row in rows.items():
             c = self.cutovers.get(domain)
-            if row["state"] != "final_pass" and c is not None and c.state == "final_pass":
+            if row["state"] != cutover.FINAL_PASS and c is not None and c.state == cutover.FINAL_PASS:
                 self._call_off(domain, row)
 
     def _call_off(self, domain: str, row: dict | None) -> None:
         """The store says the cutover is not (or no longer) in its final passes: cancelled or moved."""
         logger.warning("event=cutover_cancelled domain=%s during=final_pass state=%s", domain,
-                       row["state"] if row else "-")
+                       cutover.state_of(row))
         if row is not None:
-            getattr(self, "_store_cutovers", {})[domain] = row
-        self.cutovers[domain] = _Cutover("idle")
+            self._store_cutovers[domain] = row
+        self.cutovers[domain] = _Cutover()
         for a in self.accounts.values():
             if a.domain == domain:
                 a.final = False
 
     def _check_cutovers(self, cfg, now: float) -> None:
-        for name in cfg.domains:
+        for name, dom in cfg.domains.items():
             c = self.cutovers.setdefault(name, _Cutover())
-            if c.state == "idle":
-                at = self.cutover_time(cfg, name)
-                if at is not None and at <= time.time():
-                    self._begin_cutover(name, c)
-            elif c.state == "final_pass" and not c.pending:
-                c.state = "cutting"
-                d = threads.deferToThreadPool(self.reactor, self.state_pool, self._finish_cutover, name)
+            if c.state == cutover.NONE:
+                if cutover.due(self._store_cutovers.get(name), dom.cutover, now):
+                    self._begin_cutover(name, c, now)
+            elif c.state == cutover.FINAL_PASS and not c.pending and not c.closing:
+                c.closing = True
+                d = threads.deferToThreadPool(self.reactor, self.state_pool, self._finish_cutover, name, now)
                 d.addCallbacks(self._cut_over, self._cutover_failed, callbackArgs=(name,), errbackArgs=(name,))
 
-    def _begin_cutover(self, domain: str, c: _Cutover) -> None:
-        c.state = "final_pass"
+    def _begin_cutover(self, domain: str, c: _Cutover, now: float) -> None:
+        c.state = cutover.next_state(c.state, cutover.BEGIN)
         c.pending = {a.address for a in self.accounts.values()
                      if a.domain == domain and not a.waiting_login}
         for addr in c.pending:
@@ -444,16 +441,16 @@ class Scheduler:
                        domain, len(c.pending))
         d = threads.deferToThreadPool(self.reactor, self.state_pool, self.store.begin_cutover, domain,
                                       self.cutover_time(self.config_ref(), domain),
-                                      f"final pass of {len(c.pending)} accounts", time.time())
+                                      f"final pass of {len(c.pending)} accounts", now)
         d.addCallback(self._begun, domain, c)
         d.addErrback(lambda f: logger.error("event=cutover_error domain=%s error=%r", domain, f.getErrorMessage()))
 
     def _begun(self, refused: dict | None, domain: str, c: _Cutover) -> None:
         # cancelled or postponed between our last look at the store and the start
-        if refused is not None and self.cutovers.get(domain) is c and c.state == "final_pass":
+        if refused is not None and self.cutovers.get(domain) is c and c.state == cutover.FINAL_PASS:
             self._call_off(domain, refused)
 
-    def _finish_cutover(self, domain: str) -> tuple[int, int] | dict | None:
+    def _finish_cutover(self, domain: str, now: float) -> tuple[int, int] | dict | None:
         """Steps 2-4, in the state thread: phase cutover, then destroy the source passwords.
 
         Step 2 is the point of no return, taken in one transaction with the store's cancel rule:
@@ -468,7 +465,7 @@ class Scheduler:
         forgotten = self._destroy_passwords(domain)
         logger.warning("event=cutover_step domain=%s step=4/4 what='stored source passwords destroyed' "
                        "passwords=%d", domain, forgotten)
-        self.store.set_cutover(domain, time.time(), "done", f"{n} accounts cut over, {forgotten} passwords destroyed")
+        self.store.set_cutover(domain, now, cutover.DONE, f"{n} accounts cut over, {forgotten} passwords destroyed")
         return n, forgotten
 
     def _destroy_passwords(self, domain: str) -> int:
@@ -483,7 +480,7 @@ class Scheduler:
         if not isinstance(result, tuple):
             self._call_off(domain, result)
             return
-        self.cutovers[domain] = _Cutover("done")
+        self.cutovers[domain] = _Cutover(cutover.next_state(cutover.FINAL_PASS, cutover.CLOSE))
         for addr in [a for a, acct in self.accounts.items() if acct.domain == domain]:
             del self.accounts[addr]
         logger.warning("event=cutover_done domain=%s accounts=%d passwords_destroyed=%d", domain, *result)
@@ -492,23 +489,13 @@ class Scheduler:
 
     def _cutover_failed(self, failure, domain: str) -> None:
         logger.error("event=cutover_error domain=%s error=%r", domain, failure.getErrorMessage())
-        self.cutovers[domain] = _Cutover("final_pass")   # retried at the next tick
+        self.cutovers[domain] = _Cutover(cutover.FINAL_PASS)   # the close is retried at the next tick
 
     # -- numbers --------------------------------------------------------------------------------
     def summary(self) -> dict:
         return {"running": len(self.running), "scheduled": len(self.accounts),
                 "waiting_login": sum(a.waiting_login for a in self.accounts.values()),
                 "backing_off": sum(1 for a in self.accounts.values() if a.failures),
-                "cut_over_domains": sorted(d for d, c in self.cutovers.items() if c.state == "done"),
+                "cut_over_domains": sorted(d for d, c in self.cutovers.items() if c.state == cutover.DONE),
                 **self.counts}
 
-
-def alert_text(progress: Progress | None) -> str | None:
-    """The [ALERT] a client shows at login while the user's migration runs."""
-    if progress is None:
-        return None
-    if not progress.total:
-        return "Mailbox migration in progress: counting your old mail; it will appear here shortly."
-    pct = int(100 * progress.done / progress.total)
-    return (f"Mailbox migration in progress: {progress.done:,} of {progress.total:,} messages ({pct}%); "
-            "older mail is still arriving.")

@@ -1,4 +1,5 @@
-"""The progress numbers, one model for every view: `mailsyncctl status`, /api, /metrics, the dashboard.
+"""The progress numbers, one model for every view: `mailsyncctl status`, /api, /metrics, the dashboard,
+the self-service page and the [ALERT] at login: one phase word each, one size format.
 
 Pure: it takes the store's per-account rows and the daemon's live view (which
 passes run, how fast) and returns plain dicts.  The JSON schema (version 1) is
@@ -10,6 +11,8 @@ Phases, as users see them:
   tailing  -- in sync; following new mail with incremental passes
   failed   -- the last pass failed; ``reason`` says why
   cutover  -- the domain's migration has ended
+The store keeps fewer, internal phases (new, synced, failed, cutover): ``phase_of`` maps them; pages
+label the phases above, keyed by these words (web/i18n.py ``phase_*``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,30 @@ import time
 
 SCHEMA = 1
 PHASES = ("failed", "syncing", "waiting", "tailing", "cutover")
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def size_text(n: float | None, unknown: str = "?") -> str:
+    """Bytes for people, in binary units labelled as such (5.3 MiB): the one size format of every view."""
+    if n is None:
+        return unknown
+    f = float(n)
+    for unit in _UNITS[:-1]:
+        if abs(f) < 1024:
+            return f"{f:.0f} {unit}" if unit == "B" else f"{f:.1f} {unit}"
+        f /= 1024
+    return f"{f:.1f} {_UNITS[-1]}"
+
+
+def alert_text(progress) -> str | None:
+    """The [ALERT] a client shows at login while the user's migration runs (``progress``: sync.Progress)."""
+    if progress is None:
+        return None
+    if not progress.total:
+        return "Mailbox migration in progress: counting your old mail; it will appear here shortly."
+    pct = int(100 * progress.done / progress.total)
+    return (f"Mailbox migration in progress: {progress.done:,} of {progress.total:,} messages ({pct}%); "
+            "older mail is still arriving.")
 
 
 def phase_of(row: dict, running: bool) -> str:

@@ -294,7 +294,7 @@ def test_continuous_passes_follow_new_mail(tmp_path, dovecot_pair):
         # a restart picks the account up again without a login
         d.stop()
         d.start()
-        assert "event=scheduler_started accounts=1" in d.log()
+        d.wait_log("event=scheduler_started accounts=1")   # loaded in the state thread, after READY
 
 
 def test_a_source_connection_limit_is_respected_and_the_sync_completes(make_dovecot, tmp_path):

@@ -319,7 +319,7 @@ def test_self_service_migrates_the_mailbox_over_https(tmp_path, dovecot_pair, te
         d.wait_log("event=pass_done account=alice@example.com ok=True", timeout=120)
         assert snapshot(*dovecot_pair.source_account(A)) == snapshot(*dovecot_pair.target_account(A))
         page = w.get("/progress").text
-        assert "Up to date" in page
+        assert "In sync" in page and "phase-tailing" in page
         assert '<progress id="overall" value="11" max="11">' in page
         assert "11 of 11 messages on the new server" in page
         rows = dict(re.findall(r'<tr><td class="path">([^<]*)</td>((?:<td[^>]*>[^<]*</td>)+)</tr>', page))
@@ -371,7 +371,7 @@ plugin {
         skipped = re.search(r"<h2>Messages that could not be copied</h2><table>.*?<tbody>(.*?)</tbody>", page)
         assert skipped, page
         cells = re.findall(r"<td[^>]*>([^<]*)</td>", skipped.group(1))
-        assert cells[0] == "INBOX" and cells[1].endswith("KB") and cells[2].startswith("target refused: "), cells
+        assert cells[0] == "INBOX" and cells[1].endswith("KiB") and cells[2].startswith("target refused: "), cells
         row = re.search(r'<tr><td class="path">INBOX</td>((?:<td[^>]*>[^<]*</td>)+)</tr>', page).group(1)
         assert re.findall(r'<td class="num[^"]*">([^<]*)</td>', row) == ["3", "2", "1"]
 

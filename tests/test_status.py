@@ -52,3 +52,35 @@ def test_filters(tmp_path):
     assert [a["address"] for a in doc["accounts"]] == ["y@b.com"] and [d["name"] for d in doc["domains"]] == ["b.com"]
     doc = status.build(rows, config=cfg(tmp_path), user="x@a.com")
     assert [a["address"] for a in doc["accounts"]] == ["x@a.com"]
+
+
+def test_one_size_format_in_binary_units_everywhere():
+    from mailsyncd.cli.render import human_bytes
+    from mailsyncd.web import admin, selfservice
+    n = 5_600_000                                   # the CLI said 5.6 MB, the dashboard 5.3 MB
+    assert status.size_text(n) == "5.3 MiB"
+    assert human_bytes(n) == admin._size(n) == selfservice._size(n) == "5.3 MiB"
+    assert [status.size_text(v) for v in (0, 1023, 1024, 1536, 1024**3, 5 * 1024**4)] == [
+        "0 B", "1023 B", "1.0 KiB", "1.5 KiB", "1.0 GiB", "5.0 TiB"]
+    assert status.size_text(None) == "?" and admin._size(None) == ""
+
+
+def test_one_label_per_phase_on_every_page():
+    from mailsyncd.web import admin, i18n
+    for lang in i18n.LANGS:
+        for phase in status.PHASES:
+            assert admin.w(lang, "phase_" + phase) == i18n.t(lang, "phase_" + phase) != ""
+    # the store's own words never reach a page
+    assert not any(k in i18n.MESSAGES[lang] for lang in i18n.LANGS for k in ("phase_new", "phase_synced"))
+
+
+def test_the_alert_at_login_comes_from_the_status_model():
+    from mailsyncd.proxy import frontdoor
+    from mailsyncd.sync.progress import Progress
+    assert frontdoor.alert_text is status.alert_text
+    p = Progress()
+    assert "counting" in status.alert_text(p)
+    p.total, p.done = 2000, 500
+    assert status.alert_text(p) == ("Mailbox migration in progress: 500 of 2,000 messages (25%); "
+                                    "older mail is still arriving.")
+    assert status.alert_text(None) is None

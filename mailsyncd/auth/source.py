@@ -6,29 +6,19 @@ import poplib
 import ssl
 
 from ..providers import quirks
-from ..errors import AuthFailed, MailsyncError
+from ..errors import AuthFailed, MailsyncError, not_now
 from ..sync import imapconn, popguard
 from ..text import server_words
 
 # APP_PASSWORD: refused, with the provider's words for "use the app password" (a WRONG that can say why)
 OK, WRONG, UNAVAILABLE, APP_PASSWORD = "ok", "wrong", "unavailable", "app_password"
 
-# Words of a refusal that mean "not now" rather than "wrong password".
-_TEMPORARY = ("[UNAVAILABLE]", "[SERVERBUG]", "[LIMIT]", "[INUSE]", "[SYS/TEMP]", "[IN-USE]",
-              "temporary", "try again", "too many")
-
-
-def _temporary(text: str) -> bool:
-    low = text.lower()
-    return any(w.lower() in low for w in _TEMPORARY)
-
-
 def _refused(endpoint, server_text: str, fallback: str = "") -> str:
     # Only the server's own words can ask for the app password (never our text, which names the user).
     # They come first: they may also say "try again", but mean "not this password".
     if quirks.wants_app_password(endpoint, server_text):
         return APP_PASSWORD
-    return UNAVAILABLE if _temporary(server_text or fallback) else WRONG
+    return UNAVAILABLE if not_now(server_text or fallback) else WRONG
 
 
 def check(endpoint, address: str, password: str) -> tuple[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import json
 import os
@@ -9,6 +10,7 @@ import signal
 import sys
 import time
 
+from .. import cutover, status
 from ..text import json_text, shown
 
 EXIT_OK, EXIT_ERROR = 0, 1
@@ -86,10 +88,11 @@ def cmd_cutover(cfg, args) -> int:
         return EXIT_ERROR
     store = Store.in_state_dir(cfg.state_dir)
     try:
-        row = store.cutover(domain)
-        state = row["state"] if row else None
-        if (args.now or args.at or args.clear) and state in ("final_pass", "done"):
-            print(f"mailsyncctl: the cutover of {domain} is already {state.replace('_', ' ')}; "
+        state = cutover.state_of(store.cutover(domain))
+        event = (cutover.SCHEDULE if args.now or args.at else cutover.CLEAR if args.clear else
+                 cutover.CANCEL if args.cancel else None)
+        if event in (cutover.SCHEDULE, cutover.CLEAR) and not cutover.allowed(state, event):
+            print(f"mailsyncctl: the cutover of {domain} is already {cutover.word(state)}; "
                   "it cannot be changed now", file=sys.stderr)
             return EXIT_ERROR
         if args.cancel:
@@ -97,28 +100,28 @@ def cmd_cutover(cfg, args) -> int:
             refused = store.cancel_cutover(domain, "cancelled with mailsyncctl")
             if refused is not None:
                 print(f"mailsyncctl: too late to cancel: the cutover of {domain} is already "
-                      f"{refused['state'].replace('_', ' ')} (its final passes are over and syncing has "
+                      f"{cutover.word(refused['state'])} (its final passes are over and syncing has "
                       "stopped)", file=sys.stderr)
                 return EXIT_ERROR
             print(f"{domain}: cutover cancelled (the YAML's cutover time is ignored until "
                   f"`mailsyncctl cutover {domain} --clear` or a new --at)")
         elif args.now or args.at:
             at = time.time() if args.now else _parse_when(args.at)
-            store.set_cutover(domain, at, "scheduled", "set with mailsyncctl")
+            store.set_cutover(domain, at, cutover.SCHEDULED, "set with mailsyncctl")
             print(f"{domain}: cutover scheduled for {_when(at)}")
         elif args.clear:
             store.clear_cutover(domain)
             yaml_at = cfg.domains[domain].cutover
             print(f"{domain}: cutover follows the YAML again: {_when(yaml_at) if yaml_at else 'none set'}")
         row = store.cutover(domain)
-        counts = store.phase_counts(domain)
+        counts = collections.Counter(status.phase_of(r, False) for r in store.progress_rows(domain, None))
     finally:
         store.close()
     yaml_at = cfg.domains[domain].cutover
     if row is None:
         line = f"scheduled for {_when(yaml_at)} (from the YAML)" if yaml_at else "not scheduled"
     else:
-        line = f"{row['state'].replace('_', ' ')}" + (f", at {_when(row['at'])}" if row["at"] else "")
+        line = cutover.word(row["state"]) + (f", at {_when(row['at'])}" if row["at"] else "")
         if row.get("note"):
             line += f" ({shown(row['note'])})"
     print(f"{domain}: cutover {line}")
@@ -150,7 +153,6 @@ def _eta(sec) -> str:
 
 
 def cmd_status(cfg, args) -> int:
-    from .. import status
     from ..store import Store
     doc = read_status(cfg)
     store = Store.in_state_dir(cfg.state_dir)
@@ -184,8 +186,7 @@ def cmd_status(cfg, args) -> int:
     for d in report["domains"]:
         ph = d["phases"]
         cut = d["cutover"]
-        cut_text = "not scheduled" if cut is None else f"{cut['state'].replace('_', ' ')}" + (
-            f" at {_when(cut['at'])}" if cut.get("at") else "")
+        cut_text = cutover.word(cutover.state_of(cut)) + (f" at {_when(cut['at'])}" if cut and cut.get("at") else "")
         skipped = f", {d['skipped']:,} skipped" if d["skipped"] else ""
         phases = ", ".join(f"{v} {k}" for k, v in ph.items() if v) or "none"
         print(f"\n{d['name']}  {_bar(d['percent'])} {d['percent']:5.1f}%  "

@@ -6,17 +6,10 @@ import sys
 import threading
 import time
 
+from ..status import size_text as human_bytes   # the one size format; the name cli/ctl.py imports
 from ..store import FolderReport
 from ..sync.progress import Progress
 from ..text import shown
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
 
 
 class ProgressView:

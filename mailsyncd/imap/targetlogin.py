@@ -16,7 +16,7 @@ import base64
 import re
 from dataclasses import dataclass
 
-from ..errors import UnsafeCommand
+from ..errors import UnsafeCommand, not_now
 from .cmdguard import check_line
 from .preauth import needs_literal, quote
 
@@ -111,11 +111,6 @@ def _status(line: bytes, tag: bytes) -> tuple[str, bytes] | None:
 def _caps_in(text: bytes) -> str | None:
     m = _CAPS_CODE.search(text)
     return m.group(1).decode("ascii", "replace").strip() if m else None
-
-
-def _is_unavailable(rest: bytes) -> bool:
-    r = rest.upper()
-    return any(code in r for code in (b"[UNAVAILABLE]", b"[SERVERBUG]", b"[LIMIT]", b"[INUSE]"))
 
 
 class TargetLogin:
@@ -221,7 +216,7 @@ class TargetLogin:
                     return self._done(caps)
                 self._state = "caps"
                 return [_line(self._next_tag() + b" CAPABILITY")]
-            kind = "unavailable" if _is_unavailable(rest) else "auth"
+            kind = "unavailable" if not_now(rest) else "auth"
             return [self._fail(kind, f"target answered {word}: {text}")]
         if self._state == "caps":
             if word != "OK":

@@ -19,7 +19,7 @@ from ..providers import quirks
 from ..auth.throttle import network_of
 from ..config import UnknownDomain
 from ..connlimits import ConnectionLimits
-from ..scheduler import alert_text
+from ..status import alert_text
 from ..imap.preauth import Bad, Command, Continue, Fatal, PreauthParser, SaslLine
 from . import backend
 

@@ -51,6 +51,7 @@ import os
 import time
 from urllib.parse import unquote, urlencode
 
+from .. import cutover
 from ..text import field, json_text
 from .access import Access
 from .i18n import w
@@ -396,26 +397,25 @@ def change_cutover(store, domain: str, action: str, value: float | None, yaml_at
                    absolute: bool) -> tuple[str, str | None, float | None]:
     """What ``mailsyncctl cutover`` does, for the dashboard's buttons: ("ok"|"refused", state, at)."""
     row = store.cutover(domain)
-    state = row["state"] if row else None
-    if state == "done" or (state == "final_pass" and action != "cancel_cutover"):
+    state = cutover.state_of(row)
+    if not cutover.allowed(state, cutover.CANCEL if action == "cancel_cutover" else cutover.SCHEDULE):
         return "refused", state, row["at"] if row else None
     if action == "cancel_cutover":
         # the same rule as `mailsyncctl cutover --cancel`, decided by the store in one transaction
         refused = store.cancel_cutover(domain, "cancelled from the dashboard")
         if refused is not None:
             return "refused", refused["state"], refused["at"]
-        return "ok", "cancelled", None
+        return "ok", cutover.CANCELLED, None
     if action == "cutover_now":
-        store.set_cutover(domain, value, "scheduled", "run from the dashboard")
-        return "ok", "scheduled", value
+        store.set_cutover(domain, value, cutover.SCHEDULED, "run from the dashboard")
+        return "ok", cutover.SCHEDULED, value
     # postpone: by some hours from the current plan (or from now, when none or it has passed)
     if absolute:
         at = value
     else:
-        current = row["at"] if state == "scheduled" else (None if state == "cancelled" else yaml_at)
-        at = max(current or now, now) + value
-    store.set_cutover(domain, at, "scheduled", "postponed from the dashboard")
-    return "ok", "scheduled", at
+        at = max(cutover.plan_time(row, yaml_at) or now, now) + value
+    store.set_cutover(domain, at, cutover.SCHEDULED, "postponed from the dashboard")
+    return "ok", cutover.SCHEDULED, at
 
 
 def read_account(store, address: str) -> dict:

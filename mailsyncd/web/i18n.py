@@ -14,6 +14,19 @@ LANGS = ("en", "zh")
 DEFAULT = "en"
 HTML_LANG = {"en": "en", "zh": "zh-Hans"}
 
+# The label of each phase of mailsyncd.status (one word per phase), on every page: dashboard and self-service.
+PHASE_LABELS: dict[str, dict[str, str]] = {
+    "en": {"failed": "Failed", "syncing": "Syncing", "waiting": "Waiting for first login", "tailing": "In sync",
+           "cutover": "Cut over"},
+    "zh": {"failed": "失败", "syncing": "同步中", "waiting": "等待首次登录", "tailing": "已同步", "cutover": "已切换"},
+}
+
+
+def phase_words(lang: str) -> dict[str, str]:
+    """``phase_<phase>`` keys for a page's word table."""
+    return {f"phase_{p}": label for p, label in PHASE_LABELS.get(lang, PHASE_LABELS[DEFAULT]).items()}
+
+
 MESSAGES: dict[str, dict[str, str]] = {
     "en": {
         "title": "Move your mailbox",
@@ -50,14 +63,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "mailbox": "Mailbox",
         "copied_from": "Copied from",
         "status": "Status",
-        "phase_new": "Waiting to start",
-        "phase_syncing": "Copying your mail",
-        "phase_synced": "Up to date — new mail keeps being copied",
-        "phase_failed": "A problem occurred — it will be retried automatically",
-        "phase_cutover": "Finished",
         "counting": "Counting your mail…",
         "overall": "{done} of {total} messages on the new server",
-        "overall_pass": "{done} of {total} messages checked in this run ({mb} MB copied)",
+        "overall_pass": "{done} of {total} messages checked in this run ({size} copied)",
         "skipped_count": "Messages that could not be copied: {n} (listed below).",
         "failed_note": "The last attempt did not succeed. It is retried automatically; "
                        "if this persists, please contact your IT department.",
@@ -80,6 +88,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "never": "not yet",
         "refresh_note": "This page refreshes every few seconds.",
         "logout": "Sign out",
+        **phase_words("en"),
     },
     "zh": {
         "title": "迁移您的邮箱",
@@ -110,14 +119,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "mailbox": "邮箱",
         "copied_from": "复制自",
         "status": "状态",
-        "phase_new": "等待开始",
-        "phase_syncing": "正在复制您的邮件",
-        "phase_synced": "已同步——新邮件会继续被复制",
-        "phase_failed": "出现问题——将自动重试",
-        "phase_cutover": "已完成",
         "counting": "正在统计您的邮件…",
         "overall": "新服务器上已有 {done} / {total} 封邮件",
-        "overall_pass": "本轮已检查 {done} / {total} 封邮件（已复制 {mb} MB）",
+        "overall_pass": "本轮已检查 {done} / {total} 封邮件（已复制 {size}）",
         "skipped_count": "有 {n} 封邮件无法复制（见下方）。",
         "failed_note": "上一次尝试未成功，系统会自动重试；如果问题持续，请联系 IT 部门。",
         "folders": "文件夹",
@@ -139,6 +143,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "never": "尚未进行",
         "refresh_note": "本页每隔几秒自动刷新。",
         "logout": "退出",
+        **phase_words("zh"),
     },
 }
 
@@ -201,11 +206,7 @@ WORDS: dict[str, dict[str, str]] = {
         "any_phase": "any",
         "showing": "Showing {shown} of {total} accounts.",
         "no_accounts": "No accounts match.",
-        "phase_failed": "Failed",
-        "phase_syncing": "Syncing",
-        "phase_waiting": "Waiting for first login",
-        "phase_tailing": "In sync",
-        "phase_cutover": "Cut over",
+        **phase_words("en"),
         "sync_now": "Sync now",
         "retry": "Retry",
         "account_title": "Account {address}",
@@ -326,11 +327,7 @@ WORDS: dict[str, dict[str, str]] = {
         "any_phase": "全部",
         "showing": "显示 {shown} / {total} 个账户。",
         "no_accounts": "没有匹配的账户。",
-        "phase_failed": "失败",
-        "phase_syncing": "同步中",
-        "phase_waiting": "等待首次登录",
-        "phase_tailing": "已同步",
-        "phase_cutover": "已切换",
+        **phase_words("zh"),
         "sync_now": "立即同步",
         "retry": "重试",
         "account_title": "账户 {address}",

@@ -16,12 +16,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from ..cutover import STATES as CUTOVER_STATES
 from ..status import PHASES
 
 __all__ = ["CONTENT_TYPE_LATEST", "CUTOVER_STATES", "StatusCollector", "counters_of", "render"]
-
-# "none": no cutover planned.  The others are the store's cutover states (mailsyncctl cutover, the scheduler).
-CUTOVER_STATES = ("none", "scheduled", "cancelled", "final_pass", "done")
 
 
 def counters_of(daemon) -> dict:

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from ... import cutover
 from .. import i18n
 from ..i18n import w
 from ..sessions import Session
@@ -158,28 +159,19 @@ def action_form(ctx: Ctx, action: str, target: str, back: str, label: str, *,
 
 
 def _cutover_text(lang: str, cut: dict | None) -> str:
-    if not cut:
-        return w(lang, "cut_none")
-    state = cut.get("state")
-    if state == "scheduled":
-        text = w(lang, "cut_scheduled", at=when(cut.get("at"), lang))
-    elif state == "done":
-        text = w(lang, "cut_done", at=when(cut.get("at"), lang))
-    elif state in ("cancelled", "final_pass"):
-        text = w(lang, f"cut_{state}")
-    else:
-        text = str(state)
-    return text + (f" ({cut['note']})" if cut.get("note") else "")
+    state = cutover.state_of(cut)
+    text = w(lang, f"cut_{state}", at=when((cut or {}).get("at"), lang)) if state in cutover.STATES else state
+    return text + (f" ({cut['note']})" if cut and cut.get("note") else "")
 
 
 def _cutover_forms(ctx: Ctx, dom: dict) -> str:
     lang, name = ctx.lang, dom["name"]
-    cut = dom.get("cutover") or {}
-    state = cut.get("state")
+    state = cutover.state_of(dom.get("cutover"))
+    offered = cutover.admin_events(state)
     out = []
-    if state in (None, "scheduled", "cancelled"):
+    if cutover.SCHEDULE in offered:
         opts = "".join(f'<option value="{h}">{esc(w(lang, f"hours_{h}"))}</option>' for h in POSTPONE_HOURS)
-        label = w(lang, "postpone") if state == "scheduled" else w(lang, "schedule_in")
+        label = w(lang, "postpone") if state == cutover.SCHEDULED else w(lang, "schedule_in")
         fid = "at-" + hashlib.sha256(name.encode()).hexdigest()[:8]
         extra = (f'<select name="hours" aria-label="{esc(label)}">{opts}</select>'
                  f'<label for="{fid}" class="small">{esc(w(lang, "or_at"))}</label>'
@@ -201,7 +193,7 @@ def _cutover_forms(ctx: Ctx, dom: dict) -> str:
                    f'<label class="check"><input type="checkbox" id="{cid}" name="confirm" value="yes" required> '
                    f'{esc(w(lang, "cutover_confirm"))}</label>'
                    f'<button type="submit" class="danger">{esc(w(lang, "cutover_now"))}</button></form>')
-    if state in ("scheduled", "final_pass"):
+    if cutover.CANCEL in offered:
         out.append(action_form(ctx, "cancel_cutover", name, "/admin", w(lang, "cancel_cutover"),
                                      cls="secondary"))
     return "".join(out)

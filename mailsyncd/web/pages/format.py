@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from urllib.parse import quote
 
+from ...status import size_text
 from ..i18n import w
 from ..site import esc
 
@@ -48,14 +49,7 @@ def when(ts: float | None, lang: str = "en") -> str:
 
 
 def byte_size(n: int | None) -> str:
-    if n is None:
-        return ""
-    f = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if f < 1024 or unit == "GB":
-            return f"{f:.0f} {unit}" if unit == "B" else f"{f:.1f} {unit}"
-        f /= 1024
-    return str(n)
+    return size_text(n, "")
 
 
 def fact(label: str, value_html: str, attrs: str = "") -> str:

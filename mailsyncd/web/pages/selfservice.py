@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from ...status import phase_of, size_text
 from .. import i18n
 from ..i18n import t
 from ..site import AUTO, esc
@@ -77,13 +78,7 @@ def _current_folders(live) -> set[str]:
 
 
 def _size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    return size_text(n)
 
 
 def _when(ts: float | None) -> str:
@@ -94,13 +89,12 @@ def progress(lang: str, address: str, data: dict, live, csrf: str) -> str:
     acct = data["account"] or {}
     reports = data["reports"]
     mapped, _nbytes, skipped_n = data["counts"]
-    phase = "syncing" if live is not None else (acct.get("phase") or "new")
-    phase_key = f"phase_{phase}" if f"phase_{phase}" in i18n.MESSAGES[lang] else "phase_new"
+    phase = phase_of({**acct, "has_password": True}, live is not None)   # signed in: the password is stored
     out = ['<dl>',
            f'<dt>{esc(t(lang, "mailbox"))}</dt><dd>{esc(address)}</dd>']
     if acct.get("source_address"):
         out.append(f'<dt>{esc(t(lang, "copied_from"))}</dt><dd>{esc(acct["source_address"])}</dd>')
-    out.append(f'<dt>{esc(t(lang, "status"))}</dt><dd class="phase-{esc(phase)}">{esc(t(lang, phase_key))}</dd>')
+    out.append(f'<dt>{esc(t(lang, "status"))}</dt><dd class="phase-{esc(phase)}">{esc(t(lang, "phase_" + phase))}</dd>')
     last = data["last_pass"]
     last_text = _when(last["finished"]) if last and last.get("finished") else t(lang, "never")
     out.append(f'<dt>{esc(t(lang, "last_pass"))}</dt><dd>{esc(last_text)}</dd></dl>')
@@ -108,7 +102,7 @@ def progress(lang: str, address: str, data: dict, live, csrf: str) -> str:
     # the overall bar: the running pass when there is one, else what the store knows
     if live is not None and live.total:
         done, total = min(live.done, live.total), live.total
-        label = t(lang, "overall_pass", done=f"{done:,}", total=f"{total:,}", mb=f"{live.bytes / 1048576:.1f}")
+        label = t(lang, "overall_pass", done=f"{done:,}", total=f"{total:,}", size=size_text(live.bytes))
     else:
         total = sum(r.source_count or 0 for r in reports) or \
             sum(f.messages or 0 for f in data["folders"].values())
