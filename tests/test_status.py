@@ -56,20 +56,20 @@ def test_filters(tmp_path):
 
 def test_one_size_format_in_binary_units_everywhere():
     from mailsyncd.cli.render import human_bytes
-    from mailsyncd.web import admin, selfservice
+    from mailsyncd.web.pages import format as dashboard, selfservice
     n = 5_600_000                                   # the CLI said 5.6 MB, the dashboard 5.3 MB
     assert status.size_text(n) == "5.3 MiB"
-    assert human_bytes(n) == admin._size(n) == selfservice._size(n) == "5.3 MiB"
+    assert human_bytes(n) == dashboard.byte_size(n) == selfservice._size(n) == "5.3 MiB"
     assert [status.size_text(v) for v in (0, 1023, 1024, 1536, 1024**3, 5 * 1024**4)] == [
         "0 B", "1023 B", "1.0 KiB", "1.5 KiB", "1.0 GiB", "5.0 TiB"]
-    assert status.size_text(None) == "?" and admin._size(None) == ""
+    assert status.size_text(None) == "?" and dashboard.byte_size(None) == ""
 
 
 def test_one_label_per_phase_on_every_page():
-    from mailsyncd.web import admin, i18n
+    from mailsyncd.web import i18n
     for lang in i18n.LANGS:
         for phase in status.PHASES:
-            assert admin.w(lang, "phase_" + phase) == i18n.t(lang, "phase_" + phase) != ""
+            assert i18n.w(lang, "phase_" + phase) == i18n.t(lang, "phase_" + phase) != ""
     # the store's own words never reach a page
     assert not any(k in i18n.MESSAGES[lang] for lang in i18n.LANGS for k in ("phase_new", "phase_synced"))
 
