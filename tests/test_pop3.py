@@ -16,7 +16,7 @@ import pytest
 
 from mailsyncd.devserver import free_port
 from mailsyncd.store import Store
-from mailsyncd.sync.pop3 import header_block, message_date
+from mailsyncd.sync.popdate import header_block, message_date
 from mailsyncd.sync.progress import Progress
 from seed import Msg, make_message, seed, snapshot
 from syncenv import ctl, ctl_popen, make_config, password_file, sync_once
@@ -585,7 +585,7 @@ def test_a_message_over_max_message_size_is_not_read(dovecot_pair, tmp_path):
 
 def test_pop3_commands_pass_the_choke_point(dovecot_pair):
     from mailsyncd.errors import UnsafeCommand
-    from mailsyncd.sync import popguard
+    from mailsyncd.net import popguard
     p = popguard.POP3("127.0.0.1", dovecot_pair.source.pop3_port, timeout=10)
     try:
         with pytest.raises(UnsafeCommand):

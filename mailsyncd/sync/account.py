@@ -30,9 +30,9 @@ from ..errors import (
 )
 from ..imap.folders import FolderPlan, Skipped, keep_recorded, plan_folders
 from ..store import FolderReport, Store
-from . import imapconn
+from ..net import imap
 from .folder import FolderSync
-from .imapconn import Status
+from ..net.imap import Status
 from .progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -110,20 +110,20 @@ class AccountSync:
 
     # -- connections -------------------------------------------------------
     def _open_source(self):
-        c = imapconn.connect(self.domain.source, role="source")
+        c = imap.connect(self.domain.source, role="source")
         try:
-            imapconn.login_source(c, self.domain.source, self.source_address, self._password)
+            imap.login_source(c, self.domain.source, self.source_address, self._password)
         except BaseException:
-            imapconn.close(c)
+            imap.close(c)
             raise
         return c
 
     def _open_target(self):
-        c = imapconn.connect(self.domain.target, role="target")
+        c = imap.connect(self.domain.target, role="target")
         try:
-            imapconn.login_target(c, self.domain.target, self.address, self._password)
+            imap.login_target(c, self.domain.target, self.address, self._password)
         except BaseException:
-            imapconn.close(c)
+            imap.close(c)
             raise
         return c
 
@@ -132,7 +132,7 @@ class AccountSync:
         try:
             return src, self._open_target()
         except BaseException:
-            imapconn.close(src)
+            imap.close(src)
             raise
 
     # -- the pass ------------------------------------------------------------
@@ -171,16 +171,16 @@ class AccountSync:
             return
         src, tgt = self._with_retries(self._open_pair, "connect")
         try:
-            with imapconn.lost_is_transient("listing folders"):
-                src_boxes, src_status = imapconn.list_mailboxes(src, with_status=True)
-                tgt_boxes, _ = imapconn.list_mailboxes(tgt, with_status=False)
-                src_ns = imapconn.namespaces(src, f"account={self.address} side=source")
-                tgt_ns = imapconn.namespaces(tgt, f"account={self.address} side=target")
+            with imap.lost_is_transient("listing folders"):
+                src_boxes, src_status = imap.list_mailboxes(src, with_status=True)
+                tgt_boxes, _ = imap.list_mailboxes(tgt, with_status=False)
+                src_ns = imap.namespaces(src, f"account={self.address} side=source")
+                tgt_ns = imap.namespaces(tgt, f"account={self.address} side=target")
             caps = TargetCaps(tgt.has_capability("MULTIAPPEND"), tgt.has_capability("UIDPLUS"),
                               _appendlimit(tgt.capabilities()))
         except BaseException:
-            imapconn.close(src)
-            imapconn.close(tgt)
+            imap.close(src)
+            imap.close(tgt)
             raise
         plans, res.skipped_folders = plan_folders(src_boxes, tgt_boxes, self.domain.folders, src_ns, tgt_ns,
                                                   tgt.has_capability("CREATE-SPECIAL-USE"),
@@ -252,8 +252,8 @@ class AccountSync:
                 errors.append(e)
             finally:
                 if pair:
-                    imapconn.close(pair[0])
-                    imapconn.close(pair[1])
+                    imap.close(pair[0])
+                    imap.close(pair[1])
                 self.store.release_thread()
 
         threads = [threading.Thread(target=worker, args=(i,), name=f"sync-{self.address}-{i}", daemon=True)
@@ -287,8 +287,8 @@ class AccountSync:
                 if isinstance(e, MessageTooLarge) and e.recorded:
                     # recorded as skipped: reconnect at once and go on without it (no attempt used up)
                     logger.info("event=reconnect account=%s folder=%r reason=%r", self.address, plan.path, str(e))
-                    imapconn.close(pair[0])
-                    imapconn.close(pair[1])
+                    imap.close(pair[0])
+                    imap.close(pair[1])
                     pair = None
                     continue
                 transient = isinstance(e, (ConnectionLost, Unreachable))
@@ -296,8 +296,8 @@ class AccountSync:
                     logger.error("event=folder_failed account=%s folder=%r reason=%r",
                                  self.address, plan.path, str(e))
                     if pair and not transient:   # a malformed answer: the stream cannot be trusted after it
-                        imapconn.close(pair[0])
-                        imapconn.close(pair[1])
+                        imap.close(pair[0])
+                        imap.close(pair[1])
                         pair = None
                     return pair, self._failed(plan, status, str(e))
                 logger.warning("event=retry account=%s folder=%r attempt=%d wait=%.1fs reason=%r",
@@ -306,8 +306,8 @@ class AccountSync:
                 self.progress.folder(plan.path, False)
             attempt += 1
             if pair:
-                imapconn.close(pair[0])
-                imapconn.close(pair[1])
+                imap.close(pair[0])
+                imap.close(pair[1])
             pair = None
             if self.stop.wait(delay * (0.5 + random.random())):
                 break

@@ -26,8 +26,8 @@ from ..imap.folders import FolderPlan
 from ..store import FolderReport, FolderState, Inflight, InflightItem, MapRow
 from ..text import shown
 from . import expunge
-from .imapconn import Status, create_folder, fetch, folder_status, lost_is_transient, parse_appenduid, response_text
-from .imapguard import set_cap
+from ..net.imap import Status, create_folder, fetch, folder_status, lost_is_transient, parse_appenduid, response_text
+from ..net.imapguard import set_cap
 from .logic import batches, fingerprint, match_fingerprints, merge_flags, source_flags, storable
 
 logger = logging.getLogger(__name__)
