@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -208,6 +208,13 @@ _MIGRATIONS: dict[int, str] = {
     -- messages in the report's target folder that did not come from any source folder (there before)
     ALTER TABLE reports ADD COLUMN already_there INTEGER;
     """,
+    11: """
+    -- one in-flight journal for both engines (sync/appender.py): a POP3 batch is the row of path
+    -- 'INBOX (pop3)', its items [uidl, size, fingerprint] where an IMAP batch's are [uid, size, fp, flags]
+    INSERT OR REPLACE INTO inflight SELECT account, 'INBOX (pop3)', target_name, target_uidvalidity,
+        target_uidnext, items FROM pop3_inflight;
+    DROP TABLE pop3_inflight;
+    """,
 }
 
 KNOWN_NETWORK_DAYS = 30
@@ -242,10 +249,10 @@ class MapRow:
 
 @dataclass(frozen=True, slots=True)
 class InflightItem:
-    uid: int
+    key: int | str | None           # what the engine knows the message by: an IMAP UID, a POP3 UIDL
     size: int
     fingerprint: bytes
-    flags: tuple[str, ...]
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,15 +295,7 @@ class Pop3Row:
     id: int | None = None          # assigned by the store
 
 
-@dataclass(frozen=True, slots=True)
-class Pop3Inflight:
-    target_name: str
-    target_uidvalidity: int
-    target_uidnext: int
-    items: tuple[Pop3Row, ...]     # uidl, size, fingerprint of each message in the batch
-
-
-POP3_SKIPPED_PATH = "INBOX (pop3)"   # the skipped table's path for refused POP3 messages
+POP3_PATH = "INBOX (pop3)"   # a POP3 INBOX's path in the skipped table and the in-flight journal
 
 
 def flags_text(flags: Iterable[str]) -> str:
@@ -773,9 +772,9 @@ class Store:
             c.executemany("DELETE FROM messages WHERE account=? AND path=? AND uidvalidity=? AND uid=?", args)
             c.executemany("DELETE FROM deleting WHERE account=? AND path=? AND uidvalidity=? AND uid=?", args)
 
-    # -- a batch in flight ------------------------------------------------
+    # -- a batch in flight (either engine: POP3 under POP3_PATH) ----------------------
     def begin_batch(self, account: str, path: str, inflight: Inflight) -> None:
-        items = [[i.uid, i.size, i.fingerprint.hex(), list(i.flags)] for i in inflight.items]
+        items = [[i.key, i.size, i.fingerprint.hex(), list(i.flags)] for i in inflight.items]
         with self._tx() as c:
             c.execute("INSERT OR REPLACE INTO inflight VALUES (?,?,?,?,?,?)",
                       (account, path, inflight.target_name, inflight.target_uidvalidity,
@@ -787,7 +786,9 @@ class Store:
             " WHERE account=? AND path=?", (account, path)).fetchone()
         if row is None:
             return None
-        items = tuple(InflightItem(u, s, bytes.fromhex(fp), tuple(f)) for u, s, fp, f in json.loads(row[3]))
+        # a POP3 batch journalled before schema 11 has no flags
+        items = tuple(InflightItem(k, s, bytes.fromhex(fp), tuple(f[0]) if f else ())
+                      for k, s, fp, *f in json.loads(row[3]))
         return Inflight(row[0], row[1], row[2], items)
 
     def commit_batch(self, account: str, path: str, uidvalidity: int, rows: Iterable[MapRow],
@@ -873,29 +874,13 @@ class Store:
             " WHERE account=? AND target_name=? ORDER BY id", (account, target_name)).fetchall()
         return [Pop3Row(r[0], r[1], bytes(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
 
-    def pop3_begin_batch(self, account: str, inflight: Pop3Inflight) -> None:
-        items = [[i.uidl, i.size, i.fingerprint.hex()] for i in inflight.items]
-        with self._tx() as c:
-            c.execute("INSERT OR REPLACE INTO pop3_inflight VALUES (?,?,?,?,?)",
-                      (account, inflight.target_name, inflight.target_uidvalidity, inflight.target_uidnext,
-                       json.dumps(items)))
-
-    def pop3_inflight(self, account: str) -> Pop3Inflight | None:
-        row = self._conn().execute(
-            "SELECT target_name, target_uidvalidity, target_uidnext, items FROM pop3_inflight WHERE account=?",
-            (account,)).fetchone()
-        if row is None:
-            return None
-        items = tuple(Pop3Row(u, s, bytes.fromhex(fp)) for u, s, fp in json.loads(row[3]))
-        return Pop3Inflight(row[0], row[1], row[2], items)
-
     def pop3_commit_batch(self, account: str, target_name: str, rows: Iterable[Pop3Row],
                           claims: dict[int, str] | None = None) -> list[Pop3Row]:
         """Record what landed and what the target refused, give rows their current UIDL (``claims``:
         row id -> UIDL; for rows copied without one or under one the server no longer lists), and
         clear the in-flight record: atomically.
 
-        Refused rows are also entered in the skipped table (path POP3_SKIPPED_PATH, uid = the row's
+        Refused rows are also entered in the skipped table (path POP3_PATH, uid = the row's
         id) so that reports list them.  Returns the rows with their ids.
         """
         now = time.time()
@@ -911,11 +896,11 @@ class Store:
                     continue
                 if r.skipped is not None:
                     c.execute("INSERT OR REPLACE INTO skipped VALUES (?,?,?,?,?,?,?)",
-                              (account, POP3_SKIPPED_PATH, 0, nxt, r.size, r.skipped, now))
+                              (account, POP3_PATH, 0, nxt, r.size, r.skipped, now))
                 out.append(Pop3Row(r.uidl, r.size, r.fingerprint, r.target_uidvalidity, r.target_uid,
                                    r.skipped, nxt))
                 nxt += 1
             for rid, uidl in (claims or {}).items():
                 c.execute("UPDATE pop3_messages SET uidl=? WHERE account=? AND id=?", (uidl, account, rid))
-            c.execute("DELETE FROM pop3_inflight WHERE account=?", (account,))
+            c.execute("DELETE FROM inflight WHERE account=? AND path=?", (account, POP3_PATH))
         return out

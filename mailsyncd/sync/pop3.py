@@ -13,10 +13,9 @@ POP3 has no flags: messages arrive on the target without any (unread).  It has n
 INTERNALDATE either: it is taken from the message's Date: header, else from the
 newest Received: header, else the target stamps the time of the copy.
 
-Exactly-once works as in folder.py: before each APPEND the target's UIDNEXT and the
-batch's fingerprints go into the store (pop3_inflight); after it, the rows are
-committed in one transaction; after a crash the target's messages from that UIDNEXT
-on are fingerprinted and matched as a multiset.
+The target is written by sync/appender.py, as for IMAP sources: the in-flight journal
+(under store.POP3_PATH), MULTIAPPEND, APPENDUID, recovery by fingerprint after a crash,
+and the same rules for refusals.
 
 Servers without UIDL: the pass fails with an explanation, unless the fingerprint
 fallback is on (AccountSync(pop3_fallback=True), or ``source.pop3_no_uidl: fingerprint``
@@ -29,23 +28,21 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import queue
 import random
-import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from imapclient import exceptions as imapexc
 
 from ..errors import AuthFailed, ConnectionLost, FolderFailed, ProtocolError, TLSFailure, Unreachable
 from ..imap.folders import FolderPlan, Mailbox, plan_folders
 from ..net import imap
-from ..net.imap import folder_status, lost_is_transient, parse_appenduid, response_text
+from ..net.imap import folder_status, lost_is_transient
 from ..net.pop3 import FALLBACK_KEY, FALLBACK_VALUE, Pop3Source
-from ..store import FolderReport, Pop3Inflight, Pop3Row
-from .folder import _server_words
-from .logic import batches, fingerprint, match_fingerprints
+from ..store import POP3_PATH, FolderReport, Pop3Row
+from .appender import Appender, Outgoing, open_target, prefetched, server_words
+from .logic import batches, fingerprint
 from .popdate import message_date
 
 logger = logging.getLogger(__name__)
@@ -147,7 +144,7 @@ class Pop3Pass:
             except imapexc.IMAPClientAbortError:
                 raise ConnectionLost(f"target, {self.where}: connection lost") from None
             except imapexc.IMAPClientError as e:  # a NO where none was expected (STATUS, SELECT, FETCH)
-                raise FolderFailed(f"target {self.target!r}: {_server_words(e)}") from None
+                raise FolderFailed(f"target {self.target!r}: {server_words(e)}") from None
             finally:
                 imap.close(tgt)
         finally:
@@ -162,30 +159,14 @@ class Pop3Pass:
             logger.info("event=folder_not_synced account=%s folder=%r reason=%r", self.address, s.path, s.reason)
         return plans[0] if plans else None
 
-    def _ensure_target(self, tgt, plan: FolderPlan) -> None:
-        with lost_is_transient(f"target, {self.where}"):
-            if not plan.target_exists:
-                try:
-                    tgt.create_folder(plan.target)
-                except imapexc.IMAPClientError as e:
-                    if "EXISTS" not in str(e).upper():
-                        raise FolderFailed(f"target refused to create folder {plan.target!r}: {_server_words(e)}")
-                try:
-                    tgt.subscribe_folder(plan.target)
-                except imapexc.IMAPClientError:
-                    pass
-            try:
-                tgt.select_folder(plan.target, readonly=True)
-            except imapexc.IMAPClientError as e:
-                raise FolderFailed(f"target cannot open folder {plan.target!r}: {_server_words(e)}")
-
     # -- the copy ------------------------------------------------------------------
     def _copy(self, src: Pop3Source, tgt, plan: FolderPlan, t0: float) -> FolderReport:
         target = plan.target
         earlier = self.copied   # by an earlier session of this pass (before a retry): not "present"
-        self._ensure_target(tgt, plan)
-        self.multiappend = tgt.has_capability("MULTIAPPEND")
-        self._recover(tgt, target)
+        open_target(tgt, plan, self.where, subscribe=False)
+        writer = Appender(tgt, target, self.store, self.address, POP3_PATH, self.where,
+                          multiappend=tgt.has_capability("MULTIAPPEND"))
+        self._recover(writer)
         sizes = src.list()
         uidls = src.uidl()
         if uidls is None and not self.fallback:
@@ -227,7 +208,11 @@ class Pop3Pass:
 
         unreadable: list[tuple[int, str]] = []
         counts = {"present": present, "skipped": skipped}
-        self._pipeline(src, tgt, target, todo, uidls, pool, unreadable, counts)
+        if todo:
+            s = self.settings
+            prefetched(batches(todo, s.batch_messages, s.batch_bytes), src.fetch_many,
+                       lambda got: self._batch(writer, got, uidls, pool, unreadable, counts),
+                       self.stop, f"pop3 {self.address}")
 
         with lost_is_transient(f"target, {self.where}"):
             tcount = folder_status(tgt, target, ("MESSAGES",)).messages
@@ -243,51 +228,7 @@ class Pop3Pass:
         self.store.save_report(self.address, r)
         return r
 
-    def _pipeline(self, src, tgt, target, todo, uidls, pool, unreadable, counts) -> None:
-        """Download batches on a second thread while this one appends the previous batch."""
-        if not todo:
-            return
-        s = self.settings
-        q: queue.Queue = queue.Queue(maxsize=1)
-        abort = threading.Event()
-        failure: list[BaseException] = []
-
-        def hand_over(item) -> None:
-            while not abort.is_set():  # the appender may have gone: never block on it
-                try:
-                    q.put(item, timeout=0.5)
-                    return
-                except queue.Full:
-                    continue
-
-        def fetcher() -> None:
-            try:
-                for batch in batches(todo, s.batch_messages, s.batch_bytes):
-                    if abort.is_set() or self.stop.is_set():
-                        break
-                    hand_over(src.fetch_many(batch))
-            except BaseException as e:  # noqa: BLE001 - handed to the appender's thread
-                failure.append(e)
-            finally:
-                hand_over(None)
-
-        t = threading.Thread(target=fetcher, name=f"pop3 {self.address}", daemon=True)
-        t.start()
-        try:
-            while True:
-                got = q.get()
-                if got is None:
-                    break
-                self._batch(tgt, target, got, uidls, pool, unreadable, counts)
-        except BaseException:
-            abort.set()
-            raise
-        finally:
-            t.join()
-        if failure:
-            raise failure[0]
-
-    def _batch(self, tgt, target, got, uidls, pool, unreadable, counts) -> None:
+    def _batch(self, writer: Appender, got, uidls, pool, unreadable, counts) -> None:
         now = dt.datetime.now(dt.timezone.utc)
         msgs: list[_Msg] = []
         claims: dict[int, str] = {}
@@ -315,15 +256,17 @@ class Pop3Pass:
                 logger.debug("event=pop3_date_from_received %s message=%d uidl=%r", self.where, num, uidl)
             msgs.append(_Msg(num, uidl, raw, fp, date))
         rows: list[Pop3Row] = []
+        later = None
         if msgs:
-            with lost_is_transient(f"target, {self.where}"):
-                tst = folder_status(tgt, target, ("UIDNEXT", "UIDVALIDITY"))
-            self.store.pop3_begin_batch(self.address, Pop3Inflight(
-                target, tst.uidvalidity, tst.uidnext, tuple(Pop3Row(m.uidl, m.size, m.fp) for m in msgs)))
-            with lost_is_transient(f"target, {self.where}"):
-                rows = self._append(tgt, target, msgs, tst)
+            outgoing = [Outgoing(m.uidl, m.raw, (), m.date, m.fp) for m in msgs]
+            source = {id(o): m for o, m in zip(outgoing, msgs)}
+            out = writer.write(outgoing)
+            rows = [Pop3Row(o.key, o.size, o.fp, tv, tu) for o, tv, tu in out.landed]
+            rows += [Pop3Row(o.key, o.size, o.fp, skipped=f"target refused: {words} ({_named(source[id(o)])})")
+                     for o, words in out.refused]
+            later = out.later
         if msgs or claims:
-            rows = self.store.pop3_commit_batch(self.address, target, rows, claims)
+            rows = self.store.pop3_commit_batch(self.address, writer.target, rows, claims)
         done = [r for r in rows if r.skipped is None]
         refused = [r for r in rows if r.skipped is not None]
         nbytes = sum(r.size for r in done)
@@ -339,75 +282,18 @@ class Pop3Pass:
                        self.where, matched)
             self.progress.note_present(PATH, matched)
         self.progress.advance(PATH, len(got) - matched, nbytes)
+        if later:
+            raise FolderFailed(f"target refused APPEND: {later}; the rest of this folder waits for a later pass")
 
-    def _append(self, tgt, target: str, msgs: list[_Msg], tst) -> list[Pop3Row]:
-        """APPEND the batch (MULTIAPPEND when the target has it): a row per message, refusals included."""
-        if len(msgs) > 1 and self.multiappend:
-            items = [{"msg": m.raw, **({"date": m.date} if m.date is not None else {})} for m in msgs]
-            try:
-                typ, data = tgt.multiappend(target, items)
-            except imapexc.IMAPClientAbortError:
-                raise
-            except imapexc.IMAPClientError as e:
-                typ, data = "BAD", [str(e).encode()]
-            if typ == "OK":
-                au = parse_appenduid(response_text(data))
-                if au and au[0] == tst.uidvalidity and len(au[1]) == len(msgs):
-                    return [self._row(m, au[0], tu) for m, tu in zip(msgs, au[1])]
-                return self._resolve(tgt, target, msgs, tst)
-            # all or nothing: one message the target refuses fails the lot, so go one by one
-            logger.info("event=multiappend_refused %s reason=%r", self.where, response_text(data))
-        rows, unknown = [], []
-        for m in msgs:
-            try:
-                resp = tgt.append(target, m.raw, (), m.date)
-            except imapexc.IMAPClientAbortError:
-                raise
-            except imapexc.IMAPClientError as e:
-                where = f"POP3 UIDL {m.uidl}" if m.uidl is not None else f"POP3 message {m.num}, no UIDL"
-                rows.append(Pop3Row(m.uidl, m.size, m.fp, skipped=f"target refused: {_server_words(e)} ({where})"))
-                continue
-            au = parse_appenduid(resp if isinstance(resp, bytes) else str(resp))
-            if au and au[0] == tst.uidvalidity:
-                rows.append(self._row(m, au[0], au[1][0]))
-            else:
-                unknown.append(m)
-        if unknown:
-            rows += self._resolve(tgt, target, unknown, tst)
-        return rows
-
-    @staticmethod
-    def _row(m: _Msg, tv: int | None, tuid: int | None) -> Pop3Row:
-        return Pop3Row(m.uidl, m.size, m.fp, tv, tuid)
-
-    def _resolve(self, tgt, target: str, msgs: list[_Msg], tst) -> list[Pop3Row]:
-        """Targets without UIDPLUS: find what we appended by fingerprint, from UIDNEXT on."""
-        found = self._target_fingerprints(tgt, target, tst.uidnext)
-        match = match_fingerprints(((i, m.fp) for i, m in enumerate(msgs)), found)
-        return [self._row(m, tst.uidvalidity, match.get(i)) for i, m in enumerate(msgs)]
-
-    def _target_fingerprints(self, tgt, target: str, from_uid: int) -> list[tuple[int, bytes]]:
-        tgt.select_folder(target, readonly=True)  # re-select: what was just appended must be visible
-        data = imap.fetch(tgt, f"{from_uid}:*", [b"BODY.PEEK[]"])
-        return [(uid, fingerprint(d[b"BODY[]"])) for uid, d in data.items()
-                if uid >= from_uid and d.get(b"BODY[]") is not None]
-
-    def _recover(self, tgt, target: str) -> None:
-        inflight = self.store.pop3_inflight(self.address)
-        if inflight is None:
+    def _recover(self, writer: Appender) -> None:
+        if self.store.inflight(self.address, POP3_PATH) is None:
             return
-        rows: list[Pop3Row] = []
-        with lost_is_transient(f"target, {self.where}"):
-            tst = folder_status(tgt, inflight.target_name, ("UIDNEXT", "UIDVALIDITY")) \
-                if inflight.target_name == target else None
-            if tst is not None and tst.uidvalidity == inflight.target_uidvalidity:
-                found = self._target_fingerprints(tgt, target, inflight.target_uidnext)
-                match = match_fingerprints(((i, it.fingerprint) for i, it in enumerate(inflight.items)), found)
-                rows = [replace(it, target_uidvalidity=tst.uidvalidity, target_uid=match[i])
-                        for i, it in enumerate(inflight.items) if i in match]
-        logger.info("event=recovered_batch %s in_flight=%d already_on_target=%d",
-                    self.where, len(inflight.items), len(rows))
-        self.store.pop3_commit_batch(self.address, inflight.target_name, rows)
+        rows = [Pop3Row(it.key, it.size, it.fingerprint, tv, tu) for it, tv, tu in writer.recover()]
+        self.store.pop3_commit_batch(self.address, writer.target, rows)
+
+
+def _named(m: _Msg) -> str:
+    return f"POP3 UIDL {m.uidl}" if m.uidl is not None else f"POP3 message {m.num}, no UIDL"
 
 
 __all__ = ["NO_UIDL", "FALLBACK_KEY", "FALLBACK_VALUE", "Pop3Pass"]

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from imapclient import exceptions as imapexc
 
 from ..errors import FolderFailed
-from ..store import Store
 from ..net import imap
-from .logic import batches, fingerprint, match_fingerprints, uid_ranges
+from ..net.imap import uid_ranges
+from ..store import Store
+from .logic import batches, fingerprint, match_fingerprints
 
 logger = logging.getLogger(__name__)
 
