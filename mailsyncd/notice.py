@@ -57,9 +57,8 @@ def deliver(domain, address: str, password: str | None, store, *, sender: str) -
     reports = store.reports(address)
     messages = sum((r.copied or 0) + (r.present or 0) for r in reports)
     raw = compose(address, sender=sender, messages=messages, folders=len(reports), skipped=store.skipped(address))
-    client = imap.connect(domain.target, role="target")
+    client = imap.open_session(domain.target, role="target", address=address, password=password)
     try:
-        imap.login_target(client, domain.target, address, password)
         client.select_folder("INBOX")
         already = client.search(["HEADER", "Message-ID", message_id(address)])
         if not already:

@@ -482,6 +482,17 @@ def response_text(data) -> str:
     return str(data).strip()
 
 
+def open_session(endpoint, *, role: str, address: str, password: str | None) -> IMAPClient:
+    """Connected and logged in as ``role`` ("source" or "target"); closed again if the login fails."""
+    client = connect(endpoint, role=role)
+    try:
+        (login_source if role == "source" else login_target)(client, endpoint, address, password)
+    except BaseException:
+        close(client)
+        raise
+    return client
+
+
 def close(client: IMAPClient | None) -> None:
     if client is None:
         return

@@ -98,13 +98,9 @@ class AccountsMixin:
         return out
 
     def account(self, address: str) -> dict | None:
-        row = self._conn().execute(
-            "SELECT address, domain, phase, last_error, created, updated, plan, source_address FROM accounts "
-            "WHERE address=?", (address,)).fetchone()
-        if row is None:
-            return None
-        return dict(zip(("address", "domain", "phase", "last_error", "created", "updated", "plan",
-                         "source_address"), row))
+        rows = self._dicts("SELECT address, domain, phase, last_error, created, updated, plan, source_address"
+                           " FROM accounts WHERE address=?", (address,))
+        return rows[0] if rows else None
 
     # -- client networks a user logged in from -------------------------------------
     def remember_network(self, address: str, network: str, *, now: float | None = None) -> None:

@@ -57,6 +57,12 @@ class StoreBase:
                 self._all = [x for x in self._all if x is not c]
             c.close()
 
+    def _dicts(self, sql: str, args: tuple) -> list[dict]:
+        """Each row as {column: value}, the columns named by the query."""
+        cur = self._conn().execute(sql, args)
+        keys = [d[0] for d in cur.description]
+        return [dict(zip(keys, r)) for r in cur.fetchall()]
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         c = self._conn()

@@ -38,17 +38,10 @@ class ReportsMixin:
                       (time.time(), int(ok), copied, present, skipped, nbytes, error, deleted, pass_id))
 
     def passes(self, account: str, limit: int = 10) -> list[dict]:
-        rows = self._conn().execute(
-            "SELECT started, finished, ok, copied, present, skipped, bytes, error FROM passes"
-            " WHERE account=? ORDER BY id DESC LIMIT ?", (account, limit)).fetchall()
-        keys = ("started", "finished", "ok", "copied", "present", "skipped", "bytes", "error")
-        return [dict(zip(keys, r)) for r in rows]
+        return self._dicts("SELECT started, finished, ok, copied, present, skipped, bytes, error FROM passes"
+                           " WHERE account=? ORDER BY id DESC LIMIT ?", (account, limit))
 
     def last_pass(self, account: str) -> dict | None:
-        row = self._conn().execute(
-            "SELECT started, finished, ok, copied, present, skipped, bytes, error, deleted FROM passes"
-            " WHERE account=? ORDER BY id DESC LIMIT 1", (account,)).fetchone()
-        if row is None:
-            return None
-        return dict(zip(("started", "finished", "ok", "copied", "present", "skipped", "bytes", "error", "deleted"),
-                        row))
+        rows = self._dicts("SELECT started, finished, ok, copied, present, skipped, bytes, error, deleted"
+                           " FROM passes WHERE account=? ORDER BY id DESC LIMIT 1", (account,))
+        return rows[0] if rows else None

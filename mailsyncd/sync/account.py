@@ -66,25 +66,15 @@ class PassResult:
     connections: int = 0              # source connections the pass ended up using
     seconds: float = 0.0
 
-    @property
-    def copied(self) -> int:
-        return sum(f.copied for f in self.folders)
+    def _total(self, name: str) -> int:
+        return sum(getattr(f, name) for f in self.folders)
 
-    @property
-    def present(self) -> int:
-        return sum(f.present for f in self.folders)
-
-    @property
-    def skipped(self) -> int:
-        return sum(f.skipped for f in self.folders)
-
-    @property
-    def bytes(self) -> int:
-        return sum(f.bytes for f in self.folders)
-
-    @property
-    def deleted(self) -> int:
-        return sum(f.deleted for f in self.folders)
+    # the pass's figures: the sums of its folders'
+    copied = property(lambda self: self._total("copied"))
+    present = property(lambda self: self._total("present"))
+    skipped = property(lambda self: self._total("skipped"))
+    bytes = property(lambda self: self._total("bytes"))
+    deleted = property(lambda self: self._total("deleted"))
 
     @property
     def complete(self) -> bool:
@@ -110,22 +100,11 @@ class AccountSync:
 
     # -- connections -------------------------------------------------------
     def _open_source(self):
-        c = imap.connect(self.domain.source, role="source")
-        try:
-            imap.login_source(c, self.domain.source, self.source_address, self._password)
-        except BaseException:
-            imap.close(c)
-            raise
-        return c
+        return imap.open_session(self.domain.source, role="source", address=self.source_address,
+                                 password=self._password)
 
     def _open_target(self):
-        c = imap.connect(self.domain.target, role="target")
-        try:
-            imap.login_target(c, self.domain.target, self.address, self._password)
-        except BaseException:
-            imap.close(c)
-            raise
-        return c
+        return imap.open_session(self.domain.target, role="target", address=self.address, password=self._password)
 
     def _open_pair(self):
         src = self._open_source()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from ..errors import FolderFailed, MessageTooLarge
 from ..imap.folders import FolderPlan
@@ -29,16 +29,6 @@ from .logic import batches, fingerprint, match_fingerprints, merge_flags, source
 logger = logging.getLogger(__name__)
 
 _FETCH_ITEMS = [b"BODY.PEEK[]", b"FLAGS", b"INTERNALDATE"]
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    uid: int
-    size: int
-    raw: bytes
-    flags: tuple[str, ...]
-    date: object  # tz-aware datetime from the source's INTERNALDATE
-    fp: bytes
 
 
 class FolderSync:
@@ -141,30 +131,29 @@ class FolderSync:
         logger.warning("event=flag_dropped user=%s folder=%s uid=%d flag=%s",
                        self.acct, shown(self.path, 80), uid, shown(repr(flag), 80))
 
-    def _fetch(self, batch: list[tuple[int, int]]) -> list[Message | int]:
+    def _fetch(self, batch: list[tuple[int, int]]) -> list[Outgoing | int]:
         uids = [u for u, _ in batch]
         with lost_is_transient(f"source, {self.where}"):
             data = fetch(self.src, uids, _FETCH_ITEMS, sizes=dict(batch), on_dropped=self._flag_dropped)
-        out: list[Message | int] = []
+        out: list[Outgoing | int] = []
         for uid, size in batch:
             d = data.get(uid)
             raw = d.get(b"BODY[]") if d else None
             if raw is None:
                 out.append(uid)  # expunged meanwhile: nothing to copy
                 continue
-            out.append(Message(uid, len(raw), raw, source_flags(d.get(b"FLAGS", ())),
-                               d.get(b"INTERNALDATE"), fingerprint(raw)))
+            out.append(Outgoing(uid, raw, source_flags(d.get(b"FLAGS", ())), d.get(b"INTERNALDATE"),
+                                fingerprint(raw)))
         return out
 
-    def _append_batch(self, st: FolderState, batch: list[Message | int]) -> None:
-        msgs = [m for m in batch if isinstance(m, Message)]
-        last = max(m if isinstance(m, int) else m.uid for m in batch)
+    def _append_batch(self, st: FolderState, batch: list[Outgoing | int]) -> None:
+        msgs = [m for m in batch if isinstance(m, Outgoing)]
+        last = max(m if isinstance(m, int) else m.key for m in batch)
         rows: list[MapRow] = []
         skipped: list[tuple[int, int, str]] = []
         later = None
         if msgs:
-            out = self.writer.write([Outgoing(m.uid, m.raw, storable(m.flags, self.permanent)[0], m.date, m.fp)
-                                     for m in msgs])
+            out = self.writer.write([replace(m, flags=storable(m.flags, self.permanent)[0]) for m in msgs])
             rows = [MapRow(m.key, tv, tu, m.size, m.fp, tuple(sorted(m.flags))) for m, tv, tu in out.landed]
             skipped = [(m.key, m.size, f"target refused: {words}") for m, words in out.refused]
             later = out.later

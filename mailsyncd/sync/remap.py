@@ -38,9 +38,8 @@ def remap(domain, address: str, password: str | None, store: Store, folder: str 
     changes = [c for c in store.mapping_changes(address) if folder is None or c[0] == folder]
     if not changes:
         return []
-    tgt = imap.connect(domain.target, role="target")
+    tgt = imap.open_session(domain.target, role="target", address=address, password=password)
     try:
-        imap.login_target(tgt, domain.target, address, password)
         return [_one(tgt, store, address, path, old, new) for path, old, new in changes]
     finally:
         imap.close(tgt)
