@@ -7,7 +7,9 @@ refusals cannot drift apart again between the two engines.
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import sqlite3
+import time
 
 import pytest
 from imapclient import IMAPClient
@@ -15,7 +17,7 @@ from imapclient import IMAPClient
 from faultproxy import FaultProxy
 from mailsyncd.store import Store
 from seed import Msg, make_message, seed, snapshot
-from syncenv import make_config, sync_once
+from syncenv import ctl, ctl_popen, make_config, password_file, sync_once
 
 A = "alice@example.com"
 KINDS = ["imap", "pop3"]
@@ -23,10 +25,10 @@ KINDS = ["imap", "pop3"]
 COMMIT = {"imap": "commit_batch", "pop3": "pop3_commit_batch"}
 
 
-def _msg(i: int) -> Msg:
+def _msg(i: int, **kw) -> Msg:
     """No flags, INTERNALDATE = the Date: header: what either engine reproduces exactly."""
     date = dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=1))) + dt.timedelta(hours=i)
-    return Msg(make_message(i, size=2000 + i * 100), (), date)
+    return Msg(make_message(i, **{"size": 2000 + i * 100, **kw}), (), date)
 
 
 def config(kind, tmp_path, pair, **kw):
@@ -112,3 +114,26 @@ def test_a_full_target_stops_the_folder_and_the_next_pass_copies_the_rest(kind, 
         again = sync_once(cfg, A, pw)
     assert again.complete and again.copied == 4 and again.skipped == 0, again
     assert inbox(pair, "target") == inbox(pair, "source")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_kill_9_mid_copy_then_rerun_gives_exactly_one_copy(kind, dovecot_pair, tmp_path):
+    pair, pw = dovecot_pair, dovecot_pair.users[A].old_password
+    msgs = [_msg(i, size=2000 + (i % 7) * 3000, msgid=(i % 5 != 0)) for i in range(400)]
+    seed(*pair.source_account(A), {"INBOX": msgs + msgs[:5]})   # duplicates: matching is by multiset
+    before = inbox(pair, "source")
+    cfg = config(kind, tmp_path, pair, sync={"batch_messages": 7})
+    pwf = password_file(tmp_path, pw)
+    kills = 0
+    for delay in (0.5, 0.25, 0.9, 0.4):
+        p = ctl_popen("--config", cfg, "sync", A, "--password-file", pwf, "--progress", "none")
+        time.sleep(delay)
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            kills += 1
+        p.wait()
+    assert kills >= 1
+    r = ctl("--config", cfg, "sync", A, "--password-file", pwf, "--progress", "none")
+    assert r.returncode == 0, r.stderr
+    assert inbox(pair, "target") == inbox(pair, "source") == before
+    assert journal(tmp_path) == 0
