@@ -64,10 +64,13 @@ class FoldersMixin:
         return {r[0]: MapRow(r[0], r[1], r[2], r[3], bytes(r[4]), flags_tuple(r[5])) for r in rows}
 
     def account_counts(self, account: str) -> tuple[int, int, int]:
-        """(messages on the target, their bytes, messages skipped) over all folders: a cheap progress figure."""
+        """(messages on the target, their bytes, messages skipped) over all folders, from either kind of
+        source (the UID map, or the POP3 rows): a cheap progress figure."""
         c = self._conn()
-        mapped, nbytes = c.execute("SELECT count(*), coalesce(sum(size), 0) FROM messages WHERE account=?",
-                                   (account,)).fetchone()
+        mapped, nbytes = c.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM (SELECT size FROM messages WHERE account=?"
+            " UNION ALL SELECT size FROM pop3_messages WHERE account=? AND skipped IS NULL)",
+            (account, account)).fetchone()
         skipped = c.execute("SELECT count(*) FROM skipped WHERE account=?", (account,)).fetchone()[0]
         return mapped, nbytes, skipped
 
