@@ -3,9 +3,8 @@
 Exactly-once rests on three records in the store, each written before the step
 it protects: the folder's mark (UIDVALIDITY and the highest copied UID), the UID
 map (source UID -> target UID, fingerprint, flags last agreed), and the
-in-flight record of a batch (the target's UIDNEXT before the APPEND plus the
-batch's fingerprints).  After a crash the target's messages from that UIDNEXT on
-are fingerprinted and matched, so nothing is appended twice and nothing is lost.
+in-flight journal of a batch, kept by the one target writer (appender.py), which
+also recovers a batch after a crash, so nothing is appended twice and nothing is lost.
 
 The source is only ever EXAMINEd and read with BODY.PEEK.
 """

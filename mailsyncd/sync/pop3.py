@@ -1,17 +1,14 @@
 """POP3 sources: copy the INBOX one way to the target's INBOX (or wherever the folder rules put it).
 
 What is done is tracked by UIDL, so reruns only download new mail.  The source is
-never changed: no DELE is ever sent; messages are read with "TOP n <all lines>",
-which unlike RETR does not mark them \\Seen (Dovecot stores RETR's \\Seen on QUIT and
-also when the connection merely drops, so a crash mid-pass would change the source);
-RETR is used only where TOP is refused or truncates, and the session always ends
-with RSET before QUIT, which undoes RETR's \\Seen.  (Dovecot also moves maildir files
-from new/ to cur/ as soon as any POP3 session opens the mailbox, even one that
-reads nothing: no client can prevent that; messages and flags stay as they were.)
+never changed: the client (net/pop3.py) has no DELE and reads with TOP (RETR, then RSET, where TOP fails).
+(Dovecot moves maildir files from new/ to cur/ as soon as any POP3 session opens the
+mailbox, even one that reads nothing: no client can prevent that; messages and flags
+stay as they were.)
 
 POP3 has no flags: messages arrive on the target without any (unread).  It has no
 INTERNALDATE either: it is taken from the message's Date: header, else from the
-newest Received: header, else the target stamps the time of the copy.
+newest Received: header, else the target stamps the time of the copy (popdate.py).
 
 The target is written by sync/appender.py, as for IMAP sources: the in-flight journal
 (under store.POP3_PATH), MULTIAPPEND, APPENDUID, recovery by fingerprint after a crash,
