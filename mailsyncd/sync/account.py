@@ -29,10 +29,10 @@ from ..errors import (
     looks_throttled,
 )
 from ..imap.folders import FolderPlan, Skipped, keep_recorded, plan_folders
-from ..store import FolderReport, Store
 from ..net import imap
-from .folder import FolderSync
 from ..net.imap import Status
+from ..store import FolderReport, Store
+from .folder import FolderSync
 from .progress import Progress
 
 logger = logging.getLogger(__name__)
