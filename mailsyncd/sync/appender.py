@@ -101,12 +101,12 @@ class Appender:
         with lost_is_transient(f"target, {self.where}"):
             return self._append(msgs, tst)
 
-    def recover(self) -> list[tuple[InflightItem, int, int]]:
-        """The journalled batch's messages already on the target: (item, tuidvalidity, tuid).
-        An empty list when there is no journal, or the target folder was renumbered or renamed."""
+    def recover(self) -> list[tuple[InflightItem, int, int]] | None:
+        """The journalled batch's messages already on the target: (item, tuidvalidity, tuid); none
+        if the target folder was renumbered or renamed since.  None: nothing was journalled."""
         inflight = self.store.inflight(self.account, self.path)
         if inflight is None:
-            return []
+            return None
         out: list[tuple[InflightItem, int, int]] = []
         if inflight.target_name == self.target:
             with lost_is_transient(f"target, {self.where}"):

@@ -171,9 +171,10 @@ class FolderSync:
 
     # -- crash recovery and UIDVALIDITY changes ---------------------------------
     def _recover(self, st: FolderState) -> None:
-        if self.ctx.store.inflight(self.acct, self.path) is None:
+        found = self.writer.recover()
+        if found is None:
             return
-        rows = [MapRow(it.key, tv, tu, it.size, it.fingerprint, it.flags) for it, tv, tu in self.writer.recover()]
+        rows = [MapRow(it.key, tv, tu, it.size, it.fingerprint, it.flags) for it, tv, tu in found]
         self.ctx.store.commit_batch(self.acct, self.path, st.uidvalidity, rows, (), None)
         self.ctx.progress.note_present(self.path, len(rows))
 

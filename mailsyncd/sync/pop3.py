@@ -283,9 +283,10 @@ class Pop3Pass:
             raise FolderFailed(f"target refused APPEND: {later}; the rest of this folder waits for a later pass")
 
     def _recover(self, writer: Appender) -> None:
-        if self.store.inflight(self.address, POP3_PATH) is None:
+        found = writer.recover()
+        if found is None:
             return
-        rows = [Pop3Row(it.key, it.size, it.fingerprint, tv, tu) for it, tv, tu in writer.recover()]
+        rows = [Pop3Row(it.key, it.size, it.fingerprint, tv, tu) for it, tv, tu in found]
         self.store.pop3_commit_batch(self.address, writer.target, rows)
 
 
