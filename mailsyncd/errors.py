@@ -50,7 +50,7 @@ NOT_NOW = (TEMPORARY, THROTTLED)
 
 # Response codes decide first: IMAP's (RFC 5530) and POP3's (RFC 2449, RFC 3206).  An unknown code
 # ([ALERT], a folder name in brackets) decides nothing.  Not [OVERQUOTA]: the target's state, which
-# must not lower the source's connection limit (sync/folder.py retries it in a later pass).
+# must not lower the source's connection limit (the writer retries it in a later pass: append_waits).
 _CODES = {
     "UNAVAILABLE": TEMPORARY, "SERVERBUG": TEMPORARY, "SYS/TEMP": TEMPORARY,
     "LIMIT": THROTTLED, "INUSE": THROTTLED, "IN-USE": THROTTLED, "LOGIN-DELAY": THROTTLED,
@@ -86,6 +86,17 @@ def classify(text: str | bytes) -> str:
 def not_now(text: str | bytes) -> bool:
     """Does this refusal mean "not now" (retry later, perhaps with fewer connections) rather than "no"?"""
     return classify(text) in NOT_NOW
+
+
+def append_waits(text: str | bytes) -> bool:
+    """A target's refusal of an APPEND: True when the folder should wait for a later pass (the target is
+    full, unwell or busy: [OVERQUOTA], [UNAVAILABLE], [SERVERBUG], [INUSE]), False when only this message
+    is refused ([TOOBIG], [LIMIT] for one message over the target's size limit, anything else)."""
+    if isinstance(text, bytes):
+        text = text.decode("ascii", "replace")
+    codes = {c.upper() for c in _CODE.findall(text)}
+    return "OVERQUOTA" in codes or any(_CODES.get(c) == TEMPORARY for c in codes) or \
+        bool(codes & {"INUSE", "IN-USE"})
 
 
 # The name sync/account.py asks with: a pass failing "not now" makes the scheduler halve the host's limit.

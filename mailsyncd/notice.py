@@ -13,7 +13,7 @@ import logging
 import time
 from email.message import EmailMessage
 
-from .sync import imapconn
+from .net import imap
 
 logger = logging.getLogger("mailsyncd.notice")
 
@@ -57,16 +57,15 @@ def deliver(domain, address: str, password: str | None, store, *, sender: str) -
     reports = store.reports(address)
     messages = sum((r.copied or 0) + (r.present or 0) for r in reports)
     raw = compose(address, sender=sender, messages=messages, folders=len(reports), skipped=store.skipped(address))
-    client = imapconn.connect(domain.target, role="target")
+    client = imap.open_session(domain.target, role="target", address=address, password=password)
     try:
-        imapconn.login_target(client, domain.target, address, password)
         client.select_folder("INBOX")
         already = client.search(["HEADER", "Message-ID", message_id(address)])
         if not already:
             client.append("INBOX", raw)
         client.logout()
     finally:
-        imapconn.close(client)
+        imap.close(client)
     store.mark_notice_sent(address)
     logger.info("event=notice_appended account=%s messages=%d skipped=%d%s", address, messages,
                 len(store.skipped(address)), " (found from an earlier attempt)" if already else "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import imaplib
 import os
 import random
@@ -374,14 +375,23 @@ def test_cutover_end_to_end(tmp_path, dovecot_pair):
 
 # -- crashes and stopping ------------------------------------------------------------------------------
 
-def test_kill9_loop_during_a_large_sync_then_restart_gives_an_identical_copy(tmp_path, dovecot_pair):
+@pytest.mark.parametrize("kind", ["imap", "pop3"])
+def test_kill9_loop_during_a_large_sync_then_restart_gives_an_identical_copy(tmp_path, dovecot_pair, kind):
     pw = dovecot_pair.users[A].old_password
     rnd = random.Random(7)
-    seed(*dovecot_pair.source_account(A),
-         {f: [Msg(make_message(k * 1000 + i, size=rnd.choice([800, 3000, 20000])), ("\\Seen",) if i % 2 else ())
-              for i in range(600)] for k, f in enumerate(("INBOX", "Archive", "Sent"))})
+    if kind == "imap":
+        seed(*dovecot_pair.source_account(A),
+             {f: [Msg(make_message(k * 1000 + i, size=rnd.choice([800, 3000, 20000])), ("\\Seen",) if i % 2 else ())
+                  for i in range(600)] for k, f in enumerate(("INBOX", "Archive", "Sent"))})
+        source = None
+    else:   # POP3: the INBOX alone, no flags, INTERNALDATE from the Date: header (make_message's: +i hours)
+        base = dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+        seed(*dovecot_pair.source_account(A),
+             {"INBOX": [Msg(make_message(i, size=rnd.choice([800, 3000, 20000])), (), base + dt.timedelta(hours=i))
+                        for i in range(1800)]})
+        source = {"protocol": "pop3", "port": dovecot_pair.source.pop3_port, "security": "none"}
     from mailsyncd.store import Store
-    d = Daemon(tmp_path, dovecot_pair, sync={"batch_messages": 10}, scheduler=FAST)
+    d = Daemon(tmp_path, dovecot_pair, source=source, sync={"batch_messages": 10}, scheduler=FAST)
     d.start()
     login(d, A, pw).logout()
     mid_copy = 0

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from mailsyncd.errors import MailsyncError
 from mailsyncd.imap.flags import is_flag
-from mailsyncd.sync.imapconn import parse_fetch_data, parse_list, parse_status
+from mailsyncd.net.imap import parse_fetch_data, parse_list, parse_status
 
 FUZZ = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _CTL = (b"\r", b"\n", b"\0", "\r", "\n", "\0")

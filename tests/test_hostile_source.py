@@ -158,7 +158,7 @@ def test_the_source_is_only_examined(dovecot_pair, tmp_path):
 def test_choke_point_refuses_crlf_in_any_argument(dovecot_pair):
     """Straight at the guarded client: a CRLF argument never reaches a real server, the session stays usable."""
     from mailsyncd.errors import UnsafeCommand
-    from mailsyncd.sync.imapconn import connect as open_conn
+    from mailsyncd.net.imap import connect as open_conn
     from mailsyncd.config import Endpoint
     ep = Endpoint(host="127.0.0.1", port=dovecot_pair.target.imap_port, security="none", protocol="imap",
                   dangerously_allow_cleartext=True)

@@ -10,9 +10,8 @@ from hypothesis import strategies as st
 from imapclient.response_parser import parse_fetch_response
 
 from mailsyncd.imap.fetchparse import parse_fetch
-from mailsyncd.sync.imapconn import expand_uidset, parse_appenduid
-from mailsyncd.sync.logic import (batches, fingerprint, match_fingerprints, merge_flags, source_flags, storable,
-                                  uid_ranges)
+from mailsyncd.net.imap import expand_uidset, parse_appenduid, uid_ranges
+from mailsyncd.sync.logic import batches, fingerprint, match_fingerprints, merge_flags, source_flags, storable
 
 
 def test_fingerprint_ignores_line_end_style_but_not_content():

@@ -16,7 +16,7 @@ import pytest
 
 from mailsyncd.testing import free_port
 from mailsyncd.store import Store
-from mailsyncd.sync.pop3 import header_block, message_date
+from mailsyncd.sync.popdate import header_block, message_date
 from mailsyncd.sync.progress import Progress
 from seed import Msg, make_message, seed, snapshot
 from syncenv import ctl, ctl_popen, make_config, password_file, sync_once
@@ -95,7 +95,7 @@ def pop3_rows(tmp_path) -> list[tuple]:
 
 def inflight_count(tmp_path) -> int:
     with sqlite3.connect(tmp_path / "state" / "mailsyncd.sqlite3") as c:
-        return c.execute("SELECT count(*) FROM pop3_inflight").fetchone()[0]
+        return c.execute("SELECT count(*) FROM inflight").fetchone()[0]
 
 
 # ---------------------------------------------------------------- pure: dates from headers
@@ -320,53 +320,7 @@ plugin {
     assert "copied 0" in r2.stdout
 
 
-def test_crash_between_append_and_commit_leaves_no_duplicates(dovecot_pair, tmp_path, monkeypatch):
-    pair = dovecot_pair
-    pw = pair.users[A].old_password
-    seed(*pair.source_account(A), {"INBOX": corpus()})
-    cfg = pop3_cfg(tmp_path, pair, sync={"batch_messages": 4})
-    real = Store.pop3_commit_batch
-    calls = {"n": 0}
-
-    def crashing(self, account, target, rows, claims=None):
-        rows = list(rows)
-        calls["n"] += 1
-        if calls["n"] == 2 and rows:
-            raise RuntimeError("simulated crash after APPEND, before the commit")
-        return real(self, account, target, rows, claims)
-
-    monkeypatch.setattr(Store, "pop3_commit_batch", crashing)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        sync_once(cfg, A, pw)
-    assert len(dst_box(pair)) == 8          # two batches on the target, only the first recorded
-    assert inflight_count(tmp_path) == 1
-    monkeypatch.setattr(Store, "pop3_commit_batch", real)
-    res = sync_once(cfg, A, pw)
-    assert res.complete
-    assert res.copied == len(corpus()) - 8  # the unrecorded batch was found on the target, not copied again
-    assert dst_box(pair) == src_inbox(pair)
-    assert inflight_count(tmp_path) == 0
-
-
-def test_crash_before_append_copies_the_batch_then(dovecot_pair, tmp_path, monkeypatch):
-    """In-flight record written, APPEND never sent: recovery finds nothing, the batch is copied afresh."""
-    from mailsyncd.sync import pop3
-    pair = dovecot_pair
-    pw = pair.users[A].old_password
-    seed(*pair.source_account(A), {"INBOX": [_msg(i) for i in range(6)]})
-    cfg = pop3_cfg(tmp_path, pair, sync={"batch_messages": 3})
-
-    def boom(self, *a, **kw):
-        raise RuntimeError("simulated crash before APPEND")
-
-    monkeypatch.setattr(pop3.Pop3Pass, "_append", boom)
-    with pytest.raises(RuntimeError):
-        sync_once(cfg, A, pw)
-    assert inflight_count(tmp_path) == 1 and dst_box(pair) == []
-    monkeypatch.undo()
-    res = sync_once(cfg, A, pw)
-    assert res.complete and res.copied == 6
-    assert dst_box(pair) == src_inbox(pair)
+# crashes between the journal, APPEND and the commit: tests/test_writer.py, for both engines
 
 
 def test_kill_9_mid_pass_then_rerun_gives_exactly_one_copy(dovecot_pair, tmp_path):
@@ -585,7 +539,7 @@ def test_a_message_over_max_message_size_is_not_read(dovecot_pair, tmp_path):
 
 def test_pop3_commands_pass_the_choke_point(dovecot_pair):
     from mailsyncd.errors import UnsafeCommand
-    from mailsyncd.sync import popguard
+    from mailsyncd.net import popguard
     p = popguard.POP3("127.0.0.1", dovecot_pair.source.pop3_port, timeout=10)
     try:
         with pytest.raises(UnsafeCommand):

@@ -13,7 +13,7 @@ from mailsyncd.providers import quirks
 from mailsyncd.config import ConfigError, load_config
 from mailsyncd.imap.folders import Mailbox, plan_folders
 from mailsyncd.providers import PRESETS_PATH, PresetError, load_presets
-from mailsyncd.sync.imapconn import _login_error
+from mailsyncd.net.imap import _login_error
 from mailsyncd.text import server_words
 
 QQ_URL = "http://service.mail.qq.com/cgi-bin/help?subtype=1&&id=28&&no=1001256"

@@ -6,7 +6,7 @@ import pytest
 
 from mailsyncd.auth import source
 from mailsyncd.config import parse_config
-from mailsyncd.errors import AUTH, PERMANENT, TEMPORARY, THROTTLED, classify, looks_throttled
+from mailsyncd.errors import AUTH, PERMANENT, TEMPORARY, THROTTLED, append_waits, classify, looks_throttled
 from mailsyncd.imap.targetlogin import Failed, TargetLogin
 
 
@@ -74,3 +74,16 @@ def test_a_target_that_is_throttling_is_unavailable_not_a_refused_login():
     assert _target_answer(b"P1 NO [UNAVAILABLE] Temporary failure\r\n").kind == "unavailable"
     assert _target_answer(b"P1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n").kind == "auth"
     assert _target_answer(b"P1 NO [AUTHENTICATIONFAILED] Try again.\r\n").kind == "auth"
+
+
+@pytest.mark.parametrize(("words", "waits"), [
+    ("[OVERQUOTA] Quota exceeded (mailbox for user is full)", True),
+    ("[UNAVAILABLE] Internal error occurred", True),
+    ("[SERVERBUG] oops", True),
+    ("[INUSE] Mailbox is locked", True),
+    ("[TOOBIG] Message too large", False),
+    ("[LIMIT] Mail too large", False),          # Dovecot: one message over quota_max_mail_size
+    ("Invalid arguments", False),
+])
+def test_an_append_refusal_either_waits_for_a_later_pass_or_skips_the_message(words, waits):
+    assert append_waits(words) is waits

@@ -15,7 +15,7 @@ from mailsyncd.config import parse_config
 from mailsyncd.testing import make_test_cert
 from mailsyncd.errors import TLSFailure
 from mailsyncd.providers import DetectionFailed, detect, srv_tls_name
-from mailsyncd.sync import imapconn
+from mailsyncd.net import imap as imapconn
 
 
 def _no_probe(host, port, security, timeout):

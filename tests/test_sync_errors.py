@@ -147,24 +147,7 @@ def test_a_pass_stopped_mid_folder_leaves_the_rest_for_the_next_pass(dovecot_pai
     assert snapshot(*pair.target_master_account(A)) == snapshot(*pair.source_account(A))
 
 
-@pytest.mark.parametrize("code", ["OVERQUOTA", "UNAVAILABLE"])
-def test_a_full_target_stops_the_folder_and_the_next_pass_copies_the_rest(dovecot_pair, tmp_path, code):
-    # Found by tests/test_chaos.py: a target over quota had every message recorded as skipped for good.
-    pair = dovecot_pair
-    seed(*pair.source_account(A), _inbox(12))
-    pw = pair.users[A].old_password
-    with FaultProxy(pair.target.imap_port, "target") as tp:
-        cfg = make_config(tmp_path, pair, target={"port": tp.port}, sync={"batch_messages": 4, "connections": 1})
-        tp.at_append(8, lambda: tp.refuse_appends(code, 1000))      # full after the first two batches
-        full = sync_once(cfg, A, pw)
-        assert not full.complete and full.skipped == 0, full
-        (rep,) = full.folders
-        assert f"[{code}]" in rep.error, rep
-        assert len(snapshot(*pair.target_master_account(A))["INBOX"]) == 8
-        tp.refuse_appends(code, 0)                                   # the admin raised the quota
-        again = sync_once(cfg, A, pw)
-    assert again.complete and again.copied == 4, again
-    assert snapshot(*pair.target_master_account(A)) == snapshot(*pair.source_account(A))
+# a full target ([OVERQUOTA], [UNAVAILABLE]): tests/test_writer.py, for both engines
 
 
 def test_a_message_too_big_for_the_target_is_skipped_with_the_reason(dovecot_pair, tmp_path):

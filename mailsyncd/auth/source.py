@@ -7,7 +7,7 @@ import ssl
 
 from ..providers import quirks
 from ..errors import AuthFailed, MailsyncError, not_now
-from ..sync import imapconn, popguard
+from ..net import imap, popguard
 from ..text import server_words
 
 # APP_PASSWORD: refused, with the provider's words for "use the app password" (a WRONG that can say why)
@@ -27,15 +27,15 @@ def check(endpoint, address: str, password: str) -> tuple[str, str]:
         return _check_pop3(endpoint, address, password)
     client = None
     try:
-        client = imapconn.connect(endpoint, role="source")
-        imapconn.login_source(client, endpoint, address, password)
+        client = imap.connect(endpoint, role="source")
+        imap.login_source(client, endpoint, address, password)
         return OK, "source accepted"
     except AuthFailed as e:
         return _refused(endpoint, e.server_text, str(e)), str(e)
     except MailsyncError as e:
         return UNAVAILABLE, str(e)
     finally:
-        imapconn.close(client)
+        imap.close(client)
 
 
 def _check_pop3(endpoint, address: str, password: str) -> tuple[str, str]:
@@ -46,11 +46,11 @@ def _check_pop3(endpoint, address: str, password: str) -> tuple[str, str]:
         try:
             if endpoint.security == "tls":
                 conn = popguard.POP3_SSL(endpoint.host, endpoint.port, timeout=endpoint.timeout,
-                                       context=imapconn.tls_context(endpoint))
+                                       context=imap.tls_context(endpoint))
             else:
                 conn = popguard.POP3(endpoint.host, endpoint.port, timeout=endpoint.timeout)
                 if endpoint.security == "starttls":
-                    conn.stls(imapconn.tls_context(endpoint))
+                    conn.stls(imap.tls_context(endpoint))
         except poplib.error_proto as e:
             return UNAVAILABLE, f"{where}: {_text(e)}"
         try:

@@ -29,10 +29,10 @@ from ..errors import (
     looks_throttled,
 )
 from ..imap.folders import FolderPlan, Skipped, keep_recorded, plan_folders
+from ..net import imap
+from ..net.imap import Status
 from ..store import FolderReport, Store
-from . import imapconn
 from .folder import FolderSync
-from .imapconn import Status
 from .progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -66,25 +66,15 @@ class PassResult:
     connections: int = 0              # source connections the pass ended up using
     seconds: float = 0.0
 
-    @property
-    def copied(self) -> int:
-        return sum(f.copied for f in self.folders)
+    def _total(self, name: str) -> int:
+        return sum(getattr(f, name) for f in self.folders)
 
-    @property
-    def present(self) -> int:
-        return sum(f.present for f in self.folders)
-
-    @property
-    def skipped(self) -> int:
-        return sum(f.skipped for f in self.folders)
-
-    @property
-    def bytes(self) -> int:
-        return sum(f.bytes for f in self.folders)
-
-    @property
-    def deleted(self) -> int:
-        return sum(f.deleted for f in self.folders)
+    # the pass's figures: the sums of its folders'
+    copied = property(lambda self: self._total("copied"))
+    present = property(lambda self: self._total("present"))
+    skipped = property(lambda self: self._total("skipped"))
+    bytes = property(lambda self: self._total("bytes"))
+    deleted = property(lambda self: self._total("deleted"))
 
     @property
     def complete(self) -> bool:
@@ -110,29 +100,18 @@ class AccountSync:
 
     # -- connections -------------------------------------------------------
     def _open_source(self):
-        c = imapconn.connect(self.domain.source, role="source")
-        try:
-            imapconn.login_source(c, self.domain.source, self.source_address, self._password)
-        except BaseException:
-            imapconn.close(c)
-            raise
-        return c
+        return imap.open_session(self.domain.source, role="source", address=self.source_address,
+                                 password=self._password)
 
     def _open_target(self):
-        c = imapconn.connect(self.domain.target, role="target")
-        try:
-            imapconn.login_target(c, self.domain.target, self.address, self._password)
-        except BaseException:
-            imapconn.close(c)
-            raise
-        return c
+        return imap.open_session(self.domain.target, role="target", address=self.address, password=self._password)
 
     def _open_pair(self):
         src = self._open_source()
         try:
             return src, self._open_target()
         except BaseException:
-            imapconn.close(src)
+            imap.close(src)
             raise
 
     # -- the pass ------------------------------------------------------------
@@ -171,16 +150,16 @@ class AccountSync:
             return
         src, tgt = self._with_retries(self._open_pair, "connect")
         try:
-            with imapconn.lost_is_transient("listing folders"):
-                src_boxes, src_status = imapconn.list_mailboxes(src, with_status=True)
-                tgt_boxes, _ = imapconn.list_mailboxes(tgt, with_status=False)
-                src_ns = imapconn.namespaces(src, f"account={self.address} side=source")
-                tgt_ns = imapconn.namespaces(tgt, f"account={self.address} side=target")
+            with imap.lost_is_transient("listing folders"):
+                src_boxes, src_status = imap.list_mailboxes(src, with_status=True)
+                tgt_boxes, _ = imap.list_mailboxes(tgt, with_status=False)
+                src_ns = imap.namespaces(src, f"account={self.address} side=source")
+                tgt_ns = imap.namespaces(tgt, f"account={self.address} side=target")
             caps = TargetCaps(tgt.has_capability("MULTIAPPEND"), tgt.has_capability("UIDPLUS"),
                               _appendlimit(tgt.capabilities()))
         except BaseException:
-            imapconn.close(src)
-            imapconn.close(tgt)
+            imap.close(src)
+            imap.close(tgt)
             raise
         plans, res.skipped_folders = plan_folders(src_boxes, tgt_boxes, self.domain.folders, src_ns, tgt_ns,
                                                   tgt.has_capability("CREATE-SPECIAL-USE"),
@@ -252,8 +231,8 @@ class AccountSync:
                 errors.append(e)
             finally:
                 if pair:
-                    imapconn.close(pair[0])
-                    imapconn.close(pair[1])
+                    imap.close(pair[0])
+                    imap.close(pair[1])
                 self.store.release_thread()
 
         threads = [threading.Thread(target=worker, args=(i,), name=f"sync-{self.address}-{i}", daemon=True)
@@ -287,8 +266,8 @@ class AccountSync:
                 if isinstance(e, MessageTooLarge) and e.recorded:
                     # recorded as skipped: reconnect at once and go on without it (no attempt used up)
                     logger.info("event=reconnect account=%s folder=%r reason=%r", self.address, plan.path, str(e))
-                    imapconn.close(pair[0])
-                    imapconn.close(pair[1])
+                    imap.close(pair[0])
+                    imap.close(pair[1])
                     pair = None
                     continue
                 transient = isinstance(e, (ConnectionLost, Unreachable))
@@ -296,8 +275,8 @@ class AccountSync:
                     logger.error("event=folder_failed account=%s folder=%r reason=%r",
                                  self.address, plan.path, str(e))
                     if pair and not transient:   # a malformed answer: the stream cannot be trusted after it
-                        imapconn.close(pair[0])
-                        imapconn.close(pair[1])
+                        imap.close(pair[0])
+                        imap.close(pair[1])
                         pair = None
                     return pair, self._failed(plan, status, str(e))
                 logger.warning("event=retry account=%s folder=%r attempt=%d wait=%.1fs reason=%r",
@@ -306,8 +285,8 @@ class AccountSync:
                 self.progress.folder(plan.path, False)
             attempt += 1
             if pair:
-                imapconn.close(pair[0])
-                imapconn.close(pair[1])
+                imap.close(pair[0])
+                imap.close(pair[1])
             pair = None
             if self.stop.wait(delay * (0.5 + random.random())):
                 break

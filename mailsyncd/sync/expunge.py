@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from ..net.imap import fetch, lost_is_transient
 from .deletions import CHANGED, DELETED, OnTarget, decide, gone_at_source, unchanged
-from .imapconn import fetch, lost_is_transient
 from .logic import batches, fingerprint
 
 logger = logging.getLogger(__name__)

@@ -3,9 +3,8 @@
 Exactly-once rests on three records in the store, each written before the step
 it protects: the folder's mark (UIDVALIDITY and the highest copied UID), the UID
 map (source UID -> target UID, fingerprint, flags last agreed), and the
-in-flight record of a batch (the target's UIDNEXT before the APPEND plus the
-batch's fingerprints).  After a crash the target's messages from that UIDNEXT on
-are fingerprinted and matched, so nothing is appended twice and nothing is lost.
+in-flight journal of a batch, kept by the one target writer (appender.py), which
+also recovers a batch after a crash, so nothing is appended twice and nothing is lost.
 
 The source is only ever EXAMINEd and read with BODY.PEEK.
 """
@@ -13,39 +12,22 @@ The source is only ever EXAMINEd and read with BODY.PEEK.
 from __future__ import annotations
 
 import logging
-import queue
-import re
-import threading
 import time
-from dataclasses import dataclass, replace
-
-from imapclient import exceptions as imapexc
+from dataclasses import replace
 
 from ..errors import FolderFailed, MessageTooLarge
 from ..imap.folders import FolderPlan
-from ..store import FolderReport, FolderState, Inflight, InflightItem, MapRow
+from ..net.imap import Status, fetch, folder_status, lost_is_transient
+from ..net.imapguard import set_cap
+from ..store import FolderReport, FolderState, MapRow
 from ..text import shown
 from . import expunge
-from .imapconn import Status, create_folder, fetch, folder_status, lost_is_transient, parse_appenduid, response_text
-from .imapguard import set_cap
+from .appender import Appender, Outgoing, open_target, prefetched
 from .logic import batches, fingerprint, match_fingerprints, merge_flags, source_flags, storable
 
 logger = logging.getLogger(__name__)
 
 _FETCH_ITEMS = [b"BODY.PEEK[]", b"FLAGS", b"INTERNALDATE"]
-# Refusals about the target's state, not the message (RFC 5530): retried by a later pass, never skipped.
-# Not [LIMIT]: Dovecot answers a message over quota_max_mail_size with it.
-_NOT_NOW = re.compile(r"\[(OVERQUOTA|UNAVAILABLE|INUSE)\]", re.I)
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    uid: int
-    size: int
-    raw: bytes
-    flags: tuple[str, ...]
-    date: object  # tz-aware datetime from the source's INTERNALDATE
-    fp: bytes
 
 
 class FolderSync:
@@ -67,6 +49,8 @@ class FolderSync:
         limit = ctx.target_caps.appendlimit
         self.cap = min(ctx.settings.max_message_size, limit) if limit else ctx.settings.max_message_size
         set_cap(src, self.cap)
+        self.writer = Appender(tgt, self.target, ctx.store, self.acct, self.path, self.where,
+                               multiappend=ctx.target_caps.multiappend)
 
     # -- entry point ---------------------------------------------------------
     def run(self) -> FolderReport:
@@ -77,9 +61,7 @@ class FolderSync:
         if st is None:   # the first copy records the mapping; AccountSync keeps it from then on
             st = FolderState(self.path, self.plan.source, self.target, status.uidvalidity, 0, None, None, None, None)
             store.save_folder(self.acct, st)
-        inflight = store.inflight(self.acct, self.path)
-        if inflight is not None:
-            self._recover(st, inflight)
+        self._recover(st)
         if st.uidvalidity != status.uidvalidity:
             st = self._remap(st)
 
@@ -108,25 +90,7 @@ class FolderSync:
 
     # -- target folder -----------------------------------------------------------
     def _ensure_target(self, first_time: bool) -> None:
-        with lost_is_transient(f"target, {self.where}"):
-            if not self.plan.target_exists:
-                try:
-                    create_folder(self.tgt, self.target, self.plan.create_use)
-                except imapexc.IMAPClientError as e:
-                    if "EXISTS" not in str(e).upper():
-                        raise FolderFailed(f"target refused to create folder {self.target!r}: {_server_words(e)}")
-            if first_time or not self.plan.target_exists:
-                try:
-                    self.tgt.subscribe_folder(self.target)
-                except imapexc.IMAPClientError:
-                    pass  # subscription is a convenience; some servers have none
-            try:
-                # SELECT, not EXAMINE: a read-only select reports PERMANENTFLAGS ()
-                info = self.tgt.select_folder(self.target)
-            except imapexc.IMAPClientError as e:
-                raise FolderFailed(f"target cannot open folder {self.target!r}: {_server_words(e)}")
-        perm = info.get(b"PERMANENTFLAGS")
-        self.permanent = frozenset(f.decode() if isinstance(f, bytes) else f for f in perm) if perm else None
+        self.permanent = open_target(self.tgt, self.plan, self.where, subscribe=first_time)
 
     # -- new messages ---------------------------------------------------------
     def _copy_new(self, st: FolderState) -> None:
@@ -145,50 +109,16 @@ class FolderSync:
         if not todo:
             return
         s = self.ctx.settings
-        q: queue.Queue = queue.Queue(maxsize=1)  # bounds memory: one batch fetched ahead, one being appended
-        abort = threading.Event()
-        failure: list[BaseException] = []
-
-        def fetcher() -> None:
-            try:
-                for batch in batches(todo, s.batch_messages, s.batch_bytes):
-                    if abort.is_set() or self.ctx.stop.is_set():
-                        break
-                    put(self._fetch(batch))
-            except BaseException as e:  # noqa: BLE001 - handed to the appender's thread
-                failure.append(e)
-            finally:
-                put(None)   # the end; a blocking put could wait forever for an appender that failed
-
-        def put(item) -> None:
-            while not abort.is_set():
-                try:
-                    q.put(item, timeout=0.5)
-                    return
-                except queue.Full:
-                    continue
-
-        t = threading.Thread(target=fetcher, name=f"fetch {self.path}", daemon=True)
-        t.start()
         try:
-            while True:
-                msgs = q.get()
-                if msgs is None:
-                    break
-                self._append_batch(st, msgs)
-        except BaseException:
-            abort.set()
-            raise
-        finally:
-            t.join()
-        if failure:
-            e = failure[0]
-            if isinstance(e, MessageTooLarge) and e.uid is not None:
+            prefetched(batches(todo, s.batch_messages, s.batch_bytes), self._fetch,
+                       lambda msgs: self._append_batch(st, msgs), self.ctx.stop, f"fetch {self.path}")
+        except MessageTooLarge as e:
+            if e.uid is not None:
                 # Recorded, so that the retry on a new connection goes on without it.
                 self._record_skipped(st, [(e.uid, e.actual, f"too large: the server sent {e.actual} bytes, "
                                                            f"RFC822.SIZE said {e.announced}; limit {e.limit}")])
                 e.recorded = True
-            raise e
+            raise
 
     def _record_skipped(self, st: FolderState, skipped: list[tuple[int, int, str]]) -> None:
         self.ctx.store.commit_batch(self.acct, self.path, st.uidvalidity, [], skipped, None)
@@ -200,109 +130,51 @@ class FolderSync:
         logger.warning("event=flag_dropped user=%s folder=%s uid=%d flag=%s",
                        self.acct, shown(self.path, 80), uid, shown(repr(flag), 80))
 
-    def _fetch(self, batch: list[tuple[int, int]]) -> list[Message | int]:
+    def _fetch(self, batch: list[tuple[int, int]]) -> list[Outgoing | int]:
         uids = [u for u, _ in batch]
         with lost_is_transient(f"source, {self.where}"):
             data = fetch(self.src, uids, _FETCH_ITEMS, sizes=dict(batch), on_dropped=self._flag_dropped)
-        out: list[Message | int] = []
+        out: list[Outgoing | int] = []
         for uid, size in batch:
             d = data.get(uid)
             raw = d.get(b"BODY[]") if d else None
             if raw is None:
                 out.append(uid)  # expunged meanwhile: nothing to copy
                 continue
-            out.append(Message(uid, len(raw), raw, source_flags(d.get(b"FLAGS", ())),
-                               d.get(b"INTERNALDATE"), fingerprint(raw)))
+            out.append(Outgoing(uid, raw, source_flags(d.get(b"FLAGS", ())), d.get(b"INTERNALDATE"),
+                                fingerprint(raw)))
         return out
 
-    def _append_batch(self, st: FolderState, batch: list[Message | int]) -> None:
-        store = self.ctx.store
-        msgs = [m for m in batch if isinstance(m, Message)]
-        last = max(m if isinstance(m, int) else m.uid for m in batch)
+    def _append_batch(self, st: FolderState, batch: list[Outgoing | int]) -> None:
+        msgs = [m for m in batch if isinstance(m, Outgoing)]
+        last = max(m if isinstance(m, int) else m.key for m in batch)
         rows: list[MapRow] = []
         skipped: list[tuple[int, int, str]] = []
+        later = None
         if msgs:
-            with lost_is_transient(f"target, {self.where}"):
-                tst = folder_status(self.tgt, self.target, ("UIDNEXT", "UIDVALIDITY"))
-            store.begin_batch(self.acct, self.path, Inflight(
-                self.target, tst.uidvalidity, tst.uidnext,
-                tuple(InflightItem(m.uid, m.size, m.fp, m.flags) for m in msgs)))
-            with lost_is_transient(f"target, {self.where}"):
-                rows, skipped, full = self._append(msgs, tst)
+            out = self.writer.write([replace(m, flags=storable(m.flags, self.permanent)[0]) for m in msgs])
+            rows = [MapRow(m.key, tv, tu, m.size, m.fp, tuple(sorted(m.flags))) for m, tv, tu in out.landed]
+            skipped = [(m.key, m.size, f"target refused: {words}") for m, words in out.refused]
+            later = out.later
         # A full target: record what landed, keep the mark, and let a later pass copy the rest.
-        store.commit_batch(self.acct, self.path, st.uidvalidity, rows, skipped, None if full else last)
+        self.ctx.store.commit_batch(self.acct, self.path, st.uidvalidity, rows, skipped,
+                                    None if later else last)
         n = len(rows)
-        nbytes = sum(m.size for m in msgs if m.uid in {r.uid for r in rows})
+        nbytes = sum(r.size for r in rows)
         self.copied += n
         self.nbytes += nbytes
         for uid, size, reason in skipped:
             logger.warning("event=message_skipped %s uid=%d size=%d reason=%r", self.where, uid, size, reason)
         self.ctx.progress.advance(self.path, n + len(skipped) + (len(batch) - len(msgs)), nbytes)
-        if full:
-            raise FolderFailed(f"target refused APPEND: {full}; the rest of this folder waits for a later pass")
-
-    def _append(self, msgs: list[Message], tst: Status
-                ) -> tuple[list[MapRow], list[tuple[int, int, str]], str | None]:
-        """(rows appended, messages refused for good, the target's words if it refused for now)."""
-        flags = {m.uid: storable(m.flags, self.permanent)[0] for m in msgs}
-        if len(msgs) > 1 and self.ctx.target_caps.multiappend:
-            typ, data = self.tgt.multiappend(
-                self.target, [{"msg": m.raw, "flags": flags[m.uid], "date": m.date} for m in msgs])
-            if typ == "OK":
-                au = parse_appenduid(response_text(data))
-                if au and au[0] == tst.uidvalidity and len(au[1]) == len(msgs):
-                    return [self._row(m, au[0], tu, flags[m.uid]) for m, tu in zip(msgs, au[1])], [], None
-                return self._resolve(msgs, tst, flags), [], None
-            # MULTIAPPEND is all or nothing: one bad message fails the lot, so retry one by one
-            logger.info("event=multiappend_refused %s reason=%r", self.where, response_text(data))
-        rows, skipped, unknown, full = [], [], [], None
-        for m in msgs:
-            try:
-                resp = self.tgt.append(self.target, m.raw, flags[m.uid], m.date)
-            except imapexc.IMAPClientAbortError:
-                raise
-            except imapexc.IMAPClientError as e:
-                if _NOT_NOW.search(_server_words(e)):
-                    full = _server_words(e)     # over quota or a limit: no use trying the next ones
-                    break
-                skipped.append((m.uid, m.size, f"target refused: {_server_words(e)}"))
-                continue
-            au = parse_appenduid(resp if isinstance(resp, bytes) else str(resp))
-            if au and au[0] == tst.uidvalidity:
-                rows.append(self._row(m, au[0], au[1][0], flags[m.uid]))
-            else:
-                unknown.append(m)
-        if unknown:
-            rows += self._resolve(unknown, tst, flags)
-        return rows, skipped, full
-
-    def _row(self, m: Message, tuidvalidity: int | None, tuid: int | None, flags) -> MapRow:
-        return MapRow(m.uid, tuidvalidity, tuid, m.size, m.fp, tuple(sorted(flags)))
-
-    def _resolve(self, msgs: list[Message], tst: Status, flags) -> list[MapRow]:
-        """Targets without UIDPLUS: find what we appended by fingerprint, from UIDNEXT on."""
-        found = self._target_fingerprints(tst.uidnext)
-        match = match_fingerprints(((m.uid, m.fp) for m in msgs), found)
-        return [self._row(m, tst.uidvalidity, match.get(m.uid), flags[m.uid]) for m in msgs]
-
-    def _target_fingerprints(self, from_uid: int) -> list[tuple[int, bytes]]:
-        self.tgt.select_folder(self.target)  # re-select: the messages we just appended must be visible
-        data = fetch(self.tgt, f"{from_uid}:*", [b"BODY.PEEK[]"])
-        return [(uid, fingerprint(d[b"BODY[]"])) for uid, d in data.items()
-                if uid >= from_uid and d.get(b"BODY[]") is not None]
+        if later:
+            raise FolderFailed(f"target refused APPEND: {later}; the rest of this folder waits for a later pass")
 
     # -- crash recovery and UIDVALIDITY changes ---------------------------------
-    def _recover(self, st: FolderState, inflight: Inflight) -> None:
-        rows: list[MapRow] = []
-        with lost_is_transient(f"target, {self.where}"):
-            tst = folder_status(self.tgt, self.target, ("UIDNEXT", "UIDVALIDITY"))
-            if inflight.target_name == self.target and tst.uidvalidity == inflight.target_uidvalidity:
-                found = self._target_fingerprints(inflight.target_uidnext)
-                match = match_fingerprints(((i.uid, i.fingerprint) for i in inflight.items), found)
-                rows = [MapRow(i.uid, tst.uidvalidity, match[i.uid], i.size, i.fingerprint, i.flags)
-                        for i in inflight.items if i.uid in match]
-        logger.info("event=recovered_batch %s in_flight=%d already_on_target=%d",
-                    self.where, len(inflight.items), len(rows))
+    def _recover(self, st: FolderState) -> None:
+        found = self.writer.recover()
+        if found is None:
+            return
+        rows = [MapRow(it.key, tv, tu, it.size, it.fingerprint, it.flags) for it, tv, tu in found]
         self.ctx.store.commit_batch(self.acct, self.path, st.uidvalidity, rows, (), None)
         self.ctx.progress.note_present(self.path, len(rows))
 
@@ -403,16 +275,6 @@ class FolderSync:
                          self.nbytes, round(seconds, 3), None, time.time(), self.deleted, self.held, already)
         store.save_report(self.acct, r)
         return r
-
-
-def _server_words(e: Exception) -> str:
-    text = str(e)
-    for prefix in ("append failed: ", "create failed: ", "select failed: "):
-        if text.lower().startswith(prefix):
-            text = text[len(prefix):]
-    if text.startswith(("b'", 'b"')) and text.endswith(("'", '"')):
-        text = text[2:-1]
-    return text.strip()
 
 
 __all__ = ["FolderSync"]

@@ -95,17 +95,3 @@ def match_fingerprints(wanted: Iterable[tuple[Hashable, bytes]],
         if uids:
             out[key] = uids.pop(0)
     return out
-
-
-def uid_ranges(uids: Iterable[int]) -> str:
-    """Compact IMAP sequence set: 1:3,7,9:10."""
-    s = sorted(set(uids))
-    parts = []
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and s[j + 1] == s[j] + 1:
-            j += 1
-        parts.append(str(s[i]) if i == j else f"{s[i]}:{s[j]}")
-        i = j + 1
-    return ",".join(parts)

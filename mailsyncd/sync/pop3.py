@@ -1,22 +1,18 @@
 """POP3 sources: copy the INBOX one way to the target's INBOX (or wherever the folder rules put it).
 
 What is done is tracked by UIDL, so reruns only download new mail.  The source is
-never changed: no DELE is ever sent; messages are read with "TOP n <all lines>",
-which unlike RETR does not mark them \\Seen (Dovecot stores RETR's \\Seen on QUIT and
-also when the connection merely drops, so a crash mid-pass would change the source);
-RETR is used only where TOP is refused or truncates, and the session always ends
-with RSET before QUIT, which undoes RETR's \\Seen.  (Dovecot also moves maildir files
-from new/ to cur/ as soon as any POP3 session opens the mailbox, even one that
-reads nothing: no client can prevent that; messages and flags stay as they were.)
+never changed: the client (net/pop3.py) has no DELE and reads with TOP (RETR, then RSET, where TOP fails).
+(Dovecot moves maildir files from new/ to cur/ as soon as any POP3 session opens the
+mailbox, even one that reads nothing: no client can prevent that; messages and flags
+stay as they were.)
 
 POP3 has no flags: messages arrive on the target without any (unread).  It has no
 INTERNALDATE either: it is taken from the message's Date: header, else from the
-newest Received: header, else the target stamps the time of the copy.
+newest Received: header, else the target stamps the time of the copy (popdate.py).
 
-Exactly-once works as in folder.py: before each APPEND the target's UIDNEXT and the
-batch's fingerprints go into the store (pop3_inflight); after it, the rows are
-committed in one transaction; after a crash the target's messages from that UIDNEXT
-on are fingerprinted and matched as a multiset.
+The target is written by sync/appender.py, as for IMAP sources: the in-flight journal
+(under store.POP3_PATH), MULTIAPPEND, APPENDUID, recovery by fingerprint after a crash,
+and the same rules for refusals.
 
 Servers without UIDL: the pass fails with an explanation, unless the fingerprint
 fallback is on (AccountSync(pop3_fallback=True), or ``source.pop3_no_uidl: fingerprint``
@@ -29,402 +25,29 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import poplib
-import queue
 import random
-import re
-import socket
-import ssl
-import threading
 import time
-from base64 import b64encode
-from collections import defaultdict, deque
-from dataclasses import dataclass, replace
-from email.utils import parsedate_to_datetime
+from collections import defaultdict
+from dataclasses import dataclass
 
 from imapclient import exceptions as imapexc
 
-from ..errors import (
-    AuthFailed,
-    ConnectionLost,
-    FolderFailed,
-    MailsyncError,
-    ProtocolError,
-    TLSFailure,
-    Unreachable,
-)
+from ..errors import AuthFailed, ConnectionLost, FolderFailed, ProtocolError, TLSFailure, Unreachable
 from ..imap.folders import FolderPlan, Mailbox, plan_folders
-from ..store import FolderReport, Pop3Inflight, Pop3Row
-from . import imapconn, popguard
-from .folder import _server_words
-from .imapconn import folder_status, lost_is_transient, parse_appenduid, response_text
-from .logic import batches, fingerprint, match_fingerprints
+from ..net import imap
+from ..net.imap import folder_status, lost_is_transient
+from ..net.pop3 import FALLBACK_KEY, FALLBACK_VALUE, Pop3Source
+from ..store import POP3_PATH, FolderReport, Pop3Row
+from .appender import Appender, Outgoing, open_target, prefetched, server_words
+from .logic import batches, fingerprint
+from .popdate import message_date
 
 logger = logging.getLogger(__name__)
 
 PATH = "INBOX"                 # the report's folder: a POP3 maildrop is the INBOX
-FALLBACK_KEY = "pop3_no_uidl"  # source.<this>: fingerprint  (to be added to config.Endpoint)
-FALLBACK_VALUE = "fingerprint"
-
 NO_UIDL = ("POP3 server has no UIDL: mailsyncd cannot tell which messages it already copied; "
            f"set source.{FALLBACK_KEY}: {FALLBACK_VALUE} to match by content "
            "(slower: downloads every message each pass)")
-
-_PIPELINE = 32                  # TOP/RETR commands in flight when the server offers PIPELINING
-_ALL_LINES = 999_999_999        # "TOP n _ALL_LINES": the whole message, without RETR's \\Seen
-_CHUNK = 1 << 20                # readline() bound: long lines are read in pieces
-_HEADER_LIMIT = 1 << 20         # never look further than this for the end of the header block
-_FUTURE_SLACK = dt.timedelta(days=2)
-_TEMPORARY = ("[in-use]", "[sys/temp]", "[unavailable]", "[limit]", "temporar", "try again", "too many", "locked")
-
-
-# ---------------------------------------------------------------- INTERNALDATE from headers
-
-def header_block(raw: bytes) -> bytes:
-    """The bytes before the first blank line (all of them if there is none, up to a bound)."""
-    if raw.startswith((b"\r\n", b"\n")):
-        return b""
-    head = raw[:_HEADER_LIMIT]
-    m = re.search(rb"\r?\n\r?\n", head)
-    return head[:m.start()] if m else head
-
-
-def _fields(block: bytes) -> list[tuple[str, str]]:
-    out: list[list[str]] = []
-    for line in block.decode("latin-1").split("\n"):
-        line = line.rstrip("\r")
-        if line[:1] in (" ", "\t"):
-            if out:
-                out[-1][1] += " " + line.strip()
-        elif ":" in line:
-            name, _, value = line.partition(":")
-            out.append([name.strip().lower(), value.strip()])
-    return [(n, v) for n, v in out]
-
-
-def _when(text: str, now: dt.datetime) -> dt.datetime | None:
-    try:
-        d = parsedate_to_datetime(text.strip())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if d is None:
-        return None
-    if d.tzinfo is None:  # "-0000": zone unknown; RFC 5322 reads the time as UTC
-        d = d.replace(tzinfo=dt.timezone.utc)
-    try:
-        if d.year < 1970 or d > now + _FUTURE_SLACK:  # targets refuse or misfile such dates
-            return None
-    except OverflowError:
-        return None
-    return d
-
-
-def message_date(raw: bytes, now: dt.datetime | None = None) -> tuple[dt.datetime | None, str]:
-    """(INTERNALDATE for the copy, where it came from: "date" | "received" | "none").
-
-    Date: first; else the newest (topmost) Received: with a date after its last ';';
-    else None, and the target stamps the time of the copy.  Dates before 1970 or
-    more than two days ahead count as unparseable.  Only the header block is read.
-    """
-    now = now or dt.datetime.now(dt.timezone.utc)
-    fields = _fields(header_block(raw))
-    for name, value in fields:
-        if name == "date":
-            d = _when(value, now)
-            if d is not None:
-                return d, "date"
-            break  # only the first Date: counts
-    for name, value in fields:
-        if name == "received" and ";" in value:
-            d = _when(value.rsplit(";", 1)[1], now)
-            if d is not None:
-                return d, "received"
-    return None, "none"
-
-
-# ---------------------------------------------------------------- the POP3 connection
-
-def _text(e: BaseException) -> str:
-    arg = e.args[0] if e.args else b""
-    return (arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)).strip()
-
-
-def _words(e: BaseException) -> str:
-    """The server's words without the -ERR."""
-    t = _text(e)
-    return t[4:].strip() if t.upper().startswith("-ERR") else t
-
-
-def _is_eof(e: poplib.error_proto) -> bool:
-    return _text(e) in ("-ERR EOF", "line too long")  # poplib's words for a broken stream
-
-
-def _temporary(text: str) -> bool:
-    low = text.lower()
-    return any(w in low for w in _TEMPORARY)
-
-
-class Pop3Source:
-    """A logged-in POP3 session, read-only by construction: this class has no DELE."""
-
-    def __init__(self, endpoint, address: str, password: str, cap: int = 64 * 1024**2):
-        self.endpoint = endpoint
-        self.cap = cap                 # sync.max_message_size: never read a larger message
-        self.where = f"source {endpoint.host}:{endpoint.port}"
-        self.user = endpoint.login_name(address)
-        self.use_top = True            # until the server refuses TOP or its TOP truncates
-        self._p = self._connect()
-        try:
-            self.caps = self._capa()
-            self._login(password)
-            self.caps = self._capa()  # some servers say more once logged in
-        except BaseException:
-            self._drop()
-            raise
-
-    # -- opening -----------------------------------------------------------
-    def _connect(self) -> poplib.POP3:
-        ep, where = self.endpoint, self.where
-        p = None
-        try:
-            if ep.security == "tls":
-                p = popguard.POP3_SSL(ep.host, ep.port, timeout=ep.timeout, context=imapconn.tls_context(ep))
-            else:
-                p = popguard.POP3(ep.host, ep.port, timeout=ep.timeout)
-                if ep.security == "starttls":
-                    self._p = p
-                    if "STLS" not in self._capa():
-                        raise TLSFailure(f"{where}: server does not offer STLS (security: starttls)")
-                    try:
-                        p.stls(imapconn.tls_context(ep))
-                    except poplib.error_proto as e:
-                        if _is_eof(e):
-                            raise
-                        raise TLSFailure(f"{where}: server refused STLS: {_words(e)}") from None
-            return p
-        except MailsyncError:
-            _close_quietly(p)
-            raise
-        except ssl.SSLCertVerificationError as e:
-            _close_quietly(p)
-            raise TLSFailure(f"{where}: TLS certificate not trusted: {e.verify_message}") from None
-        except ssl.SSLError as e:
-            _close_quietly(p)
-            raise TLSFailure(f"{where}: TLS handshake failed: {e.reason or e}") from None
-        except socket.gaierror as e:
-            raise Unreachable(f"{where}: host name does not resolve ({e.strerror})") from None
-        except (socket.timeout, TimeoutError):
-            _close_quietly(p)
-            raise Unreachable(f"{where}: connection timed out after {ep.timeout:g}s") from None
-        except ConnectionRefusedError:
-            raise Unreachable(f"{where}: connection refused") from None
-        except OSError as e:
-            _close_quietly(p)
-            raise Unreachable(f"{where}: {e.strerror or e}") from None
-        except poplib.error_proto as e:
-            _close_quietly(p)
-            if _is_eof(e):
-                raise Unreachable(f"{where}: the server closed the connection") from None
-            raise Unreachable(f"{where}: server refused the session: {_words(e)}") from None
-
-    def _capa(self) -> dict[str, list[str]]:
-        try:
-            return self._p.capa()
-        except poplib.error_proto as e:
-            if _is_eof(e):
-                raise ConnectionLost(f"{self.where}: connection lost: {_text(e)}") from None
-            return {}  # CAPA is optional (RFC 2449)
-        except OSError as e:
-            raise ConnectionLost(f"{self.where}: connection lost: {e}") from None
-
-    def _login(self, password: str) -> None:
-        where, user = self.where, self.user
-        for s in (user, password):
-            if any(c in s for c in "\r\n\0"):
-                raise AuthFailed(f"{where}: the user name or password holds a line break or NUL, "
-                                 "which POP3 cannot send")
-        try:
-            sasl = [m.upper() for m in self.caps.get("SASL", [])]
-            if "USER" not in self.caps and "PLAIN" in sasl:
-                token = b64encode(f"\0{user}\0{password}".encode()).decode()
-                self._p._shortcmd(f"AUTH PLAIN {token}")
-            else:
-                self._p.user(user)
-                self._p.pass_(password)
-        except poplib.error_proto as e:
-            if _is_eof(e):
-                raise ConnectionLost(f"{where}: connection lost during login") from None
-            text = _words(e)
-            if _temporary(text):
-                raise ConnectionLost(f"{where}: login refused for now for {user}: {text}") from None
-            raise AuthFailed(f"{where}: login refused for {user}: {text}") from None
-        except OSError as e:
-            raise ConnectionLost(f"{where}: connection lost during login: {e}") from None
-
-    # -- reading -------------------------------------------------------------
-    def _lost(self, e: BaseException) -> ConnectionLost:
-        return ConnectionLost(f"{self.where}: connection lost: {_text(e) or type(e).__name__}")
-
-    def uidl(self) -> dict[int, str] | None:
-        """{message number: UIDL}, or None when the server refuses UIDL."""
-        try:
-            _, lines, _ = self._p.uidl()
-        except poplib.error_proto as e:
-            if _is_eof(e):
-                raise self._lost(e) from None
-            logger.info("event=pop3_uidl_refused %s reason=%r", self.where, _words(e))
-            return None
-        except OSError as e:
-            raise self._lost(e) from None
-        out: dict[int, str] = {}
-        for line in lines:
-            parts = line.split(None, 1)
-            try:
-                out[int(parts[0])] = parts[1].strip().decode("ascii", "replace")
-            except (IndexError, ValueError):
-                raise ProtocolError(f"{self.where}: malformed UIDL line {line[:80]!r}") from None
-        if len(set(out.values())) != len(out):
-            raise ProtocolError(f"{self.where}: the server gives the same UIDL to different messages, so "
-                                f"UIDLs cannot tell them apart; set source.{FALLBACK_KEY}: {FALLBACK_VALUE} "
-                                "to match by content instead")
-        return out
-
-    def list(self) -> dict[int, int]:
-        """{message number: size}."""
-        try:
-            _, lines, _ = self._p.list()
-        except poplib.error_proto as e:
-            if _is_eof(e):
-                raise self._lost(e) from None
-            raise ProtocolError(f"{self.where}: LIST refused: {_words(e)}") from None
-        except OSError as e:
-            raise self._lost(e) from None
-        out: dict[int, int] = {}
-        for line in lines:
-            try:
-                n, size = line.split()[:2]
-                out[int(n)] = int(size)
-            except ValueError:
-                raise ProtocolError(f"{self.where}: malformed LIST line {line[:80]!r}") from None
-        return out
-
-    def fetch_many(self, wanted: list[tuple[int, int]]) -> list[tuple[int, bytes | str]]:
-        """Download each (number, announced size): [(number, raw message | the server's refusal)], in order.
-
-        With "TOP n <all lines>" rather than RETR where the server allows: RETR marks a
-        message \\Seen (Dovecot applies that even when the connection just drops, so a
-        crash or kill mid-pass would change the source; only RSET before QUIT undoes it),
-        TOP does not.  A TOP reply shorter than LIST said is checked against RETR;
-        if they differ the server's TOP truncates, and RETR is used from then on.  A
-        server refusing TOP gets RETR.
-
-        Pipelined (a bounded window, so neither side can block the other) when the
-        server offers PIPELINING.  Replies are read line by line with no line-length
-        limit and de-dot-stuffed, keeping the line ends as sent.
-        """
-        window = _PIPELINE if "PIPELINING" in self.caps else 1
-        got: dict[int, bytes | str] = {num: f"too large: LIST says {size} bytes, the limit is {self.cap}"
-                                       for num, size in wanted if size > self.cap}
-        order = wanted
-        wanted = [(num, size) for num, size in wanted if num not in got]
-        redo: list[tuple[int, int, bytes | None]] = []   # TOP refused (None) or of a surprising size
-        sent: deque[tuple[int, int, bool]] = deque()
-        i = 0
-        try:
-            while i < len(wanted) or sent:
-                while i < len(wanted) and len(sent) < window:
-                    num, size = wanted[i]
-                    i += 1
-                    self._p._putcmd(f"TOP {num} {_ALL_LINES}" if self.use_top else f"RETR {num}")
-                    sent.append((num, size, self.use_top))
-                num, size, top = sent.popleft()
-                try:
-                    self._p._getresp()
-                except poplib.error_proto as e:
-                    if _is_eof(e):
-                        raise
-                    if top:
-                        if self.use_top:
-                            logger.info("event=pop3_top_refused %s reason=%r: using RETR (then RSET)",
-                                        self.where, _words(e))
-                            self.use_top = False
-                        redo.append((num, size, None))
-                    else:
-                        got[num] = _words(e) or "refused"
-                    continue
-                raw = self._read_body(size)
-                if top and len(raw) < size:   # shorter than LIST said: maybe TOP truncated
-                    redo.append((num, size, raw))
-                else:
-                    got[num] = raw
-            for num, size, top_raw in redo:
-                raw = self._retr(num, size)
-                if top_raw is not None and isinstance(raw, bytes) and raw != top_raw and self.use_top:
-                    logger.warning("event=pop3_top_truncates %s message=%d: using RETR (then RSET)",
-                                   self.where, num)
-                    self.use_top = False
-                got[num] = raw
-        except poplib.error_proto as e:
-            raise self._lost(e) from None
-        except OSError as e:
-            raise self._lost(e) from None
-        return [(num, got[num]) for num, _ in order]
-
-    def _retr(self, num: int, size: int) -> bytes | str:
-        self._p._putcmd(f"RETR {num}")
-        try:
-            self._p._getresp()
-        except poplib.error_proto as e:
-            if _is_eof(e):
-                raise
-            return _words(e) or "refused"
-        return self._read_body(size)
-
-    def _read_body(self, announced: int) -> bytes:
-        f = self._p.file
-        # a server sending far more than LIST said is broken (or hostile): never more than the cap
-        limit = min(self.cap, 4 * announced + _CHUNK)
-        parts: list[bytes] = []
-        total = 0
-        at_start = True
-        while True:
-            line = f.readline(_CHUNK)
-            if not line:
-                raise poplib.error_proto("-ERR EOF")
-            if at_start:
-                if line in (b".\r\n", b".\n"):
-                    return b"".join(parts)
-                if line[:1] == b".":
-                    line = line[1:]
-            parts.append(line)
-            total += len(line)
-            if total > limit:
-                self._drop()   # do not read the rest
-                raise ProtocolError(f"{self.where}: RETR sent more than {limit} bytes for a message "
-                                    f"LIST said has {announced}")
-            at_start = line.endswith(b"\n")
-
-    # -- closing ---------------------------------------------------------------
-    def close(self) -> None:
-        """RSET (undo the \\Seen that Dovecot and others would store on QUIT), then QUIT."""
-        try:
-            self._p._shortcmd("RSET")
-            self._p.quit()
-        except Exception:  # noqa: BLE001 - closing must not mask the outcome
-            pass
-        self._drop()
-
-    def _drop(self) -> None:
-        _close_quietly(self._p)
-
-
-def _close_quietly(p) -> None:
-    if p is None:
-        return
-    try:
-        p.close()
-    except Exception:  # noqa: BLE001
-        pass
 
 
 # ---------------------------------------------------------------- the pass
@@ -518,45 +141,29 @@ class Pop3Pass:
             except imapexc.IMAPClientAbortError:
                 raise ConnectionLost(f"target, {self.where}: connection lost") from None
             except imapexc.IMAPClientError as e:  # a NO where none was expected (STATUS, SELECT, FETCH)
-                raise FolderFailed(f"target {self.target!r}: {_server_words(e)}") from None
+                raise FolderFailed(f"target {self.target!r}: {server_words(e)}") from None
             finally:
-                imapconn.close(tgt)
+                imap.close(tgt)
         finally:
             src.close()
 
     def _plan(self, tgt, res) -> FolderPlan | None:
         """Where the INBOX goes: the IMAP engine's rules, for a source holding just an INBOX."""
         with lost_is_transient(f"target, {self.where}"):
-            boxes, _ = imapconn.list_mailboxes(tgt, with_status=False)
+            boxes, _ = imap.list_mailboxes(tgt, with_status=False)
         plans, res.skipped_folders = plan_folders([Mailbox("INBOX", "/", ())], boxes, self.domain.folders)
         for s in res.skipped_folders:
             logger.info("event=folder_not_synced account=%s folder=%r reason=%r", self.address, s.path, s.reason)
         return plans[0] if plans else None
 
-    def _ensure_target(self, tgt, plan: FolderPlan) -> None:
-        with lost_is_transient(f"target, {self.where}"):
-            if not plan.target_exists:
-                try:
-                    tgt.create_folder(plan.target)
-                except imapexc.IMAPClientError as e:
-                    if "EXISTS" not in str(e).upper():
-                        raise FolderFailed(f"target refused to create folder {plan.target!r}: {_server_words(e)}")
-                try:
-                    tgt.subscribe_folder(plan.target)
-                except imapexc.IMAPClientError:
-                    pass
-            try:
-                tgt.select_folder(plan.target, readonly=True)
-            except imapexc.IMAPClientError as e:
-                raise FolderFailed(f"target cannot open folder {plan.target!r}: {_server_words(e)}")
-
     # -- the copy ------------------------------------------------------------------
     def _copy(self, src: Pop3Source, tgt, plan: FolderPlan, t0: float) -> FolderReport:
         target = plan.target
         earlier = self.copied   # by an earlier session of this pass (before a retry): not "present"
-        self._ensure_target(tgt, plan)
-        self.multiappend = tgt.has_capability("MULTIAPPEND")
-        self._recover(tgt, target)
+        open_target(tgt, plan, self.where, subscribe=False)
+        writer = Appender(tgt, target, self.store, self.address, POP3_PATH, self.where,
+                          multiappend=tgt.has_capability("MULTIAPPEND"))
+        self._recover(writer)
         sizes = src.list()
         uidls = src.uidl()
         if uidls is None and not self.fallback:
@@ -598,7 +205,11 @@ class Pop3Pass:
 
         unreadable: list[tuple[int, str]] = []
         counts = {"present": present, "skipped": skipped}
-        self._pipeline(src, tgt, target, todo, uidls, pool, unreadable, counts)
+        if todo:
+            s = self.settings
+            prefetched(batches(todo, s.batch_messages, s.batch_bytes), src.fetch_many,
+                       lambda got: self._batch(writer, got, uidls, pool, unreadable, counts),
+                       self.stop, f"pop3 {self.address}")
 
         with lost_is_transient(f"target, {self.where}"):
             tcount = folder_status(tgt, target, ("MESSAGES",)).messages
@@ -614,51 +225,7 @@ class Pop3Pass:
         self.store.save_report(self.address, r)
         return r
 
-    def _pipeline(self, src, tgt, target, todo, uidls, pool, unreadable, counts) -> None:
-        """Download batches on a second thread while this one appends the previous batch."""
-        if not todo:
-            return
-        s = self.settings
-        q: queue.Queue = queue.Queue(maxsize=1)
-        abort = threading.Event()
-        failure: list[BaseException] = []
-
-        def hand_over(item) -> None:
-            while not abort.is_set():  # the appender may have gone: never block on it
-                try:
-                    q.put(item, timeout=0.5)
-                    return
-                except queue.Full:
-                    continue
-
-        def fetcher() -> None:
-            try:
-                for batch in batches(todo, s.batch_messages, s.batch_bytes):
-                    if abort.is_set() or self.stop.is_set():
-                        break
-                    hand_over(src.fetch_many(batch))
-            except BaseException as e:  # noqa: BLE001 - handed to the appender's thread
-                failure.append(e)
-            finally:
-                hand_over(None)
-
-        t = threading.Thread(target=fetcher, name=f"pop3 {self.address}", daemon=True)
-        t.start()
-        try:
-            while True:
-                got = q.get()
-                if got is None:
-                    break
-                self._batch(tgt, target, got, uidls, pool, unreadable, counts)
-        except BaseException:
-            abort.set()
-            raise
-        finally:
-            t.join()
-        if failure:
-            raise failure[0]
-
-    def _batch(self, tgt, target, got, uidls, pool, unreadable, counts) -> None:
+    def _batch(self, writer: Appender, got, uidls, pool, unreadable, counts) -> None:
         now = dt.datetime.now(dt.timezone.utc)
         msgs: list[_Msg] = []
         claims: dict[int, str] = {}
@@ -686,15 +253,17 @@ class Pop3Pass:
                 logger.debug("event=pop3_date_from_received %s message=%d uidl=%r", self.where, num, uidl)
             msgs.append(_Msg(num, uidl, raw, fp, date))
         rows: list[Pop3Row] = []
+        later = None
         if msgs:
-            with lost_is_transient(f"target, {self.where}"):
-                tst = folder_status(tgt, target, ("UIDNEXT", "UIDVALIDITY"))
-            self.store.pop3_begin_batch(self.address, Pop3Inflight(
-                target, tst.uidvalidity, tst.uidnext, tuple(Pop3Row(m.uidl, m.size, m.fp) for m in msgs)))
-            with lost_is_transient(f"target, {self.where}"):
-                rows = self._append(tgt, target, msgs, tst)
+            outgoing = [Outgoing(m.uidl, m.raw, (), m.date, m.fp) for m in msgs]
+            source = {id(o): m for o, m in zip(outgoing, msgs)}
+            out = writer.write(outgoing)
+            rows = [Pop3Row(o.key, o.size, o.fp, tv, tu) for o, tv, tu in out.landed]
+            rows += [Pop3Row(o.key, o.size, o.fp, skipped=f"target refused: {words} ({_named(source[id(o)])})")
+                     for o, words in out.refused]
+            later = out.later
         if msgs or claims:
-            rows = self.store.pop3_commit_batch(self.address, target, rows, claims)
+            rows = self.store.pop3_commit_batch(self.address, writer.target, rows, claims)
         done = [r for r in rows if r.skipped is None]
         refused = [r for r in rows if r.skipped is not None]
         nbytes = sum(r.size for r in done)
@@ -710,75 +279,19 @@ class Pop3Pass:
                        self.where, matched)
             self.progress.note_present(PATH, matched)
         self.progress.advance(PATH, len(got) - matched, nbytes)
+        if later:
+            raise FolderFailed(f"target refused APPEND: {later}; the rest of this folder waits for a later pass")
 
-    def _append(self, tgt, target: str, msgs: list[_Msg], tst) -> list[Pop3Row]:
-        """APPEND the batch (MULTIAPPEND when the target has it): a row per message, refusals included."""
-        if len(msgs) > 1 and self.multiappend:
-            items = [{"msg": m.raw, **({"date": m.date} if m.date is not None else {})} for m in msgs]
-            try:
-                typ, data = tgt.multiappend(target, items)
-            except imapexc.IMAPClientAbortError:
-                raise
-            except imapexc.IMAPClientError as e:
-                typ, data = "BAD", [str(e).encode()]
-            if typ == "OK":
-                au = parse_appenduid(response_text(data))
-                if au and au[0] == tst.uidvalidity and len(au[1]) == len(msgs):
-                    return [self._row(m, au[0], tu) for m, tu in zip(msgs, au[1])]
-                return self._resolve(tgt, target, msgs, tst)
-            # all or nothing: one message the target refuses fails the lot, so go one by one
-            logger.info("event=multiappend_refused %s reason=%r", self.where, response_text(data))
-        rows, unknown = [], []
-        for m in msgs:
-            try:
-                resp = tgt.append(target, m.raw, (), m.date)
-            except imapexc.IMAPClientAbortError:
-                raise
-            except imapexc.IMAPClientError as e:
-                where = f"POP3 UIDL {m.uidl}" if m.uidl is not None else f"POP3 message {m.num}, no UIDL"
-                rows.append(Pop3Row(m.uidl, m.size, m.fp, skipped=f"target refused: {_server_words(e)} ({where})"))
-                continue
-            au = parse_appenduid(resp if isinstance(resp, bytes) else str(resp))
-            if au and au[0] == tst.uidvalidity:
-                rows.append(self._row(m, au[0], au[1][0]))
-            else:
-                unknown.append(m)
-        if unknown:
-            rows += self._resolve(tgt, target, unknown, tst)
-        return rows
-
-    @staticmethod
-    def _row(m: _Msg, tv: int | None, tuid: int | None) -> Pop3Row:
-        return Pop3Row(m.uidl, m.size, m.fp, tv, tuid)
-
-    def _resolve(self, tgt, target: str, msgs: list[_Msg], tst) -> list[Pop3Row]:
-        """Targets without UIDPLUS: find what we appended by fingerprint, from UIDNEXT on."""
-        found = self._target_fingerprints(tgt, target, tst.uidnext)
-        match = match_fingerprints(((i, m.fp) for i, m in enumerate(msgs)), found)
-        return [self._row(m, tst.uidvalidity, match.get(i)) for i, m in enumerate(msgs)]
-
-    def _target_fingerprints(self, tgt, target: str, from_uid: int) -> list[tuple[int, bytes]]:
-        tgt.select_folder(target, readonly=True)  # re-select: what was just appended must be visible
-        data = imapconn.fetch(tgt, f"{from_uid}:*", [b"BODY.PEEK[]"])
-        return [(uid, fingerprint(d[b"BODY[]"])) for uid, d in data.items()
-                if uid >= from_uid and d.get(b"BODY[]") is not None]
-
-    def _recover(self, tgt, target: str) -> None:
-        inflight = self.store.pop3_inflight(self.address)
-        if inflight is None:
+    def _recover(self, writer: Appender) -> None:
+        found = writer.recover()
+        if found is None:
             return
-        rows: list[Pop3Row] = []
-        with lost_is_transient(f"target, {self.where}"):
-            tst = folder_status(tgt, inflight.target_name, ("UIDNEXT", "UIDVALIDITY")) \
-                if inflight.target_name == target else None
-            if tst is not None and tst.uidvalidity == inflight.target_uidvalidity:
-                found = self._target_fingerprints(tgt, target, inflight.target_uidnext)
-                match = match_fingerprints(((i, it.fingerprint) for i, it in enumerate(inflight.items)), found)
-                rows = [replace(it, target_uidvalidity=tst.uidvalidity, target_uid=match[i])
-                        for i, it in enumerate(inflight.items) if i in match]
-        logger.info("event=recovered_batch %s in_flight=%d already_on_target=%d",
-                    self.where, len(inflight.items), len(rows))
-        self.store.pop3_commit_batch(self.address, inflight.target_name, rows)
+        rows = [Pop3Row(it.key, it.size, it.fingerprint, tv, tu) for it, tv, tu in found]
+        self.store.pop3_commit_batch(self.address, writer.target, rows)
 
 
-__all__ = ["NO_UIDL", "FALLBACK_KEY", "FALLBACK_VALUE", "Pop3Pass", "Pop3Source", "message_date", "header_block"]
+def _named(m: _Msg) -> str:
+    return f"POP3 UIDL {m.uidl}" if m.uidl is not None else f"POP3 message {m.num}, no UIDL"
+
+
+__all__ = ["NO_UIDL", "FALLBACK_KEY", "FALLBACK_VALUE", "Pop3Pass"]

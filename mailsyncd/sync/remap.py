@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from imapclient import exceptions as imapexc
 
 from ..errors import FolderFailed
+from ..net import imap
+from ..net.imap import uid_ranges
 from ..store import Store
-from . import imapconn
-from .logic import batches, fingerprint, match_fingerprints, uid_ranges
+from .logic import batches, fingerprint, match_fingerprints
 
 logger = logging.getLogger(__name__)
 
@@ -37,22 +38,21 @@ def remap(domain, address: str, password: str | None, store: Store, folder: str 
     changes = [c for c in store.mapping_changes(address) if folder is None or c[0] == folder]
     if not changes:
         return []
-    tgt = imapconn.connect(domain.target, role="target")
+    tgt = imap.open_session(domain.target, role="target", address=address, password=password)
     try:
-        imapconn.login_target(tgt, domain.target, address, password)
         return [_one(tgt, store, address, path, old, new) for path, old, new in changes]
     finally:
-        imapconn.close(tgt)
+        imap.close(tgt)
 
 
 def _one(tgt, store: Store, address: str, path: str, old: str, new: str) -> Remapped:
     where = f"account={address} folder={path!r}"
     st = store.folder(address, path)
     rows = store.map_rows(address, path, st.uidvalidity) if st and st.uidvalidity is not None else {}
-    with imapconn.lost_is_transient(f"target, {where}"):
+    with imap.lost_is_transient(f"target, {where}"):
         if not tgt.folder_exists(new):
             try:
-                imapconn.create_folder(tgt, new)
+                imap.create_folder(tgt, new)
             except imapexc.IMAPClientError as e:
                 raise FolderFailed(f"target refused to create folder {new!r}: {e}") from None
         if tgt.folder_exists(old):
@@ -85,13 +85,13 @@ def _find(tgt, name: str, rows) -> dict[int, tuple[int, int]]:
     v = int(info[b"UIDVALIDITY"])
     if not rows or not info.get(b"EXISTS"):
         return {}
-    sizes = imapconn.fetch(tgt, "1:*", [b"RFC822.SIZE"])
+    sizes = imap.fetch(tgt, "1:*", [b"RFC822.SIZE"])
     wanted = {r.size for r in rows.values()}
     cand = sorted((uid, int(d.get(b"RFC822.SIZE", 0))) for uid, d in sizes.items()
                   if int(d.get(b"RFC822.SIZE", -1)) in wanted)
     found: list[tuple[int, bytes]] = []
     for batch in batches(cand, 200, 32 * 1024**2):
-        data = imapconn.fetch(tgt, [u for u, _ in batch], [b"BODY.PEEK[]"])
+        data = imap.fetch(tgt, [u for u, _ in batch], [b"BODY.PEEK[]"])
         found += [(uid, fingerprint(d[b"BODY[]"])) for uid, d in data.items() if d.get(b"BODY[]") is not None]
     match = match_fingerprints(((uid, r.fingerprint) for uid, r in sorted(rows.items())), found)
     return {uid: (v, tuid) for uid, tuid in match.items()}

@@ -16,7 +16,7 @@ import logging
 import re
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -385,7 +385,6 @@ def fetch(client: IMAPClient, uids: str | list[int], items: list[bytes],
     if not isinstance(uids, str):
         if not uids:
             return {}
-        from .logic import uid_ranges
         uids = uid_ranges(uids)
     args = ["UID", "FETCH", uids, "(" + " ".join(i.decode() for i in items) + ")"]
     if modifiers:
@@ -448,6 +447,20 @@ def parse_appenduid(text: bytes | str) -> tuple[int, list[int]] | None:
     return int(m.group(1)), expand_uidset(m.group(2).decode())
 
 
+def uid_ranges(uids: Iterable[int]) -> str:
+    """Compact IMAP sequence set: 1:3,7,9:10."""
+    s = sorted(set(uids))
+    parts = []
+    i = 0
+    while i < len(s):
+        j = i
+        while j + 1 < len(s) and s[j + 1] == s[j] + 1:
+            j += 1
+        parts.append(str(s[i]) if i == j else f"{s[i]}:{s[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
 def expand_uidset(s: str) -> list[int]:
     out: list[int] = []
     for part in s.split(","):
@@ -467,6 +480,17 @@ def response_text(data) -> str:
     if isinstance(data, bytes):
         data = data.decode("utf-8", "replace")
     return str(data).strip()
+
+
+def open_session(endpoint, *, role: str, address: str, password: str | None) -> IMAPClient:
+    """Connected and logged in as ``role`` ("source" or "target"); closed again if the login fails."""
+    client = connect(endpoint, role=role)
+    try:
+        (login_source if role == "source" else login_target)(client, endpoint, address, password)
+    except BaseException:
+        close(client)
+        raise
+    return client
 
 
 def close(client: IMAPClient | None) -> None:

@@ -1,0 +1,117 @@
+"""Plumbing: one SQLite connection per thread, short transactions, the schema migrated on open.
+
+SQLite in WAL mode.  ``synchronous=FULL`` because a lost commit after a power cut would
+turn into a duplicate on the target; it costs one fsync per batch, not per message.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .schema import _MIGRATIONS, SCHEMA_VERSION
+
+
+class StoreError(Exception):
+    pass
+
+
+class StoreBase:
+    """Connections and transactions: each thread gets its own SQLite connection."""
+
+    def __init__(self, path: str):
+        self.path = path
+        d = os.path.dirname(os.path.abspath(path))
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._migrate()
+
+    @classmethod
+    def in_state_dir(cls, state_dir: str):
+        return cls(os.path.join(state_dir, "mailsyncd.sqlite3"))
+
+    # -- plumbing --------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=FULL")
+            c.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = c
+            with self._lock:
+                self._all.append(c)
+        return c
+
+    def release_thread(self) -> None:
+        """Close this thread's connection: short-lived worker threads must not leave one open each."""
+        c = getattr(self._local, "conn", None)
+        if c is not None:
+            self._local.conn = None
+            with self._lock:
+                self._all = [x for x in self._all if x is not c]
+            c.close()
+
+    def _dicts(self, sql: str, args: tuple) -> list[dict]:
+        """Each row as {column: value}, the columns named by the query."""
+        cur = self._conn().execute(sql, args)
+        keys = [d[0] for d in cur.description]
+        return [dict(zip(keys, r)) for r in cur.fetchall()]
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        c = self._conn()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield c
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        else:
+            c.execute("COMMIT")
+
+    @contextmanager
+    def _secret_tx(self) -> Iterator[sqlite3.Connection]:
+        """A write that may replace or drop a sealed password.  The vault key stays on disk, so the
+        old ciphertext left in freed page space or in the WAL would still be the password: zero freed
+        space for this write (Debian's SQLite does so by default, others may not), then fold the WAL
+        back into the database and truncate it (best effort: a concurrent reader can hold the
+        checkpoint back, and a later one finishes the job)."""
+        c = self._conn()
+        was = c.execute("PRAGMA secure_delete").fetchone()[0]
+        c.execute("PRAGMA secure_delete=ON")
+        try:
+            with self._tx() as t:
+                yield t
+        finally:
+            c.execute(f"PRAGMA secure_delete={int(was)}")
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _migrate(self) -> None:
+        with self._tx() as c:
+            c.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: schema version {version} is newer than this mailsyncd "
+                    f"understands ({SCHEMA_VERSION}); upgrade mailsyncd")
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                # executescript() would COMMIT mid-transaction: run the statements one by one
+                sql = "\n".join(line.split("--", 1)[0] for line in _MIGRATIONS[v].splitlines())
+                for stmt in sql.split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        with self._lock:
+            for c in self._all:
+                c.close()
+            self._all.clear()
+        self._local = threading.local()

@@ -1,0 +1,47 @@
+"""Per-folder reports and per-account passes."""
+
+from __future__ import annotations
+
+import time
+
+from .records import FolderReport
+
+
+class ReportsMixin:
+    # -- reports -------------------------------------------------------------
+    def save_report(self, account: str, r: FolderReport) -> None:
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO reports (account, path, target_name, source_count, target_count,"
+                      " copied, present, skipped, bytes, seconds, error, finished, deleted, held, already_there)"
+                      " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                      (account, r.path, r.target_name, r.source_count, r.target_count, r.copied,
+                       r.present, r.skipped, r.bytes, r.seconds, r.error, r.finished, r.deleted, r.held,
+                       r.already_there))
+
+    def reports(self, account: str) -> list[FolderReport]:
+        rows = self._conn().execute(
+            "SELECT path, target_name, source_count, target_count, copied, present, skipped, bytes,"
+            " seconds, error, finished, deleted, held, already_there FROM reports WHERE account=? ORDER BY path",
+            (account,)).fetchall()
+        return [FolderReport(*r) for r in rows]
+
+    def start_pass(self, account: str) -> int:
+        with self._tx() as c:
+            cur = c.execute("INSERT INTO passes (account, started) VALUES (?,?)", (account, time.time()))
+            return cur.lastrowid
+
+    def finish_pass(self, pass_id: int, *, ok: bool, copied: int, present: int, skipped: int,
+                    nbytes: int, error: str | None, deleted: int = 0) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE passes SET finished=?, ok=?, copied=?, present=?, skipped=?, bytes=?, error=?,"
+                      " deleted=? WHERE id=?",
+                      (time.time(), int(ok), copied, present, skipped, nbytes, error, deleted, pass_id))
+
+    def passes(self, account: str, limit: int = 10) -> list[dict]:
+        return self._dicts("SELECT started, finished, ok, copied, present, skipped, bytes, error FROM passes"
+                           " WHERE account=? ORDER BY id DESC LIMIT ?", (account, limit))
+
+    def last_pass(self, account: str) -> dict | None:
+        rows = self._dicts("SELECT started, finished, ok, copied, present, skipped, bytes, error, deleted"
+                           " FROM passes WHERE account=? ORDER BY id DESC LIMIT 1", (account,))
+        return rows[0] if rows else None

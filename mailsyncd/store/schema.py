@@ -1,0 +1,200 @@
+"""The schema: one forward migration a version, applied in one transaction by StoreBase._migrate."""
+
+SCHEMA_VERSION = 11
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE accounts (
+        address       TEXT PRIMARY KEY,
+        domain        TEXT NOT NULL,
+        phase         TEXT NOT NULL DEFAULT 'new',
+        last_error    TEXT,
+        created       REAL NOT NULL,
+        updated       REAL NOT NULL
+    );
+    -- one row per source folder, path is the source name with '/' as separator
+    CREATE TABLE folders (
+        account       TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        source_name   TEXT NOT NULL,
+        target_name   TEXT NOT NULL,
+        uidvalidity   INTEGER,
+        last_uid      INTEGER NOT NULL DEFAULT 0,
+        uidnext       INTEGER,
+        messages      INTEGER,
+        highestmodseq INTEGER,
+        flags_checked REAL,
+        PRIMARY KEY (account, path)
+    );
+    -- the UID map: source message to target message, with the flags last agreed
+    CREATE TABLE messages (
+        account       TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        uidvalidity   INTEGER NOT NULL,
+        uid           INTEGER NOT NULL,
+        target_uidvalidity INTEGER,
+        target_uid    INTEGER,
+        size          INTEGER NOT NULL,
+        fingerprint   BLOB NOT NULL,
+        flags         TEXT NOT NULL,
+        PRIMARY KEY (account, path, uidvalidity, uid)
+    ) WITHOUT ROWID;
+    -- a batch being appended: written before APPEND, removed by the commit after it
+    CREATE TABLE inflight (
+        account       TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        target_name   TEXT NOT NULL,
+        target_uidvalidity INTEGER NOT NULL,
+        target_uidnext INTEGER NOT NULL,
+        items         TEXT NOT NULL,
+        PRIMARY KEY (account, path)
+    );
+    CREATE TABLE skipped (
+        account       TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        uidvalidity   INTEGER NOT NULL,
+        uid           INTEGER NOT NULL,
+        size          INTEGER,
+        reason        TEXT NOT NULL,
+        at            REAL NOT NULL,
+        PRIMARY KEY (account, path, uidvalidity, uid)
+    );
+    CREATE TABLE reports (
+        account       TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        target_name   TEXT NOT NULL,
+        source_count  INTEGER,
+        target_count  INTEGER,
+        copied        INTEGER NOT NULL,
+        present       INTEGER NOT NULL,
+        skipped       INTEGER NOT NULL,
+        bytes         INTEGER NOT NULL,
+        seconds       REAL NOT NULL,
+        error         TEXT,
+        finished      REAL NOT NULL,
+        PRIMARY KEY (account, path)
+    );
+    CREATE TABLE passes (
+        id            INTEGER PRIMARY KEY,
+        account       TEXT NOT NULL,
+        started       REAL NOT NULL,
+        finished      REAL,
+        ok            INTEGER,
+        copied        INTEGER,
+        present       INTEGER,
+        skipped       INTEGER,
+        bytes         INTEGER,
+        error         TEXT
+    );
+    CREATE INDEX passes_account ON passes (account, id);
+    """,
+    2: """
+    -- how the account entered: 'import', 'login' or 'self_service' (NULL: before this was recorded)
+    ALTER TABLE accounts ADD COLUMN plan TEXT;
+    -- written by the vault only: password is AES-GCM ciphertext, verifier an argon2 hash.
+    -- No foreign key: a login may be remembered before the account row exists.
+    CREATE TABLE secrets (
+        address       TEXT PRIMARY KEY,
+        password      BLOB,
+        verifier      TEXT,
+        verified_at   REAL,
+        updated       REAL NOT NULL
+    );
+    """,
+    3: """
+    -- per domain, set by `mailsyncctl cutover`: overrides the YAML's cutover time while present.
+    -- state: scheduled | cancelled | final_pass | done
+    -- (final_pass -> done is the point of no return: see Store.close_cutover)
+    CREATE TABLE cutovers (
+        domain        TEXT PRIMARY KEY,
+        at            REAL,
+        state         TEXT NOT NULL,
+        note          TEXT,
+        updated       REAL NOT NULL
+    );
+    CREATE INDEX accounts_domain ON accounts (domain);
+    """,
+    4: """
+    -- the account's login at the source when it differs from its (target) address: a CSV
+    -- import or the self-service page may rename. NULL: the same address.
+    ALTER TABLE accounts ADD COLUMN source_address TEXT;
+    """,
+    5: """
+    -- POP3 sources (sync/pop3.py): one row per source message copied to (or refused by) the target.
+    -- id numbers the rows of an account (shown as "uid" in the skipped table, path 'INBOX (pop3)');
+    -- uidl is NULL for messages copied under the no-UIDL fallback, which matches by size+fingerprint.
+    CREATE TABLE pop3_messages (
+        account       TEXT NOT NULL,
+        id            INTEGER NOT NULL,
+        uidl          TEXT,
+        size          INTEGER NOT NULL,
+        fingerprint   BLOB NOT NULL,
+        target_name   TEXT NOT NULL,
+        target_uidvalidity INTEGER,
+        target_uid    INTEGER,
+        skipped       TEXT,
+        at            REAL NOT NULL,
+        PRIMARY KEY (account, id)
+    );
+    CREATE UNIQUE INDEX pop3_messages_uidl ON pop3_messages (account, target_name, uidl);
+    -- a POP3 batch being appended: written before APPEND, removed by the commit after it
+    CREATE TABLE pop3_inflight (
+        account       TEXT PRIMARY KEY,
+        target_name   TEXT NOT NULL,
+        target_uidvalidity INTEGER NOT NULL,
+        target_uidnext INTEGER NOT NULL,
+        items         TEXT NOT NULL
+    );
+    """,
+    6: """
+    -- when the "your mail has been moved" notice was appended to the account's new INBOX
+    ALTER TABLE accounts ADD COLUMN notice_sent REAL;
+    """,
+    7: """
+    -- the source folder's size in bytes at its last STATUS (STATUS=SIZE, RFC 8438), NULL where unknown
+    ALTER TABLE folders ADD COLUMN size INTEGER;
+    """,
+    8: """
+    -- sync.deletions: mirror (sync/expunge.py). A target message being expunged because its source
+    -- message is gone: written before UID STORE +FLAGS (the Deleted flag), removed with its UID map row once
+    -- the target no longer holds it. A row left by a crash lets the next pass finish the expunge.
+    CREATE TABLE deleting (
+        account       TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        uidvalidity   INTEGER NOT NULL,
+        uid           INTEGER NOT NULL,
+        target_uid    INTEGER NOT NULL,
+        PRIMARY KEY (account, path, uidvalidity, uid)
+    );
+    -- messages a pass expunged on the target, and why it held deletions back (NULL: it did not)
+    ALTER TABLE reports ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE reports ADD COLUMN held TEXT;
+    ALTER TABLE passes ADD COLUMN deleted INTEGER;
+    """,
+    9: """
+    -- client networks (IPv4 /32, IPv6 /64 prefixes, never a full IPv6 address) a user logged in from:
+    -- they keep their own login budget when strangers guess the user's password (auth/throttle.py)
+    CREATE TABLE known_networks (
+        address       TEXT NOT NULL,
+        network       TEXT NOT NULL,
+        last_ok       REAL NOT NULL,
+        PRIMARY KEY (address, network)
+    );
+    CREATE INDEX known_networks_last_ok ON known_networks (last_ok);
+    """,
+    10: """
+    -- folders.target_name is the mapping recorded at the folder's first copy; would_be is where
+    -- the current plan would put it instead (config or servers changed), until `mailsyncctl remap`
+    -- applies it. NULL: no change pending.
+    ALTER TABLE folders ADD COLUMN would_be TEXT;
+    -- messages in the report's target folder that did not come from any source folder (there before)
+    ALTER TABLE reports ADD COLUMN already_there INTEGER;
+    """,
+    11: """
+    -- one in-flight journal for both engines (sync/appender.py): a POP3 batch is the row of path
+    -- 'INBOX (pop3)', its items [uidl, size, fingerprint] where an IMAP batch's are [uid, size, fp, flags]
+    INSERT OR REPLACE INTO inflight SELECT account, 'INBOX (pop3)', target_name, target_uidvalidity,
+        target_uidnext, items FROM pop3_inflight;
+    DROP TABLE pop3_inflight;
+    """,
+}

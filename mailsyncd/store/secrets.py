@@ -1,0 +1,70 @@
+"""Secrets, opaque to the store: the vault (vault.py) hands it ciphertext and argon2 verifiers."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+
+
+class SecretsMixin:
+    # -- secrets (opaque to the store: see vault.py) ---------------------------
+    def import_accounts(self, items: Iterable[tuple[str, str, str, str | None, bytes | None]]) -> None:
+        """(address, domain, plan, source_address, sealed password or None) rows, in ONE transaction:
+        a CSV import is all or nothing."""
+        now = time.time()
+        with self._secret_tx() as c:
+            for address, domain, plan, source, blob in items:
+                c.execute("INSERT OR IGNORE INTO accounts (address, domain, plan, created, updated) "
+                          "VALUES (?,?,?,?,?)", (address, domain, plan, now, now))
+                c.execute("UPDATE accounts SET plan=coalesce(plan, ?), source_address=?, updated=? "
+                          "WHERE address=?", (plan, None if source == address else source, now, address))
+                if blob is not None:
+                    c.execute("INSERT INTO secrets (address, password, updated) VALUES (?,?,?) ON CONFLICT "
+                              "(address) DO UPDATE SET password=excluded.password, updated=excluded.updated",
+                              (address, blob, now))
+            self._bump(c, "accounts_rev")
+
+    @staticmethod
+    def _bump(c: sqlite3.Connection, key: str) -> None:
+        c.execute("INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT (key) "
+                  "DO UPDATE SET value = CAST(value AS INTEGER) + 1", (key,))
+
+    def revision(self, key: str = "accounts_rev") -> int:
+        """A counter bumped by out-of-process changes (an import), so the daemon can notice them."""
+        row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def put_secret_password(self, address: str, blob: bytes) -> None:
+        with self._secret_tx() as c:
+            c.execute("INSERT INTO secrets (address, password, updated) VALUES (?,?,?)"
+                      " ON CONFLICT (address) DO UPDATE SET password=excluded.password, updated=excluded.updated",
+                      (address, blob, time.time()))
+
+    def secret_password(self, address: str) -> bytes | None:
+        row = self._conn().execute("SELECT password FROM secrets WHERE address=?", (address,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    def forget_secret_password(self, address: str) -> None:
+        """Drop the stored ciphertext, keep the verifier."""
+        with self._secret_tx() as t:
+            t.execute("UPDATE secrets SET password=NULL, updated=? WHERE address=?", (time.time(), address))
+
+    def put_verifier(self, address: str, verifier: str, verified_at: float) -> None:
+        with self._tx() as c:
+            c.execute("INSERT INTO secrets (address, verifier, verified_at, updated) VALUES (?,?,?,?)"
+                      " ON CONFLICT (address) DO UPDATE SET verifier=excluded.verifier,"
+                      " verified_at=excluded.verified_at, updated=excluded.updated",
+                      (address, verifier, verified_at, time.time()))
+
+    def verifier(self, address: str) -> tuple[str, float] | None:
+        row = self._conn().execute(
+            "SELECT verifier, verified_at FROM secrets WHERE address=? AND verifier IS NOT NULL",
+            (address,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def put_login(self, address: str, blob: bytes, verifier: str, verified_at: float) -> None:
+        """Password and verifier together, so that neither can be stale with respect to the other."""
+        with self._secret_tx() as c:
+            c.execute("INSERT OR REPLACE INTO secrets (address, password, verifier, verified_at, updated)"
+                      " VALUES (?,?,?,?,?)", (address, blob, verifier, verified_at, time.time()))

@@ -1,0 +1,228 @@
+"""The one target writer: both engines (folder.py for IMAP sources, pop3.py for POP3) append through it.
+
+Exactly-once rests on the in-flight journal: before each APPEND the target's
+UIDNEXT and the batch's fingerprints go into the store (``begin_batch``); the engine
+then commits what landed in one transaction, which clears the journal.  After a
+crash, ``recover`` fingerprints the target's messages from that UIDNEXT on and
+matches them as a multiset, so nothing is appended twice and nothing is lost.
+
+Refusals are classified here, once: a refusal about the target's state (RFC 5530
+[OVERQUOTA], [UNAVAILABLE], [INUSE]) stops the batch and the folder waits for a
+later pass; any other refusal is about the message and skips it for good.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from imapclient import exceptions as imapexc
+
+from ..errors import FolderFailed, append_waits
+from ..imap.folders import FolderPlan
+from ..net.imap import Status, create_folder, fetch, folder_status, lost_is_transient, parse_appenduid, response_text
+from ..store import Inflight, InflightItem
+from .logic import fingerprint, match_fingerprints
+
+logger = logging.getLogger(__name__)
+
+# Refusals about the target's state, not the message (RFC 5530): retried by a later pass, never skipped.
+# Not [LIMIT]: Dovecot answers a message over quota_max_mail_size with it.
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message to append; ``key`` is what the engine knows it by (IMAP UID, POP3 UIDL or number)."""
+    key: int | str | None
+    raw: bytes
+    flags: tuple[str, ...]
+    date: object            # tz-aware datetime, or None: the target stamps the time of the copy
+    fp: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+
+@dataclass(slots=True)
+class Written:
+    landed: list[tuple[Outgoing, int | None, int | None]] = field(default_factory=list)  # (msg, tuidvalidity, tuid)
+    refused: list[tuple[Outgoing, str]] = field(default_factory=list)                  # for good: the target's words
+    later: str | None = None    # the target refused for now: the rest of the folder waits for a later pass
+
+
+def open_target(tgt, plan: FolderPlan, where: str, *, subscribe: bool) -> frozenset[str] | None:
+    """Create (if need be) and SELECT the target folder: its PERMANENTFLAGS (None: not said)."""
+    with lost_is_transient(f"target, {where}"):
+        if not plan.target_exists:
+            try:
+                create_folder(tgt, plan.target, plan.create_use)
+            except imapexc.IMAPClientError as e:
+                if "EXISTS" not in str(e).upper():
+                    raise FolderFailed(f"target refused to create folder {plan.target!r}: {server_words(e)}")
+        if subscribe or not plan.target_exists:
+            try:
+                tgt.subscribe_folder(plan.target)
+            except imapexc.IMAPClientError:
+                pass  # subscription is a convenience; some servers have none
+        try:
+            # SELECT, not EXAMINE: a read-only select reports PERMANENTFLAGS ()
+            info = tgt.select_folder(plan.target)
+        except imapexc.IMAPClientError as e:
+            raise FolderFailed(f"target cannot open folder {plan.target!r}: {server_words(e)}")
+    perm = info.get(b"PERMANENTFLAGS")
+    return frozenset(f.decode() if isinstance(f, bytes) else f for f in perm) if perm else None
+
+
+class Appender:
+    """Writes batches into one target folder for one engine's journal (account, path)."""
+
+    def __init__(self, tgt, target: str, store, account: str, path: str, where: str, *, multiappend: bool):
+        self.tgt = tgt
+        self.target = target
+        self.store = store
+        self.account = account
+        self.path = path        # the journal's key: the source folder, or store.POP3_PATH
+        self.where = where
+        self.multiappend = multiappend
+
+    def write(self, msgs: list[Outgoing]) -> Written:
+        """Journal the batch, APPEND it, and say where each message went; the caller commits."""
+        with lost_is_transient(f"target, {self.where}"):
+            tst = folder_status(self.tgt, self.target, ("UIDNEXT", "UIDVALIDITY"))
+        self.store.begin_batch(self.account, self.path, Inflight(
+            self.target, tst.uidvalidity, tst.uidnext,
+            tuple(InflightItem(m.key, m.size, m.fp, m.flags) for m in msgs)))
+        with lost_is_transient(f"target, {self.where}"):
+            return self._append(msgs, tst)
+
+    def recover(self) -> list[tuple[InflightItem, int, int]] | None:
+        """The journalled batch's messages already on the target: (item, tuidvalidity, tuid); none
+        if the target folder was renumbered or renamed since.  None: nothing was journalled."""
+        inflight = self.store.inflight(self.account, self.path)
+        if inflight is None:
+            return None
+        out: list[tuple[InflightItem, int, int]] = []
+        if inflight.target_name == self.target:
+            with lost_is_transient(f"target, {self.where}"):
+                tst = folder_status(self.tgt, self.target, ("UIDNEXT", "UIDVALIDITY"))
+                if tst.uidvalidity == inflight.target_uidvalidity:
+                    found = self._target_fingerprints(inflight.target_uidnext)
+                    match = match_fingerprints(((i, it.fingerprint) for i, it in enumerate(inflight.items)), found)
+                    out = [(it, tst.uidvalidity, match[i]) for i, it in enumerate(inflight.items) if i in match]
+        logger.info("event=recovered_batch %s in_flight=%d already_on_target=%d",
+                    self.where, len(inflight.items), len(out))
+        return out
+
+    def _append(self, msgs: list[Outgoing], tst: Status) -> Written:
+        if len(msgs) > 1 and self.multiappend:
+            items = [{"msg": m.raw, "flags": m.flags, **({"date": m.date} if m.date is not None else {})}
+                     for m in msgs]
+            try:
+                typ, data = self.tgt.multiappend(self.target, items)
+            except imapexc.IMAPClientAbortError:
+                raise
+            except imapexc.IMAPClientError as e:   # BAD: imaplib raises where NO returns
+                typ, data = "BAD", [str(e).encode()]
+            if typ == "OK":
+                au = parse_appenduid(response_text(data))
+                if au and au[0] == tst.uidvalidity and len(au[1]) == len(msgs):
+                    return Written([(m, au[0], tu) for m, tu in zip(msgs, au[1])])
+                return Written(self._resolve(msgs, tst))
+            # MULTIAPPEND is all or nothing: one bad message fails the lot, so retry one by one
+            logger.info("event=multiappend_refused %s reason=%r", self.where, response_text(data))
+        out, unknown = Written(), []
+        for m in msgs:
+            try:
+                resp = self.tgt.append(self.target, m.raw, m.flags, m.date)
+            except imapexc.IMAPClientAbortError:
+                raise
+            except imapexc.IMAPClientError as e:
+                words = server_words(e)
+                if append_waits(words):
+                    out.later = words     # over quota or in use: no use trying the next ones
+                    break
+                out.refused.append((m, words))
+                continue
+            au = parse_appenduid(resp if isinstance(resp, bytes) else str(resp))
+            if au and au[0] == tst.uidvalidity:
+                out.landed.append((m, au[0], au[1][0]))
+            else:
+                unknown.append(m)
+        if unknown:
+            out.landed += self._resolve(unknown, tst)
+        return out
+
+    def _resolve(self, msgs: list[Outgoing], tst: Status) -> list[tuple[Outgoing, int, int | None]]:
+        """Targets without UIDPLUS: find what we appended by fingerprint, from UIDNEXT on."""
+        match = match_fingerprints(((i, m.fp) for i, m in enumerate(msgs)), self._target_fingerprints(tst.uidnext))
+        return [(m, tst.uidvalidity, match.get(i)) for i, m in enumerate(msgs)]
+
+    def _target_fingerprints(self, from_uid: int) -> list[tuple[int, bytes]]:
+        self.tgt.select_folder(self.target)  # re-select: the messages just appended must be visible
+        data = fetch(self.tgt, f"{from_uid}:*", [b"BODY.PEEK[]"])
+        return [(uid, fingerprint(d[b"BODY[]"])) for uid, d in data.items()
+                if uid >= from_uid and d.get(b"BODY[]") is not None]
+
+
+def prefetched(batches: Iterable, read: Callable, write: Callable, stop: threading.Event, name: str) -> None:
+    """``write(read(batch))`` for each batch, reading the next batch on a second thread meanwhile.
+
+    The queue holds one batch, which bounds memory: one batch read ahead, one being written.
+    A failure on either side stops both; the reader's is raised here once the writer is done.
+    """
+    q: queue.Queue = queue.Queue(maxsize=1)
+    abort = threading.Event()
+    failure: list[BaseException] = []
+
+    def put(item) -> None:
+        while not abort.is_set():   # a blocking put could wait forever for a writer that failed
+            try:
+                q.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def reader() -> None:
+        try:
+            for batch in batches:
+                if abort.is_set() or stop.is_set():
+                    break
+                put(read(batch))
+        except BaseException as e:  # noqa: BLE001 - handed to the writer's thread
+            failure.append(e)
+        finally:
+            put(None)   # the end
+
+    t = threading.Thread(target=reader, name=name, daemon=True)
+    t.start()
+    try:
+        while True:
+            got = q.get()
+            if got is None:
+                break
+            write(got)
+    except BaseException:
+        abort.set()
+        raise
+    finally:
+        t.join()
+    if failure:
+        raise failure[0]
+
+
+def server_words(e: Exception) -> str:
+    """The target's words from an imapclient error, without imapclient's prefix and bytes quoting."""
+    text = str(e)
+    for prefix in ("append failed: ", "create failed: ", "select failed: "):
+        if text.lower().startswith(prefix):
+            text = text[len(prefix):]
+    if text.startswith(("b'", 'b"')) and text.endswith(("'", '"')):
+        text = text[2:-1]
+    return text.strip()
+
+
+__all__ = ["Appender", "Outgoing", "Written", "open_target", "prefetched", "server_words"]
