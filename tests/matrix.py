@@ -1,5 +1,5 @@
 """The server matrix's helpers: the shared bench corpus APPENDed into any server's namespace, and
-/work/shared/bench/verify.py run with the renames the namespace mapping implies.
+../shared/bench/verify.py (the shared measuring rig beside the repository) run with the renames the namespace mapping implies.
 
 The corpus is bench/corpus.py's (imported, not copied: message i depends only on (seed, i)),
 plus one 20 MB message in INBOX; folder "a/b" is created as PREFIX + "a" + SEP + "b".
@@ -13,7 +13,9 @@ import sys
 
 from imapclient import IMAPClient
 
-BENCH = os.environ.get("MAILSYNCD_BENCH_DIR", "/work/shared/bench")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The shared measuring rig lies beside the repository (CI lays a copy of it there too).
+BENCH = os.environ.get("MAILSYNCD_BENCH_DIR") or os.path.normpath(os.path.join(REPO, "..", "shared", "bench"))
 
 
 def _corpus():
