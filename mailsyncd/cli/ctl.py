@@ -5,10 +5,12 @@ module: ``account`` (sync, report, remap), ``control`` (reload, status, cutover)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import account
-from .common import EPILOG, EXIT_ERROR, EXIT_OK, EXIT_USAGE, add_config_options, load_checked_config
+from .common import (EPILOG, EXIT_ERROR, EXIT_OK, EXIT_PIPE, EXIT_USAGE, add_config_options,
+                     load_checked_config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,10 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .demo import add_parser as add_demo
     add_demo(sub)
+    for p in sub.choices.values():    # the global options, after the command too
+        add_config_options(p, "override the config's log_level (logs go to stderr)", in_command=True)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()      # inside the try: a closed pipe shows here for buffered output
+        return code
+    except BrokenPipeError:
+        # the reader went away (`mailsyncctl status | head`): no traceback; stdout points at devnull so
+        # that the interpreter's own flush at exit does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     from .. import logs, statedir
