@@ -60,3 +60,21 @@ def test_closed_pipe_ends_quietly(cfg_path, cmd):
         os.close(w)
     assert p.stderr == ""
     assert p.returncode == 141
+
+
+def test_reload_says_when_a_restart_is_needed(tmp_path, dovecot_pair):
+    from proxyenv import Daemon
+
+    from mailsyncd.testing import free_port
+    with Daemon(tmp_path, dovecot_pair) as d:
+        r = ctl("reload", "-c", d.config_path)
+        assert r.returncode == 0 and "reloaded: generation 2" in r.stdout, r.stderr
+        assert "restart" not in r.stdout
+        old, new = d.doc["listen"]["imap"], f"127.0.0.1:{free_port()}"
+        d.doc["listen"]["imap"] = new
+        d.save()
+        r = ctl("reload", "-c", d.config_path)
+        assert r.returncode == 4, r.stdout + r.stderr
+        assert "reloaded: generation 3" in r.stdout
+        note = [line for line in r.stdout.splitlines() if line.startswith("restart needed: listen addresses")]
+        assert note and f"imap={old}" in note[0] and f"imap={new}" in note[0], r.stdout

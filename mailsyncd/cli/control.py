@@ -13,7 +13,7 @@ import time
 from .. import cutover, status
 from ..text import json_text, shown
 
-EXIT_OK, EXIT_ERROR = 0, 1
+from .common import EXIT_ERROR, EXIT_OK, EXIT_RESTART
 
 
 def _status_path(cfg) -> str:
@@ -58,7 +58,9 @@ def cmd_reload(cfg, args) -> int:
                       f"{shown(now['reload_error'])}", file=sys.stderr)
                 return EXIT_ERROR
             print(f"reloaded: generation {now['generation']}, domains {', '.join(now['domains'])}")
-            return EXIT_OK
+            for note in now.get("restart_needed") or []:
+                print(f"restart needed: {shown(note)}")
+            return EXIT_RESTART if now.get("restart_needed") else EXIT_OK
     print(f"mailsyncctl: no answer to SIGHUP within {args.timeout:g}s (pid {doc['pid']})", file=sys.stderr)
     return EXIT_ERROR
 

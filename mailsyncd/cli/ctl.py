@@ -27,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reload", help="make the running daemon re-read its config (SIGHUP) and wait for the result",
                        description="Check the config, send SIGHUP to the mailsyncd running on this state_dir, and "
                                    "wait until it reports the new config generation (exit 0) or its error (exit 1). "
-                                   "A bad file is refused here first; the daemon would keep its old config anyway.")
+                                   "A bad file is refused here first; the daemon would keep its old config anyway. "
+                                   "Listen addresses and state_dir change only on restart: when they changed, "
+                                   "it says so and exits 4.")
     p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait (default 30)")
 
     p = sub.add_parser("status", help="progress at a glance: per domain and per account, failed first",
