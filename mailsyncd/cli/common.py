@@ -94,3 +94,15 @@ def account_password(cfg, args) -> str | None:
         print(f"mailsyncctl: no stored source password for {args.address}; pass --password-file FILE",
               file=sys.stderr)
     return password
+
+
+def in_running_pass(cfg, address: str) -> bool:
+    """Whether the daemon running on this state_dir has a pass of ``address`` under way (its daemon.json,
+    as `status` reads it); said on stderr when so."""
+    from .control import read_status
+    doc = read_status(cfg)
+    if doc is None or address not in (doc.get("live") or {}):
+        return False
+    print(f"mailsyncctl: {address}: the running mailsyncd (pid {doc['pid']}) is syncing it now; "
+          "try again when its pass has ended (mailsyncctl status --user ADDRESS)", file=sys.stderr)
+    return True

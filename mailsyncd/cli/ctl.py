@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("check-config", help="validate the config: list every error (exit 1), or summarise it (exit 0)")
 
     account.add_parsers(sub)
+    from .accountcmd import add_parser as add_account
+    add_account(sub)
 
     p = sub.add_parser("reload", help="make the running daemon re-read its config (SIGHUP) and wait for the result",
                        description="Check the config, send SIGHUP to the mailsyncd running on this state_dir, and "
@@ -114,6 +116,9 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_OK
     if args.cmd in ("sync", "report", "remap"):
         return getattr(account, f"cmd_{args.cmd}")(cfg, args)
+    if args.cmd == "account":
+        from .accountcmd import cmd_account
+        return cmd_account(cfg, args)
     if args.cmd == "import":
         from .importcmd import cmd_import
         return cmd_import(cfg, args)

@@ -97,6 +97,29 @@ class AccountsMixin:
                         "last_pass_ok": None if r[14] is None else bool(r[14])})
         return out
 
+    def remove_account(self, address: str) -> bool:
+        """Every row of the account, its sealed password with them (securely deleted); False if unknown."""
+        with self._secret_tx() as c:
+            if c.execute("SELECT 1 FROM accounts WHERE address=?", (address,)).fetchone() is None:
+                return False
+            # every table keyed by the account, as the schema has it now: "account", or "address" (accounts,
+            # secrets, known_networks); accounts last, as it is the row that says the account exists
+            tables = [t for (t,) in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            for table in sorted(tables, key=lambda t: t == "accounts"):
+                columns = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
+                for column in {"account", "address"} & columns:
+                    c.execute(f"DELETE FROM {table} WHERE {column}=?", (address,))
+            self._bump(c, "accounts_rev")     # the daemon drops it from its schedule
+        return True
+
+    def retry_account(self, address: str) -> None:
+        """Clear ``failed``: the daemon ends the account's backoff and schedules it at its next tick."""
+        with self._tx() as c:
+            c.execute("UPDATE accounts SET phase=CASE WHEN EXISTS (SELECT 1 FROM passes p WHERE p.account=? "
+                      "AND p.ok) THEN 'synced' ELSE 'new' END, last_error=NULL, updated=? "
+                      "WHERE address=? AND phase='failed'", (address, time.time(), address))
+            self._bump(c, "accounts_rev")
+
     def account(self, address: str) -> dict | None:
         rows = self._dicts("SELECT address, domain, phase, last_error, created, updated, plan, source_address"
                            " FROM accounts WHERE address=?", (address,))
