@@ -16,7 +16,7 @@ def add_parsers(sub) -> None:
                        description="Copy new messages and flag changes from the account's old server to the "
                                    "new one, then print a per-folder report. A one-off pass does not change what "
                                    "the daemon thinks of the account unless asked: an unknown address needs --add, "
-                                   "and the phase changes only with --record. An account in a pass of the "
+                                   "and a known account's phase changes only with --record. An account in a pass of the "
                                    "running daemon is refused.", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("address", help="the user's email address; its domain selects the config section")
@@ -25,8 +25,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto",
                    help="progress display on stderr (default: a bar on a terminal, lines otherwise)")
     p.add_argument("--add", action="store_true",
-                   help="the account may be new: create it (without it, an address the store does not know is "
-                        "refused, so a typo leaves nothing behind)")
+                   help="the account may be new: create it, its phase from this pass (without it, an address the "
+                        "store does not know is refused, so a typo leaves nothing behind)")
     p.add_argument("--record", action="store_true",
                    help="record the outcome as the account's phase (failed or in sync), as a daemon pass does; "
                         "without it the pass is logged and shown by `report`, but status and the daemon's "
@@ -59,10 +59,9 @@ def cmd_sync(cfg, args) -> int:
     domain = account_domain(cfg, args.address)
     if domain is None:
         return EXIT_ERROR
-    if not args.add:
-        with closing(Store.in_state_dir(cfg.state_dir)) as store:
-            known = store.account(args.address) is not None
-        if not known:
+    with closing(Store.in_state_dir(cfg.state_dir)) as store:
+        known = store.account(args.address) is not None
+    if not known and not args.add:
             print(f"mailsyncctl: no account {shown(args.address)} in {cfg.state_dir}; check the address, or pass "
                   "--add to create it with this pass", file=sys.stderr)
             return EXIT_ERROR
@@ -79,7 +78,7 @@ def cmd_sync(cfg, args) -> int:
     store = Store.in_state_dir(cfg.state_dir)
     try:
         res = AccountSync(domain, args.address, password, store, progress=progress,
-                          record_phase=args.record).run()
+                          record_phase=args.record or not known).run()   # a new account has no other view
     except MailsyncError as e:
         res = None
         err = str(e)
