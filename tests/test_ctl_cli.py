@@ -220,3 +220,15 @@ def test_account_commands_refused_during_a_running_pass(seeded):
         assert store.secret_password(A) == blob
     finally:
         store.close()
+
+
+def test_status_without_a_daemon_says_not_running_and_unknown(seeded):
+    cfg, _blob = seeded                 # alice: a password, a failed pass, no source count yet
+    r = ctl("status", "-c", cfg)
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.startswith(A))
+    assert "not running" in line and "ago" not in line.split()[-1:], line
+    assert "unknown" in line and "0/0" not in line and "0.0%" not in line, line
+    dom = next(x for x in r.stdout.splitlines() if x.startswith("example.com"))
+    assert "unknown" in dom and "0 of 0" not in dom and "0.0%" not in dom, dom
+    assert "daemon: not running" in r.stdout

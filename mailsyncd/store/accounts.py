@@ -77,7 +77,9 @@ class AccountsMixin:
             (SELECT ps.finished FROM passes ps WHERE ps.account = a.address AND ps.finished IS NOT NULL
              ORDER BY ps.id DESC LIMIT 1),
             (SELECT ps.ok FROM passes ps WHERE ps.account = a.address AND ps.finished IS NOT NULL
-             ORDER BY ps.id DESC LIMIT 1)
+             ORDER BY ps.id DESC LIMIT 1),
+            EXISTS (SELECT 1 FROM folders f WHERE f.account = a.address)
+              OR EXISTS (SELECT 1 FROM reports r WHERE r.account = a.address)
             FROM accounts a LEFT JOIN secrets s ON s.address = a.address"""
         where, args = [], []
         if domain is not None:
@@ -94,7 +96,7 @@ class AccountsMixin:
                         "source_address": r[5], "has_password": bool(r[6]),
                         "source_messages": r[7] or r[8], "source_bytes": r[9], "target_messages": r[10],
                         "bytes": r[11], "skipped": r[12], "last_pass_finished": r[13],
-                        "last_pass_ok": None if r[14] is None else bool(r[14])})
+                        "last_pass_ok": None if r[14] is None else bool(r[14]), "source_known": bool(r[15])})
         return out
 
     def remove_account(self, address: str) -> bool:
