@@ -211,7 +211,7 @@ def run_mailsyncd(a, n, src_port, dst_port, results, pair_sh):
             json.dump(snap, f, ensure_ascii=False)
         return mf, snap
 
-    cmd = [py, "-m", "mailsyncd.cli.ctl", "--config", cfg, "sync", ADDRESS,
+    cmd = [py, "-m", "mailsyncd.cli.ctl", "--config", cfg, "sync", ADDRESS, "--add",
            "--password-file", pwfile, "--progress", "none"]
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

@@ -79,6 +79,7 @@ class Daemon(service.MultiService):
         self.generation = 1
         self.reloads = 0
         self.reload_error: str | None = None
+        self.restart_needed: list[str] = []    # what the last reload could not apply; mailsyncctl reload says it
         self.started = time.time()
         self.store = Store.in_state_dir(config.state_dir)
         self.vault = Vault.open(config.state_dir, self.store)
@@ -231,11 +232,16 @@ class Daemon(service.MultiService):
 
     def _apply(self, new: Config, options, found: dict, failed: dict, masters: MasterPasswords) -> None:
         old = self.config
+        notes = []
         if new.listen != old.listen:
             logger.warning("event=reload_note what='listen addresses change only on restart' old=%s new=%s",
                            _listen_text(old), _listen_text(new))
+            notes.append(f"listen addresses change only on restart: still {_listen_text(old)}, "
+                         f"after a restart {_listen_text(new)}")
         if new.state_dir != old.state_dir:
             logger.warning("event=reload_note what='state_dir changes only on restart' kept=%s", old.state_dir)
+            notes.append(f"state_dir changes only on restart: still {old.state_dir}, after a restart {new.state_dir}")
+        self.restart_needed = notes
         new = dataclasses.replace(new, listen=old.listen, state_dir=old.state_dir)
         added = sorted(set(new.domains) - set(old.domains))
         removed = sorted(set(old.domains) - set(new.domains))
@@ -322,6 +328,7 @@ class Daemon(service.MultiService):
                "phases": self.phase_counts, "scheduler": self.scheduler.summary(),
                "logins": dict(self.gate.counts), "detected": self.detected, "live": self.scheduler.live(),
                "detect_errors": self.detect_errors}
+        doc["restart_needed"] = self.restart_needed
         path = os.path.join(self.config.state_dir, STATUS_FILE)
         tmp = f"{path}.{os.getpid()}.tmp"
         try:

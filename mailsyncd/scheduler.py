@@ -156,9 +156,13 @@ class Scheduler:
         self.reactor.callLater(0, self.tick)
 
     def add_accounts(self, rows: list[dict]) -> int:
-        """Accounts written by another process (a CSV import): schedule the new ones, retry the stuck."""
+        """The store's accounts after another process wrote (an import, mailsyncctl account): schedule the
+        new ones, retry the stuck and those no longer failed, drop the removed."""
         added = 0
         now = self.reactor.seconds()
+        present = {r["address"] for r in rows}
+        for address in [a for a in self.accounts if a not in present and a not in self.running]:
+            del self.accounts[address]
         for r in rows:
             if r["phase"] == "cutover" or not r["has_password"] or self.is_cut_over(r["domain"]):
                 continue
@@ -167,8 +171,11 @@ class Scheduler:
                 self.accounts[r["address"]] = _Account(r["address"], r["domain"], due=now,
                                                        messages=r["messages"] or 0)
                 added += 1
-            elif acct.waiting_login:       # perhaps the import brought a new password
+            elif acct.waiting_login or (acct.failures and r["phase"] != "failed"
+                                        and r["address"] not in self.running):
+                # perhaps the import brought a new password, or `mailsyncctl account retry` cleared failed
                 acct.waiting_login = False
+                acct.failures = 0
                 acct.due = now
         if added:
             logger.info("event=accounts_added count=%d", added)

@@ -88,7 +88,9 @@ def account_view(row: dict, live: dict | None, pass_interval: float, now: float)
     return {
         "address": row["address"], "domain": row["domain"], "plan": row.get("plan"),
         "source_address": row.get("source_address") or row["address"],
-        "phase": phase, "reason": row.get("last_error") if phase == "failed" else None,
+        "phase": phase, "reason": row.get("last_error") if phase == "failed" else None, "running": running,
+        # False until a pass has counted the source (its STATUS): source_messages 0 then means "unknown"
+        "source_known": bool(row.get("source_known", True)),
         "source_messages": source, "source_bytes": row.get("source_bytes"),
         "target_messages": on_target, "skipped": skipped,
         "bytes": int(row.get("bytes") or 0), "percent": round(min(percent, 100.0), 1),
@@ -110,6 +112,7 @@ def _totals(accounts: list[dict]) -> dict:
     behind = sum(a["behind"] for a in accounts)
     known = [a["source_bytes"] for a in accounts if a["source_bytes"] is not None]
     return {"accounts": len(accounts), "phases": phases, "source_messages": source,
+            "source_known": bool(accounts) and all(a["source_known"] for a in accounts),
             "source_bytes": sum(known) if known else None, "target_messages": target,
             "skipped": skipped, "bytes": sum(a["bytes"] for a in accounts),
             "percent": round(100.0 * min(source, target + skipped) / source, 1) if source else 0.0,

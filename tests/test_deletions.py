@@ -71,7 +71,7 @@ class Env:
             yaml.safe_dump(doc, f, allow_unicode=True)
 
     def sync(self, expect=0) -> str:
-        r = ctl("--config", self.cfg, "sync", A, "--password-file", self.pwf, "--progress", "none")
+        r = ctl("--config", self.cfg, "sync", A, "--add", "--password-file", self.pwf, "--progress", "none")
         assert r.returncode == expect, r.stdout + r.stderr
         return r.stdout
 
@@ -224,7 +224,7 @@ sys.exit(main(sys.argv[2:]))
 
 def _killed_pass(env, where):
     e = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-c", KILLER, where, "--config", env.cfg, "sync", A,
+    r = subprocess.run([sys.executable, "-c", KILLER, where, "--config", env.cfg, "sync", A, "--add",
                         "--password-file", env.pwf, "--progress", "none"],
                        capture_output=True, text=True, timeout=300, env=e, cwd=REPO)
     assert r.returncode == -9, r.stdout + r.stderr

@@ -104,7 +104,7 @@ def test_a_real_source_with_hostile_folder_names(tmp_path, dovecot_pair):
     hostile_source(dovecot_pair)
     cfg = make_config(tmp_path, dovecot_pair)
     pw = password_file(tmp_path, dovecot_pair.users[A].old_password)
-    for r in (ctl("--config", cfg, "sync", A, "--password-file", pw, "--progress", "lines"),
+    for r in (ctl("--config", cfg, "sync", A, "--add", "--password-file", pw, "--progress", "lines"),
               ctl("--config", cfg, "report", A)):
         assert r.returncode in (0, 3), r.stderr
         out = r.stdout + r.stderr

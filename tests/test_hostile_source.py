@@ -34,7 +34,7 @@ def _source(scenario_folder: str, how: str) -> HostileServer:
 
 def _run(tmp_path, pair, srv: HostileServer):
     cfg = make_config(tmp_path, pair, source={"port": srv.port}, sync={"retries": 1, "retry_backoff": 0.01})
-    r = ctl("--config", cfg, "sync", A, "--password-file", password_file(tmp_path, "old-pw"),
+    r = ctl("--config", cfg, "sync", A, "--add", "--password-file", password_file(tmp_path, "old-pw"),
             "--progress", "none", timeout=150)
     rep = ctl("--config", cfg, "report", A)
     return r, rep
@@ -95,7 +95,7 @@ def test_oversized_literal_is_skipped_unread_and_the_folder_goes_on(dovecot_pair
     with _source("Evil", "oversized") as srv:
         cfg = make_config(tmp_path, dovecot_pair, source={"port": srv.port},
                           sync={"retries": 1, "retry_backoff": 0.01})
-        r, rss_kib = _peak_rss(tmp_path, "--config", cfg, "sync", A, "--password-file",
+        r, rss_kib = _peak_rss(tmp_path, "--config", cfg, "sync", A, "--add", "--password-file",
                                password_file(tmp_path, "old-pw"), "--progress", "none")
         rep = ctl("--config", cfg, "report", A)
         rss_mb = rss_kib / 1024

@@ -70,7 +70,7 @@ def test_matrix(request, tmp_path, source_kind, target_kind):
         del tgt["master_user"], tgt["master_password_file"]
         open(cfg, "w").write(yaml.safe_dump(doc, allow_unicode=True))
     t0 = time.monotonic()
-    cp = ctl("-c", cfg, "sync", USER, "--password-file", password_file(tmp_path, SOURCE_USERS[USER]),
+    cp = ctl("-c", cfg, "sync", USER, "--add", "--password-file", password_file(tmp_path, SOURCE_USERS[USER]),
              "--progress", "none")
     seconds = time.monotonic() - t0
     assert cp.returncode == 0, cp.stdout + cp.stderr

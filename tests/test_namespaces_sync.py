@@ -26,7 +26,7 @@ def _pair(source, target):
 
 
 def _sync(cfg, tmp_path):
-    cp = ctl("-c", cfg, "sync", USER, "--password-file", password_file(tmp_path, SOURCE_USERS[USER]),
+    cp = ctl("-c", cfg, "sync", USER, "--add", "--password-file", password_file(tmp_path, SOURCE_USERS[USER]),
              "--progress", "none")
     assert cp.returncode == 0, cp.stdout + cp.stderr
     return cp

@@ -182,7 +182,7 @@ def test_mailsyncctl_sync_and_report_with_a_pop3_source(dovecot_pair, tmp_path):
     seed(*pair.source_account(A), {"INBOX": [_msg(i) for i in range(3)]})
     cfg = pop3_cfg(tmp_path, pair)
     pwf = password_file(tmp_path, pair.users[A].old_password)
-    r = ctl("--config", cfg, "sync", A, "--password-file", pwf, "--progress", "none")
+    r = ctl("--config", cfg, "sync", A, "--add", "--password-file", pwf, "--progress", "none")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "copied 3" in r.stdout
     rep = ctl("--config", cfg, "report", A)
@@ -234,7 +234,7 @@ def test_wrong_password_is_a_clear_error(dovecot_pair, tmp_path):
     assert res.error_kind == "AuthFailed"
     assert f"source 127.0.0.1:{dovecot_pair.source.pop3_port}: login refused for {A}" in res.error
     assert "not-the-password" not in res.error
-    r = ctl("--config", cfg, "sync", A, "--password-file", password_file(tmp_path, "not-the-password"))
+    r = ctl("--config", cfg, "sync", A, "--add", "--password-file", password_file(tmp_path, "not-the-password"))
     assert r.returncode == 1 and "login refused for alice@example.com" in r.stderr
     assert "Traceback" not in r.stderr and "not-the-password" not in r.stderr + r.stdout
 
@@ -309,13 +309,13 @@ plugin {
     seed(*pair.source_account(A), {"INBOX": [_msg(1), _msg(2, size=300_000), _msg(3)]})
     cfg = pop3_cfg(tmp_path, pair)
     pwf = password_file(tmp_path, pair.users[A].old_password)
-    r = ctl("--config", cfg, "sync", A, "--password-file", pwf)
+    r = ctl("--config", cfg, "sync", A, "--add", "--password-file", pwf)
     assert r.returncode == 3, r.stdout + r.stderr
     assert "skipped message: folder=INBOX (pop3)" in r.stdout and "POP3 UIDL" in r.stdout, r.stdout
     assert len(dst_box(pair)) == 2
     rep = ctl("--config", cfg, "report", A)
     assert "skipped message: folder=INBOX (pop3)" in rep.stdout
-    r2 = ctl("--config", cfg, "sync", A, "--password-file", pwf)     # no retry, no duplicate
+    r2 = ctl("--config", cfg, "sync", A, "--add", "--password-file", pwf)     # no retry, no duplicate
     assert r2.returncode == 3 and len(dst_box(pair)) == 2
     assert "copied 0" in r2.stdout
 
@@ -335,14 +335,14 @@ def test_kill_9_mid_pass_then_rerun_gives_exactly_one_copy(dovecot_pair, tmp_pat
     pwf = password_file(tmp_path, pw)
     kills = 0
     for delay in (0.5, 0.25, 0.9, 0.4):
-        p = ctl_popen("--config", cfg, "sync", A, "--password-file", pwf, "--progress", "none")
+        p = ctl_popen("--config", cfg, "sync", A, "--add", "--password-file", pwf, "--progress", "none")
         time.sleep(delay)
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
             kills += 1
         p.wait()
     assert kills >= 1
-    r = ctl("--config", cfg, "sync", A, "--password-file", pwf, "--progress", "none")
+    r = ctl("--config", cfg, "sync", A, "--add", "--password-file", pwf, "--progress", "none")
     assert r.returncode == 0, r.stderr
     assert dst_box(pair) == src_inbox(pair)
     assert inflight_count(tmp_path) == 0

@@ -287,3 +287,34 @@ def test_a_failed_pass_backs_off_exponentially_up_to_the_cap(tmp_path, closing):
         assert passes.held == [], failures
         reactor.advance(wait * 0.5 + 2)
         assert [a for _, a in passes.held] == [A], failures
+
+
+def test_account_retry_ends_the_backoff_at_the_next_tick(tmp_path, closing):
+    world = _world(tmp_path, [A], scheduler={"failure_backoff": 1000, "failure_backoff_max": 1000})
+    cfg, store, vault, reactor, passes = world
+    sched = _started(world)
+    closing((sched, store))
+    assert _end(passes, reactor, error="source unreachable", error_kind="Unreachable") == [A]
+    store.set_phase(A, "failed", "source unreachable")       # what the pass itself records
+    sched.add_accounts(store.accounts())
+    reactor.advance(1)
+    assert passes.held == []                                  # still backing off
+    store.retry_account(A)                                    # mailsyncctl account retry
+    sched.add_accounts(store.accounts())
+    reactor.advance(1)
+    assert [a for _, a in passes.held] == [A]
+    assert sched.accounts[A].failures == 0
+
+
+def test_a_removed_account_leaves_the_schedule(tmp_path, closing):
+    B = "bob@example.com"
+    world = _world(tmp_path, [A, B], scheduler={"pass_interval": 60})
+    cfg, store, vault, reactor, passes = world
+    sched = _started(world)
+    closing((sched, store))
+    assert sorted(_end(passes, reactor)) == [A, B]
+    assert store.remove_account(B)
+    sched.add_accounts(store.accounts())
+    assert B not in sched.accounts
+    reactor.advance(120)
+    assert [a for _, a in passes.held] == [A]

@@ -153,7 +153,7 @@ plugin {
                                              Msg(make_message(3), (), _d(3))]})
     cfg = make_config(tmp_path, pair)
     pwf = password_file(tmp_path, pair.users[A].old_password)
-    r = ctl("--config", cfg, "sync", A, "--password-file", pwf)
+    r = ctl("--config", cfg, "sync", A, "--add", "--password-file", pwf)
     assert r.returncode == 3, r.stdout + r.stderr
     assert "skipped message: folder=INBOX uid=2" in r.stdout
     assert "larger" in r.stdout.lower() or "limit" in r.stdout.lower(), r.stdout
@@ -162,7 +162,7 @@ plugin {
     rep = ctl("--config", cfg, "report", A)
     assert "skipped message: folder=INBOX uid=2" in rep.stdout
     # a rerun does not try again and does not duplicate
-    r2 = ctl("--config", cfg, "sync", A, "--password-file", pwf)
+    r2 = ctl("--config", cfg, "sync", A, "--add", "--password-file", pwf)
     assert r2.returncode == 3 and len(dst(pair)["INBOX"]) == 2
 
 

@@ -22,7 +22,7 @@ def _inbox(n: int, size: int = 3000) -> dict:
 
 def test_wrong_password_is_a_clear_error(dovecot_pair, tmp_path):
     cfg = make_config(tmp_path, dovecot_pair)
-    r = ctl("--config", cfg, "sync", A, "--password-file", password_file(tmp_path, "not-the-password"))
+    r = ctl("--config", cfg, "sync", A, "--add", "--password-file", password_file(tmp_path, "not-the-password"))
     assert r.returncode == 1
     assert "login refused for alice@example.com" in r.stderr and "source 127.0.0.1" in r.stderr
     assert "not-the-password" not in r.stderr + r.stdout
@@ -35,7 +35,7 @@ def test_unreachable_source_names_host_and_cause(dovecot_pair, tmp_path):
     dead = s.getsockname()[1]
     s.close()
     cfg = make_config(tmp_path, dovecot_pair, source={"port": dead})
-    r = ctl("--config", cfg, "sync", A, "--password-file", password_file(tmp_path, "x"))
+    r = ctl("--config", cfg, "sync", A, "--add", "--password-file", password_file(tmp_path, "x"))
     assert r.returncode == 1
     assert f"source 127.0.0.1:{dead}: connection refused" in r.stderr
 
@@ -44,13 +44,13 @@ def test_untrusted_certificate_is_refused(make_dovecot, dovecot_pair, test_cert,
     tls_src = make_dovecot("tls", ssl=test_cert)
     cfg = make_config(tmp_path, dovecot_pair, source={"port": tls_src.imaps_port, "security": "tls"})
     pwf = password_file(tmp_path, dovecot_pair.users[A].old_password)
-    r = ctl("--config", cfg, "sync", A, "--password-file", pwf)
+    r = ctl("--config", cfg, "sync", A, "--add", "--password-file", pwf)
     assert r.returncode == 1
     assert "TLS certificate not trusted" in r.stderr, r.stderr
     # with the test CA configured the same server is accepted
     cfg2 = make_config(tmp_path, dovecot_pair, source={"port": tls_src.imaps_port, "security": "tls",
                                                        "ca_file": test_cert[0]}, name="ok.yaml")
-    assert ctl("--config", cfg2, "sync", A, "--password-file", pwf).returncode == 0
+    assert ctl("--config", cfg2, "sync", A, "--add", "--password-file", pwf).returncode == 0
 
 
 def test_starttls_source(make_dovecot, dovecot_pair, test_cert, tmp_path):
@@ -64,7 +64,7 @@ def test_starttls_source(make_dovecot, dovecot_pair, test_cert, tmp_path):
 
 def test_unknown_domain(dovecot_pair, tmp_path):
     cfg = make_config(tmp_path, dovecot_pair)
-    r = ctl("--config", cfg, "sync", "carol@elsewhere.org", "--password-file", password_file(tmp_path, "x"))
+    r = ctl("--config", cfg, "sync", "carol@elsewhere.org", "--add", "--password-file", password_file(tmp_path, "x"))
     assert r.returncode == 1 and "no domain 'elsewhere.org'" in r.stderr
 
 
@@ -83,7 +83,7 @@ def test_folder_name_the_target_refuses_fails_only_that_folder(dovecot_pair, tmp
     # Dovecot's Maildir++ layout refuses '.' in names
     cfg = make_config(tmp_path, pair, folders={"layout": "mirror", "map": {"Projects": "v1.2 Projects"}})
     pwf = password_file(tmp_path, pair.users[A].old_password)
-    r = ctl("--config", cfg, "sync", A, "--password-file", pwf)
+    r = ctl("--config", cfg, "sync", A, "--add", "--password-file", pwf)
     assert r.returncode == 3, r.stdout + r.stderr
     assert "target refused to create folder 'v1.2 Projects'" in r.stdout
     assert "not allowed" in r.stdout
@@ -109,9 +109,10 @@ def test_no_password_in_logs_state_or_errors(dovecot_pair, tmp_path):
     seed(*pair.source_account(A), _inbox(3))
     cfg = make_config(tmp_path, pair)
     pw = pair.users[A].old_password
-    r = ctl("--log-level", "debug", "--config", cfg, "sync", A, "--password-file", password_file(tmp_path, pw))
+    r = ctl("--log-level", "debug", "--config", cfg, "sync", A, "--add", "--password-file",
+            password_file(tmp_path, pw))
     assert r.returncode == 0, r.stderr
-    bad = ctl("--log-level", "debug", "--config", cfg, "sync", A, "--password-file",
+    bad = ctl("--log-level", "debug", "--config", cfg, "sync", A, "--add", "--password-file",
               password_file(tmp_path, "Wr0ng-Secret!", name="wrong.pw"))
     assert bad.returncode == 1
     secrets = [pw, pair.master[1], "Wr0ng-Secret!"]

@@ -126,14 +126,14 @@ def test_kill_9_mid_copy_then_rerun_gives_exactly_one_copy(kind, dovecot_pair, t
     pwf = password_file(tmp_path, pw)
     kills = 0
     for delay in (0.5, 0.25, 0.9, 0.4):
-        p = ctl_popen("--config", cfg, "sync", A, "--password-file", pwf, "--progress", "none")
+        p = ctl_popen("--config", cfg, "sync", A, "--add", "--password-file", pwf, "--progress", "none")
         time.sleep(delay)
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
             kills += 1
         p.wait()
     assert kills >= 1
-    r = ctl("--config", cfg, "sync", A, "--password-file", pwf, "--progress", "none")
+    r = ctl("--config", cfg, "sync", A, "--add", "--password-file", pwf, "--progress", "none")
     assert r.returncode == 0, r.stderr
     assert inbox(pair, "target") == inbox(pair, "source") == before
     assert journal(tmp_path) == 0

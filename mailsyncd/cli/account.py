@@ -5,20 +5,32 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from contextlib import closing
 
-from .common import EPILOG, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK, account_domain, account_password
+from .common import (EPILOG, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK, account_domain, account_password,
+                     in_running_pass)
 
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("sync", help="run one sync pass for one account in the foreground",
                        description="Copy new messages and flag changes from the account's old server to the "
-                                   "new one, then print a per-folder report.", epilog=EPILOG,
+                                   "new one, then print a per-folder report. A one-off pass does not change what "
+                                   "the daemon thinks of the account unless asked: an unknown address needs --add, "
+                                   "and a known account's phase changes only with --record. An account in a pass of the "
+                                   "running daemon is refused.", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("address", help="the user's email address; its domain selects the config section")
     p.add_argument("--password-file", metavar="FILE",
                    help="file holding the user's OLD (source) password on its first line; '-' reads stdin")
     p.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto",
                    help="progress display on stderr (default: a bar on a terminal, lines otherwise)")
+    p.add_argument("--add", action="store_true",
+                   help="the account may be new: create it, its phase from this pass (without it, an address the "
+                        "store does not know is refused, so a typo leaves nothing behind)")
+    p.add_argument("--record", action="store_true",
+                   help="record the outcome as the account's phase (failed or in sync), as a daemon pass does; "
+                        "without it the pass is logged and shown by `report`, but status and the daemon's "
+                        "schedule keep the phase they had")
 
     p = sub.add_parser("report", help="the last pass's report for an account: per folder, source vs target")
     p.add_argument("address")
@@ -47,6 +59,14 @@ def cmd_sync(cfg, args) -> int:
     domain = account_domain(cfg, args.address)
     if domain is None:
         return EXIT_ERROR
+    with closing(Store.in_state_dir(cfg.state_dir)) as store:
+        known = store.account(args.address) is not None
+    if not known and not args.add:
+            print(f"mailsyncctl: no account {shown(args.address)} in {cfg.state_dir}; check the address, or pass "
+                  "--add to create it with this pass", file=sys.stderr)
+            return EXIT_ERROR
+    if in_running_pass(cfg, args.address):
+        return EXIT_ERROR
     password = account_password(cfg, args)
     if password is None:
         return EXIT_ERROR
@@ -57,7 +77,8 @@ def cmd_sync(cfg, args) -> int:
     progress = Progress(view)
     store = Store.in_state_dir(cfg.state_dir)
     try:
-        res = AccountSync(domain, args.address, password, store, progress=progress).run()
+        res = AccountSync(domain, args.address, password, store, progress=progress,
+                          record_phase=args.record or not known).run()   # a new account has no other view
     except MailsyncError as e:
         res = None
         err = str(e)

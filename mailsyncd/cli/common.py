@@ -12,21 +12,28 @@ from .. import __version__
 
 DEFAULT_CONFIG = os.environ.get("MAILSYNCD_CONFIG", "/etc/mailsyncd/mailsyncd.yaml")
 # exit codes (documented in --help)
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_RESTART = 0, 1, 2, 3, 4
+EXIT_PIPE = 141     # the shell's code for a process ended by SIGPIPE: `mailsyncctl status | head`
 
 EPILOG = """exit codes:
-  0  done: for sync, every source message is on the target
-  1  failed (config error, login refused, server unreachable, ...)
-  2  bad command line
-  3  sync finished, but some messages were skipped or some folders failed (see the report)
+  0    done: for sync, every source message is on the target
+  1    failed (config error, login refused, server unreachable, ...)
+  2    bad command line
+  3    sync finished, but some messages were skipped or some folders failed (see the report)
+  4    reload: the new config is in force, but part of it (listen addresses, state_dir) waits for a restart
+  141  the reader of the output went away (e.g. `| head`): the output was cut short
 """
 
 
-def add_config_options(ap: argparse.ArgumentParser, log_help: str) -> None:
-    ap.add_argument("--config", "-c", default=DEFAULT_CONFIG, metavar="FILE",
+def add_config_options(ap: argparse.ArgumentParser, log_help: str, *, in_command: bool = False) -> None:
+    """--config and --log-level; ``in_command``: the copy a subcommand takes (`mailsyncctl status -c F`),
+    whose SUPPRESS default keeps a value given before the subcommand."""
+    ap.add_argument("--config", "-c", default=argparse.SUPPRESS if in_command else DEFAULT_CONFIG, metavar="FILE",
                     help=f"YAML config file (default: $MAILSYNCD_CONFIG or {DEFAULT_CONFIG})")
-    ap.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"], help=log_help)
-    ap.add_argument("--version", action="version", version=f"mailsyncd {__version__}")
+    ap.add_argument("--log-level", default=argparse.SUPPRESS if in_command else None,
+                    choices=["debug", "info", "warning", "error"], help=log_help)
+    if not in_command:
+        ap.add_argument("--version", action="version", version=f"mailsyncd {__version__}")
 
 
 def load_checked_config(path: str, prog: str):
@@ -87,3 +94,15 @@ def account_password(cfg, args) -> str | None:
         print(f"mailsyncctl: no stored source password for {args.address}; pass --password-file FILE",
               file=sys.stderr)
     return password
+
+
+def in_running_pass(cfg, address: str) -> bool:
+    """Whether the daemon running on this state_dir has a pass of ``address`` under way (its daemon.json,
+    as `status` reads it); said on stderr when so."""
+    from .control import read_status
+    doc = read_status(cfg)
+    if doc is None or address not in (doc.get("live") or {}):
+        return False
+    print(f"mailsyncctl: {address}: the running mailsyncd (pid {doc['pid']}) is syncing it now; "
+          "try again when its pass has ended (mailsyncctl status --user ADDRESS)", file=sys.stderr)
+    return True

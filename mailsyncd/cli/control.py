@@ -13,7 +13,7 @@ import time
 from .. import cutover, status
 from ..text import json_text, shown
 
-EXIT_OK, EXIT_ERROR = 0, 1
+from .common import EXIT_ERROR, EXIT_OK, EXIT_RESTART
 
 
 def _status_path(cfg) -> str:
@@ -58,7 +58,9 @@ def cmd_reload(cfg, args) -> int:
                       f"{shown(now['reload_error'])}", file=sys.stderr)
                 return EXIT_ERROR
             print(f"reloaded: generation {now['generation']}, domains {', '.join(now['domains'])}")
-            return EXIT_OK
+            for note in now.get("restart_needed") or []:
+                print(f"restart needed: {shown(note)}")
+            return EXIT_RESTART if now.get("restart_needed") else EXIT_OK
     print(f"mailsyncctl: no answer to SIGHUP within {args.timeout:g}s (pid {doc['pid']})", file=sys.stderr)
     return EXIT_ERROR
 
@@ -189,9 +191,13 @@ def cmd_status(cfg, args) -> int:
         cut_text = cutover.word(cutover.state_of(cut)) + (f" at {_when(cut['at'])}" if cut and cut.get("at") else "")
         skipped = f", {d['skipped']:,} skipped" if d["skipped"] else ""
         phases = ", ".join(f"{v} {k}" for k, v in ph.items() if v) or "none"
-        print(f"\n{d['name']}  {_bar(d['percent'])} {d['percent']:5.1f}%  "
-              f"{d['target_messages']:,} of {d['source_messages']:,} messages on the new server"
-              f"{skipped}; eta {_eta(d['eta_seconds'])}")
+        if d["source_known"]:
+            print(f"\n{d['name']}  {_bar(d['percent'])} {d['percent']:5.1f}%  "
+                  f"{d['target_messages']:,} of {d['source_messages']:,} messages on the new server"
+                  f"{skipped}; eta {_eta(d['eta_seconds'])}")
+        else:   # 0 of 0 would read as "done"
+            print(f"\n{d['name']}  progress unknown: {d['target_messages']:,} messages on the new server{skipped}, "
+                  "source not counted yet" + ("" if d["accounts"] else " (no accounts)"))
         print(f"  accounts: {d['accounts']} ({phases}); cutover {cut_text}")
     accounts = report["accounts"]
     if not accounts:
@@ -200,12 +206,19 @@ def cmd_status(cfg, args) -> int:
         a["address"] = shown(a["address"])
     width = max(len(a["address"]) for a in accounts)
     print(f"\n{'account':<{width}}  {'phase':<8} {'progress':<28} {'messages':>17} {'skip':>5} "
-          f"{'eta':>6}  {'last pass':>10}  {'next':>9}")
+          f"{'eta':>6}  {'last pass':>10}  {'next':>11}")
     for a in accounts:
-        msgs = f"{a['target_messages']:,}/{a['source_messages']:,}"
-        print(f"{a['address']:<{width}}  {a['phase']:<8} {_bar(a['percent'])} {a['percent']:5.1f}% "
+        if a["source_known"]:
+            msgs = f"{a['target_messages']:,}/{a['source_messages']:,}"
+            progress = f"{_bar(a['percent'])} {a['percent']:5.1f}%"
+        else:
+            msgs, progress = f"{a['target_messages']:,}/unknown", "unknown"
+        # no daemon, no next pass: "now" would be a promise nobody keeps
+        nxt = "running" if a["running"] else "not running" if doc is None else (
+            "-" if not a["next_pass"] else "now" if a["next_pass"] <= now else _ago(a["next_pass"], now))
+        print(f"{a['address']:<{width}}  {a['phase']:<8} {progress:<28} "
               f"{msgs:>17} {a['skipped']:>5} {_eta(a['eta_seconds']):>6}  {_ago(a['last_pass'], now):>10}  "
-              f"{_ago(a['next_pass'], now) if a['next_pass'] else '-':>9}")
+              f"{nxt:>11}")
         if a["reason"]:
             print(f"{'':<{width}}  ↳ {shown(a['reason'], 160)}")
     return EXIT_OK

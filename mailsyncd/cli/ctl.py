@@ -5,10 +5,12 @@ module: ``account`` (sync, report, remap), ``control`` (reload, status, cutover)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import account
-from .common import EPILOG, EXIT_ERROR, EXIT_OK, EXIT_USAGE, add_config_options, load_checked_config
+from .common import (EPILOG, EXIT_ERROR, EXIT_OK, EXIT_PIPE, EXIT_USAGE, add_config_options,
+                     load_checked_config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,11 +23,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("check-config", help="validate the config: list every error (exit 1), or summarise it (exit 0)")
 
     account.add_parsers(sub)
+    from .accountcmd import add_parser as add_account
+    add_account(sub)
 
     p = sub.add_parser("reload", help="make the running daemon re-read its config (SIGHUP) and wait for the result",
                        description="Check the config, send SIGHUP to the mailsyncd running on this state_dir, and "
                                    "wait until it reports the new config generation (exit 0) or its error (exit 1). "
-                                   "A bad file is refused here first; the daemon would keep its old config anyway.")
+                                   "A bad file is refused here first; the daemon would keep its old config anyway. "
+                                   "Listen addresses and state_dir change only on restart: when they changed, "
+                                   "it says so and exits 4.")
     p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait (default 30)")
 
     p = sub.add_parser("status", help="progress at a glance: per domain and per account, failed first",
@@ -62,10 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .demo import add_parser as add_demo
     add_demo(sub)
+    for p in sub.choices.values():    # the global options, after the command too
+        add_config_options(p, "override the config's log_level (logs go to stderr)", in_command=True)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()      # inside the try: a closed pipe shows here for buffered output
+        return code
+    except BrokenPipeError:
+        # the reader went away (`mailsyncctl status | head`): no traceback; stdout points at devnull so
+        # that the interpreter's own flush at exit does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     from .. import logs, statedir
@@ -96,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     if args.cmd in ("sync", "report", "remap"):
         return getattr(account, f"cmd_{args.cmd}")(cfg, args)
+    if args.cmd == "account":
+        from .accountcmd import cmd_account
+        return cmd_account(cfg, args)
     if args.cmd == "import":
         from .importcmd import cmd_import
         return cmd_import(cfg, args)

@@ -77,7 +77,9 @@ class AccountsMixin:
             (SELECT ps.finished FROM passes ps WHERE ps.account = a.address AND ps.finished IS NOT NULL
              ORDER BY ps.id DESC LIMIT 1),
             (SELECT ps.ok FROM passes ps WHERE ps.account = a.address AND ps.finished IS NOT NULL
-             ORDER BY ps.id DESC LIMIT 1)
+             ORDER BY ps.id DESC LIMIT 1),
+            EXISTS (SELECT 1 FROM folders f WHERE f.account = a.address)
+              OR EXISTS (SELECT 1 FROM reports r WHERE r.account = a.address)
             FROM accounts a LEFT JOIN secrets s ON s.address = a.address"""
         where, args = [], []
         if domain is not None:
@@ -94,8 +96,31 @@ class AccountsMixin:
                         "source_address": r[5], "has_password": bool(r[6]),
                         "source_messages": r[7] or r[8], "source_bytes": r[9], "target_messages": r[10],
                         "bytes": r[11], "skipped": r[12], "last_pass_finished": r[13],
-                        "last_pass_ok": None if r[14] is None else bool(r[14])})
+                        "last_pass_ok": None if r[14] is None else bool(r[14]), "source_known": bool(r[15])})
         return out
+
+    def remove_account(self, address: str) -> bool:
+        """Every row of the account, its sealed password with them (securely deleted); False if unknown."""
+        with self._secret_tx() as c:
+            if c.execute("SELECT 1 FROM accounts WHERE address=?", (address,)).fetchone() is None:
+                return False
+            # every table keyed by the account, as the schema has it now: "account", or "address" (accounts,
+            # secrets, known_networks); accounts last, as it is the row that says the account exists
+            tables = [t for (t,) in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            for table in sorted(tables, key=lambda t: t == "accounts"):
+                columns = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
+                for column in {"account", "address"} & columns:
+                    c.execute(f"DELETE FROM {table} WHERE {column}=?", (address,))
+            self._bump(c, "accounts_rev")     # the daemon drops it from its schedule
+        return True
+
+    def retry_account(self, address: str) -> None:
+        """Clear ``failed``: the daemon ends the account's backoff and schedules it at its next tick."""
+        with self._tx() as c:
+            c.execute("UPDATE accounts SET phase=CASE WHEN EXISTS (SELECT 1 FROM passes p WHERE p.account=? "
+                      "AND p.ok) THEN 'synced' ELSE 'new' END, last_error=NULL, updated=? "
+                      "WHERE address=? AND phase='failed'", (address, time.time(), address))
+            self._bump(c, "accounts_rev")
 
     def account(self, address: str) -> dict | None:
         rows = self._dicts("SELECT address, domain, phase, last_error, created, updated, plan, source_address"

@@ -49,6 +49,7 @@ class SecretsMixin:
         """Drop the stored ciphertext, keep the verifier."""
         with self._secret_tx() as t:
             t.execute("UPDATE secrets SET password=NULL, updated=? WHERE address=?", (time.time(), address))
+            self._bump(t, "accounts_rev")
 
     def put_verifier(self, address: str, verifier: str, verified_at: float) -> None:
         with self._tx() as c:

@@ -86,8 +86,10 @@ class AccountSync:
     def __init__(self, domain, address: str, password: str, store: Store, *,
                  progress: Progress | None = None, stop: threading.Event | None = None,
                  connections: int | None = None, source_address: str | None = None,
-                 pop3_fallback: bool | None = None):
+                 pop3_fallback: bool | None = None, record_phase: bool = True):
         self.domain = domain
+        # False: a one-off pass (mailsyncctl sync) that leaves the account's phase, as the daemon sees it, alone
+        self.record_phase = record_phase
         # POP3 source without UIDL: match by content (True), fail (False), None: source.pop3_no_uidl
         self.pop3_fallback = pop3_fallback
         self.source_address = source_address or address   # a renaming migration logs in as another user
@@ -120,7 +122,8 @@ class AccountSync:
         res = PassResult(self.address)
         self.store.ensure_account(self.address, self.domain.name)
         pass_id = self.store.start_pass(self.address)
-        self.store.set_phase(self.address, "syncing")
+        if self.record_phase:
+            self.store.set_phase(self.address, "syncing")
         try:
             self._run(res)
             if self.stop.is_set() and res.error is None:
@@ -134,7 +137,7 @@ class AccountSync:
             res.seconds = time.monotonic() - t0
             self.store.finish_pass(pass_id, ok=res.complete, copied=res.copied, present=res.present,
                                    skipped=res.skipped, nbytes=res.bytes, error=res.error, deleted=res.deleted)
-            if res.error_kind == "Stopped":
+            if res.error_kind == "Stopped" or not self.record_phase:
                 pass    # still "syncing": the next start resumes from the marks
             else:
                 self.store.set_phase(self.address, "failed" if res.error else "synced", res.error)
