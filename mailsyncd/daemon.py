@@ -8,9 +8,12 @@ import logging
 import os
 import time
 
+from OpenSSL import SSL
 from twisted.application import internet, service
 from twisted.internet import defer, task, threads
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 from . import systemd
 from .providers import autodetect
@@ -43,14 +46,16 @@ class _PoolService(service.Service):
         self.pool.stop()
 
 
+@implementer(IOpenSSLServerConnectionCreator)
 class _CurrentTLS:
-    """A context factory whose certificate can be swapped: new handshakes get the new one."""
+    """Server TLS whose certificate can be swapped: new handshakes get the new one.  It declares
+    Twisted's connection-creator interface, else Twisted warns (LegacyContextFactoryWarning) at each start."""
 
     def __init__(self, options):
         self.options = options
 
-    def getContext(self):
-        return self.options.getContext()
+    def serverConnectionForTLS(self, tls_protocol) -> SSL.Connection:
+        return SSL.Connection(self.options.getContext(), None)
 
 
 class _Adopted(service.Service):
