@@ -317,12 +317,20 @@ class Daemon(service.MultiService):
     def daemon_info(self) -> dict:
         return {"running": True, "pid": os.getpid(), "generation": self.generation, "started": self.started,
                 "sessions": self.sessions, "relayed": sum(f.relayed for f in self.factories),
-                "reload_error": self.reload_error, "passes_running": len(self.scheduler.running)}
+                "reload_error": self.reload_error, "config_path": self.config.path,
+                "passes_running": len(self.scheduler.running)}
+
+    def _running_config(self) -> dict:
+        """What ``mailsyncctl status`` needs of the running generation's config when the file no longer parses."""
+        c = self.config
+        return {"pass_interval": c.scheduler.pass_interval,
+                "cutovers": {name: d.cutover for name, d in sorted(c.domains.items())}}
 
     def _write_status(self) -> None:
         doc = {"pid": os.getpid(), "generation": self.generation, "reloads": self.reloads,
                "reload_error": self.reload_error, "started": self.started, "updated": time.time(),
-               "config": self.config.path, "domains": sorted(self.config.domains),
+               "config_path": self.config.path, "state_dir": self.config.state_dir,
+               "running_config": self._running_config(), "domains": sorted(self.config.domains),
                "sessions": self.sessions, "relayed": sum(f.relayed for f in self.factories),
                "phases": self.phase_counts, "scheduler": self.scheduler.summary(),
                "logins": dict(self.gate.counts), "detected": self.detected, "live": self.scheduler.live(),

@@ -12,13 +12,14 @@ from .. import __version__
 
 DEFAULT_CONFIG = os.environ.get("MAILSYNCD_CONFIG", "/etc/mailsyncd/mailsyncd.yaml")
 # exit codes (documented in --help)
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_CONFIG_BROKEN = 0, 1, 2, 3, 4
 
 EPILOG = """exit codes:
   0  done: for sync, every source message is on the target
   1  failed (config error, login refused, server unreachable, ...)
   2  bad command line
   3  sync finished, but some messages were skipped or some folders failed (see the report)
+  4  status: the last reload failed or the config file has errors (the daemon runs its previous config)
 """
 
 
