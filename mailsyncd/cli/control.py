@@ -190,7 +190,8 @@ def cmd_status(cfg, args, config_errors: list[str] = ()) -> int:
         store.close()
     daemon = None
     if doc is not None:
-        daemon = {k: doc.get(k) for k in ("pid", "generation", "started", "sessions", "relayed", "reload_error")}
+        daemon = {k: doc.get(k) for k in ("pid", "generation", "started", "sessions", "relayed", "reload_error",
+                                          "config_path")}
         daemon["running"] = True
     report = status.build(rows, config=cfg, live=(doc or {}).get("live"), cutovers=cutovers, daemon=daemon,
                           domain=args.domain, user=args.user)
