@@ -8,9 +8,12 @@ import logging
 import os
 import time
 
+from OpenSSL import SSL
 from twisted.application import internet, service
 from twisted.internet import defer, task, threads
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 from . import systemd
 from .providers import autodetect
@@ -43,14 +46,16 @@ class _PoolService(service.Service):
         self.pool.stop()
 
 
+@implementer(IOpenSSLServerConnectionCreator)
 class _CurrentTLS:
-    """A context factory whose certificate can be swapped: new handshakes get the new one."""
+    """Server TLS whose certificate can be swapped: new handshakes get the new one.  It declares
+    Twisted's connection-creator interface, else Twisted warns (LegacyContextFactoryWarning) at each start."""
 
     def __init__(self, options):
         self.options = options
 
-    def getContext(self):
-        return self.options.getContext()
+    def serverConnectionForTLS(self, tls_protocol) -> SSL.Connection:
+        return SSL.Connection(self.options.getContext(), None)
 
 
 class _Adopted(service.Service):
@@ -318,12 +323,20 @@ class Daemon(service.MultiService):
     def daemon_info(self) -> dict:
         return {"running": True, "pid": os.getpid(), "generation": self.generation, "started": self.started,
                 "sessions": self.sessions, "relayed": sum(f.relayed for f in self.factories),
-                "reload_error": self.reload_error, "passes_running": len(self.scheduler.running)}
+                "reload_error": self.reload_error, "config_path": self.config.path,
+                "passes_running": len(self.scheduler.running)}
+
+    def _running_config(self) -> dict:
+        """What ``mailsyncctl status`` needs of the running generation's config when the file no longer parses."""
+        c = self.config
+        return {"pass_interval": c.scheduler.pass_interval,
+                "cutovers": {name: d.cutover for name, d in sorted(c.domains.items())}}
 
     def _write_status(self) -> None:
         doc = {"pid": os.getpid(), "generation": self.generation, "reloads": self.reloads,
                "reload_error": self.reload_error, "started": self.started, "updated": time.time(),
-               "config": self.config.path, "domains": sorted(self.config.domains),
+               "config_path": self.config.path, "state_dir": self.config.state_dir,
+               "running_config": self._running_config(), "domains": sorted(self.config.domains),
                "sessions": self.sessions, "relayed": sum(f.relayed for f in self.factories),
                "phases": self.phase_counts, "scheduler": self.scheduler.summary(),
                "logins": dict(self.gate.counts), "detected": self.detected, "live": self.scheduler.live(),

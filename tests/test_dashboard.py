@@ -324,6 +324,30 @@ def test_dashboard_in_a_real_browser(tmp_path, dovecot_pair, browser):
         assert not problems, problems        # no CSP violation, no script error
 
 
+def test_failed_reload_banner_in_a_real_browser(tmp_path, dovecot_pair, browser):
+    from playwright.sync_api import expect
+    from test_status_broken_config import break_and_reload
+    with dash_daemon(tmp_path, dovecot_pair, password=None) as d:
+        break_and_reload(d)
+        for locale, title, gen in (("en-US", "The last reload failed", "Configuration generation"),
+                                   ("zh-CN", "上次重新加载配置失败", "配置代数")):
+            ctx = browser.new_context(viewport={"width": 375, "height": 740}, locale=locale)
+            page = ctx.new_page()
+            page.goto(f"http://127.0.0.1:{d.http_port}/admin")
+            banner = page.locator("#reload-failed")
+            expect(banner).to_be_visible()
+            expect(banner.locator("h2")).to_have_text(title)
+            expect(banner.locator("pre.reload-error")).to_contain_text('"<b>x</b>": unknown key')  # as text
+            expect(banner.locator("b")).to_have_count(0)                                        # not markup
+            expect(banner.locator(f"dt:has-text('{gen}') + dd")).to_have_text("1")
+            expect(banner.locator("code")).to_have_text(d.config_path)
+            box, first = banner.bounding_box(), page.locator("section.card").first.bounding_box()
+            assert box["y"] < first["y"]                                     # above the domains
+            assert no_horizontal_scroll(page)
+            ctx.close()
+        assert "Traceback" not in d.log()
+
+
 # -- HTTP-level checks ------------------------------------------------------------------------------
 
 def test_sign_in_session_csrf_and_headers(tmp_path, dovecot_pair):

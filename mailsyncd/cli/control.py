@@ -13,7 +13,7 @@ import time
 from .. import cutover, status
 from ..text import json_text, shown
 
-from .common import EXIT_ERROR, EXIT_OK, EXIT_RESTART
+from .common import EXIT_CONFIG_BROKEN, EXIT_ERROR, EXIT_OK, EXIT_RESTART
 
 
 def _status_path(cfg) -> str:
@@ -154,7 +154,34 @@ def _eta(sec) -> str:
     return f"{sec:.0f}s" if sec < 90 else f"{sec / 60:.0f}m" if sec < 5400 else f"{sec / 3600:.1f}h"
 
 
-def cmd_status(cfg, args) -> int:
+def cmd_status_any(args) -> int:
+    """status, also while the config file is broken (statusconfig)."""
+    from .. import logs
+    from . import statusconfig
+    cfg, errors = statusconfig.load(args)
+    if cfg is None:
+        return EXIT_ERROR
+    logs.setup(args.log_level or cfg.log_level)
+    return cmd_status(cfg, args, errors)
+
+
+def _config_problems(cfg, doc: dict | None, errors: list[str]) -> list[str]:
+    """What status says first: a failed reload, a config file that would fail the next one."""
+    lines = []
+    if doc is not None and doc.get("reload_error"):
+        lines.append(f"RELOAD FAILED: mailsyncd keeps running generation {doc['generation']} "
+                     f"(config {shown(doc.get('config_path') or cfg.path)}): {shown(doc['reload_error'], 2000)}")
+    if errors:
+        lines.append(f"CONFIG FILE HAS ERRORS: {shown(cfg.path)}"
+                     + ("" if doc is None or doc.get("reload_error") else
+                        f" (not reloaded yet: the daemon runs generation {doc['generation']})"))
+        lines += [f"  {shown(e, 2000)}" for e in errors]
+        source = "the running daemon's record" if getattr(cfg, "from_daemon", False) else "the state store"
+        lines.append(f"  status below from {source} in {shown(cfg.state_dir)}")
+    return lines
+
+
+def cmd_status(cfg, args, config_errors: list[str] = ()) -> int:
     from ..store import Store
     doc = read_status(cfg)
     store = Store.in_state_dir(cfg.state_dir)
@@ -165,7 +192,8 @@ def cmd_status(cfg, args) -> int:
         store.close()
     daemon = None
     if doc is not None:
-        daemon = {k: doc.get(k) for k in ("pid", "generation", "started", "sessions", "relayed", "reload_error")}
+        daemon = {k: doc.get(k) for k in ("pid", "generation", "started", "sessions", "relayed", "reload_error",
+                                          "config_path")}
         daemon["running"] = True
     report = status.build(rows, config=cfg, live=(doc or {}).get("live"), cutovers=cutovers, daemon=daemon,
                           domain=args.domain, user=args.user)
@@ -173,18 +201,22 @@ def cmd_status(cfg, args) -> int:
         report["accounts"].sort(key=lambda a: (-a["behind"], a["address"]))
     elif args.sort == "address":
         report["accounts"].sort(key=lambda a: a["address"])
+    problems = _config_problems(cfg, doc, list(config_errors))
+    done = EXIT_CONFIG_BROKEN if problems else EXIT_OK
     if args.json:
+        if config_errors:
+            report["config_errors"] = list(config_errors)
         print(json_text(report, indent=2))
-        return EXIT_OK
+        return done
     now = time.time()
+    for line in problems:
+        print(line)
     if doc is None:
         print("daemon: not running (numbers from the state store)")
     else:
         print(f"daemon: pid {doc['pid']}, up {now - doc['started']:.0f}s, config generation {doc['generation']}, "
               f"{doc['sessions']} sessions ({doc['relayed']} relayed), "
               f"{len((doc.get('live') or {}))} passes running")
-        if doc.get("reload_error"):
-            print(f"  last reload FAILED: {shown(doc['reload_error'])}")
     for d in report["domains"]:
         ph = d["phases"]
         cut = d["cutover"]
@@ -201,7 +233,7 @@ def cmd_status(cfg, args) -> int:
         print(f"  accounts: {d['accounts']} ({phases}); cutover {cut_text}")
     accounts = report["accounts"]
     if not accounts:
-        return EXIT_OK
+        return done
     for a in accounts:
         a["address"] = shown(a["address"])
     width = max(len(a["address"]) for a in accounts)
@@ -221,4 +253,4 @@ def cmd_status(cfg, args) -> int:
               f"{nxt:>11}")
         if a["reason"]:
             print(f"{'':<{width}}  ↳ {shown(a['reason'], 160)}")
-    return EXIT_OK
+    return done

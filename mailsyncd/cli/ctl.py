@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sort", choices=["phase", "behind", "address"], default="phase",
                    help="account order: phase (failed first; default), behind (most messages still to copy), address")
     p.add_argument("--json", action="store_true", help="machine-readable output (schema 1, docs/status.md)")
+    p.add_argument("--state-dir", metavar="DIR", help="the daemon's state_dir, when the config file does not "
+                                                      "load (default: the file's state_dir line)")
 
     p = sub.add_parser("cutover", help="show, schedule, postpone or cancel a domain's cutover",
                        description="The cutover ends a domain's migration: one final pass per account, then "
@@ -100,6 +102,9 @@ def _main(argv: list[str] | None) -> int:
         from .demo import run_demo
         logs.setup(args.log_level or "warning")
         return run_demo(args)
+    if args.cmd == "status":          # works on a broken config file too: the daemon's own record
+        from . import control
+        return control.cmd_status_any(args)
     cfg = load_checked_config(args.config, "mailsyncctl")
     if cfg is None:
         return EXIT_ERROR

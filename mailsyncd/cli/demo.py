@@ -33,7 +33,10 @@ FOLDERS = ["INBOX", "Sent", "Drafts", "Archive/2023", "客户/重要", "Café & 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="self-contained demo: two local Dovecot servers, a mailbox, a migration")
     p.add_argument("--messages", type=int, default=1000, help="messages to put in the demo mailbox (default 1000)")
-    p.add_argument("--keep", action="store_true", help="leave the demo directory in place")
+    p.add_argument("--keep", action="store_true",
+                   help="leave the demo directory in place (the servers are stopped: see --serve)")
+    p.add_argument("--serve", action="store_true",
+                   help="keep both Dovecot servers and mailsyncd running until Ctrl-C, to try a real mail client")
 
 
 def _message(i: int, rnd: random.Random) -> tuple[bytes, tuple[str, ...], dt.datetime]:
@@ -162,8 +165,9 @@ def run_demo(args) -> int:
         log_path = os.path.join(root, "mailsyncd.log")
         print(f"4. Starting the daemon: mailsyncd --config {cfg_path}  (log: {log_path})")
         with open(log_path, "wb") as log:
+            # its own session: a Ctrl-C at the terminal reaches this process only, which stops it in order
             daemon = subprocess.Popen([sys.executable, "-m", "mailsyncd.cli.daemon", "--config", cfg_path],
-                                      stdout=log, stderr=subprocess.STDOUT)
+                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         _wait_ready(log_path, daemon)
         ctx = ssl.create_default_context(cafile=cert)
         print(f"5. {USER} opens her mail client, pointed at mailsyncd (imaps://127.0.0.1:{port}),")
@@ -198,6 +202,8 @@ def run_demo(args) -> int:
             print(f"   DIFFERENT in: {', '.join(diff)}")
             return 1
         print(f"   IDENTICAL: {sum(map(len, a.values()))} messages in {len(a)} folders")
+        if args.serve:
+            return _serve(daemon, port, cert, cfg_path, log_path, old, new)
         print(f"\nDone. Try: mailsyncctl --config {cfg_path} report {USER}" if args.keep else "\nDone.")
         return 0
     finally:
@@ -209,8 +215,45 @@ def run_demo(args) -> int:
                 daemon.kill()
         new.stop()
         old.stop()
-        if not args.keep:
+        if args.keep:
+            print(f"Kept {root}. The servers are STOPPED now (both Dovecots and mailsyncd), so its config "
+                  "points at closed ports: `mailsyncctl demo --serve` keeps them running.")
+        else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum, frame):
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _serve(daemon, port: int, cert: str, cfg_path: str, log_path: str, old, new) -> int:
+    """Say how to log in with a real mail client, then wait for Ctrl-C (SIGINT) or SIGTERM."""
+    print(textwrap.dedent(f"""
+        Serving. Try it with a real mail client (Thunderbird, Apple Mail, Outlook...) on this machine:
+          IMAP server:  127.0.0.1   port {port}   security: SSL/TLS (implicit TLS, not STARTTLS)
+          user name:    {USER}
+          password:     {OLD_PW}   (her OLD password)
+          certificate:  self-signed for 127.0.0.1: accept it when the client asks, or trust {cert}
+        Also running: the old server on 127.0.0.1:{old.imap_port}, the new one on 127.0.0.1:{new.imap_port}
+        (no TLS); the daemon's log: {log_path}
+          mailsyncctl --config {cfg_path} status
+        Press Ctrl-C to stop everything."""), flush=True)
+    before = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while daemon.poll() is None:
+            time.sleep(0.5)
+    except _Stop as e:
+        print(f"\n{e}: stopping mailsyncd and both Dovecot servers ...", flush=True)
+        return 0
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+    print(f"demo: mailsyncd exited with {daemon.returncode}; see {log_path}", file=sys.stderr)
+    return 1
 
 
 def _quote(name: str) -> str:

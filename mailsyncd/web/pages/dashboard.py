@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -199,10 +200,26 @@ def _cutover_forms(ctx: Ctx, dom: dict) -> str:
     return "".join(out)
 
 
+def reload_banner(lang: str, daemon: dict | None, now: float | None = None) -> str:
+    """The failed reload, first on the overview: the daemon's words, and which config it still runs."""
+    if not daemon or not daemon.get("reload_error"):
+        return ""
+    now = time.time() if now is None else now
+    facts = (fact(w(lang, "uptime"), esc(duration(now - daemon["started"], lang)))
+             + fact(w(lang, "generation"), esc(str(daemon["generation"])))
+             + fact(w(lang, "config_path"), f'<code>{esc(daemon.get("config_path") or "")}</code>'))
+    return ('<section class="banner bad" id="reload-failed" role="alert">'
+            f'<h2>{esc(w(lang, "reload_failed"))}</h2>'
+            f'<pre class="reload-error">{esc(daemon["reload_error"])}</pre>'
+            f'<p>{esc(w(lang, "reload_failed_how", generation=daemon["generation"]))}</p>'
+            f'<dl class="facts">{facts}</dl></section>')
+
+
 def overview(request, ctx: Ctx, doc: dict, series: dict) -> bytes:
-    """GET /admin: per domain, its numbers, phases, throughput and cutover; then the failed accounts."""
+    """GET /admin: a failed reload; per domain, its numbers, phases, throughput and cutover; then the
+    failed accounts."""
     lang = ctx.lang
-    out = []
+    out = [reload_banner(lang, doc.get("daemon"))]
     if not doc["domains"]:
         out.append(f'<p class="muted">{esc(w(lang, "no_domains"))}</p>')
     out.append('<div class="cards">')
