@@ -205,6 +205,10 @@ class Pop3Pass:
 
         unreadable: list[tuple[int, str]] = []
         counts = {"present": present, "skipped": skipped}
+        big = [(num, size) for num, size in todo if size > src.cap]
+        if big:
+            todo = [(num, size) for num, size in todo if size <= src.cap]
+            self._too_large(src, target, big, uidls, pool, counts)
         if todo:
             s = self.settings
             prefetched(batches(todo, s.batch_messages, s.batch_bytes), src.fetch_many,
@@ -224,6 +228,33 @@ class Pop3Pass:
                          self.nbytes, round(time.monotonic() - t0, 3), error, time.time(), already_there=max(0, tcount - ours))
         self.store.save_report(self.address, r)
         return r
+
+    def _too_large(self, src: Pop3Source, target: str, big, uidls, pool, counts) -> None:
+        """Messages over sync.max_message_size are never read: each is recorded as skipped once, so that
+        no later pass tries again.  Keyed by UIDL; without one (or under a UIDL the server no longer
+        lists) by LIST size and the fingerprint of its headers (TOP n 0): the fallback's multiset match."""
+        rows: list[Pop3Row] = []
+        claims: dict[int, str] = {}
+        for num, size in big:
+            uidl = uidls[num] if uidls is not None else None
+            head = src.headers(num, size)
+            fp = fingerprint(head) if head is not None else b""   # no TOP: the size alone
+            hits = pool.get((size, fp))
+            if hits:
+                r = hits.pop(0)
+                counts["skipped" if r.skipped is not None else "present"] += 1
+                if uidl is not None and r.id is not None:
+                    claims[r.id] = uidl
+                continue
+            named = f"POP3 UIDL {uidl}" if uidl is not None else f"POP3 message {num}, no UIDL"
+            rows.append(Pop3Row(uidl, size, fp, skipped=f"too large: LIST says {size} bytes, "
+                                                         f"the limit is {src.cap} ({named})"))
+        rows = self.store.pop3_commit_batch(self.address, target, rows, claims)
+        counts["skipped"] += len(rows)
+        for r in rows:
+            logger.warning("event=message_skipped %s id=%s uidl=%r size=%d reason=%r",
+                           self.where, r.id, r.uidl, r.size, r.skipped)
+        self.progress.advance(PATH, len(big), 0)
 
     def _batch(self, writer: Appender, got, uidls, pool, unreadable, counts) -> None:
         now = dt.datetime.now(dt.timezone.utc)
