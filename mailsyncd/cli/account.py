@@ -140,6 +140,7 @@ def cmd_report(cfg, args) -> int:
         reports = store.reports(args.address)
         last = store.last_pass(args.address)
         skipped = store.skipped(args.address)
+        not_synced = store.skipped_folders(args.address)
         changes = store.mapping_changes(args.address)
     finally:
         store.close()
@@ -162,6 +163,8 @@ def cmd_report(cfg, args) -> int:
     print(report_table(reports))
     for line in deletion_lines(reports):
         print(line)
+    for path, reason in not_synced:
+        print(f"not synced: {shown(path)}: {shown(reason)}")
     for path, uid, size, reason in skipped:
         print(f"skipped message: folder={shown(path)} uid={uid} size={size}: {shown(reason)}")
     for path, kept, would_be in changes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from .records import FolderState, MapRow, flags_text, flags_tuple
@@ -93,6 +94,21 @@ class FoldersMixin:
             c.execute("UPDATE folders SET would_be=NULL WHERE account=? AND would_be IS NOT NULL", (account,))
             c.executemany("UPDATE folders SET would_be=? WHERE account=? AND path=?",
                           [(new, account, path) for path, new in would_be.items()])
+
+    # -- folders the last pass did not copy ---------------------------------------
+    def set_skipped_folders(self, account: str, skipped) -> None:
+        """The pass's skipped folders (imap.folders.Skipped), replacing the last pass's; implicit
+        parents ("not a mailbox") hold no mail and are left out."""
+        now = time.time()
+        with self._tx() as c:
+            c.execute("DELETE FROM skipped_folders WHERE account=?", (account,))
+            c.executemany("INSERT OR REPLACE INTO skipped_folders VALUES (?,?,?,?)",
+                          [(account, s.path, s.reason, now) for s in skipped if "not a mailbox" not in s.reason])
+
+    def skipped_folders(self, account: str) -> list[tuple[str, str]]:
+        """(path, reason) of each folder the last pass did not copy."""
+        return [tuple(r) for r in self._conn().execute(
+            "SELECT path, reason FROM skipped_folders WHERE account=? ORDER BY path", (account,))]
 
     def mapping_changes(self, account: str) -> list[tuple[str, str, str]]:
         """(path, recorded target, the plan's target) of every change not applied."""

@@ -154,6 +154,7 @@ class Pop3Pass:
         plans, res.skipped_folders = plan_folders([Mailbox("INBOX", "/", ())], boxes, self.domain.folders)
         for s in res.skipped_folders:
             logger.info("event=folder_not_synced account=%s folder=%r reason=%r", self.address, s.path, s.reason)
+        self.store.set_skipped_folders(self.address, res.skipped_folders)
         return plans[0] if plans else None
 
     # -- the copy ------------------------------------------------------------------
