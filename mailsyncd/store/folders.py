@@ -144,6 +144,7 @@ class FoldersMixin:
         with self._tx() as c:
             c.execute("DELETE FROM messages WHERE account=? AND path=? AND uidvalidity=?", (account, path, old))
             c.execute("DELETE FROM skipped WHERE account=? AND path=? AND uidvalidity=?", (account, path, old))
+            c.execute("DELETE FROM altered WHERE account=? AND path=? AND uidvalidity=?", (account, path, old))
             c.execute("DELETE FROM deleting WHERE account=? AND path=? AND uidvalidity=?", (account, path, old))
             c.executemany(
                 "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?,?,?,?)",
@@ -170,3 +171,4 @@ class FoldersMixin:
         with self._tx() as c:
             c.executemany("DELETE FROM messages WHERE account=? AND path=? AND uidvalidity=? AND uid=?", args)
             c.executemany("DELETE FROM deleting WHERE account=? AND path=? AND uidvalidity=? AND uid=?", args)
+            c.executemany("DELETE FROM altered WHERE account=? AND path=? AND uidvalidity=? AND uid=?", args)

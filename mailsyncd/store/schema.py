@@ -207,5 +207,18 @@ _MIGRATIONS: dict[int, str] = {
         at            REAL NOT NULL,
         PRIMARY KEY (account, path)
     );
+    -- messages on the target that the target changed at APPEND (sync/appender.py checks those with raw
+    -- 8-bit header bytes: Cyrus's munge8bit); keyed as the skipped table is (POP3: path 'INBOX (pop3)')
+    CREATE TABLE altered (
+        account       TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        uidvalidity   INTEGER NOT NULL,
+        uid           INTEGER NOT NULL,
+        size          INTEGER,
+        reason        TEXT NOT NULL,
+        at            REAL NOT NULL,
+        PRIMARY KEY (account, path, uidvalidity, uid)
+    );
+    ALTER TABLE reports ADD COLUMN altered INTEGER NOT NULL DEFAULT 0;
     """,
 }

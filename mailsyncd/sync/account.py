@@ -75,11 +75,13 @@ class PassResult:
     skipped = property(lambda self: self._total("skipped"))
     bytes = property(lambda self: self._total("bytes"))
     deleted = property(lambda self: self._total("deleted"))
+    altered = property(lambda self: self._total("altered"))
 
     @property
     def complete(self) -> bool:
-        """Every source message is on the target (nothing skipped, no folder failed)."""
-        return self.error is None and all(f.error is None and f.skipped == 0 for f in self.folders)
+        """Every source message is on the target as it was (nothing skipped or altered, no folder failed)."""
+        return self.error is None and all(f.error is None and f.skipped == 0 and f.altered == 0
+                                          for f in self.folders)
 
 
 class AccountSync:

@@ -38,7 +38,7 @@ from ..net import imap
 from ..net.imap import folder_status, lost_is_transient
 from ..net.pop3 import FALLBACK_KEY, FALLBACK_VALUE, Pop3Source
 from ..store import POP3_PATH, FolderReport, Pop3Row
-from .appender import Appender, Outgoing, open_target, prefetched, server_words
+from .appender import ALTERED, Appender, Outgoing, open_target, prefetched, server_words
 from .logic import batches, fingerprint
 from .popdate import message_date
 
@@ -82,6 +82,7 @@ class Pop3Pass:
         self.where = f"account={self.address} folder={PATH!r} source=pop3"
         self.copied = 0
         self.nbytes = 0
+        self.altered = 0    # this pass: landed changed by the target (Written.altered)
         self._counted = False
         self._connected = False
         self.target = PATH             # until the folder rules have been applied
@@ -224,9 +225,13 @@ class Pop3Pass:
             error = (f"{len(unreadable)} message(s) could not be read from the source (message {num}: {why}); "
                      "the next pass tries again")
         ours = sum(1 for row in self.store.pop3_rows(self.address, target) if row.skipped is None)
+        if self.altered:
+            logger.warning("event=target_altered %s target=%r messages=%d reason=%r",
+                           self.where, target, self.altered, ALTERED)
         r = FolderReport(PATH, target, len(sizes), ours, self.copied, max(0, counts["present"] - earlier),
                          counts["skipped"],
-                         self.nbytes, round(time.monotonic() - t0, 3), error, time.time(), already_there=max(0, tcount - ours))
+                         self.nbytes, round(time.monotonic() - t0, 3), error, time.time(), already_there=max(0, tcount - ours),
+                         altered=self.store.count_altered(self.address, POP3_PATH, 0))
         self.store.save_report(self.address, r)
         return r
 
@@ -286,6 +291,7 @@ class Pop3Pass:
             msgs.append(_Msg(num, uidl, raw, fp, date))
         rows: list[Pop3Row] = []
         later = None
+        changed: set[int] = set()   # target UIDs of messages the target altered
         if msgs:
             outgoing = [Outgoing(m.uidl, m.raw, (), m.date, m.fp) for m in msgs]
             source = {id(o): m for o, m in zip(outgoing, msgs)}
@@ -294,8 +300,14 @@ class Pop3Pass:
             rows += [Pop3Row(o.key, o.size, o.fp, skipped=f"target refused: {words} ({_named(source[id(o)])})")
                      for o, words in out.refused]
             later = out.later
+            altered = {id(o) for o in out.altered}
+            changed = {tu for o, _, tu in out.landed if id(o) in altered}
         if msgs or claims:
             rows = self.store.pop3_commit_batch(self.address, writer.target, rows, claims)
+        if changed:
+            altered_rows = [(r.id, r.size, ALTERED) for r in rows if r.skipped is None and r.target_uid in changed]
+            self.store.record_altered(self.address, POP3_PATH, 0, altered_rows)
+            self.altered += len(altered_rows)
         done = [r for r in rows if r.skipped is None]
         refused = [r for r in rows if r.skipped is not None]
         nbytes = sum(r.size for r in done)
