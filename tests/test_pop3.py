@@ -527,14 +527,55 @@ def test_a_lost_source_connection_is_retried_and_the_pass_resumes(dovecot_pair, 
     assert dst_box(pair) == src_inbox(pair)
 
 
-def test_a_message_over_max_message_size_is_not_read(dovecot_pair, tmp_path):
+def _sessions(log_path: str) -> list[str]:
+    with open(log_path, errors="replace") as f:
+        return [ln for ln in f if "pop3(" in ln and "Disconnected" in ln]
+
+
+def test_a_message_over_max_message_size_is_skipped_once_and_reported(dovecot_pair, tmp_path, caplog):
+    """Never read, recorded as skipped by its UIDL: the next pass neither reads nor retries it."""
     pair = dovecot_pair
     seed(*pair.source_account(A), {"INBOX": [_msg(1), _msg(2, size=300_000), _msg(3)]})
     cfg = pop3_cfg(tmp_path, pair, sync={"max_message_size": "128KiB"})
-    res = sync_once(cfg, A, pair.users[A].old_password)
-    assert res.copied == 2 and not res.complete
-    assert "too large: LIST says" in res.folders[0].error and "the limit is 131072" in res.folders[0].error
+    pw = pair.users[A].old_password
+    with caplog.at_level("INFO"):
+        res = sync_once(cfg, A, pw)
+    assert res.error is None and res.copied == 2 and res.skipped == 1 and not res.complete, res.folders
+    assert res.folders[0].error is None
     assert len(dst_box(pair)) == 2
+    skips = [r for r in caplog.records if "event=message_skipped" in r.getMessage()]
+    assert len(skips) == 1 and "too large: LIST says" in skips[0].getMessage()
+    (uidl, tuid, why), = [r for r in pop3_rows(tmp_path) if r[2] is not None]
+    assert tuid is None and uidl and "the limit is 131072" in why and f"POP3 UIDL {uidl}" in why
+    # only its headers were read (TOP n 0), never the body
+    first = _sessions(pair.source.log_path)
+    assert first and "retr=0/0," in first[-1]
+    assert int(first[-1].split("top=")[1].split("/")[1].split(",")[0]) < 300_000
+
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        again = sync_once(cfg, A, pw)
+    assert again.error is None and again.copied == 0 and again.present == 2 and again.skipped == 1
+    assert not [r for r in caplog.records if "event=message_skipped" in r.getMessage()]
+    last = _sessions(pair.source.log_path)[len(first):]
+    assert last and all("top=0/0," in ln and "retr=0/0," in ln for ln in last), last   # not touched
+    assert len(pop3_rows(tmp_path)) == 3
+
+    rep = ctl("--config", cfg, "report", A)
+    assert rep.returncode == 0, rep.stderr
+    lines = [ln for ln in rep.stdout.splitlines() if ln.startswith("skipped message:")]
+    assert len(lines) == 1 and "too large: LIST says" in lines[0] and "the limit is 131072" in lines[0], rep.stdout
+
+
+def test_over_size_without_uidl_is_keyed_by_size_and_headers(dovecot_pair, tmp_path, fake_pop3):
+    big = make_message(2, size=300_000)
+    fake = fake_pop3([make_message(1), big, make_message(3)])
+    cfg = pop3_cfg(tmp_path, dovecot_pair, port=fake.port, sync={"max_message_size": "128KiB"})
+    res = sync_once(cfg, A, "fake-pw", pop3_fallback=True)
+    assert res.error is None and res.copied == 2 and res.skipped == 1, res.folders
+    again = sync_once(cfg, A, "fake-pw", pop3_fallback=True)
+    assert again.error is None and again.copied == 0 and again.present == 2 and again.skipped == 1
+    assert [s for _, _, s in pop3_rows(tmp_path)].count(None) == 2 and len(pop3_rows(tmp_path)) == 3
 
 
 def test_pop3_commands_pass_the_choke_point(dovecot_pair):

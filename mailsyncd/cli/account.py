@@ -96,10 +96,14 @@ def cmd_sync(cfg, args) -> int:
     for s in res.skipped_folders:
         if "not a mailbox" not in s.reason:  # implicit parents hold no mail: nothing to report
             print(f"not synced: {shown(s.path)}: {shown(s.reason)}")
-    for path, uid, size, reason in _skipped_rows(cfg, args.address):
+    skipped, altered = _skipped_rows(cfg, args.address)
+    for path, uid, size, reason in skipped:
         print(f"skipped message: folder={shown(path)} uid={uid} size={size}: {shown(reason)}")
+    for path, uid, size, reason in altered:
+        print(f"altered message: folder={shown(path)} uid={uid} size={size}: {shown(reason)}")
     rate = res.copied / res.seconds if res.seconds else 0
     deleted = f"deleted {res.deleted}, " if res.deleted else ""
+    deleted += f"altered by the target {res.altered}, " if res.altered else ""
     print(f"{args.address}: copied {res.copied}, already present {res.present}, skipped {res.skipped}, {deleted}"
           f"{human_bytes(res.bytes)} in {res.seconds:.1f}s ({rate:.0f} msg/s, "
           f"{human_bytes(res.bytes / res.seconds if res.seconds else 0)}/s)")
@@ -143,7 +147,7 @@ def _skipped_rows(cfg, address):
     from ..store import Store
     store = Store.in_state_dir(cfg.state_dir)
     try:
-        return store.skipped(address)
+        return store.skipped(address), store.altered(address)
     finally:
         store.close()
 
@@ -161,17 +165,19 @@ def cmd_report(cfg, args) -> int:
         reports = store.reports(args.address)
         last = store.last_pass(args.address)
         skipped = store.skipped(args.address)
+        altered = store.altered(args.address)
+        not_synced = store.skipped_folders(args.address)
         changes = store.mapping_changes(args.address)
     finally:
         store.close()
     if args.csv:   # escaped too: a CSV is as often read on the terminal as in a spreadsheet
         w = csv.writer(sys.stdout)
         w.writerow(["folder", "target", "source_count", "target_count", "copied", "present", "skipped",
-                    "bytes", "seconds", "error", "deleted", "deletions_held", "already_there"])
+                    "bytes", "seconds", "error", "deleted", "deletions_held", "already_there", "altered"])
         for r in reports:
             w.writerow([shown(r.path), shown(r.target_name), r.source_count, r.target_count, r.copied, r.present,
                         r.skipped, r.bytes, r.seconds, shown(r.error or ""), r.deleted, shown(r.held or ""),
-                        r.already_there])
+                        r.already_there, r.altered])
         return EXIT_OK
     print(f"account {shown(args.address)}: phase={acct['phase']}" + (
         f" error={shown(acct['last_error'])}" if acct["last_error"] else ""))
@@ -183,8 +189,12 @@ def cmd_report(cfg, args) -> int:
     print(report_table(reports))
     for line in deletion_lines(reports):
         print(line)
+    for path, reason in not_synced:
+        print(f"not synced: {shown(path)}: {shown(reason)}")
     for path, uid, size, reason in skipped:
         print(f"skipped message: folder={shown(path)} uid={uid} size={size}: {shown(reason)}")
+    for path, uid, size, reason in altered:
+        print(f"altered message: folder={shown(path)} uid={uid} size={size}: {shown(reason)}")
     for path, kept, would_be in changes:
         print(f"mapping_changed: folder={shown(path)} kept={shown(kept)} would_be={shown(would_be)} "
               f"(mailsyncctl remap {shown(args.address)} --folder {shown(path)} applies it)")

@@ -61,8 +61,8 @@ def report_table(reports: list[FolderReport], *, with_pass: bool = True) -> str:
     rows = []
     already: dict[str, int] = {}
     for r in reports:
-        status = "ok" if not r.error and not r.skipped else (
-            "FAILED: " + shown(r.error) if r.error else "skipped msgs")
+        status = "ok" if not r.error and not r.skipped and not r.altered else (
+            "FAILED: " + shown(r.error) if r.error else "skipped msgs" if r.skipped else "altered msgs")
         first = r.target_name not in already
         if first:
             already[r.target_name] = r.already_there or 0

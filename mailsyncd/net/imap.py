@@ -29,7 +29,7 @@ from .. import __version__
 from ..errors import AuthFailed, ConnectionLost, MailsyncError, ProtocolError, TLSFailure, Unreachable
 from ..imap.fetchparse import parse_fetch, records
 from ..imap.flags import split_flags
-from ..imap.folders import Mailbox
+from ..imap.folders import Mailbox, Skipped
 from ..imap.namespaces import Namespaces
 from ..imap.namespaces import from_response as namespaces_from_response
 from ..text import server_words, shown
@@ -221,8 +221,29 @@ def _name(raw) -> str | None:
     return name
 
 
-def parse_list(raw: list) -> list[Mailbox]:
-    """Mailboxes from LIST responses.  Raises ProtocolError; names with CR/LF/NUL are left out, logged."""
+def _refusal(raw, delim) -> str:
+    """Why parse_list leaves a LIST entry out (see _name)."""
+    if delim is not None and not isinstance(delim, str):
+        return "refused: its hierarchy delimiter is not a character"
+    if not isinstance(raw, bytes):
+        return "refused: its name is not a string"
+    try:
+        name = decode_utf7(raw)
+    except ValueError:
+        return "refused: its name is not valid modified UTF-7"
+    if _CTL & set(raw.decode("latin-1")) or _CTL & set(name):
+        return "refused: its name holds CR, LF or NUL"
+    return "refused: its name is not valid modified UTF-7"
+
+
+def refused_name(raw) -> str:
+    """A refused LIST name as it can be shown: its bytes, escapes for the rest (no parsing back)."""
+    return shown(raw.decode("ascii", "backslashreplace") if isinstance(raw, bytes) else repr(raw), 200)
+
+
+def parse_list(raw: list, refused: list[Skipped] | None = None) -> list[Mailbox]:
+    """Mailboxes from LIST responses.  Raises ProtocolError; names with CR/LF/NUL are left out, logged,
+    and added to ``refused`` (escaped) where given."""
     out = []
     for rec in records(raw):   # a name sent as a literal: (text, literal) then the rest of the line
         line = rec[0]
@@ -234,8 +255,10 @@ def parse_list(raw: list) -> list[Mailbox]:
             raise ProtocolError(f"unparsable LIST response {shown(_first(line), 80)}: {e}") from None
         name = _name(raw_name)
         if name is None or (delim is not None and not isinstance(delim, str)):
-            logger.warning("event=folder_name_refused name=%s reason='control characters or bad UTF-7'",
-                           shown(repr(raw_name), 80))
+            why = _refusal(raw_name, delim)
+            logger.warning("event=folder_name_refused name=%s reason=%r", shown(repr(raw_name), 80), why)
+            if refused is not None:
+                refused.append(Skipped(refused_name(raw_name), why))
             continue
         out.append(Mailbox(name=name, delimiter=delim, flags=flags))
     return out
@@ -279,8 +302,10 @@ def _status_items(client: IMAPClient) -> tuple[str, ...]:
             + (("SIZE",) if client.has_capability("STATUS=SIZE") else ()))
 
 
-def list_mailboxes(client: IMAPClient, *, with_status: bool) -> tuple[list[Mailbox], dict[str, Status]]:
-    """LIST all mailboxes with special-use flags, and their STATUS where asked.
+def list_mailboxes(client: IMAPClient, *, with_status: bool,
+                   refused: list[Skipped] | None = None) -> tuple[list[Mailbox], dict[str, Status]]:
+    """LIST all mailboxes with special-use flags, and their STATUS where asked; names that cannot be
+    used go to ``refused`` where given (see parse_list).
 
     One round trip with LIST-STATUS (RFC 5819); otherwise LIST, then one STATUS per
     selectable mailbox.  Either way the cost grows with folders, never with messages.
@@ -305,7 +330,7 @@ def list_mailboxes(client: IMAPClient, *, with_status: bool) -> tuple[list[Mailb
     imap = client._imap
     _, list_raw = imap._untagged_response(typ, data, "LIST")
     _, status_raw = imap._untagged_response(typ, data, "STATUS")
-    boxes = parse_list(list_raw)
+    boxes = parse_list(list_raw, refused)
     statuses = parse_status(status_raw) if with_status else {}
     if with_status:
         for mb in boxes:

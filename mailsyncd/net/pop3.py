@@ -251,6 +251,22 @@ class Pop3Source:
             raise self._lost(e) from None
         return [(num, got[num]) for num, _ in order]
 
+    def headers(self, num: int, size: int) -> bytes | None:
+        """The header section ("TOP n 0"), read within the cap; None where the server refuses TOP."""
+        try:
+            self._p._putcmd(f"TOP {num} 0")
+            try:
+                self._p._getresp()
+            except poplib.error_proto as e:
+                if _is_eof(e):
+                    raise
+                return None
+            return self._read_body(size)
+        except poplib.error_proto as e:
+            raise self._lost(e) from None
+        except OSError as e:
+            raise self._lost(e) from None
+
     def _retr(self, num: int, size: int) -> bytes | str:
         self._p._putcmd(f"RETR {num}")
         try:

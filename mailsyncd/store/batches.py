@@ -59,6 +59,24 @@ class BatchesMixin:
             "SELECT count(*) FROM skipped WHERE account=? AND path=? AND uidvalidity=?",
             (account, path, uidvalidity)).fetchone()[0]
 
+    # -- messages the target changed at APPEND ----------------------------------
+    def record_altered(self, account: str, path: str, uidvalidity: int,
+                       items: Iterable[tuple[int, int, str]]) -> None:
+        """(uid, size, reason) of messages that landed changed: they stay mapped, and are listed apart."""
+        now = time.time()
+        with self._tx() as c:
+            c.executemany("INSERT OR REPLACE INTO altered VALUES (?,?,?,?,?,?,?)",
+                          [(account, path, uidvalidity, uid, size, reason, now) for uid, size, reason in items])
+
+    def altered(self, account: str) -> list[tuple[str, int, int, str]]:
+        return [tuple(r) for r in self._conn().execute(
+            "SELECT path, uid, size, reason FROM altered WHERE account=? ORDER BY path, uid", (account,))]
+
+    def count_altered(self, account: str, path: str, uidvalidity: int) -> int:
+        return self._conn().execute(
+            "SELECT count(*) FROM altered WHERE account=? AND path=? AND uidvalidity=?",
+            (account, path, uidvalidity)).fetchone()[0]
+
     # -- POP3 sources (sync/pop3.py) --------------------------------------------
     def pop3_rows(self, account: str, target_name: str) -> list[Pop3Row]:
         """Everything recorded for this account's POP3 INBOX in ``target_name``: copied and refused."""

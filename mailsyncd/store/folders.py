@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from .records import FolderState, MapRow, flags_text, flags_tuple
@@ -94,6 +95,21 @@ class FoldersMixin:
             c.executemany("UPDATE folders SET would_be=? WHERE account=? AND path=?",
                           [(new, account, path) for path, new in would_be.items()])
 
+    # -- folders the last pass did not copy ---------------------------------------
+    def set_skipped_folders(self, account: str, skipped) -> None:
+        """The pass's skipped folders (imap.folders.Skipped), replacing the last pass's; implicit
+        parents ("not a mailbox") hold no mail and are left out."""
+        now = time.time()
+        with self._tx() as c:
+            c.execute("DELETE FROM skipped_folders WHERE account=?", (account,))
+            c.executemany("INSERT OR REPLACE INTO skipped_folders VALUES (?,?,?,?)",
+                          [(account, s.path, s.reason, now) for s in skipped if "not a mailbox" not in s.reason])
+
+    def skipped_folders(self, account: str) -> list[tuple[str, str]]:
+        """(path, reason) of each folder the last pass did not copy."""
+        return [tuple(r) for r in self._conn().execute(
+            "SELECT path, reason FROM skipped_folders WHERE account=? ORDER BY path", (account,))]
+
     def mapping_changes(self, account: str) -> list[tuple[str, str, str]]:
         """(path, recorded target, the plan's target) of every change not applied."""
         return [tuple(r) for r in self._conn().execute(
@@ -128,6 +144,7 @@ class FoldersMixin:
         with self._tx() as c:
             c.execute("DELETE FROM messages WHERE account=? AND path=? AND uidvalidity=?", (account, path, old))
             c.execute("DELETE FROM skipped WHERE account=? AND path=? AND uidvalidity=?", (account, path, old))
+            c.execute("DELETE FROM altered WHERE account=? AND path=? AND uidvalidity=?", (account, path, old))
             c.execute("DELETE FROM deleting WHERE account=? AND path=? AND uidvalidity=?", (account, path, old))
             c.executemany(
                 "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?,?,?,?)",
@@ -154,3 +171,4 @@ class FoldersMixin:
         with self._tx() as c:
             c.executemany("DELETE FROM messages WHERE account=? AND path=? AND uidvalidity=? AND uid=?", args)
             c.executemany("DELETE FROM deleting WHERE account=? AND path=? AND uidvalidity=? AND uid=?", args)
+            c.executemany("DELETE FROM altered WHERE account=? AND path=? AND uidvalidity=? AND uid=?", args)

@@ -63,6 +63,7 @@ class FolderReport:
     # messages in target_name that came from no source folder (on the target before); one figure
     # per target folder, so a merged target's is the same on each of its source folders' rows
     already_there: int | None = None
+    altered: int = 0                # on the target, but changed by it at APPEND (the altered table)
 
 
 @dataclass(frozen=True, slots=True)

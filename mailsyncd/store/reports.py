@@ -12,16 +12,17 @@ class ReportsMixin:
     def save_report(self, account: str, r: FolderReport) -> None:
         with self._tx() as c:
             c.execute("INSERT OR REPLACE INTO reports (account, path, target_name, source_count, target_count,"
-                      " copied, present, skipped, bytes, seconds, error, finished, deleted, held, already_there)"
-                      " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                      " copied, present, skipped, bytes, seconds, error, finished, deleted, held, already_there, altered)"
+                      " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                       (account, r.path, r.target_name, r.source_count, r.target_count, r.copied,
                        r.present, r.skipped, r.bytes, r.seconds, r.error, r.finished, r.deleted, r.held,
-                       r.already_there))
+                       r.already_there, r.altered))
 
     def reports(self, account: str) -> list[FolderReport]:
         rows = self._conn().execute(
             "SELECT path, target_name, source_count, target_count, copied, present, skipped, bytes,"
-            " seconds, error, finished, deleted, held, already_there FROM reports WHERE account=? ORDER BY path",
+            " seconds, error, finished, deleted, held, already_there, altered FROM reports WHERE account=?"
+            " ORDER BY path",
             (account,)).fetchall()
         return [FolderReport(*r) for r in rows]
 

@@ -1,6 +1,6 @@
 """The schema: one forward migration a version, applied in one transaction by StoreBase._migrate."""
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -196,5 +196,29 @@ _MIGRATIONS: dict[int, str] = {
     INSERT OR REPLACE INTO inflight SELECT account, 'INBOX (pop3)', target_name, target_uidvalidity,
         target_uidnext, items FROM pop3_inflight;
     DROP TABLE pop3_inflight;
+    """,
+    12: """
+    -- source folders the last pass did not copy, and why (folder rules, a name refused as unsafe):
+    -- replaced by each pass that listed the folders, so that `mailsyncctl report` can list them
+    CREATE TABLE skipped_folders (
+        account       TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        reason        TEXT NOT NULL,
+        at            REAL NOT NULL,
+        PRIMARY KEY (account, path)
+    );
+    -- messages on the target that the target changed at APPEND (sync/appender.py checks those with raw
+    -- 8-bit header bytes: Cyrus's munge8bit); keyed as the skipped table is (POP3: path 'INBOX (pop3)')
+    CREATE TABLE altered (
+        account       TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        uidvalidity   INTEGER NOT NULL,
+        uid           INTEGER NOT NULL,
+        size          INTEGER,
+        reason        TEXT NOT NULL,
+        at            REAL NOT NULL,
+        PRIMARY KEY (account, path, uidvalidity, uid)
+    );
+    ALTER TABLE reports ADD COLUMN altered INTEGER NOT NULL DEFAULT 0;
     """,
 }

@@ -75,11 +75,13 @@ class PassResult:
     skipped = property(lambda self: self._total("skipped"))
     bytes = property(lambda self: self._total("bytes"))
     deleted = property(lambda self: self._total("deleted"))
+    altered = property(lambda self: self._total("altered"))
 
     @property
     def complete(self) -> bool:
-        """Every source message is on the target (nothing skipped, no folder failed)."""
-        return self.error is None and all(f.error is None and f.skipped == 0 for f in self.folders)
+        """Every source message is on the target as it was (nothing skipped or altered, no folder failed)."""
+        return self.error is None and all(f.error is None and f.skipped == 0 and f.altered == 0
+                                          for f in self.folders)
 
 
 class AccountSync:
@@ -153,8 +155,9 @@ class AccountSync:
             return
         src, tgt = self._with_retries(self._open_pair, "connect")
         try:
+            refused: list[Skipped] = []   # source names with CR/LF/NUL or bad UTF-7: never copied
             with imap.lost_is_transient("listing folders"):
-                src_boxes, src_status = imap.list_mailboxes(src, with_status=True)
+                src_boxes, src_status = imap.list_mailboxes(src, with_status=True, refused=refused)
                 tgt_boxes, _ = imap.list_mailboxes(tgt, with_status=False)
                 src_ns = imap.namespaces(src, f"account={self.address} side=source")
                 tgt_ns = imap.namespaces(tgt, f"account={self.address} side=target")
@@ -179,6 +182,8 @@ class AccountSync:
             if "not a mailbox" in s.reason:
                 continue  # implicit parents: nothing to copy, nothing to report
             logger.info("event=folder_not_synced account=%s folder=%r reason=%r", self.address, s.path, s.reason)
+        res.skipped_folders += refused   # logged as folder_name_refused already
+        self.store.set_skipped_folders(self.address, res.skipped_folders)
         for p in plans:
             if p.merged_with:
                 logger.warning("event=folders_merged account=%s folder=%r target=%r with=%r",

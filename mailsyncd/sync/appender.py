@@ -6,6 +6,10 @@ then commits what landed in one transaction, which clears the journal.  After a
 crash, ``recover`` fingerprints the target's messages from that UIDNEXT on and
 matches them as a multiset, so nothing is appended twice and nothing is lost.
 
+Some targets change a message at APPEND and say OK (Cyrus's default munge8bit turns raw 8-bit
+header bytes into "X"): messages with such bytes in their header are read back (their headers,
+one UID FETCH per batch that has any) and those that differ are reported as altered.
+
 Refusals are classified here, once: a refusal about the target's state (RFC 5530
 [OVERQUOTA], [UNAVAILABLE], [INUSE]) stops the batch and the folder waits for a
 later pass; any other refusal is about the message and skips it for good.
@@ -26,8 +30,11 @@ from ..imap.folders import FolderPlan
 from ..net.imap import Status, create_folder, fetch, folder_status, lost_is_transient, parse_appenduid, response_text
 from ..store import Inflight, InflightItem
 from .logic import fingerprint, match_fingerprints
+from .popdate import header_block
 
 logger = logging.getLogger(__name__)
+
+ALTERED = "altered by the target: raw 8-bit header bytes were rewritten (Cyrus: set munge8bit: no)"
 
 # Refusals about the target's state, not the message (RFC 5530): retried by a later pass, never skipped.
 # Not [LIMIT]: Dovecot answers a message over quota_max_mail_size with it.
@@ -52,6 +59,7 @@ class Written:
     landed: list[tuple[Outgoing, int | None, int | None]] = field(default_factory=list)  # (msg, tuidvalidity, tuid)
     refused: list[tuple[Outgoing, str]] = field(default_factory=list)                  # for good: the target's words
     later: str | None = None    # the target refused for now: the rest of the folder waits for a later pass
+    altered: list[Outgoing] = field(default_factory=list)   # landed, but the target changed them (ALTERED)
 
 
 def open_target(tgt, plan: FolderPlan, where: str, *, subscribe: bool) -> frozenset[str] | None:
@@ -97,7 +105,9 @@ class Appender:
             self.target, tst.uidvalidity, tst.uidnext,
             tuple(InflightItem(m.key, m.size, m.fp, m.flags) for m in msgs)))
         with lost_is_transient(f"target, {self.where}"):
-            return self._append(msgs, tst)
+            out = self._append(msgs, tst)
+            out.altered = self._altered(out.landed)
+        return out
 
     def recover(self) -> list[tuple[InflightItem, int, int]] | None:
         """The journalled batch's messages already on the target: (item, tuidvalidity, tuid); none
@@ -156,6 +166,19 @@ class Appender:
             out.landed += self._resolve(unknown, tst)
         return out
 
+    def _altered(self, landed: list[tuple[Outgoing, int | None, int | None]]) -> list[Outgoing]:
+        """The landed messages with raw 8-bit header bytes whose header the target changed."""
+        check = {tu: m for m, _, tu in landed if tu is not None and _eight_bit(header_block(m.raw))}
+        if not check:
+            return []   # the common case costs nothing
+        data = fetch(self.tgt, sorted(check), [b"BODY.PEEK[HEADER]"])
+        out = []
+        for tu, m in check.items():
+            got = data.get(tu, {}).get(b"BODY[HEADER]")
+            if got is not None and _lf(header_block(got)) != _lf(header_block(m.raw)):
+                out.append(m)
+        return out
+
     def _resolve(self, msgs: list[Outgoing], tst: Status) -> list[tuple[Outgoing, int, int | None]]:
         """Targets without UIDPLUS: find what we appended by fingerprint, from UIDNEXT on."""
         match = match_fingerprints(((i, m.fp) for i, m in enumerate(msgs)), self._target_fingerprints(tst.uidnext))
@@ -166,6 +189,14 @@ class Appender:
         data = fetch(self.tgt, f"{from_uid}:*", [b"BODY.PEEK[]"])
         return [(uid, fingerprint(d[b"BODY[]"])) for uid, d in data.items()
                 if uid >= from_uid and d.get(b"BODY[]") is not None]
+
+
+def _eight_bit(b: bytes) -> bool:
+    return not b.isascii()
+
+
+def _lf(b: bytes) -> bytes:
+    return b.replace(b"\r\n", b"\n")   # a target may store bare LF as CRLF: not a change of content
 
 
 def prefetched(batches: Iterable, read: Callable, write: Callable, stop: threading.Event, name: str) -> None:
@@ -225,4 +256,4 @@ def server_words(e: Exception) -> str:
     return text.strip()
 
 
-__all__ = ["Appender", "Outgoing", "Written", "open_target", "prefetched", "server_words"]
+__all__ = ["ALTERED", "Appender", "Outgoing", "Written", "open_target", "prefetched", "server_words"]

@@ -22,7 +22,7 @@ from ..net.imapguard import set_cap
 from ..store import FolderReport, FolderState, MapRow
 from ..text import shown
 from . import expunge
-from .appender import Appender, Outgoing, open_target, prefetched
+from .appender import ALTERED, Appender, Outgoing, open_target, prefetched
 from .logic import batches, fingerprint, match_fingerprints, merge_flags, source_flags, storable
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class FolderSync:
         self.copied = 0
         self.nbytes = 0
         self.deleted = 0
+        self.altered = 0    # this pass: landed changed by the target (Written.altered)
         self.held = expunge.NO_UIDPLUS if self._mirror and not ctx.target_caps.uidplus else None
         self.where = f"account={self.acct} folder={self.path!r}"
         limit = ctx.target_caps.appendlimit
@@ -150,15 +151,20 @@ class FolderSync:
         last = max(m if isinstance(m, int) else m.key for m in batch)
         rows: list[MapRow] = []
         skipped: list[tuple[int, int, str]] = []
+        altered: list[tuple[int, int, str]] = []
         later = None
         if msgs:
             out = self.writer.write([replace(m, flags=storable(m.flags, self.permanent)[0]) for m in msgs])
             rows = [MapRow(m.key, tv, tu, m.size, m.fp, tuple(sorted(m.flags))) for m, tv, tu in out.landed]
             skipped = [(m.key, m.size, f"target refused: {words}") for m, words in out.refused]
+            altered = [(m.key, m.size, ALTERED) for m in out.altered]
             later = out.later
         # A full target: record what landed, keep the mark, and let a later pass copy the rest.
         self.ctx.store.commit_batch(self.acct, self.path, st.uidvalidity, rows, skipped,
                                     None if later else last)
+        if altered:
+            self.ctx.store.record_altered(self.acct, self.path, st.uidvalidity, altered)
+            self.altered += len(altered)
         n = len(rows)
         nbytes = sum(r.size for r in rows)
         self.copied += n
@@ -271,8 +277,12 @@ class FolderSync:
         # "on target" is what the UID map says came from this folder, never the target folder's
         # MESSAGES: a merged or pre-filled target folder would otherwise show more than the source
         already = max(0, tcount - store.count_mapped_into(self.acct, self.target))
+        if self.altered:
+            logger.warning("event=target_altered %s target=%r messages=%d reason=%r",
+                           self.where, self.target, self.altered, ALTERED)
         r = FolderReport(self.path, self.target, self.status.messages, mapped, self.copied, present, skipped,
-                         self.nbytes, round(seconds, 3), None, time.time(), self.deleted, self.held, already)
+                         self.nbytes, round(seconds, 3), None, time.time(), self.deleted, self.held, already,
+                         store.count_altered(self.acct, self.path, st.uidvalidity))
         store.save_report(self.acct, r)
         return r
 

@@ -38,7 +38,7 @@ from ..net import imap
 from ..net.imap import folder_status, lost_is_transient
 from ..net.pop3 import FALLBACK_KEY, FALLBACK_VALUE, Pop3Source
 from ..store import POP3_PATH, FolderReport, Pop3Row
-from .appender import Appender, Outgoing, open_target, prefetched, server_words
+from .appender import ALTERED, Appender, Outgoing, open_target, prefetched, server_words
 from .logic import batches, fingerprint
 from .popdate import message_date
 
@@ -82,6 +82,7 @@ class Pop3Pass:
         self.where = f"account={self.address} folder={PATH!r} source=pop3"
         self.copied = 0
         self.nbytes = 0
+        self.altered = 0    # this pass: landed changed by the target (Written.altered)
         self._counted = False
         self._connected = False
         self.target = PATH             # until the folder rules have been applied
@@ -154,6 +155,7 @@ class Pop3Pass:
         plans, res.skipped_folders = plan_folders([Mailbox("INBOX", "/", ())], boxes, self.domain.folders)
         for s in res.skipped_folders:
             logger.info("event=folder_not_synced account=%s folder=%r reason=%r", self.address, s.path, s.reason)
+        self.store.set_skipped_folders(self.address, res.skipped_folders)
         return plans[0] if plans else None
 
     # -- the copy ------------------------------------------------------------------
@@ -205,6 +207,10 @@ class Pop3Pass:
 
         unreadable: list[tuple[int, str]] = []
         counts = {"present": present, "skipped": skipped}
+        big = [(num, size) for num, size in todo if size > src.cap]
+        if big:
+            todo = [(num, size) for num, size in todo if size <= src.cap]
+            self._too_large(src, target, big, uidls, pool, counts)
         if todo:
             s = self.settings
             prefetched(batches(todo, s.batch_messages, s.batch_bytes), src.fetch_many,
@@ -219,11 +225,42 @@ class Pop3Pass:
             error = (f"{len(unreadable)} message(s) could not be read from the source (message {num}: {why}); "
                      "the next pass tries again")
         ours = sum(1 for row in self.store.pop3_rows(self.address, target) if row.skipped is None)
+        if self.altered:
+            logger.warning("event=target_altered %s target=%r messages=%d reason=%r",
+                           self.where, target, self.altered, ALTERED)
         r = FolderReport(PATH, target, len(sizes), ours, self.copied, max(0, counts["present"] - earlier),
                          counts["skipped"],
-                         self.nbytes, round(time.monotonic() - t0, 3), error, time.time(), already_there=max(0, tcount - ours))
+                         self.nbytes, round(time.monotonic() - t0, 3), error, time.time(), already_there=max(0, tcount - ours),
+                         altered=self.store.count_altered(self.address, POP3_PATH, 0))
         self.store.save_report(self.address, r)
         return r
+
+    def _too_large(self, src: Pop3Source, target: str, big, uidls, pool, counts) -> None:
+        """Messages over sync.max_message_size are never read: each is recorded as skipped once, so that
+        no later pass tries again.  Keyed by UIDL; without one (or under a UIDL the server no longer
+        lists) by LIST size and the fingerprint of its headers (TOP n 0): the fallback's multiset match."""
+        rows: list[Pop3Row] = []
+        claims: dict[int, str] = {}
+        for num, size in big:
+            uidl = uidls[num] if uidls is not None else None
+            head = src.headers(num, size)
+            fp = fingerprint(head) if head is not None else b""   # no TOP: the size alone
+            hits = pool.get((size, fp))
+            if hits:
+                r = hits.pop(0)
+                counts["skipped" if r.skipped is not None else "present"] += 1
+                if uidl is not None and r.id is not None:
+                    claims[r.id] = uidl
+                continue
+            named = f"POP3 UIDL {uidl}" if uidl is not None else f"POP3 message {num}, no UIDL"
+            rows.append(Pop3Row(uidl, size, fp, skipped=f"too large: LIST says {size} bytes, "
+                                                         f"the limit is {src.cap} ({named})"))
+        rows = self.store.pop3_commit_batch(self.address, target, rows, claims)
+        counts["skipped"] += len(rows)
+        for r in rows:
+            logger.warning("event=message_skipped %s id=%s uidl=%r size=%d reason=%r",
+                           self.where, r.id, r.uidl, r.size, r.skipped)
+        self.progress.advance(PATH, len(big), 0)
 
     def _batch(self, writer: Appender, got, uidls, pool, unreadable, counts) -> None:
         now = dt.datetime.now(dt.timezone.utc)
@@ -254,6 +291,7 @@ class Pop3Pass:
             msgs.append(_Msg(num, uidl, raw, fp, date))
         rows: list[Pop3Row] = []
         later = None
+        changed: set[int] = set()   # target UIDs of messages the target altered
         if msgs:
             outgoing = [Outgoing(m.uidl, m.raw, (), m.date, m.fp) for m in msgs]
             source = {id(o): m for o, m in zip(outgoing, msgs)}
@@ -262,8 +300,14 @@ class Pop3Pass:
             rows += [Pop3Row(o.key, o.size, o.fp, skipped=f"target refused: {words} ({_named(source[id(o)])})")
                      for o, words in out.refused]
             later = out.later
+            altered = {id(o) for o in out.altered}
+            changed = {tu for o, _, tu in out.landed if id(o) in altered}
         if msgs or claims:
             rows = self.store.pop3_commit_batch(self.address, writer.target, rows, claims)
+        if changed:
+            altered_rows = [(r.id, r.size, ALTERED) for r in rows if r.skipped is None and r.target_uid in changed]
+            self.store.record_altered(self.address, POP3_PATH, 0, altered_rows)
+            self.altered += len(altered_rows)
         done = [r for r in rows if r.skipped is None]
         refused = [r for r in rows if r.skipped is not None]
         nbytes = sum(r.size for r in done)
