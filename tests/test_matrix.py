@@ -121,7 +121,7 @@ def test_cyrus_target_altering_8bit_headers_is_reported(request, tmp_path, munge
     tgt = doc["domains"]["example.com"]["target"]
     del tgt["master_user"], tgt["master_password_file"]
     open(cfg, "w").write(yaml.safe_dump(doc, allow_unicode=True))
-    cp = ctl("-c", cfg, "sync", USER, "--password-file", password_file(tmp_path, SOURCE_USERS[USER]),
+    cp = ctl("-c", cfg, "sync", USER, "--add", "--password-file", password_file(tmp_path, SOURCE_USERS[USER]),
              "--progress", "none")
     assert cp.returncode == (3 if munge else 0), cp.stdout + cp.stderr
 
