@@ -242,9 +242,9 @@ def test_port_collision_is_retried(tmp_path, monkeypatch):
     blocker.bind(("127.0.0.1", 0))
     blocker.listen()
     taken = blocker.getsockname()[1]
-    ports = iter([taken])  # the first pick collides, later picks are real free ports
-    real_free_port = devserver.free_port
-    monkeypatch.setattr(devserver, "free_port", lambda: next(ports, None) or real_free_port())
+    real_free_ports = devserver.free_ports
+    picks = iter([[taken, *real_free_ports(2)]])  # the first pick collides, later picks are really free
+    monkeypatch.setattr(devserver, "free_ports", lambda n: next(picks, None) or real_free_ports(n))
     try:
         with Dovecot(str(tmp_path), "retry", {"alice@example.com": "pw"}, pop3=False) as d:
             assert d.imap_port != taken

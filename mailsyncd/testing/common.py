@@ -17,9 +17,20 @@ class LoginRefused(Exception):
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` different free ports: all are held open while picking, so the kernel cannot hand out
+    one twice (two listeners of one server on the same port make it refuse to start)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def make_test_cert(dirpath: str, cn: str = "localhost") -> tuple[str, str]:

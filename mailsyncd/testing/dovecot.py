@@ -58,7 +58,7 @@ import threading
 import time
 
 from ._proc import STOP_TIMEOUT, alive, is_dovecot_master, terminate_dovecot
-from .common import LoginRefused, Server, Supervisor, free_port, greeting_ok, login_works, make_traversable, tail
+from .common import LoginRefused, Server, Supervisor, free_ports, greeting_ok, login_works, make_traversable, tail
 
 __all__ = ["Dovecot", "DovecotError", "DoveadmError", "dovecot_missing_reason"]
 
@@ -304,9 +304,10 @@ class Dovecot(Server):
             os.chmod(path, 0o600)
 
     def _pick_ports(self) -> None:
-        self.imap_port = free_port()
-        self.pop3_port = free_port() if self.pop3 else None
-        self.imaps_port = free_port() if self.ssl else None
+        imap, pop3, imaps = free_ports(3)
+        self.imap_port = imap
+        self.pop3_port = pop3 if self.pop3 else None
+        self.imaps_port = imaps if self.ssl else None
 
     def _conf_text(self) -> str:
         d = self.dir
