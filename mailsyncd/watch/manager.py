@@ -265,8 +265,9 @@ class Watches:
     def _seen(self, st: _State, mark: Mark, gen: int, *, baseline: bool) -> None:
         if gen != st.generation:
             return
-        if st.mode == IDLE and st.proto is not None:
+        if st.mode == IDLE and st.proto is not None and baseline:
             st.backoff.reset()
+            logger.info("event=watch_idle account=%s messages=%s", st.address, mark.messages)
         if not baseline or changed(st.mark, mark):
             self._noticed(st)
         st.mark = _merge(st.mark, mark)
