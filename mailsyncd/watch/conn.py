@@ -68,7 +68,9 @@ class InboxConnection(protocol.Protocol, TimeoutMixin):
 
     # -- plumbing ------------------------------------------------------------------------------
     def connectionMade(self) -> None:
-        self.transport.setTcpKeepAlive(1)
+        keepalive = getattr(self.transport, "setTcpKeepAlive", None)    # TCP (under TLS too): not in tests
+        if keepalive is not None:
+            keepalive(1)
         self.setTimeout(self.timeout)
 
     def _send(self, line: bytes) -> None:
@@ -124,6 +126,8 @@ class InboxConnection(protocol.Protocol, TimeoutMixin):
                 resp = self.reader.next()
                 if resp is None:
                     return
+                if len(resp) > MAX_RESPONSE:      # whole in one read: the reader checks only what is pending
+                    raise ValueError("response too long")
                 self._response(resp)
         except ValueError as e:
             self.fail(self.state, f"protocol: {e}")

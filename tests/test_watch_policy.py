@@ -1,0 +1,254 @@
+"""The watch's policy with a fake clock: modes, intervals, backoff, IDLE renewal, caps, the source budget,
+the fallback to polling, and hostile bytes on an IDLE connection.  No sockets, no sleeps."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.testing import StringTransport
+
+from fakes import FakeReactor, HeldPool, SyncPool
+
+from mailsyncd.config import parse_config
+from mailsyncd.imap.targetlogin import TargetLogin
+from mailsyncd.scheduler import Scheduler, _Account
+from mailsyncd.store import Store
+from mailsyncd.sync.account import PassResult
+from mailsyncd.vault import Vault
+from mailsyncd.watch import policy
+from mailsyncd.watch.conn import MAX_RESPONSE, Ended, InboxConnection
+from mailsyncd.watch.manager import Watches
+from mailsyncd.watch.policy import IDLE, POLL, Backoff, Mark, PollInterval, Want, assign, changed, choose_mode
+
+DAY = 86400.0
+
+
+# -- pure policy -------------------------------------------------------------------------------------
+
+def test_auto_is_idle_for_front_door_users_of_the_last_seven_days_and_poll_for_the_others():
+    now = 100 * DAY
+    assert choose_mode("auto", now - 6.9 * DAY, now) == IDLE
+    assert choose_mode("auto", now - 7.1 * DAY, now) == POLL
+    assert choose_mode("auto", None, now) == POLL
+    assert choose_mode("off", now, now) == "off" and choose_mode("poll", now, now) == POLL
+
+
+def test_the_poll_interval_backs_off_while_quiet_and_snaps_back_after_a_change():
+    p = PollInterval(30, ceiling=300)
+    quiet = [p.after(False) for _ in range(8)]
+    assert quiet[:3] == [45, 67.5, 101.25] and quiet[-1] == 300 and max(quiet) == 300
+    assert p.after(True) == 30
+    assert PollInterval(30, ceiling=3600).ceiling == 300      # 10 x poll_interval at most
+
+
+def test_reconnect_backoff_doubles_to_ten_minutes_and_resets():
+    b = Backoff(rand=lambda lo, hi: hi)
+    assert [b.next() for _ in range(9)] == [5, 10, 20, 40, 80, 160, 320, 600, 600]
+    b.reset()
+    assert b.next() == 5
+
+
+def test_a_change_is_any_of_messages_uidnext_uidvalidity_and_the_first_look_is_a_baseline():
+    base = Mark(5, 6, 1)
+    assert not changed(None, base)
+    assert not changed(base, Mark(5, 6, 1)) and not changed(base, Mark(5, None, None))
+    assert changed(base, Mark(6, None, None)) and changed(base, Mark(5, 7, 1)) and changed(base, Mark(5, 6, 2))
+
+
+def test_caps_keep_idle_for_the_most_recent_users_and_poll_the_rest():
+    wants = [Want(f"u{i}@x", "h:1" if i < 3 else "h:2", IDLE, last_login=float(i)) for i in range(5)] + \
+            [Want("p@x", "h:1", POLL)]
+    out = assign(wants, max_watches=3, host_caps={"h:2": 0})
+    assert out["p@x"] == (POLL, None)
+    assert out["u3@x"] == out["u4@x"] == (POLL, "source connection cap")
+    assert [out[f"u{i}@x"] for i in (2, 1)] == [(IDLE, None)] * 2 and out["u0@x"] == (IDLE, None)
+    out = assign(wants[:3], max_watches=2, host_caps={})
+    assert out["u0@x"] == (POLL, "scheduler.max_watches") and out["u2@x"] == (IDLE, None)
+
+
+# -- the IDLE connection itself ----------------------------------------------------------------------
+
+class _Endpoint:
+    host, port, timeout, security, send_id = "127.0.0.1", 1, 30.0, "none", False
+
+
+def _idle_conn(clock, marks, changes) -> tuple[InboxConnection, StringTransport]:
+    login = TargetLogin(mode="same", user="alice", secret="pw")
+    c = InboxConnection(clock, _Endpoint(), login, "idle", on_mark=marks.append, on_change=changes.append)
+    t = StringTransport()
+    c.makeConnection(t)
+    c.dataReceived(b"* OK [CAPABILITY IMAP4rev1 IDLE] hi\r\n")
+    assert b'LOGIN "alice" "pw"' in t.value()
+    c.dataReceived(b"P1 OK [CAPABILITY IMAP4rev1 IDLE] in\r\n")
+    assert t.value().endswith(b"W1 EXAMINE INBOX\r\n")
+    c.dataReceived(b"* 5 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 9] n\r\nW1 OK [READ-ONLY] done\r\n")
+    assert marks == [Mark(5, 9, 7)] and t.value().endswith(b"W2 IDLE\r\n")
+    c.dataReceived(b"+ idling\r\n")
+    t.clear()
+    return c, t
+
+
+def test_idle_reports_exists_and_is_renewed_every_25_minutes_never_at_29():
+    clock, marks, changes = FakeReactor(), [], []
+    c, t = _idle_conn(clock, marks, changes)
+    c.dataReceived(b"* 6 EXISTS\r\n* 1 RECENT\r\n")
+    assert changes == [Mark(6, None, None)]
+    clock.advance(policy.IDLE_RENEW - 1)
+    assert t.value() == b""
+    clock.advance(1)
+    assert t.value() == b"DONE\r\n" and policy.IDLE_RENEW < 29 * 60
+    c.dataReceived(b"W2 OK idle done\r\n")
+    assert t.value().endswith(b"W3 IDLE\r\n")
+    c.dataReceived(b"+ idling\r\n")
+    assert c.state == "idling" and not t.disconnecting
+
+
+def test_a_renewal_nobody_answers_drops_the_connection_as_lost():
+    clock, marks, changes = FakeReactor(), [], []
+    c, t = _idle_conn(clock, marks, changes)
+    ended = []
+    c.ended.addCallback(ended.append)
+    clock.advance(policy.IDLE_RENEW)
+    clock.advance(_Endpoint.timeout)
+    assert t.disconnecting or getattr(t, "disconnected", False)
+    c.connectionLost(None)
+    assert ended and ended[0].established and ended[0].stage == "renewing"
+
+
+@pytest.mark.parametrize("junk", [
+    b"* " + b"A" * (MAX_RESPONSE + 10) + b"\r\n",                       # a huge line
+    b"* 1 FETCH (BODY[] {999999999}\r\n",                               # a huge literal
+    b"* OK still here\r\n" * 10_001,                                    # a flood
+    b"X9 OK who asked\r\n",                                             # a tagged answer to nothing
+    b"+ again\r\n",                                                      # a continuation nobody wants
+])
+def test_hostile_bytes_on_an_idle_connection_drop_it_without_buffering(junk):
+    clock, marks, changes = FakeReactor(), [], []
+    c, t = _idle_conn(clock, marks, changes)
+    aborted = []
+    t.abortConnection = lambda: aborted.append(True)
+    c.dataReceived(junk)
+    assert aborted and changes == []
+    assert len(c.reader.buf) <= MAX_RESPONSE + 2
+
+
+# -- the manager: budget, caps, fallback, latency ----------------------------------------------------
+
+A, B, C = "a@example.com", "b@example.com", "c@example.com"
+
+
+class FakeProto:
+    def __init__(self, mode, on_mark, on_change):
+        self.mode, self.on_mark, self.on_change = mode, on_mark, on_change
+        self.ended = defer.Deferred()
+        self.stopped = False
+
+    def stop(self):
+        self.stopped = True
+        if not self.ended.called:
+            self.ended.callback(Ended(True, "stopped", "stopped"))
+
+
+@pytest.fixture
+def env(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    cfg = parse_config({"state_dir": str(state), "scheduler": {"pass_interval": 3600, "max_watches": 10},
+                        "sync": {"watch": "idle", "connections": 1, "poll_interval": 10},
+                        "domains": {"example.com": {
+                            "source": {"host": "127.0.0.1", "port": 1, "security": "none", "max_connections": 4},
+                            "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}},
+                       path=str(tmp_path / "c.yaml"))
+    store = Store.in_state_dir(str(state))
+    vault = Vault(store, os.urandom(32))
+    reactor, passes = FakeReactor(), HeldPool(PassResult)
+    sched = Scheduler(reactor, passes, SyncPool(), store, vault, lambda: cfg)
+    for a in (A, B, C):
+        store.ensure_account(a, "example.com", "import")
+        vault.put_password(a, "pw-" + a)
+        sched.accounts[a] = _Account(a, "example.com", completed=True, due=1e12)
+    opened: list[tuple[str, str, FakeProto]] = []
+
+    def opener(reactor_, endpoint, user, password, mode, *, on_mark, on_change=None):
+        p = FakeProto(mode, on_mark, on_change)
+        opened.append((user, mode, p))
+        return p
+
+    w = Watches(reactor, sched, vault, store, SyncPool(), lambda: cfg, opener=opener)
+    sched.on_pass_ended = w.pass_ended
+    yield cfg, sched, w, opened, reactor, passes
+    store.close()
+
+
+def _budget_used(sched) -> int:
+    return sum(sched.watch_conns.values()) + sum(sched.checks.values()) + \
+        sum(r.connections for r in sched.running.values())
+
+
+def test_watches_leave_room_for_a_pass_and_never_exceed_the_source_budget(env):
+    cfg, sched, w, opened, reactor, passes = env
+    w.tick()
+    idle = [p for _, mode, p in opened if mode == IDLE]
+    # max_connections 4, a pass needs sync.connections (1): three watches would leave it nothing extra
+    assert len(idle) == 3 - 0 and sched.watch_conns == {"127.0.0.1:1": 3} and _budget_used(sched) == 3
+    idle[0].on_mark(Mark(5, 6, 1))
+    idle[0].on_change(Mark(6, None, None))          # new mail: a pass now
+    reactor.advance(0)
+    assert [a for _, a in passes.held] == [A] and _budget_used(sched) <= 4
+    w.tick()                                        # a poll would need a second free connection: none
+    assert _budget_used(sched) <= 4
+
+
+def test_a_refused_idle_falls_back_to_polling_with_one_line_and_caps_the_host(env, caplog):
+    cfg, sched, w, opened, reactor, passes = env
+    caplog.set_level(logging.INFO, "mailsyncd.watch")
+    w.tick()
+    (_, _, pa), (_, _, pb), (_, _, pc) = opened
+    pa.on_mark(Mark(5, 6, 1))                       # A is in IDLE; B and C are refused
+    pb.ended.callback(Ended(False, "login", "source said BYE: Too many connections"))
+    pc.ended.callback(Ended(False, "login", "source answered NO: [LIMIT] max_userip"))
+    fallbacks = [r.message for r in caplog.records if "event=watch_fallback" in r.message]
+    assert len(fallbacks) == 2 and "account=b@example.com" in fallbacks[0] and "Too many" in fallbacks[0]
+    assert sched.watch_conns == {"127.0.0.1:1": 1}
+    n = len(opened)
+    for _ in range(30):
+        reactor.advance(1)
+        w.tick()
+    modes = {st.address: st.mode for st in w.states.values()}
+    assert modes == {A: IDLE, B: POLL, C: POLL}
+    assert all(mode == "status" for _, mode, _ in opened[n:]) and len(opened) > n   # B and C are polled
+    assert len([r for r in caplog.records if "event=watch_fallback" in r.message]) == 2   # said once each
+    assert w.host_caps["127.0.0.1:1"][0] == 1
+
+
+def test_new_mail_latency_runs_from_the_notice_to_the_end_of_the_pass_that_copied_it(env):
+    cfg, sched, w, opened, reactor, passes = env
+    w.tick()
+    pa = opened[0][2]
+    pa.on_mark(Mark(5, 6, 1))
+    reactor.advance(2)
+    pa.on_change(Mark(6, None, None))
+    reactor.advance(0)
+    assert [a for _, a in passes.held] == [A]
+    pa.on_change(Mark(7, None, None))               # more mail while that pass runs: it may miss it
+    reactor.advance(3)
+    passes.finish()
+    reactor.advance(0)
+    assert w.view()[A]["new_mail_latency"] is None and [a for _, a in passes.held] == [A]   # one more pass
+    reactor.advance(1)
+    passes.finish()
+    assert w.view()[A] == {"watching": IDLE, "new_mail_latency": 4.0, "watch_fallback": None}
+
+
+def test_a_global_cap_polls_the_excess_and_says_so_once(env, caplog):
+    cfg, sched, w, opened, reactor, passes = env
+    object.__setattr__(cfg.scheduler, "max_watches", 1)
+    caplog.set_level(logging.INFO, "mailsyncd.watch")
+    for _ in range(3):
+        w.tick()
+    assert sorted(st.mode for st in w.states.values()) == [IDLE, POLL, POLL]
+    capped = [r.message for r in caplog.records if "event=watch_capped" in r.message]
+    assert len(capped) == 1 and "polled_instead=2" in capped[0] and "scheduler.max_watches" in capped[0]
