@@ -325,7 +325,8 @@ class Daemon(service.MultiService):
 
         d = threads.deferToThreadPool(self.reactor, self.state_pool, read)
         d.addCallback(lambda r: status.build(r[0], config=self.config, live=self.scheduler.live(),
-                                             cutovers=r[1], daemon=self.daemon_info(), domain=domain, user=user))
+                                             cutovers=r[1], daemon=self.daemon_info(), domain=domain, user=user,
+                                             watch=self.watches.view()))
         return d
 
     def daemon_info(self) -> dict:

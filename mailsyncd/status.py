@@ -62,8 +62,9 @@ def phase_of(row: dict, running: bool) -> str:
     return "syncing"
 
 
-def account_view(row: dict, live: dict | None, pass_interval: float, now: float) -> dict:
-    """One account.  ``row``: Store.progress_rows(); ``live``: the daemon's entry while a pass runs."""
+def account_view(row: dict, live: dict | None, pass_interval: float, now: float, watch: dict | None = None) -> dict:
+    """One account.  ``row``: Store.progress_rows(); ``live``: the daemon's entry while a pass runs;
+    ``watch``: the daemon's watch of the account's source INBOX (mailsyncd.watch), if any."""
     running = live is not None
     source = int(row.get("source_messages") or 0)
     on_target = int(row.get("target_messages") or 0)
@@ -98,6 +99,8 @@ def account_view(row: dict, live: dict | None, pass_interval: float, now: float)
         "rate": None if rate is None else round(rate, 1), "eta_seconds": None if eta is None else round(eta),
         "current_folders": current,
         "last_pass": last, "last_pass_ok": row.get("last_pass_ok"), "next_pass": next_pass,
+        "watching": (watch or {}).get("watching") or "off",
+        "new_mail_latency": (watch or {}).get("new_mail_latency"),
     }
 
 
@@ -127,12 +130,13 @@ def sort_key(a: dict) -> tuple:
 
 def build(rows: list[dict], *, config, live: dict | None = None, cutovers: dict | None = None,
           daemon: dict | None = None, domain: str | None = None, user: str | None = None,
-          now: float | None = None) -> dict:
+          now: float | None = None, watch: dict | None = None) -> dict:
     """The whole status document (schema 1)."""
     now = time.time() if now is None else now
     live = live or {}
     interval = config.scheduler.pass_interval
-    accounts = [account_view(r, live.get(r["address"]), interval, now) for r in rows
+    watch = watch or {}
+    accounts = [account_view(r, live.get(r["address"]), interval, now, watch.get(r["address"])) for r in rows
                 if (domain is None or r["domain"] == domain) and (user is None or r["address"] == user)]
     accounts.sort(key=sort_key)
     domains = []

@@ -4,6 +4,7 @@ Dovecot pair through the real daemon.  pass_interval is an hour, so only the wat
 from __future__ import annotations
 
 import imaplib
+import json
 import re
 import time
 
@@ -11,6 +12,7 @@ import pytest
 
 from proxyenv import Daemon
 from seed import Msg, make_message, seed, snapshot
+from syncenv import ctl
 from test_daemon import login, pair_with, wait_for
 
 A = "alice@example.com"
@@ -47,6 +49,12 @@ def test_new_mail_reaches_the_target_in_seconds_without_waiting_for_the_pass_int
         copied = rf"event=new_mail_copied account=alice@example.com latency=\S+ via={via}"
         wait_for(lambda: len(re.findall(copied, d.log())) >= 3, 10, "three new-mail latencies logged")
         log = d.log()
+        # the status model and `mailsyncctl status` say how the account is watched and the last latency
+        doc = wait_for(lambda: (lambda j: j if j["accounts"][0]["new_mail_latency"] is not None else None)(
+            json.loads(ctl("--config", d.config_path, "status", "--json").stdout)), 10, "status with a latency")
+        assert doc["accounts"][0]["watching"] == via and doc["accounts"][0]["new_mail_latency"] < 10
+        line = [ln for ln in ctl("--config", d.config_path, "status").stdout.splitlines() if ln.startswith(A)]
+        assert re.search(rf" {via} +\d+\.\ds$", line[0]), line
     assert max(took) < 10, took
     assert snapshot(*dovecot_pair.source_account(A)) == snapshot(*dovecot_pair.target_account(A))
     assert "event=watch_fallback" not in log, log

@@ -196,7 +196,7 @@ def cmd_status(cfg, args, config_errors: list[str] = ()) -> int:
                                           "config_path")}
         daemon["running"] = True
     report = status.build(rows, config=cfg, live=(doc or {}).get("live"), cutovers=cutovers, daemon=daemon,
-                          domain=args.domain, user=args.user)
+                          domain=args.domain, user=args.user, watch=(doc or {}).get("watch"))
     if args.sort == "behind":
         report["accounts"].sort(key=lambda a: (-a["behind"], a["address"]))
     elif args.sort == "address":
@@ -238,7 +238,7 @@ def cmd_status(cfg, args, config_errors: list[str] = ()) -> int:
         a["address"] = shown(a["address"])
     width = max(len(a["address"]) for a in accounts)
     print(f"\n{'account':<{width}}  {'phase':<8} {'progress':<28} {'messages':>17} {'skip':>5} "
-          f"{'eta':>6}  {'last pass':>10}  {'next':>11}")
+          f"{'eta':>6}  {'last pass':>10}  {'next':>11}  {'watch':<5} {'new mail':>8}")
     for a in accounts:
         if a["source_known"]:
             msgs = f"{a['target_messages']:,}/{a['source_messages']:,}"
@@ -250,7 +250,12 @@ def cmd_status(cfg, args, config_errors: list[str] = ()) -> int:
             "-" if not a["next_pass"] else "now" if a["next_pass"] <= now else _ago(a["next_pass"], now))
         print(f"{a['address']:<{width}}  {a['phase']:<8} {progress:<28} "
               f"{msgs:>17} {a['skipped']:>5} {_eta(a['eta_seconds']):>6}  {_ago(a['last_pass'], now):>10}  "
-              f"{nxt:>11}")
+              f"{nxt:>11}  {a['watching']:<5} {_latency(a['new_mail_latency']):>8}")
         if a["reason"]:
             print(f"{'':<{width}}  ↳ {shown(a['reason'], 160)}")
     return done
+
+
+def _latency(seconds: float | None) -> str:
+    """The last new-mail latency (watch's notice to the end of the pass that copied it)."""
+    return "-" if seconds is None else f"{seconds:.1f}s" if seconds < 100 else _eta(seconds)
