@@ -159,7 +159,7 @@ def env(tmp_path):
     cfg = parse_config({"state_dir": str(state), "scheduler": {"pass_interval": 3600, "max_watches": 10},
                         "sync": {"watch": "idle", "connections": 1, "poll_interval": 10},
                         "domains": {"example.com": {
-                            "source": {"host": "127.0.0.1", "port": 1, "security": "none", "max_connections": 4},
+                            "source": {"host": "127.0.0.1", "port": 1, "security": "none", "max_connections": 3},
                             "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}},
                        path=str(tmp_path / "c.yaml"))
     store = Store.in_state_dir(str(state))
@@ -192,36 +192,45 @@ def test_watches_leave_room_for_a_pass_and_never_exceed_the_source_budget(env):
     cfg, sched, w, opened, reactor, passes = env
     w.tick()
     idle = [p for _, mode, p in opened if mode == IDLE]
-    # max_connections 4, a pass needs sync.connections (1): three watches would leave it nothing extra
-    assert len(idle) == 3 - 0 and sched.watch_conns == {"127.0.0.1:1": 3} and _budget_used(sched) == 3
+    # max_connections 3, a pass needs sync.connections (1): a third watch would leave it nothing
+    assert len(idle) == 2 and sched.watch_conns == {"127.0.0.1:1": 2} and _budget_used(sched) == 2
     idle[0].on_mark(Mark(5, 6, 1))
-    idle[0].on_change(Mark(6, None, None))          # new mail: a pass now
+    idle[0].on_change(Mark(6, None, None))          # new mail: a pass now, with the connection left
     reactor.advance(0)
-    assert [a for _, a in passes.held] == [A] and _budget_used(sched) <= 4
-    w.tick()                                        # a poll would need a second free connection: none
-    assert _budget_used(sched) <= 4
+    assert [a for _, a in passes.held] == [A] and _budget_used(sched) == 3
+    idle[1].on_mark(Mark(5, 6, 1))
+    idle[1].on_change(Mark(6, None, None))          # B too: its pass waits, the watches hold the rest
+    reactor.advance(0)
+    assert [a for _, a in passes.held] == [A] and _budget_used(sched) == 3
+    for _ in range(60):                             # C waits for a connection; its polls need one too
+        reactor.advance(1)
+        w.tick()
+        assert _budget_used(sched) <= 3
+    passes.finish()
+    reactor.advance(0)
+    assert [a for _, a in passes.held] == [B] and _budget_used(sched) == 3    # then B's pass
 
 
 def test_a_refused_idle_falls_back_to_polling_with_one_line_and_caps_the_host(env, caplog):
     cfg, sched, w, opened, reactor, passes = env
     caplog.set_level(logging.INFO, "mailsyncd.watch")
     w.tick()
-    (_, _, pa), (_, _, pb), (_, _, pc) = opened
-    pa.on_mark(Mark(5, 6, 1))                       # A is in IDLE; B and C are refused
+    (_, _, pa), (_, _, pb) = opened                 # C waits for a connection (the pass's reserve)
+    pa.on_mark(Mark(5, 6, 1))                       # A is in IDLE; B is refused
     pb.ended.callback(Ended(False, "login", "source said BYE: Too many connections"))
-    pc.ended.callback(Ended(False, "login", "source answered NO: [LIMIT] max_userip"))
     fallbacks = [r.message for r in caplog.records if "event=watch_fallback" in r.message]
-    assert len(fallbacks) == 2 and "account=b@example.com" in fallbacks[0] and "Too many" in fallbacks[0]
-    assert sched.watch_conns == {"127.0.0.1:1": 1}
+    assert len(fallbacks) == 1 and "account=b@example.com" in fallbacks[0] and "Too many" in fallbacks[0]
+    assert sched.watch_conns == {"127.0.0.1:1": 1} and w.host_caps["127.0.0.1:1"][0] == 1
     n = len(opened)
     for _ in range(30):
         reactor.advance(1)
         w.tick()
-    modes = {st.address: st.mode for st in w.states.values()}
-    assert modes == {A: IDLE, B: POLL, C: POLL}
-    assert all(mode == "status" for _, mode, _ in opened[n:]) and len(opened) > n   # B and C are polled
-    assert len([r for r in caplog.records if "event=watch_fallback" in r.message]) == 2   # said once each
-    assert w.host_caps["127.0.0.1:1"][0] == 1
+    # B is polled; C, which a connection would fit now, is held to what the source accepted (one IDLE)
+    assert {st.address: st.mode for st in w.states.values()} == {A: IDLE, B: POLL, C: POLL}
+    assert opened[n:] and all(mode == "status" for _, mode, _ in opened[n:])
+    assert len([r for r in caplog.records if "event=watch_fallback" in r.message]) == 1   # said once
+    assert sum(1 for r in caplog.records if "event=watch_capped" in r.message and "polled_instead=1" in r.message
+               and "source connection cap" in r.message) == 1
 
 
 def test_new_mail_latency_runs_from_the_notice_to_the_end_of_the_pass_that_copied_it(env):
