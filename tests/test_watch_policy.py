@@ -261,3 +261,15 @@ def test_a_global_cap_polls_the_excess_and_says_so_once(env, caplog):
     assert sorted(st.mode for st in w.states.values()) == [IDLE, POLL, POLL]
     capped = [r.message for r in caplog.records if "event=watch_capped" in r.message]
     assert len(capped) == 1 and "polled_instead=2" in capped[0] and "scheduler.max_watches" in capped[0]
+
+
+def test_a_watch_stopped_while_connecting_is_closed_when_the_connection_arrives():
+    c = InboxConnection(FakeReactor(), _Endpoint(), TargetLogin(mode="same", user="a", secret="pw"), "idle",
+                        on_mark=lambda m: None)
+    c.stop()                                   # the manager gave up on it (and its budget) already
+    t = StringTransport()
+    aborted = []
+    t.abortConnection = lambda: aborted.append(True)
+    c.makeConnection(t)
+    c.dataReceived(b"* OK [CAPABILITY IMAP4rev1 IDLE] hi\r\n")
+    assert aborted and b"LOGIN" not in t.value()

@@ -68,6 +68,9 @@ class InboxConnection(protocol.Protocol, TimeoutMixin):
 
     # -- plumbing ------------------------------------------------------------------------------
     def connectionMade(self) -> None:
+        if self._why is not None:            # stopped while connecting: the manager no longer counts it
+            self.transport.abortConnection()
+            return
         keepalive = getattr(self.transport, "setTcpKeepAlive", None)    # TCP (under TLS too): not in tests
         if keepalive is not None:
             keepalive(1)
@@ -115,6 +118,8 @@ class InboxConnection(protocol.Protocol, TimeoutMixin):
 
     # -- bytes in ------------------------------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
+        if self._why is not None:
+            return                           # failed or stopped: nothing more is read
         self.resetTimeout()
         if self.login is not None:
             data = self._logging_in(data)
