@@ -74,7 +74,7 @@ def latency(mode: str, n: int, seed_: int) -> list[float]:
                 t = connect(*pair.target_account(A))
                 t.select_folder("INBOX", readonly=True)
                 known: set[int] = set()
-                while not done.is_set() or len(seen) < len(sent):
+                while not done.is_set() or any(m not in seen for m in list(sent)):
                     t.noop()
                     uids = [u for u in t.search("ALL") if u not in known]
                     if uids:
