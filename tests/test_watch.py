@@ -82,3 +82,25 @@ def test_a_source_that_refuses_the_idle_connection_is_polled_after_one_log_line(
     assert took < 10, took
     assert log.count("event=watch_fallback") == 1, log
     assert "event=new_mail_copied account=alice@example.com" in log and "via=poll" in log, log
+
+
+@pytest.mark.parametrize("how,why", [("long_line", "response too long"), ("literal", "literal too large"),
+                                     ("flood", "flood")])
+def test_hostile_idle_answers_are_cut_off_bounded_and_the_watch_reconnects(tmp_path, dovecot_pair, how, why):
+    from hostileserver import Box, HostileServer
+    with HostileServer(A, "old-pw", {"INBOX": Box([(1, make_message(1), ())])}, idle=how) as srv, \
+            Daemon(tmp_path, dovecot_pair, source={"port": srv.port}, scheduler=SLOW_PASSES,
+                   sync={"watch": "idle"}) as d:
+        login(d, A, "old-pw").logout()
+        d.wait_log("event=pass_done account=alice@example.com ok=True")
+        d.wait_log("event=watch_lost account=alice@example.com", 30)
+        wait_for(lambda: srv.stream_stopped, 10, "the hostile stream to end")
+        with open(f"/proc/{d.proc.pid}/status") as f:
+            rss_mib = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) / 1024
+        log = d.log()
+    assert srv.idles >= 1 and all(s.startswith("client went away") for s in srv.stream_stopped), srv.stream_stopped
+    assert max(srv.streamed) < 32 * 1024**2, srv.streamed       # what the kernels' buffers took, not 300 MB
+    assert rss_mib < 150, rss_mib
+    lost = re.search(r"event=watch_lost account=alice@example.com reason='([^']*)' retry_in=(\d+)s", log)
+    assert lost and why in lost.group(1) and 2 <= int(lost.group(2)) <= 5, log
+    assert "Traceback" not in log and "event=watch_fallback" not in log, log
