@@ -262,6 +262,12 @@ class Scheduler:
         self.watch_conns[host] = self.watch_conns.get(host, 0) + 1
         return True
 
+    def watch_should_yield(self, endpoint) -> bool:
+        """A login check waits for ``endpoint``'s host, or its limit fell (throttling, a reload) below what is
+        held: a watch there should give its connection back."""
+        host = host_key(endpoint)
+        return bool(self._check_waiters.get(host)) or self._host_free(host, endpoint) < 0
+
     def release_watch_connection(self, endpoint) -> None:
         host = host_key(endpoint)
         n = self.watch_conns.get(host, 0) - 1

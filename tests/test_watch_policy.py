@@ -273,3 +273,28 @@ def test_a_watch_stopped_while_connecting_is_closed_when_the_connection_arrives(
     c.makeConnection(t)
     c.dataReceived(b"* OK [CAPABILITY IMAP4rev1 IDLE] hi\r\n")
     assert aborted and b"LOGIN" not in t.value()
+
+
+def test_watches_give_their_connection_back_to_a_waiting_login_and_to_a_lowered_limit(env, caplog):
+    cfg, sched, w, opened, reactor, passes = env
+    caplog.set_level(logging.INFO, "mailsyncd.watch")
+    w.last_login[B] = 100.0                         # B logged in more recently than A: A yields first
+    w.tick()
+    assert _budget_used(sched) == 2
+    sched.checks["127.0.0.1:1"] = 1                 # a login check holds the last connection
+    got = []
+    sched.acquire(cfg.domains["example.com"].source, wait=10).addCallback(got.append)   # and another waits
+    assert got == []
+    w.tick()
+    assert got == [True] and "event=watch_yield account=a@example.com" in caplog.text
+    proto = {user: p for user, _, p in opened}
+    assert _budget_used(sched) == 3 and proto[A].stopped and not proto[B].stopped
+    sched.release(cfg.domains["example.com"].source)
+    sched.release(cfg.domains["example.com"].source)
+    sched.host_limit["127.0.0.1:1"] = 0.0           # throttled below what the watches hold
+    w.tick()
+    assert proto[B].stopped and _budget_used(sched) == 0
+    for _ in range(30):                             # nothing reopens while the limit says no
+        reactor.advance(1)
+        w.tick()
+        assert _budget_used(sched) == 0

@@ -7,7 +7,9 @@ scheduler for a pass now; the pass that ends after it gives the account's new-ma
 
 Budget: every watch connection (held IDLE, or a poll's short one) is taken from the scheduler's
 per-source-host count (``Scheduler.take_watch_connection``), leaving room for a pass (``reserve``),
-so passes, login checks and watches together never exceed ``source.max_connections``.
+so passes, login checks and watches together never exceed ``source.max_connections``.  A login check
+waiting for the host, or a limit lowered below what is held (throttling, a reload), takes one IDLE
+connection back per tick (``event=watch_yield``).
 A source that refuses the extra connection (refused, BYE, NO at login, no IDLE) moves the account
 to polling with one ``event=watch_fallback`` line, and caps the host's IDLE watches at what it
 accepted; both are retried after ``FALLBACK_RETRY``.
@@ -29,6 +31,7 @@ logger = logging.getLogger("mailsyncd.watch")
 
 FALLBACK_RETRY = 3600.0       # a refused IDLE is tried again after an hour (the provider's cap may have moved)
 BUDGET_RETRY = 5.0            # no free source connection for an IDLE watch: look again this much later
+YIELD_PAUSE = 60.0            # an IDLE watch that gave its connection back to a login or a lowered limit
 
 
 @dataclass
@@ -140,6 +143,22 @@ class Watches:
             if (mode == POLL or (mode == IDLE and st.proto is None)) and not st.busy and st.poll_at <= now:
                 self._poll(st, dom)    # an IDLE watch waiting for a connection is polled meanwhile
         self._say_capped(capped, cfg)
+        self._yield(cfg, now)
+
+    def _yield(self, cfg, now: float) -> None:
+        """Logins and a host's lowered limit come before watches: one IDLE watch per host and tick gives back
+        its connection (the least recent front-door user's first); it is polled until it can have one again."""
+        holders: dict[str, list[_State]] = {}
+        for st in self.states.values():
+            if st.proto is not None and st.mode == IDLE:
+                holders.setdefault(st.host, []).append(st)
+        for host, sts in holders.items():
+            dom = cfg.domains[self.scheduler.accounts[sts[0].address].domain]
+            if self.scheduler.watch_should_yield(dom.source):
+                st = min(sts, key=lambda s: (self.last_login.get(s.address) or 0.0, s.address))
+                logger.info("event=watch_yield account=%s host=%s", st.address, host)
+                self._close(st)
+                st.retry_at = now + YIELD_PAUSE
 
     def _switch(self, st: _State, mode: str, dom, now: float) -> None:
         self._close(st)
@@ -164,7 +183,8 @@ class Watches:
     def _close(self, st: _State) -> None:
         st.generation += 1
         if st.proto is not None:
-            st.proto.stop()     # its ended callback releases the connection
+            proto, st.proto = st.proto, None
+            proto.stop()        # its ended callback releases the connection
 
     # -- the connections ----------------------------------------------------------------------------
     def _credentials(self, address: str, endpoint) -> tuple[str, str | None]:
@@ -206,9 +226,9 @@ class Watches:
 
     def _idle_ended(self, ended: conn.Ended, st: _State, dom, gen: int) -> None:
         self.scheduler.release_watch_connection(dom.source)
-        st.proto = None
         if gen != st.generation or self.stopping or ended.stage == "stopped":
-            return
+            return                   # closed on purpose (_close forgot it already)
+        st.proto = None
         now = self.reactor.seconds()
         if not ended.established:
             # the source would not give us the extra connection: poll instead, and hold the host's watches
