@@ -60,6 +60,23 @@ def test_new_mail_reaches_the_target_in_seconds_without_waiting_for_the_pass_int
     assert "event=watch_fallback" not in log, log
 
 
+def test_notify_brings_new_mail_in_another_folder_in_seconds(tmp_path, dovecot_pair):
+    seed(*dovecot_pair.source_account(A), {"INBOX": [Msg(make_message(1))], "Later": [Msg(make_message(2))]})
+    with Daemon(tmp_path, dovecot_pair, scheduler=SLOW_PASSES, sync={"watch": "idle"}) as d:
+        login(d, A, dovecot_pair.users[A].old_password).logout()
+        d.wait_log("event=pass_done account=alice@example.com ok=True")
+        d.wait_log("event=watch_idle account=alice@example.com", 20)
+        time.sleep(0.5)              # NOTIFY SET and IDLE follow the EXAMINE
+        t0 = time.monotonic()
+        seed(*dovecot_pair.source_account(A), {"Later": [Msg(make_message(3))]})
+        wait_for(lambda: len(snapshot(*dovecot_pair.target_account(A)).get("Later", {})) == 2, 30,
+                 "the new message in Later on the target")
+        took = time.monotonic() - t0
+        log = d.log()
+    assert took < 10, took
+    assert "event=watch_change account=alice@example.com via=idle folder=Later" in log, log
+
+
 def test_a_source_that_refuses_the_idle_connection_is_polled_after_one_log_line(tmp_path, make_dovecot):
     # the source allows ONE connection per user and IP, and the user's phone holds it when the watch begins
     pair = pair_with(make_dovecot, source_conf="mail_max_userip_connections = 1\n")

@@ -77,7 +77,8 @@ class _Endpoint:
 
 def _idle_conn(clock, marks, changes) -> tuple[InboxConnection, StringTransport]:
     login = TargetLogin(mode="same", user="alice", secret="pw")
-    c = InboxConnection(clock, _Endpoint(), login, "idle", on_mark=marks.append, on_change=changes.append)
+    c = InboxConnection(clock, _Endpoint(), login, "idle", on_mark=marks.append,
+                        on_change=lambda m, folder: changes.append((m, folder)))
     t = StringTransport()
     c.makeConnection(t)
     c.dataReceived(b"* OK [CAPABILITY IMAP4rev1 IDLE] hi\r\n")
@@ -95,7 +96,7 @@ def test_idle_reports_exists_and_is_renewed_every_25_minutes_never_at_29():
     clock, marks, changes = FakeReactor(), [], []
     c, t = _idle_conn(clock, marks, changes)
     c.dataReceived(b"* 6 EXISTS\r\n* 1 RECENT\r\n")
-    assert changes == [Mark(6, None, None)]
+    assert changes == [(Mark(6, None, None), "INBOX")]
     clock.advance(policy.IDLE_RENEW - 1)
     assert t.value() == b""
     clock.advance(1)
@@ -298,3 +299,38 @@ def test_watches_give_their_connection_back_to_a_waiting_login_and_to_a_lowered_
         reactor.advance(1)
         w.tick()
         assert _budget_used(sched) == 0
+
+
+def test_notify_reports_new_mail_in_other_folders_by_name_and_refuses_names_it_cannot_take():
+    from mailsyncd.watch.conn import NOTIFY_SET, status_folder
+    clock, marks, changes = FakeReactor(), [], []
+    c = InboxConnection(clock, _Endpoint(), TargetLogin(mode="same", user="alice", secret="pw"), "idle",
+                        on_mark=marks.append, on_change=lambda m, folder: changes.append((m, folder)))
+    t = StringTransport()
+    c.makeConnection(t)
+    c.dataReceived(b"* OK hi\r\nP1 OK [CAPABILITY IMAP4rev1 IDLE NOTIFY] in\r\n")
+    c.dataReceived(b"* 5 EXISTS\r\nW1 OK [READ-ONLY] done\r\n")
+    assert t.value().endswith(b"W2 " + NOTIFY_SET + b"\r\n")
+    c.dataReceived(b"W2 OK NOTIFY completed\r\n")
+    assert t.value().endswith(b"W3 IDLE\r\n")
+    c.dataReceived(b"+ idling\r\n")
+    c.dataReceived(b'* STATUS Later (MESSAGES 2 UIDNEXT 3 UIDVALIDITY 9)\r\n'
+                   b'* STATUS "Sent &AMk-l\\"x" (MESSAGES 1 UIDNEXT 2)\r\n'
+                   b"* STATUS {5}\r\nA\r\nB1 (MESSAGES 1)\r\n")
+    assert changes == [(Mark(2, 3, 9), "Later"), (Mark(1, 2, None), 'Sent \u00c9l"x'), (Mark(1, None, None), None)]
+    assert status_folder(b'* STATUS "a\rb" (MESSAGES 1)') is None          # a bare CR in the name
+    assert status_folder(b"* STATUS a&AAA-b (MESSAGES 1)") is None           # NUL, in modified UTF-7
+    assert status_folder(b"* STATUS &Jjo- (MESSAGES 1)") == "\u263a"
+    assert status_folder(b"* STATUS &&&bad (MESSAGES 1)") is None
+
+
+def test_a_refused_notify_leaves_the_watch_on_inbox():
+    clock, marks, changes = FakeReactor(), [], []
+    c = InboxConnection(clock, _Endpoint(), TargetLogin(mode="same", user="alice", secret="pw"), "idle",
+                        on_mark=marks.append, on_change=lambda m, folder: changes.append((m, folder)))
+    t = StringTransport()
+    c.makeConnection(t)
+    c.dataReceived(b"* OK hi\r\nP1 OK [CAPABILITY IMAP4rev1 IDLE NOTIFY] in\r\n* 5 EXISTS\r\nW1 OK done\r\n")
+    c.dataReceived(b"W2 NO [NOTIFICATIONOVERFLOW] not now\r\n+ idling\r\n")
+    c.dataReceived(b"* STATUS Later (MESSAGES 2 UIDNEXT 3)\r\n* 6 EXISTS\r\n")
+    assert c.state == "idling" and changes == [(Mark(6, None, None), "INBOX")]

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from twisted.internet import defer, endpoints, protocol
 from twisted.protocols.policies import TimeoutMixin
 
+from imapclient.imap_utf7 import decode as decode_utf7
+
 from .. import __version__
 from ..imap.targetlogin import Done, Failed, ResponseReader, Send, StartTLS, TargetLogin
 from ..proxy import tls
@@ -30,6 +32,8 @@ _NUM = rb"(\d{1,10})"
 _EXISTS = re.compile(rb"^\* " + _NUM + rb" EXISTS$", re.I)
 _CODE = re.compile(rb"^\* OK \[(UIDNEXT|UIDVALIDITY) " + _NUM + rb"\]", re.I)
 _STATUS_ITEM = re.compile(rb"\b(MESSAGES|UIDNEXT|UIDVALIDITY) " + _NUM + rb"\b", re.I)
+_STATUS_NAME = re.compile(rb'^\* STATUS ("(?:[^"\\\r\n]|\\.)*"|[^\s"(){}%*\\]+) \(', re.I)
+NOTIFY_SET = b"NOTIFY SET (selected (MessageNew MessageExpunge)) (personal (MessageNew MessageExpunge))"
 _TAGGED = re.compile(rb"^(W\d+) (OK|NO|BAD)\b ?(.*)$", re.I | re.S)
 
 
@@ -40,9 +44,27 @@ class Ended:
     reason: str           # for the log; never a secret
 
 
+def status_folder(resp: bytes) -> str | None:
+    """The mailbox an untagged STATUS names (quoted or atom, modified UTF-7), or None when it is sent as a
+    literal, is not valid modified UTF-7, or holds CR, LF or NUL: the caller then treats it as "some folder"."""
+    m = _STATUS_NAME.match(resp)
+    if m is None:
+        return None
+    raw = m.group(1)
+    if raw.startswith(b'"'):
+        raw = re.sub(rb"\\(.)", rb"\1", raw[1:-1])
+    try:
+        name = decode_utf7(raw)
+    except ValueError:
+        return None
+    return None if not isinstance(name, str) or set(name) & set("\r\n\0") else name
+
+
 class InboxConnection(protocol.Protocol, TimeoutMixin):
-    """``mode`` "idle": EXAMINE INBOX, report the baseline Mark, then IDLE and report each EXISTS as a
-    change, renewing IDLE every ``renew`` seconds.  ``mode`` "status": one STATUS INBOX, then LOGOUT."""
+    """``mode`` "idle": EXAMINE INBOX, report the baseline Mark, ask for NOTIFY (RFC 5465) of new mail in
+    every personal folder where the source offers it, then IDLE, and report each EXISTS (INBOX) and each
+    STATUS (another folder) as a change, renewing IDLE every ``renew`` seconds.  ``mode`` "status": one
+    STATUS INBOX, then LOGOUT."""
 
     def __init__(self, reactor, endpoint, login: TargetLogin, mode: str, *, on_mark, on_change=None,
                  renew: float = IDLE_RENEW):
@@ -59,6 +81,7 @@ class InboxConnection(protocol.Protocol, TimeoutMixin):
         self.caps: set[str] = set()
         self.state = "login"
         self.established = False
+        self.notifying = False            # NOTIFY SET was accepted: other folders' news comes as STATUS
         self._n = 0
         self._tag = b""
         self._seen: dict[str, int] = {}
@@ -197,15 +220,20 @@ class InboxConnection(protocol.Protocol, TimeoutMixin):
         if m:
             self._seen["messages"] = int(m.group(1))
             if self.state == "idling" and self.on_change is not None:
-                self.on_change(Mark(int(m.group(1)), None, None))
+                self.on_change(Mark(int(m.group(1)), None, None), "INBOX")
             return
         m = _CODE.match(resp)
         if m and self.state == "examine":
             self._seen[m.group(1).decode().lower()] = int(m.group(2))
             return
-        if self.state == "status" and resp[2:9].upper() == b"STATUS ":
-            for k, v in _STATUS_ITEM.findall(resp):
-                self._seen[k.decode().lower()] = int(v)
+        if resp[2:9].upper() == b"STATUS ":
+            if self.state == "status":
+                for k, v in _STATUS_ITEM.findall(resp):
+                    self._seen[k.decode().lower()] = int(v)
+            elif self.notifying and self.on_change is not None:
+                items = {k.decode().lower(): int(v) for k, v in _STATUS_ITEM.findall(resp)}
+                self.on_change(Mark(items.get("messages"), items.get("uidnext"), items.get("uidvalidity")),
+                               status_folder(resp))
 
     def _mark(self) -> Mark:
         s = self._seen
@@ -218,6 +246,14 @@ class InboxConnection(protocol.Protocol, TimeoutMixin):
                 self.fail("examine", f"EXAMINE INBOX refused: {said}")
                 return
             self.on_mark(self._mark())
+            if "NOTIFY" in self.caps:
+                self.state = "notify"
+                self._command(NOTIFY_SET)
+            else:
+                self.state = "idle_wait"
+                self._command(b"IDLE")
+        elif self.state == "notify":
+            self.notifying = word == b"OK"        # refused: INBOX only, as without NOTIFY
             self.state = "idle_wait"
             self._command(b"IDLE")
         elif self.state == "idle_wait":

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from twisted.internet import task, threads
 
 from ..scheduler import host_key
+from ..text import shown
 from . import conn
 from .policy import IDLE, OFF, POLL, Backoff, Mark, PollInterval, Want, assign, changed, choose_mode
 
@@ -212,7 +213,8 @@ class Watches:
             st.established = False
             st.proto = self.opener(self.reactor, dom.source, user, password, IDLE,
                                    on_mark=lambda m: self._seen(st, m, gen, baseline=True),
-                                   on_change=lambda m: self._seen(st, m, gen, baseline=False))
+                                   on_change=lambda m, folder="INBOX": self._seen(st, m, gen, baseline=False,
+                                                                                  folder=folder))
             st.busy = False
             st.proto.ended.addCallback(self._idle_ended, st, dom, gen)
 
@@ -282,23 +284,31 @@ class Watches:
                                ended.reason)
 
     # -- changes and the passes that copy them -----------------------------------------------------
-    def _seen(self, st: _State, mark: Mark, gen: int, *, baseline: bool) -> None:
+    def _seen(self, st: _State, mark: Mark, gen: int, *, baseline: bool, folder: str | None = "INBOX") -> None:
+        """A look at INBOX (``baseline``: compare with the last one), or news of new mail in ``folder``
+        (NOTIFY: another folder; None: one whose name the source sent in a form we do not take)."""
         if gen != st.generation:
+            return
+        if folder != "INBOX":
+            self._noticed(st, folder)
             return
         if st.mode == IDLE and st.proto is not None and baseline:
             st.backoff.reset()
             logger.info("event=watch_idle account=%s messages=%s", st.address, mark.messages)
         if not baseline or changed(st.mark, mark):
-            self._noticed(st)
+            self._noticed(st, "INBOX")
         st.mark = _merge(st.mark, mark)
 
-    def _noticed(self, st: _State) -> None:
+    def _noticed(self, st: _State, folder: str | None) -> None:
         if st.noticed is None:
             st.noticed = self.reactor.seconds()
         if st.address in self.scheduler.running:
             st.rerun = True           # the running pass may have listed INBOX before the message came
-        logger.info("event=watch_change account=%s via=%s", st.address, st.mode)
-        # after the merge with openfolder: self.scheduler.focus(st.address, "INBOX", reason="watch")
+        logger.info("event=watch_change account=%s via=%s folder=%s", st.address, st.mode,
+                    shown(folder, 80) if folder is not None else "?")
+        # after the merge with openfolder, where folder is not None:
+        #   self.scheduler.focus(st.address, folder, reason="watch")
+        # (None: a name the source sent as a literal or garbled: the whole pass below)
         self.scheduler.sync_now(st.address)
 
     def pass_ended(self, address: str, res) -> None:
