@@ -334,3 +334,16 @@ def test_a_refused_notify_leaves_the_watch_on_inbox():
     c.dataReceived(b"W2 NO [NOTIFICATIONOVERFLOW] not now\r\n+ idling\r\n")
     c.dataReceived(b"* STATUS Later (MESSAGES 2 UIDNEXT 3)\r\n* 6 EXISTS\r\n")
     assert c.state == "idling" and changes == [(Mark(6, None, None), "INBOX")]
+
+
+@pytest.mark.parametrize("first_look,passes_expected", [(Mark(5, 6, 1), []), (Mark(6, 7, 1), [A]),
+                                                        (Mark(5, 6, 2), [A])])
+def test_mail_that_came_between_the_last_pass_and_the_first_look_is_a_change(env, first_look, passes_expected):
+    from mailsyncd.store.records import FolderState
+    cfg, sched, w, opened, reactor, passes = env
+    w.store.save_folder(A, FolderState("INBOX", "INBOX", "INBOX", 1, 5, 6, 5, None, None))
+    w.tick()
+    proto = {user: p for user, _, p in opened}
+    proto[A].on_mark(first_look)
+    reactor.advance(0)
+    assert [a for _, a in passes.held] == passes_expected

@@ -47,7 +47,7 @@ class _State:
     poll_at: float = 0.0
     interval: PollInterval | None = None
     backoff: Backoff = field(default_factory=Backoff)
-    mark: Mark | None = None           # what the last look at INBOX saw
+    mark: Mark | None = None           # what the last look at INBOX (or, before it, the last pass) saw
     noticed: float | None = None       # a change was seen at this time and is not copied yet
     rerun: bool = False                # the change came during a pass, which may have missed it
     latency: float | None = None       # seconds from the last notice to the end of the pass that copied it
@@ -188,9 +188,18 @@ class Watches:
             proto.stop()        # its ended callback releases the connection
 
     # -- the connections ----------------------------------------------------------------------------
-    def _credentials(self, address: str, endpoint) -> tuple[str, str | None]:
+    def _credentials(self, address: str, endpoint) -> tuple[str, str | None, Mark | None]:
+        """(source login, password, INBOX as the last pass saw it): in the state thread."""
         row = self.store.account(address) or {}
-        return endpoint.login_name(row.get("source_address") or address), self.vault.source_password(address)
+        inbox = next((f for f in self.store.folders(address).values() if f.source_name.upper() == "INBOX"), None)
+        seen = Mark(None, inbox.uidnext, inbox.uidvalidity) if inbox is not None and inbox.uidnext else None
+        return (endpoint.login_name(row.get("source_address") or address), self.vault.source_password(address),
+                seen)
+
+    def _baseline(self, st: _State, seen: Mark | None) -> None:
+        """Mail that came between the last pass and the first look is a change too: start from the pass."""
+        if st.mark is None and seen is not None:
+            st.mark = seen
 
     def _take(self, st: _State, dom, reserve: int) -> bool:
         return self.scheduler.take_watch_connection(dom.source, reserve=reserve)
@@ -205,11 +214,12 @@ class Watches:
         d = threads.deferToThreadPool(self.reactor, self.state_pool, self._credentials, st.address, dom.source)
 
         def got(creds):
-            user, password = creds
+            user, password, seen = creds
             if gen != st.generation or password is None or self.stopping:
                 st.busy = False
                 self.scheduler.release_watch_connection(dom.source)
                 return
+            self._baseline(st, seen)
             st.established = False
             st.proto = self.opener(self.reactor, dom.source, user, password, IDLE,
                                    on_mark=lambda m: self._seen(st, m, gen, baseline=True),
@@ -255,11 +265,12 @@ class Watches:
         d = threads.deferToThreadPool(self.reactor, self.state_pool, self._credentials, st.address, dom.source)
 
         def got(creds):
-            user, password = creds
+            user, password, seen = creds
             if gen != st.generation or password is None or self.stopping:
                 st.busy = False
                 self.scheduler.release_watch_connection(dom.source)
                 return
+            self._baseline(st, seen)
             proto = self.opener(self.reactor, dom.source, user, password, "status",
                                 on_mark=lambda m: self._seen(st, m, gen, baseline=True))
             proto.ended.addCallback(self._polled, st, dom, gen)
