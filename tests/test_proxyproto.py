@@ -8,6 +8,7 @@ Clients bind to 127.0.0.2 / 127.0.0.3, so that their address differs from HAProx
 from __future__ import annotations
 
 import imaplib
+import os
 import logging
 import re
 import socket
@@ -17,6 +18,7 @@ import time
 
 import pytest
 from proxyenv import Daemon
+from syncenv import REPO
 from test_dashboard import HASH, PASSWORD
 from test_selfservice import Web, web_daemon
 from twisted.internet.address import IPv4Address
@@ -327,3 +329,10 @@ def test_web_behind_haproxy_real_client_and_never_local(tmp_path, dovecot_pair, 
 def _basic(user: str, password: str) -> str:
     import base64
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_readme_shows_the_tested_haproxy_config():
+    from mailsyncd.testing.haproxy import example_config
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    assert "```haproxy\n" + example_config() + "```\n" in readme

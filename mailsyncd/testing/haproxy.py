@@ -51,8 +51,8 @@ def haproxy_config(frontends: list[Frontend], *, log: str = "stdout format raw l
            "    log global",
            "    option tcplog",
            "    timeout connect 5s",
-           "    timeout client 31m     # above frontdoor.idle_timeout (1860 s): mailsyncd closes first",
-           "    timeout server 31m",
+           "    timeout client 32m     # above frontdoor.idle_timeout (1860 s): mailsyncd closes first",
+           "    timeout server 32m",
            "    timeout check 5s"]
     for f in frontends:
         out += ["",
@@ -67,6 +67,14 @@ def haproxy_config(frontends: list[Frontend], *, log: str = "stdout format raw l
             addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             out.append(f"    server node{i} {addr} {f.send_proxy}" + (" check inter 2s" if f.check else ""))
     return "\n".join(out) + "\n"
+
+
+def example_config() -> str:
+    """README's "Running several nodes": three nodes behind one HAProxy, the template the tests run."""
+    nodes = ("10.0.0.11", "10.0.0.12", "10.0.0.13")
+    return haproxy_config([Frontend("imap", [(h, 143) for h in nodes], bind="0.0.0.0:143"),
+                           Frontend("imaps", [(h, 993) for h in nodes], bind="0.0.0.0:993"),
+                           Frontend("https", [(h, 8443) for h in nodes], bind="0.0.0.0:443")])
 
 
 def haproxy_missing_reason() -> str | None:
@@ -144,4 +152,4 @@ class HAProxy(Server):
         self.proc = None
 
 
-__all__ = ["Frontend", "HAProxy", "haproxy_config", "haproxy_missing_reason"]
+__all__ = ["Frontend", "HAProxy", "example_config", "haproxy_config", "haproxy_missing_reason"]
