@@ -300,6 +300,21 @@ def test_implicit_tls_behind_haproxy_header_before_tls(tmp_path, dovecot_pair, t
         direct.logout()
 
 
+def test_starttls_behind_haproxy(tmp_path, dovecot_pair, test_cert, make_haproxy):
+    pair = dovecot_pair
+    with proxied(Daemon(tmp_path, pair, test_cert)) as d:
+        ha = make_haproxy([Frontend("imap", [("127.0.0.1", d.imap_port)], send_proxy="send-proxy")])
+        c = IMAPFrom(ha.port("imap"), "127.0.0.3")
+        c.starttls(d.client_tls())                       # TLS starts under the PROXY wrapper
+        assert c.login(B, pair.users[B].old_password)[0] == "OK"
+        c.logout()
+        d.wait_log(f"event=relay_start ip=127.0.0.3 user={B}")
+        # the imaps listener is proxied too: a direct TLS client is closed before any handshake
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            IMAPSFrom(d.imaps_port, "127.0.0.2", d.client_tls())
+        d.wait_log("event=proxy_untrusted ip=127.0.0.2 listener=imaps")
+
+
 def test_web_behind_haproxy_real_client_and_never_local(tmp_path, dovecot_pair, make_haproxy):
     pair = dovecot_pair
     with proxied(web_daemon(tmp_path, pair, scheduler={"pass_interval": 3600})) as d:
