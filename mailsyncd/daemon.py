@@ -400,4 +400,5 @@ class Daemon(service.MultiService):
 
 
 def _listen_text(cfg: Config) -> str:
-    return ",".join(f"{n}={a}" for n, a in (("imap", cfg.listen.imap), ("imaps", cfg.listen.imaps)) if a) or "-"
+    text = ",".join(f"{n}={a}" for n, a in (("imap", cfg.listen.imap), ("imaps", cfg.listen.imaps)) if a) or "-"
+    return text + (f",proxy_protocol={'+'.join(cfg.listen.proxy_protocol)}" if cfg.listen.proxy_protocol else "")
