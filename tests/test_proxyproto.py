@@ -97,17 +97,17 @@ def _cfg(listen: dict, frontdoor: dict | None = None):
 def test_config_proxy_protocol_needs_trusted_proxies():
     with pytest.raises(ConfigError) as e:
         _cfg({"imap": "127.0.0.1:1143", "proxy_protocol": True})
-    assert e.value.errors == ["listen.proxy_protocol: is on for imap but frontdoor.trusted_proxies is empty: list "
-                              "the load balancers' addresses (CIDR), else every connection would be refused"]
+    assert e.value.errors == ["listen.proxy_protocol: is on, but frontdoor.trusted_proxies is empty: list the load "
+                              "balancers' addresses (CIDR), else every connection would be refused"]
     with pytest.raises(ConfigError) as e:
         _cfg({"imap": "127.0.0.1:1143", "proxy_protocol": ["imaps", "ftp"]}, {"trusted_proxies": ["10.0.0.5/8"]})
     assert any(x.startswith("listen.proxy_protocol: must be true, false, or a list") for x in e.value.errors)
     assert any("frontdoor.trusted_proxies: '10.0.0.5/8' has host bits set" in x for x in e.value.errors)
-    with pytest.raises(ConfigError, match="listen.proxy_protocol: names http, but listen.http is not set"):
-        _cfg({"imap": "127.0.0.1:1143", "proxy_protocol": ["http"]}, {"trusted_proxies": ["10.0.0.5"]})
-    c = _cfg({"imap": "127.0.0.1:1143", "http": "127.0.0.1:8080", "proxy_protocol": True},
-             {"trusted_proxies": ["10.0.0.5", "fd00::/8"]})
-    assert c.listen.proxy_protocol == ("imap", "http") and c.listen.proxied("http")
+    c = _cfg({"imap": "127.0.0.1:1143", "proxy_protocol": ["http", "imap", "http"]}, {"trusted_proxies": ["10.0.0.5"]})
+    assert c.listen.proxy_protocol == ("http", "imap") and not c.listen.proxied("imaps")
+    # true: every listener, also those systemd passes in (they have no address in the file)
+    c = _cfg({"imap": "127.0.0.1:1143", "proxy_protocol": True}, {"trusted_proxies": ["10.0.0.5", "fd00::/8"]})
+    assert c.listen.proxy_protocol == ("imap", "imaps", "http") and c.listen.proxied("http")
     assert c.frontdoor.trusted_proxies == ("10.0.0.5/32", "fd00::/8")
     assert _cfg({"imap": "127.0.0.1:1143"}).listen.proxy_protocol == ()
 
@@ -351,3 +351,14 @@ def test_readme_shows_the_tested_haproxy_config():
     with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
         readme = f.read()
     assert "```haproxy\n" + example_config() + "```\n" in readme
+
+
+def test_https_web_behind_haproxy(tmp_path, dovecot_pair, test_cert, make_haproxy):
+    with proxied(web_daemon(tmp_path, dovecot_pair, test_cert), ["http"]) as d:
+        ha = make_haproxy([Frontend("https", [("127.0.0.1", d.http_port)])])
+        r = Web(ha.port("https"), d.client_tls(), source="127.0.0.2").get("/")
+        assert r.status == 200 and r.header("Strict-Transport-Security")     # TLS after the header
+        assert any(c.startswith("__Host-") and "Secure" in c for c in r.set_cookies), r.set_cookies
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            Web(d.http_port, d.client_tls(), source="127.0.0.2").get("/")       # direct: closed
+        d.wait_log("event=proxy_untrusted ip=127.0.0.2 listener=http")

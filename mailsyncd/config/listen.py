@@ -60,13 +60,8 @@ def _listen(errs: _Errors, node: object) -> Listen:
     s = _Section(errs, node, "listen", (*_LISTENERS, "proxy_protocol"))
     addrs = {name: s.get(name, _address, None) for name in _LISTENERS}
     pp = s.get("proxy_protocol", _proxy_protocol, False)
-    if pp is True:
-        pp = tuple(name for name in _LISTENERS if addrs[name] is not None)
-    elif pp is False:
-        pp = ()
-    for name in pp:
-        if not s.has(name):
-            errs.add("listen.proxy_protocol", f"names {name}, but listen.{name} is not set")
+    # true covers sockets passed by systemd too, which need no address here
+    pp = _LISTENERS if pp is True else () if pp is False else pp
     return Listen(**addrs, proxy_protocol=pp)
 
 

@@ -76,9 +76,8 @@ def parse_config(data: object, *, path: str) -> Config:
                  "tls: section (the page is then HTTPS), or listen on a loopback address behind a TLS proxy")
     if listen.proxy_protocol and not frontdoor.trusted_proxies and \
             not any(e.startswith("frontdoor.trusted_proxies") for e in errs):
-        errs.add("listen.proxy_protocol", f"is on for {', '.join(listen.proxy_protocol)} but "
-                 "frontdoor.trusted_proxies is empty: list the load balancers' addresses (CIDR), "
-                 "else every connection would be refused")
+        errs.add("listen.proxy_protocol", "is on, but frontdoor.trusted_proxies is empty: list the load "
+                 "balancers' addresses (CIDR), else every connection would be refused")
     if errs:
         raise ConfigError(errs)
     return Config(path=path, state_dir=state_dir, log_level=log_level, sync=sync,
