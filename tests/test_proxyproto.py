@@ -260,6 +260,34 @@ def test_logins_through_haproxy_v2_and_v1_reach_two_nodes_with_the_real_address(
             d.stop()
 
 
+def test_connection_caps_and_login_throttle_count_the_real_client(tmp_path, dovecot_pair, make_haproxy):
+    pair = dovecot_pair
+    fd = {"max_preauth_per_ip": 1, "network_burst": 2, "network_refill": 3600}
+    with proxied(Daemon(tmp_path, pair, frontdoor=fd)) as d:
+        port = make_haproxy([Frontend("imap", [("127.0.0.1", d.imap_port)])]).port("imap")
+        held = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0))
+        assert held.recv(4096).startswith(b"* OK")
+        again = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0))
+        assert again.recv(4096).startswith(b"* BYE Too many connections from your address")
+        again.close()
+        d.wait_log("event=connection_refused ip=127.0.0.2 cap=per_client")
+        held.close()
+        # the login throttle's network budget is 127.0.0.2's, not HAProxy's
+        answers = []
+        for i in range(3):
+            c = IMAPFrom(port, "127.0.0.2")
+            with pytest.raises(imaplib.IMAP4.error) as e:
+                c.login(A, f"wrong-{i}")
+            answers.append(str(e.value))
+            c.shutdown()
+        assert "UNAVAILABLE" not in answers[0] and "UNAVAILABLE" not in answers[1]
+        assert "UNAVAILABLE" in answers[2], answers
+        d.wait_log("event=login_failed ip=127.0.0.2 user=alice@example.com reason='throttled: budget=network")
+        c = IMAPFrom(port, "127.0.0.3")                   # another client through the same HAProxy
+        assert c.login(A, pair.users[A].old_password)[0] == "OK"
+        c.logout()
+
+
 def test_untrusted_peer_with_a_forged_header_is_closed_and_never_believed(tmp_path, dovecot_pair):
     pair = dovecot_pair
     with proxied(Daemon(tmp_path, pair)) as d:
