@@ -8,6 +8,7 @@ Clients bind to 127.0.0.2 / 127.0.0.3, so that their address differs from HAProx
 from __future__ import annotations
 
 import imaplib
+import json
 import os
 import logging
 import re
@@ -390,3 +391,31 @@ def test_https_web_behind_haproxy(tmp_path, dovecot_pair, test_cert, make_haprox
         with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
             Web(d.http_port, d.client_tls(), source="127.0.0.2").get("/")       # direct: closed
         d.wait_log("event=proxy_untrusted ip=127.0.0.2 listener=http")
+
+
+def test_sockets_from_systemd_get_the_proxy_header_too(tmp_path, test_cert):
+    """Socket activation: proxy_protocol: true also wraps the listeners systemd passes in (no address in
+    the file), with the TLS of imaps inside the PROXY reader.  Wiring only: the daemon is never started."""
+    from fakes import FakeReactor
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    from mailsyncd import daemon as daemon_mod
+    from mailsyncd.config import load_config
+    from mailsyncd.proxy.frontdoor import FrontDoorFactory
+
+    path = tmp_path / "mailsyncd.yaml"
+    path.write_text(json.dumps({
+        "state_dir": str(tmp_path / "state"), "tls": {"cert": test_cert[0], "key": test_cert[1]},
+        "listen": {"proxy_protocol": True}, "frontdoor": {"trusted_proxies": ["10.0.0.5"]},
+        "domains": {"example.com": {"source": {"host": "127.0.0.1", "port": 1, "security": "none"},
+                                    "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}}))
+    d = daemon_mod.Daemon(load_config(str(path)), FakeReactor(), fds={"imap": [101], "imaps": [102]})
+    try:
+        adopted = {srv.fd: srv for srv in d.listeners}
+        for fd, inner in ((101, FrontDoorFactory), (102, TLSMemoryBIOFactory)):
+            assert isinstance(adopted[fd].factory, ProxyHeaderFactory) and adopted[fd].tls_options is None
+            assert isinstance(adopted[fd].factory.wrappedFactory, inner)
+            assert adopted[fd].factory.trusted().trusts("10.0.0.5") and not adopted[fd].factory.trusted().trusts(
+                "127.0.0.1")
+    finally:
+        d.store.close()
