@@ -150,7 +150,7 @@ class Access:
             return False
         if self._proxy_protocol():
             # The client address came in a PROXY header: a loopback one is the load balancer's
-            # machine (or its own health check), never this one.
+            # machine, never this one.
             return False
         return loopback_ip(self.client_ip(request))
 
