@@ -12,6 +12,7 @@ from OpenSSL import SSL
 from twisted.application import internet, service
 from twisted.internet import defer, task, threads
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
@@ -23,6 +24,7 @@ from .connlimits import ConnectionLimits, fd_budget
 from .errors import TLSFailure
 from .proxy import tls
 from .proxy.frontdoor import FrontDoorFactory
+from .proxyproto.listener import ProxyHeaderFactory
 from .scheduler import Scheduler
 from .store import Store
 from .vault import Vault
@@ -129,17 +131,15 @@ class Daemon(service.MultiService):
                                  master_passwords=lambda: self.master_passwords)
             f.noisy = False
             self.factories.append(f)
+            factory, tls_options = self._proxy_header(name, f, self.tls if implicit else None)
             if inherited:
                 for fd in inherited:
-                    srv = _Adopted(self.reactor, fd, f, self.tls if implicit else None)
+                    srv = _Adopted(self.reactor, fd, factory, tls_options)
                     srv.setServiceParent(self)
                     self.listeners.append(srv)
                 logger.info("event=listen name=%s from=systemd fds=%s", name, inherited)
                 continue
-            if implicit:
-                srv = internet.SSLServer(addr.port, f, self.tls, interface=addr.host)
-            else:
-                srv = internet.TCPServer(addr.port, f, interface=addr.host)
+            srv = self._server(addr, factory, tls_options)
             srv.setName(name)
             srv.setServiceParent(self)
             self.listeners.append(srv)
@@ -157,14 +157,29 @@ class Daemon(service.MultiService):
                              "tls: section (the page is then served over HTTPS), or listen on a loopback "
                              "address behind a TLS-terminating proxy")
         self.web_site = app.make_site(self)
-        if self.tls is not None:
-            srv = internet.SSLServer(addr.port, self.web_site, self.tls, interface=addr.host)
-        else:
-            srv = internet.TCPServer(addr.port, self.web_site, interface=addr.host)
+        srv = self._server(addr, *self._proxy_header("http", self.web_site, self.tls))
         srv.setName("http")
         srv.setServiceParent(self)
         self.listeners.append(srv)
         logger.info("event=listen name=http addr=%s tls=%s", addr, "yes" if self.tls is not None else "no")
+
+    def _proxy_header(self, name: str, factory, tls_options):
+        """(factory, TLS options for the listener): on a listen.proxy_protocol listener the PROXY
+        header is read first, from trusted proxies only, and TLS (implicit) starts after it."""
+        if not self.config.listen.proxied(name):
+            return factory, tls_options
+        if tls_options is not None:
+            factory = TLSMemoryBIOFactory(tls_options, False, factory)
+        wrapped = ProxyHeaderFactory(factory, self.reactor, lambda: self.config.frontdoor.trusted_proxies, name=name)
+        logger.info("event=listen_proxy_protocol name=%s trusted=%s", name,
+                    ",".join(self.config.frontdoor.trusted_proxies))
+        return wrapped, None
+
+    @staticmethod
+    def _server(addr, factory, tls_options):
+        if tls_options is not None:
+            return internet.SSLServer(addr.port, factory, tls_options, interface=addr.host)
+        return internet.TCPServer(addr.port, factory, interface=addr.host)
 
     def current(self) -> Config:
         return self.config
@@ -385,4 +400,5 @@ class Daemon(service.MultiService):
 
 
 def _listen_text(cfg: Config) -> str:
-    return ",".join(f"{n}={a}" for n, a in (("imap", cfg.listen.imap), ("imaps", cfg.listen.imaps)) if a) or "-"
+    text = ",".join(f"{n}={a}" for n, a in (("imap", cfg.listen.imap), ("imaps", cfg.listen.imaps)) if a) or "-"
+    return text + (f",proxy_protocol={'+'.join(cfg.listen.proxy_protocol)}" if cfg.listen.proxy_protocol else "")

@@ -130,3 +130,24 @@ def dovecot_pair(make_dovecot) -> DovecotPair:
 @pytest.fixture
 def test_cert(tmp_path) -> tuple[str, str]:
     return make_test_cert(str(tmp_path / "tls"))
+
+
+@pytest.fixture
+def make_haproxy(tmp_path):
+    """``make_haproxy([Frontend(...), ...])`` -> a started HAProxy (mailsyncd/testing/haproxy.py); stopped at teardown."""
+    from mailsyncd.testing.haproxy import HAProxy, haproxy_missing_reason
+
+    missing = haproxy_missing_reason()
+    if missing is not None:
+        pytest.fail(missing, pytrace=False) if _IN_CI else pytest.skip(missing)
+    started: list[HAProxy] = []
+
+    def make(frontends, name: str = "haproxy") -> HAProxy:
+        h = HAProxy(str(tmp_path), frontends, name)
+        started.append(h)
+        h.start()
+        return h
+
+    yield make
+    for h in started:
+        h.stop()

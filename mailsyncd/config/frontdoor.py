@@ -3,7 +3,8 @@
 from dataclasses import dataclass
 
 from ..netaddr import loopback_host
-from ._base import _boolean, _Errors, _int_range, _positive, _Section
+from ..proxyproto.header import TrustedProxies
+from ._base import _boolean, _Errors, _int_range, _Invalid, _positive, _Section, _str_list
 from .listen import Listen
 
 
@@ -27,7 +28,15 @@ class FrontDoor:
     user_hourly: int = 30                 # per user, from networks it never logged in from
     failure_delay: float = 2.0
     failure_delay_max: float = 15.0
+    trusted_proxies: tuple[str, ...] = ()   # CIDRs that may send PROXY headers (listen.proxy_protocol)
 
+
+
+def _networks(v) -> tuple[str, ...]:
+    try:
+        return TrustedProxies.parse(_str_list(v))
+    except ValueError as e:
+        raise _Invalid(str(e)) from None
 
 
 _FRONTDOOR_CHECKS = {
@@ -49,6 +58,7 @@ _FRONTDOOR_CHECKS = {
     "user_hourly": _int_range(1, 1000000),
     "failure_delay": _positive(60),
     "failure_delay_max": _positive(600),
+    "trusted_proxies": _networks,
 }
 
 

@@ -74,6 +74,10 @@ def parse_config(data: object, *, path: str) -> Config:
     if listen.http and not s.has("tls") and not loopback_host(listen.http.host):
         errs.add("listen.http", f"plain HTTP on {listen.http} would send passwords across the network: add a "
                  "tls: section (the page is then HTTPS), or listen on a loopback address behind a TLS proxy")
+    if listen.proxy_protocol and not frontdoor.trusted_proxies and \
+            not any(e.startswith("frontdoor.trusted_proxies") for e in errs):
+        errs.add("listen.proxy_protocol", "is on, but frontdoor.trusted_proxies is empty: list the load "
+                 "balancers' addresses (CIDR), else every connection would be refused")
     if errs:
         raise ConfigError(errs)
     return Config(path=path, state_dir=state_dir, log_level=log_level, sync=sync,

@@ -7,7 +7,9 @@ One module, so the rules cannot disagree between the pages:
   proxy's ``X-Forwarded-Proto: https``.  From any other peer ``X-Forwarded-*`` is ignored.
 * **Local** (the rule without ``admin.password_hash``): a loopback client address (127.0.0.0/8, ::1,
   never a name), not through a proxy we do not know (it sends X-Forwarded-For, Forwarded or
-  X-Real-IP): a reverse proxy on this machine would otherwise make the world look local.
+  X-Real-IP): a reverse proxy on this machine would otherwise make the world look local.  Never on
+  a ``listen.proxy_protocol`` web listener: there the client address comes from a PROXY header, and
+  a loopback one is the load balancer's machine, not this one (set ``admin.password_hash``).
 * **Host allow-list** against DNS rebinding: ``localhost``, the names in ``web.hostnames``, or an
   IP address that is the listen address or the one the connection came in on.  Else 421.
 * **POSTs** must come from our own pages: ``Sec-Fetch-Site`` same-origin (or none: typed by the
@@ -121,6 +123,9 @@ class Access:
     def _trusted(self, request) -> bool:
         return self.peer(request) in self.daemon.current().web.trusted_proxies
 
+    def _proxy_protocol(self) -> bool:
+        return "http" in getattr(self.daemon.current().listen, "proxy_protocol", ())
+
     def client_ip(self, request) -> str:
         peer = self.peer(request)
         trusted = self.daemon.current().web.trusted_proxies
@@ -142,6 +147,10 @@ class Access:
 
     def local(self, request) -> bool:
         if not self._trusted(request) and any(request.getHeader(h) for h in _PROXY_HEADERS):
+            return False
+        if self._proxy_protocol():
+            # The client address came in a PROXY header: a loopback one is the load balancer's
+            # machine, never this one.
             return False
         return loopback_ip(self.client_ip(request))
 
