@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterable
+
+from .base import upsert
 
 
 class SecretsMixin:
@@ -15,8 +16,8 @@ class SecretsMixin:
         now = time.time()
         with self._secret_tx() as c:
             for address, domain, plan, source, blob in items:
-                c.execute("INSERT OR IGNORE INTO accounts (address, domain, plan, created, updated) "
-                          "VALUES (?,?,?,?,?)", (address, domain, plan, now, now))
+                c.execute("INSERT INTO accounts (address, domain, plan, created, updated) "
+                          "VALUES (?,?,?,?,?) ON CONFLICT (address) DO NOTHING", (address, domain, plan, now, now))
                 c.execute("UPDATE accounts SET plan=coalesce(plan, ?), source_address=?, updated=? "
                           "WHERE address=?", (plan, None if source == address else source, now, address))
                 if blob is not None:
@@ -26,9 +27,9 @@ class SecretsMixin:
             self._bump(c, "accounts_rev")
 
     @staticmethod
-    def _bump(c: sqlite3.Connection, key: str) -> None:
+    def _bump(c, key: str) -> None:
         c.execute("INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT (key) "
-                  "DO UPDATE SET value = CAST(value AS INTEGER) + 1", (key,))
+                  "DO UPDATE SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)", (key,))
 
     def revision(self, key: str = "accounts_rev") -> int:
         """A counter bumped by out-of-process changes (an import), so the daemon can notice them."""
@@ -67,5 +68,4 @@ class SecretsMixin:
     def put_login(self, address: str, blob: bytes, verifier: str, verified_at: float) -> None:
         """Password and verifier together, so that neither can be stale with respect to the other."""
         with self._secret_tx() as c:
-            c.execute("INSERT OR REPLACE INTO secrets (address, password, verifier, verified_at, updated)"
-                      " VALUES (?,?,?,?,?)", (address, blob, verifier, verified_at, time.time()))
+            c.execute(upsert("secrets", "address, password, verifier, verified_at, updated", "address"), (address, blob, verifier, verified_at, time.time()))
