@@ -31,6 +31,18 @@ from .secrets import SecretsMixin
 class Store(AccountsMixin, CutoversMixin, SecretsMixin, FoldersMixin, BatchesMixin, ReportsMixin, StoreBase):
     """Thread-safe facade: each thread gets its own SQLite connection."""
 
+    backend = "sqlite"
+
+    @classmethod
+    def open(cls, config, *, migrate: bool = False) -> Store:
+        """The store the config names: SQLite in state_dir (``database:`` absent; migrated on open, as
+        one process owns it), or PostgreSQL, whose schema only ``migrate=True`` (migrate-db) changes."""
+        db = getattr(config, "database", None)
+        if db is None or db.url is None:
+            return cls.in_state_dir(config.state_dir)
+        from .pg import PgStore
+        return PgStore(db.url, password=db.password(), migrate=migrate, pool_size=db.pool_size)
+
 
 __all__ = ["KNOWN_NETWORK_DAYS", "POP3_PATH", "SCHEMA_VERSION", "_MIGRATIONS", "FolderReport", "FolderState",
            "Inflight", "InflightItem", "MapRow", "Pop3Row", "Store", "StoreBase", "StoreError",

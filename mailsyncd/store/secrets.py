@@ -36,6 +36,18 @@ class SecretsMixin:
         row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return int(row[0]) if row else 0
 
+    def claim_vault_key(self, fingerprint: str) -> bool:
+        """Record the vault key's fingerprint; False if passwords sealed under another key are stored.
+        (With none stored, nothing is lost by a new key, and it is recorded instead.)"""
+        with self._tx() as c:
+            row = c.execute("SELECT value FROM meta WHERE key='vault_key'" + self._for_update()).fetchone()
+            if row is not None and row[0] != fingerprint and c.execute(
+                    "SELECT 1 FROM secrets WHERE password IS NOT NULL LIMIT 1").fetchone() is not None:
+                return False
+            c.execute("INSERT INTO meta (key, value) VALUES ('vault_key', ?) ON CONFLICT (key) "
+                      "DO UPDATE SET value = excluded.value", (fingerprint,))
+        return True
+
     def put_secret_password(self, address: str, blob: bytes) -> None:
         with self._secret_tx() as c:
             c.execute("INSERT INTO secrets (address, password, updated) VALUES (?,?,?)"
