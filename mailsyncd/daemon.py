@@ -86,7 +86,7 @@ class Daemon(service.MultiService):
         self.reload_error: str | None = None
         self.restart_needed: list[str] = []    # what the last reload could not apply; mailsyncctl reload says it
         self.started = time.time()
-        self.store = Store.in_state_dir(config.state_dir)
+        self.store = Store.open(config)
         self.vault = Vault.open(config.state_dir, self.store)
         self.auth_pool = ThreadPool(minthreads=0, maxthreads=config.frontdoor.auth_threads, name="auth")
         self.sync_pool = ThreadPool(minthreads=0, maxthreads=config.scheduler.max_accounts, name="sync")

@@ -8,7 +8,7 @@ here: the vault hands it ciphertext and hashes (secrets.py).
 from __future__ import annotations
 
 from .accounts import KNOWN_NETWORK_DAYS, AccountsMixin
-from .base import StoreBase, StoreError
+from .base import DatabaseUnavailable, StoreBase, StoreError
 from .batches import BatchesMixin
 from .cutovers import CutoversMixin
 from .folders import FoldersMixin
@@ -45,5 +45,5 @@ class Store(AccountsMixin, CutoversMixin, SecretsMixin, FoldersMixin, BatchesMix
 
 
 __all__ = ["KNOWN_NETWORK_DAYS", "POP3_PATH", "SCHEMA_VERSION", "_MIGRATIONS", "FolderReport", "FolderState",
-           "Inflight", "InflightItem", "MapRow", "Pop3Row", "Store", "StoreBase", "StoreError",
+           "Inflight", "InflightItem", "MapRow", "Pop3Row", "DatabaseUnavailable", "Store", "StoreBase", "StoreError",
            "flags_text", "flags_tuple"]

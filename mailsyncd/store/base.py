@@ -20,6 +20,10 @@ class StoreError(Exception):
     pass
 
 
+class DatabaseUnavailable(StoreError):
+    """The database server cannot be reached (down, refused, timed out): the message says where, never a password."""
+
+
 class StoreBase:
     """Connections and transactions: each thread gets its own SQLite connection."""
 
@@ -71,6 +75,9 @@ class StoreBase:
     def _skip_locked(self) -> str:
         """SQLite: one writer at a time, nothing to skip.  PostgreSQL: ' FOR UPDATE SKIP LOCKED'."""
         return ""
+
+    def _after_import(self, c) -> None:
+        """After copy_store() wrote explicit ids: nothing to do for SQLite's rowid."""
 
     def _columns(self, c) -> dict[str, set[str]]:
         """Every table of the schema as it is now, with its column names."""

@@ -27,7 +27,7 @@ from psycopg.types.numeric import NumericLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from . import Store, dialect
-from .base import StoreError
+from .base import DatabaseUnavailable, StoreError
 from .schema import _MIGRATIONS, SCHEMA_VERSION
 
 # the pool logs each failed reconnect attempt while PostgreSQL is down; callers get DatabaseUnavailable
@@ -36,10 +36,6 @@ logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
 
 # pg_advisory_xact_lock key of `mailsyncctl migrate-db` ("msyn" + 1): two at once run one after the other
 MIGRATE_LOCK = 0x6D73796E_00000001
-
-
-class DatabaseUnavailable(StoreError):
-    """PostgreSQL cannot be reached (down, refused, timed out): the message says where, never the password."""
 
 
 def redacted(url: str) -> str:
@@ -137,29 +133,26 @@ class PgBackend:
         kwargs = {"autocommit": True, "connect_timeout": max(1, int(connect_timeout))}
         if password is not None:
             kwargs["password"] = password
+        # one direct attempt first: it fails at once, with libpq's reason (refused, auth, no such database),
+        # where the pool would retry in the background until its timeout and then only say "timeout"
+        try:
+            psycopg.connect(url, **kwargs).close()
+        except psycopg.Error as e:
+            raise DatabaseUnavailable(f"database unavailable: {self.path}: {_first_line(e)}") from None
         self._pool = ConnectionPool(url, kwargs=kwargs, min_size=1, max_size=pool_size, open=False,
                                     configure=_configure, check=ConnectionPool.check_connection,
                                     timeout=connect_timeout, name="mailsyncd")
         try:
             self._pool.open(wait=True, timeout=connect_timeout)
         except PoolTimeout:
-            reason = self._why_not(url, kwargs)
             self._pool.close()
-            raise DatabaseUnavailable(f"database unavailable: {self.path}: {reason}") from None
+            raise DatabaseUnavailable(f"database unavailable: {self.path}: no connection within "
+                                      f"{connect_timeout:g} s") from None
         try:
             self.migrated = self._schema(migrate)
         except BaseException:
             self._pool.close()
             raise
-
-    @staticmethod
-    def _why_not(url: str, kwargs: dict) -> str:
-        """The pool only says it timed out: one direct attempt tells why (refused, auth, no such db)."""
-        try:
-            psycopg.connect(url, **kwargs).close()
-        except psycopg.Error as e:
-            return _first_line(e)
-        return "no connection within the timeout"
 
     # -- plumbing --------------------------------------------------------
     def _conn(self) -> _Conn:
@@ -201,6 +194,11 @@ class PgBackend:
                                        " WHERE table_schema = current_schema()"):
             out.setdefault(table, set()).add(column)
         return out
+
+    def _after_import(self, c) -> None:
+        # explicit ids were inserted: the identity sequence must start after them
+        c.execute("SELECT setval(pg_get_serial_sequence('passes', 'id'), coalesce(max(id), 0) + 1, false)"
+                  " FROM passes")
 
     def release_thread(self) -> None:
         """Nothing is held per thread: connections go back to the pool after each statement or transaction."""
