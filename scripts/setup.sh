@@ -11,8 +11,9 @@ need=()
 # dovecot: the test servers; systemd: systemd-analyze for the unit checks; python3-seccomp: the
 # test that runs the daemon under the unit's syscall filter; curl and isync (mbsync): real clients;
 # chromium (+ a CJK font for the Chinese pages): the dashboard's browser test (driven by the
-# playwright package from PyPI, no browser download).
-for pkg in dovecot-imapd dovecot-pop3d systemd python3-seccomp curl isync chromium fonts-wqy-microhei; do
+# playwright package from PyPI, no browser download); postgresql: the database: tests start their own
+# server from its binaries (mailsyncd/testing/postgres.py) and never use the cluster Debian creates.
+for pkg in dovecot-imapd dovecot-pop3d systemd python3-seccomp curl isync chromium fonts-wqy-microhei postgresql; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v python3 >/dev/null || need+=(python3)

@@ -48,6 +48,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if _DOVECOT_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.dovecot)  # so that `-m "not dovecot"` deselects them
+        callspec = getattr(item, "callspec", None)
+        if {"postgres_server", "pg_database"} & set(getattr(item, "fixturenames", ())) or (
+                callspec is not None and callspec.params.get("store_backend") == "postgresql"):
+            item.add_marker(pytest.mark.postgres)
 
 
 def _require_dovecot() -> None:

@@ -40,7 +40,11 @@ class Store(AccountsMixin, CutoversMixin, SecretsMixin, FoldersMixin, BatchesMix
         db = getattr(config, "database", None)
         if db is None or db.url is None:
             return cls.in_state_dir(config.state_dir)
-        from .pg import PgStore
+        try:
+            from .pg import PgStore
+        except ImportError as e:
+            raise StoreError(f"database: needs psycopg 3 and psycopg_pool (pip install 'mailsyncd[postgresql]'): "
+                             f"{e}") from None
         return PgStore(db.url, password=db.password(), migrate=migrate, pool_size=db.pool_size)
 
 
