@@ -226,3 +226,40 @@ def test_export_import_moves_a_synced_node_into_postgresql_row_for_row(tmp_path,
     cp = ctl("-c", pg_cfg, "sync", USER, "--progress", "none")
     assert cp.returncode == 0, cp.stdout + cp.stderr
     _identical(tmp_path, dovecot_pair)
+
+
+def test_a_node_on_postgresql_answers_unavailable_while_it_is_down_and_recovers(tmp_path, dovecot_pair):
+    """Its own PostgreSQL (stopped and started again on the same port), a real daemon and front door."""
+    import imaplib
+
+    from mailsyncd.testing.postgres import Postgres, postgres_missing_reason
+    from proxyenv import Daemon
+    if postgres_missing_reason():
+        pytest.skip(postgres_missing_reason())
+    pg = Postgres().start()
+    try:
+        url = pg.create_database("node")
+        d = Daemon(tmp_path, dovecot_pair, scheduler={"pass_interval": 1, "failure_backoff": 0.5,
+                                                       "failure_backoff_max": 2})
+        d.doc["database"] = {"url": url, "password_file": pg.password_file}
+        d.save()
+        assert ctl("-c", d.config_path, "migrate-db").returncode == 0
+        with d:
+            c = imaplib.IMAP4("127.0.0.1", d.imap_port, timeout=30)
+            c.login(USER, SOURCE_USERS[USER])
+            c.logout()
+            d.wait_log(f"event=pass_done account={USER} ok=True")
+            pg.stop()
+            c = imaplib.IMAP4("127.0.0.1", d.imap_port, timeout=30)
+            with pytest.raises(imaplib.IMAP4.error, match="UNAVAILABLE"):
+                c.login("bob@example.com", SOURCE_USERS["bob@example.com"])
+            d.wait_log("event=database_unavailable user=bob@example.com")
+            pg.start()                                  # the pool reconnects by itself: no restart
+            c = imaplib.IMAP4("127.0.0.1", d.imap_port, timeout=30)
+            c.login("bob@example.com", SOURCE_USERS["bob@example.com"])
+            c.logout()
+            d.wait_log("event=pass_done account=bob@example.com ok=True")
+            log = d.log()
+        assert "Traceback" not in log and PASSWORD not in log
+    finally:
+        pg.destroy()
