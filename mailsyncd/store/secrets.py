@@ -40,12 +40,15 @@ class SecretsMixin:
         """Record the vault key's fingerprint; False if passwords sealed under another key are stored.
         (With none stored, nothing is lost by a new key, and it is recorded instead.)"""
         with self._tx() as c:
+            # the first node to get here records its key; a concurrent one waits on the row, then compares
+            c.execute("INSERT INTO meta (key, value) VALUES ('vault_key', ?) ON CONFLICT (key) DO NOTHING",
+                      (fingerprint,))
             row = c.execute("SELECT value FROM meta WHERE key='vault_key'" + self._for_update()).fetchone()
-            if row is not None and row[0] != fingerprint and c.execute(
-                    "SELECT 1 FROM secrets WHERE password IS NOT NULL LIMIT 1").fetchone() is not None:
+            if row[0] == fingerprint:
+                return True
+            if c.execute("SELECT 1 FROM secrets WHERE password IS NOT NULL LIMIT 1").fetchone() is not None:
                 return False
-            c.execute("INSERT INTO meta (key, value) VALUES ('vault_key', ?) ON CONFLICT (key) "
-                      "DO UPDATE SET value = excluded.value", (fingerprint,))
+            c.execute("UPDATE meta SET value=? WHERE key='vault_key'", (fingerprint,))
         return True
 
     def put_secret_password(self, address: str, blob: bytes) -> None:
