@@ -76,14 +76,6 @@ class StoreBase:
         """SQLite: one writer at a time, nothing to skip.  PostgreSQL: ' FOR UPDATE SKIP LOCKED'."""
         return ""
 
-    def _after_import(self, c) -> None:
-        """After copy_store() wrote explicit ids: nothing to do for SQLite's rowid."""
-
-    def _columns(self, c) -> dict[str, set[str]]:
-        """Every table of the schema as it is now, with its column names."""
-        tables = [t for (t,) in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return {t: {r[1] for r in c.execute(f"PRAGMA table_info({t})")} for t in tables}
-
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         c = self._conn()
@@ -112,6 +104,14 @@ class StoreBase:
         finally:
             c.execute(f"PRAGMA secure_delete={int(was)}")
         c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _after_import(self, c) -> None:
+        """After copy_store() wrote explicit ids: nothing to do for SQLite's rowid."""
+
+    def _columns(self, c) -> dict[str, set[str]]:
+        """Every table of the schema as it is now, with its column names."""
+        tables = [t for (t,) in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: {r[1] for r in c.execute(f"PRAGMA table_info({t})")} for t in tables}
 
     def _migrate(self) -> None:
         with self._tx() as c:
