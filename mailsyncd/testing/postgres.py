@@ -5,6 +5,8 @@ system cluster and its service are never touched.  PostgreSQL refuses to run as 
 command runs as the ``postgres`` user (created by Debian's package) via ``runuser``, in a directory
 that user owns (mkdtemp's 0700 directory, chowned; /tmp itself is traversable).  TCP on 127.0.0.1
 only, the unix socket inside the data directory, fsync off (tests only: a crash loses nothing we keep).
+``postgres`` runs in the foreground under the supervisor the other test servers use (common.Supervisor):
+it never outlives the Python process that started it, however that process ends.
 
     with Postgres() as pg:
         url = pg.create_database("t1")     # postgresql://mailsyncd@127.0.0.1:PORT/t1
@@ -20,8 +22,11 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 
-from .common import free_port
+from .common import Supervisor, free_port
+
+_SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_supervise.py")
 
 USER = "mailsyncd"                 # the role the store logs in as (not a superuser)
 PASSWORD = "pg-test-pw-4f1c"       # a test server's password, only ever on 127.0.0.1
@@ -61,20 +66,27 @@ class Postgres:
             cmd = ["runuser", "-u", "postgres", "--"] + cmd
         return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=120)
 
-    def start(self) -> Postgres:
+    def start(self, timeout: float = 60) -> Postgres:
         if not os.path.exists(self.data):
             self._initdb()
         if not self.port:
             self.port = free_port()
-        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-        r = self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l", self.log, "-o", opts,
-                      "-w", "-t", "60", "start", check=False)
-        if r.returncode != 0:
-            log = open(self.log).read()[-2000:] if os.path.exists(self.log) else ""
-            raise RuntimeError(f"pg_ctl start failed: {r.stdout}{r.stderr}\n{log}")
+        cmd = [os.path.join(self.bindir, "postgres"), "-D", self.data, "-p", str(self.port), "-k", self.dir,
+               "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+               "-c", "full_page_writes=off", "-c", "max_connections=200"]
+        if self._as_root:
+            cmd = [shutil.which("runuser") or "/usr/sbin/runuser", "-u", "postgres", "--"] + cmd
+        self._supervisor = Supervisor(_SUPERVISOR, [self.log, *cmd])
         self._running = True
         atexit.register(self.stop)
+        deadline = time.monotonic() + timeout
+        while self._run(os.path.join(self.bindir, "pg_isready"), "-q", "-h", self.dir, "-p", str(self.port),
+                        check=False).returncode != 0:
+            if not self._supervisor.running() or time.monotonic() > deadline:
+                self.stop()
+                log = open(self.log).read()[-2000:] if os.path.exists(self.log) else ""
+                raise RuntimeError(f"postgres did not start on 127.0.0.1:{self.port}:\n{log}")
+            time.sleep(0.05)
         return self
 
     def _initdb(self) -> None:
@@ -96,10 +108,12 @@ class Postgres:
         os.unlink(su_pw)
 
     def stop(self) -> None:
+        """Immediate shutdown (no checkpoint: nothing here needs to survive but the files' consistency)."""
         if self._running:
+            self._running = False
             self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "immediate", "-w", "stop",
                       check=False)
-            self._running = False
+            self._supervisor.stop(timeout=15)
 
     def destroy(self) -> None:
         self.stop()
