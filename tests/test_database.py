@@ -263,3 +263,12 @@ def test_a_node_on_postgresql_answers_unavailable_while_it_is_down_and_recovers(
         assert "Traceback" not in log and PASSWORD not in log
     finally:
         pg.destroy()
+
+
+def test_migrate_db_on_sqlite_says_it_migrates_by_itself(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({k: v for k, v in _cfg(tmp_path, None).items() if k != "database"}))
+    cp = ctl("-c", str(cfg), "migrate-db")
+    assert cp.returncode == 0 and "mailsyncd.sqlite3: SQLite, migrated as it opens" in cp.stdout, cp.stdout + cp.stderr
+    cp = ctl("-c", str(cfg), "import-db", str(tmp_path / "s" / "mailsyncd.sqlite3"))
+    assert cp.returncode == 1 and "import-db fills the PostgreSQL database named by database:" in cp.stderr
