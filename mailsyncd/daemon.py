@@ -88,7 +88,7 @@ class Daemon(service.MultiService):
         self.reload_error: str | None = None
         self.restart_needed: list[str] = []    # what the last reload could not apply; mailsyncctl reload says it
         self.started = time.time()
-        self.store = Store.in_state_dir(config.state_dir)
+        self.store = Store.open(config)
         self.vault = Vault.open(config.state_dir, self.store)
         self.auth_pool = ThreadPool(minthreads=0, maxthreads=config.frontdoor.auth_threads, name="auth")
         self.sync_pool = ThreadPool(minthreads=0, maxthreads=config.scheduler.max_accounts, name="sync")
@@ -261,8 +261,11 @@ class Daemon(service.MultiService):
         if new.state_dir != old.state_dir:
             logger.warning("event=reload_note what='state_dir changes only on restart' kept=%s", old.state_dir)
             notes.append(f"state_dir changes only on restart: still {old.state_dir}, after a restart {new.state_dir}")
+        if new.database != old.database:
+            logger.warning("event=reload_note what='database changes only on restart'")
+            notes.append("database changes only on restart")
         self.restart_needed = notes
-        new = dataclasses.replace(new, listen=old.listen, state_dir=old.state_dir)
+        new = dataclasses.replace(new, listen=old.listen, state_dir=old.state_dir, database=old.database)
         added = sorted(set(new.domains) - set(old.domains))
         removed = sorted(set(old.domains) - set(new.domains))
         self.config = new

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from twisted.internet import defer, task, threads
 
 from . import cutover
+from .store.base import DatabaseUnavailable
 from .sync.account import AccountSync, PassResult
 from .sync.progress import Progress
 
@@ -331,7 +332,8 @@ class Scheduler:
             logger.warning("event=notice_failed account=%s error=%r", address, str(e))
 
     def _crashed(self, failure, address: str, domain) -> None:
-        logger.error("event=pass_crashed account=%s error=%r", address, failure.getErrorMessage())
+        event = "database_unavailable" if failure.check(DatabaseUnavailable) else "pass_crashed"
+        logger.error("event=%s account=%s error=%r", event, address, failure.getErrorMessage())
         res = PassResult(address, error=f"internal error: {failure.getErrorMessage()}", error_kind="crash")
         self._ended(res, address, domain)
 

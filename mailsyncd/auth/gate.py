@@ -37,6 +37,7 @@ from twisted.internet import defer, task, threads
 
 from ..config import UnknownDomain
 from ..providers.quirks import APP_PASSWORD
+from ..store.base import DatabaseUnavailable
 from ..text import field
 from . import source
 from .throttle import Throttle, limits_for, network_of
@@ -125,6 +126,9 @@ class Gate:
         return d
 
     def _crashed(self, failure, address: str) -> Verdict:
+        if failure.check(DatabaseUnavailable):      # the client is told [UNAVAILABLE]: try again later
+            logger.error("event=database_unavailable user=%s error=%r", field(address), failure.getErrorMessage())
+            return Verdict(False, field(address), "database unavailable", unavailable=True)
         logger.error("event=auth_error user=%s error=%r", field(address), failure.getErrorMessage())
         return Verdict(False, field(address), "internal error", unavailable=True)
 

@@ -88,7 +88,7 @@ def cmd_cutover(cfg, args) -> int:
         print(f"mailsyncctl: no domain {domain!r} in the config (known: {', '.join(sorted(cfg.domains))})",
               file=sys.stderr)
         return EXIT_ERROR
-    store = Store.in_state_dir(cfg.state_dir)
+    store = Store.open(cfg)
     try:
         state = cutover.state_of(store.cutover(domain))
         event = (cutover.SCHEDULE if args.now or args.at else cutover.CLEAR if args.clear else
@@ -184,7 +184,7 @@ def _config_problems(cfg, doc: dict | None, errors: list[str]) -> list[str]:
 def cmd_status(cfg, args, config_errors: list[str] = ()) -> int:
     from ..store import Store
     doc = read_status(cfg)
-    store = Store.in_state_dir(cfg.state_dir)
+    store = Store.open(cfg)
     try:
         rows = store.progress_rows(args.domain, args.user)
         cutovers = store.cutovers()

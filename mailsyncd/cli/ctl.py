@@ -70,16 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .demo import add_parser as add_demo
     add_demo(sub)
+    from .dbcmd import add_parsers as add_db
+    add_db(sub)
     for p in sub.choices.values():    # the global options, after the command too
         add_config_options(p, "override the config's log_level (logs go to stderr)", in_command=True)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..store import StoreError
     try:
         code = _main(argv)
         sys.stdout.flush()      # inside the try: a closed pipe shows here for buffered output
         return code
+    except StoreError as e:     # the database is down, refused us, or has another schema: said, no traceback
+        print(f"mailsyncctl: {e}", file=sys.stderr)
+        return EXIT_ERROR
     except BrokenPipeError:
         # the reader went away (`mailsyncctl status | head`): no traceback; stdout points at devnull so
         # that the interpreter's own flush at exit does not fail again
@@ -130,6 +136,9 @@ def _main(argv: list[str] | None) -> int:
     if args.cmd in ("reload", "status", "cutover"):
         from . import control
         return getattr(control, f"cmd_{args.cmd}")(cfg, args)
+    if args.cmd in ("migrate-db", "export-db", "import-db"):
+        from . import dbcmd
+        return getattr(dbcmd, f"cmd_{args.cmd.replace('-', '_')}")(cfg, args)
     ap.error(f"unknown command {args.cmd}")
     return EXIT_USAGE
 

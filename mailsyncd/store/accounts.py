@@ -17,8 +17,8 @@ class AccountsMixin:
     def ensure_account(self, address: str, domain: str, plan: str | None = None) -> None:
         now = time.time()
         with self._tx() as c:
-            c.execute("INSERT OR IGNORE INTO accounts (address, domain, plan, created, updated) VALUES (?,?,?,?,?)",
-                      (address, domain, plan, now, now))
+            c.execute("INSERT INTO accounts (address, domain, plan, created, updated) VALUES (?,?,?,?,?)"
+                      " ON CONFLICT (address) DO NOTHING", (address, domain, plan, now, now))
             if plan is not None:
                 # the first plan recorded wins: a later login must not relabel an imported account
                 c.execute("UPDATE accounts SET plan=?, updated=? WHERE address=? AND plan IS NULL",
@@ -106,10 +106,9 @@ class AccountsMixin:
                 return False
             # every table keyed by the account, as the schema has it now: "account", or "address" (accounts,
             # secrets, known_networks); accounts last, as it is the row that says the account exists
-            tables = [t for (t,) in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            tables = self._columns(c)
             for table in sorted(tables, key=lambda t: t == "accounts"):
-                columns = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
-                for column in {"account", "address"} & columns:
+                for column in {"account", "address"} & tables[table]:
                     c.execute(f"DELETE FROM {table} WHERE {column}=?", (address,))
             self._bump(c, "accounts_rev")     # the daemon drops it from its schedule
         return True
@@ -118,7 +117,7 @@ class AccountsMixin:
         """Clear ``failed``: the daemon ends the account's backoff and schedules it at its next tick."""
         with self._tx() as c:
             c.execute("UPDATE accounts SET phase=CASE WHEN EXISTS (SELECT 1 FROM passes p WHERE p.account=? "
-                      "AND p.ok) THEN 'synced' ELSE 'new' END, last_error=NULL, updated=? "
+                      "AND p.ok = 1) THEN 'synced' ELSE 'new' END, last_error=NULL, updated=? "
                       "WHERE address=? AND phase='failed'", (address, time.time(), address))
             self._bump(c, "accounts_rev")
 
@@ -132,7 +131,7 @@ class AccountsMixin:
         """A login from ``network`` succeeded; forget networks unused for KNOWN_NETWORK_DAYS."""
         now = time.time() if now is None else now
         with self._tx() as c:
-            c.execute("INSERT INTO known_networks VALUES (?, ?, ?) ON CONFLICT (address, network) "
+            c.execute("INSERT INTO known_networks (address, network, last_ok) VALUES (?, ?, ?) ON CONFLICT (address, network) "
                       "DO UPDATE SET last_ok = excluded.last_ok", (address, network, now))
             c.execute("DELETE FROM known_networks WHERE last_ok < ?", (now - KNOWN_NETWORK_DAYS * 86400,))
 

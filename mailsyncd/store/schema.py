@@ -193,8 +193,9 @@ _MIGRATIONS: dict[int, str] = {
     11: """
     -- one in-flight journal for both engines (sync/appender.py): a POP3 batch is the row of path
     -- 'INBOX (pop3)', its items [uidl, size, fingerprint] where an IMAP batch's are [uid, size, fp, flags]
-    INSERT OR REPLACE INTO inflight SELECT account, 'INBOX (pop3)', target_name, target_uidvalidity,
-        target_uidnext, items FROM pop3_inflight;
+    -- (no IMAP row can have that path yet: a plain INSERT, the same as the OR REPLACE it was)
+    INSERT INTO inflight (account, path, target_name, target_uidvalidity, target_uidnext, items)
+        SELECT account, 'INBOX (pop3)', target_name, target_uidvalidity, target_uidnext, items FROM pop3_inflight;
     DROP TABLE pop3_inflight;
     """,
     12: """
