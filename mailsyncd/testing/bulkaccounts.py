@@ -46,8 +46,12 @@ def fill(store, n: int, *, seed: int = 1, domains: tuple[str, ...] = DOMAINS, me
             for path in ("INBOX", "Sent"):
                 count = rnd.randint(0, messages)
                 total = count + rnd.randint(0, 3)
-                folders.append((address, path, path, path, 1, count, total + 1, total,
+                # not counted yet (NULL), or counted; its report (a pass's) may say otherwise
+                folders.append((address, path, path, path, 1, count, total + 1, rnd.choice((None, total, total)),
                                 rnd.choice((None, 1000 * total))))
+                if rnd.random() < 0.5:
+                    reports.append((address, path, path, total + rnd.randint(0, 2), count, count, 0, 0, 1000,
+                                    1.0, None, now))
                 for uid in range(1, count + 1):
                     msgs.append((address, path, 1, uid, 1, uid, 1000 + uid, b"f", ""))
                 if total > count and rnd.random() < 0.2:
