@@ -37,14 +37,15 @@ def _phase_sql(phase: str, running) -> tuple[str, list]:
     raise ValueError(f"unknown phase {phase!r}")
 
 
-# per account, the numbers the totals add up: the same values as PROGRESS_SELECT's, but from one GROUP BY
-# per table joined to the accounts (half the time of a correlated subquery per account and column)
-_SRC = "coalesce(nullif(coalesce(f.n, 0), 0), r.n, 0)"
-_TGT = "coalesce(m.n, 0) + coalesce(p.n, 0)"
-_PER_ACCOUNT = f"""SELECT a.domain AS domain, {_STORED} AS stored, CASE WHEN {_HAS_PW} THEN 1 ELSE 0 END AS has_pw,
-        CASE WHEN {{run}} THEN 1 ELSE 0 END AS run, {_SRC} AS src, f.size AS src_bytes, {_TGT} AS tgt,
-        coalesce(m.size, 0) + coalesce(p.size, 0) AS bytes, coalesce(k.n, 0) AS sk,
-        CASE WHEN f.account IS NOT NULL OR r.account IS NOT NULL THEN 1 ELSE 0 END AS known
+# Per account, the numbers the totals add up: the same values as PROGRESS_SELECT's, in two forms.  For
+# every account (no filter): one GROUP BY per table, joined to the accounts -- half the time of a correlated
+# subquery per account and column at 50,000 accounts.  For a filter (one domain, a phase, one user...): the
+# correlated subqueries, which cost only the matching accounts' index ranges.
+_COLUMNS = f"""a.domain AS domain, {_STORED} AS stored, CASE WHEN {_HAS_PW} THEN 1 ELSE 0 END AS has_pw,
+        CASE WHEN {{run}} THEN 1 ELSE 0 END AS run"""
+_JOINED = f"""SELECT {_COLUMNS}, coalesce(nullif(coalesce(f.n, 0), 0), r.n, 0) AS src, f.size AS src_bytes,
+        coalesce(m.n, 0) + coalesce(p.n, 0) AS tgt, coalesce(m.size, 0) + coalesce(p.size, 0) AS bytes,
+        coalesce(k.n, 0) AS sk, CASE WHEN f.account IS NOT NULL OR r.account IS NOT NULL THEN 1 ELSE 0 END AS known
         FROM accounts a LEFT JOIN secrets s ON s.address = a.address
         LEFT JOIN (SELECT account, sum(messages) AS n, sum(size) AS size FROM folders GROUP BY account) f
           ON f.account = a.address
@@ -54,6 +55,19 @@ _PER_ACCOUNT = f"""SELECT a.domain AS domain, {_STORED} AS stored, CASE WHEN {_H
         LEFT JOIN (SELECT account, count(*) AS n, sum(size) AS size FROM pop3_messages WHERE skipped IS NULL
                    GROUP BY account) p ON p.account = a.address
         LEFT JOIN (SELECT account, count(*) AS n FROM skipped GROUP BY account) k ON k.account = a.address"""
+_CORRELATED = f"""SELECT {_COLUMNS},
+        coalesce(nullif(coalesce((SELECT sum(f.messages) FROM folders f WHERE f.account = a.address), 0), 0),
+                 (SELECT sum(r.source_count) FROM reports r WHERE r.account = a.address), 0) AS src,
+        (SELECT sum(f.size) FROM folders f WHERE f.account = a.address) AS src_bytes,
+        (SELECT count(*) FROM messages m WHERE m.account = a.address)
+          + (SELECT count(*) FROM pop3_messages p WHERE p.account = a.address AND p.skipped IS NULL) AS tgt,
+        coalesce((SELECT sum(m.size) FROM messages m WHERE m.account = a.address), 0)
+          + coalesce((SELECT sum(p.size) FROM pop3_messages p
+                      WHERE p.account = a.address AND p.skipped IS NULL), 0) AS bytes,
+        (SELECT count(*) FROM skipped k WHERE k.account = a.address) AS sk,
+        CASE WHEN EXISTS (SELECT 1 FROM folders f WHERE f.account = a.address)
+               OR EXISTS (SELECT 1 FROM reports r WHERE r.account = a.address) THEN 1 ELSE 0 END AS known
+        FROM accounts a LEFT JOIN secrets s ON s.address = a.address"""
 
 _TOTALS = """SELECT domain, stored, has_pw, run, count(*), sum(src), sum(tgt), sum(sk), sum(bytes), sum(src_bytes),
         sum(CASE WHEN src - tgt - sk > 0 THEN src - tgt - sk ELSE 0 END), sum(known)
@@ -100,7 +114,7 @@ class ProgressMixin:
         runs now): what status.totals_of turns into the totals and the per-domain entries."""
         where, args = self._progress_filter(running=running, **filters)
         run, run_args = _running(running)
-        inner = _PER_ACCOUNT.format(run=run) + (" WHERE " + " AND ".join(where) if where else "")
+        inner = (_CORRELATED.format(run=run) + " WHERE " + " AND ".join(where)) if where else _JOINED.format(run=run)
         rows = self._conn().execute(_TOTALS.format(inner=inner), run_args + args).fetchall()
         return [dict(zip(_TOTALS_KEYS, r)) for r in rows]
 
