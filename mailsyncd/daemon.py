@@ -308,15 +308,17 @@ class Daemon(service.MultiService):
             self.notifier.status(line)
         self._write_status()
 
-    def status(self, domain: str | None = None, user: str | None = None, *, query=None) -> defer.Deferred:
+    def status(self, domain: str | None = None, user: str | None = None, *, query=None,
+               totals: bool = True) -> defer.Deferred:
         """The status document (mailsyncd.status, schema 1) for the web views, one page of ``query``
-        (statusquery.Query; default: the first page of ``domain``/``user``); fires with a dict."""
+        (statusquery.Query; default: the first page of ``domain``/``user``); fires with a dict.
+        ``totals=False``: the page only (the totals are zeros)."""
         from . import status, statusquery
         query = query or statusquery.Query(domain=domain, user=user)
         live = self.scheduler.live()
 
         def read():
-            return statusquery.read(self.store, query, running=live.keys()), self.store.cutovers()
+            return statusquery.read(self.store, query, running=live.keys(), totals=totals), self.store.cutovers()
 
         d = threads.deferToThreadPool(self.reactor, self.state_pool, read)
         d.addCallback(lambda r: status.build_page(
