@@ -242,6 +242,36 @@ def test_dashboard_in_a_real_browser(tmp_path, dovecot_pair, browser):
         page.fill("#q", "alice")
         page.click("form.search button")
         expect(page.locator("tr[data-row]")).to_have_count(1)
+        # the filters: status and domain in the form, totals by status on top; then pages of two
+        imported = [f"imp{i}@example.com" for i in range(3)]
+        store = Store.in_state_dir(d.state_dir)
+        try:
+            for address in imported:
+                store.ensure_account(address, "example.com", "import")
+        finally:
+            store.close()
+        page.fill("#q", "")
+        page.select_option("#phase", "waiting")
+        page.select_option("#domain", "example.com")
+        page.click("form.search button")
+        expect(page.locator("tr[data-row]")).to_have_count(3)
+        expect(page.locator("li.phase-waiting b")).to_have_text("3")
+        expect(page.locator("li.phase-tailing b")).to_have_text("0")
+        page.click("li.phase-tailing a")                       # the same filter, another status
+        expect(page.locator("tr[data-row]")).to_have_count(2)
+        assert "domain=example.com" in page.url and "phase=tailing" in page.url
+        page.goto(base + "/admin/accounts?limit=2")
+        listed = page.locator("tr[data-row]").evaluate_all("rows => rows.map(r => r.dataset.row)")
+        page.click("a[rel=next]")
+        listed += page.locator("tr[data-row]").evaluate_all("rows => rows.map(r => r.dataset.row)")
+        page.click("a[rel=next]")
+        listed += page.locator("tr[data-row]").evaluate_all("rows => rows.map(r => r.dataset.row)")
+        expect(page.locator("a[rel=next]")).to_have_count(0)
+        assert listed == sorted([A, B] + imported)              # every account once, by address
+        expect(page.locator("#live")).to_contain_text("Live", timeout=15000)   # its poll asks for this page
+        page.click("a[rel=first]")
+        expect(page.locator("tr[data-row]")).to_have_count(2)
+        page.goto(base + "/admin/accounts?q=alice")
         page.click(f"tr[data-row='{A}'] td.addr a")
         page.wait_for_url(base + "/admin/accounts/alice@example.com")
         expect(page.locator("h1")).to_have_text(f"Account {A}")
@@ -320,6 +350,13 @@ def test_dashboard_in_a_real_browser(tmp_path, dovecot_pair, browser):
         np_.goto(base + "/admin")
         expect(np_.locator('[data-d="example.com"][data-f="target_messages"]')).to_have_text("16")
         expect(np_.locator("#live")).to_be_hidden()
+        np_.goto(base + "/admin/accounts")                     # the filter form and the pages are plain HTML
+        np_.select_option("#phase", "waiting")
+        np_.click("form.search button")
+        expect(np_.locator("tr[data-row]")).to_have_count(3)
+        np_.goto(base + "/admin/accounts?limit=4")
+        np_.click("a[rel=next]")
+        expect(np_.locator("tr[data-row]")).to_have_count(1)
         nojs.close()
 
         ctx.close()
