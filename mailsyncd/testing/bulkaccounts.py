@@ -13,9 +13,12 @@ import random
 DOMAINS = ("alpha.example", "beta.example", "gamma.example", "delta.example", "eps.example")
 
 
-def fill(store, n: int, *, seed: int = 1, domains: tuple[str, ...] = DOMAINS, messages: int = 4) -> list[str]:
+def fill(store, n: int, *, seed: int = 1, domains: tuple[str, ...] = DOMAINS, messages: int = 4,
+         sealed: bool = True) -> list[str]:
     """Add ``n`` accounts to ``store``; returns their addresses.  ``messages``: at most this many UID-map
-    rows per folder of an account that has been synced (keeps the fixture quick at 50,000 accounts)."""
+    rows per folder of an account that has been synced (keeps the fixture quick at 50,000 accounts).
+    ``sealed=False``: verifiers but no stored passwords, so that a daemon on this store starts no pass
+    (bench/status_scale.py)."""
     rnd = random.Random(seed)
     now = 1_800_000_000.0
     accounts, secrets, folders, msgs, pop3, skipped, reports, passes = ([] for _ in range(8))
@@ -32,7 +35,7 @@ def fill(store, n: int, *, seed: int = 1, domains: tuple[str, ...] = DOMAINS, me
                          rnd.choice(("import", "login", "self_service")),
                          f"old.{address}" if i % 50 == 0 else None))
         if has_pw:
-            secrets.append((address, b"sealed", None, now))
+            secrets.append((address, b"sealed", None, now) if sealed else (address, None, "verifier", now))
         if phase == "new" and rnd.random() < 0.7:
             continue                                   # never counted: source unknown
         pop = rnd.random() < 0.1
