@@ -24,12 +24,12 @@ from .errors import TLSFailure
 from .proxy import tls
 from .proxy.frontdoor import FrontDoorFactory
 from .scheduler import Scheduler
+from .statedir import STATUS_FILE
 from .store import Store
 from .vault import Vault
 
 logger = logging.getLogger("mailsyncd")
 
-STATUS_FILE = "daemon.json"
 STATUS_EVERY = 2.0
 
 

@@ -18,7 +18,7 @@ from .common import EXIT_CONFIG_BROKEN, EXIT_ERROR, EXIT_OK, EXIT_RESTART, EXIT_
 
 
 def _status_path(cfg) -> str:
-    from ..daemon import STATUS_FILE
+    from ..statedir import STATUS_FILE       # not from daemon.py: mailsyncctl status need not load Twisted
     return os.path.join(cfg.state_dir, STATUS_FILE)
 
 
