@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 from dataclasses import replace as dataclass_replace
 import json
@@ -117,7 +116,7 @@ def cmd_cutover(cfg, args) -> int:
             yaml_at = cfg.domains[domain].cutover
             print(f"{domain}: cutover follows the YAML again: {_when(yaml_at) if yaml_at else 'none set'}")
         row = store.cutover(domain)
-        counts = collections.Counter(status.phase_of(r, False) for r in store.progress_rows(domain, None))
+        counts = {k: v for k, v in status.totals_of(store.progress_totals(domain=domain), 0.0)["phases"].items() if v}
     finally:
         store.close()
     yaml_at = cfg.domains[domain].cutover

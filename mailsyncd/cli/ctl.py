@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "of the whole filter, and the cursor of the next page in \"next\".")
     p.add_argument("--domain", metavar="D", help="only this domain")
     p.add_argument("--user", metavar="ADDRESS", help="only this account")
-    p.add_argument("--phase", metavar="P", help="only accounts in this phase: failed, syncing, waiting, tailing, cutover")
+    p.add_argument("--phase", metavar="P",
+                   help="only accounts in this phase: failed, syncing, waiting, tailing, cutover")
     p.add_argument("--q", metavar="TEXT", help="only accounts whose address (or source address) contains TEXT, "
                                                "in any case")
     p.add_argument("--limit", type=int, metavar="N", help="accounts per page (default 20, --json 100; at most 1000)")

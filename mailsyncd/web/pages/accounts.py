@@ -89,7 +89,8 @@ def accounts_page(request, ctx: Ctx, doc: dict | None, query, domains: list[str]
     if query.after is not None:
         pager.append(f'<a href="{esc(_link(query))}" rel="first">{esc(w(lang, "first_page"))}</a>')
     if doc.get("next"):
-        pager.append(f'<a href="{esc(_link(query, cursor=doc["next"]))}" rel="next">{esc(w(lang, "next_page"))} →</a>')
+        pager.append(f'<a href="{esc(_link(query, cursor=doc["next"]))}" rel="next">'
+                     f'{esc(w(lang, "next_page"))} →</a>')
     if pager:
         out.append('<p class="pager">' + " · ".join(pager) + '</p>')
     # the page's script polls the numbers of the accounts on this page, not of every account
