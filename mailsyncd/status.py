@@ -1,8 +1,9 @@
 """The progress numbers, one model for every view: `mailsyncctl status`, /api, /metrics, the dashboard,
 the self-service page and the [ALERT] at login: one phase word each, one size format.
 
-Pure: it takes the store's per-account rows and the daemon's live view (which
-passes run, how fast) and returns plain dicts.  The JSON schema (version 1) is
+Pure: it takes the store's per-account rows of one page, the database's sums of the whole filter
+(store/progress.py, via statusquery.read) and the daemon's live view (which passes run, how fast)
+and returns plain dicts.  The JSON schema (version 1) is
 documented in docs/status.md; add fields, never rename or remove them.
 
 Phases, as users see them:
@@ -147,23 +148,6 @@ def totals_of(groups: list[dict], rate: float) -> dict:
 def sort_key(a: dict) -> tuple:
     """Failed first, then by how far behind, then by address."""
     return (PHASES.index(a["phase"]), -a["behind"], a["address"])
-
-
-def build(rows: list[dict], *, config, live: dict | None = None, cutovers: dict | None = None,
-          daemon: dict | None = None, domain: str | None = None, user: str | None = None,
-          now: float | None = None) -> dict:
-    """The whole status document (schema 1)."""
-    now = time.time() if now is None else now
-    live = live or {}
-    interval = config.scheduler.pass_interval
-    accounts = [account_view(r, live.get(r["address"]), interval, now) for r in rows
-                if (domain is None or r["domain"] == domain) and (user is None or r["address"] == user)]
-    accounts.sort(key=sort_key)
-    domains = [{"name": name, "cutover": _cutover(name, config, cutovers),
-                **_totals([a for a in accounts if a["domain"] == name])}
-               for name in sorted(config.domains if domain is None else [domain])]
-    return {"schema": SCHEMA, "generated": now, "daemon": daemon, "totals": _totals(accounts),
-            "domains": domains, "accounts": accounts}
 
 
 def _cutover(name: str, config, cutovers: dict | None) -> dict | None:
