@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import replace as dataclass_replace
 import json
 import os
 import signal
 import sys
 import time
+from dataclasses import replace as dataclass_replace
 
 from .. import cutover, status
 from ..text import json_text, shown
@@ -239,8 +239,9 @@ def cmd_status(cfg, args, config_errors: list[str] = ()) -> int:
     seen = {a["address"] for a in report["accounts"]}
     extra = status.build_page([r for r in attention if r["address"] not in seen], [], config=cfg, live=live,
                               now=report["generated"])["accounts"]
-    # JSON: the page's own order (addresses) unless asked; people: failed first
-    how = args.sort or (None if args.json else "phase")
+    # a page keeps its order (addresses: the footer says how to go on) unless asked; --all for people:
+    # failed first, as the listing of every account always was
+    how = args.sort or ("phase" if args.all and not args.json else None)
     if how == "behind":
         report["accounts"].sort(key=lambda a: (-a["behind"], a["address"]))
     elif how == "phase":

@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cursor", metavar="C", help="the page after the one that printed this cursor (its \"next\")")
     p.add_argument("--all", action="store_true", help="every account, in one listing (slow with many accounts)")
     p.add_argument("--sort", choices=["phase", "behind", "address"],
-                   help="order of the accounts listed: phase (failed first; the default without --json), behind "
-                        "(most messages still to copy), address (the default of --json)")
+                   help="order of the accounts listed: phase (failed first; the default of --all without "
+                        "--json), behind (most messages still to copy), address (the default of a page)")
     p.add_argument("--json", action="store_true", help="machine-readable output (schema 1, docs/status.md)")
     p.add_argument("--state-dir", metavar="DIR", help="the daemon's state_dir, when the config file does not "
                                                       "load (default: the file's state_dir line)")
