@@ -26,12 +26,12 @@ from .proxy import tls
 from .proxy.frontdoor import FrontDoorFactory
 from .proxyproto.listener import ProxyHeaderFactory
 from .scheduler import Scheduler
+from .statedir import STATUS_FILE
 from .store import Store
 from .vault import Vault
 
 logger = logging.getLogger("mailsyncd")
 
-STATUS_FILE = "daemon.json"
 STATUS_EVERY = 2.0
 
 
@@ -326,16 +326,22 @@ class Daemon(service.MultiService):
             self.notifier.status(line)
         self._write_status()
 
-    def status(self, domain: str | None = None, user: str | None = None) -> defer.Deferred:
-        """The status document (mailsyncd.status, schema 1) for the web views; fires with a dict."""
-        from . import status
+    def status(self, domain: str | None = None, user: str | None = None, *, query=None,
+               totals: bool = True) -> defer.Deferred:
+        """The status document (mailsyncd.status, schema 1) for the web views, one page of ``query``
+        (statusquery.Query; default: the first page of ``domain``/``user``); fires with a dict.
+        ``totals=False``: the page only (the totals are zeros)."""
+        from . import status, statusquery
+        query = query or statusquery.Query(domain=domain, user=user)
+        live = self.scheduler.live()
 
         def read():
-            return self.store.progress_rows(domain, user), self.store.cutovers()
+            return statusquery.read(self.store, query, running=live.keys(), totals=totals), self.store.cutovers()
 
         d = threads.deferToThreadPool(self.reactor, self.state_pool, read)
-        d.addCallback(lambda r: status.build(r[0], config=self.config, live=self.scheduler.live(),
-                                             cutovers=r[1], daemon=self.daemon_info(), domain=domain, user=user))
+        d.addCallback(lambda r: status.build_page(
+            r[0]["rows"], r[0]["groups"], config=self.config, live=live, running_domains=r[0]["running_domains"],
+            cutovers=r[1], daemon=self.daemon_info(), domain=query.domain, next_cursor=r[0]["next_cursor"]))
         return d
 
     def daemon_info(self) -> dict:

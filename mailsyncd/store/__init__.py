@@ -12,6 +12,7 @@ from .base import DatabaseUnavailable, StoreBase, StoreError
 from .batches import BatchesMixin
 from .cutovers import CutoversMixin
 from .folders import FoldersMixin
+from .progress import ProgressMixin
 from .records import (
     POP3_PATH,
     FolderReport,
@@ -28,7 +29,8 @@ from .schema import _MIGRATIONS, SCHEMA_VERSION
 from .secrets import SecretsMixin
 
 
-class Store(AccountsMixin, CutoversMixin, SecretsMixin, FoldersMixin, BatchesMixin, ReportsMixin, StoreBase):
+class Store(AccountsMixin, ProgressMixin, CutoversMixin, SecretsMixin, FoldersMixin, BatchesMixin, ReportsMixin,
+            StoreBase):
     """Thread-safe facade: each thread gets its own SQLite connection."""
 
     backend = "sqlite"

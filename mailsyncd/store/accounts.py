@@ -6,6 +6,34 @@ import time
 
 KNOWN_NETWORK_DAYS = 30
 
+# Per account, the numbers mailsyncd.status turns into every progress view (see progress_rows).
+PROGRESS_SELECT = """SELECT a.address, a.domain, a.phase, a.last_error, a.plan, a.source_address,
+        s.password IS NOT NULL,
+        coalesce((SELECT sum(f.messages) FROM folders f WHERE f.account = a.address), 0),
+        coalesce((SELECT sum(r.source_count) FROM reports r WHERE r.account = a.address), 0),
+        (SELECT sum(f.size) FROM folders f WHERE f.account = a.address),
+        (SELECT count(*) FROM messages m WHERE m.account = a.address)
+          + (SELECT count(*) FROM pop3_messages p WHERE p.account = a.address AND p.skipped IS NULL),
+        coalesce((SELECT sum(m.size) FROM messages m WHERE m.account = a.address), 0)
+          + coalesce((SELECT sum(p.size) FROM pop3_messages p
+                      WHERE p.account = a.address AND p.skipped IS NULL), 0),
+        (SELECT count(*) FROM skipped k WHERE k.account = a.address),
+        (SELECT ps.finished FROM passes ps WHERE ps.account = a.address AND ps.finished IS NOT NULL
+         ORDER BY ps.id DESC LIMIT 1),
+        (SELECT ps.ok FROM passes ps WHERE ps.account = a.address AND ps.finished IS NOT NULL
+         ORDER BY ps.id DESC LIMIT 1),
+        EXISTS (SELECT 1 FROM folders f WHERE f.account = a.address)
+          OR EXISTS (SELECT 1 FROM reports r WHERE r.account = a.address)
+        FROM accounts a LEFT JOIN secrets s ON s.address = a.address"""
+
+
+def progress_row(r) -> dict:
+    return {"address": r[0], "domain": r[1], "phase": r[2], "last_error": r[3], "plan": r[4],
+            "source_address": r[5], "has_password": bool(r[6]),
+            "source_messages": r[7] or r[8], "source_bytes": r[9], "target_messages": r[10],
+            "bytes": r[11], "skipped": r[12], "last_pass_finished": r[13],
+            "last_pass_ok": None if r[14] is None else bool(r[14]), "source_known": bool(r[15])}
+
 
 class AccountsMixin:
     # -- accounts ----------------------------------------------------------
@@ -63,24 +91,7 @@ class AccountsMixin:
         Source counts are the folders' last STATUS (POP3: the last report); target counts are the
         UID map's rows (an index range per account, no table scan).
         """
-        sql = """SELECT a.address, a.domain, a.phase, a.last_error, a.plan, a.source_address,
-            s.password IS NOT NULL,
-            coalesce((SELECT sum(f.messages) FROM folders f WHERE f.account = a.address), 0),
-            coalesce((SELECT sum(r.source_count) FROM reports r WHERE r.account = a.address), 0),
-            (SELECT sum(f.size) FROM folders f WHERE f.account = a.address),
-            (SELECT count(*) FROM messages m WHERE m.account = a.address)
-              + (SELECT count(*) FROM pop3_messages p WHERE p.account = a.address AND p.skipped IS NULL),
-            coalesce((SELECT sum(m.size) FROM messages m WHERE m.account = a.address), 0)
-              + coalesce((SELECT sum(p.size) FROM pop3_messages p
-                          WHERE p.account = a.address AND p.skipped IS NULL), 0),
-            (SELECT count(*) FROM skipped k WHERE k.account = a.address),
-            (SELECT ps.finished FROM passes ps WHERE ps.account = a.address AND ps.finished IS NOT NULL
-             ORDER BY ps.id DESC LIMIT 1),
-            (SELECT ps.ok FROM passes ps WHERE ps.account = a.address AND ps.finished IS NOT NULL
-             ORDER BY ps.id DESC LIMIT 1),
-            EXISTS (SELECT 1 FROM folders f WHERE f.account = a.address)
-              OR EXISTS (SELECT 1 FROM reports r WHERE r.account = a.address)
-            FROM accounts a LEFT JOIN secrets s ON s.address = a.address"""
+        sql = PROGRESS_SELECT
         where, args = [], []
         if domain is not None:
             where.append("a.domain = ?")
@@ -90,14 +101,7 @@ class AccountsMixin:
             args.append(user)
         if where:
             sql += " WHERE " + " AND ".join(where)
-        out = []
-        for r in self._conn().execute(sql + " ORDER BY a.address", args):
-            out.append({"address": r[0], "domain": r[1], "phase": r[2], "last_error": r[3], "plan": r[4],
-                        "source_address": r[5], "has_password": bool(r[6]),
-                        "source_messages": r[7] or r[8], "source_bytes": r[9], "target_messages": r[10],
-                        "bytes": r[11], "skipped": r[12], "last_pass_finished": r[13],
-                        "last_pass_ok": None if r[14] is None else bool(r[14]), "source_known": bool(r[15])})
-        return out
+        return [progress_row(r) for r in self._conn().execute(sql + " ORDER BY a.address", args)]
 
     def remove_account(self, address: str) -> bool:
         """Every row of the account, its sealed password with them (securely deleted); False if unknown."""

@@ -1,6 +1,6 @@
 """The schema: one forward migration a version, applied in one transaction by StoreBase._migrate."""
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -221,5 +221,10 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (account, path, uidvalidity, uid)
     );
     ALTER TABLE reports ADD COLUMN altered INTEGER NOT NULL DEFAULT 0;
+    """,
+    13: """
+    -- status views at scale (store/progress.py): a page of one domain or one phase in address order
+    CREATE INDEX accounts_domain_address ON accounts (domain, address);
+    CREATE INDEX accounts_phase_address ON accounts (phase, address);
     """,
 }

@@ -8,15 +8,16 @@ Routes (server-rendered HTML, English or Chinese by ``Accept-Language``, switch 
 * ``GET  /admin``                      overview: per domain, accounts by phase, messages on the new
                                        server of those at the source (a bar), skipped, ETA, cutover with
                                        its actions, and the throughput over time (a chart)
-* ``GET  /admin/accounts``             the accounts: ``q`` (substring of the address), ``phase``,
-                                       ``sort=phase|behind|address|percent`` (default phase: failed first)
+* ``GET  /admin/accounts``             the accounts of a filter, 100 a page in address order, with the
+                                       filter's totals by phase: ``q`` (substring of the address), ``phase``,
+                                       ``domain``, ``cursor`` (the next page's link); 400 for a bad one
 * ``GET  /admin/accounts/<address>``   one account: folders, skipped messages and why, recent passes, errors
 * ``POST /admin/action``               ``action=sync_now|retry`` (an address) or
                                        ``postpone|cutover_now|cancel_cutover`` (a domain); CSRF-checked,
                                        logged as ``event=admin_action``; answers 303 back to the page,
                                        which shows what was done
-* ``GET  /admin/status.json``          ``Daemon.status()`` (schema 1; ``domain=``, ``user=``,
-                                       ``accounts=none``): what the pages' script polls every 5 s
+* ``GET  /admin/status.json``          ``Daemon.status()`` (schema 1; the filters and page of /api/status,
+                                       or ``accounts=none``): what the pages' script polls every 5 s
 * ``GET  /admin/series.json``          throughput samples kept in memory: every domain's messages on
                                        the new server every 10 s, the last hour
 * ``GET|POST /admin/login``, ``POST /admin/logout``
@@ -57,8 +58,9 @@ from .access import Access
 from .i18n import w
 from .pages import accounts as accounts_html
 from .pages import dashboard
-from .pages.accounts import SORTS
-from .pages.dashboard import PHASES, POSTPONE_HOURS, Ctx
+from ..statusquery import Query, QueryError
+from .api import status_query
+from .pages.dashboard import FAILED_SHOWN, POSTPONE_HOURS, Ctx
 from .pages.format import when
 from .samples import Throughput
 from .sessions import Session, Sessions
@@ -251,33 +253,32 @@ class Admin(Shell):
 
     # -- JSON -------------------------------------------------------------------------
     async def _status_json(self, request, ctx: Ctx) -> Reply:
-        domain = arg(request, b"domain") or None
-        user = arg(request, b"user").strip().lower() or None
-        if domain is not None and domain not in self.daemon.current().domains:
-            return json_reply(404, {"error": "no such domain"})
-        doc = await self.daemon.status(domain=domain, user=user)
         if arg(request, b"accounts") == "none":
-            doc = dict(doc, accounts=[])
-        return json_reply(200, doc)
+            query = Query(domain=arg(request, b"domain").strip().lower() or None, limit=0)
+        else:
+            try:
+                query = status_query(request)
+            except QueryError as e:
+                return json_reply(400, {"error": str(e)})
+        if query.domain is not None and query.domain not in self.daemon.current().domains:
+            return json_reply(404, {"error": "no such domain"})
+        return json_reply(200, await self.daemon.status(query=query))
 
     # -- the pages --------------------------------------------------------------------
     async def _overview(self, request, ctx: Ctx) -> Reply:
-        doc = await self.daemon.status()
+        doc = await self.daemon.status(query=Query(limit=0))          # the totals: no account rows
+        failed = await self.daemon.status(query=Query(phase="failed", limit=FAILED_SHOWN), totals=False)
+        doc = dict(doc, accounts=failed["accounts"])
         return Reply(200, dashboard.overview(request, ctx, doc, self.throughput.series()))
 
     async def _accounts(self, request, ctx: Ctx) -> Reply:
-        q = arg(request, b"q", 200).strip().lower()
-        sort = arg(request, b"sort", 20) or "phase"
-        if sort not in SORTS:
-            sort = "phase"
-        phase = arg(request, b"phase", 20)
-        if phase not in PHASES:
-            phase = ""
-        doc = await self.daemon.status()
-        accounts = [a for a in doc["accounts"]
-                    if (not q or q in a["address"].lower() or q in (a.get("source_address") or "").lower())
-                    and (not phase or a["phase"] == phase)]
-        return Reply(200, accounts_html.accounts_page(request, ctx, sort_accounts(accounts, sort), q, phase, sort))
+        domains = sorted(self.daemon.current().domains)
+        try:
+            query = status_query(request)
+        except QueryError as e:
+            return Reply(400, accounts_html.accounts_page(request, ctx, None, Query(), domains, str(e)))
+        doc = await self.daemon.status(query=query)
+        return Reply(200, accounts_html.accounts_page(request, ctx, doc, query, domains))
 
     async def _account(self, request, ctx: Ctx) -> Reply:
         path = request.path.split(b"?", 1)[0]
@@ -367,17 +368,6 @@ def safe_back(value: str | None, default: str = "/admin") -> str:
     if "//" in value or "\\" in value or any(ord(c) < 0x21 or ord(c) == 0x7f for c in value):
         return default
     return value
-
-
-def sort_accounts(accounts: list[dict], how: str) -> list[dict]:
-    if how == "behind":
-        return sorted(accounts, key=lambda a: (-a["behind"], a["address"]))
-    if how == "address":
-        return sorted(accounts, key=lambda a: a["address"])
-    if how == "percent":
-        return sorted(accounts, key=lambda a: (a["percent"], -a["behind"], a["address"]))
-    return sorted(accounts, key=lambda a: (PHASES.index(a["phase"]) if a["phase"] in PHASES else 9,
-                                           -a["behind"], a["address"]))
 
 
 # ---------------------------------------------------------------------------- blocking (state thread)
