@@ -27,6 +27,8 @@ class FrontDoor:
     user_hourly: int = 30                 # per user, from networks it never logged in from
     failure_delay: float = 2.0
     failure_delay_max: float = 15.0
+    copy_on_open: int = 500               # a SELECT of a folder lacking fewer messages is held until they are in
+    copy_on_open_deadline: float = 3.0    # ...but never longer than this, whatever the source does
 
 
 
@@ -49,6 +51,8 @@ _FRONTDOOR_CHECKS = {
     "user_hourly": _int_range(1, 1000000),
     "failure_delay": _positive(60),
     "failure_delay_max": _positive(600),
+    "copy_on_open": _int_range(0, 100000),
+    "copy_on_open_deadline": _positive(60),
 }
 
 
