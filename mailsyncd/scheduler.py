@@ -52,6 +52,7 @@ class _Account:
     waiting_login: bool = False    # the source refused the stored password: wait for the user
     final: bool = False            # the cutover's final pass is pending
     focus: list = field(default_factory=list)   # folders to copy next (focus.py keys), before a pass starts
+    rate: float | None = None      # messages a second copied by its last pass that copied enough to tell
 
 
 @dataclass
@@ -232,6 +233,41 @@ class Scheduler:
                 acct.focus.append(path)
             self.reactor.callLater(0, self.tick)
         return w.deferred
+
+    def folder_left(self, address: str, target_name: str) -> defer.Deferred:
+        """What copying the folder a client opens as ``target_name`` would take: fires (key for focus(),
+        messages it lacks or None if unknown), or None when there is nothing to do (complete, not a
+        source folder, not syncing).  From the running pass's plan, else the store (in the state thread)."""
+        acct = self.accounts.get(address)
+        if acct is None or acct.waiting_login or self.is_cut_over(acct.domain):
+            return defer.succeed(None)
+        run = self.running.get(address)
+        if run is not None and run.focus is not None and run.focus.planned:
+            path = run.focus.resolve(ByTarget(target_name))
+            if path is None:
+                return defer.succeed(None)
+            done, error = run.focus.finished(path)
+            left = 0 if done and error is None else run.focus.left(path)
+            if left is not None:           # else a focused pass that did not count it: ask the store
+                return defer.succeed(None if left == 0 else (path, left))
+
+        def answer(rows):
+            if not rows:
+                return ByTarget(target_name), None      # never copied: only a pass's plan can tell
+            for path, left in rows:
+                if left != 0:
+                    return path, left
+            return None
+        return threads.deferToThreadPool(self.reactor, self.state_pool, self.store.folders_into, address,
+                                         target_name).addCallback(answer)
+
+    def copy_rate(self, address: str) -> float | None:
+        """Messages a second this account's copy runs at: the running pass's, else the last one's."""
+        run = self.running.get(address)
+        if run is not None and run.progress.done >= 50:
+            return run.progress.rate
+        acct = self.accounts.get(address)
+        return acct.rate if acct else None
 
     def _focus_queue(self, acct: _Account, only: bool) -> FocusQueue:
         keys, acct.focus = acct.focus, []
@@ -439,6 +475,8 @@ class Scheduler:
         now = self.reactor.seconds()
         sched = self.config_ref().scheduler
         focused = run is not None and run.focus is not None and run.focus.only
+        if acct is not None and res is not None and res.error is None and res.copied >= 50 and res.seconds > 0:
+            acct.rate = res.copied / res.seconds      # what a folder the user opens can expect
         if acct is not None and focused and res is not None and res.error is None:
             pass                     # a focused pass leaves the account's schedule as it was
         elif acct is not None:
