@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import os
 import re
+import ssl
+import subprocess
 import time
 
 import pytest
@@ -19,11 +22,14 @@ DAY = {"pass_interval": 86400}
 
 
 @contextlib.contextmanager
-def _migrated(tmp_path, pair, *, source=None, frontdoor=None):
+def _migrated(tmp_path, pair, *, source=None, frontdoor=None, cert=None):
     """A daemon whose first pass (after alice's first login) is done."""
     seed(*pair.source_account(A), {"INBOX": [Msg(make_message(i)) for i in range(3)]})
-    with Daemon(tmp_path, pair, scheduler=DAY, source=source, frontdoor=frontdoor) as d:
-        c = imaplib.IMAP4("127.0.0.1", d.imap_port)
+    with Daemon(tmp_path, pair, cert, scheduler=DAY, source=source, frontdoor=frontdoor) as d:
+        if cert:
+            c = imaplib.IMAP4_SSL("127.0.0.1", d.imaps_port, ssl_context=ssl._create_unverified_context())
+        else:
+            c = imaplib.IMAP4("127.0.0.1", d.imap_port)
         c.login(A, old_pw(pair))
         c.logout()
         d.wait_log("event=pass_done account=alice@example.com ok=True", timeout=60)
@@ -134,3 +140,44 @@ def test_a_stalled_source_never_holds_the_select_past_the_deadline(tmp_path, dov
             assert 1.0 <= took < 1.6, took           # it WAS held, and for no longer than the deadline
             assert re.search(r"folder='Stuck' verb=SELECT left=None verdict=wait held=1\.\d+s why='deadline'",
                              d.log()), d.log()[-3000:]
+
+
+def test_mbsync_gets_the_whole_of_a_folder_still_being_copied(tmp_path, dovecot_pair, test_cert):
+    pair = dovecot_pair
+    with _migrated(tmp_path, pair, cert=test_cert) as d:
+        seed(*pair.source_account(A), {"Projects": [Msg(make_message(100 + i)) for i in range(300)]})
+        seed(*pair.target_account(A), {"Projects": []})     # created, not yet filled
+        local = tmp_path / "mbsync-mail"
+        local.mkdir()
+        pwfile = tmp_path / "mbsync.pw"
+        pwfile.write_text(old_pw(pair))
+        rc = tmp_path / "mbsyncrc"
+        rc.write_text(f"""
+IMAPAccount proxy
+Host localhost
+Port {d.imaps_port}
+User {A}
+PassCmd "cat {pwfile}"
+SSLType IMAPS
+CertificateFile {d.cert[0]}
+
+IMAPStore far
+Account proxy
+
+MaildirStore near
+Path {local}/
+Inbox {local}/INBOX
+SubFolders Verbatim
+
+Channel all
+Far :far:
+Near :near:
+Patterns *
+Create Near
+SyncState *
+""")
+        out = subprocess.run(["mbsync", "-c", str(rc), "-a"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        got = sum(len(os.listdir(local / "Projects" / sub)) for sub in ("cur", "new"))
+        assert got == 300, d.log()[-3000:]
+        assert re.search(r"folder='Projects' verb=SELECT left=\d+ verdict=hold held=\S+ why='copy done'", d.log())
