@@ -275,9 +275,9 @@ class Scheduler:
         return FocusQueue(keys, only=only and bool(keys),
                           notify=lambda: self.reactor.callFromThread(self._focus_changed, address))
 
-    def _focus_changed(self, address: str) -> None:
+    def _focus_changed(self, address: str, run: _Running | None = None) -> None:
         """The pass planned or finished a folder: answer the waiters it concerns."""
-        run = self.running.get(address)
+        run = run or self.running.get(address)
         if run is None or run.focus is None or not run.focus.planned:
             return
         for w in list(self._focus_waiters.get(address, ())):
@@ -294,7 +294,7 @@ class Scheduler:
                 self._focus_fire(address, w, FocusResult("failed" if error else "done", path, error))
 
     def _focus_ended(self, address: str, run: _Running, res: PassResult | None) -> None:
-        self._focus_changed(address)
+        self._focus_changed(address, run)
         acct = self.accounts.get(address)
         for w in list(self._focus_waiters.get(address, ())):
             if res is None or res.error is not None or acct is None or self.stopping:

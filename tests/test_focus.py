@@ -133,3 +133,16 @@ def test_a_focus_queue_copies_its_folders_in_the_order_given():
     q.plan({"A": "A", "B": "B", "C": "C"}, {})
     pending = {"A": 1, "B": 2, "C": 3}
     assert [q.take(pending), q.take(pending), q.take(pending)] == [2, 1, None]
+
+
+def test_a_folder_finished_just_before_its_pass_ended_is_answered_done(world):
+    cfg, store, vault, reactor, passes, sched = world()
+    q = sched.running[A].focus
+    q.notify = lambda: None          # the pass's last word arrives with its end, not before
+    q.plan({"INBOX": "INBOX", "Work": "Work"}, {"Work": 4})
+    got = _results(sched.focus(A, "Work", reason="open"))
+    q.take({"Work": "job"})
+    q.done("Work", None)
+    assert got == []
+    _end(passes, reactor)
+    assert got[0].state == "done" and passes.held == []     # and no focused pass for it afterwards
