@@ -146,3 +146,33 @@ def test_a_folder_finished_just_before_its_pass_ended_is_answered_done(world):
     assert got == []
     _end(passes, reactor)
     assert got[0].state == "done" and passes.held == []     # and no focused pass for it afterwards
+
+
+# -- AccountSync(focus=[...]) against a real Dovecot pair ------------------------------------------------
+
+def test_a_focused_pass_copies_just_those_folders_in_that_order_and_records_no_pass(dovecot_pair, tmp_path):
+    from seed import Msg, make_message, seed, snapshot
+    from syncenv import make_config, sync_once
+
+    from mailsyncd.store import Store
+    from mailsyncd.sync.progress import Progress
+    pair = dovecot_pair
+    seed(*pair.source_account(A), {"INBOX": [Msg(make_message(i)) for i in range(3)],
+                                   "Alpha": [Msg(make_message(10 + i)) for i in range(4)],
+                                   "Beta": [Msg(make_message(20 + i)) for i in range(5)],
+                                   "Gamma": [Msg(make_message(30 + i)) for i in range(6)]})
+    cfg = make_config(tmp_path, pair)
+    opened: list[str] = []
+    progress = Progress(lambda p: [opened.append(f) for f in p.current if f not in opened])
+    res = sync_once(cfg, A, pair.users[A].old_password, focus=["Alpha", "Gamma"], progress=progress,
+                    connections=1)
+    assert res.error is None and sorted(f.path for f in res.folders) == ["Alpha", "Gamma"]
+    assert opened == ["Alpha", "Gamma"]                  # in the order given, not biggest first
+    source, target = snapshot(*pair.source_account(A)), snapshot(*pair.target_master_account(A))
+    assert target["Alpha"] == source["Alpha"] and target["Gamma"] == source["Gamma"]
+    assert "Beta" not in target and target.get("INBOX", []) == []
+    store = Store.in_state_dir(str(tmp_path / "state"))
+    try:
+        assert store.passes(A) == [] and store.account(A)["phase"] == "new"
+    finally:
+        store.close()

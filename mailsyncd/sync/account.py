@@ -129,10 +129,8 @@ class AccountSync:
         t0 = time.monotonic()
         res = PassResult(self.address)
         self.store.ensure_account(self.address, self.domain.name)
-        if not self.record_pass:
-            return self._run_focused(res, t0)
-        pass_id = self.store.start_pass(self.address)
-        if self.record_phase:
+        pass_id = self.store.start_pass(self.address) if self.record_pass else None
+        if self.record_pass and self.record_phase:
             self.store.set_phase(self.address, "syncing")
         try:
             self._run(res)
@@ -145,28 +143,21 @@ class AccountSync:
             res.throttled = res.throttled or looks_throttled(res.error)
         finally:
             res.seconds = time.monotonic() - t0
-            self.store.finish_pass(pass_id, ok=res.complete, copied=res.copied, present=res.present,
-                                   skipped=res.skipped, nbytes=res.bytes, error=res.error, deleted=res.deleted)
-            if res.error_kind == "Stopped" or not self.record_phase:
-                pass    # still "syncing": the next start resumes from the marks
-            else:
-                self.store.set_phase(self.address, "failed" if res.error else "synced", res.error)
-        logger.info("event=pass_done account=%s ok=%s copied=%d present=%d skipped=%d bytes=%d seconds=%.2f%s",
-                    self.address, res.complete, res.copied, res.present, res.skipped, res.bytes, res.seconds,
-                    f" error={res.error!r}" if res.error else "")
-        return res
-
-    def _run_focused(self, res: PassResult, t0: float) -> PassResult:
-        try:
-            self._run(res)
-            if self.stop.is_set() and res.error is None:
-                res.error, res.error_kind = "stopped before the pass finished", "Stopped"
-        except MailsyncError as e:
-            res.error, res.error_kind = str(e), type(e).__name__
-            res.throttled = res.throttled or looks_throttled(res.error)
-        res.seconds = time.monotonic() - t0
-        logger.info("event=focused_pass_done account=%s folders=%r copied=%d seconds=%.2f%s", self.address,
-                    [f.path for f in res.folders], res.copied, res.seconds, f" error={res.error!r}" if res.error else "")
+            if pass_id is not None:
+                self.store.finish_pass(pass_id, ok=res.complete, copied=res.copied, present=res.present,
+                                       skipped=res.skipped, nbytes=res.bytes, error=res.error, deleted=res.deleted)
+                if res.error_kind == "Stopped" or not self.record_phase:
+                    pass    # still "syncing": the next start resumes from the marks
+                else:
+                    self.store.set_phase(self.address, "failed" if res.error else "synced", res.error)
+        error = f" error={res.error!r}" if res.error else ""
+        if pass_id is None:
+            logger.info("event=focused_pass_done account=%s folders=%r copied=%d seconds=%.2f%s", self.address,
+                        [f.path for f in res.folders], res.copied, res.seconds, error)
+        else:
+            logger.info("event=pass_done account=%s ok=%s copied=%d present=%d skipped=%d bytes=%d seconds=%.2f%s",
+                        self.address, res.complete, res.copied, res.present, res.skipped, res.bytes, res.seconds,
+                        error)
         return res
 
     def _run(self, res: PassResult) -> None:
