@@ -39,6 +39,7 @@ from .sync.progress import Progress
 logger = logging.getLogger("mailsyncd.scheduler")
 
 NEVER = float("inf")
+ABSENT_TTL = 300.0   # a name no source folder has is not looked for again (a source login) for this long
 
 
 @dataclass
@@ -53,6 +54,7 @@ class _Account:
     final: bool = False            # the cutover's final pass is pending
     focus: list = field(default_factory=list)   # folders to copy next (focus.py keys), before a pass starts
     rate: float | None = None      # messages a second copied by its last pass that copied enough to tell
+    absent: dict = field(default_factory=dict)  # target name -> when a plan showed no source folder has it
 
 
 @dataclass
@@ -241,6 +243,9 @@ class Scheduler:
         acct = self.accounts.get(address)
         if acct is None or acct.waiting_login or self.is_cut_over(acct.domain):
             return defer.succeed(None)
+        seen = acct.absent.get(target_name)
+        if seen is not None and self.reactor.seconds() - seen < ABSENT_TTL:
+            return defer.succeed(None)    # a folder only on the new server: asking the source again costs a login
         run = self.running.get(address)
         if run is not None and run.focus is not None and run.focus.planned:
             path = run.focus.resolve(ByTarget(target_name))
@@ -283,6 +288,9 @@ class Scheduler:
         for w in list(self._focus_waiters.get(address, ())):
             path = run.focus.resolve(w.key)
             if path is None:
+                acct = self.accounts.get(address)
+                if acct is not None and isinstance(w.key, ByTarget):
+                    acct.absent[w.key.name] = self.reactor.seconds()
                 self._focus_fire(address, w, FocusResult("absent", detail="no such source folder"))
                 continue
             left = run.focus.left(path)

@@ -176,3 +176,20 @@ def test_a_focused_pass_copies_just_those_folders_in_that_order_and_records_no_p
         assert store.passes(A) == [] and store.account(A)["phase"] == "new"
     finally:
         store.close()
+
+
+def test_a_name_no_source_folder_has_costs_the_source_one_look_per_ttl(world):
+    from mailsyncd.scheduler import ABSENT_TTL
+    cfg, store, vault, reactor, passes, sched = world(scheduler={"pass_interval": 86400})
+    _end(passes, reactor)
+    looked = _results(sched.folder_left(A, "Mine"))
+    assert looked == [(ByTarget("Mine"), None)]         # never copied: only a pass can tell
+    got = _results(sched.focus(A, ByTarget("Mine"), reason="open"))
+    reactor.advance(0)
+    sched.running[A].focus.plan({"INBOX": "INBOX"}, {})
+    assert got[0].state == "absent"
+    _end(passes, reactor)
+    again = _results(sched.folder_left(A, "Mine"))
+    assert again == [None]                              # a client opening it again does not start a pass
+    reactor.advance(ABSENT_TTL)
+    assert _results(sched.folder_left(A, "Mine")) == [(ByTarget("Mine"), None)]
