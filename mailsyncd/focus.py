@@ -44,6 +44,7 @@ class FocusQueue:
         self._paths: set[str] = set()
         self._left: dict[str, int] = {}     # source path -> messages this pass expects to copy
         self._finished: dict[str, str | None] = {}    # source path -> error (None: copied)
+        self._spawn: Callable[[], bool] | None = None  # the pass's: start one more worker for this queue
 
     # -- the reactor's side ----------------------------------------------------------
     def push(self, key) -> None:
@@ -51,6 +52,13 @@ class FocusQueue:
             if key in self._wanted:
                 self._wanted.remove(key)
             self._wanted.insert(0, key)     # the latest opened folder is the one the user looks at
+
+    def grant(self) -> bool:
+        """One more connection for this queue: the pass starts a worker that copies only queued folders.
+        False when the pass takes no more workers (not started yet, or ending)."""
+        with self._lock:
+            spawn = self._spawn
+        return spawn() if spawn is not None else False   # not under our lock: the worker takes it
 
     @property
     def planned(self) -> bool:
@@ -93,6 +101,14 @@ class FocusQueue:
             self._paths = set(targets.values())
             self._left.update(left)
         self.notify()
+
+    def attach(self, spawn: Callable[[], bool] | None) -> None:
+        with self._lock:
+            self._spawn = spawn
+
+    def waiting(self) -> bool:
+        with self._lock:
+            return bool(self._wanted)
 
     def take(self, pending: dict):
         """The next queued folder's job out of ``pending`` (source path -> job), or None."""

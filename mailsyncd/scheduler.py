@@ -77,6 +77,7 @@ class _Running:
     final: bool = False            # started as the cutover's final pass
     deferred: defer.Deferred | None = None
     focus: FocusQueue | None = None
+    extra: int = 0                 # connections granted for the focus queue (counted in ``connections``)
 
 
 @dataclass
@@ -215,8 +216,9 @@ class Scheduler:
         knows how many messages the folder still lacks.
 
         No pass running: a focused pass starts at once (ahead of other accounts' waiting passes, within the
-        budgets).  A pass running: it takes the folder before its planned order, or, if its workers are past
-        taking, a focused pass follows it.  Never two passes of one account at once."""
+        budgets).  A pass running: its workers take the folder before their planned order, and one more
+        worker starts for it if the host's budget has a connection to spare (_grant); if the workers are
+        past taking, a focused pass follows it.  Never two passes of one account at once."""
         acct = self.accounts.get(address)
         if acct is None or self.stopping or self.is_cut_over(acct.domain):
             return defer.succeed(FocusResult("absent", detail="not syncing"))
@@ -230,6 +232,8 @@ class Scheduler:
         if run is not None and run.focus is not None:
             run.focus.push(path)
             self._focus_changed(address)
+            if w in self._focus_waiters.get(address, ()):
+                self._grant(address, run)
         else:
             if path not in acct.focus:
                 acct.focus.append(path)
@@ -273,6 +277,17 @@ class Scheduler:
             return run.progress.rate
         acct = self.accounts.get(address)
         return acct.rate if acct else None
+
+    def _grant(self, address: str, run: _Running) -> None:
+        """The running pass's workers may all be busy with long folders: give the queue a worker of its own,
+        one connection more, if the source host's budget has it."""
+        dom = self.config_ref().domains.get(run.domain)
+        if dom is None or run.extra >= 1 or self._host_free(run.host, dom.source) < 1:
+            return
+        if run.focus.grant():
+            run.extra += 1
+            run.connections += 1
+            logger.info("event=focus_worker account=%s host=%s connections=%d", address, run.host, run.connections)
 
     def _focus_queue(self, acct: _Account, only: bool) -> FocusQueue:
         keys, acct.focus = acct.focus, []

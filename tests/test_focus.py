@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_scheduler import A, _end, _started, _world
+from test_scheduler import DOMAIN, A, _end, _started, _world
 
 from mailsyncd.focus import ByTarget, FocusQueue
 
@@ -193,3 +193,28 @@ def test_a_name_no_source_folder_has_costs_the_source_one_look_per_ttl(world):
     assert again == [None]                              # a client opening it again does not start a pass
     reactor.advance(ABSENT_TTL)
     assert _results(sched.folder_left(A, "Mine")) == [(ByTarget("Mine"), None)]
+
+
+def test_a_running_pass_gets_one_more_connection_for_the_opened_folder_within_the_hosts_budget(world):
+    cfg, store, vault, reactor, passes, sched = world(source={"max_connections": 5}, sync={"connections": 4})
+    run = sched.running[A]
+    assert run.connections == 4
+    spawned: list[int] = []
+    run.focus.attach(lambda: spawned.append(1) or True)     # what AccountSync attaches once its workers run
+    run.focus.plan({"INBOX": "INBOX", "Work": "Work", "Big": "Big"}, {"Work": 20})
+    sched.focus(A, "Work", reason="open")
+    assert spawned == [1] and run.connections == 5 and sched._host_free(run.host, cfg.domains[DOMAIN].source) == 0
+    sched.focus(A, "Big", reason="open")                    # one extra a pass, and the budget is spent
+    assert spawned == [1] and run.connections == 5
+    # a login check now waits for a connection, as for any pass
+    assert not _results(sched.acquire(cfg.domains[DOMAIN].source, wait=5))
+
+
+def test_no_extra_connection_when_the_host_has_none_to_spare(world):
+    cfg, store, vault, reactor, passes, sched = world(source={"max_connections": 4}, sync={"connections": 4})
+    run = sched.running[A]
+    spawned: list[int] = []
+    run.focus.attach(lambda: spawned.append(1) or True)
+    run.focus.plan({"Work": "Work"}, {"Work": 20})
+    sched.focus(A, "Work", reason="open")
+    assert spawned == [] and run.connections == 4

@@ -181,3 +181,27 @@ SyncState *
         got = sum(len(os.listdir(local / "Projects" / sub)) for sub in ("cur", "new"))
         assert got == 300, d.log()[-3000:]
         assert re.search(r"folder='Projects' verb=SELECT left=\d+ verdict=hold held=\S+ why='copy done'", d.log())
+
+
+def test_while_the_first_pass_runs_an_opened_folder_gets_a_worker_of_its_own(tmp_path, dovecot_pair):
+    pair = dovecot_pair
+    seed(*pair.source_account(A), {"INBOX": [Msg(make_message(i)) for i in range(1500)],
+                                   "Work": [Msg(make_message(5000 + i)) for i in range(50)]})
+    # one connection and one message per batch: the pass is busy with INBOX (the biggest) for a while
+    with Daemon(tmp_path, pair, scheduler=DAY, sync={"batch_messages": 1, "connections": 1},
+                source={"max_connections": 3}) as d:
+        c = imaplib.IMAP4("127.0.0.1", d.imap_port)
+        c.login(A, old_pw(pair))
+        d.wait_log("event=pass_start account=alice@example.com")
+        time.sleep(0.5)                                    # the pass has planned and is in INBOX
+        t0 = time.monotonic()
+        typ, data = c.select("Work")
+        took = time.monotonic() - t0
+        c.logout()
+        assert typ == "OK" and int(data[0]) == 50, (typ, data, d.log()[-3000:])
+        assert took < 3.0
+        log = d.log()
+        assert "event=focus_worker account=alice@example.com" in log
+        assert "event=pass_done account=alice@example.com" not in log     # INBOX is still being copied
+        d.wait_log("event=pass_done account=alice@example.com ok=True", timeout=180)
+        assert snapshot(*pair.source_account(A)) == snapshot(*pair.target_account(A))

@@ -246,9 +246,12 @@ class AccountSync:
         conns = [(src, tgt)] + [None] * (n - 1)
         errors: list[BaseException] = []
 
-        def worker(i: int) -> None:
+        def worker(i: int, focus_only: bool = False) -> None:
+            # focus_only: a worker the scheduler added for folders the user opened (FocusQueue.grant)
             pair = conns[i]
             try:
+                if focus_only and not self.focus.waiting():
+                    return
                 if pair is None:
                     try:
                         pair = self._open_pair()
@@ -262,7 +265,7 @@ class AccountSync:
                     res.connections += 1
                 while not self.stop.is_set():
                     with lock:
-                        job = take()
+                        job = self.focus.take(pending) if focus_only else take()
                     if job is None:
                         return
                     plan, status = job
@@ -281,10 +284,35 @@ class AccountSync:
 
         threads = [threading.Thread(target=worker, args=(i,), name=f"sync-{self.address}-{i}", daemon=True)
                    for i in range(n)]
+        joined = False
+
+        def spawn() -> bool:
+            """One more worker, for the focus queue only (called by the scheduler, on the reactor)."""
+            with lock:
+                if joined:
+                    return False
+                conns.append(None)
+                t = threading.Thread(target=worker, args=(len(conns) - 1, True), daemon=True,
+                                     name=f"sync-{self.address}-focus")
+                threads.append(t)
+            t.start()
+            return True
+
         for t in threads:
             t.start()
-        for t in threads:
+        if self.focus is not None:
+            self.focus.attach(spawn)
+        done_joining = 0
+        while True:
+            with lock:
+                if done_joining == len(threads):
+                    joined = True
+                    break
+                t = threads[done_joining]
             t.join()
+            done_joining += 1
+        if self.focus is not None:
+            self.focus.attach(None)
         res.folders += [reports[p.path] for p in plans if p.path in reports]
         if sizes:
             self.store.set_source_sizes(self.address, sizes)
