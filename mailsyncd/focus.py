@@ -3,7 +3,9 @@
 Shared by two threads: the scheduler (reactor) pushes folders, the pass's workers (sync threads)
 take them before their planned order and post what they learn back: how many messages each folder
 still lacks once the pass has planned, and when a folder is done.  ``notify`` is called (from the
-pass's threads) after each change; the scheduler reads the answers on the reactor.
+pass's threads) after each change; the scheduler reads the answers on the reactor.  When every
+worker is busy with a long folder, ``grant`` (reactor) has the pass start one more worker that
+copies only queued folders (the scheduler counts its connection against the host's budget).
 
 A key is a source path (str, what the copy plans by) or ``ByTarget(name)``: the name a client
 SELECTs, which only the pass's plan can turn into a source path when no copy has recorded it yet.
