@@ -48,6 +48,13 @@ def alert_text(progress) -> str | None:
             "older mail is still arriving.")
 
 
+def folder_alert_text(left: int) -> str:
+    """The [ALERT] when a client opens a folder whose older mail is still being copied."""
+    many = left != 1
+    return (f"Mailbox migration in progress: {left:,} older message{'s' if many else ''} of this folder "
+            f"{'are' if many else 'is'} still arriving.")
+
+
 def phase_of(row: dict, running: bool) -> str:
     stored = row.get("phase") or "new"
     if stored == "cutover":

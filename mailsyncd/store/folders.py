@@ -89,6 +89,22 @@ class FoldersMixin:
             " AND f.uidvalidity = m.uidvalidity WHERE f.account=? AND f.target_name=?",
             (account, target_name)).fetchone()[0]
 
+    def folders_into(self, account: str, target_name: str) -> list[tuple[str, int | None]]:
+        """(source path, messages it still lacks) of the folders recorded as copied into ``target_name``
+        (INBOX in any case); None where unknown: the folder's copy has not completed once."""
+        rows = self._conn().execute(
+            "SELECT path, target_name, uidvalidity, messages FROM folders WHERE account=?", (account,)).fetchall()
+        out = []
+        for path, target, uidvalidity, messages in rows:
+            if not (target == target_name or target.upper() == target_name.upper() == "INBOX"):
+                continue
+            if messages is None or uidvalidity is None:
+                out.append((path, None))
+                continue
+            known = self.count_mapped(account, path, uidvalidity) + self.count_skipped(account, path, uidvalidity)
+            out.append((path, max(0, messages - known)))
+        return out
+
     # -- recorded mappings ---------------------------------------------------
     def set_mapping_changes(self, account: str, would_be: dict[str, str]) -> None:
         """The plan's new targets for folders that keep their recorded one; clears the others."""
