@@ -60,7 +60,7 @@ class Env:
         monkeypatch.setattr(self.vault, "check_verifier", counted)
         self.wall = time.time()
         self.gate = Gate(self.reactor, self.pool, lambda: self.config, self.store, self.vault,
-                         wall=lambda: self.wall)
+                         wall=lambda: self.wall, state_pool=SyncPool())
 
     def start(self, ip, user, password):
         return self.gate.authenticate(ip, user, password)

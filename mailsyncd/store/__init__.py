@@ -26,9 +26,12 @@ from .records import (
 from .reports import ReportsMixin
 from .schema import _MIGRATIONS, SCHEMA_VERSION
 from .secrets import SecretsMixin
+from .throttle import ThrottleMixin
+from .websessions import WebSessionsMixin
 
 
-class Store(AccountsMixin, CutoversMixin, SecretsMixin, FoldersMixin, BatchesMixin, ReportsMixin, StoreBase):
+class Store(AccountsMixin, CutoversMixin, SecretsMixin, FoldersMixin, BatchesMixin, ReportsMixin, ThrottleMixin,
+            WebSessionsMixin, StoreBase):
     """Thread-safe facade: each thread gets its own SQLite connection."""
 
 

@@ -63,6 +63,14 @@ class StoreBase:
         keys = [d[0] for d in cur.description]
         return [dict(zip(keys, r)) for r in cur.fetchall()]
 
+    def _for_update(self) -> str:
+        """SQLite: BEGIN IMMEDIATE already holds the write lock.  PostgreSQL: ' FOR UPDATE'."""
+        return ""
+
+    def _skip_locked(self) -> str:
+        """SQLite: one writer at a time, nothing to skip.  PostgreSQL: ' FOR UPDATE SKIP LOCKED'."""
+        return ""
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         c = self._conn()

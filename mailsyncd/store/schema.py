@@ -1,6 +1,6 @@
 """The schema: one forward migration a version, applied in one transaction by StoreBase._migrate."""
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -220,5 +220,31 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (account, path, uidvalidity, uid)
     );
     ALTER TABLE reports ADD COLUMN altered INTEGER NOT NULL DEFAULT 0;
+    """,
+    13: """
+    -- the front door's memory, shared by every node on this store (auth/throttle.py): token buckets
+    -- keyed by kind ("network", "user+network", "user", the admin's) and key, and each client
+    -- address's failure streak (kind "streak", level = failures in a row).  level NULL: a full bucket
+    -- (a row made only to be locked).  Rows that are full again are trimmed.
+    CREATE TABLE throttle (
+        kind          TEXT NOT NULL,
+        key           TEXT NOT NULL,
+        level         REAL,
+        at            REAL NOT NULL,
+        PRIMARY KEY (kind, key)
+    );
+    -- web sessions of the self-service page (site 'self') and the dashboard (site 'admin'), so that
+    -- any node accepts a session made on another; only the SHA-256 of the cookie's token is kept
+    CREATE TABLE web_sessions (
+        token_hash    TEXT PRIMARY KEY,
+        site          TEXT NOT NULL,
+        who           TEXT NOT NULL,
+        csrf          TEXT NOT NULL,
+        created       REAL NOT NULL,
+        seen          REAL NOT NULL,
+        flash_kind    TEXT,
+        flash_text    TEXT
+    );
+    CREATE INDEX web_sessions_seen ON web_sessions (site, seen);
     """,
 }

@@ -195,8 +195,8 @@ class SelfService(Shell):
             return None
         throttle = self.daemon.gate.throttle
         # the IP's bucket, not the address's: probing must not lock the real owner out
-        throttle.may_ask_source(ip, "rename-check:" + new)
-        await task.deferLater(self.reactor, throttle.failed(ip), lambda: None)
+        await self.blocking(throttle.may_ask_source, ip, "rename-check:" + new)
+        await task.deferLater(self.reactor, await self.blocking(throttle.failed, ip), lambda: None)
         if row is None:
             return f"no rename from {old} to {new} was imported by the administrator"
         return f"{new} is already migrated from another old address"
