@@ -232,11 +232,11 @@ class Access:
         return "wrong"
 
     # -- /api/ and /metrics -----------------------------------------------------------
-    def _session_ok(self, request) -> bool:
+    async def _session_ok(self, request) -> bool:
         if self.dashboard is None:
             return False
         try:
-            return bool(self.dashboard.session_ok(request))
+            return bool(await self.dashboard.session_ok(request))
         except Exception as e:       # a dashboard bug must not open the API, nor break it
             logger.error("event=web_error what=session_ok error=%r", str(e))
             return False
@@ -264,7 +264,7 @@ class Access:
             logger.warning("event=admin_auth_failed ip=%s path=%s reason=not_loopback", ip, path)
             return Refusal(403, "the API answers only this machine (loopback) while admin.password_hash is "
                                 "not set; set it (mailsyncctl hash-password) to use HTTP Basic auth as admin")
-        if self._session_ok(request):
+        if await self._session_ok(request):
             return None
         unauthorized = Refusal(401, "wrong user or password (HTTP Basic, user admin)",
                                ((b"WWW-Authenticate", REALM),))
