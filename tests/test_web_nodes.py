@@ -18,7 +18,7 @@ def two_nodes(tmp_path, pair):
     nodes = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        d = web_daemon(tmp_path / name, pair)
+        d = web_daemon(tmp_path / name, pair, frontdoor={"ip_burst": 4})
         d.doc["admin"] = {"password_hash": HASH}
         if nodes:
             d.doc["state_dir"] = d.state_dir = nodes[0].state_dir
@@ -67,3 +67,17 @@ def test_a_session_made_on_one_node_is_accepted_by_the_other(tmp_path, dovecot_p
         other = DashWeb(b.http_port)
         other.cookies["mailsyncd-admin"] = w.session_cookie()
         assert other.get("/admin").status == 303
+
+
+def test_admin_password_guesses_alternated_between_nodes_spend_one_budget(tmp_path, dovecot_pair):
+    a, b = two_nodes(tmp_path, dovecot_pair)
+    with a, b:
+        t = DashWeb(a.http_port, source="127.0.0.5")
+        for i in range(4):                                   # 4 tries per address, over both nodes
+            t.port = (a, b)[i % 2].http_port
+            assert "Wrong password." in t.login("guess").text
+        for node in (a, b):
+            t.port = node.http_port
+            r = t.login()                                    # then 429 even with the right password
+            assert r.status == 429 and "Too many attempts" in r.text, node
+        assert DashWeb(b.http_port, source="127.0.0.6").login().status == 303     # others unaffected
