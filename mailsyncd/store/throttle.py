@@ -13,7 +13,7 @@ class ThrottleMixin:
                         fn: Callable[[dict[Key, Row]], tuple[object, dict[Key, Row | None]]]) -> object:
         """Read ``keys``' rows, locked, and write what ``fn(rows)`` returns (None deletes), in ONE
         transaction: two nodes spending the same bucket at once serialize here.  Returns fn's result."""
-        with self._tx() as c:
+        with self._light_tx() as c:
             rows = self._throttle_rows(c, keys)
             missing = [k for k in keys if k not in rows]
             if missing:
@@ -40,7 +40,7 @@ class ThrottleMixin:
 
     def throttle_trim(self, kind: str, burst: float, refill: float, before: float) -> int:
         """Forget ``kind``'s rows that are full again: ``at + (burst - level) * refill <= before``."""
-        with self._tx() as c:
+        with self._light_tx() as c:
             return c.execute("DELETE FROM throttle WHERE kind = ? AND (level IS NULL OR at + (? - level) * ? <= ?)",
                              (kind, burst, refill, before)).rowcount
 

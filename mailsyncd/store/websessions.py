@@ -11,7 +11,7 @@ class WebSessionsMixin:
     def session_create(self, site: str, token_hash: str, who: str, csrf: str, now: float,
                        idle: float, max_age: float, limit: int) -> None:
         """A new session; the site's expired ones go, and beyond ``limit`` the least recently seen."""
-        with self._tx() as c:
+        with self._light_tx() as c:
             c.execute("DELETE FROM web_sessions WHERE site = ? AND (seen < ? OR created < ?)",
                       (site, now - idle, now - max_age))
             n = c.execute("SELECT count(*) FROM web_sessions WHERE site = ?", (site,)).fetchone()[0]
@@ -35,7 +35,7 @@ class WebSessionsMixin:
             return None
         if touch or (take_flash and s["flash_kind"] is not None):
             sets = (["seen = ?"] if touch else []) + (["flash_kind = NULL", "flash_text = NULL"] if take_flash else [])
-            with self._tx() as c:
+            with self._light_tx() as c:
                 c.execute(f"UPDATE web_sessions SET {', '.join(sets)} WHERE token_hash = ?",
                           ((now,) if touch else ()) + (token_hash,))
             if touch:
@@ -45,12 +45,12 @@ class WebSessionsMixin:
         return s
 
     def session_flash(self, site: str, token_hash: str, kind: str, text: str) -> None:
-        with self._tx() as c:
+        with self._light_tx() as c:
             c.execute("UPDATE web_sessions SET flash_kind = ?, flash_text = ? WHERE token_hash = ? AND site = ?",
                       (kind, text, token_hash, site))
 
     def session_drop(self, site: str, token_hash: str) -> None:
-        with self._tx() as c:
+        with self._tx() as c:         # a sign-out must survive a power cut: fsynced
             c.execute("DELETE FROM web_sessions WHERE token_hash = ? AND site = ?", (token_hash, site))
 
     def session_count(self, site: str) -> int:
