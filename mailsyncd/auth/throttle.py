@@ -17,10 +17,10 @@ A client network is the IPv4 address (/32) or the IPv6 /64.  Failures are
 answered late, as Dovecot does: 2 s, doubling, capped at 15 s.
 
 Where the buckets live is the ``state``'s business: ``MemoryState`` (one process: the pure tests)
-or ``StoreState``, the store's ``throttle`` table, which every node on the same database shares,
-so that N nodes do not give a guesser N times the budget.  Each call is one short transaction
-(read the rows locked, write them back); the methods block, so the daemon calls them in a thread
-pool, never on the reactor.
+or the Store (store/throttle.py), whose ``throttle`` table every node on the same database shares,
+so that N nodes do not give a guesser N times the budget.  The arithmetic stays here; each call is
+one short transaction (read the rows locked, write them back, no fsync of its own).  With a store
+the methods block: the daemon calls them in its ``state`` thread pool, never on the reactor.
 """
 
 from __future__ import annotations
