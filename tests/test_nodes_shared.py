@@ -1,15 +1,18 @@
-"""Two nodes behind one load balancer: the web pages' sessions and forms live in the shared store.
+"""Two nodes behind one load balancer: the front door's throttle and the web pages' sessions and
+forms live in the shared store.
 
 Two real daemons on ONE state directory (one SQLite store: what PostgreSQL is to a cluster), each
-with its own web listener; the client's requests alternate between them over real HTTP, as a load
-balancer without sticky sessions would send them.
+with its own IMAP and web listeners; the client's attempts alternate between them, as a load
+balancer without sticky sessions would send them.  The source is a real Dovecot, whose log counts
+the password checks that reached it.
 """
 
 from __future__ import annotations
 
 import pytest
 from test_dashboard import HASH, Web as DashWeb
-from test_selfservice import A, Web, csrf_of, web_daemon
+from test_frontdoor_gate import login
+from test_selfservice import A, Web, csrf_of, source_mismatches, web_daemon
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -25,6 +28,19 @@ def two_nodes(tmp_path, pair):
         d.save()
         nodes.append(d)
     return nodes
+
+
+def test_wrong_passwords_alternated_between_nodes_reach_the_source_as_often_as_through_one(
+        tmp_path, dovecot_pair):
+    a, b = two_nodes(tmp_path, dovecot_pair)
+    with a, b:
+        before = source_mismatches(dovecot_pair)
+        answers = [login((a, b)[i % 2].imap_port, A, f"guess-{i}") for i in range(12)]
+        # the network's budget (ip_burst 4): 4 checks, whichever node they came to; then refused unasked
+        assert all(x.startswith(b"a NO [AUTHENTICATIONFAILED]") for x in answers[:4]), answers
+        assert all(x.startswith(b"a NO [UNAVAILABLE]") for x in answers[4:]), answers
+        assert source_mismatches(dovecot_pair) - before == 4
+        assert "budget=network empty for 127.0.0.1/32" in a.log() + b.log()
 
 
 def test_a_session_made_on_one_node_is_accepted_by_the_other(tmp_path, dovecot_pair):
