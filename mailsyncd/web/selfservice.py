@@ -16,8 +16,8 @@ Routes (twisted.web on ``listen.http``; HTTPS when the config has a ``tls:`` sec
 * ``GET /healthz``          ``ok``, for load balancers.
 * ``GET /static/style.css`` the only stylesheet (the CSP allows nothing inline).
 
-Sessions live in memory (a restart signs everybody out, which costs a password entry): a random
-32-byte token in an HttpOnly, SameSite=Strict cookie (``Secure`` and the ``__Host-`` prefix over
+Sessions live in the store (web/sessions.py: any node on the same database accepts them, and a
+restart signs nobody out): a random 32-byte token in an HttpOnly, SameSite=Strict cookie (``Secure`` and the ``__Host-`` prefix over
 HTTPS, direct or behind a trusted proxy's ``X-Forwarded-Proto: https``, which also adds HSTS),
 stored server-side as its SHA-256 with the address only.  They end after ``web.session_idle`` seconds
 without an action of the employee (default 30 min; the page's own reloads do not count) or
@@ -29,7 +29,7 @@ and a request must arrive whole within ``web.request_timeout`` (slow clients are
 
 Passwords arrive only in POST bodies (at most ``MAX_BODY`` bytes, kept in memory, never in a
 temporary file), are handed to the gate and dropped; they are never logged, echoed or put in a URL.
-Store reads are blocking SQLite: they run in the daemon's ``state`` thread pool.
+Store reads and writes (sessions included) block: they run in the daemon's ``state`` thread pool.
 """
 
 from __future__ import annotations
