@@ -111,6 +111,7 @@ class AccountsMixin:
                 columns = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
                 for column in {"account", "address"} & columns:
                     c.execute(f"DELETE FROM {table} WHERE {column}=?", (address,))
+            c.execute("DELETE FROM web_sessions WHERE site = 'self' AND who = ?", (address,))   # signed out
             self._bump(c, "accounts_rev")     # the daemon drops it from its schedule
         return True
 
