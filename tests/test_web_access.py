@@ -294,3 +294,25 @@ def test_slowloris_and_connection_caps(tmp_path, dovecot_pair):
             except OSError:
                 return False
         wait_for(served, 10, "a free connection slot")
+
+
+def test_stored_sessions_limit_sites_and_account_removal(tmp_path):
+    """Sessions in the store: beyond the limit the least recently seen end first; each site keeps its
+    own; removing an account signs its self-service sessions out."""
+    from mailsyncd.web.sessions import Sessions
+    clock = FakeReactor()
+    store = Store(str(tmp_path / "state.sqlite3"))
+    store.ensure_account("alice@example.com", "example.com")
+    self_service = Sessions(store, "self", clock.seconds, lambda: (60, 600), 3)
+    dashboard = Sessions(store, "admin", clock.seconds, lambda: (60, 600), 3)
+    tokens = []
+    for who in ("alice@example.com", "bob@example.com", "carol@example.com"):
+        tokens.append(self_service.create(who)[0])
+        clock.advance(1)
+    assert self_service.get(tokens[0]) is not None        # alice is seen again: bob is the oldest now
+    dave, _ = self_service.create("dave@example.com")
+    assert self_service.get(tokens[1]) is None and len(self_service) == 3
+    assert dashboard.get(tokens[0]) is None                # a self-service token opens no dashboard
+    store.remove_account("alice@example.com")
+    assert self_service.get(tokens[0]) is None and self_service.get(dave) is not None
+    store.close()
