@@ -17,9 +17,9 @@ Routes (twisted.web on ``listen.http``; HTTPS when the config has a ``tls:`` sec
 * ``GET /static/style.css`` the only stylesheet (the CSP allows nothing inline).
 
 Sessions live in the store (web/sessions.py: any node on the same database accepts them, and a
-restart signs nobody out): a random 32-byte token in an HttpOnly, SameSite=Strict cookie (``Secure`` and the ``__Host-`` prefix over
-HTTPS, direct or behind a trusted proxy's ``X-Forwarded-Proto: https``, which also adds HSTS),
-stored server-side as its SHA-256 with the address only.  They end after ``web.session_idle`` seconds
+restart signs nobody out): a random 32-byte token in an HttpOnly, SameSite=Strict cookie
+(``Secure`` and the ``__Host-`` prefix over HTTPS, direct or behind a trusted proxy's
+``X-Forwarded-Proto: https``, which also adds HSTS), stored server-side as its SHA-256 with the address only.  They end after ``web.session_idle`` seconds
 without an action of the employee (default 30 min; the page's own reloads do not count) or
 ``web.session_max`` after sign-in (default 8 h), whatever happens.
 
