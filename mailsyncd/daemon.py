@@ -96,7 +96,7 @@ class Daemon(service.MultiService):
         self.scheduler = Scheduler(reactor, self.sync_pool, self.state_pool, self.store, self.vault, self.current)
         self.gate = Gate(reactor, self.auth_pool, self.current, self.store, self.vault,
                          on_login=self.scheduler.on_login, cut_over=self.scheduler.is_cut_over,
-                         source_slots=self.scheduler)
+                         source_slots=self.scheduler, state_pool=self.state_pool)
         self.master_passwords = MasterPasswords.read(config)     # not at each relay: no file reads there
         self.conn_limits = ConnectionLimits(*self._conn_caps(config))
         self.scheduler.on_cutover = self.gate.forget_recent

@@ -130,6 +130,14 @@ class Vault:
         addr = _norm(address)
         self.store.put_login(addr, self._seal(addr, password), _HASHER.hash(password), _now(now))
 
+    def record_first_login(self, address: str, password: str, domain: str, plan: str | None,
+                           source_address: str | None) -> bool:
+        """``remember_login`` and the account, at once; True for the one login that found no stored
+        password (the store's compare-and-set: of concurrent first logins on several nodes, one)."""
+        addr = _norm(address)
+        blob, verifier = self._seal(addr, password), _HASHER.hash(password)    # slow: before the transaction
+        return self.store.record_login(addr, domain, plan, source_address, blob, verifier, _now(None))
+
     # -- sealing -------------------------------------------------------------------
     def _seal(self, addr: str, password: str) -> bytes:
         try:

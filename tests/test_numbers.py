@@ -356,7 +356,7 @@ def test_a_dashboard_session_is_enough_when_a_password_is_set():
     daemon = SimpleNamespace(reactor=SimpleNamespace(seconds=time.monotonic), current=lambda: cfg)
     signed_in = []
     access = Access(daemon)
-    access.dashboard = SimpleNamespace(session_ok=lambda request: bool(signed_in))
+    access.dashboard = SimpleNamespace(session_ok=lambda request: defer.succeed(bool(signed_in)))
 
     def check():
         results = []

@@ -27,10 +27,12 @@ from .records import (
 from .reports import ReportsMixin
 from .schema import _MIGRATIONS, SCHEMA_VERSION
 from .secrets import SecretsMixin
+from .throttle import ThrottleMixin
+from .websessions import WebSessionsMixin
 
 
 class Store(AccountsMixin, ProgressMixin, CutoversMixin, SecretsMixin, FoldersMixin, BatchesMixin, ReportsMixin,
-            StoreBase):
+            ThrottleMixin, WebSessionsMixin, StoreBase):
     """Thread-safe facade: each thread gets its own SQLite connection."""
 
     backend = "sqlite"

@@ -114,6 +114,7 @@ class AccountsMixin:
             for table in sorted(tables, key=lambda t: t == "accounts"):
                 for column in {"account", "address"} & tables[table]:
                     c.execute(f"DELETE FROM {table} WHERE {column}=?", (address,))
+            c.execute("DELETE FROM web_sessions WHERE site = 'self' AND who = ?", (address,))   # signed out
             self._bump(c, "accounts_rev")     # the daemon drops it from its schedule
         return True
 

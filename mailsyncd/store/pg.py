@@ -177,6 +177,14 @@ class PgBackend:
     # until they are recycled.  No PRAGMA to set: see README, "Running several nodes".
     _secret_tx = _tx
 
+    @contextmanager
+    def _light_tx(self) -> Iterator[_Conn]:
+        """Throttle counters and web sessions: losing the last ones at a crash costs nothing, so the
+        commit does not wait for the WAL flush (atomic still; durable a moment later)."""
+        with self._tx() as c:
+            c.execute("SET LOCAL synchronous_commit TO OFF", ())
+            yield c
+
     def _dicts(self, sql: str, args: tuple) -> list[dict]:
         cur = self._conn().execute(sql, args)
         keys = [d[0] for d in cur.description]

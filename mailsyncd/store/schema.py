@@ -1,6 +1,6 @@
 """The schema: one forward migration a version, applied in one transaction by StoreBase._migrate."""
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -226,5 +226,31 @@ _MIGRATIONS: dict[int, str] = {
     -- status views at scale (store/progress.py): a page of one domain or one phase in address order
     CREATE INDEX accounts_domain_address ON accounts (domain, address);
     CREATE INDEX accounts_phase_address ON accounts (phase, address);
+    """,
+    14: """
+    -- the front door's memory, shared by every node on this store (auth/throttle.py): token buckets
+    -- keyed by kind ("network", "user+network", "user", the admin's) and key, and each client
+    -- address's failure streak (kind "streak", level = failures in a row).  level NULL: a full bucket
+    -- (a row made only to be locked).  Rows that are full again are trimmed.
+    CREATE TABLE throttle (
+        kind          TEXT NOT NULL,
+        key           TEXT NOT NULL,
+        level         REAL,
+        at            REAL NOT NULL,
+        PRIMARY KEY (kind, key)
+    );
+    -- web sessions of the self-service page (site 'self') and the dashboard (site 'admin'), so that
+    -- any node accepts a session made on another; only the SHA-256 of the cookie's token is kept
+    CREATE TABLE web_sessions (
+        token_hash    TEXT PRIMARY KEY,
+        site          TEXT NOT NULL,
+        who           TEXT NOT NULL,
+        csrf          TEXT NOT NULL,
+        created       REAL NOT NULL,
+        seen          REAL NOT NULL,
+        flash_kind    TEXT,
+        flash_text    TEXT
+    );
+    CREATE INDEX web_sessions_seen ON web_sessions (site, seen);
     """,
 }

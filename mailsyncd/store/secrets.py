@@ -84,3 +84,30 @@ class SecretsMixin:
         """Password and verifier together, so that neither can be stale with respect to the other."""
         with self._secret_tx() as c:
             c.execute(upsert("secrets", "address, password, verifier, verified_at, updated", "address"), (address, blob, verifier, verified_at, time.time()))
+
+    def record_login(self, address: str, domain: str, plan: str | None, source_address: str | None,
+                     blob: bytes, verifier: str, verified_at: float) -> bool:
+        """A login verified at the source: the account (made if new), its password and verifier, in ONE
+        transaction.  True for the login that found no stored password (a first login, which starts the
+        migration): a compare-and-set on the account's row, so that of two nodes verifying the first
+        login of the same user at once exactly one gets True."""
+        now = time.time()
+        with self._secret_tx() as c:
+            c.execute("INSERT INTO accounts (address, domain, plan, created, updated) VALUES (?,?,?,?,?) "
+                      "ON CONFLICT (address) DO NOTHING", (address, domain, plan, now, now))
+            # the lock that serializes two nodes (SQLite: BEGIN IMMEDIATE has it already)
+            c.execute("SELECT address FROM accounts WHERE address = ?" + self._for_update(), (address,)).fetchone()
+            row = c.execute("SELECT password FROM secrets WHERE address = ?", (address,)).fetchone()
+            first = row is None or row[0] is None
+            if plan is not None:
+                # the first plan recorded wins: a later login must not relabel an imported account
+                c.execute("UPDATE accounts SET plan = ?, updated = ? WHERE address = ? AND plan IS NULL",
+                          (plan, now, address))
+            if source_address is not None:
+                c.execute("UPDATE accounts SET source_address = ?, updated = ? WHERE address = ?",
+                          (None if source_address == address else source_address, now, address))
+            c.execute("INSERT INTO secrets (address, password, verifier, verified_at, updated) VALUES (?,?,?,?,?)"
+                      " ON CONFLICT (address) DO UPDATE SET password = excluded.password, verifier = excluded.verifier,"
+                      " verified_at = excluded.verified_at, updated = excluded.updated",
+                      (address, blob, verifier, verified_at, now))
+        return first

@@ -96,10 +96,10 @@ class Admin(Shell):
     def __init__(self, daemon, access: Access, throughput: Throughput):
         super().__init__(daemon, access)
         self.throughput = throughput
-        self.sessions = Sessions(self.reactor.seconds,
+        self.sessions = Sessions(daemon.store, "admin", self.reactor.seconds,
                                  lambda: (daemon.current().web.session_idle, daemon.current().web.session_max),
                                  MAX_SESSIONS)
-        self.login_csrf = SignedCsrf(self, LOGIN_COOKIE, b"login")
+        self.login_csrf = SignedCsrf(self, LOGIN_COOKIE, b"login", daemon.store.web_key("csrf"))
         self.counts = {"logins": 0, "login_failures": 0, "actions": 0, "csrf_refused": 0}
 
     # -- dispatch ---------------------------------------------------------------------
@@ -110,11 +110,11 @@ class Admin(Shell):
             return self._static(request, path) if method in GET else self.not_allowed(request, b"GET, HEAD")
         if path == b"/admin/login":
             if method in GET:
-                return self._login_page(request)
+                return await self._login_page(request)
             return await self._login(request) if method in POST else self.not_allowed(request, b"GET, HEAD, POST")
         json_route = path.endswith(b".json")
         auto = request.args.get(AUTO.encode()) is not None
-        ctx, refusal = self._access(request, json_route=json_route, touch=not (json_route or auto))
+        ctx, refusal = await self._access(request, json_route=json_route, touch=not (json_route or auto))
         if refusal is not None:
             return refusal
         if path.startswith(b"/admin/accounts/"):
@@ -142,24 +142,27 @@ class Admin(Shell):
             return "loopback"
         return "admin:" + hashlib.sha256(password_hash.encode()).hexdigest()[:16]
 
-    def _valid_session(self, request, *, touch: bool) -> tuple[str | None, Session | None]:
+    async def _valid_session(self, request, *, touch: bool, take_flash: bool = False
+                             ) -> tuple[str | None, Session | None]:
         token = self.get_cookie(request, SESSION_COOKIE)
-        s = self.sessions.get(token, touch=touch)
+        if not token:
+            return token, None
+        s = await self.blocking(lambda: self.sessions.get(token, touch=touch, take_flash=take_flash))
         if s is None or not hmac.compare_digest(s.who, self._who()):
             return token, None
         if s.who == "loopback" and not self.access.local(request):
             return token, None
         return token, s
 
-    def session_ok(self, request) -> bool:
+    async def session_ok(self, request) -> bool:
         """A live dashboard session comes with ``request`` (for /api/: the dashboard's browser may use it).
         Does not count as activity for the idle timeout."""
-        return self._valid_session(request, touch=False)[1] is not None
+        return (await self._valid_session(request, touch=False))[1] is not None
 
-    def _access(self, request, *, json_route: bool, touch: bool) -> tuple[Ctx | None, Reply | None]:
+    async def _access(self, request, *, json_route: bool, touch: bool) -> tuple[Ctx | None, Reply | None]:
         lang = self.lang(request)
         password_hash = self.daemon.current().admin.password_hash
-        token, s = self._valid_session(request, touch=touch)
+        token, s = await self._valid_session(request, touch=touch, take_flash=not json_route)
         if password_hash:
             if s is None:
                 if json_route:
@@ -174,7 +177,7 @@ class Admin(Shell):
                 return None, json_reply(403, {"error": "no admin.password_hash set: this machine (loopback) only"})
             return None, Reply(403, dashboard.forbidden(request, lang))
         if s is None:
-            token, s = self.sessions.create("loopback")
+            token, s = await self.blocking(self.sessions.create, "loopback")
             self.set_cookie(request, SESSION_COOKIE, token)
         return Ctx(lang, s, False), None
 
@@ -195,12 +198,12 @@ class Admin(Shell):
         html = dashboard.login_form(request, lang, self.login_csrf.token(request), safe_back(next_), error)
         return Reply(code, html, retry_after=retry_after)
 
-    def _login_page(self, request) -> Reply:
+    async def _login_page(self, request) -> Reply:
         lang = self.lang(request)
         if not self.daemon.current().admin.password_hash:
             return redirect("/admin")
         next_ = safe_back(arg(request, b"next", 1000))
-        if self._valid_session(request, touch=False)[1] is not None:
+        if (await self._valid_session(request, touch=False))[1] is not None:
             return redirect(next_)
         return self._login_form(request, lang, next_)
 
@@ -234,8 +237,8 @@ class Admin(Shell):
                 return self._login_form(request, lang, next_, "err_throttled", code=503, retry_after=5)
             return self._login_form(request, lang, next_, "err_password")
         self.counts["logins"] += 1
-        self.sessions.drop(self.get_cookie(request, SESSION_COOKIE))
-        token, _s = self.sessions.create(self._who())
+        await self.blocking(self.sessions.drop, self.get_cookie(request, SESSION_COOKIE))
+        token, _s = await self.blocking(self.sessions.create, self._who())
         self.set_cookie(request, SESSION_COOKIE, token)
         logger.info("event=admin_login ip=%s", ip)
         return redirect(next_)
@@ -246,7 +249,7 @@ class Admin(Shell):
             self.counts["csrf_refused"] += 1
             logger.warning("event=admin_csrf_refused ip=%s what=logout", self.ip(request))
             return self.message(request, 403, "err_csrf")
-        self.sessions.drop(self.get_cookie(request, SESSION_COOKIE))
+        await self.blocking(self.sessions.drop, self.get_cookie(request, SESSION_COOKIE))
         self.set_cookie(request, SESSION_COOKIE, "", max_age=0)
         logger.info("event=admin_logout ip=%s", self.ip(request))
         return redirect("/admin/login" if ctx.password else "/admin")
@@ -315,7 +318,7 @@ class Admin(Shell):
         self.counts["actions"] += 1
         logger.info("event=admin_action ip=%s action=%s target=%s result=%s", ip, field(action, 40),
                     field(target), "ok" if ok else "refused")
-        ctx.session.flash = ("ok" if ok else "error", text)
+        await self.blocking(self.sessions.flash, ctx.session, "ok" if ok else "error", text)
         return redirect(back)
 
     async def _do(self, action: str, target: str, form: dict[str, str], lang: str) -> tuple[bool, str]:
