@@ -234,23 +234,42 @@ def test_a_refused_idle_falls_back_to_polling_with_one_line_and_caps_the_host(en
                and "source connection cap" in r.message) == 1
 
 
-def test_new_mail_latency_runs_from_the_notice_to_the_end_of_the_pass_that_copied_it(env):
+def test_new_mail_latency_runs_from_the_notice_to_the_end_of_the_focused_copy(env, caplog):
     cfg, sched, w, opened, reactor, passes = env
+    caplog.set_level(logging.INFO)
     w.tick()
-    pa = opened[0][2]
+    pa = {user: p for user, _, p in opened}[A]
     pa.on_mark(Mark(5, 6, 1))
     reactor.advance(2)
-    pa.on_change(Mark(6, None, None))
+    pa.on_change(Mark(6, None, None), "INBOX")
     reactor.advance(0)
-    assert [a for _, a in passes.held] == [A]
-    pa.on_change(Mark(7, None, None))               # more mail while that pass runs: it may miss it
+    assert [a for _, a in passes.held] == [A] and "event=focus account=a@example.com folder='INBOX' reason=watch" \
+        in caplog.text                              # INBOX first: a focused pass
+    pa.on_change(Mark(7, None, None), "INBOX")      # more mail while it runs: into that pass's queue
+    reactor.advance(3)
+    passes.finish()
+    reactor.advance(0)
+    assert w.view()[A] == {"watching": IDLE, "new_mail_latency": 3.0, "watch_fallback": None}
+    assert passes.held == []
+
+
+def test_news_of_a_folder_without_a_usable_name_asks_for_a_whole_pass_after_the_running_one(env):
+    cfg, sched, w, opened, reactor, passes = env
+    w.tick()
+    pa = {user: p for user, _, p in opened}[A]
+    pa.on_mark(Mark(5, 6, 1))
+    sched.sync_now(A)
+    reactor.advance(0)
+    assert [a for _, a in passes.held] == [A]       # a pass runs (the scheduler's own)
+    reactor.advance(2)
+    pa.on_change(Mark(1, 2, None), None)            # NOTIFY named a folder as a literal: which one, unknown
     reactor.advance(3)
     passes.finish()
     reactor.advance(0)
     assert w.view()[A]["new_mail_latency"] is None and [a for _, a in passes.held] == [A]   # one more pass
     reactor.advance(1)
     passes.finish()
-    assert w.view()[A] == {"watching": IDLE, "new_mail_latency": 4.0, "watch_fallback": None}
+    assert w.view()[A]["new_mail_latency"] == 4.0
 
 
 def test_a_global_cap_polls_the_excess_and_says_so_once(env, caplog):

@@ -2,8 +2,9 @@
 
 Runs on the reactor.  Each tick (1 s) it works out which mode every account should have
 (``policy.choose_mode`` per domain, then ``policy.assign`` for the caps), stops what is no longer
-wanted, opens IDLE connections and runs due STATUS polls.  A change seen at the source asks the
-scheduler for a pass now; the pass that ends after it gives the account's new-mail latency.
+wanted, opens IDLE connections and runs due STATUS polls.  New mail seen at the source asks the
+scheduler to copy that folder next (``Scheduler.focus``: into the running pass's queue, or a focused
+pass now); the end of that copy gives the account's new-mail latency.
 
 Budget: every watch connection (held IDLE, or a poll's short one) is taken from the scheduler's
 per-source-host count (``Scheduler.take_watch_connection``), leaving room for a pass (``reserve``),
@@ -49,7 +50,8 @@ class _State:
     backoff: Backoff = field(default_factory=Backoff)
     mark: Mark | None = None           # what the last look at INBOX (or, before it, the last pass) saw
     noticed: float | None = None       # a change was seen at this time and is not copied yet
-    rerun: bool = False                # the change came during a pass, which may have missed it
+    whole: bool = False                # a whole pass was asked for (the folder's name was not usable)
+    rerun: bool = False                # ... during a pass, which may have listed the folders before it
     latency: float | None = None       # seconds from the last notice to the end of the pass that copied it
     fallback: tuple[str, float] | None = None   # (reason, until): IDLE refused, polled instead
     generation: int = 0                # bumped on every mode change: late callbacks of old work are ignored
@@ -311,31 +313,54 @@ class Watches:
         st.mark = _merge(st.mark, mark)
 
     def _noticed(self, st: _State, folder: str | None) -> None:
+        """New mail in ``folder`` (None: a folder whose name the source sent in a form we do not take)."""
         if st.noticed is None:
             st.noticed = self.reactor.seconds()
-        if st.address in self.scheduler.running:
-            st.rerun = True           # the running pass may have listed INBOX before the message came
         logger.info("event=watch_change account=%s via=%s folder=%s", st.address, st.mode,
                     shown(folder, 80) if folder is not None else "?")
-        # after the merge with openfolder, where folder is not None:
-        #   self.scheduler.focus(st.address, folder, reason="watch")
-        # (None: a name the source sent as a literal or garbled: the whole pass below)
+        if folder is None:
+            self._whole_pass(st)
+            return
+        # that folder next: into the running pass's queue, or a focused pass now (within the budgets)
+        d = self.scheduler.focus(st.address, folder, reason="watch")
+        d.addCallback(self._focused, st, folder)
+        d.addErrback(lambda f: logger.error("event=watch_error account=%s error=%r", st.address,
+                                            f.getErrorMessage()))
+
+    def _whole_pass(self, st: _State) -> None:
+        if st.address in self.scheduler.running:
+            st.rerun = True           # the running pass may have listed the folders before the message came
+        st.whole = True
         self.scheduler.sync_now(st.address)
 
+    def _focused(self, result, st: _State, folder: str) -> None:
+        if result.state == "done":
+            self._copied(st)
+        elif result.state == "absent" and self.states.get(st.address) is st:
+            self._whole_pass(st)      # not a source path as the store knows it: let a whole pass find it
+        # failed or stopped: the scheduler retries the account; the next change or pass tells
+
+    def _copied(self, st: _State) -> None:
+        if st.noticed is None:
+            return                    # an earlier notice's copy already counted
+        st.latency = self.reactor.seconds() - st.noticed
+        st.noticed = None
+        if st.mode == POLL and st.interval is not None:
+            st.interval.after(True)
+        logger.info("event=new_mail_copied account=%s latency=%.1fs via=%s", st.address, st.latency, st.mode)
+
     def pass_ended(self, address: str, res) -> None:
-        """The scheduler ended a pass of ``address`` (``res``: its PassResult or None)."""
+        """The scheduler ended a pass of ``address`` (``res``: its PassResult or None): what a whole pass
+        was asked for (``_whole_pass``) is copied once a pass that began after the notice ends well."""
         st = self.states.get(address)
-        if st is None or st.noticed is None or res is None or res.error is not None:
+        if st is None or not st.whole or res is None or res.error is not None:
             return
         if st.rerun:
             st.rerun = False
             self.scheduler.sync_now(address)
             return
-        st.latency = self.reactor.seconds() - st.noticed
-        st.noticed = None
-        if st.mode == POLL and st.interval is not None:
-            st.interval.after(True)
-        logger.info("event=new_mail_copied account=%s latency=%.1fs via=%s", address, st.latency, st.mode)
+        st.whole = False
+        self._copied(st)
 
     # -- views ------------------------------------------------------------------------------------
     def view(self) -> dict[str, dict]:
