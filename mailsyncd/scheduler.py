@@ -55,7 +55,7 @@ class _Account:
     final: bool = False            # the cutover's final pass is pending
     focus: list = field(default_factory=list)   # folders to copy next (focus.py keys), before a pass starts
     rate: float | None = None      # messages a second copied by its last pass that copied enough to tell
-    absent: dict = field(default_factory=dict)  # target name -> when a plan showed no source folder has it
+    planned: tuple | None = None   # (when, FocusQueue) of its last pass's plan: every source folder then
 
 
 @dataclass
@@ -248,9 +248,12 @@ class Scheduler:
         acct = self.accounts.get(address)
         if acct is None or acct.waiting_login or self.is_cut_over(acct.domain):
             return defer.succeed(None)
-        seen = acct.absent.get(target_name)
-        if seen is not None and self.reactor.seconds() - seen < ABSENT_TTL:
-            return defer.succeed(None)    # a folder only on the new server: asking the source again costs a login
+        planned = acct.planned
+        if (planned is not None and self.reactor.seconds() - planned[0] < ABSENT_TTL
+                and planned[1].resolve(ByTarget(target_name)) is None):
+            # no source folder had that name at the last plan, whatever the name (a client may make up a
+            # new one per SELECT): asking the source again costs a login
+            return defer.succeed(None)
         run = self.running.get(address)
         if run is not None and run.focus is not None and run.focus.planned:
             path = run.focus.resolve(ByTarget(target_name))
@@ -301,12 +304,12 @@ class Scheduler:
         run = run or self.running.get(address)
         if run is None or run.focus is None or not run.focus.planned:
             return
+        acct = self.accounts.get(address)
+        if acct is not None and (acct.planned is None or acct.planned[1] is not run.focus):
+            acct.planned = (self.reactor.seconds(), run.focus)
         for w in list(self._focus_waiters.get(address, ())):
             path = run.focus.resolve(w.key)
             if path is None:
-                acct = self.accounts.get(address)
-                if acct is not None and isinstance(w.key, ByTarget):
-                    acct.absent[w.key.name] = self.reactor.seconds()
                 self._focus_fire(address, w, FocusResult("absent", detail="no such source folder"))
                 continue
             left = run.focus.left(path)

@@ -218,3 +218,23 @@ def test_no_extra_connection_when_the_host_has_none_to_spare(world):
     run.focus.plan({"Work": "Work"}, {"Work": 20})
     sched.focus(A, "Work", reason="open")
     assert spawned == [] and run.connections == 4
+
+
+def test_names_no_source_folder_has_cost_no_source_look_while_the_last_plan_is_fresh(world):
+    # A client SELECTing a new made-up name each time (x1, x2, ...) must not make the daemon log in to
+    # the source once per SELECT: the last plan listed every source folder, and none of them is it.
+    from mailsyncd.scheduler import ABSENT_TTL
+    cfg, store, vault, reactor, passes, sched = world(scheduler={"pass_interval": 86400})
+    _end(passes, reactor)
+    got = _results(sched.focus(A, ByTarget("x0"), reason="open"))
+    reactor.advance(0)
+    sched.running[A].focus.plan({"INBOX": "INBOX", "Work": "Work"}, {})
+    assert got[0].state == "absent"
+    _end(passes, reactor)
+    for i in range(1, 50):
+        assert _results(sched.folder_left(A, f"x{i}")) == [None]
+    assert passes.held == []
+    # a name the plan has is still looked up (the store has no copy of it yet: a pass must tell)
+    assert _results(sched.folder_left(A, "Work")) == [(ByTarget("Work"), None)]
+    reactor.advance(ABSENT_TTL)
+    assert _results(sched.folder_left(A, "x1")) == [(ByTarget("x1"), None)]
