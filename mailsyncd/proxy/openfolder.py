@@ -70,7 +70,9 @@ class OpenFolderWatch:
         h = self.hold
         if h is not None:
             h.buffer += data
-            if len(h.buffer) > MAX_HELD and not h.paused:
+            if len(h.buffer) > MAX_HELD:
+                # every time, not once: the relay's flow control (the target's registerProducer) may have
+                # resumed the client meanwhile, and one resumeProducing undoes any number of pauses
                 h.paused = True
                 self.s.transport.pauseProducing()
             return
