@@ -432,3 +432,18 @@ def test_sockets_from_systemd_get_the_proxy_header_too(tmp_path, test_cert):
                 "127.0.0.1")
     finally:
         d.store.close()
+
+
+def test_a_peer_dropped_from_trusted_proxies_by_a_reload_is_not_believed_for_a_header_still_coming(caplog):
+    clock = Clock()
+    trusted = ["127.0.0.1/32"]
+    inner = Factory.forProtocol(_Seen)
+    inner.made, inner.data = [], []
+    f = ProxyHeaderFactory(inner, clock, lambda: tuple(trusted), name="imap")
+    p, t = _connect(f, "127.0.0.1")                      # accepted while trusted...
+    p.dataReceived(v1(FORGED)[:10])
+    trusted[:] = ["10.0.0.0/8"]                          # ...then a reload takes the peer off the list
+    p.dataReceived(v1(FORGED)[10:] + b"a LOGIN alice pw\r\n")
+    assert inner.made == [] and t.disconnecting
+    assert "event=proxy_header_bad ip=127.0.0.1 listener=imap reason='peer no longer in trusted_proxies'" \
+        in caplog.text
