@@ -40,6 +40,7 @@ from .sync.progress import Progress
 logger = logging.getLogger("mailsyncd.scheduler")
 
 NEVER = float("inf")
+MAX_FOCUS_WAITING = 64   # folders of one account waiting to be copied first; a client opening more is not held
 ABSENT_TTL = 300.0   # a name no source folder has is not looked for again (a source login) for this long
 
 
@@ -225,6 +226,9 @@ class Scheduler:
             return defer.succeed(FocusResult("absent", detail="not syncing"))
         if acct.waiting_login:
             return defer.succeed(FocusResult("failed", detail="the source refused the stored password"))
+        if len(self._focus_waiters.get(address, ())) >= MAX_FOCUS_WAITING:
+            # a client opening name after name while no pass can start or plan: memory must not follow it
+            return defer.succeed(FocusResult("failed", detail=f"{MAX_FOCUS_WAITING} folders already waiting"))
         w = _Waiter(path, defer.Deferred(), reason, on_left)
         self._focus_waiters.setdefault(address, []).append(w)
         logger.info("event=focus account=%s folder=%r reason=%s", address,

@@ -238,3 +238,20 @@ def test_names_no_source_folder_has_cost_no_source_look_while_the_last_plan_is_f
     assert _results(sched.folder_left(A, "Work")) == [(ByTarget("Work"), None)]
     reactor.advance(ABSENT_TTL)
     assert _results(sched.folder_left(A, "x1")) == [(ByTarget("x1"), None)]
+
+
+def test_a_flood_of_opened_names_while_no_pass_can_start_keeps_a_bounded_queue(world):
+    # B's pass holds the only slot, so A's focused pass cannot start: a client SELECTing a new name every
+    # few seconds (the hold's deadline releases it each time) must not grow A's queue and waiters forever.
+    from mailsyncd.scheduler import MAX_FOCUS_WAITING
+    cfg, store, vault, reactor, passes, sched = world([A, B], scheduler={"pass_interval": 86400,
+                                                                        "max_accounts": 1})
+    first = _end(passes, reactor)
+    assert [a for _, a in passes.held] != first          # the other account's first pass runs now
+    idle = first[0]
+    got = [_results(sched.focus(idle, ByTarget(f"x{i}"), reason="open")) for i in range(5000)]
+    reactor.advance(0)
+    assert len(sched._focus_waiters[idle]) <= MAX_FOCUS_WAITING
+    assert len(sched.accounts[idle].focus) <= MAX_FOCUS_WAITING
+    assert all(g == [] for g in got[:MAX_FOCUS_WAITING])             # the first ones still wait their turn
+    assert got[-1] and got[-1][0].state == "failed"                  # the rest are answered at once
