@@ -186,3 +186,14 @@ def test_a_flood_behind_a_held_select_stays_bounded_when_the_relay_resumes_the_c
     assert s.transport.paused and len(w.hold.buffer) <= MAX_HELD + 2 * 8192
     sched.focused[0][1].callback(FocusResult("done"))
     assert not s.transport.paused and s.target.transport.data.endswith(b"x" * 8192)
+
+
+def test_many_pipelined_selects_answered_at_once_go_through_whole_and_in_order(make, caplog):
+    # folder_left answers at once (not syncing, cut over, a name no source folder has): a client pipelining
+    # thousands of SELECTs must not make the watch recurse once per command (RecursionError, a lost stream).
+    w, s, sched, reactor = make(None)
+    sched.folder_left = lambda address, name: defer.succeed(None)
+    stream = b"".join(b"%d SELECT f%d\r\n" % (i, i) for i in range(5000))
+    w.from_client(stream)
+    assert s.target.transport.data == stream
+    assert w.hold is None and "open_folder_error" not in caplog.text
