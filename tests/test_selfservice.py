@@ -512,3 +512,18 @@ def test_plain_http_is_refused_off_loopback(tmp_path, dovecot_pair):
         d.start()
     # refused with the config's key path before anything starts
     assert "listen.http: plain HTTP on 0.0.0.0:" in d.log() and "would send passwords across the network" in d.log()
+
+
+def test_signing_in_again_and_again_ends_only_ones_own_oldest_session(web, dovecot_pair):
+    # a right password gives its throttle token back, so one user may sign in as often as they like: each
+    # sign-in must not push another user's session out of the store's limit, only their own oldest one
+    from mailsyncd.web.selfservice import SESSIONS_PER_USER
+    bob = Web(web.http_port)
+    assert bob.start(B, dovecot_pair.users[B].old_password).status == 303
+    mine = []
+    for _ in range(SESSIONS_PER_USER + 1):
+        w = Web(web.http_port)
+        assert w.start(A, dovecot_pair.users[A].old_password).status == 303
+        mine.append(w)
+    assert [w.get("/progress").status for w in mine] == [303] + [200] * SESSIONS_PER_USER
+    assert bob.get("/progress").status == 200

@@ -76,3 +76,17 @@ def test_status_pages_totals_and_folders_into(make_store):
     s.save_folder("u001@a.example", FolderState("Sent", "Sent", "Sent", 3, 0, 5, 4, None, None))
     assert s.folders_into("u001@a.example", "Sent") == [("Sent", 4)]    # 4 messages, none copied yet
     assert s.folders_into("u001@a.example", "Drafts") == []
+
+
+def test_one_user_signing_in_over_and_over_ends_only_their_own_oldest_sessions(make_store):
+    # a self-service user with a right password signs in as often as they like (the token comes back):
+    # beyond ``per_who`` it is their own oldest session that ends, not everybody else's
+    s = make_store()
+    s.session_create("self", "victim", "b@example.com", "cv", 100.0, idle=3600, max_age=7200, limit=20, per_who=3)
+    for i in range(50):
+        s.session_create("self", f"h{i}", "a@example.com", f"c{i}", 101.0 + i, idle=3600, max_age=7200, limit=20,
+                         per_who=3)
+    assert s.session_get("self", "victim", 200.0, 3600, 7200, touch=False, take_flash=False) is not None
+    assert s.session_count("self") == 4
+    assert [s.session_get("self", f"h{i}", 200.0, 3600, 7200, touch=False, take_flash=False) is not None
+            for i in (46, 47, 48, 49)] == [False, True, True, True]

@@ -54,6 +54,7 @@ from .site import AUTO, Reply, Shell, SignedCsrf, read_form, redirect, same_toke
 logger = logging.getLogger("mailsyncd.web")
 
 MAX_SESSIONS = 20_000          # beyond this the least recently used sessions end first
+SESSIONS_PER_USER = 10         # one address's sessions at once: signing in again and again ends only its own
 SKIPPED_SHOWN = 100
 PLAN = "self_service"
 SESSION_COOKIE, CSRF_COOKIE = "mailsyncd-session", "mailsyncd-csrf"
@@ -74,7 +75,8 @@ class SelfService(Shell):
             return (idle if idle is not None else web.session_idle,
                     max_age if max_age is not None else web.session_max)
 
-        self.sessions = Sessions(daemon.store, "self", self.reactor.seconds, ages, MAX_SESSIONS)
+        self.sessions = Sessions(daemon.store, "self", self.reactor.seconds, ages, MAX_SESSIONS,
+                                 per_who=SESSIONS_PER_USER)
         self.csrf = SignedCsrf(self, CSRF_COOKIE, b"csrf", daemon.store.web_key("csrf"))
         self.counts = {"started": 0, "failed": 0, "csrf_refused": 0}
         self._routes = {
