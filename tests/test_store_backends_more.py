@@ -90,3 +90,18 @@ def test_one_user_signing_in_over_and_over_ends_only_their_own_oldest_sessions(m
     assert s.session_count("self") == 4
     assert [s.session_get("self", f"h{i}", 200.0, 3600, 7200, touch=False, take_flash=False) is not None
             for i in (46, 47, 48, 49)] == [False, True, True, True]
+
+
+def test_a_forged_cursor_with_a_nul_or_control_character_is_refused_before_the_query(make_store):
+    # the cursor is base64: its own text passes the control-character check, what it decodes to must too
+    # (PostgreSQL refuses a NUL in a text parameter: a 500 with a traceback instead of a 400)
+    import pytest
+
+    from mailsyncd import statusquery
+    s = make_store()
+    s.ensure_account("a@example.com", D, "import")
+    for forged in ("a\x00b", "a\x1b[2Jb", "\x7f"):
+        with pytest.raises(statusquery.QueryError, match="cursor: not a cursor"):
+            statusquery.read(s, statusquery.parse({"cursor": statusquery.encode_cursor(forged)}.get))
+    got = statusquery.read(s, statusquery.parse({"cursor": statusquery.encode_cursor("a@example.b")}.get))
+    assert [r["address"] for r in got["rows"]] == ["a@example.com"]
