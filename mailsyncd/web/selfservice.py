@@ -61,6 +61,10 @@ SESSION_COOKIE, CSRF_COOKIE = "mailsyncd-session", "mailsyncd-csrf"
 CSP = b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"
 
 
+def _printable(text: str) -> str:
+    return "".join(c for c in text if ord(c) >= 0x20 and ord(c) != 0x7f)
+
+
 class SelfService(Shell):
     """The employees' pages: everything of the web listener that is not mounted elsewhere (web/app.py)."""
 
@@ -137,7 +141,9 @@ class SelfService(Shell):
         new = form.get("new_address", "").strip().lower() or old
         password = form.pop("password", "")
         form.clear()
-        keep = {"address": old[:254], "new_address": new[:254] if new != old else ""}
+        keep = {"address": _printable(old)[:254], "new_address": _printable(new)[:254] if new != old else ""}
+        # a control character is in no address (the gate refuses it); PostgreSQL refuses a NUL outright
+        plausible = _printable(old + new) == old + new
         if not old or not password:
             return self._form(request, lang, error="err_missing", **keep)
         rename = new != old
@@ -154,7 +160,7 @@ class SelfService(Shell):
             kind = "err_rename"
         elif domain is not None and self.daemon.scheduler.is_cut_over(domain.name):
             kind = "err_cut_over"
-        elif domain is not None and rename:
+        elif domain is not None and rename and plausible:
             conflict = await self._rename_conflict(ip, old, new)
             if conflict is not None:
                 self.counts["failed"] += 1
