@@ -32,6 +32,7 @@ from ..imap.folders import FolderPlan, Skipped, keep_recorded, plan_folders
 from ..net import imap
 from ..net.imap import Status
 from ..store import FolderReport, Store
+from . import recent
 from .folder import FolderSync
 from .progress import Progress
 
@@ -205,10 +206,10 @@ class AccountSync:
                     self.store.count_skipped(self.address, p.path, st.uidvalidity)
             expected += max(0, st.messages - known)
         self.progress.add_total(expected)
-        # the biggest folders first, so the pass ends with short jobs rather than one long tail
-        jobs.sort(key=lambda j: j[1].messages, reverse=True)
+        queue = self._order(src, jobs, states)
         reports: dict[str, FolderReport] = {}
-        lock = threading.Lock()
+        lock = threading.Condition()
+        slices = [sum(1 for j in queue if j[2] is not None)]   # recent slices not finished: the rest waits
         n = max(1, min(self.connections or self.domain.sync.connections, len(jobs)))
         conns = [(src, tgt)] + [None] * (n - 1)
         errors: list[BaseException] = []
@@ -229,12 +230,25 @@ class AccountSync:
                     res.connections += 1
                 while not self.stop.is_set():
                     with lock:
-                        if not jobs:
+                        if not queue:
                             return
-                        plan, status = jobs.pop(0)
-                    pair, rep = self._folder_with_retries(ctx, pair, plan, status)
-                    with lock:
-                        reports[plan.path] = rep
+                        if queue[0][2] is None and slices[0]:
+                            lock.wait(0.5)
+                            continue
+                        plan, status, since = queue.pop(0)
+                        carried = None if since else reports.get(plan.path)
+                    try:
+                        pair, rep = self._folder_with_retries(ctx, pair, plan, status, since=since,
+                                                              carried=carried)
+                        with lock:
+                            reports[plan.path] = rep
+                    finally:
+                        if since:
+                            with lock:
+                                slices[0] -= 1
+                                if not slices[0]:
+                                    self.progress.set_stage("rest")
+                                lock.notify_all()
             except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
                 errors.append(e)
             finally:
@@ -250,12 +264,31 @@ class AccountSync:
         for t in threads:
             t.join()
         res.folders += [reports[p.path] for p in plans if p.path in reports]
+        if not self.stop.is_set():
+            self.progress.set_stage("done")
         if sizes:
             self.store.set_source_sizes(self.address, sizes)
         if errors:
             raise errors[0]
 
-    def _folder_with_retries(self, ctx, pair, plan: FolderPlan, status: Status):
+    def _order(self, src, jobs: list[tuple[FolderPlan, Status]], states) -> list[tuple]:
+        """The folder jobs, (plan, status, since): recent mail first while a first copy runs
+        (sync/recent.py), else the biggest folders first, so the pass ends with short jobs."""
+        days = self.domain.sync.recent_first
+        unfinished = {p.path for p, st in jobs if recent.incomplete(states.get(p.path), st)}
+        if not days or not unfinished:
+            return [(p, st, None) for p, st in sorted(jobs, key=lambda j: j[1].messages, reverse=True)]
+        probe = [p for p, st in jobs if p.path in unfinished and p.role not in recent.HEAD_ROLES and st.messages]
+        with imap.lost_is_transient("ordering folders"):
+            newest = recent.newest(src, probe, f"account={self.address}")
+        queue = recent.order(jobs, unfinished, newest, recent.cutoff(days))
+        if any(j[2] for j in queue):
+            self.progress.set_stage("recent")
+            logger.info("event=recent_first account=%s days=%d folders=%r", self.address, days,
+                        [j[0].path for j in queue if j[2]])
+        return queue
+
+    def _folder_with_retries(self, ctx, pair, plan: FolderPlan, status: Status, **kw):
         s = self.domain.sync
         delay = s.retry_backoff
         attempt = 0
@@ -264,7 +297,7 @@ class AccountSync:
                 if pair is None:
                     pair = self._open_pair()
                 self.progress.folder(plan.path, True)
-                return pair, _run_folder(FolderSync(ctx, pair[0], pair[1], plan, status))
+                return pair, _run_folder(FolderSync(ctx, pair[0], pair[1], plan, status, **kw))
             except FolderFailed as e:
                 logger.error("event=folder_failed account=%s folder=%r reason=%r", self.address, plan.path, str(e))
                 return pair, self._failed(plan, status, str(e))
