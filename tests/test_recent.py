@@ -229,7 +229,7 @@ def test_kill_9_at_many_points_of_a_recent_first_pass_then_identical(dovecot_pai
                                {"port": pair.target.imap_port, "user": pair.master[0], "pass": pair.master[1],
                                 "authzid": A}, {}, str(tmp_path / "verdict.json"))
     assert rc == 0 and verdict.get("identical"), text
-    db = sqlite3.connect(str(tmp_path / "state" / "mailsyncd.db"))
+    db = sqlite3.connect(str(tmp_path / "state" / "mailsyncd.sqlite3"))
     assert db.execute("SELECT count(*) FROM inflight").fetchone()[0] == 0
     print(f"killed at target counts {kills}")
 
