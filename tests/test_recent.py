@@ -248,3 +248,41 @@ def test_a_flood_of_search_answers_is_refused_unread_and_the_folder_still_copies
     assert "bytes of response lines" in r.stderr
     assert r.returncode == 0, r.stdout + r.stderr           # the folder's own job copied it all
     assert len(snapshot(*dovecot_pair.target_account(A))["INBOX"]) == 3
+
+
+def test_status_shows_newest_first_while_the_recent_slice_runs(tmp_path):
+    import json
+    import os
+
+    import yaml
+    from mailsyncd import status
+    state = tmp_path / "state"
+    doc = {"state_dir": str(state), "domains": {"example.com": {
+        "source": {"host": "127.0.0.1", "security": "none"}, "target": {"host": "127.0.0.1", "security": "none"}}}}
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    store = Store.in_state_dir(str(state))
+    try:
+        store.ensure_account(A, "example.com")
+    finally:
+        store.close()
+    live = {"done": 3, "total": 90, "bytes": 100, "rate": 5.0, "current": ["INBOX"], "connections": 2,
+            "stage": "recent"}
+    (state / "daemon.json").write_text(json.dumps({
+        "pid": os.getpid(), "generation": 1, "started": time.time(), "sessions": 0, "relayed": 0,
+        "reload_error": None, "config_path": str(cfg), "live": {A: live}}))
+    r = ctl("--config", str(cfg), "status")
+    assert "newest first" in r.stdout, r.stdout + r.stderr
+    js = json.loads(ctl("--config", str(cfg), "status", "--json").stdout)
+    assert js["accounts"][0]["stage"] == "recent"
+    (state / "daemon.json").write_text(json.dumps({
+        "pid": os.getpid(), "generation": 1, "started": time.time(), "sessions": 0, "relayed": 0,
+        "reload_error": None, "config_path": str(cfg), "live": {A: dict(live, stage="rest")}}))
+    assert "newest first" not in ctl("--config", str(cfg), "status").stdout
+    # without a pass: "done" once in sync, unknown before
+    view = status.account_view({"address": A, "domain": "example.com", "phase": "synced", "has_password": True},
+                               None, 300, 0.0)
+    assert view["stage"] == "done"
+    view = status.account_view({"address": A, "domain": "example.com", "phase": "new", "has_password": True},
+                               None, 300, 0.0)
+    assert view["stage"] is None
