@@ -286,3 +286,44 @@ def test_status_shows_newest_first_while_the_recent_slice_runs(tmp_path):
     view = status.account_view({"address": A, "domain": "example.com", "phase": "new", "has_password": True},
                                None, 300, 0.0)
     assert view["stage"] is None
+
+
+def _stop_after_slices(pair, tmp_path, c, **sync):
+    seed(*pair.source_account(A), c)
+    cfg = make_config(tmp_path, pair, sync={"batch_messages": 4, "connections": 2, **sync})
+    progress, stop, _ = _stopping(lambda p: p.stage == "rest")
+    first = sync_once(cfg, A, pair.users[A].old_password, progress=progress, stop=stop)
+    assert sorted(dst(pair)["INBOX"]) == rows(_recent(c["INBOX"]))
+    return cfg, first
+
+
+def test_expunges_at_the_source_between_passes_with_holes_in_the_copy(dovecot_pair, tmp_path):
+    pair = dovecot_pair
+    c = corpus()
+    cfg, first = _stop_after_slices(pair, tmp_path, c, deletions="mirror")
+    with connect(*pair.source_account(A)) as s:
+        s.select_folder("INBOX")
+        copied = sorted(s.search(["SINCE", (NOW - dt.timedelta(days=30)).date()]))[1]
+        s.add_flags([copied, 3], ["\\Deleted"])       # UID 3 is old: not copied yet
+        s.expunge()
+    before = src(pair)
+    again = sync_once(cfg, A, pair.users[A].old_password)
+    assert again.complete and again.deleted == 1, again
+    assert again.copied == sum(len(v) for v in c.values()) - first.copied - 1
+    assert same(dst(pair), before)
+
+
+def test_a_new_uidvalidity_between_passes_remaps_the_recent_slice(dovecot_pair, tmp_path):
+    pair = dovecot_pair
+    c = corpus()
+    cfg, first = _stop_after_slices(pair, tmp_path, c)
+    with connect(*pair.source_account(A)) as s:   # the old server rebuilt Sent: other UIDs, same mail
+        s.delete_folder("Sent")
+        time.sleep(1.1)  # Dovecot derives UIDVALIDITY from the clock
+    seed(*pair.source_account(A), {"Sent": list(reversed(c["Sent"]))})
+    before = src(pair)
+    again = sync_once(cfg, A, pair.users[A].old_password)
+    assert again.complete, again
+    sent = next(f for f in again.folders if f.path == "Sent")
+    assert sent.copied == len(c["Sent"]) - len(_recent(c["Sent"])), sent    # the slice was not copied twice
+    assert same(dst(pair), before)
