@@ -206,7 +206,12 @@ class AccountSync:
                     self.store.count_skipped(self.address, p.path, st.uidvalidity)
             expected += max(0, st.messages - known)
         self.progress.add_total(expected)
-        queue = self._order(src, jobs, states)
+        try:
+            queue = self._order(src, jobs, states)
+        except BaseException:
+            imap.close(src)
+            imap.close(tgt)
+            raise
         reports: dict[str, FolderReport] = {}
         lock = threading.Condition()
         slices = [sum(1 for j in queue if j[2] is not None)]   # recent slices not finished: the rest waits
