@@ -327,3 +327,21 @@ def test_a_new_uidvalidity_between_passes_remaps_the_recent_slice(dovecot_pair, 
     sent = next(f for f in again.folders if f.path == "Sent")
     assert sent.copied == len(c["Sent"]) - len(_recent(c["Sent"])), sent    # the slice was not copied twice
     assert same(dst(pair), before)
+
+
+@pytest.mark.parametrize("days, expected", [(30, ["INBOX", "Sent", "News", "Archive"]),
+                                            (0, ["INBOX", "Archive", "Sent", "News"])])
+def test_the_other_folders_go_by_their_newest_message(days, expected, dovecot_pair, tmp_path):
+    pair = dovecot_pair
+    c = corpus()
+    c["News"] = [Msg(make_message(3000 + i), (), NOW - dt.timedelta(days=60)) for i in range(5)]   # Archive: 2025
+    seed(*pair.source_account(A), c)
+    cfg = make_config(tmp_path, pair, sync={"connections": 1, "recent_first": days})
+    seen: list[str] = []
+
+    def listen(p: Progress) -> None:
+        for f in sorted(p.current):
+            if f not in seen:
+                seen.append(f)
+    res = sync_once(cfg, A, pair.users[A].old_password, progress=Progress(listen))
+    assert res.complete and seen == expected, seen

@@ -21,6 +21,7 @@ from imapclient import exceptions as imapexc
 
 from ..errors import MailsyncError
 from ..net.imap import fetch
+from ..net.imapguard import expect_lines
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def newest(src, plans, where: str) -> dict[str, float]:
     for p in plans:
         try:
             src.select_folder(p.source, readonly=True)   # EXAMINE
+            expect_lines(src, 64 * 1024)                 # one message's answer: a line of a hundred bytes
             data = fetch(src, "*", [b"INTERNALDATE"])
         except imapexc.IMAPClientAbortError:
             raise
