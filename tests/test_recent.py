@@ -345,3 +345,13 @@ def test_the_other_folders_go_by_their_newest_message(days, expected, dovecot_pa
                 seen.append(f)
     res = sync_once(cfg, A, pair.users[A].old_password, progress=Progress(listen))
     assert res.complete and seen == expected, seen
+
+
+def test_the_progress_line_says_newest_first_during_the_slices():
+    p = Progress()
+    p.set_stage("rest")
+    assert p.stage is None                    # no slice in this pass: no stages
+    p.set_stage("recent")
+    assert p.line().endswith(" newest-first")
+    p.set_stage("rest")
+    assert "newest" not in p.line()

@@ -70,4 +70,4 @@ class Progress:
         if self.total and self.rate > 0 and self.done < self.total:
             eta = f" eta={(self.total - self.done) / self.rate:.0f}s"
         return (f"progress messages={self.done}/{self.total}{pct} bytes={self.bytes}"
-                f" rate={self.rate:.0f}/s{eta}")
+                f" rate={self.rate:.0f}/s{eta}{' newest-first' if self.stage == 'recent' else ''}")
