@@ -355,3 +355,23 @@ def test_the_progress_line_says_newest_first_during_the_slices():
     assert p.line().endswith(" newest-first")
     p.set_stage("rest")
     assert "newest" not in p.line()
+
+
+@pytest.mark.parametrize("days", [0, 30])
+def test_flags_changed_at_the_source_after_an_interrupted_first_pass_are_carried(days, dovecot_pair, tmp_path):
+    # Before: a first copy stopped part-way recorded no HIGHESTMODSEQ, so the next pass's CHANGEDSINCE
+    # was skipped and what the user changed on the old server meanwhile never reached the new one.
+    pair = dovecot_pair
+    c = {"INBOX": [_msg(i, False) for i in range(20)], "Archive": [_msg(100 + i, False) for i in range(5)]}
+    seed(*pair.source_account(A), c)
+    cfg = make_config(tmp_path, pair, sync={"batch_messages": 2, "connections": 1, "recent_first": days})
+    progress, stop, _ = _stopping(lambda p: p.done >= 2)
+    sync_once(cfg, A, pair.users[A].old_password, progress=progress, stop=stop)
+    assert 2 <= len(dst(pair)["INBOX"]) < 20
+    with connect(*pair.source_account(A)) as s:
+        s.select_folder("INBOX")
+        s.add_flags([1], ["\\Answered", "$Forwarded"])
+        s.remove_flags([1], ["\\Seen"])
+    before = src(pair)
+    assert sync_once(cfg, A, pair.users[A].old_password).complete
+    assert same(dst(pair), before)
