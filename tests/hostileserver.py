@@ -194,7 +194,8 @@ class HostileServer:
     def _search(self, conn: socket.socket, tag: bytes, folder: str) -> bool:
         box = self.folders[folder]
         if self.misbehave.get((folder, 0)) != "search_flood":
-            conn.sendall(b"* SEARCH " + b" ".join(b"%d" % u for u, _, _ in box.messages) + b"\r\n" + tag + b" OK searched\r\n")
+            uids = b" ".join(b"%d" % u for u, _, _ in box.messages)
+            conn.sendall(b"* SEARCH " + uids + b"\r\n" + tag + b" OK searched\r\n")
             return True
         line = b"* SEARCH " + b" ".join(b"%d" % (i % 3 + 1) for i in range(450_000)) + b"\r\n"
         sent = 0
