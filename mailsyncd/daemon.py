@@ -12,6 +12,7 @@ from OpenSSL import SSL
 from twisted.application import internet, service
 from twisted.internet import defer, task, threads
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
@@ -23,13 +24,14 @@ from .connlimits import ConnectionLimits, fd_budget
 from .errors import TLSFailure
 from .proxy import tls
 from .proxy.frontdoor import FrontDoorFactory
+from .proxyproto.listener import ProxyHeaderFactory
 from .scheduler import Scheduler
+from .statedir import STATUS_FILE
 from .store import Store
 from .vault import Vault
 
 logger = logging.getLogger("mailsyncd")
 
-STATUS_FILE = "daemon.json"
 STATUS_EVERY = 2.0
 
 
@@ -86,7 +88,7 @@ class Daemon(service.MultiService):
         self.reload_error: str | None = None
         self.restart_needed: list[str] = []    # what the last reload could not apply; mailsyncctl reload says it
         self.started = time.time()
-        self.store = Store.in_state_dir(config.state_dir)
+        self.store = Store.open(config)
         self.vault = Vault.open(config.state_dir, self.store)
         self.auth_pool = ThreadPool(minthreads=0, maxthreads=config.frontdoor.auth_threads, name="auth")
         self.sync_pool = ThreadPool(minthreads=0, maxthreads=config.scheduler.max_accounts, name="sync")
@@ -94,7 +96,7 @@ class Daemon(service.MultiService):
         self.scheduler = Scheduler(reactor, self.sync_pool, self.state_pool, self.store, self.vault, self.current)
         self.gate = Gate(reactor, self.auth_pool, self.current, self.store, self.vault,
                          on_login=self.scheduler.on_login, cut_over=self.scheduler.is_cut_over,
-                         source_slots=self.scheduler)
+                         source_slots=self.scheduler, state_pool=self.state_pool)
         self.master_passwords = MasterPasswords.read(config)     # not at each relay: no file reads there
         self.conn_limits = ConnectionLimits(*self._conn_caps(config))
         self.scheduler.on_cutover = self.gate.forget_recent
@@ -129,17 +131,15 @@ class Daemon(service.MultiService):
                                  master_passwords=lambda: self.master_passwords)
             f.noisy = False
             self.factories.append(f)
+            factory, tls_options = self._proxy_header(name, f, self.tls if implicit else None)
             if inherited:
                 for fd in inherited:
-                    srv = _Adopted(self.reactor, fd, f, self.tls if implicit else None)
+                    srv = _Adopted(self.reactor, fd, factory, tls_options)
                     srv.setServiceParent(self)
                     self.listeners.append(srv)
                 logger.info("event=listen name=%s from=systemd fds=%s", name, inherited)
                 continue
-            if implicit:
-                srv = internet.SSLServer(addr.port, f, self.tls, interface=addr.host)
-            else:
-                srv = internet.TCPServer(addr.port, f, interface=addr.host)
+            srv = self._server(addr, factory, tls_options)
             srv.setName(name)
             srv.setServiceParent(self)
             self.listeners.append(srv)
@@ -157,14 +157,29 @@ class Daemon(service.MultiService):
                              "tls: section (the page is then served over HTTPS), or listen on a loopback "
                              "address behind a TLS-terminating proxy")
         self.web_site = app.make_site(self)
-        if self.tls is not None:
-            srv = internet.SSLServer(addr.port, self.web_site, self.tls, interface=addr.host)
-        else:
-            srv = internet.TCPServer(addr.port, self.web_site, interface=addr.host)
+        srv = self._server(addr, *self._proxy_header("http", self.web_site, self.tls))
         srv.setName("http")
         srv.setServiceParent(self)
         self.listeners.append(srv)
         logger.info("event=listen name=http addr=%s tls=%s", addr, "yes" if self.tls is not None else "no")
+
+    def _proxy_header(self, name: str, factory, tls_options):
+        """(factory, TLS options for the listener): on a listen.proxy_protocol listener the PROXY
+        header is read first, from trusted proxies only, and TLS (implicit) starts after it."""
+        if not self.config.listen.proxied(name):
+            return factory, tls_options
+        if tls_options is not None:
+            factory = TLSMemoryBIOFactory(tls_options, False, factory)
+        wrapped = ProxyHeaderFactory(factory, self.reactor, lambda: self.config.frontdoor.trusted_proxies, name=name)
+        logger.info("event=listen_proxy_protocol name=%s trusted=%s", name,
+                    ",".join(self.config.frontdoor.trusted_proxies))
+        return wrapped, None
+
+    @staticmethod
+    def _server(addr, factory, tls_options):
+        if tls_options is not None:
+            return internet.SSLServer(addr.port, factory, tls_options, interface=addr.host)
+        return internet.TCPServer(addr.port, factory, interface=addr.host)
 
     def current(self) -> Config:
         return self.config
@@ -246,8 +261,11 @@ class Daemon(service.MultiService):
         if new.state_dir != old.state_dir:
             logger.warning("event=reload_note what='state_dir changes only on restart' kept=%s", old.state_dir)
             notes.append(f"state_dir changes only on restart: still {old.state_dir}, after a restart {new.state_dir}")
+        if new.database != old.database:
+            logger.warning("event=reload_note what='database changes only on restart'")
+            notes.append("database changes only on restart")
         self.restart_needed = notes
-        new = dataclasses.replace(new, listen=old.listen, state_dir=old.state_dir)
+        new = dataclasses.replace(new, listen=old.listen, state_dir=old.state_dir, database=old.database)
         added = sorted(set(new.domains) - set(old.domains))
         removed = sorted(set(old.domains) - set(new.domains))
         self.config = new
@@ -308,16 +326,22 @@ class Daemon(service.MultiService):
             self.notifier.status(line)
         self._write_status()
 
-    def status(self, domain: str | None = None, user: str | None = None) -> defer.Deferred:
-        """The status document (mailsyncd.status, schema 1) for the web views; fires with a dict."""
-        from . import status
+    def status(self, domain: str | None = None, user: str | None = None, *, query=None,
+               totals: bool = True) -> defer.Deferred:
+        """The status document (mailsyncd.status, schema 1) for the web views, one page of ``query``
+        (statusquery.Query; default: the first page of ``domain``/``user``); fires with a dict.
+        ``totals=False``: the page only (the totals are zeros)."""
+        from . import status, statusquery
+        query = query or statusquery.Query(domain=domain, user=user)
+        live = self.scheduler.live()
 
         def read():
-            return self.store.progress_rows(domain, user), self.store.cutovers()
+            return statusquery.read(self.store, query, running=live.keys(), totals=totals), self.store.cutovers()
 
         d = threads.deferToThreadPool(self.reactor, self.state_pool, read)
-        d.addCallback(lambda r: status.build(r[0], config=self.config, live=self.scheduler.live(),
-                                             cutovers=r[1], daemon=self.daemon_info(), domain=domain, user=user))
+        d.addCallback(lambda r: status.build_page(
+            r[0]["rows"], r[0]["groups"], config=self.config, live=live, running_domains=r[0]["running_domains"],
+            cutovers=r[1], daemon=self.daemon_info(), domain=query.domain, next_cursor=r[0]["next_cursor"]))
         return d
 
     def daemon_info(self) -> dict:
@@ -385,4 +409,5 @@ class Daemon(service.MultiService):
 
 
 def _listen_text(cfg: Config) -> str:
-    return ",".join(f"{n}={a}" for n, a in (("imap", cfg.listen.imap), ("imaps", cfg.listen.imaps)) if a) or "-"
+    text = ",".join(f"{n}={a}" for n, a in (("imap", cfg.listen.imap), ("imaps", cfg.listen.imaps)) if a) or "-"
+    return text + (f",proxy_protocol={'+'.join(cfg.listen.proxy_protocol)}" if cfg.listen.proxy_protocol else "")

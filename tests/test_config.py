@@ -247,7 +247,7 @@ def test_multiple_errors_reported_together(cfgdir):
     ({"sync|conections": 3}, "sync.conections", "did you mean 'connections'?"),
     ({FLD + "excludes": []}, f"{D}.folders.excludes", "did you mean 'exclude'?"),
     ({"domains|example.com|foldrs": {}}, f"{D}.foldrs", "did you mean 'folders'?"),
-    ({"zzz": 1}, "zzz", "unknown key (allowed: state_dir, log_level, sync, domains, listen, tls, frontdoor, scheduler, dns, web, admin, notice)"),
+    ({"zzz": 1}, "zzz", "unknown key (allowed: state_dir, log_level, sync, domains, listen, tls, frontdoor, scheduler, dns, web, admin, notice, database)"),
 ])
 def test_unknown_key(cfgdir, changes, path, fragment):
     errors = errors_of(cfgdir, patched(changes))
@@ -488,6 +488,10 @@ def test_duplicate_key_is_an_error(tmp_path):
      "frontdoor.idle_timeout: must be at least 1800"),
     ({"imap": "127.0.0.1:1143"}, {"allow_plaintext_login": True, "verifer_ttl": 1},
      "frontdoor.verifer_ttl: unknown key (did you mean 'verifier_ttl'?)"),
+    ({"imap": "127.0.0.1:1143"}, {"allow_plaintext_login": True, "copy_on_open": -1},
+     "frontdoor.copy_on_open: must be an integer 0-100000"),
+    ({"imap": "127.0.0.1:1143"}, {"allow_plaintext_login": True, "copy_on_open_deadline": 0},
+     "frontdoor.copy_on_open_deadline: must be a number > 0 and <= 60"),
 ])
 def test_front_door_settings_are_checked(tmp_path, listen, frontdoor, expect):
     doc = {"domains": {"a.com": {"source": {"host": "127.0.0.1", "security": "none"},

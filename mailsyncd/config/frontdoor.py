@@ -3,7 +3,8 @@
 from dataclasses import dataclass
 
 from ..netaddr import loopback_host
-from ._base import _boolean, _Errors, _int_range, _positive, _Section
+from ..proxyproto.header import TrustedProxies
+from ._base import _boolean, _Errors, _int_range, _Invalid, _positive, _Section, _str_list
 from .listen import Listen
 
 
@@ -27,7 +28,17 @@ class FrontDoor:
     user_hourly: int = 30                 # per user, from networks it never logged in from
     failure_delay: float = 2.0
     failure_delay_max: float = 15.0
+    trusted_proxies: tuple[str, ...] = ()   # CIDRs that may send PROXY headers (listen.proxy_protocol)
+    copy_on_open: int = 500               # a SELECT of a folder lacking fewer messages is held until they are in
+    copy_on_open_deadline: float = 3.0    # ...but never longer than this, whatever the source does
 
+
+
+def _networks(v) -> tuple[str, ...]:
+    try:
+        return TrustedProxies.parse(_str_list(v))
+    except ValueError as e:
+        raise _Invalid(str(e)) from None
 
 
 _FRONTDOOR_CHECKS = {
@@ -49,6 +60,9 @@ _FRONTDOOR_CHECKS = {
     "user_hourly": _int_range(1, 1000000),
     "failure_delay": _positive(60),
     "failure_delay_max": _positive(600),
+    "trusted_proxies": _networks,
+    "copy_on_open": _int_range(0, 100000),
+    "copy_on_open_deadline": _positive(60),
 }
 
 

@@ -20,6 +20,10 @@ class Listen:
     imap: Address | None = None     # STARTTLS (or plaintext on loopback, if allowed)
     imaps: Address | None = None    # implicit TLS
     http: Address | None = None     # the web pages (self-service; HTTPS when tls: is set)
+    proxy_protocol: tuple[str, ...] = ()   # listeners that take a PROXY header first (frontdoor.trusted_proxies)
+
+    def proxied(self, name: str) -> bool:
+        return name in self.proxy_protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +44,25 @@ def _address(v) -> Address:
     return Address(host, int(port))
 
 
+_LISTENERS = ("imap", "imaps", "http")
+
+
+def _proxy_protocol(v) -> tuple[str, ...] | bool:
+    """true (every listener), false, or a list of listener names."""
+    if isinstance(v, bool):
+        return v
+    if not isinstance(v, list) or not all(isinstance(x, str) and x in _LISTENERS for x in v):
+        raise _Invalid("must be true, false, or a list of listener names (imap, imaps, http)")
+    return tuple(dict.fromkeys(v))
+
+
 def _listen(errs: _Errors, node: object) -> Listen:
-    s = _Section(errs, node, "listen", ("imap", "imaps", "http"))
-    return Listen(imap=s.get("imap", _address, None), imaps=s.get("imaps", _address, None),
-                  http=s.get("http", _address, None))
+    s = _Section(errs, node, "listen", (*_LISTENERS, "proxy_protocol"))
+    addrs = {name: s.get(name, _address, None) for name in _LISTENERS}
+    pp = s.get("proxy_protocol", _proxy_protocol, False)
+    # true covers sockets passed by systemd too, which need no address here
+    pp = _LISTENERS if pp is True else () if pp is False else pp
+    return Listen(**addrs, proxy_protocol=pp)
 
 
 def _tls(errs: _Errors, node: object, base_dir: str) -> TLSFiles | None:

@@ -1,0 +1,143 @@
+"""PROXY protocol headers (HAProxy v1 and v2): which peers may send one, and what a header says.
+
+Pure logic, no sockets.  Twisted's parsers (``twisted.protocols.haproxy``) read the header; this
+module frames it (bytes may arrive in pieces), bounds it, and checks what the parsers do not: a v1
+address must be an IP address of the family it claims, the transport must be TCP.  Every byte is
+hostile until the peer is known to be one of ``frontdoor.trusted_proxies``; even then a header that
+does not parse closes the connection (``BadHeader``) -- nothing of it is logged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+from twisted.protocols.haproxy._v1parser import V1Parser
+from twisted.protocols.haproxy._v2parser import V2Parser
+
+V1_PREFIX = b"PROXY "
+V2_PREFIX = V2Parser.PREFIX
+V1_MAX = 107          # the specification's longest v1 line, CRLF included
+V2_MAX = 16 + 2048    # fixed part + addresses + TLVs; HAProxy's own TLVs are far smaller
+HEADER_TIMEOUT = 5.0  # seconds a trusted peer has to send the whole header (HAProxy sends it at once)
+
+
+class BadHeader(Exception):
+    """Not a PROXY header, or one we refuse; the message is ours, never the peer's bytes."""
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IP address or network (CIDR, e.g. 10.0.0.0/24)") from None
+        raise ValueError(f"{text!r} has host bits set; did you mean {net}?") from None
+
+
+def _ip(host: str | None):
+    try:
+        ip = ipaddress.ip_address((host or "").split("%", 1)[0])
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:    # a dual-stack [::] listener's IPv4 peers
+        ip = ip.ipv4_mapped
+    return ip
+
+
+class TrustedProxies:
+    """The networks whose peers may tell us, in a PROXY header, who the client is."""
+
+    def __init__(self, networks=()):
+        self.networks = tuple(_network(n) if isinstance(n, str) else n for n in networks)
+
+    @staticmethod
+    def parse(items) -> tuple[str, ...]:
+        """Normalised CIDR strings (a bare address is /32 or /128); ValueError says what is wrong."""
+        return tuple(str(_network(item)) for item in items)
+
+    def trusts(self, host: str | None) -> bool:
+        ip = _ip(host)
+        return ip is not None and any(ip.version == n.version and ip in n for n in self.networks)
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+
+@dataclass(frozen=True)
+class Header:
+    version: int
+    source: IPv4Address | IPv6Address | None       # None: v2 LOCAL (a health check) or v1 UNKNOWN
+    destination: IPv4Address | IPv6Address | None
+    rest: bytes                                   # what followed the header: the client's first bytes
+
+
+def _checked(addr, family: int):
+    if addr is None:
+        return None
+    if getattr(addr, "type", None) != "TCP":
+        raise BadHeader("not a TCP connection")
+    try:
+        ip = ipaddress.ip_address(addr.host)
+    except ValueError:
+        raise BadHeader("address is not an IP address") from None
+    if ip.version != family or not 0 <= addr.port <= 65535:
+        raise BadHeader("address does not match its family")
+    return type(addr)("TCP", str(ip), addr.port)
+
+
+class HeaderReader:
+    """Feed bytes as they arrive; ``feed`` returns the Header once it is complete, else None."""
+
+    def __init__(self):
+        self.buf = b""
+
+    def feed(self, data: bytes) -> Header | None:
+        self.buf += data
+        b = self.buf
+        if V2_PREFIX.startswith(b[:len(V2_PREFIX)]):
+            return self._v2(b)
+        if V1_PREFIX.startswith(b[:len(V1_PREFIX)]):
+            return self._v1(b)
+        raise BadHeader("not a PROXY protocol header")
+
+    def _v2(self, b: bytes) -> Header | None:
+        if len(b) < 16:
+            return None
+        if b[12] >> 4 != 2:
+            raise BadHeader("unknown PROXY protocol v2 version")
+        size = 16 + struct.unpack("!H", b[14:16])[0]
+        if size > V2_MAX:
+            raise BadHeader("PROXY protocol v2 header too long")
+        if len(b) < size:
+            return None
+        info = self._parse(V2Parser.parse, b[:size])
+        if info.source is not None and not isinstance(info.source, (IPv4Address, IPv6Address)):
+            return Header(2, None, None, b[size:])         # AF_UNIX: no client address we can use
+        family = 4 if isinstance(info.source, IPv4Address) else 6
+        return Header(2, _checked(info.source, family), _checked(info.destination, family), b[size:])
+
+    def _v1(self, b: bytes) -> Header | None:
+        end = b.find(b"\r\n")
+        if end < 0:
+            if len(b) >= V1_MAX:
+                raise BadHeader("PROXY protocol v1 line too long")
+            return None
+        if end + 2 > V1_MAX:
+            raise BadHeader("PROXY protocol v1 line too long")
+        line = b[:end]
+        info = self._parse(V1Parser.parse, line)
+        family = 6 if line.split(b" ")[1:2] == [b"TCP6"] else 4
+        return Header(1, _checked(info.source, family), _checked(info.destination, family), b[end + 2:])
+
+    @staticmethod
+    def _parse(parse, raw: bytes):
+        try:
+            return parse(raw)
+        except (InvalidProxyHeader, ValueError, struct.error, KeyError, IndexError, UnicodeDecodeError):
+            raise BadHeader("malformed PROXY protocol header") from None
