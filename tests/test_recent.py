@@ -375,3 +375,37 @@ def test_flags_changed_at_the_source_after_an_interrupted_first_pass_are_carried
     before = src(pair)
     assert sync_once(cfg, A, pair.users[A].old_password).complete
     assert same(dst(pair), before)
+
+
+@pytest.mark.parametrize("opened", ["before", "during its slice"])
+def test_a_folder_the_user_opens_is_never_copied_by_two_jobs_at_once(opened, dovecot_pair, tmp_path):
+    from collections import Counter
+
+    from mailsyncd.focus import FocusQueue
+    pair = dovecot_pair
+    c = corpus()
+    seed(*pair.source_account(A), c)
+    cfg = make_config(tmp_path, pair, sync={"batch_messages": 4, "connections": 2})
+    started: list[str] = []
+    running: Counter = Counter()
+    most: Counter = Counter()
+
+    focus = FocusQueue(["INBOX"] if opened == "before" else [])
+
+    class Watching(Progress):
+        def folder(self, path: str, active: bool) -> None:
+            with self._lock:
+                running[path] += 1 if active else -1
+                most[path] = max(most[path], running[path])
+                if active:
+                    started.append(path)
+            if active and path == "INBOX" and opened != "before" and started.count("INBOX") == 1:
+                focus.push("INBOX")     # the user opens INBOX while its recent slice is being copied
+                time.sleep(0.5)         # ... and Sent's slice, shorter, ends meanwhile
+            super().folder(path, active)
+    res = sync_once(cfg, A, pair.users[A].old_password, progress=Watching(), focus=focus)
+    assert res.complete and res.copied == sum(len(v) for v in c.values()), res
+    assert same(dst(pair), src(pair))
+    assert max(most.values()) == 1, most      # never two jobs on one folder at once
+    if opened == "before":   # INBOX first and whole (its slice skipped), beside Sent's slice
+        assert sorted(started[:2]) == ["INBOX", "Sent"] and started[2:] == ["Sent", "Archive"], started
