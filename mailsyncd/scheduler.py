@@ -377,7 +377,8 @@ class Scheduler:
         for address, run in self.running.items():
             p = run.progress
             out[address] = {"done": p.done, "total": p.total, "bytes": p.bytes, "rate": round(p.rate, 1),
-                            "current": sorted(p.current), "connections": run.connections}
+                            "current": sorted(p.current), "connections": run.connections,
+                            "stage": p.stage}
         return out
 
     def is_cut_over(self, domain: str) -> bool:
