@@ -40,7 +40,9 @@ from .sync.progress import Progress
 logger = logging.getLogger("mailsyncd.scheduler")
 
 NEVER = float("inf")
+MAX_FOCUS_WAITING = 64   # folders of one account waiting to be copied first; a client opening more is not held
 ABSENT_TTL = 300.0   # a name no source folder has is not looked for again (a source login) for this long
+UNKNOWN_LOOKS = 5    # names the last plan did not have that may start a pass (a source login) per ABSENT_TTL
 
 
 @dataclass
@@ -56,6 +58,8 @@ class _Account:
     focus: list = field(default_factory=list)   # folders to copy next (focus.py keys), before a pass starts
     rate: float | None = None      # messages a second copied by its last pass that copied enough to tell
     absent: dict = field(default_factory=dict)  # target name -> when a plan showed no source folder has it
+    planned: tuple | None = None   # (when, FocusQueue) of its last pass's plan: every source folder then
+    looks: list = field(default_factory=list)   # when a name that plan did not have started a pass
 
 
 @dataclass
@@ -227,6 +231,9 @@ class Scheduler:
             return defer.succeed(FocusResult("absent", detail="not syncing"))
         if acct.waiting_login:
             return defer.succeed(FocusResult("failed", detail="the source refused the stored password"))
+        if len(self._focus_waiters.get(address, ())) >= MAX_FOCUS_WAITING:
+            # a client opening name after name while no pass can start or plan: memory must not follow it
+            return defer.succeed(FocusResult("failed", detail=f"{MAX_FOCUS_WAITING} folders already waiting"))
         w = _Waiter(path, defer.Deferred(), reason, on_left)
         self._focus_waiters.setdefault(address, []).append(w)
         logger.info("event=focus account=%s folder=%r reason=%s", address,
@@ -250,10 +257,20 @@ class Scheduler:
         acct = self.accounts.get(address)
         if acct is None or acct.waiting_login or self.is_cut_over(acct.domain):
             return defer.succeed(None)
+        now = self.reactor.seconds()
         seen = acct.absent.get(target_name)
-        if seen is not None and self.reactor.seconds() - seen < ABSENT_TTL:
+        if seen is not None and now - seen < ABSENT_TTL:
             return defer.succeed(None)    # a folder only on the new server: asking the source again costs a login
         run = self.running.get(address)
+        planned = acct.planned
+        if (run is None and planned is not None and now - planned[0] < ABSENT_TTL
+                and planned[1].resolve(ByTarget(target_name)) is None):
+            # no source folder had that name at the last plan: new there since (only a pass can tell), or made
+            # up -- a client may make up a new one per SELECT, and each pass costs a source login
+            acct.looks = [t for t in acct.looks if now - t < ABSENT_TTL]
+            if len(acct.looks) >= UNKNOWN_LOOKS:
+                return defer.succeed(None)
+            acct.looks.append(now)
         if run is not None and run.focus is not None and run.focus.planned:
             path = run.focus.resolve(ByTarget(target_name))
             if path is None:
@@ -303,12 +320,17 @@ class Scheduler:
         run = run or self.running.get(address)
         if run is None or run.focus is None or not run.focus.planned:
             return
+        acct = self.accounts.get(address)
+        if acct is not None and (acct.planned is None or acct.planned[1] is not run.focus):
+            acct.planned = (self.reactor.seconds(), run.focus)
         for w in list(self._focus_waiters.get(address, ())):
             path = run.focus.resolve(w.key)
             if path is None:
-                acct = self.accounts.get(address)
                 if acct is not None and isinstance(w.key, ByTarget):
-                    acct.absent[w.key.name] = self.reactor.seconds()
+                    now = self.reactor.seconds()
+                    if len(acct.absent) >= 1000:
+                        acct.absent = {k: t for k, t in acct.absent.items() if now - t < ABSENT_TTL}
+                    acct.absent[w.key.name] = now
                 self._focus_fire(address, w, FocusResult("absent", detail="no such source folder"))
                 continue
             left = run.focus.left(path)
@@ -357,7 +379,8 @@ class Scheduler:
         for address, run in self.running.items():
             p = run.progress
             out[address] = {"done": p.done, "total": p.total, "bytes": p.bytes, "rate": round(p.rate, 1),
-                            "current": sorted(p.current), "connections": run.connections}
+                            "current": sorted(p.current), "connections": run.connections,
+                            "stage": p.stage}
         return out
 
     def is_cut_over(self, domain: str) -> bool:

@@ -106,6 +106,8 @@ def account_view(row: dict, live: dict | None, pass_interval: float, now: float,
         "behind": max(0, source - on_target - skipped),
         "rate": None if rate is None else round(rate, 1), "eta_seconds": None if eta is None else round(eta),
         "current_folders": current,
+        # recent mail first (sync/recent.py): "recent" -> "rest" -> "done"
+        "stage": live.get("stage") if running else ("done" if phase in ("tailing", "cutover") else None),
         "last_pass": last, "last_pass_ok": row.get("last_pass_ok"), "next_pass": next_pass,
         "watching": (watch or {}).get("watching") or "off",
         "new_mail_latency": (watch or {}).get("new_mail_latency"),

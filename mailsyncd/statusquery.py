@@ -48,7 +48,10 @@ def decode_cursor(text: str) -> str:
         value = raw.decode("utf-8")
     except (binascii.Error, ValueError):
         value = ""
-    if not value.startswith(_CURSOR_PREFIX) or len(value) > 330 or "/" in value:
+    # what it decodes to is checked as the other parameters are: no control character (a NUL would
+    # also make PostgreSQL refuse the query)
+    if (not value.startswith(_CURSOR_PREFIX) or len(value) > 330 or "/" in value
+            or any(ord(c) < 0x20 or ord(c) == 0x7f for c in value)):
         raise QueryError("cursor: not a cursor this server gave (use the 'next' of the previous page)")
     return value[len(_CURSOR_PREFIX):]
 

@@ -197,3 +197,23 @@ def test_response_boundaries_are_exactly_the_ends_of_responses(responses, chunk)
     # the first boundary in each piece is one of the true ends, and the state at the end is right
     assert set(found) <= set(ends)
     assert b.at_boundary
+
+
+def test_memory_stays_bounded_over_a_command_of_endless_literals():
+    # a command that never ends, each line announcing one more literal (zero-length or not): what the
+    # tracker keeps of it must stay bounded (MAX_KEPT), not grow by one entry per literal
+    import tracemalloc
+    c = ClientCommands()
+    c.feed(b"a APPEND INBOX " + b"x" * 2000 + b" {0}\r\n")   # past MAX_KEPT: nothing of it is kept
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        chunk = b"{0}\r\n" * 500 + b"{1}\r\nx{2+}\r\nyy" * 500 + b" {0}\r\n"
+        for _ in range(200):
+            assert c.feed(chunk) == (None, len(chunk))
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, grown
+    opened, _ = c.feed(b"\r\nb SELECT INBOX\r\n")          # the command ends; the tracker goes on
+    assert opened == Opened("b", "SELECT", "INBOX")

@@ -197,6 +197,8 @@ def test_full_settings(cfgdir):
     ({"sync|batch_bytes": "lots"}, "sync.batch_bytes", "size"),
     ({"sync|max_message_size": "2GiB"}, "sync.max_message_size", "64KiB to 1GiB"),
     ({"domains|example.com|sync|max_message_size": "big"}, 'domains."example.com".sync.max_message_size', "size"),
+    ({"sync|recent_first": -1}, "sync.recent_first", "integer 0-36500"),
+    ({"domains|example.com|sync|recent_first": "30d"}, 'domains."example.com".sync.recent_first', "integer"),
     ({"sync|retries": -1}, "sync.retries", "0-100"),
     ({"sync|retry_backoff": 0}, "sync.retry_backoff", "> 0"),
     ({"sync|retry_backoff": 61}, "sync.retry_backoff", "<= 60"),
@@ -302,6 +304,11 @@ def test_encrypted_to_remote_host_is_fine(cfgdir, security):
 ])
 def test_batch_bytes_sizes(cfgdir, value, expected):
     assert parse(cfgdir, patched({"sync|batch_bytes": value})).sync.batch_bytes == expected
+
+
+def test_recent_first(cfgdir):
+    assert parse(cfgdir, patched({})).sync.recent_first == 30
+    assert parse(cfgdir, patched({"sync|recent_first": 0})).sync.recent_first == 0
 
 
 def test_max_message_size(cfgdir):

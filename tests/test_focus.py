@@ -218,3 +218,44 @@ def test_no_extra_connection_when_the_host_has_none_to_spare(world):
     run.focus.plan({"Work": "Work"}, {"Work": 20})
     sched.focus(A, "Work", reason="open")
     assert spawned == [] and run.connections == 4
+
+
+def test_names_no_source_folder_has_cost_no_source_look_while_the_last_plan_is_fresh(world):
+    # A client SELECTing a new made-up name each time (x1, x2, ...) must not make the daemon log in to
+    # the source once per SELECT: the last plan listed every source folder, and none of them is it.
+    from mailsyncd.scheduler import ABSENT_TTL, UNKNOWN_LOOKS
+    cfg, store, vault, reactor, passes, sched = world(scheduler={"pass_interval": 86400})
+    _end(passes, reactor)
+    got = _results(sched.focus(A, ByTarget("x0"), reason="open"))
+    reactor.advance(0)
+    sched.running[A].focus.plan({"INBOX": "INBOX", "Work": "Work"}, {})
+    assert got[0].state == "absent"
+    _end(passes, reactor)
+    # a few names the plan did not have are looked for (a folder made at the source since: a pass tells)...
+    assert [_results(sched.folder_left(A, f"x{i}")) for i in range(1, 1 + UNKNOWN_LOOKS)] == \
+        [[(ByTarget(f"x{i}"), None)] for i in range(1, 1 + UNKNOWN_LOOKS)]
+    # ...then no more until ABSENT_TTL has passed
+    for i in range(1 + UNKNOWN_LOOKS, 500):
+        assert _results(sched.folder_left(A, f"x{i}")) == [None]
+    assert passes.held == []
+    # a name the plan has is still looked up (the store has no copy of it yet: a pass must tell)
+    assert _results(sched.folder_left(A, "Work")) == [(ByTarget("Work"), None)]
+    reactor.advance(ABSENT_TTL)
+    assert _results(sched.folder_left(A, "x600")) == [(ByTarget("x600"), None)]
+
+
+def test_a_flood_of_opened_names_while_no_pass_can_start_keeps_a_bounded_queue(world):
+    # B's pass holds the only slot, so A's focused pass cannot start: a client SELECTing a new name every
+    # few seconds (the hold's deadline releases it each time) must not grow A's queue and waiters forever.
+    from mailsyncd.scheduler import MAX_FOCUS_WAITING
+    cfg, store, vault, reactor, passes, sched = world([A, B], scheduler={"pass_interval": 86400,
+                                                                        "max_accounts": 1})
+    first = _end(passes, reactor)
+    assert [a for _, a in passes.held] != first          # the other account's first pass runs now
+    idle = first[0]
+    got = [_results(sched.focus(idle, ByTarget(f"x{i}"), reason="open")) for i in range(5000)]
+    reactor.advance(0)
+    assert len(sched._focus_waiters[idle]) <= MAX_FOCUS_WAITING
+    assert len(sched.accounts[idle].focus) <= MAX_FOCUS_WAITING
+    assert all(g == [] for g in got[:MAX_FOCUS_WAITING])             # the first ones still wait their turn
+    assert got[-1] and got[-1][0].state == "failed"                  # the rest are answered at once

@@ -11,24 +11,26 @@ from twisted.internet import defer
 
 from mailsyncd.config.frontdoor import FrontDoor
 from mailsyncd.focus import ByTarget, FocusResult
-from mailsyncd.proxy.openfolder import OpenFolderWatch, decide
+from mailsyncd.proxy.openfolder import MAX_HELD, OpenFolderWatch, decide
 
 A = "alice@example.com"
 
 
 class Wire:
+    """A TCP transport as Twisted's: one resumeProducing undoes any number of pauseProducing."""
+
     def __init__(self):
         self.data = b""
-        self.paused = 0
+        self.paused = False
 
     def write(self, data):
         self.data += data
 
     def pauseProducing(self):
-        self.paused += 1
+        self.paused = True
 
     def resumeProducing(self):
-        self.paused -= 1
+        self.paused = False
 
 
 class FakeScheduler:
@@ -167,3 +169,31 @@ def test_a_flood_behind_a_held_select_stops_reading_the_client_until_release(mak
     assert s.transport.paused == 1
     sched.focused[0][1].callback(FocusResult("done"))
     assert s.transport.paused == 0 and len(s.target.transport.data) == len(b"a SELECT Projects\r\n") + 40 * 8192
+
+
+def test_a_flood_behind_a_held_select_stays_bounded_when_the_relay_resumes_the_client(make):
+    # The relay's own flow control (target.transport.registerProducer(client transport)) resumes the
+    # client when the target's write buffer drains, even while a SELECT is held: reading must stop again.
+    w, s, sched, reactor = make(("Projects", 10))
+    w.from_client(b"a SELECT Projects\r\n")
+    sched.answer()
+    while not s.transport.paused:            # a paused transport delivers nothing more
+        w.from_client(b"x" * 8192)
+    s.transport.resumeProducing()            # the target's buffer drained
+    for _ in range(200):
+        if not s.transport.paused:
+            w.from_client(b"x" * 8192)
+    assert s.transport.paused and len(w.hold.buffer) <= MAX_HELD + 2 * 8192
+    sched.focused[0][1].callback(FocusResult("done"))
+    assert not s.transport.paused and s.target.transport.data.endswith(b"x" * 8192)
+
+
+def test_many_pipelined_selects_answered_at_once_go_through_whole_and_in_order(make, caplog):
+    # folder_left answers at once (not syncing, cut over, a name no source folder has): a client pipelining
+    # thousands of SELECTs must not make the watch recurse once per command (RecursionError, a lost stream).
+    w, s, sched, reactor = make(None)
+    sched.folder_left = lambda address, name: defer.succeed(None)
+    stream = b"".join(b"%d SELECT f%d\r\n" % (i, i) for i in range(5000))
+    w.from_client(stream)
+    assert s.target.transport.data == stream
+    assert w.hold is None and "open_folder_error" not in caplog.text

@@ -432,3 +432,30 @@ def test_sockets_from_systemd_get_the_proxy_header_too(tmp_path, test_cert):
                 "127.0.0.1")
     finally:
         d.store.close()
+
+
+def test_a_peer_dropped_from_trusted_proxies_by_a_reload_is_not_believed_for_a_header_still_coming(caplog):
+    clock = Clock()
+    trusted = ["127.0.0.1/32"]
+    inner = Factory.forProtocol(_Seen)
+    inner.made, inner.data = [], []
+    f = ProxyHeaderFactory(inner, clock, lambda: tuple(trusted), name="imap")
+    p, t = _connect(f, "127.0.0.1")                      # accepted while trusted...
+    p.dataReceived(v1(FORGED)[:10])
+    trusted[:] = ["10.0.0.0/8"]                          # ...then a reload takes the peer off the list
+    p.dataReceived(v1(FORGED)[10:] + b"a LOGIN alice pw\r\n")
+    assert inner.made == [] and t.disconnecting
+    assert "event=proxy_header_bad ip=127.0.0.1 listener=imap reason='peer no longer in trusted_proxies'" \
+        in caplog.text
+
+
+def test_an_ipv4_mapped_client_address_in_a_header_is_the_ipv4_address():
+    # one client, one address: the caps, the throttle's streaks, the logs fail2ban reads and the web's rules
+    # must not see "::ffff:192.0.2.5" and "192.0.2.5" as two clients
+    h = HeaderReader().feed(b"PROXY TCP6 ::ffff:192.0.2.5 ::ffff:127.0.0.1 40000 143\r\n")
+    assert (type(h.source), h.source.host, h.source.port) == (IPv4Address, "192.0.2.5", 40000)
+    assert (type(h.destination), h.destination.host) == (IPv4Address, "127.0.0.1")
+    body = socket.inet_pton(socket.AF_INET6, "::ffff:192.0.2.6") + socket.inet_pton(socket.AF_INET6, "::1") \
+        + struct.pack("!HH", 1, 2)
+    h = HeaderReader().feed(V2_PREFIX + bytes([0x21, 0x21]) + struct.pack("!H", len(body)) + body)
+    assert (type(h.source), h.source.host) == (IPv4Address, "192.0.2.6") and h.destination.host == "::1"

@@ -512,3 +512,38 @@ def test_plain_http_is_refused_off_loopback(tmp_path, dovecot_pair):
         d.start()
     # refused with the config's key path before anything starts
     assert "listen.http: plain HTTP on 0.0.0.0:" in d.log() and "would send passwords across the network" in d.log()
+
+
+def test_signing_in_again_and_again_ends_only_ones_own_oldest_session(web, dovecot_pair):
+    # a right password gives its throttle token back, so one user may sign in as often as they like: each
+    # sign-in must not push another user's session out of the store's limit, only their own oldest one
+    from mailsyncd.web.selfservice import SESSIONS_PER_USER
+    bob = Web(web.http_port)
+    assert bob.start(B, dovecot_pair.users[B].old_password).status == 303
+    mine = []
+    for _ in range(SESSIONS_PER_USER + 1):
+        w = Web(web.http_port)
+        assert w.start(A, dovecot_pair.users[A].old_password).status == 303
+        mine.append(w)
+    assert [w.get("/progress").status for w in mine] == [303] + [200] * SESSIONS_PER_USER
+    assert bob.get("/progress").status == 200
+
+
+def test_a_control_character_in_an_address_is_a_wrong_address_not_a_server_error(tmp_path, dovecot_pair,
+                                                                                 pg_database):
+    # before any password: the rename check looks the new address up, and PostgreSQL refuses a NUL
+    # in a text parameter outright (a 500 and event=web_error for an anonymous form post)
+    url, password_file = pg_database
+    d = web_daemon(tmp_path, dovecot_pair, allow_rename=True)
+    d.doc["database"] = {"url": url, "password_file": password_file}
+    d.save()
+    assert ctl("-c", d.config_path, "migrate-db").returncode == 0
+    with d:
+        w = Web(d.http_port)
+        for old, new in (("old.alice@example.com", "al\x00ice@example.com"),
+                         ("old\x00alice@example.com", A), ("old.alice@example.com", "al\x1bice@example.com")):
+            r = w.start(old, "whatever", new_address=new)
+            assert r.status == 200 and "The email address or password is not correct." in r.text, r.text
+            assert "\x00" not in r.text and "\x1b" not in r.text
+        log = d.log()
+    assert "event=web_error" not in log and "Traceback" not in log

@@ -76,3 +76,32 @@ def test_status_pages_totals_and_folders_into(make_store):
     s.save_folder("u001@a.example", FolderState("Sent", "Sent", "Sent", 3, 0, 5, 4, None, None))
     assert s.folders_into("u001@a.example", "Sent") == [("Sent", 4)]    # 4 messages, none copied yet
     assert s.folders_into("u001@a.example", "Drafts") == []
+
+
+def test_one_user_signing_in_over_and_over_ends_only_their_own_oldest_sessions(make_store):
+    # a self-service user with a right password signs in as often as they like (the token comes back):
+    # beyond ``per_who`` it is their own oldest session that ends, not everybody else's
+    s = make_store()
+    s.session_create("self", "victim", "b@example.com", "cv", 100.0, idle=3600, max_age=7200, limit=20, per_who=3)
+    for i in range(50):
+        s.session_create("self", f"h{i}", "a@example.com", f"c{i}", 101.0 + i, idle=3600, max_age=7200, limit=20,
+                         per_who=3)
+    assert s.session_get("self", "victim", 200.0, 3600, 7200, touch=False, take_flash=False) is not None
+    assert s.session_count("self") == 4
+    assert [s.session_get("self", f"h{i}", 200.0, 3600, 7200, touch=False, take_flash=False) is not None
+            for i in (46, 47, 48, 49)] == [False, True, True, True]
+
+
+def test_a_forged_cursor_with_a_nul_or_control_character_is_refused_before_the_query(make_store):
+    # the cursor is base64: its own text passes the control-character check, what it decodes to must too
+    # (PostgreSQL refuses a NUL in a text parameter: a 500 with a traceback instead of a 400)
+    import pytest
+
+    from mailsyncd import statusquery
+    s = make_store()
+    s.ensure_account("a@example.com", D, "import")
+    for forged in ("a\x00b", "a\x1b[2Jb", "\x7f"):
+        with pytest.raises(statusquery.QueryError, match="cursor: not a cursor"):
+            statusquery.read(s, statusquery.parse({"cursor": statusquery.encode_cursor(forged)}.get))
+    got = statusquery.read(s, statusquery.parse({"cursor": statusquery.encode_cursor("a@example.b")}.get))
+    assert [r["address"] for r in got["rows"]] == ["a@example.com"]

@@ -299,6 +299,8 @@ def cmd_status(cfg, args, config_errors: list[str] = ()) -> int:
         print(f"{a['address']:<{width}}  {a['phase']:<8} {progress:<28} "
               f"{msgs:>17} {a['skipped']:>5} {_eta(a['eta_seconds']):>6}  {_ago(a['last_pass'], now):>10}  "
               f"{nxt:>11}  {a['watching']:<5} {_latency(a['new_mail_latency']):>8}")
+        if a.get("stage") == "recent":
+            print(f"{'':<{width}}  ↳ newest first: the recent mail of INBOX and Sent goes before the rest")
         if a["reason"]:
             print(f"{'':<{width}}  ↳ {shown(a['reason'], 160)}")
     _footer(report, query, len(extra))

@@ -60,7 +60,7 @@ class ClientCommands:
                 self._keep(data[i:i + take])
                 self._literal -= take
                 i += take
-                if not self._literal:
+                if not self._literal and not self._overflow:
                     self._parts.append(b"")        # the text after the literal
                 continue
             j = data.find(b"\n", i)
@@ -97,7 +97,8 @@ class ClientCommands:
                 self._parts.append(b"")
             if self._literal:
                 return None
-            self._parts.append(b"")
+            if not self._overflow:          # past MAX_KEPT nothing is kept, not even an empty part
+                self._parts.append(b"")
             return None
         parts, overflow = self._parts, self._overflow
         self._parts, self._kept, self._overflow = [], 0, False

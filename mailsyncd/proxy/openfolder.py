@@ -60,6 +60,8 @@ class OpenFolderWatch:
         self.server.feed(server_leftover)
         self.hold: _Hold | None = None
         self.alert: bytes | None = None
+        self._feeding = False        # from_client's loop is running
+        self._later = b""            # what a hold released inside that loop gave back to it
 
     @property
     def _fd(self):
@@ -70,21 +72,34 @@ class OpenFolderWatch:
         h = self.hold
         if h is not None:
             h.buffer += data
-            if len(h.buffer) > MAX_HELD and not h.paused:
+            if len(h.buffer) > MAX_HELD:
+                # every time, not once: the relay's flow control (the target's registerProducer) may have
+                # resumed the client meanwhile, and one resumeProducing undoes any number of pauses
                 h.paused = True
                 self.s.transport.pauseProducing()
             return
-        while data:
-            if self.client.stopped:
-                self.s.to_target(data)
-                return
-            opened, n = self.client.feed(data)
-            if opened is None:
-                self.s.to_target(data)
-                return
-            self.s.to_target(data[:n - 1])
-            self._begin(opened, data[n - 1:])
+        if self._feeding:
+            # a hold released at once, inside the loop below: the loop goes on with the rest (recursing
+            # once per pipelined SELECT would exhaust the stack and lose the stream)
+            self._later += data
             return
+        self._feeding = True
+        try:
+            while data:
+                if self.client.stopped:
+                    self.s.to_target(data)
+                    return
+                opened, n = self.client.feed(data)
+                if opened is None:
+                    self.s.to_target(data)
+                    return
+                self.s.to_target(data[:n - 1])
+                self._begin(opened, data[n - 1:])
+                if self.hold is not None:
+                    return               # the rest is in the hold's buffer
+                data, self._later = self._later, b""
+        finally:
+            self._feeding = False
 
     def _begin(self, opened: Opened, rest: bytes) -> None:
         reactor = self.s.f.reactor

@@ -88,6 +88,9 @@ def _checked(addr, family: int):
         raise BadHeader("address is not an IP address") from None
     if ip.version != family or not 0 <= addr.port <= 65535:
         raise BadHeader("address does not match its family")
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        # a dual-stack proxy's IPv4 client: one address form, for the caps, the throttle and fail2ban
+        return IPv4Address("TCP", str(ip.ipv4_mapped), addr.port)
     return type(addr)("TCP", str(ip), addr.port)
 
 

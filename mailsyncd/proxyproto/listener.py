@@ -4,7 +4,8 @@
 implicit-TLS port, the TLS factory around it: the header comes before the TLS handshake):
 
 * a peer outside ``frontdoor.trusted_proxies`` is closed at once (``event=proxy_untrusted``);
-* a trusted peer must send a well-formed header within ``HEADER_TIMEOUT`` (``event=proxy_header_bad``);
+* a trusted peer must send a well-formed header within ``HEADER_TIMEOUT`` (``event=proxy_header_bad``),
+  and still be trusted when it is complete (a reload may have taken it off the list meanwhile);
 * a header without a client address (v2 LOCAL: HAProxy's health checks; v1 UNKNOWN) is closed
   once read: serving it as the proxy's own address would make the proxy's address a client's;
 * only then is the wrapped protocol built, with the header's client address: the connection caps,
@@ -83,6 +84,9 @@ class ProxyHeaderProtocol(ProtocolWrapper):
             return
         self.reader = None
         self._cancel_timer()
+        if not self.factory.trusted().trusts(self.transport.getPeer().host):
+            self._refuse("peer no longer in trusted_proxies")      # a reload while the header was coming
+            return
         if header.source is None:
             logger.debug("event=proxy_local ip=%s listener=%s version=%d", self.transport.getPeer().host,
                          self.factory.name, header.version)

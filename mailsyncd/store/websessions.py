@@ -9,11 +9,19 @@ _COLUMNS = "token_hash, site, who, csrf, created, seen, flash_kind, flash_text"
 
 class WebSessionsMixin:
     def session_create(self, site: str, token_hash: str, who: str, csrf: str, now: float,
-                       idle: float, max_age: float, limit: int) -> None:
-        """A new session; the site's expired ones go, and beyond ``limit`` the least recently seen."""
+                       idle: float, max_age: float, limit: int, per_who: int | None = None) -> None:
+        """A new session; the site's expired ones go, beyond ``per_who`` the least recently seen of the
+        same ``who``, and beyond ``limit`` the site's least recently seen."""
         with self._light_tx() as c:
             c.execute("DELETE FROM web_sessions WHERE site = ? AND (seen < ? OR created < ?)",
                       (site, now - idle, now - max_age))
+            if per_who is not None:
+                # one user signing in again and again must not push everybody else's sessions out
+                n = c.execute("SELECT count(*) FROM web_sessions WHERE site = ? AND who = ?",
+                              (site, who)).fetchone()[0]
+                if n >= per_who:
+                    c.execute("DELETE FROM web_sessions WHERE token_hash IN (SELECT token_hash FROM web_sessions "
+                              "WHERE site = ? AND who = ? ORDER BY seen LIMIT ?)", (site, who, n - per_who + 1))
             n = c.execute("SELECT count(*) FROM web_sessions WHERE site = ?", (site,)).fetchone()[0]
             if n >= limit:
                 c.execute("DELETE FROM web_sessions WHERE token_hash IN (SELECT token_hash FROM web_sessions "

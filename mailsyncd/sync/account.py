@@ -33,10 +33,13 @@ from ..net import imap
 from ..net.imap import Status
 from ..focus import FocusQueue
 from ..store import FolderReport, Store
+from . import recent
 from .folder import FolderSync
 from .progress import Progress
 
 logger = logging.getLogger(__name__)
+
+WAIT = object()     # AccountSync's job queue: nothing to take now, but later
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,21 +230,46 @@ class AccountSync:
             for p in plans:
                 if p.source not in src_status:
                     self.focus.done(p.path, "source refused STATUS for this folder")
-        # the biggest folders first, so the pass ends with short jobs rather than one long tail
-        jobs.sort(key=lambda j: j[1].messages, reverse=True)
         # a focused pass has no order of its own: it copies what its queue names
-        order = [] if only else [p.path for p, _ in jobs]
+        try:
+            order = [] if only else [(p.path, since) for p, _, since in self._order(src, jobs, states)]
+        except BaseException:
+            imap.close(src)
+            imap.close(tgt)
+            raise
         n_jobs = len(wanted) if only else len(jobs)
         pending = {p.path: (p, st) for p, st in jobs}
+        planned = dict(pending)
+        slicing: set[str] = set()   # folders whose recent slice runs now: no other job may take them meanwhile
+
+        def focus_take():
+            free = {path: job for path, job in pending.items() if path not in slicing}
+            job = self.focus.take(free)
+            if job is None:
+                return None
+            del pending[job[0].path]
+            return (*job, None)
 
         def take():
-            job = self.focus.take(pending) if self.focus is not None else None
+            """(plan, status, since), WAIT while a recent slice runs and the rest waits for it, or None."""
+            job = focus_take() if self.focus is not None else None
             while job is None and order:
-                job = pending.pop(order.pop(0), None)
+                path, since = order[0]
+                if since is None and slicing:
+                    return WAIT
+                order.pop(0)
+                if since is not None:
+                    if path in pending:     # else the user opened it and it is copied whole already
+                        slicing.add(path)
+                        job = (*planned[path], since)
+                elif path in pending:
+                    if self.progress.stage == "recent":   # its slices were all copied whole (opened by the user)
+                        self.progress.set_stage("rest")
+                    job = (*pending.pop(path), None)
             return job
 
         reports: dict[str, FolderReport] = {}
-        lock = threading.Lock()
+        lock = threading.Condition()
         n = max(1, min(self.connections or self.domain.sync.connections, n_jobs))
         conns = [(src, tgt)] + [None] * (n - 1)
         errors: list[BaseException] = []
@@ -265,14 +293,27 @@ class AccountSync:
                     res.connections += 1
                 while not self.stop.is_set():
                     with lock:
-                        job = self.focus.take(pending) if focus_only else take()
+                        job = focus_take() if focus_only else take()
+                        if job is WAIT:
+                            lock.wait(0.5)
+                            continue
                     if job is None:
                         return
-                    plan, status = job
-                    pair, rep = self._folder_with_retries(ctx, pair, plan, status)
-                    with lock:
-                        reports[plan.path] = rep
-                    if self.focus is not None:
+                    plan, status, since = job
+                    carried = None if since else reports.get(plan.path)
+                    try:
+                        pair, rep = self._folder_with_retries(ctx, pair, plan, status, since=since,
+                                                              carried=carried)
+                        with lock:
+                            reports[plan.path] = rep
+                    finally:
+                        if since:
+                            with lock:
+                                slicing.discard(plan.path)
+                                if not slicing and not (order and order[0][1]):
+                                    self.progress.set_stage("rest")
+                                lock.notify_all()
+                    if self.focus is not None and not since:    # a slice is not the whole folder
                         self.focus.done(plan.path, rep.error)
             except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
                 errors.append(e)
@@ -314,12 +355,31 @@ class AccountSync:
         if self.focus is not None:
             self.focus.attach(None)
         res.folders += [reports[p.path] for p in plans if p.path in reports]
+        if not self.stop.is_set():
+            self.progress.set_stage("done")
         if sizes:
             self.store.set_source_sizes(self.address, sizes)
         if errors:
             raise errors[0]
 
-    def _folder_with_retries(self, ctx, pair, plan: FolderPlan, status: Status):
+    def _order(self, src, jobs: list[tuple[FolderPlan, Status]], states) -> list[tuple]:
+        """The folder jobs, (plan, status, since): recent mail first while a first copy runs
+        (sync/recent.py), else the biggest folders first, so the pass ends with short jobs."""
+        days = self.domain.sync.recent_first
+        unfinished = {p.path for p, st in jobs if recent.incomplete(states.get(p.path), st)}
+        if not days or not unfinished:
+            return [(p, st, None) for p, st in sorted(jobs, key=lambda j: j[1].messages, reverse=True)]
+        probe = [p for p, st in jobs if p.path in unfinished and p.role not in recent.HEAD_ROLES and st.messages]
+        with imap.lost_is_transient("ordering folders"):
+            newest = recent.newest(src, probe, f"account={self.address}")
+        queue = recent.order(jobs, unfinished, newest, recent.cutoff(days))
+        if any(j[2] for j in queue):
+            self.progress.set_stage("recent")
+            logger.info("event=recent_first account=%s days=%d folders=%r", self.address, days,
+                        [j[0].path for j in queue if j[2]])
+        return queue
+
+    def _folder_with_retries(self, ctx, pair, plan: FolderPlan, status: Status, **kw):
         s = self.domain.sync
         delay = s.retry_backoff
         attempt = 0
@@ -328,7 +388,7 @@ class AccountSync:
                 if pair is None:
                     pair = self._open_pair()
                 self.progress.folder(plan.path, True)
-                return pair, _run_folder(FolderSync(ctx, pair[0], pair[1], plan, status))
+                return pair, _run_folder(FolderSync(ctx, pair[0], pair[1], plan, status, **kw))
             except FolderFailed as e:
                 logger.error("event=folder_failed account=%s folder=%r reason=%r", self.address, plan.path, str(e))
                 return pair, self._failed(plan, status, str(e))

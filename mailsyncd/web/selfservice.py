@@ -54,10 +54,15 @@ from .site import AUTO, Reply, Shell, SignedCsrf, read_form, redirect, same_toke
 logger = logging.getLogger("mailsyncd.web")
 
 MAX_SESSIONS = 20_000          # beyond this the least recently used sessions end first
+SESSIONS_PER_USER = 10         # one address's sessions at once: signing in again and again ends only its own
 SKIPPED_SHOWN = 100
 PLAN = "self_service"
 SESSION_COOKIE, CSRF_COOKIE = "mailsyncd-session", "mailsyncd-csrf"
 CSP = b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"
+
+
+def _printable(text: str) -> str:
+    return "".join(c for c in text if ord(c) >= 0x20 and ord(c) != 0x7f)
 
 
 class SelfService(Shell):
@@ -74,7 +79,8 @@ class SelfService(Shell):
             return (idle if idle is not None else web.session_idle,
                     max_age if max_age is not None else web.session_max)
 
-        self.sessions = Sessions(daemon.store, "self", self.reactor.seconds, ages, MAX_SESSIONS)
+        self.sessions = Sessions(daemon.store, "self", self.reactor.seconds, ages, MAX_SESSIONS,
+                                 per_who=SESSIONS_PER_USER)
         self.csrf = SignedCsrf(self, CSRF_COOKIE, b"csrf", daemon.store.web_key("csrf"))
         self.counts = {"started": 0, "failed": 0, "csrf_refused": 0}
         self._routes = {
@@ -135,7 +141,9 @@ class SelfService(Shell):
         new = form.get("new_address", "").strip().lower() or old
         password = form.pop("password", "")
         form.clear()
-        keep = {"address": old[:254], "new_address": new[:254] if new != old else ""}
+        keep = {"address": _printable(old)[:254], "new_address": _printable(new)[:254] if new != old else ""}
+        # a control character is in no address (the gate refuses it); PostgreSQL refuses a NUL outright
+        plausible = _printable(old + new) == old + new
         if not old or not password:
             return self._form(request, lang, error="err_missing", **keep)
         rename = new != old
@@ -152,7 +160,7 @@ class SelfService(Shell):
             kind = "err_rename"
         elif domain is not None and self.daemon.scheduler.is_cut_over(domain.name):
             kind = "err_cut_over"
-        elif domain is not None and rename:
+        elif domain is not None and rename and plausible:
             conflict = await self._rename_conflict(ip, old, new)
             if conflict is not None:
                 self.counts["failed"] += 1

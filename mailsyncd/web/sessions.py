@@ -6,8 +6,9 @@ SHA-256 of the cookie's token is stored, so a copy of the database, a memory dum
 replay it.  Each site has its own sessions (``site``): a self-service cookie never opens the
 dashboard.  Sessions end after ``idle`` seconds without a request or ``max_age`` after sign-in (both
 asked of ``ages()`` each time, so a reload applies at once); beyond ``limit`` sessions the least
-recently seen end first.  A flash message (shown once, after a dashboard action) lives in the row
-too, as the next page may be served by another node.
+recently seen end first, and beyond ``per_who`` sessions of one user that user's own.  A flash
+message (shown once, after a dashboard action) lives in the row too, as the next page may be served
+by another node.
 
 Every method blocks on the store: call them in the daemon's ``state`` pool (``Shell.blocking``).
 """
@@ -32,9 +33,10 @@ class Session:
 
 class Sessions:
     def __init__(self, store, site: str, clock: Callable[[], float], ages: Callable[[], tuple[float, float]],
-                 limit: int):
+                 limit: int, per_who: int | None = None):
         self.store, self.site = store, site
         self.clock, self.ages, self.limit = clock, ages, limit
+        self.per_who = per_who      # one ``who``'s sessions at most: their own oldest ends first
 
     def __len__(self) -> int:
         return self.store.session_count(self.site)
@@ -47,7 +49,7 @@ class Sessions:
         now = self.clock()
         token = secrets.token_urlsafe(32)
         s = Session(who, secrets.token_urlsafe(32), now, now, key=self._key(token))
-        self.store.session_create(self.site, s.key, who, s.csrf, now, *self.ages(), self.limit)
+        self.store.session_create(self.site, s.key, who, s.csrf, now, *self.ages(), self.limit, per_who=self.per_who)
         return token, s
 
     def get(self, token: str | None, *, touch: bool = True, take_flash: bool = False) -> Session | None:
