@@ -29,6 +29,7 @@ from .scheduler import Scheduler
 from .statedir import STATUS_FILE
 from .store import Store
 from .vault import Vault
+from .watch.manager import Watches
 
 logger = logging.getLogger("mailsyncd")
 
@@ -94,8 +95,10 @@ class Daemon(service.MultiService):
         self.sync_pool = ThreadPool(minthreads=0, maxthreads=config.scheduler.max_accounts, name="sync")
         self.state_pool = ThreadPool(minthreads=1, maxthreads=1, name="state")
         self.scheduler = Scheduler(reactor, self.sync_pool, self.state_pool, self.store, self.vault, self.current)
+        self.watches = Watches(reactor, self.scheduler, self.vault, self.store, self.state_pool, self.current)
+        self.scheduler.on_pass_ended = self.watches.pass_ended
         self.gate = Gate(reactor, self.auth_pool, self.current, self.store, self.vault,
-                         on_login=self.scheduler.on_login, cut_over=self.scheduler.is_cut_over,
+                         on_login=self._logged_in, cut_over=self.scheduler.is_cut_over,
                          source_slots=self.scheduler, state_pool=self.state_pool)
         self.master_passwords = MasterPasswords.read(config)     # not at each relay: no file reads there
         self.conn_limits = ConnectionLimits(*self._conn_caps(config))
@@ -208,6 +211,7 @@ class Daemon(service.MultiService):
                     pool.stop()
             raise
         self.scheduler.start()
+        self.watches.start()
         self._status_loop = task.LoopingCall(self._tick_status)
         self._status_loop.start(STATUS_EVERY, now=True)
         where = " ".join(f"{n}={a}" for n, a in (("imap", self.config.listen.imap),
@@ -217,6 +221,10 @@ class Daemon(service.MultiService):
         self.notifier.ready(self.status_line())
         self._watchdog = systemd.start_watchdog(self.reactor, self.notifier)
         self._write_status()
+
+    def _logged_in(self, address: str, domain, first: bool) -> None:
+        self.watches.on_login(address)
+        self.scheduler.on_login(address, domain, first)
 
     # -- reload (SIGHUP) ---------------------------------------------------------------------------
     def reload(self) -> None:
@@ -341,7 +349,8 @@ class Daemon(service.MultiService):
         d = threads.deferToThreadPool(self.reactor, self.state_pool, read)
         d.addCallback(lambda r: status.build_page(
             r[0]["rows"], r[0]["groups"], config=self.config, live=live, running_domains=r[0]["running_domains"],
-            cutovers=r[1], daemon=self.daemon_info(), domain=query.domain, next_cursor=r[0]["next_cursor"]))
+            cutovers=r[1], daemon=self.daemon_info(), domain=query.domain, next_cursor=r[0]["next_cursor"],
+            watch=self.watches.view()))
         return d
 
     def daemon_info(self) -> dict:
@@ -364,7 +373,8 @@ class Daemon(service.MultiService):
                "sessions": self.sessions, "relayed": sum(f.relayed for f in self.factories),
                "phases": self.phase_counts, "scheduler": self.scheduler.summary(),
                "logins": dict(self.gate.counts), "detected": self.detected, "live": self.scheduler.live(),
-               "detect_errors": self.detect_errors}
+               "detect_errors": self.detect_errors, "watch": self.watches.view(),
+               "watch_summary": self.watches.summary()}
         doc["restart_needed"] = self.restart_needed
         path = os.path.join(self.config.state_dir, STATUS_FILE)
         tmp = f"{path}.{os.getpid()}.tmp"
@@ -384,6 +394,7 @@ class Daemon(service.MultiService):
                 loop.stop()
         for srv in self.listeners:           # no new connections from here on
             await defer.maybeDeferred(srv.disownServiceParent)
+        self.watches.stop()
         await self.scheduler.shutdown()
         await self._close_sessions()
         await service.MultiService.stopService(self)

@@ -113,6 +113,7 @@ class Scheduler:
         self.stopping = False
         self._loop: task.LoopingCall | None = None
         self.checks: dict[str, int] = {}    # host -> login checks holding one of its connections
+        self.watch_conns: dict[str, int] = {}   # host -> connections held by watches (mailsyncd.watch)
         self._check_waiters: dict[str, list[tuple[object, defer.Deferred]]] = {}
         self._focus_waiters: dict[str, list[_Waiter]] = {}
         self.counts = {"passes": 0, "failed_passes": 0, "throttled": 0, "login_checks_waited": 0,
@@ -120,6 +121,7 @@ class Scheduler:
         self.on_cutover = None             # (domain) -> None, after a domain is cut over
         self.on_password_rejected = None   # (address) -> None, when the source refuses the stored password
         self.on_change = None              # () -> None, when a pass starts or ends (status views refresh)
+        self.on_pass_ended = None          # (address, PassResult | None) -> None, after a pass ends
 
     # -- life cycle ---------------------------------------------------------------
     def start(self) -> defer.Deferred:
@@ -388,7 +390,8 @@ class Scheduler:
     # -- the source hosts' connection budget, for the front door's password checks ---------------
     def _host_free(self, host: str, endpoint) -> int:
         limit = min(int(self.host_limit.get(host, float(endpoint.max_connections))), endpoint.max_connections)
-        used = self.checks.get(host, 0) + sum(r.connections for r in self.running.values() if r.host == host)
+        used = (self.checks.get(host, 0) + self.watch_conns.get(host, 0)
+                + sum(r.connections for r in self.running.values() if r.host == host))
         return limit - used
 
     def acquire(self, endpoint, wait: float) -> defer.Deferred:
@@ -427,6 +430,30 @@ class Scheduler:
         if not self.stopping:
             self.reactor.callLater(0, self.tick)
 
+    def take_watch_connection(self, endpoint, *, reserve: int) -> bool:
+        """One connection to ``endpoint``'s host for a watch, if ``reserve`` more stay free (for a pass) and
+        no login check waits; a watch never waits for one."""
+        host = host_key(endpoint)
+        if self._check_waiters.get(host) or self._host_free(host, endpoint) < 1 + reserve:
+            return False
+        self.watch_conns[host] = self.watch_conns.get(host, 0) + 1
+        return True
+
+    def watch_should_yield(self, endpoint) -> bool:
+        """A login check waits for ``endpoint``'s host, or its limit fell (throttling, a reload) below what is
+        held: a watch there should give its connection back."""
+        host = host_key(endpoint)
+        return bool(self._check_waiters.get(host)) or self._host_free(host, endpoint) < 0
+
+    def release_watch_connection(self, endpoint) -> None:
+        host = host_key(endpoint)
+        n = self.watch_conns.get(host, 0) - 1
+        if n > 0:
+            self.watch_conns[host] = n
+        else:
+            self.watch_conns.pop(host, None)
+        self._wake(host)
+
     def _wake(self, host: str) -> None:
         waiters = self._check_waiters.get(host)
         while waiters and self._host_free(host, waiters[0][0]) >= 1:
@@ -450,6 +477,8 @@ class Scheduler:
         due.sort(key=lambda a: (not a.focus, not a.final, a.completed, a.messages, a.due))
         per_domain: dict[str, int] = {}
         used: dict[str, int] = dict(self.checks)
+        for host, n in self.watch_conns.items():
+            used[host] = used.get(host, 0) + n
         for r in self.running.values():
             per_domain[r.domain] = per_domain.get(r.domain, 0) + 1
             used[r.host] = used.get(r.host, 0) + r.connections
@@ -567,6 +596,8 @@ class Scheduler:
             self._focus_ended(address, run, res)
         if self.on_change is not None:
             self.on_change()
+        if self.on_pass_ended is not None:
+            self.on_pass_ended(address, res)
         if not self.stopping:
             self.reactor.callLater(0, self.tick)
 

@@ -70,8 +70,9 @@ def phase_of(row: dict, running: bool) -> str:
     return "syncing"
 
 
-def account_view(row: dict, live: dict | None, pass_interval: float, now: float) -> dict:
-    """One account.  ``row``: Store.progress_rows(); ``live``: the daemon's entry while a pass runs."""
+def account_view(row: dict, live: dict | None, pass_interval: float, now: float, watch: dict | None = None) -> dict:
+    """One account.  ``row``: Store.progress_rows(); ``live``: the daemon's entry while a pass runs;
+    ``watch``: the daemon's watch of the account's source INBOX (mailsyncd.watch), if any."""
     running = live is not None
     source = int(row.get("source_messages") or 0)
     on_target = int(row.get("target_messages") or 0)
@@ -108,6 +109,8 @@ def account_view(row: dict, live: dict | None, pass_interval: float, now: float)
         # recent mail first (sync/recent.py): "recent" -> "rest" -> "done"
         "stage": live.get("stage") if running else ("done" if phase in ("tailing", "cutover") else None),
         "last_pass": last, "last_pass_ok": row.get("last_pass_ok"), "next_pass": next_pass,
+        "watching": (watch or {}).get("watching") or "off",
+        "new_mail_latency": (watch or {}).get("new_mail_latency"),
     }
 
 
@@ -170,14 +173,17 @@ def _cutover(name: str, config, cutovers: dict | None) -> dict | None:
 
 def build_page(rows: list[dict], groups: list[dict], *, config, live: dict | None = None,
                running_domains: dict | None = None, cutovers: dict | None = None, daemon: dict | None = None,
-               domain: str | None = None, next_cursor: str | None = None, now: float | None = None) -> dict:
+               domain: str | None = None, next_cursor: str | None = None, now: float | None = None,
+               watch: dict | None = None) -> dict:
     """The status document (schema 1) for one page of a filter (statusquery.read gives the arguments):
     ``accounts`` is the page, in address order; ``totals`` and ``domains`` cover the whole filter, from the
-    database's sums; ``next`` is the cursor of the next page (null on the last)."""
+    database's sums; ``next`` is the cursor of the next page (null on the last).  ``watch``: the daemon's
+    watches (mailsyncd.watch), by address."""
     now = time.time() if now is None else now
     live = live or {}
     interval = config.scheduler.pass_interval
-    accounts = [account_view(r, live.get(r["address"]), interval, now) for r in rows]
+    watch = watch or {}
+    accounts = [account_view(r, live.get(r["address"]), interval, now, watch.get(r["address"])) for r in rows]
     rates: dict[str, float] = {}
     for address, name in (running_domains or {}).items():
         if address in live:     # as account_view rounds it, so the sums agree with the accounts'

@@ -19,6 +19,11 @@ names carry control characters.  Scenarios:
   UIDs each (36 MB), until the client goes away (``stream_stopped``/``streamed`` record it)
 
 Any other UID SEARCH is answered with every UID of the folder (every message is "recent").
+
+``idle`` (a scenario name) offers IDLE and answers it with ``+`` and then: ``long_line`` up to 300 MB of
+one response line without CRLF, ``literal`` an untagged FETCH announcing a 300 MB literal and streaming
+it, ``flood`` endless ``* OK still here`` lines; each until the client goes away (``stream_stopped``).
+``idles`` counts the IDLE commands received.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ class HostileServer:
     evil_names: list[bytes] = field(default_factory=list)
     stream_stopped: list[str] = field(default_factory=list)   # how each oversized stream ended
     streamed: list[int] = field(default_factory=list)        # bytes of it the kernel accepted
+    idle: str | None = None
+    idles: int = 0
 
     def __post_init__(self) -> None:
         self._srv = socket.create_server(("127.0.0.1", 0))
@@ -82,7 +89,8 @@ class HostileServer:
         conn.settimeout(30)
         f = conn.makefile("rb")
         try:
-            conn.sendall(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] hostile ready\r\n")
+            caps = b"IMAP4rev1 UIDPLUS" + (b" IDLE" if self.idle else b"")
+            conn.sendall(b"* OK [CAPABILITY " + caps + b"] hostile ready\r\n")
             selected: str | None = None
             while True:
                 line = f.readline(65536)
@@ -95,7 +103,7 @@ class HostileServer:
                     sub, _, args = args.partition(b" ")
                     cmd = b"UID " + sub.upper()
                 if cmd == b"CAPABILITY":
-                    conn.sendall(b"* CAPABILITY IMAP4rev1 UIDPLUS\r\n" + tag + b" OK done\r\n")
+                    conn.sendall(b"* CAPABILITY " + caps + b"\r\n" + tag + b" OK done\r\n")
                 elif cmd == b"LOGIN":
                     words = _strings(args)
                     ok = words == [self.user.encode(), self.password.encode()]
@@ -136,6 +144,13 @@ class HostileServer:
                         return
                 elif cmd == b"LOGOUT":
                     conn.sendall(b"* BYE bye\r\n" + tag + b" OK logged out\r\n")
+                    return
+                elif cmd == b"IDLE" and self.idle:
+                    self.idles += 1
+                    conn.sendall(b"+ idling\r\n")
+                    start = {"long_line": b"* OK ", "literal": b"* 1 FETCH (BODY[] {314572800}\r\n"}
+                    self._stream(conn, start.get(self.idle, b""),
+                                 b"* OK still here\r\n" * 4096 if self.idle == "flood" else None)
                     return
                 elif cmd == b"NOOP":
                     conn.sendall(tag + b" OK noop\r\n")
@@ -210,11 +225,12 @@ class HostileServer:
         self.streamed.append(sent)
         return False
 
-    def _stream(self, conn: socket.socket) -> None:
+    def _stream(self, conn: socket.socket, first: bytes = b"", chunk: bytes | None = None) -> None:
         """Send up to 300 MB of the announced literal until the client goes away."""
-        chunk = b"x" * 65536
+        chunk = chunk or b"x" * 65536
         sent = 0
         try:
+            conn.sendall(first)
             while sent < 314572800:
                 conn.sendall(chunk)
                 sent += len(chunk)

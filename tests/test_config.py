@@ -599,3 +599,30 @@ def test_frontdoor_budget_keys_and_their_earlier_names(cfgdir):
     errors = errors_of(cfgdir, data)
     assert any(e.startswith("frontdoor.ip_burst: renamed to frontdoor.network_burst") for e in errors), errors
     assert any(e.startswith("frontdoor.max_preauth_per_ip: ") for e in errors), errors
+
+
+# ---------------------------------------------------------------- watching (issue 14)
+
+def test_watch_keys_defaults_per_domain_and_yaml_off(cfgdir):
+    import yaml
+    cfg = parse(cfgdir, patched({}))
+    assert (cfg.sync.watch, cfg.sync.poll_interval, cfg.scheduler.max_watches) == ("auto", 30.0, 200)
+    data = patched({"sync|watch": "poll", "sync|poll_interval": 10, "scheduler|max_watches": 0})
+    data["domains"]["example.com"]["sync"] = yaml.safe_load("watch: off")     # YAML 1.1 reads `off` as false
+    cfg = parse(cfgdir, data)
+    assert cfg.sync.watch == "poll" and cfg.sync.poll_interval == 10.0 and cfg.scheduler.max_watches == 0
+    assert cfg.domains["example.com"].sync.watch == "off" and cfg.domains["example.com"].sync.poll_interval == 10.0
+
+
+@pytest.mark.parametrize("changes,path", [
+    ({"sync|watch": "notify"}, "sync.watch"),
+    ({"sync|watch": True}, "sync.watch"),
+    ({"domains|example.com|sync|watch": "always"}, 'domains."example.com".sync.watch'),
+    ({"sync|poll_interval": 0}, "sync.poll_interval"),
+    ({"sync|poll_interval": 7200}, "sync.poll_interval"),
+    ({"scheduler|max_watches": -1}, "scheduler.max_watches"),
+    ({"scheduler|max_watches": "many"}, "scheduler.max_watches"),
+])
+def test_watch_keys_are_validated_with_their_key_path(cfgdir, changes, path):
+    errs = errors_of(cfgdir, patched(changes))
+    assert len(errs) == 1 and errs[0].startswith(path), errs

@@ -222,6 +222,7 @@ def cmd_status(cfg, args, config_errors: list[str] = ()) -> int:
         return EXIT_USAGE
     doc = read_status(cfg)
     live = (doc or {}).get("live") or {}
+    watch = (doc or {}).get("watch") or {}
     store = Store.open(cfg)
     try:
         got, attention = _read_pages(store, query, live, not args.json)
@@ -235,10 +236,10 @@ def cmd_status(cfg, args, config_errors: list[str] = ()) -> int:
         daemon["running"] = True
     report = status.build_page(got["rows"], got["groups"], config=cfg, live=live, cutovers=cutovers,
                                running_domains=got["running_domains"], daemon=daemon, domain=query.domain,
-                               next_cursor=got["next_cursor"])
+                               next_cursor=got["next_cursor"], watch=watch)
     seen = {a["address"] for a in report["accounts"]}
     extra = status.build_page([r for r in attention if r["address"] not in seen], [], config=cfg, live=live,
-                              now=report["generated"])["accounts"]
+                              now=report["generated"], watch=watch)["accounts"]
     # a page keeps its order (addresses: the footer says how to go on) unless asked; --all for people:
     # failed first, as the listing of every account always was
     how = args.sort or ("phase" if args.all and not args.json else None)
@@ -285,7 +286,7 @@ def cmd_status(cfg, args, config_errors: list[str] = ()) -> int:
         a["address"] = shown(a["address"])
     width = max(len(a["address"]) for a in accounts)
     print(f"\n{'account':<{width}}  {'phase':<8} {'progress':<28} {'messages':>17} {'skip':>5} "
-          f"{'eta':>6}  {'last pass':>10}  {'next':>11}")
+          f"{'eta':>6}  {'last pass':>10}  {'next':>11}  {'watch':<5} {'new mail':>8}")
     for a in accounts:
         if a["source_known"]:
             msgs = f"{a['target_messages']:,}/{a['source_messages']:,}"
@@ -297,13 +298,18 @@ def cmd_status(cfg, args, config_errors: list[str] = ()) -> int:
             "-" if not a["next_pass"] else "now" if a["next_pass"] <= now else _ago(a["next_pass"], now))
         print(f"{a['address']:<{width}}  {a['phase']:<8} {progress:<28} "
               f"{msgs:>17} {a['skipped']:>5} {_eta(a['eta_seconds']):>6}  {_ago(a['last_pass'], now):>10}  "
-              f"{nxt:>11}")
+              f"{nxt:>11}  {a['watching']:<5} {_latency(a['new_mail_latency']):>8}")
         if a.get("stage") == "recent":
             print(f"{'':<{width}}  ↳ newest first: the recent mail of INBOX and Sent goes before the rest")
         if a["reason"]:
             print(f"{'':<{width}}  ↳ {shown(a['reason'], 160)}")
     _footer(report, query, len(extra))
     return done
+
+
+def _latency(seconds: float | None) -> str:
+    """The last new-mail latency (watch's notice to the end of the pass that copied it)."""
+    return "-" if seconds is None else f"{seconds:.1f}s" if seconds < 100 else _eta(seconds)
 
 
 def _footer(report: dict, query, attention: int) -> None:

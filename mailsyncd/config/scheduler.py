@@ -12,6 +12,7 @@ class Scheduler:
     max_accounts_per_domain: int = 4
     failure_backoff: float = 60.0         # first wait after a failed pass; doubles, with jitter
     failure_backoff_max: float = 3600.0
+    max_watches: int = 200                # IDLE connections held at once, over all accounts; the rest poll
 
 
 
@@ -21,6 +22,7 @@ _SCHEDULER_CHECKS = {
     "max_accounts_per_domain": _int_range(1, 1000),
     "failure_backoff": _positive(),
     "failure_backoff_max": _positive(),
+    "max_watches": _int_range(0, 100000),
 }
 _SCHED_DEFAULTS = Scheduler()
 

@@ -32,6 +32,8 @@ class SyncSettings:
     max_delete: DeleteLimit = field(default_factory=lambda: DeleteLimit(5.0, 500))
     max_message_size: int = 64 * 1024**2   # larger messages are skipped and recorded, never read
     recent_first: int = 30           # days: a first copy starts with INBOX's and Sent's mail this recent; 0: off
+    watch: str = "auto"              # source INBOX between passes: idle | poll | off | auto (mailsyncd.watch)
+    poll_interval: float = 30.0      # seconds between STATUS polls after a change (backs off when quiet)
 
 
 
@@ -63,6 +65,8 @@ def _delete_limit(v):
                    "above 0% and at most 100% (like '5%')")
 
 
+_WATCH = _choice("auto", "idle", "poll", "off")
+
 _SYNC_CHECKS = {
     "connections": _int_range(1, 16),
     "batch_messages": _int_range(1, 5000),
@@ -74,6 +78,8 @@ _SYNC_CHECKS = {
     "max_delete": _delete_limit,
     "max_message_size": _size,
     "recent_first": _int_range(0, 36500),
+    "watch": lambda v: _WATCH("off" if v is False else v),   # YAML 1.1 reads a bare `off` as false
+    "poll_interval": _positive(3600),
 }
 
 

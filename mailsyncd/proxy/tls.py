@@ -37,7 +37,8 @@ def client_options(endpoint):
     if endpoint.ca_file:
         with open(endpoint.ca_file, "rb") as f:
             trust = ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(b) for b in _pem_blocks(f.read())])
-    return ssl.optionsForClientTLS(endpoint.host, trustRoot=trust)
+    # the name the certificate must carry: tls_name where set (an SRV target outside the mail domain)
+    return ssl.optionsForClientTLS(getattr(endpoint, "tls_name", None) or endpoint.host, trustRoot=trust)
 
 
 def _pem_blocks(pem: bytes) -> list[bytes]:

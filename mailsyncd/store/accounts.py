@@ -140,6 +140,11 @@ class AccountsMixin:
                       "DO UPDATE SET last_ok = excluded.last_ok", (address, network, now))
             c.execute("DELETE FROM known_networks WHERE last_ok < ?", (now - KNOWN_NETWORK_DAYS * 86400,))
 
+    def last_logins(self) -> dict[str, float]:
+        """{address: time of its last front-door login}, as far back as KNOWN_NETWORK_DAYS (watch modes)."""
+        return {a: t for a, t in self._conn().execute(
+            "SELECT address, MAX(last_ok) FROM known_networks GROUP BY address")}
+
     def is_known_network(self, address: str, network: str, *, now: float | None = None) -> bool:
         now = time.time() if now is None else now
         return self._conn().execute(

@@ -1,0 +1,115 @@
+"""What the watchers decide, without sockets or clocks of their own: everything here is testable
+with plain numbers.
+
+Modes: ``idle`` holds one source connection in IDLE (RFC 2177) on INBOX; ``poll`` opens a short
+connection for one STATUS of INBOX; ``off`` leaves the account to the scheduler's passes.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+IDLE, POLL, OFF = "idle", "poll", "off"
+AUTO = "auto"                       # sync.watch's default: idle for recent front-door users, else poll
+RECENT_LOGIN = 7 * 86400            # "logged in through the front door in the last 7 days"
+IDLE_RENEW = 25 * 60                # RFC 2177: re-issue IDLE at least every 29 minutes
+POLL_CEILING_FACTOR = 10            # a quiet INBOX is polled at most every 10 x sync.poll_interval
+POLL_GROWTH = 1.5
+RECONNECT_BASE, RECONNECT_MAX = 5.0, 600.0
+
+
+def choose_mode(setting: str, last_login: float | None, now: float) -> str:
+    """The mode an account asks for: ``sync.watch`` of its domain, with ``auto`` resolved."""
+    if setting != AUTO:
+        return setting
+    return IDLE if last_login is not None and now - last_login <= RECENT_LOGIN else POLL
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """What one look at INBOX saw: a change in any of these means mail arrived (or the box was rebuilt)."""
+    messages: int | None
+    uidnext: int | None
+    uidvalidity: int | None
+
+
+def changed(old: Mark | None, new: Mark) -> bool:
+    """True when ``new`` shows mail that ``old`` did not; the first look is only a baseline.
+
+    Items the server left out (None) are not compared: a server that sends no UIDNEXT after
+    EXAMINE must not look like a change every time.
+    """
+    if old is None:
+        return False
+    return any(a is not None and b is not None and a != b
+               for a, b in ((old.messages, new.messages), (old.uidnext, new.uidnext),
+                            (old.uidvalidity, new.uidvalidity)))
+
+
+class PollInterval:
+    """Adaptive poll interval: ``base`` (sync.poll_interval) after a change, x1.5 per quiet poll up to
+    ``POLL_CEILING_FACTOR`` x base, never above ``ceiling`` (the pass interval: a pass looks anyway)."""
+
+    def __init__(self, base: float, ceiling: float | None = None):
+        self.base = base
+        top = base * POLL_CEILING_FACTOR
+        self.ceiling = max(base, min(top, ceiling) if ceiling is not None else top)
+        self.current = base
+
+    def after(self, was_change: bool) -> float:
+        self.current = self.base if was_change else min(self.ceiling, self.current * POLL_GROWTH)
+        return self.current
+
+
+class Backoff:
+    """Reconnect delays: 5 s doubling to 10 min, with jitter; ``reset`` once a connection has worked."""
+
+    def __init__(self, base: float = RECONNECT_BASE, cap: float = RECONNECT_MAX, rand=random.uniform):
+        self.base, self.cap, self.rand = base, cap, rand
+        self.failures = 0
+
+    def next(self) -> float:
+        self.failures += 1
+        delay = min(self.cap, self.base * 2 ** (self.failures - 1))
+        return delay * self.rand(0.5, 1.0)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Want:
+    address: str
+    host: str
+    mode: str
+    last_login: float | None = None
+
+
+def assign(wants: list[Want], max_watches: int, host_caps: dict[str, int]) -> dict[str, tuple[str, str | None]]:
+    """{address: (mode, why it is not what it asked for or None)}.
+
+    IDLE connections are the scarce thing: at most ``max_watches`` in all and ``host_caps[host]`` per
+    source host (set when a source refused one).  The most recent front-door users keep theirs; the
+    rest are polled instead.
+    """
+    out: dict[str, tuple[str, str | None]] = {}
+    total = 0
+    per_host: dict[str, int] = {}
+    idle = sorted((w for w in wants if w.mode == IDLE),
+                  key=lambda w: (-(w.last_login or 0.0), w.address))
+    for w in wants:
+        if w.mode != IDLE:
+            out[w.address] = (w.mode, None)
+    for w in idle:
+        cap = host_caps.get(w.host)
+        if total >= max_watches:
+            out[w.address] = (POLL, "scheduler.max_watches")
+        elif cap is not None and per_host.get(w.host, 0) >= cap:
+            out[w.address] = (POLL, "source connection cap")
+        else:
+            out[w.address] = (IDLE, None)
+            total += 1
+            per_host[w.host] = per_host.get(w.host, 0) + 1
+    return out
+
