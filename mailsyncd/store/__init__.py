@@ -12,6 +12,7 @@ from .base import StoreBase, StoreError
 from .batches import BatchesMixin
 from .cutovers import CutoversMixin
 from .folders import FoldersMixin
+from .leases import Lease, LeasesMixin, Refused
 from .records import (
     POP3_PATH,
     FolderReport,
@@ -28,10 +29,11 @@ from .schema import _MIGRATIONS, SCHEMA_VERSION
 from .secrets import SecretsMixin
 
 
-class Store(AccountsMixin, CutoversMixin, SecretsMixin, FoldersMixin, BatchesMixin, ReportsMixin, StoreBase):
+class Store(AccountsMixin, CutoversMixin, SecretsMixin, FoldersMixin, BatchesMixin, ReportsMixin, LeasesMixin,
+            StoreBase):
     """Thread-safe facade: each thread gets its own SQLite connection."""
 
 
 __all__ = ["KNOWN_NETWORK_DAYS", "POP3_PATH", "SCHEMA_VERSION", "_MIGRATIONS", "FolderReport", "FolderState",
-           "Inflight", "InflightItem", "MapRow", "Pop3Row", "Store", "StoreBase", "StoreError",
+           "Inflight", "InflightItem", "Lease", "MapRow", "Pop3Row", "Refused", "Store", "StoreBase", "StoreError",
            "flags_text", "flags_tuple"]

@@ -54,7 +54,8 @@ class StoreBase:
         if c is not None:
             self._local.conn = None
             with self._lock:
-                self._all = [x for x in self._all if x is not c]
+                # in place: a pass's fenced view (store/leases.py) shares this list
+                self._all[:] = [x for x in self._all if x is not c]
             c.close()
 
     def _dicts(self, sql: str, args: tuple) -> list[dict]:
@@ -62,6 +63,14 @@ class StoreBase:
         cur = self._conn().execute(sql, args)
         keys = [d[0] for d in cur.description]
         return [dict(zip(keys, r)) for r in cur.fetchall()]
+
+    def _for_update(self) -> str:
+        """SQLite: BEGIN IMMEDIATE already holds the write lock.  PostgreSQL: ' FOR UPDATE'."""
+        return ""
+
+    def _skip_locked(self) -> str:
+        """SQLite: one writer at a time, nothing to skip.  PostgreSQL: ' FOR UPDATE SKIP LOCKED'."""
+        return ""
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -21,6 +21,7 @@ from ..errors import (
     AuthFailed,
     ConnectionLost,
     FolderFailed,
+    LeaseLost,
     MailsyncError,
     MessageTooLarge,
     ProtocolError,
@@ -137,16 +138,23 @@ class AccountSync:
             res.throttled = res.throttled or looks_throttled(res.error)
         finally:
             res.seconds = time.monotonic() - t0
-            self.store.finish_pass(pass_id, ok=res.complete, copied=res.copied, present=res.present,
-                                   skipped=res.skipped, nbytes=res.bytes, error=res.error, deleted=res.deleted)
-            if res.error_kind == "Stopped" or not self.record_phase:
-                pass    # still "syncing": the next start resumes from the marks
-            else:
-                self.store.set_phase(self.address, "failed" if res.error else "synced", res.error)
+            if res.error_kind != "LeaseLost":     # another node has the account now: not a row more
+                try:
+                    self._finish(pass_id, res)
+                except LeaseLost as e:
+                    res.error, res.error_kind = str(e), "LeaseLost"
         logger.info("event=pass_done account=%s ok=%s copied=%d present=%d skipped=%d bytes=%d seconds=%.2f%s",
                     self.address, res.complete, res.copied, res.present, res.skipped, res.bytes, res.seconds,
                     f" error={res.error!r}" if res.error else "")
         return res
+
+    def _finish(self, pass_id: int, res: PassResult) -> None:
+        self.store.finish_pass(pass_id, ok=res.complete, copied=res.copied, present=res.present,
+                               skipped=res.skipped, nbytes=res.bytes, error=res.error, deleted=res.deleted)
+        if res.error_kind == "Stopped" or not self.record_phase:
+            pass    # still "syncing": the next start resumes from the marks
+        else:
+            self.store.set_phase(self.address, "failed" if res.error else "synced", res.error)
 
     def _run(self, res: PassResult) -> None:
         if self.domain.source.protocol == "pop3":
@@ -236,6 +244,8 @@ class AccountSync:
                     with lock:
                         reports[plan.path] = rep
             except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
+                if isinstance(e, LeaseLost):
+                    self.stop.set()          # the other workers stop too, rather than each find out
                 errors.append(e)
             finally:
                 if pair:
@@ -268,7 +278,7 @@ class AccountSync:
             except FolderFailed as e:
                 logger.error("event=folder_failed account=%s folder=%r reason=%r", self.address, plan.path, str(e))
                 return pair, self._failed(plan, status, str(e))
-            except (AuthFailed, TLSFailure):
+            except (AuthFailed, TLSFailure, LeaseLost):
                 raise
             except MailsyncError as e:
                 if isinstance(e, MessageTooLarge) and e.recorded:

@@ -1,0 +1,101 @@
+"""Work leases, fencing and the shared host budget, on one store shared by several nodes (pure store logic,
+the scheduler's clock passed in as ``now``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailsyncd.errors import LeaseLost
+from mailsyncd.store import Inflight, InflightItem, Lease, Refused, Store
+
+A, B = "alice@example.com", "bob@example.com"
+HOST = "127.0.0.1:1"
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "s.sqlite3"))
+    s.ensure_account(A, "example.com")
+    s.ensure_account(B, "example.com")
+    yield s
+    s.close()
+
+
+def _claim(store, account, node, now, wanted=1, cap=4, **kw):
+    return store.claim_lease(account, node, now, 60, host=HOST, wanted=wanted, cap=cap, **kw)
+
+
+def test_one_lease_an_account_until_it_expires_then_another_node_takes_it_over(store):
+    first = _claim(store, A, "n1", 1000)
+    assert isinstance(first, Lease) and first.token == 1 and first.expires == 1060
+    refused = _claim(store, A, "n2", 1059)
+    assert isinstance(refused, Refused) and "n1" in refused.why and refused.retry_at == 1060
+    second = _claim(store, A, "n2", 1060)
+    assert isinstance(second, Lease) and second.token == 2 and second.node == "n2"
+    # n1 comes back: its renewal finds the lease gone, its release changes nothing
+    assert store.renew_leases("n1", [first], 1061, 60) == [first]
+    assert store.release_lease(first, due=0) is False
+    assert [(r["account"], r["node"], r["token"]) for r in store.leases()] == [(A, "n2", 2)]
+
+
+def test_a_renewed_lease_is_not_taken_over(store):
+    lease = _claim(store, A, "n1", 1000)
+    assert store.renew_leases("n1", [lease], 1050, 60) == [] and lease.expires == 1110
+    assert isinstance(_claim(store, A, "n2", 1100), Refused)
+
+
+def test_the_next_pass_is_due_for_every_node_when_the_releasing_node_said(store):
+    lease = _claim(store, A, "n1", 1000)
+    assert store.release_lease(lease, due=1300) is True
+    assert _claim(store, A, "n2", 1200).why == "not due yet"
+    assert isinstance(_claim(store, A, "n2", 1200, ignore_due=True), Lease)     # a login asked for it
+
+
+def test_every_write_through_a_taken_over_lease_is_refused_and_writes_nothing(store):
+    lease = _claim(store, A, "n1", 1000)
+    view = store.fenced(lease)
+    view.set_phase(A, "syncing")                        # ours: written
+    assert store.account(A)["phase"] == "syncing"
+    assert isinstance(_claim(store, A, "n2", 2000), Lease)
+    item = InflightItem(5, 10, b"\x01" * 32, ())
+    for write in (lambda: view.set_phase(A, "synced"),
+                  lambda: view.begin_batch(A, "INBOX", Inflight("INBOX", 1, 1, (item,))),
+                  lambda: view.start_pass(A),
+                  lambda: view.commit_batch(A, "INBOX", 1, [], [(7, 10, "too big")], 7)):
+        with pytest.raises(LeaseLost):
+            write()
+    assert store.account(A)["phase"] == "syncing" and store.inflight(A, "INBOX") is None
+    assert store.skipped(A) == [] and store.passes(A) == []
+    store.set_phase(A, "synced")                        # the plain store is not fenced
+
+
+def test_the_lease_refuses_target_writes_once_it_may_have_expired(store):
+    now = [1000.0]
+    lease = _claim(store, A, "n1", 1000)
+    lease.clock, lease.margin = (lambda: now[0]), 15
+    view = store.fenced(lease)
+    view.check_lease()
+    now[0] = 1045
+    with pytest.raises(LeaseLost):
+        view.check_lease()
+    store.check_lease()                                 # the plain store has no lease to check
+
+
+def test_a_hosts_budget_is_shared_by_every_node_and_a_dead_nodes_slots_expire(store):
+    first = _claim(store, A, "n1", 1000, wanted=3, cap=4)
+    assert first.connections == 3
+    second = _claim(store, B, "n2", 1000, wanted=3, cap=4)
+    assert second.connections == 1                      # what is left of 4
+    assert store.take_host_slot(HOST, "login n3 1", "n3", 4, 1000, 30) is False
+    assert store.host_use(1000) == {HOST: 4}
+    store.free_slot(second)
+    assert store.take_host_slot(HOST, "login n3 1", "n3", 4, 1000, 30) is True
+    # n1 dies: its slot expires with its lease
+    assert store.host_use(1061) == {}
+    assert _claim(store, A, "n2", 1061, wanted=4, cap=4).connections == 4
+
+
+def test_the_adaptive_limit_is_shared(store):
+    assert store.adapt_host_limit(HOST, 4, throttled=True, ok=False, now=1) == 2.0
+    assert _claim(store, A, "n1", 1000, wanted=4, cap=4).connections == 2
+    assert store.adapt_host_limit(HOST, 4, throttled=False, ok=True, now=2) == 2.25
