@@ -17,6 +17,9 @@ so the reactor never waits on SQLite's write lock.
 * A failed pass is retried with exponential backoff and jitter.  A source that
   refuses the stored password marks the account failed until the user logs in
   again (with the new password).
+* Several nodes may share one database: a pass runs only under its account's lease (mailsyncd.leases,
+  store/leases.py), claimed with its connections from the host's budget shared by every node, renewed
+  each ``node.heartbeat``; the adaptive host limit is shared too.  Each node keeps its own ordering.
 * Cutover, per domain: one final pass per account, then phase ``cutover``
   (syncing stops; logins are decided by the verifier), then the stored source
   passwords are destroyed.  Each step is logged and recorded in the store.
@@ -32,6 +35,8 @@ from dataclasses import dataclass, field
 from twisted.internet import defer, task, threads
 
 from . import cutover
+from .leases import NodeLeases
+from .store import Lease, Refused
 from .sync.account import AccountSync, PassResult
 from .sync.progress import Progress
 
@@ -50,6 +55,7 @@ class _Account:
     messages: int = 0              # source size, for "small mailboxes first"
     waiting_login: bool = False    # the source refused the stored password: wait for the user
     final: bool = False            # the cutover's final pass is pending
+    urgent: bool = False           # asked for (a login, sync now, a retry, the cutover): not the lease's due
 
 
 @dataclass
@@ -61,6 +67,8 @@ class _Running:
     domain: str
     final: bool = False            # started as the cutover's final pass
     deferred: defer.Deferred | None = None
+    urgent: bool = False
+    lease: Lease | None = None     # set by the pass's thread once claimed
 
 
 @dataclass
@@ -91,6 +99,7 @@ class Scheduler:
         self.stopping = False
         self._loop: task.LoopingCall | None = None
         self.checks: dict[str, int] = {}    # host -> login checks holding one of its connections
+        self.leases = NodeLeases(reactor, state_pool, store, config_ref)
         self._check_waiters: dict[str, list[tuple[object, defer.Deferred]]] = {}
         self.counts = {"passes": 0, "failed_passes": 0, "throttled": 0, "login_checks_waited": 0,
                        "login_checks_refused": 0}
@@ -105,6 +114,7 @@ class Scheduler:
         return d
 
     def _load(self) -> tuple[list[dict], dict[str, dict]]:
+        self.leases.register()
         return self.store.accounts(), self.store.cutovers()
 
     def _loaded(self, loaded) -> None:
@@ -128,12 +138,14 @@ class Scheduler:
         self._loop = task.LoopingCall(self.tick)
         self._loop.clock = self.reactor
         self._loop.start(1.0, now=True)
+        self.leases.start(self.running)
 
     def shutdown(self, grace: float = 25.0) -> defer.Deferred:
         """Stop starting passes; ask running ones to stop after their current batch."""
         self.stopping = True
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        self.leases.stop()
         for run in self.running.values():
             run.stop.set()
         pending = [r.deferred for r in self.running.values() if r.deferred is not None]
@@ -153,6 +165,7 @@ class Scheduler:
         if first or was_waiting or not acct.completed or acct.failures:
             acct.due = 0.0           # first logins and recovering accounts jump the queue
             acct.failures = 0
+            acct.urgent = True
         self.reactor.callLater(0, self.tick)
 
     def add_accounts(self, rows: list[dict]) -> int:
@@ -177,6 +190,7 @@ class Scheduler:
                 acct.waiting_login = False
                 acct.failures = 0
                 acct.due = now
+                acct.urgent = True
         if added:
             logger.info("event=accounts_added count=%d", added)
             self.reactor.callLater(0, self.tick)
@@ -188,6 +202,7 @@ class Scheduler:
             return False
         acct.due = 0.0
         acct.waiting_login = False
+        acct.urgent = True
         self.reactor.callLater(0, self.tick)
         return True
 
@@ -212,7 +227,7 @@ class Scheduler:
     def _host_free(self, host: str, endpoint) -> int:
         limit = min(int(self.host_limit.get(host, float(endpoint.max_connections))), endpoint.max_connections)
         used = self.checks.get(host, 0) + sum(r.connections for r in self.running.values() if r.host == host)
-        return limit - used
+        return limit - used - self.leases.others.get(host, 0)
 
     def acquire(self, endpoint, wait: float) -> defer.Deferred:
         """One connection to ``endpoint``'s host for a login check; fires True, or False after ``wait`` s."""
@@ -220,6 +235,7 @@ class Scheduler:
         waiters = self._check_waiters.setdefault(host, [])
         if not waiters and self._host_free(host, endpoint) >= 1:
             self.checks[host] = self.checks.get(host, 0) + 1
+            self.leases.publish_checks(host, self.checks[host])
             return defer.succeed(True)
         self.counts["login_checks_waited"] += 1
         d: defer.Deferred = defer.Deferred()
@@ -247,6 +263,7 @@ class Scheduler:
         else:
             self.checks.pop(host, None)
         self._wake(host)
+        self.leases.publish_checks(host, self.checks.get(host, 0))
         if not self.stopping:
             self.reactor.callLater(0, self.tick)
 
@@ -255,6 +272,7 @@ class Scheduler:
         while waiters and self._host_free(host, waiters[0][0]) >= 1:
             _endpoint, d = waiters.pop(0)
             self.checks[host] = self.checks.get(host, 0) + 1
+            self.leases.publish_checks(host, self.checks[host])
             d.callback(True)
 
     # -- the loop ----------------------------------------------------------------------------
@@ -264,6 +282,7 @@ class Scheduler:
         cfg = self.config_ref()
         now = self.reactor.seconds()
         self._check_cutovers(cfg, now)
+        self.leases.refresh_others()
         free_total = cfg.scheduler.max_accounts - len(self.running)
         if free_total <= 0:
             return
@@ -273,6 +292,8 @@ class Scheduler:
         due.sort(key=lambda a: (not a.final, a.completed, a.messages, a.due))
         per_domain: dict[str, int] = {}
         used: dict[str, int] = dict(self.checks)
+        for host, n in self.leases.others.items():
+            used[host] = used.get(host, 0) + n
         for r in self.running.values():
             per_domain[r.domain] = per_domain.get(r.domain, 0) + 1
             used[r.host] = used.get(r.host, 0) + r.connections
@@ -297,7 +318,9 @@ class Scheduler:
             used[host] = used.get(host, 0) + conns
 
     def _start(self, acct: _Account, domain, host: str, conns: int) -> None:
-        run = _Running(Progress(), threading.Event(), host, conns, acct.domain, final=acct.final)
+        run = _Running(Progress(), threading.Event(), host, conns, acct.domain, final=acct.final,
+                       urgent=acct.urgent or acct.final)
+        acct.urgent = False
         self.running[acct.address] = run
         logger.info("event=pass_start account=%s host=%s connections=%d%s", acct.address, host, conns,
                     " final=yes" if acct.final else "")
@@ -308,25 +331,34 @@ class Scheduler:
         if self.on_change is not None:
             self.on_change()
 
-    def _pass(self, address: str, domain, run: _Running) -> PassResult | None:
+    def _pass(self, address: str, domain, run: _Running) -> PassResult | Refused | None:
+        lease = None
         try:
+            lease = self.leases.claim(address, run.host, run.connections, domain.source.max_connections, run.urgent)
+            if isinstance(lease, Refused):
+                return lease
+            run.connections = lease.connections
+            run.lease = lease
+            store = self.store.fenced(lease)     # every write of the pass checks the lease's token
             password = self.vault.source_password(address)
             if password is None:
                 return None
             row = self.store.account(address) or {}
-            res = AccountSync(domain, address, password, self.store, progress=run.progress, stop=run.stop,
+            res = AccountSync(domain, address, password, store, progress=run.progress, stop=run.stop,
                               connections=run.connections, source_address=row.get("source_address")).run()
             notice = self.config_ref().notice
-            if notice.enabled and res.complete:
-                self._notice(domain, address, password, notice)
+            if notice.enabled and res.complete and res.error_kind != "LeaseLost":
+                self._notice(domain, address, password, notice, store)
             return res
         finally:
+            if isinstance(lease, Lease):
+                self.leases.free_slot(lease)
             self.store.release_thread()
 
-    def _notice(self, domain, address: str, password: str, notice) -> None:
+    def _notice(self, domain, address: str, password: str, notice, store) -> None:
         from . import notice as notices
         try:
-            notices.deliver(domain, address, password, self.store, sender=notice.sender)
+            notices.deliver(domain, address, password, store, sender=notice.sender)
         except Exception as e:  # noqa: BLE001 - a notice must never fail the pass
             logger.warning("event=notice_failed account=%s error=%r", address, str(e))
 
@@ -335,13 +367,16 @@ class Scheduler:
         res = PassResult(address, error=f"internal error: {failure.getErrorMessage()}", error_kind="crash")
         self._ended(res, address, domain)
 
-    def _ended(self, res: PassResult | None, address: str, domain) -> None:
+    def _ended(self, res: PassResult | Refused | None, address: str, domain) -> None:
         run = self.running.pop(address, None)
         if run is not None:
             self._wake(run.host)
         acct = self.accounts.get(address)
         now = self.reactor.seconds()
         sched = self.config_ref().scheduler
+        if isinstance(res, Refused) or (res is not None and res.error_kind == "LeaseLost"):
+            self._not_ours(res, acct, run, now)
+            return
         if acct is not None:
             final = run is not None and run.final
             if final:
@@ -378,22 +413,51 @@ class Scheduler:
                 c.pending.discard(address)
         if res is not None and run is not None:
             self._adapt(run.host, res, domain)
+        if run is not None and run.lease is not None:
+            self.leases.release(run.lease, acct.due if acct is not None and acct.due != NEVER else now)
+        if self.on_change is not None:
+            self.on_change()
+        if not self.stopping:
+            self.reactor.callLater(0, self.tick)
+
+    def _not_ours(self, res, acct: _Account | None, run: _Running | None, now: float) -> None:
+        """The lease was not granted (another node holds it, not due, no connection free), or was lost
+        mid-pass: no pass happened here, nothing to count; try again when it may be free."""
+        if isinstance(res, Refused):
+            logger.debug("event=lease_refused account=%s why=%r", res.account, res.why)
+            retry_at = res.retry_at
+        else:
+            logger.warning("event=pass_lost account=%s error=%r", res.address, res.error)
+            retry_at = now + self.config_ref().node.lease_seconds
+        if acct is not None:
+            acct.due = max(retry_at, now + 1.0)
+            # a refused claim keeps the request (a login's, the cutover's) for the next try
+            acct.urgent = acct.urgent or (run is not None and run.urgent and isinstance(res, Refused))
         if self.on_change is not None:
             self.on_change()
         if not self.stopping:
             self.reactor.callLater(0, self.tick)
 
     def _adapt(self, host: str, res: PassResult, domain) -> None:
-        cap = float(domain.source.max_connections)
-        cur = self.host_limit.get(host, cap)
+        """The host's limit, shared by the nodes in the store: halved when the source throttles, a quarter
+        connection back per good pass."""
+        cap = domain.source.max_connections
+        if not res.throttled and (res.error is not None or self.host_limit.get(host, cap) >= cap):
+            return
         if res.throttled:
-            new = max(1.0, float(int(cur) // 2))
             self.counts["throttled"] += 1
-            logger.warning("event=source_throttled host=%s limit=%d->%d account=%s", host, int(cur), int(new),
-                           res.address)
+        cur = self.host_limit.get(host, float(cap))
+        d = threads.deferToThreadPool(self.reactor, self.state_pool, self.store.adapt_host_limit, host, cap,
+                                      res.throttled, res.error is None, self.reactor.seconds())
+
+        def adapted(new: float) -> None:
+            if res.throttled:
+                logger.warning("event=source_throttled host=%s limit=%d->%d account=%s", host, int(cur), int(new),
+                               res.address)
             self.host_limit[host] = new
-        elif res.error is None and cur < cap:
-            self.host_limit[host] = min(cap, cur + 0.25)
+        d.addCallback(adapted)
+        d.addErrback(lambda f: logger.error("event=store_error what='adapt host limit' error=%r",
+                                            f.getErrorMessage()))
 
     def _set_phase(self, address: str, phase: str, reason: str | None) -> None:
         logger.warning("event=account_%s account=%s reason=%r", phase, address, reason)

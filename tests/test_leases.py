@@ -86,10 +86,11 @@ def test_a_hosts_budget_is_shared_by_every_node_and_a_dead_nodes_slots_expire(st
     assert first.connections == 3
     second = _claim(store, B, "n2", 1000, wanted=3, cap=4)
     assert second.connections == 1                      # what is left of 4
-    assert store.take_host_slot(HOST, "login n3 1", "n3", 4, 1000, 30) is False
     assert store.host_use(1000) == {HOST: 4}
     store.free_slot(second)
-    assert store.take_host_slot(HOST, "login n3 1", "n3", 4, 1000, 30) is True
+    store.set_login_checks(HOST, "n3", 1, 1000, 30)          # a login check on a third node
+    assert store.host_use_by_others("n1", 1000) == {HOST: 1}
+    assert isinstance(_claim(store, B, "n2", 1000), Refused)  # 3 + 1 of 4: nothing left
     # n1 dies: its slot expires with its lease
     assert store.host_use(1061) == {}
     assert _claim(store, A, "n2", 1061, wanted=4, cap=4).connections == 4

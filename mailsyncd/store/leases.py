@@ -119,6 +119,7 @@ class LeasesMixin:
                     lost.append(lease)
                     continue
                 c.execute("UPDATE host_slots SET expires=? WHERE host=? AND owner=?", (expires, lease.host, lease.owner))
+            c.execute("UPDATE host_slots SET expires=? WHERE owner=?", (expires, f"checks {node}"))
             c.execute("DELETE FROM host_slots WHERE expires <= ?", (now - lease_seconds,))
         for lease in leases:
             if lease not in lost:
@@ -162,25 +163,21 @@ class LeasesMixin:
         return dict(self._conn().execute("SELECT host, sum(connections) FROM host_slots WHERE expires > ?"
                                          " GROUP BY host", (now,)).fetchall())
 
-    def take_host_slot(self, host: str, owner: str, node: str, cap: int, now: float, ttl: float) -> bool:
-        """One connection of ``host`` for a short job (a login check), if its shared budget has one."""
-        with self._tx() as c:
-            c.execute("INSERT INTO host_limits (host, connections, updated) VALUES (?,?,?)"
-                      " ON CONFLICT (host) DO NOTHING", (host, float(cap), now))
-            limit = c.execute("SELECT connections FROM host_limits WHERE host=?" + self._for_update(),
-                              (host,)).fetchone()[0]
-            used = c.execute("SELECT coalesce(sum(connections), 0) FROM host_slots WHERE host=? AND expires > ?",
-                             (host, now)).fetchone()[0]
-            if min(int(limit), cap) - used < 1:
-                return False
-            c.execute("INSERT INTO host_slots (host, owner, node, connections, expires) VALUES (?,?,?,1,?)"
-                      " ON CONFLICT (host, owner) DO UPDATE SET node=excluded.node, connections=1,"
-                      " expires=excluded.expires", (host, owner, node, now + ttl))
-        return True
+    def host_use_by_others(self, node: str, now: float) -> dict[str, int]:
+        """Connections other nodes use per source host (their passes and login checks)."""
+        return dict(self._conn().execute("SELECT host, sum(connections) FROM host_slots WHERE expires > ?"
+                                         " AND node <> ? GROUP BY host", (now, node)).fetchall())
 
-    def drop_host_slot(self, host: str, owner: str) -> None:
+    def set_login_checks(self, host: str, node: str, n: int, now: float, ttl: float) -> None:
+        """The node's login checks holding a connection of ``host`` now: one row a node and host."""
+        owner = f"checks {node}"
         with self._tx() as c:
-            c.execute("DELETE FROM host_slots WHERE host=? AND owner=?", (host, owner))
+            if n <= 0:
+                c.execute("DELETE FROM host_slots WHERE host=? AND owner=?", (host, owner))
+            else:
+                c.execute("INSERT INTO host_slots (host, owner, node, connections, expires) VALUES (?,?,?,?,?)"
+                          " ON CONFLICT (host, owner) DO UPDATE SET connections=excluded.connections,"
+                          " expires=excluded.expires", (host, owner, node, n, now + ttl))
 
     def adapt_host_limit(self, host: str, cap: int, throttled: bool, ok: bool, now: float) -> float:
         """The shared adaptive limit after a pass: halved (at least 1) when the source throttled, a quarter
