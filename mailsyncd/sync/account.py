@@ -260,6 +260,9 @@ class AccountSync:
         for t in threads:
             t.join()
         res.folders += [reports[p.path] for p in plans if p.path in reports]
+        for e in errors:
+            if isinstance(e, LeaseLost):
+                raise e
         if sizes:
             self.store.set_source_sizes(self.address, sizes)
         if errors:
