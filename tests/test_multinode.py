@@ -236,7 +236,8 @@ def test_three_nodes_copy_60_accounts_without_overlapping_passes_within_the_host
     for n in nodes:
         n.sched.start()
     store = nodes[0].store
-    run_until(reactor, lambda: store.phase_counts().get("synced", 0) == 60, timeout=300)
+    run_until(reactor, lambda: store.phase_counts().get("synced", 0) == 60
+              and not any(n.sched.running for n in nodes), timeout=300)
     assert now["max"] <= budget, now
     runs = _passes(store)
     by_node = {n.sched.leases.name: n.sched.counts["passes"] for n in nodes}
