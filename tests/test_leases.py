@@ -100,3 +100,35 @@ def test_the_adaptive_limit_is_shared(store):
     assert store.adapt_host_limit(HOST, 4, throttled=True, ok=False, now=1) == 2.0
     assert _claim(store, A, "n1", 1000, wanted=4, cap=4).connections == 2
     assert store.adapt_host_limit(HOST, 4, throttled=False, ok=True, now=2) == 2.25
+
+
+def test_status_lists_the_nodes_when_there_are_several_or_when_asked(tmp_path):
+    import json
+    import time
+
+    import yaml
+    from syncenv import ctl
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"), "domains": {"example.com": {
+        "source": {"host": "127.0.0.1", "port": 1, "security": "none"},
+        "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}}))
+    s = Store(str(tmp_path / "state" / "mailsyncd.sqlite3"))
+    now = time.time()
+    s.ensure_account(A, "example.com")
+    s.node_started("n1", 101, "host-a", now - 100, "0.1.0")
+    s.close()
+    out = ctl("status", "-c", str(cfg))
+    assert out.returncode == 0, out.stderr
+    assert "nodes:" not in out.stdout                               # one node: nothing to say
+    assert "n1 " in ctl("status", "--nodes", "-c", str(cfg)).stdout
+    s = Store(str(tmp_path / "state" / "mailsyncd.sqlite3"))
+    s.node_started("n2", 202, "host-b", now - 50, "0.1.0")
+    assert isinstance(s.claim_lease(A, "n2", now, 60, host=HOST, wanted=1, cap=4), Lease)
+    s.close()
+    out = ctl("status", "-c", str(cfg))
+    assert "nodes: 2" in out.stdout, out.stdout
+    line = next(x for x in out.stdout.splitlines() if x.strip().startswith("n2"))
+    assert "host-b" in line and "1 leases: " + A in line, line
+    doc = json.loads(ctl("status", "--json", "-c", str(cfg)).stdout)
+    assert [(n["name"], n["leases"]) for n in doc["nodes"]] == [("n1", []), ("n2", [A])]

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sort", choices=["phase", "behind", "address"], default="phase",
                    help="account order: phase (failed first; default), behind (most messages still to copy), address")
     p.add_argument("--json", action="store_true", help="machine-readable output (schema 1, docs/status.md)")
+    p.add_argument("--nodes", action="store_true", help="list the nodes sharing the database (name, last "
+                                                       "heartbeat, leases held); shown anyway when there are several")
     p.add_argument("--state-dir", metavar="DIR", help="the daemon's state_dir, when the config file does not "
                                                       "load (default: the file's state_dir line)")
 

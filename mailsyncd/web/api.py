@@ -6,6 +6,7 @@ schema 1, documented in docs/status.md), so they agree with ``mailsyncctl status
 Routes (GET and HEAD only; JSON answers carry ``Cache-Control: no-store``):
 
 * ``GET /api/status[?domain=D][&user=ADDRESS]``  the status document (``Daemon.status``).
+* ``GET /api/nodes``                             the nodes sharing the database: heartbeat, leases held.
 * ``GET /api/accounts/ADDRESS``                  one account: its entry in the document, its folders
                                                  (the last pass's report), its skipped messages with
                                                  the reasons, and its last pass.  404 when unknown.
@@ -19,8 +20,10 @@ as the admin dashboard: without ``admin.password_hash`` loopback clients only (4
 from __future__ import annotations
 
 import logging
+import time
 from urllib.parse import unquote_to_bytes
 
+from .. import nodes
 from ..text import json_text
 from . import metrics
 from .site import Reply, Shell, arg
@@ -79,6 +82,8 @@ class ApiResource(_Guarded):
         path = request.path
         if path == b"/api/status":
             return await self._status(request)
+        if path == b"/api/nodes":
+            return json_reply(200, {"nodes": await self.blocking(nodes.read_nodes, self.daemon.store, time.time())})
         if path.startswith(b"/api/accounts/"):
             raw = unquote_to_bytes(path[len(b"/api/accounts/"):])
             try:
