@@ -548,7 +548,11 @@ class Scheduler:
         return forgotten
 
     def _cut_over(self, result, domain: str) -> None:
-        if not isinstance(result, tuple):
+        if isinstance(result, dict) and result.get("state") == cutover.DONE:
+            # another node won the close (the store's compare-and-set) and destroys the passwords
+            logger.warning("event=cutover_done_elsewhere domain=%s", domain)
+            result = (0, 0)
+        elif not isinstance(result, tuple):
             self._call_off(domain, result)
             return
         self.cutovers[domain] = _Cutover(cutover.next_state(cutover.FINAL_PASS, cutover.CLOSE))

@@ -132,3 +132,55 @@ def test_status_lists_the_nodes_when_there_are_several_or_when_asked(tmp_path):
     assert "host-b" in line and "1 leases: " + A in line, line
     doc = json.loads(ctl("status", "--json", "-c", str(cfg)).stdout)
     assert [(n["name"], n["leases"]) for n in doc["nodes"]] == [("n1", []), ("n2", [A])]
+
+
+def test_a_cutover_is_closed_once_for_the_cluster(tmp_path):
+    """Two nodes on one store both run the domain's cutover; one closes it (compare-and-set) and destroys
+    the passwords, the other sees it done and stops scheduling the domain."""
+    import os
+
+    from fakes import FakeReactor, HeldPool, SyncPool
+
+    from mailsyncd.config import parse_config
+    from mailsyncd.scheduler import Scheduler
+    from mailsyncd.sync.account import PassResult
+    from mailsyncd.vault import Vault
+
+    state = tmp_path / "state"
+    reactor = FakeReactor()
+    reactor.advance(10_000)
+    scheds, pools = [], []
+    key = os.urandom(32)
+    for name in ("n1", "n2"):
+        cfg = parse_config({"state_dir": str(state), "node": {"name": name}, "domains": {"example.com": {
+            "source": {"host": "127.0.0.1", "port": 1, "security": "none"},
+            "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}}, path=str(tmp_path / "c.yaml"))
+        store = Store.in_state_dir(cfg.state_dir)
+        vault = Vault(store, key)
+        if name == "n1":
+            for a in (A, B):
+                store.ensure_account(a, "example.com", "import")
+                vault.put_password(a, "pw")
+        pool = HeldPool(PassResult)
+        scheds.append(Scheduler(reactor, pool, SyncPool(), store, vault, lambda cfg=cfg: cfg))
+        pools.append(pool)
+    for s in scheds:
+        s.start()
+    for pool in pools:
+        pool.finish()                   # the first passes, before the cutover
+    reactor.advance(0)
+    scheds[0].store.set_cutover("example.com", reactor.seconds(), "scheduled", "test")
+    for s in scheds:
+        s.refresh_cutovers(s.store.cutovers())
+    for _ in range(3):
+        reactor.advance(1)
+        for pool in pools:
+            pool.finish()
+    reactor.advance(1)
+    assert all(s.is_cut_over("example.com") for s in scheds), [(s.cutovers, s.running, len(p.held)) for s, p in zip(scheds, pools)]
+    assert scheds[0].store.cutover("example.com")["state"] == "done"
+    assert scheds[0].store.secret_password(A) is None and scheds[0].store.secret_password(B) is None
+    assert not any(s.accounts for s in scheds)
+    for s in scheds:
+        s.shutdown()
+        s.store.close()
