@@ -184,3 +184,29 @@ def test_a_cutover_is_closed_once_for_the_cluster(tmp_path):
     for s in scheds:
         s.shutdown()
         s.store.close()
+
+
+@pytest.mark.parametrize("node, error", [
+    ({"name": "bad name"}, "node.name: must be 1-63 letters"),
+    ({"lease_seconds": 0}, "node.lease_seconds: must be a number > 0"),
+    ({"lease_seconds": 60, "heartbeat": 40}, "node.heartbeat: must be at most half of node.lease_seconds (60)"),
+    ({"lease": 60}, "node.lease: unknown key"),
+])
+def test_node_config_errors_name_the_key(tmp_path, node, error):
+    from mailsyncd.config import ConfigError, parse_config
+    with pytest.raises(ConfigError) as e:
+        parse_config({"state_dir": str(tmp_path), "node": node, "domains": {"example.com": {
+            "source": {"host": "127.0.0.1", "port": 1, "security": "none"},
+            "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}}, path=str(tmp_path / "c.yaml"))
+    assert any(m.startswith(error) for m in e.value.errors), e.value.errors
+
+
+def test_node_defaults(tmp_path):
+    import socket
+
+    from mailsyncd.config import parse_config
+    cfg = parse_config({"state_dir": str(tmp_path), "node": {"lease_seconds": 40}, "domains": {"example.com": {
+        "source": {"host": "127.0.0.1", "port": 1, "security": "none"},
+        "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}}, path=str(tmp_path / "c.yaml"))
+    assert (cfg.node.name, cfg.node.lease_seconds, cfg.node.heartbeat) == \
+        (socket.gethostname().split(".")[0], 40.0, 10.0)
