@@ -210,3 +210,72 @@ def test_node_defaults(tmp_path):
         "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}}, path=str(tmp_path / "c.yaml"))
     assert (cfg.node.name, cfg.node.lease_seconds, cfg.node.heartbeat) == \
         (socket.gethostname().split(".")[0], 40.0, 10.0)
+
+
+def _sched(tmp_path, name, reactor, *, max_connections=4):
+    import os
+
+    from fakes import HeldPool, SyncPool
+
+    from mailsyncd.config import parse_config
+    from mailsyncd.scheduler import Scheduler
+    from mailsyncd.sync.account import PassResult
+    from mailsyncd.vault import Vault
+
+    cfg = parse_config({"state_dir": str(tmp_path / "state"), "node": {"name": name, "lease_seconds": 60},
+                        "domains": {"example.com": {
+                            "source": {"host": "127.0.0.1", "port": 1, "security": "none",
+                                       "max_connections": max_connections},
+                            "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}},
+                       path=str(tmp_path / "c.yaml"))
+    store = Store.in_state_dir(cfg.state_dir)
+    return Scheduler(reactor, HeldPool(PassResult), SyncPool(), store, Vault(store, os.urandom(32)),
+                     lambda: cfg), cfg
+
+
+def test_a_login_check_on_one_node_waits_for_the_connections_another_nodes_passes_hold(tmp_path):
+    import threading
+
+    from fakes import FakeReactor
+
+    from mailsyncd.scheduler import _Running, host_key
+    from mailsyncd.sync.progress import Progress
+
+    reactor = FakeReactor()
+    reactor.advance(10_000)
+    a, cfg = _sched(tmp_path, "na", reactor)
+    b, _ = _sched(tmp_path, "nb", reactor)
+    ep = cfg.domains["example.com"].source
+    host = host_key(ep)
+    lease = a.store.claim_lease(A, "na", reactor.seconds(), 60, host=host, wanted=4, cap=4)  # na's pass: all 4
+    assert lease.connections == 4
+    b.leases.refresh_others()
+    got = []
+    b.acquire(ep, 5.0).addCallback(got.append)
+    reactor.advance(5.1)
+    assert got == [False] and b.counts["login_checks_refused"] == 1
+    a.store.free_slot(lease)
+    b.leases.refresh_others()
+    b.acquire(ep, 5.0).addCallback(got.append)
+    assert got == [False, True]
+    # ...and the check, published in the store, holds one connection back from the other node's passes
+    assert a.store.claim_lease(B, "na", reactor.seconds(), 60, host=host, wanted=4, cap=4).connections == 3
+    # a node whose lease was taken over stops its pass at the next heartbeat
+    run = _Running(Progress(), threading.Event(), host, 3, "example.com")
+    run.lease = lease
+    a.running[A] = run
+    reactor.advance(61)
+    assert b.store.claim_lease(A, "nb", reactor.seconds(), 60, host=host, wanted=1, cap=4).node == "nb"
+    a.leases.heartbeat(a.running)
+    assert run.stop.is_set()
+    # belt and braces: a lease this node could not renew is given up before it expires, store or not
+    late = _Running(Progress(), threading.Event(), host, 1, "example.com")
+    late.lease = Lease(B, "na", 7, reactor.seconds() + 10, host, "x", 1, margin=15, clock=reactor.seconds)
+    class Down:
+        def renew_leases(self, *args):
+            raise OSError("database unreachable")
+    a.leases.store = Down()
+    a.leases.heartbeat({B: late})
+    assert late.stop.is_set()
+    for s in (a, b):
+        s.store.close()
