@@ -27,8 +27,10 @@ class ReportsMixin:
         return [FolderReport(*r) for r in rows]
 
     def start_pass(self, account: str) -> int:
+        lease = getattr(self, "_fence", None)       # a pass under a lease (store/leases.py) records it
         with self._tx() as c:
-            cur = c.execute("INSERT INTO passes (account, started) VALUES (?,?)", (account, time.time()))
+            cur = c.execute("INSERT INTO passes (account, started, node, token) VALUES (?,?,?,?)",
+                            (account, time.time(), lease and lease.node, lease and lease.token))
             return cur.lastrowid
 
     def finish_pass(self, pass_id: int, *, ok: bool, copied: int, present: int, skipped: int,

@@ -251,6 +251,9 @@ _MIGRATIONS: dict[int, str] = {
         expires       REAL NOT NULL,
         PRIMARY KEY (host, owner)
     );
+    -- which node ran a pass, under which lease token (NULL: a one-off pass, or before schema 13)
+    ALTER TABLE passes ADD COLUMN node TEXT;
+    ALTER TABLE passes ADD COLUMN token INTEGER;
     -- the adaptive connection limit of a source host (halved when it throttles, +0.25 per good pass)
     CREATE TABLE host_limits (
         host          TEXT PRIMARY KEY,
