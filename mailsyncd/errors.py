@@ -38,6 +38,11 @@ class FolderFailed(MailsyncError):
     """One folder could not be synced; the others go on."""
 
 
+class LeaseLost(MailsyncError):
+    """Another node took the account's lease over (this one was paused or cut off past it): the pass
+    stops without writing anything more."""
+
+
 class NoPassword(MailsyncError):
     """No source password is available for the account."""
 

@@ -17,6 +17,9 @@ so the reactor never waits on SQLite's write lock.
 * A failed pass is retried with exponential backoff and jitter.  A source that
   refuses the stored password marks the account failed until the user logs in
   again (with the new password).
+* Several nodes may share one database: a pass runs only under its account's lease (mailsyncd.leases,
+  store/leases.py), claimed with its connections from the host's budget shared by every node, renewed
+  each ``node.heartbeat``; the adaptive host limit is shared too.  Each node keeps its own ordering.
 * Cutover, per domain: one final pass per account, then phase ``cutover``
   (syncing stops; logins are decided by the verifier), then the stored source
   passwords are destroyed.  Each step is logged and recorded in the store.
@@ -34,6 +37,8 @@ from twisted.internet import defer, task, threads
 from . import cutover
 from .store.base import DatabaseUnavailable
 from .focus import ByTarget, FocusQueue, FocusResult
+from .leases import NodeLeases
+from .store import Lease, Refused
 from .sync.account import AccountSync, PassResult
 from .sync.progress import Progress
 
@@ -70,6 +75,7 @@ class _Waiter:
     on_left: object = None         # (messages left) -> None, once the pass knows
     told: bool = False
     requeued: bool = False
+    urgent: bool = False           # asked for (a login, sync now, a retry, the cutover): not the lease's due
 
 
 @dataclass
@@ -83,6 +89,8 @@ class _Running:
     deferred: defer.Deferred | None = None
     focus: FocusQueue | None = None
     extra: int = 0                 # connections granted for the focus queue (counted in ``connections``)
+    urgent: bool = False
+    lease: Lease | None = None     # set by the pass's thread once claimed
 
 
 @dataclass
@@ -114,6 +122,7 @@ class Scheduler:
         self._loop: task.LoopingCall | None = None
         self.checks: dict[str, int] = {}    # host -> login checks holding one of its connections
         self.watch_conns: dict[str, int] = {}   # host -> connections held by watches (mailsyncd.watch)
+        self.leases = NodeLeases(reactor, state_pool, store, config_ref)
         self._check_waiters: dict[str, list[tuple[object, defer.Deferred]]] = {}
         self._focus_waiters: dict[str, list[_Waiter]] = {}
         self.counts = {"passes": 0, "failed_passes": 0, "throttled": 0, "login_checks_waited": 0,
@@ -130,6 +139,7 @@ class Scheduler:
         return d
 
     def _load(self) -> tuple[list[dict], dict[str, dict]]:
+        self.leases.register()
         return self.store.accounts(), self.store.cutovers()
 
     def _loaded(self, loaded) -> None:
@@ -153,12 +163,14 @@ class Scheduler:
         self._loop = task.LoopingCall(self.tick)
         self._loop.clock = self.reactor
         self._loop.start(1.0, now=True)
+        self.leases.start(self.running)
 
     def shutdown(self, grace: float = 25.0) -> defer.Deferred:
         """Stop starting passes; ask running ones to stop after their current batch."""
         self.stopping = True
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        self.leases.stop()
         for run in self.running.values():
             run.stop.set()
         pending = [r.deferred for r in self.running.values() if r.deferred is not None]
@@ -178,6 +190,7 @@ class Scheduler:
         if first or was_waiting or not acct.completed or acct.failures:
             acct.due = 0.0           # first logins and recovering accounts jump the queue
             acct.failures = 0
+            acct.urgent = True
         self.reactor.callLater(0, self.tick)
 
     def add_accounts(self, rows: list[dict]) -> int:
@@ -202,6 +215,7 @@ class Scheduler:
                 acct.waiting_login = False
                 acct.failures = 0
                 acct.due = now
+                acct.urgent = True
         if added:
             logger.info("event=accounts_added count=%d", added)
             self.reactor.callLater(0, self.tick)
@@ -213,6 +227,7 @@ class Scheduler:
             return False
         acct.due = 0.0
         acct.waiting_login = False
+        acct.urgent = True
         self.reactor.callLater(0, self.tick)
         return True
 
@@ -392,7 +407,7 @@ class Scheduler:
         limit = min(int(self.host_limit.get(host, float(endpoint.max_connections))), endpoint.max_connections)
         used = (self.checks.get(host, 0) + self.watch_conns.get(host, 0)
                 + sum(r.connections for r in self.running.values() if r.host == host))
-        return limit - used
+        return limit - used - self.leases.others.get(host, 0)
 
     def acquire(self, endpoint, wait: float) -> defer.Deferred:
         """One connection to ``endpoint``'s host for a login check; fires True, or False after ``wait`` s."""
@@ -400,6 +415,7 @@ class Scheduler:
         waiters = self._check_waiters.setdefault(host, [])
         if not waiters and self._host_free(host, endpoint) >= 1:
             self.checks[host] = self.checks.get(host, 0) + 1
+            self.leases.publish_checks(host, self.checks[host])
             return defer.succeed(True)
         self.counts["login_checks_waited"] += 1
         d: defer.Deferred = defer.Deferred()
@@ -427,6 +443,7 @@ class Scheduler:
         else:
             self.checks.pop(host, None)
         self._wake(host)
+        self.leases.publish_checks(host, self.checks.get(host, 0))
         if not self.stopping:
             self.reactor.callLater(0, self.tick)
 
@@ -459,6 +476,7 @@ class Scheduler:
         while waiters and self._host_free(host, waiters[0][0]) >= 1:
             _endpoint, d = waiters.pop(0)
             self.checks[host] = self.checks.get(host, 0) + 1
+            self.leases.publish_checks(host, self.checks[host])
             d.callback(True)
 
     # -- the loop ----------------------------------------------------------------------------
@@ -468,6 +486,7 @@ class Scheduler:
         cfg = self.config_ref()
         now = self.reactor.seconds()
         self._check_cutovers(cfg, now)
+        self.leases.refresh_others()
         free_total = cfg.scheduler.max_accounts - len(self.running)
         if free_total <= 0:
             return
@@ -477,7 +496,7 @@ class Scheduler:
         due.sort(key=lambda a: (not a.focus, not a.final, a.completed, a.messages, a.due))
         per_domain: dict[str, int] = {}
         used: dict[str, int] = dict(self.checks)
-        for host, n in self.watch_conns.items():
+        for host, n in list(self.watch_conns.items()) + list(self.leases.others.items()):
             used[host] = used.get(host, 0) + n
         for r in self.running.values():
             per_domain[r.domain] = per_domain.get(r.domain, 0) + 1
@@ -503,8 +522,13 @@ class Scheduler:
             used[host] = used.get(host, 0) + conns
 
     def _start(self, acct: _Account, domain, host: str, conns: int, focused: bool = False) -> None:
-        run = _Running(Progress(), threading.Event(), host, conns, acct.domain, final=acct.final and not focused)
+        # a focused pass claims the lease whatever its due time (the user waits); it is not the account's
+        # scheduled pass, so the account's own request (a login's, the cutover's) stays for that one
+        run = _Running(Progress(), threading.Event(), host, conns, acct.domain, final=acct.final and not focused,
+                       urgent=focused or acct.urgent or acct.final)
         run.focus = self._focus_queue(acct, only=focused)
+        if not focused:
+            acct.urgent = False
         self.running[acct.address] = run
         logger.info("event=pass_start account=%s host=%s connections=%d%s", acct.address, host, conns,
                     " final=yes" if run.final else " focused=yes" if focused else "")
@@ -515,26 +539,35 @@ class Scheduler:
         if self.on_change is not None:
             self.on_change()
 
-    def _pass(self, address: str, domain, run: _Running) -> PassResult | None:
+    def _pass(self, address: str, domain, run: _Running) -> PassResult | Refused | None:
+        lease = None
         try:
+            lease = self.leases.claim(address, run.host, run.connections, domain.source.max_connections, run.urgent)
+            if isinstance(lease, Refused):
+                return lease
+            run.connections = lease.connections
+            run.lease = lease
+            store = self.store.fenced(lease)     # every write of the pass checks the lease's token
             password = self.vault.source_password(address)
             if password is None:
                 return None
             row = self.store.account(address) or {}
-            res = AccountSync(domain, address, password, self.store, progress=run.progress, stop=run.stop,
+            res = AccountSync(domain, address, password, store, progress=run.progress, stop=run.stop,
                               connections=run.connections, source_address=row.get("source_address"),
                               focus=run.focus).run()
             notice = self.config_ref().notice
-            if notice.enabled and res.complete and not run.focus.only:
-                self._notice(domain, address, password, notice)
+            if notice.enabled and res.complete and not run.focus.only and res.error_kind != "LeaseLost":
+                self._notice(domain, address, password, notice, store)
             return res
         finally:
+            if isinstance(lease, Lease):
+                self.leases.free_slot(lease)
             self.store.release_thread()
 
-    def _notice(self, domain, address: str, password: str, notice) -> None:
+    def _notice(self, domain, address: str, password: str, notice, store) -> None:
         from . import notice as notices
         try:
-            notices.deliver(domain, address, password, self.store, sender=notice.sender)
+            notices.deliver(domain, address, password, store, sender=notice.sender)
         except Exception as e:  # noqa: BLE001 - a notice must never fail the pass
             logger.warning("event=notice_failed account=%s error=%r", address, str(e))
 
@@ -544,13 +577,24 @@ class Scheduler:
         res = PassResult(address, error=f"internal error: {failure.getErrorMessage()}", error_kind="crash")
         self._ended(res, address, domain)
 
-    def _ended(self, res: PassResult | None, address: str, domain) -> None:
+    def _ended(self, res: PassResult | Refused | None, address: str, domain) -> None:
         run = self.running.pop(address, None)
         if run is not None:
             self._wake(run.host)
         acct = self.accounts.get(address)
         now = self.reactor.seconds()
         sched = self.config_ref().scheduler
+        if isinstance(res, Refused) or (res is not None and res.error_kind == "LeaseLost"):
+            self._not_ours(res, acct, run, now)
+            if run is not None:
+                why = res.why if isinstance(res, Refused) else res.error
+                self._focus_ended(address, run, PassResult(address, error=f"not run here: {why}",
+                                                           error_kind="NotOurs"))
+            if self.on_change is not None:
+                self.on_change()
+            if not self.stopping:
+                self.reactor.callLater(0, self.tick)
+            return
         focused = run is not None and run.focus is not None and run.focus.only
         if acct is not None and res is not None and res.error is None and res.copied >= 50 and res.seconds > 0:
             acct.rate = res.copied / res.seconds      # what a folder the user opens can expect
@@ -594,6 +638,8 @@ class Scheduler:
             self._adapt(run.host, res, domain)
         if run is not None:
             self._focus_ended(address, run, res)
+        if run is not None and run.lease is not None:
+            self.leases.release(run.lease, acct.due if acct is not None and acct.due != NEVER else now)
         if self.on_change is not None:
             self.on_change()
         if self.on_pass_ended is not None:
@@ -601,17 +647,40 @@ class Scheduler:
         if not self.stopping:
             self.reactor.callLater(0, self.tick)
 
+    def _not_ours(self, res, acct: _Account | None, run: _Running | None, now: float) -> None:
+        """The lease was not granted (another node holds it, not due, no connection free), or was lost
+        mid-pass: no pass happened here, nothing to count; try again when it may be free."""
+        if isinstance(res, Refused):
+            logger.debug("event=lease_refused account=%s why=%r", res.account, res.why)
+            retry_at = res.retry_at
+        else:
+            logger.warning("event=pass_lost account=%s error=%r", res.address, res.error)
+            retry_at = now + self.config_ref().node.lease_seconds
+        if acct is not None:
+            acct.due = max(retry_at, now + 1.0)
+            # a refused claim keeps the request (a login's, the cutover's) for the next try
+            acct.urgent = acct.urgent or (run is not None and run.urgent and isinstance(res, Refused))
+
     def _adapt(self, host: str, res: PassResult, domain) -> None:
-        cap = float(domain.source.max_connections)
-        cur = self.host_limit.get(host, cap)
+        """The host's limit, shared by the nodes in the store: halved when the source throttles, a quarter
+        connection back per good pass."""
+        cap = domain.source.max_connections
+        if not res.throttled and (res.error is not None or self.host_limit.get(host, cap) >= cap):
+            return
         if res.throttled:
-            new = max(1.0, float(int(cur) // 2))
             self.counts["throttled"] += 1
-            logger.warning("event=source_throttled host=%s limit=%d->%d account=%s", host, int(cur), int(new),
-                           res.address)
+        cur = self.host_limit.get(host, float(cap))
+        d = threads.deferToThreadPool(self.reactor, self.state_pool, self.store.adapt_host_limit, host, cap,
+                                      res.throttled, res.error is None, self.reactor.seconds())
+
+        def adapted(new: float) -> None:
+            if res.throttled:
+                logger.warning("event=source_throttled host=%s limit=%d->%d account=%s", host, int(cur), int(new),
+                               res.address)
             self.host_limit[host] = new
-        elif res.error is None and cur < cap:
-            self.host_limit[host] = min(cap, cur + 0.25)
+        d.addCallback(adapted)
+        d.addErrback(lambda f: logger.error("event=store_error what='adapt host limit' error=%r",
+                                            f.getErrorMessage()))
 
     def _set_phase(self, address: str, phase: str, reason: str | None) -> None:
         logger.warning("event=account_%s account=%s reason=%r", phase, address, reason)
@@ -702,7 +771,11 @@ class Scheduler:
         return forgotten
 
     def _cut_over(self, result, domain: str) -> None:
-        if not isinstance(result, tuple):
+        if isinstance(result, dict) and result.get("state") == cutover.DONE:
+            # another node won the close (the store's compare-and-set) and destroys the passwords
+            logger.warning("event=cutover_done_elsewhere domain=%s", domain)
+            result = (0, 0)
+        elif not isinstance(result, tuple):
             self._call_off(domain, result)
             return
         self.cutovers[domain] = _Cutover(cutover.next_state(cutover.FINAL_PASS, cutover.CLOSE))

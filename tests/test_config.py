@@ -247,7 +247,7 @@ def test_multiple_errors_reported_together(cfgdir):
     ({"sync|conections": 3}, "sync.conections", "did you mean 'connections'?"),
     ({FLD + "excludes": []}, f"{D}.folders.excludes", "did you mean 'exclude'?"),
     ({"domains|example.com|foldrs": {}}, f"{D}.foldrs", "did you mean 'folders'?"),
-    ({"zzz": 1}, "zzz", "unknown key (allowed: state_dir, log_level, sync, domains, listen, tls, frontdoor, scheduler, dns, web, admin, notice, database)"),
+    ({"zzz": 1}, "zzz", "unknown key (allowed: state_dir, log_level, sync, domains, listen, tls, frontdoor, scheduler, dns, web, admin, notice, database, node)"),
 ])
 def test_unknown_key(cfgdir, changes, path, fragment):
     errors = errors_of(cfgdir, patched(changes))

@@ -196,6 +196,9 @@ def test_numbers_agree_everywhere(env):
     assert get(port, "/api/status?user=nobody%40example.com").json()["accounts"] == []
     assert [x["name"] for x in get(port, "/api/status?domain=example.com").json()["domains"]] == ["example.com"]
     assert get(port, "/api/status?domain=unknown.example").status == 404
+    # /api/nodes: this one daemon, registered and renewing (no pass holds a lease now: the account is tailing)
+    (node,) = get(port, "/api/nodes").json()["nodes"]
+    assert node["pid"] == doc["daemon"]["pid"] and node["leases"] in ([], [A]), node
 
     # /api/accounts/ADDRESS
     r = get(port, "/api/accounts/" + urllib.parse.quote(A))

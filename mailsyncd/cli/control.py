@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import replace as dataclass_replace
 
-from .. import cutover, status
+from .. import cutover, nodes, status
 from ..text import json_text, shown
 
 from .common import EXIT_CONFIG_BROKEN, EXIT_ERROR, EXIT_OK, EXIT_RESTART, EXIT_USAGE
@@ -227,8 +227,11 @@ def cmd_status(cfg, args, config_errors: list[str] = ()) -> int:
     try:
         got, attention = _read_pages(store, query, live, not args.json)
         cutovers = store.cutovers()
+        cluster = nodes.read_nodes(store, time.time())
     finally:
         store.close()
+    if not (getattr(args, "nodes", False) or len(cluster) > 1):
+        cluster = None          # one node: nothing to say about it
     daemon = None
     if doc is not None:
         daemon = {k: doc.get(k) for k in ("pid", "generation", "started", "sessions", "relayed", "reload_error",
@@ -251,6 +254,8 @@ def cmd_status(cfg, args, config_errors: list[str] = ()) -> int:
         + report["accounts"]
     problems = _config_problems(cfg, doc, list(config_errors))
     done = EXIT_CONFIG_BROKEN if problems else EXIT_OK
+    if cluster is not None:
+        report["nodes"] = cluster
     if args.json:
         if config_errors:
             report["config_errors"] = list(config_errors)
@@ -265,6 +270,9 @@ def cmd_status(cfg, args, config_errors: list[str] = ()) -> int:
         print(f"daemon: pid {doc['pid']}, up {now - doc['started']:.0f}s, config generation {doc['generation']}, "
               f"{doc['sessions']} sessions ({doc['relayed']} relayed), "
               f"{len((doc.get('live') or {}))} passes running")
+    if cluster is not None:
+        for line in nodes.lines(cluster):
+            print(line)
     for d in report["domains"]:
         ph = d["phases"]
         cut = d["cutover"]

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="order of the accounts listed: phase (failed first; the default of --all without "
                         "--json), behind (most messages still to copy), address (the default of a page)")
     p.add_argument("--json", action="store_true", help="machine-readable output (schema 1, docs/status.md)")
+    p.add_argument("--nodes", action="store_true", help="list the nodes sharing the database (name, last "
+                                                       "heartbeat, leases held); shown anyway when there are several")
     p.add_argument("--state-dir", metavar="DIR", help="the daemon's state_dir, when the config file does not "
                                                       "load (default: the file's state_dir line)")
 

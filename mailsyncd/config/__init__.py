@@ -14,6 +14,7 @@ from .endpoint import Endpoint, MasterPasswords
 from .folders import FolderRules
 from .frontdoor import FrontDoor
 from .listen import Address, Listen, TLSFiles
+from .node import Node
 from .notice import Notice
 from .root import Config, load_config, parse_config, summary
 from .scheduler import Scheduler
@@ -22,6 +23,6 @@ from .web import Admin, Web
 
 __all__ = [
     "DNS", "PLANS", "Address", "Admin", "Config", "ConfigError", "Database", "DeleteLimit", "Domain", "Endpoint",
-    "FolderRules", "FrontDoor", "Listen", "MasterPasswords", "Notice", "Scheduler", "SyncSettings",
+    "FolderRules", "FrontDoor", "Listen", "MasterPasswords", "Node", "Notice", "Scheduler", "SyncSettings",
     "TLSFiles", "UnknownDomain", "Web", "load_config", "parse_config", "summary",
 ]

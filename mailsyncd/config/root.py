@@ -15,6 +15,7 @@ from .domains import Domain, _domains
 from .endpoint import Endpoint
 from .frontdoor import FrontDoor, _frontdoor
 from .listen import Listen, TLSFiles, _listen, _tls
+from .node import Node, _node
 from .notice import Notice, _notice
 from .scheduler import Scheduler, _scheduler
 from .sync import SyncSettings, _sync
@@ -37,6 +38,7 @@ class Config:
     admin: Admin = field(default_factory=Admin)
     notice: Notice = field(default_factory=Notice)
     database: Database = field(default_factory=Database)
+    node: Node = field(default_factory=Node)
 
     def domain_for(self, address: str) -> Domain:
         domain = _split_address(address)[1].lower()
@@ -55,7 +57,7 @@ def parse_config(data: object, *, path: str) -> Config:
         raise ConfigError([f"{path}: config {what}"])
     errs = _Errors()
     s = _Section(errs, data, "", ("state_dir", "log_level", "sync", "domains", "listen", "tls", "frontdoor",
-                                  "scheduler", "dns", "web", "admin", "notice", "database"))
+                                  "scheduler", "dns", "web", "admin", "notice", "database", "node"))
     state_dir = os.path.normpath(os.path.join(base_dir, s.get("state_dir", _text, "./state")))
     log_level = s.get("log_level", _choice("debug", "info", "warning", "error"), "info")
     sync = _sync(errs, s.node.get("sync"), "sync", SyncSettings())
@@ -74,6 +76,7 @@ def parse_config(data: object, *, path: str) -> Config:
     admin = _admin(errs, s.node.get("admin"))
     notice = _notice(errs, s.node.get("notice"))
     database = _database(errs, s.node.get("database"), base_dir)
+    node = _node(errs, s.node.get("node"))
     if listen.http and not s.has("tls") and not loopback_host(listen.http.host):
         errs.add("listen.http", f"plain HTTP on {listen.http} would send passwords across the network: add a "
                  "tls: section (the page is then HTTPS), or listen on a loopback address behind a TLS proxy")
@@ -85,7 +88,7 @@ def parse_config(data: object, *, path: str) -> Config:
         raise ConfigError(errs)
     return Config(path=path, state_dir=state_dir, log_level=log_level, sync=sync,
                   domains=MappingProxyType(domains), listen=listen, tls=tls, frontdoor=frontdoor,
-                  scheduler=scheduler, dns=dns, web=web, admin=admin, notice=notice, database=database)
+                  scheduler=scheduler, dns=dns, web=web, admin=admin, notice=notice, database=database, node=node)
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -13,6 +13,7 @@ from .batches import BatchesMixin
 from .cutovers import CutoversMixin
 from .folders import FoldersMixin
 from .progress import ProgressMixin
+from .leases import Lease, LeasesMixin, Refused
 from .records import (
     POP3_PATH,
     FolderReport,
@@ -32,7 +33,7 @@ from .websessions import WebSessionsMixin
 
 
 class Store(AccountsMixin, ProgressMixin, CutoversMixin, SecretsMixin, FoldersMixin, BatchesMixin, ReportsMixin,
-            ThrottleMixin, WebSessionsMixin, StoreBase):
+            ThrottleMixin, WebSessionsMixin, LeasesMixin, StoreBase):
     """Thread-safe facade: each thread gets its own SQLite connection."""
 
     backend = "sqlite"
@@ -53,5 +54,5 @@ class Store(AccountsMixin, ProgressMixin, CutoversMixin, SecretsMixin, FoldersMi
 
 
 __all__ = ["KNOWN_NETWORK_DAYS", "POP3_PATH", "SCHEMA_VERSION", "_MIGRATIONS", "FolderReport", "FolderState",
-           "Inflight", "InflightItem", "MapRow", "Pop3Row", "DatabaseUnavailable", "Store", "StoreBase", "StoreError",
+           "Inflight", "InflightItem", "Lease", "MapRow", "Pop3Row", "DatabaseUnavailable", "Refused", "Store", "StoreBase", "StoreError",
            "flags_text", "flags_tuple"]

@@ -59,7 +59,8 @@ class StoreBase:
         if c is not None:
             self._local.conn = None
             with self._lock:
-                self._all = [x for x in self._all if x is not c]
+                # in place: a pass's fenced view (store/leases.py) shares this list
+                self._all[:] = [x for x in self._all if x is not c]
             c.close()
 
     def _dicts(self, sql: str, args: tuple) -> list[dict]:

@@ -28,9 +28,10 @@ class ReportsMixin:
         return [FolderReport(*r) for r in rows]
 
     def start_pass(self, account: str) -> int:
+        lease = getattr(self, "_fence", None)       # a pass under a lease (store/leases.py) records it
         with self._tx() as c:
-            return c.execute("INSERT INTO passes (account, started) VALUES (?,?) RETURNING id",
-                             (account, time.time())).fetchone()[0]
+            return c.execute("INSERT INTO passes (account, started, node, token) VALUES (?,?,?,?) RETURNING id",
+                             (account, time.time(), lease and lease.node, lease and lease.token)).fetchone()[0]
 
     def finish_pass(self, pass_id: int, *, ok: bool, copied: int, present: int, skipped: int,
                     nbytes: int, error: str | None, deleted: int = 0) -> None:

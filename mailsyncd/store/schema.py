@@ -1,6 +1,6 @@
 """The schema: one forward migration a version, applied in one transaction by StoreBase._migrate."""
 
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -252,5 +252,45 @@ _MIGRATIONS: dict[int, str] = {
         flash_text    TEXT
     );
     CREATE INDEX web_sessions_seen ON web_sessions (site, seen);
+    """,
+    15: """
+    -- the daemons sharing this database (config node.name), each touched every node.heartbeat
+    CREATE TABLE nodes (
+        name          TEXT PRIMARY KEY,
+        pid           INTEGER NOT NULL,
+        host          TEXT NOT NULL,
+        started       REAL NOT NULL,
+        heartbeat     REAL NOT NULL,
+        version       TEXT NOT NULL
+    );
+    -- work leases (store/leases.py): the node running the account's pass until expires; token grows by one
+    -- at every claim, and each write of a pass checks it (fencing). due: when the next pass may begin.
+    CREATE TABLE leases (
+        account       TEXT PRIMARY KEY,
+        node          TEXT,
+        token         INTEGER NOT NULL DEFAULT 0,
+        expires       REAL NOT NULL DEFAULT 0,
+        claimed       REAL,
+        due           REAL NOT NULL DEFAULT 0
+    );
+    -- source connections in use per host, shared by every node: a pass's (owner 'pass ACCOUNT TOKEN') or a
+    -- login check's (owner 'login NODE N'); a row past expires is free (its node died or stopped renewing)
+    CREATE TABLE host_slots (
+        host          TEXT NOT NULL,
+        owner         TEXT NOT NULL,
+        node          TEXT NOT NULL,
+        connections   INTEGER NOT NULL,
+        expires       REAL NOT NULL,
+        PRIMARY KEY (host, owner)
+    );
+    -- which node ran a pass, under which lease token (NULL: a one-off pass, or before schema 15)
+    ALTER TABLE passes ADD COLUMN node TEXT;
+    ALTER TABLE passes ADD COLUMN token INTEGER;
+    -- the adaptive connection limit of a source host (halved when it throttles, +0.25 per good pass)
+    CREATE TABLE host_limits (
+        host          TEXT PRIMARY KEY,
+        connections   REAL NOT NULL,
+        updated       REAL NOT NULL
+    );
     """,
 }

@@ -21,6 +21,7 @@ from ..errors import (
     AuthFailed,
     ConnectionLost,
     FolderFailed,
+    LeaseLost,
     MailsyncError,
     MessageTooLarge,
     ProtocolError,
@@ -146,13 +147,11 @@ class AccountSync:
             res.throttled = res.throttled or looks_throttled(res.error)
         finally:
             res.seconds = time.monotonic() - t0
-            if pass_id is not None:
-                self.store.finish_pass(pass_id, ok=res.complete, copied=res.copied, present=res.present,
-                                       skipped=res.skipped, nbytes=res.bytes, error=res.error, deleted=res.deleted)
-                if res.error_kind == "Stopped" or not self.record_phase:
-                    pass    # still "syncing": the next start resumes from the marks
-                else:
-                    self.store.set_phase(self.address, "failed" if res.error else "synced", res.error)
+            if pass_id is not None and res.error_kind != "LeaseLost":   # another node has the account now: not a row more
+                try:
+                    self._finish(pass_id, res)
+                except LeaseLost as e:
+                    res.error, res.error_kind = str(e), "LeaseLost"
         error = f" error={res.error!r}" if res.error else ""
         if pass_id is None:
             logger.info("event=focused_pass_done account=%s folders=%r copied=%d seconds=%.2f%s", self.address,
@@ -162,6 +161,14 @@ class AccountSync:
                         self.address, res.complete, res.copied, res.present, res.skipped, res.bytes, res.seconds,
                         error)
         return res
+
+    def _finish(self, pass_id: int, res: PassResult) -> None:
+        self.store.finish_pass(pass_id, ok=res.complete, copied=res.copied, present=res.present,
+                               skipped=res.skipped, nbytes=res.bytes, error=res.error, deleted=res.deleted)
+        if res.error_kind == "Stopped" or not self.record_phase:
+            pass    # still "syncing": the next start resumes from the marks
+        else:
+            self.store.set_phase(self.address, "failed" if res.error else "synced", res.error)
 
     def _run(self, res: PassResult) -> None:
         if self.domain.source.protocol == "pop3":
@@ -316,6 +323,8 @@ class AccountSync:
                     if self.focus is not None and not since:    # a slice is not the whole folder
                         self.focus.done(plan.path, rep.error)
             except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
+                if isinstance(e, LeaseLost):
+                    self.stop.set()          # the other workers stop too, rather than each find out
                 errors.append(e)
             finally:
                 if pair:
@@ -355,6 +364,9 @@ class AccountSync:
         if self.focus is not None:
             self.focus.attach(None)
         res.folders += [reports[p.path] for p in plans if p.path in reports]
+        for e in errors:
+            if isinstance(e, LeaseLost):
+                raise e
         if not self.stop.is_set():
             self.progress.set_stage("done")
         if sizes:
@@ -392,7 +404,7 @@ class AccountSync:
             except FolderFailed as e:
                 logger.error("event=folder_failed account=%s folder=%r reason=%r", self.address, plan.path, str(e))
                 return pair, self._failed(plan, status, str(e))
-            except (AuthFailed, TLSFailure):
+            except (AuthFailed, TLSFailure, LeaseLost):
                 raise
             except MailsyncError as e:
                 if isinstance(e, MessageTooLarge) and e.recorded:

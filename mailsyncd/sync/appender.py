@@ -104,6 +104,7 @@ class Appender:
         self.store.begin_batch(self.account, self.path, Inflight(
             self.target, tst.uidvalidity, tst.uidnext,
             tuple(InflightItem(m.key, m.size, m.fp, m.flags) for m in msgs)))
+        self.store.check_lease()     # paused past the lease: another node may be copying this batch
         with lost_is_transient(f"target, {self.where}"):
             out = self._append(msgs, tst)
             out.altered = self._altered(out.landed)

@@ -90,6 +90,7 @@ def _expunge(fs, st, items: dict[int, int]) -> int:
     store = fs.ctx.store
     tuids = sorted(items.values())
     store.begin_deletions(fs.acct, fs.path, st.uidvalidity, items)
+    store.check_lease()
     with lost_is_transient(f"target, {fs.where}"):
         fs.tgt.add_flags(tuids, [DELETED], silent=True)
         fs.tgt.uid_expunge(tuids)

@@ -9,6 +9,7 @@ Routes (GET and HEAD only; JSON answers carry ``Cache-Control: no-store``):
                                                  document (``Daemon.status``): one page of accounts
                                                  (address order), the totals of the whole filter,
                                                  ``next`` for the next page; 400 for a bad parameter.
+* ``GET /api/nodes``                             the nodes sharing the database: heartbeat, leases held.
 * ``GET /api/accounts/ADDRESS``                  one account: its entry in the document, its folders
                                                  (the last pass's report), its skipped messages with
                                                  the reasons, and its last pass.  404 when unknown.
@@ -22,9 +23,11 @@ as the admin dashboard: without ``admin.password_hash`` loopback clients only (4
 from __future__ import annotations
 
 import logging
+import time
 from urllib.parse import unquote_to_bytes
 
 from ..statusquery import Query, QueryError, parse
+from .. import nodes
 from ..text import json_text
 from . import metrics
 from .site import Reply, Shell
@@ -92,6 +95,8 @@ class ApiResource(_Guarded):
         path = request.path
         if path == b"/api/status":
             return await self._status(request)
+        if path == b"/api/nodes":
+            return json_reply(200, {"nodes": await self.blocking(nodes.read_nodes, self.daemon.store, time.time())})
         if path.startswith(b"/api/accounts/"):
             raw = unquote_to_bytes(path[len(b"/api/accounts/"):])
             try:

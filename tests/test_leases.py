@@ -1,0 +1,281 @@
+"""Work leases, fencing and the shared host budget, on one store shared by several nodes (pure store logic,
+the scheduler's clock passed in as ``now``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailsyncd.errors import LeaseLost
+from mailsyncd.store import Inflight, InflightItem, Lease, Refused, Store
+
+A, B = "alice@example.com", "bob@example.com"
+HOST = "127.0.0.1:1"
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "s.sqlite3"))
+    s.ensure_account(A, "example.com")
+    s.ensure_account(B, "example.com")
+    yield s
+    s.close()
+
+
+def _claim(store, account, node, now, wanted=1, cap=4, **kw):
+    return store.claim_lease(account, node, now, 60, host=HOST, wanted=wanted, cap=cap, **kw)
+
+
+def test_one_lease_an_account_until_it_expires_then_another_node_takes_it_over(store):
+    first = _claim(store, A, "n1", 1000)
+    assert isinstance(first, Lease) and first.token == 1 and first.expires == 1060
+    refused = _claim(store, A, "n2", 1059)
+    assert isinstance(refused, Refused) and "n1" in refused.why and refused.retry_at == 1060
+    second = _claim(store, A, "n2", 1060)
+    assert isinstance(second, Lease) and second.token == 2 and second.node == "n2"
+    # n1 comes back: its renewal finds the lease gone, its release changes nothing
+    assert store.renew_leases("n1", [first], 1061, 60) == [first]
+    assert store.release_lease(first, due=0) is False
+    assert [(r["account"], r["node"], r["token"]) for r in store.leases()] == [(A, "n2", 2)]
+
+
+def test_a_renewed_lease_is_not_taken_over(store):
+    lease = _claim(store, A, "n1", 1000)
+    assert store.renew_leases("n1", [lease], 1050, 60) == [] and lease.expires == 1110
+    assert isinstance(_claim(store, A, "n2", 1100), Refused)
+
+
+def test_the_next_pass_is_due_for_every_node_when_the_releasing_node_said(store):
+    lease = _claim(store, A, "n1", 1000)
+    assert store.release_lease(lease, due=1300) is True
+    assert _claim(store, A, "n2", 1200).why == "not due yet"
+    assert isinstance(_claim(store, A, "n2", 1200, ignore_due=True), Lease)     # a login asked for it
+
+
+def test_every_write_through_a_taken_over_lease_is_refused_and_writes_nothing(store):
+    lease = _claim(store, A, "n1", 1000)
+    view = store.fenced(lease)
+    view.set_phase(A, "syncing")                        # ours: written
+    assert store.account(A)["phase"] == "syncing"
+    assert isinstance(_claim(store, A, "n2", 2000), Lease)
+    item = InflightItem(5, 10, b"\x01" * 32, ())
+    for write in (lambda: view.set_phase(A, "synced"),
+                  lambda: view.begin_batch(A, "INBOX", Inflight("INBOX", 1, 1, (item,))),
+                  lambda: view.start_pass(A),
+                  lambda: view.commit_batch(A, "INBOX", 1, [], [(7, 10, "too big")], 7)):
+        with pytest.raises(LeaseLost):
+            write()
+    assert store.account(A)["phase"] == "syncing" and store.inflight(A, "INBOX") is None
+    assert store.skipped(A) == [] and store.passes(A) == []
+    store.set_phase(A, "synced")                        # the plain store is not fenced
+
+
+def test_the_lease_refuses_target_writes_once_it_may_have_expired(store):
+    now = [1000.0]
+    lease = _claim(store, A, "n1", 1000)
+    lease.clock, lease.margin = (lambda: now[0]), 15
+    view = store.fenced(lease)
+    view.check_lease()
+    now[0] = 1045
+    with pytest.raises(LeaseLost):
+        view.check_lease()
+    store.check_lease()                                 # the plain store has no lease to check
+
+
+def test_a_hosts_budget_is_shared_by_every_node_and_a_dead_nodes_slots_expire(store):
+    first = _claim(store, A, "n1", 1000, wanted=3, cap=4)
+    assert first.connections == 3
+    second = _claim(store, B, "n2", 1000, wanted=3, cap=4)
+    assert second.connections == 1                      # what is left of 4
+    assert store.host_use(1000) == {HOST: 4}
+    store.free_slot(second)
+    store.set_login_checks(HOST, "n3", 1, 1000, 30)          # a login check on a third node
+    assert store.host_use_by_others("n1", 1000) == {HOST: 1}
+    assert isinstance(_claim(store, B, "n2", 1000), Refused)  # 3 + 1 of 4: nothing left
+    # n1 dies: its slot expires with its lease
+    assert store.host_use(1061) == {}
+    assert _claim(store, A, "n2", 1061, wanted=4, cap=4).connections == 4
+
+
+def test_the_adaptive_limit_is_shared(store):
+    assert store.adapt_host_limit(HOST, 4, throttled=True, ok=False, now=1) == 2.0
+    assert _claim(store, A, "n1", 1000, wanted=4, cap=4).connections == 2
+    assert store.adapt_host_limit(HOST, 4, throttled=False, ok=True, now=2) == 2.25
+
+
+def test_status_lists_the_nodes_when_there_are_several_or_when_asked(tmp_path):
+    import json
+    import time
+
+    import yaml
+    from syncenv import ctl
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"), "domains": {"example.com": {
+        "source": {"host": "127.0.0.1", "port": 1, "security": "none"},
+        "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}}))
+    s = Store(str(tmp_path / "state" / "mailsyncd.sqlite3"))
+    now = time.time()
+    s.ensure_account(A, "example.com")
+    s.node_started("n1", 101, "host-a", now - 100, "0.1.0")
+    s.close()
+    out = ctl("status", "-c", str(cfg))
+    assert out.returncode == 0, out.stderr
+    assert "nodes:" not in out.stdout                               # one node: nothing to say
+    assert "n1 " in ctl("status", "--nodes", "-c", str(cfg)).stdout
+    s = Store(str(tmp_path / "state" / "mailsyncd.sqlite3"))
+    s.node_started("n2", 202, "host-b", now - 50, "0.1.0")
+    assert isinstance(s.claim_lease(A, "n2", now, 60, host=HOST, wanted=1, cap=4), Lease)
+    s.close()
+    out = ctl("status", "-c", str(cfg))
+    assert "nodes: 2" in out.stdout, out.stdout
+    line = next(x for x in out.stdout.splitlines() if x.strip().startswith("n2"))
+    assert "host-b" in line and "1 leases: " + A in line, line
+    doc = json.loads(ctl("status", "--json", "-c", str(cfg)).stdout)
+    assert [(n["name"], n["leases"]) for n in doc["nodes"]] == [("n1", []), ("n2", [A])]
+
+
+def test_a_cutover_is_closed_once_for_the_cluster(tmp_path):
+    """Two nodes on one store both run the domain's cutover; one closes it (compare-and-set) and destroys
+    the passwords, the other sees it done and stops scheduling the domain."""
+    import os
+
+    from fakes import FakeReactor, HeldPool, SyncPool
+
+    from mailsyncd.config import parse_config
+    from mailsyncd.scheduler import Scheduler
+    from mailsyncd.sync.account import PassResult
+    from mailsyncd.vault import Vault
+
+    state = tmp_path / "state"
+    reactor = FakeReactor()
+    reactor.advance(10_000)
+    scheds, pools = [], []
+    key = os.urandom(32)
+    for name in ("n1", "n2"):
+        cfg = parse_config({"state_dir": str(state), "node": {"name": name}, "domains": {"example.com": {
+            "source": {"host": "127.0.0.1", "port": 1, "security": "none"},
+            "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}}, path=str(tmp_path / "c.yaml"))
+        store = Store.in_state_dir(cfg.state_dir)
+        vault = Vault(store, key)
+        if name == "n1":
+            for a in (A, B):
+                store.ensure_account(a, "example.com", "import")
+                vault.put_password(a, "pw")
+        pool = HeldPool(PassResult)
+        scheds.append(Scheduler(reactor, pool, SyncPool(), store, vault, lambda cfg=cfg: cfg))
+        pools.append(pool)
+    for s in scheds:
+        s.start()
+    for pool in pools:
+        pool.finish()                   # the first passes, before the cutover
+    reactor.advance(0)
+    scheds[0].store.set_cutover("example.com", reactor.seconds(), "scheduled", "test")
+    for s in scheds:
+        s.refresh_cutovers(s.store.cutovers())
+    for _ in range(3):
+        reactor.advance(1)
+        for pool in pools:
+            pool.finish()
+    reactor.advance(1)
+    assert all(s.is_cut_over("example.com") for s in scheds), [(s.cutovers, s.running, len(p.held)) for s, p in zip(scheds, pools)]
+    assert scheds[0].store.cutover("example.com")["state"] == "done"
+    assert scheds[0].store.secret_password(A) is None and scheds[0].store.secret_password(B) is None
+    assert not any(s.accounts for s in scheds)
+    for s in scheds:
+        s.shutdown()
+        s.store.close()
+
+
+@pytest.mark.parametrize("node, error", [
+    ({"name": "bad name"}, "node.name: must be 1-63 letters"),
+    ({"lease_seconds": 0}, "node.lease_seconds: must be a number > 0"),
+    ({"lease_seconds": 60, "heartbeat": 40}, "node.heartbeat: must be at most half of node.lease_seconds (60)"),
+    ({"lease": 60}, "node.lease: unknown key"),
+])
+def test_node_config_errors_name_the_key(tmp_path, node, error):
+    from mailsyncd.config import ConfigError, parse_config
+    with pytest.raises(ConfigError) as e:
+        parse_config({"state_dir": str(tmp_path), "node": node, "domains": {"example.com": {
+            "source": {"host": "127.0.0.1", "port": 1, "security": "none"},
+            "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}}, path=str(tmp_path / "c.yaml"))
+    assert any(m.startswith(error) for m in e.value.errors), e.value.errors
+
+
+def test_node_defaults(tmp_path):
+    import socket
+
+    from mailsyncd.config import parse_config
+    cfg = parse_config({"state_dir": str(tmp_path), "node": {"lease_seconds": 40}, "domains": {"example.com": {
+        "source": {"host": "127.0.0.1", "port": 1, "security": "none"},
+        "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}}, path=str(tmp_path / "c.yaml"))
+    assert (cfg.node.name, cfg.node.lease_seconds, cfg.node.heartbeat) == \
+        (socket.gethostname().split(".")[0], 40.0, 10.0)
+
+
+def _sched(tmp_path, name, reactor, *, max_connections=4):
+    import os
+
+    from fakes import HeldPool, SyncPool
+
+    from mailsyncd.config import parse_config
+    from mailsyncd.scheduler import Scheduler
+    from mailsyncd.sync.account import PassResult
+    from mailsyncd.vault import Vault
+
+    cfg = parse_config({"state_dir": str(tmp_path / "state"), "node": {"name": name, "lease_seconds": 60},
+                        "domains": {"example.com": {
+                            "source": {"host": "127.0.0.1", "port": 1, "security": "none",
+                                       "max_connections": max_connections},
+                            "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}},
+                       path=str(tmp_path / "c.yaml"))
+    store = Store.in_state_dir(cfg.state_dir)
+    return Scheduler(reactor, HeldPool(PassResult), SyncPool(), store, Vault(store, os.urandom(32)),
+                     lambda: cfg), cfg
+
+
+def test_a_login_check_on_one_node_waits_for_the_connections_another_nodes_passes_hold(tmp_path):
+    import threading
+
+    from fakes import FakeReactor
+
+    from mailsyncd.scheduler import _Running, host_key
+    from mailsyncd.sync.progress import Progress
+
+    reactor = FakeReactor()
+    reactor.advance(10_000)
+    a, cfg = _sched(tmp_path, "na", reactor)
+    b, _ = _sched(tmp_path, "nb", reactor)
+    ep = cfg.domains["example.com"].source
+    host = host_key(ep)
+    lease = a.store.claim_lease(A, "na", reactor.seconds(), 60, host=host, wanted=4, cap=4)  # na's pass: all 4
+    assert lease.connections == 4
+    b.leases.refresh_others()
+    got = []
+    b.acquire(ep, 5.0).addCallback(got.append)
+    reactor.advance(5.1)
+    assert got == [False] and b.counts["login_checks_refused"] == 1
+    a.store.free_slot(lease)
+    b.leases.refresh_others()
+    b.acquire(ep, 5.0).addCallback(got.append)
+    assert got == [False, True]
+    # ...and the check, published in the store, holds one connection back from the other node's passes
+    assert a.store.claim_lease(B, "na", reactor.seconds(), 60, host=host, wanted=4, cap=4).connections == 3
+    # a node whose lease was taken over stops its pass at the next heartbeat
+    run = _Running(Progress(), threading.Event(), host, 3, "example.com")
+    run.lease = lease
+    a.running[A] = run
+    reactor.advance(61)
+    assert b.store.claim_lease(A, "nb", reactor.seconds(), 60, host=host, wanted=1, cap=4).node == "nb"
+    a.leases.heartbeat(a.running)
+    assert run.stop.is_set()
+    # belt and braces: a lease this node could not renew is given up before it expires, store or not
+    late = _Running(Progress(), threading.Event(), host, 1, "example.com")
+    late.lease = Lease(B, "na", 7, reactor.seconds() + 10, host, "x", 1, margin=15, clock=reactor.seconds)
+    class Down:
+        def renew_leases(self, *args):
+            raise OSError("database unreachable")
+    a.leases.store = Down()
+    a.leases.heartbeat({B: late})
+    assert late.stop.is_set()
+    for s in (a, b):
+        s.store.close()
