@@ -65,6 +65,7 @@ class _Account:
     absent: dict = field(default_factory=dict)  # target name -> when a plan showed no source folder has it
     planned: tuple | None = None   # (when, FocusQueue) of its last pass's plan: every source folder then
     looks: list = field(default_factory=list)   # when a name that plan did not have started a pass
+    urgent: bool = False           # asked for (a login, sync now, a retry, the cutover): not the lease's due
 
 
 @dataclass
@@ -75,7 +76,6 @@ class _Waiter:
     on_left: object = None         # (messages left) -> None, once the pass knows
     told: bool = False
     requeued: bool = False
-    urgent: bool = False           # asked for (a login, sync now, a retry, the cutover): not the lease's due
 
 
 @dataclass
