@@ -10,7 +10,7 @@ import sys
 
 from . import account
 from .common import (EPILOG, EXIT_ERROR, EXIT_OK, EXIT_PIPE, EXIT_USAGE, add_config_options,
-                     load_checked_config)
+                     load_checked_config, state_usable)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +107,8 @@ def _main(argv: list[str] | None) -> int:
         return control.cmd_status_any(args)
     cfg = load_checked_config(args.config, "mailsyncctl")
     if cfg is None:
+        return EXIT_ERROR
+    if args.cmd != "check-config" and not state_usable(cfg.state_dir):
         return EXIT_ERROR
     logs.setup(args.log_level or cfg.log_level)
     if args.cmd in ("sync", "import") and any(d.source.auto for d in cfg.domains.values()):
