@@ -74,7 +74,7 @@ def page(request, ctx: Ctx | None, lang: str, title: str, body: str, *, nav: str
     top = ['<header class="top"><a class="brand" href="/admin">mailsyncd</a>']
     if ctx is not None:
         top.append('<nav>')
-        for key, href in (("overview", "/admin"), ("accounts", "/admin/accounts")):
+        for key, href in (("overview", "/admin"), ("accounts", "/admin/accounts"), ("report", "/admin/report")):
             current = ' aria-current="page"' if nav == key else ""
             top.append(f'<a href="{href}"{current}>{esc(w(lang, key))}</a>')
         top.append('</nav>')
