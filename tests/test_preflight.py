@@ -119,3 +119,48 @@ def test_the_estimate_uses_the_measured_rate_and_never_beats_the_largest_account
     assert est.seconds == pytest.approx(45.0)           # one big account alone takes that long
     est = preflight.estimate(100 << 20, 1, measured=None, parallel=1)
     assert not est.measured and est.seconds == pytest.approx(50.0)
+
+
+def test_preflight_keeps_within_the_source_hosts_connection_budget(tmp_path, monkeypatch, capsys):
+    """In-process, the checks replaced by a recorder: never more at once than source.max_connections,
+    and as many as --connections when the source allows them (so the limit is real, not a serial loop)."""
+    import threading
+    from argparse import Namespace
+
+    import yaml
+
+    from mailsyncd import preflight
+    from mailsyncd.cli.preflight import cmd_preflight
+    from mailsyncd.config import load_config
+
+    def run(max_connections: int, connections: int, n: int) -> int:
+        doc = {"state_dir": str(tmp_path / "state"), "domains": {"example.com": {
+            "source": {"host": "127.0.0.1", "port": 1, "security": "none", "max_connections": max_connections},
+            "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}}
+        path = tmp_path / "m.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        lock, state = threading.Lock(), {"now": 0, "most": 0}
+        everyone = threading.Barrier(min(n, max_connections, connections), timeout=10)
+
+        def fake(domain, address, password, *, source_address=None):
+            with lock:
+                state["now"] += 1
+                state["most"] = max(state["most"], state["now"])
+            try:
+                everyone.wait()        # as many as allowed meet here; one more would wait for nobody
+            except threading.BrokenBarrierError:
+                pass
+            with lock:
+                state["now"] -= 1
+            return preflight.AccountCheck(address, source_login="ok", target_login="ok")
+        monkeypatch.setattr(preflight, "check_account", fake)
+        rows = [(f"u{i}@example.com", "pw") for i in range(n)]
+        args = Namespace(csv=accounts_csv(tmp_path, rows), domain=None, connections=connections, as_csv=False,
+                         json=True)
+        assert cmd_preflight(load_config(str(path)), args) == 0
+        capsys.readouterr()
+        return state["most"]
+
+    assert run(max_connections=2, connections=8, n=6) == 2
+    assert run(max_connections=8, connections=3, n=6) == 3
+    assert run(max_connections=1, connections=4, n=3) == 1
