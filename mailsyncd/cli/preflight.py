@@ -172,7 +172,7 @@ def _print_table(results, est) -> None:
         for s in r.skipped_folders:
             print(f"  not copied: {shown(s, 300)}")
     ok = sum(1 for r in results if r.ok)
-    print(f"\n{len(results)} accounts ({ok} log in), {sum(r.messages for r in results)} messages, "
+    print(f"\n{len(results)} accounts ({ok} with a working login), {sum(r.messages for r in results)} messages, "
           f"{size_text(sum(r.bytes for r in results))}, {sum(r.too_large for r in results)} too large to copy")
     how = "measured by earlier passes" if est.measured else "no copy measured yet: the default"
     print(f"estimated first copy: {duration(est.seconds, 'en')} at {size_text(est.bytes_per_second)}/s per "
