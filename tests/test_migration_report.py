@@ -9,7 +9,7 @@ import io
 import pytest
 from seed import Msg, make_message, seed
 from syncenv import ctl, make_config, sync_once
-from test_dashboard import browser, dash_daemon, front_door_login, no_horizontal_scroll  # noqa: F401 - fixture
+from test_dashboard import browser, dash_daemon, front_door_login  # noqa: F401 - the fixture
 
 from mailsyncd.config import load_config
 from mailsyncd.store import Store
