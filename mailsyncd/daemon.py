@@ -26,12 +26,12 @@ from .proxy import tls
 from .proxy.frontdoor import FrontDoorFactory
 from .proxyproto.listener import ProxyHeaderFactory
 from .scheduler import Scheduler
+from .statedir import STATUS_FILE
 from .store import Store
 from .vault import Vault
 
 logger = logging.getLogger("mailsyncd")
 
-STATUS_FILE = "daemon.json"
 STATUS_EVERY = 2.0
 
 
@@ -88,7 +88,7 @@ class Daemon(service.MultiService):
         self.reload_error: str | None = None
         self.restart_needed: list[str] = []    # what the last reload could not apply; mailsyncctl reload says it
         self.started = time.time()
-        self.store = Store.in_state_dir(config.state_dir)
+        self.store = Store.open(config)
         self.vault = Vault.open(config.state_dir, self.store)
         self.auth_pool = ThreadPool(minthreads=0, maxthreads=config.frontdoor.auth_threads, name="auth")
         self.sync_pool = ThreadPool(minthreads=0, maxthreads=config.scheduler.max_accounts, name="sync")
@@ -96,7 +96,7 @@ class Daemon(service.MultiService):
         self.scheduler = Scheduler(reactor, self.sync_pool, self.state_pool, self.store, self.vault, self.current)
         self.gate = Gate(reactor, self.auth_pool, self.current, self.store, self.vault,
                          on_login=self.scheduler.on_login, cut_over=self.scheduler.is_cut_over,
-                         source_slots=self.scheduler)
+                         source_slots=self.scheduler, state_pool=self.state_pool)
         self.master_passwords = MasterPasswords.read(config)     # not at each relay: no file reads there
         self.conn_limits = ConnectionLimits(*self._conn_caps(config))
         self.scheduler.on_cutover = self.gate.forget_recent
@@ -261,8 +261,11 @@ class Daemon(service.MultiService):
         if new.state_dir != old.state_dir:
             logger.warning("event=reload_note what='state_dir changes only on restart' kept=%s", old.state_dir)
             notes.append(f"state_dir changes only on restart: still {old.state_dir}, after a restart {new.state_dir}")
+        if new.database != old.database:
+            logger.warning("event=reload_note what='database changes only on restart'")
+            notes.append("database changes only on restart")
         self.restart_needed = notes
-        new = dataclasses.replace(new, listen=old.listen, state_dir=old.state_dir)
+        new = dataclasses.replace(new, listen=old.listen, state_dir=old.state_dir, database=old.database)
         added = sorted(set(new.domains) - set(old.domains))
         removed = sorted(set(old.domains) - set(new.domains))
         self.config = new
@@ -323,16 +326,22 @@ class Daemon(service.MultiService):
             self.notifier.status(line)
         self._write_status()
 
-    def status(self, domain: str | None = None, user: str | None = None) -> defer.Deferred:
-        """The status document (mailsyncd.status, schema 1) for the web views; fires with a dict."""
-        from . import status
+    def status(self, domain: str | None = None, user: str | None = None, *, query=None,
+               totals: bool = True) -> defer.Deferred:
+        """The status document (mailsyncd.status, schema 1) for the web views, one page of ``query``
+        (statusquery.Query; default: the first page of ``domain``/``user``); fires with a dict.
+        ``totals=False``: the page only (the totals are zeros)."""
+        from . import status, statusquery
+        query = query or statusquery.Query(domain=domain, user=user)
+        live = self.scheduler.live()
 
         def read():
-            return self.store.progress_rows(domain, user), self.store.cutovers()
+            return statusquery.read(self.store, query, running=live.keys(), totals=totals), self.store.cutovers()
 
         d = threads.deferToThreadPool(self.reactor, self.state_pool, read)
-        d.addCallback(lambda r: status.build(r[0], config=self.config, live=self.scheduler.live(),
-                                             cutovers=r[1], daemon=self.daemon_info(), domain=domain, user=user))
+        d.addCallback(lambda r: status.build_page(
+            r[0]["rows"], r[0]["groups"], config=self.config, live=live, running_domains=r[0]["running_domains"],
+            cutovers=r[1], daemon=self.daemon_info(), domain=query.domain, next_cursor=r[0]["next_cursor"]))
         return d
 
     def daemon_info(self) -> dict:

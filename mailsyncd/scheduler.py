@@ -32,12 +32,15 @@ from dataclasses import dataclass, field
 from twisted.internet import defer, task, threads
 
 from . import cutover
+from .store.base import DatabaseUnavailable
+from .focus import ByTarget, FocusQueue, FocusResult
 from .sync.account import AccountSync, PassResult
 from .sync.progress import Progress
 
 logger = logging.getLogger("mailsyncd.scheduler")
 
 NEVER = float("inf")
+ABSENT_TTL = 300.0   # a name no source folder has is not looked for again (a source login) for this long
 
 
 @dataclass
@@ -50,6 +53,19 @@ class _Account:
     messages: int = 0              # source size, for "small mailboxes first"
     waiting_login: bool = False    # the source refused the stored password: wait for the user
     final: bool = False            # the cutover's final pass is pending
+    focus: list = field(default_factory=list)   # folders to copy next (focus.py keys), before a pass starts
+    rate: float | None = None      # messages a second copied by its last pass that copied enough to tell
+    absent: dict = field(default_factory=dict)  # target name -> when a plan showed no source folder has it
+
+
+@dataclass
+class _Waiter:
+    key: object                    # a source path or focus.ByTarget
+    deferred: defer.Deferred
+    reason: str
+    on_left: object = None         # (messages left) -> None, once the pass knows
+    told: bool = False
+    requeued: bool = False
 
 
 @dataclass
@@ -61,6 +77,8 @@ class _Running:
     domain: str
     final: bool = False            # started as the cutover's final pass
     deferred: defer.Deferred | None = None
+    focus: FocusQueue | None = None
+    extra: int = 0                 # connections granted for the focus queue (counted in ``connections``)
 
 
 @dataclass
@@ -92,6 +110,7 @@ class Scheduler:
         self._loop: task.LoopingCall | None = None
         self.checks: dict[str, int] = {}    # host -> login checks holding one of its connections
         self._check_waiters: dict[str, list[tuple[object, defer.Deferred]]] = {}
+        self._focus_waiters: dict[str, list[_Waiter]] = {}
         self.counts = {"passes": 0, "failed_passes": 0, "throttled": 0, "login_checks_waited": 0,
                        "login_checks_refused": 0}
         self.on_cutover = None             # (domain) -> None, after a domain is cut over
@@ -191,6 +210,141 @@ class Scheduler:
         self.reactor.callLater(0, self.tick)
         return True
 
+    # -- the folder the user opens goes next (the front door; focus.py) ----------------------------
+    def focus(self, address: str, path, *, reason: str, on_left=None) -> defer.Deferred:
+        """Copy ``path`` (a source path, or focus.ByTarget) of ``address`` next.  Fires a focus.FocusResult
+        when that folder's copy is complete, failed or stopped.  ``on_left(n)`` is called once the pass
+        knows how many messages the folder still lacks.
+
+        No pass running: a focused pass starts at once (ahead of other accounts' waiting passes, within the
+        budgets).  A pass running: its workers take the folder before their planned order, and one more
+        worker starts for it if the host's budget has a connection to spare (_grant); if the workers are
+        past taking, a focused pass follows it.  Never two passes of one account at once."""
+        acct = self.accounts.get(address)
+        if acct is None or self.stopping or self.is_cut_over(acct.domain):
+            return defer.succeed(FocusResult("absent", detail="not syncing"))
+        if acct.waiting_login:
+            return defer.succeed(FocusResult("failed", detail="the source refused the stored password"))
+        w = _Waiter(path, defer.Deferred(), reason, on_left)
+        self._focus_waiters.setdefault(address, []).append(w)
+        logger.info("event=focus account=%s folder=%r reason=%s", address,
+                    path.name if isinstance(path, ByTarget) else path, reason)
+        run = self.running.get(address)
+        if run is not None and run.focus is not None:
+            run.focus.push(path)
+            self._focus_changed(address)
+            if w in self._focus_waiters.get(address, ()):
+                self._grant(address, run)
+        else:
+            if path not in acct.focus:
+                acct.focus.append(path)
+            self.reactor.callLater(0, self.tick)
+        return w.deferred
+
+    def folder_left(self, address: str, target_name: str) -> defer.Deferred:
+        """What copying the folder a client opens as ``target_name`` would take: fires (key for focus(),
+        messages it lacks or None if unknown), or None when there is nothing to do (complete, not a
+        source folder, not syncing).  From the running pass's plan, else the store (in the state thread)."""
+        acct = self.accounts.get(address)
+        if acct is None or acct.waiting_login or self.is_cut_over(acct.domain):
+            return defer.succeed(None)
+        seen = acct.absent.get(target_name)
+        if seen is not None and self.reactor.seconds() - seen < ABSENT_TTL:
+            return defer.succeed(None)    # a folder only on the new server: asking the source again costs a login
+        run = self.running.get(address)
+        if run is not None and run.focus is not None and run.focus.planned:
+            path = run.focus.resolve(ByTarget(target_name))
+            if path is None:
+                return defer.succeed(None)
+            done, error = run.focus.finished(path)
+            left = 0 if done and error is None else run.focus.left(path)
+            if left is not None:           # else a focused pass that did not count it: ask the store
+                return defer.succeed(None if left == 0 else (path, left))
+
+        def answer(rows):
+            if not rows:
+                return ByTarget(target_name), None      # never copied: only a pass's plan can tell
+            for path, left in rows:
+                if left != 0:
+                    return path, left
+            return None
+        return threads.deferToThreadPool(self.reactor, self.state_pool, self.store.folders_into, address,
+                                         target_name).addCallback(answer)
+
+    def copy_rate(self, address: str) -> float | None:
+        """Messages a second this account's copy runs at: the running pass's, else the last one's."""
+        run = self.running.get(address)
+        if run is not None and run.progress.done >= 50:
+            return run.progress.rate
+        acct = self.accounts.get(address)
+        return acct.rate if acct else None
+
+    def _grant(self, address: str, run: _Running) -> None:
+        """The running pass's workers may all be busy with long folders: give the queue a worker of its own,
+        one connection more, if the source host's budget has it."""
+        dom = self.config_ref().domains.get(run.domain)
+        if dom is None or run.extra >= 1 or self._host_free(run.host, dom.source) < 1:
+            return
+        if run.focus.grant():
+            run.extra += 1
+            run.connections += 1
+            logger.info("event=focus_worker account=%s host=%s connections=%d", address, run.host, run.connections)
+
+    def _focus_queue(self, acct: _Account, only: bool) -> FocusQueue:
+        keys, acct.focus = acct.focus, []
+        address = acct.address
+        return FocusQueue(keys, only=only and bool(keys),
+                          notify=lambda: self.reactor.callFromThread(self._focus_changed, address))
+
+    def _focus_changed(self, address: str, run: _Running | None = None) -> None:
+        """The pass planned or finished a folder: answer the waiters it concerns."""
+        run = run or self.running.get(address)
+        if run is None or run.focus is None or not run.focus.planned:
+            return
+        for w in list(self._focus_waiters.get(address, ())):
+            path = run.focus.resolve(w.key)
+            if path is None:
+                acct = self.accounts.get(address)
+                if acct is not None and isinstance(w.key, ByTarget):
+                    acct.absent[w.key.name] = self.reactor.seconds()
+                self._focus_fire(address, w, FocusResult("absent", detail="no such source folder"))
+                continue
+            left = run.focus.left(path)
+            if left is not None and not w.told and w.on_left is not None:
+                w.told = True
+                w.on_left(left)
+            done, error = run.focus.finished(path)
+            if done:
+                self._focus_fire(address, w, FocusResult("failed" if error else "done", path, error))
+
+    def _focus_ended(self, address: str, run: _Running, res: PassResult | None) -> None:
+        self._focus_changed(address, run)
+        acct = self.accounts.get(address)
+        for w in list(self._focus_waiters.get(address, ())):
+            if res is None or res.error is not None or acct is None or self.stopping:
+                state = "stopped" if res is not None and res.error_kind == "Stopped" else "failed"
+                self._focus_fire(address, w, FocusResult(state, detail=res.error if res else "no password"))
+            elif not run.focus.planned:
+                # a pass without folders to plan (a POP3 source): it copied everything there is
+                self._focus_fire(address, w, FocusResult("done"))
+            elif w.requeued:
+                self._focus_fire(address, w, FocusResult("failed", detail="not copied by two passes"))
+            else:
+                # pushed after the pass's workers stopped taking: a focused pass follows
+                w.requeued = True
+                if w.key not in acct.focus:
+                    acct.focus.append(w.key)
+
+    def _focus_fire(self, address: str, w: _Waiter, result: FocusResult) -> None:
+        waiters = self._focus_waiters.get(address, [])
+        if w in waiters:
+            waiters.remove(w)
+        if not waiters:
+            self._focus_waiters.pop(address, None)
+        logger.info("event=focus_done account=%s folder=%r state=%s reason=%s", address, result.path,
+                    result.state, w.reason)
+        w.deferred.callback(result)
+
     def progress(self, address: str) -> Progress | None:
         run = self.running.get(address)
         return run.progress if run else None
@@ -201,7 +355,8 @@ class Scheduler:
         for address, run in self.running.items():
             p = run.progress
             out[address] = {"done": p.done, "total": p.total, "bytes": p.bytes, "rate": round(p.rate, 1),
-                            "current": sorted(p.current), "connections": run.connections}
+                            "current": sorted(p.current), "connections": run.connections,
+                            "stage": p.stage}
         return out
 
     def is_cut_over(self, domain: str) -> bool:
@@ -268,9 +423,9 @@ class Scheduler:
         if free_total <= 0:
             return
         due = [a for a in self.accounts.values()
-               if a.address not in self.running and not a.waiting_login and a.due <= now
+               if a.address not in self.running and not a.waiting_login and (a.due <= now or a.focus)
                and a.domain in cfg.domains and not self.is_cut_over(a.domain)]
-        due.sort(key=lambda a: (not a.final, a.completed, a.messages, a.due))
+        due.sort(key=lambda a: (not a.focus, not a.final, a.completed, a.messages, a.due))
         per_domain: dict[str, int] = {}
         used: dict[str, int] = dict(self.checks)
         for r in self.running.values():
@@ -291,16 +446,17 @@ class Scheduler:
             if free < 1:
                 continue
             conns = min(domain.sync.connections, free)
-            self._start(acct, domain, host, conns)
+            self._start(acct, domain, host, conns, focused=acct.due > now)
             free_total -= 1
             per_domain[acct.domain] = per_domain.get(acct.domain, 0) + 1
             used[host] = used.get(host, 0) + conns
 
-    def _start(self, acct: _Account, domain, host: str, conns: int) -> None:
-        run = _Running(Progress(), threading.Event(), host, conns, acct.domain, final=acct.final)
+    def _start(self, acct: _Account, domain, host: str, conns: int, focused: bool = False) -> None:
+        run = _Running(Progress(), threading.Event(), host, conns, acct.domain, final=acct.final and not focused)
+        run.focus = self._focus_queue(acct, only=focused)
         self.running[acct.address] = run
         logger.info("event=pass_start account=%s host=%s connections=%d%s", acct.address, host, conns,
-                    " final=yes" if acct.final else "")
+                    " final=yes" if run.final else " focused=yes" if focused else "")
         d = threads.deferToThreadPool(self.reactor, self.sync_pool, self._pass, acct.address, domain, run)
         d.addCallbacks(self._ended, self._crashed, callbackArgs=(acct.address, domain),
                        errbackArgs=(acct.address, domain))
@@ -315,9 +471,10 @@ class Scheduler:
                 return None
             row = self.store.account(address) or {}
             res = AccountSync(domain, address, password, self.store, progress=run.progress, stop=run.stop,
-                              connections=run.connections, source_address=row.get("source_address")).run()
+                              connections=run.connections, source_address=row.get("source_address"),
+                              focus=run.focus).run()
             notice = self.config_ref().notice
-            if notice.enabled and res.complete:
+            if notice.enabled and res.complete and not run.focus.only:
                 self._notice(domain, address, password, notice)
             return res
         finally:
@@ -331,7 +488,8 @@ class Scheduler:
             logger.warning("event=notice_failed account=%s error=%r", address, str(e))
 
     def _crashed(self, failure, address: str, domain) -> None:
-        logger.error("event=pass_crashed account=%s error=%r", address, failure.getErrorMessage())
+        event = "database_unavailable" if failure.check(DatabaseUnavailable) else "pass_crashed"
+        logger.error("event=%s account=%s error=%r", event, address, failure.getErrorMessage())
         res = PassResult(address, error=f"internal error: {failure.getErrorMessage()}", error_kind="crash")
         self._ended(res, address, domain)
 
@@ -342,7 +500,12 @@ class Scheduler:
         acct = self.accounts.get(address)
         now = self.reactor.seconds()
         sched = self.config_ref().scheduler
-        if acct is not None:
+        focused = run is not None and run.focus is not None and run.focus.only
+        if acct is not None and res is not None and res.error is None and res.copied >= 50 and res.seconds > 0:
+            acct.rate = res.copied / res.seconds      # what a folder the user opens can expect
+        if acct is not None and focused and res is not None and res.error is None:
+            pass                     # a focused pass leaves the account's schedule as it was
+        elif acct is not None:
             final = run is not None and run.final
             if final:
                 acct.final = False
@@ -378,6 +541,8 @@ class Scheduler:
                 c.pending.discard(address)
         if res is not None and run is not None:
             self._adapt(run.host, res, domain)
+        if run is not None:
+            self._focus_ended(address, run, res)
         if self.on_change is not None:
             self.on_change()
         if not self.stopping:

@@ -11,6 +11,7 @@ import os
 import stat
 
 PRIVATE_UMASK = 0o077
+STATUS_FILE = "daemon.json"     # the running daemon's record (daemon.py writes it, mailsyncctl reads it)
 
 
 class StateDirError(Exception):

@@ -1,8 +1,9 @@
 """The progress numbers, one model for every view: `mailsyncctl status`, /api, /metrics, the dashboard,
 the self-service page and the [ALERT] at login: one phase word each, one size format.
 
-Pure: it takes the store's per-account rows and the daemon's live view (which
-passes run, how fast) and returns plain dicts.  The JSON schema (version 1) is
+Pure: it takes the store's per-account rows of one page, the database's sums of the whole filter
+(store/progress.py, via statusquery.read) and the daemon's live view (which passes run, how fast)
+and returns plain dicts.  The JSON schema (version 1) is
 documented in docs/status.md; add fields, never rename or remove them.
 
 Phases, as users see them:
@@ -45,6 +46,13 @@ def alert_text(progress) -> str | None:
     pct = int(100 * progress.done / progress.total)
     return (f"Mailbox migration in progress: {progress.done:,} of {progress.total:,} messages ({pct}%); "
             "older mail is still arriving.")
+
+
+def folder_alert_text(left: int) -> str:
+    """The [ALERT] when a client opens a folder whose older mail is still being copied."""
+    many = left != 1
+    return (f"Mailbox migration in progress: {left:,} older message{'s' if many else ''} of this folder "
+            f"{'are' if many else 'is'} still arriving.")
 
 
 def phase_of(row: dict, running: bool) -> str:
@@ -97,6 +105,8 @@ def account_view(row: dict, live: dict | None, pass_interval: float, now: float)
         "behind": max(0, source - on_target - skipped),
         "rate": None if rate is None else round(rate, 1), "eta_seconds": None if eta is None else round(eta),
         "current_folders": current,
+        # recent mail first (sync/recent.py): "recent" -> "rest" -> "done"
+        "stage": live.get("stage") if running else ("done" if phase in ("tailing", "cutover") else None),
         "last_pass": last, "last_pass_ok": row.get("last_pass_ok"), "next_pass": next_pass,
     }
 
@@ -105,19 +115,43 @@ def _totals(accounts: list[dict]) -> dict:
     phases = {p: 0 for p in PHASES}
     for a in accounts:
         phases[a["phase"]] += 1
-    source = sum(a["source_messages"] for a in accounts)
-    target = sum(a["target_messages"] for a in accounts)
-    skipped = sum(a["skipped"] for a in accounts)
-    rate = sum(a["rate"] or 0.0 for a in accounts)
-    behind = sum(a["behind"] for a in accounts)
     known = [a["source_bytes"] for a in accounts if a["source_bytes"] is not None]
-    return {"accounts": len(accounts), "phases": phases, "source_messages": source,
-            "source_known": bool(accounts) and all(a["source_known"] for a in accounts),
-            "source_bytes": sum(known) if known else None, "target_messages": target,
-            "skipped": skipped, "bytes": sum(a["bytes"] for a in accounts),
+    return _totals_dict(
+        len(accounts), phases, sum(a["source_messages"] for a in accounts),
+        bool(accounts) and all(a["source_known"] for a in accounts), sum(known) if known else None,
+        sum(a["target_messages"] for a in accounts), sum(a["skipped"] for a in accounts),
+        sum(a["bytes"] for a in accounts), sum(a["behind"] for a in accounts), sum(a["rate"] or 0.0 for a in accounts))
+
+
+def _totals_dict(n: int, phases: dict, source: int, source_known: bool, source_bytes: int | None, target: int,
+                 skipped: int, size: int, behind: int, rate: float) -> dict:
+    return {"accounts": n, "phases": phases, "source_messages": source, "source_known": source_known,
+            "source_bytes": source_bytes, "target_messages": target,
+            "skipped": skipped, "bytes": size,
             "percent": round(100.0 * min(source, target + skipped) / source, 1) if source else 0.0,
             "behind": behind, "rate": round(rate, 1),
             "eta_seconds": round(behind / rate) if rate > 0 and behind else None}
+
+
+def totals_of(groups: list[dict], rate: float) -> dict:
+    """The totals of :func:`_totals`, from the database's sums (Store.progress_totals rows) instead of every
+    account's entry; ``rate``: the summed (rounded) rates of the running passes among them."""
+    phases = {p: 0 for p in PHASES}
+    n = source = target = skipped = size = behind = known = 0
+    source_bytes = None
+    for g in groups:
+        word = phase_of({"phase": g["stored"], "has_password": g["has_password"]}, bool(g["running"]))
+        phases[word] += g["accounts"]
+        n += g["accounts"]
+        source += int(g["source_messages"] or 0)
+        target += int(g["target_messages"] or 0)
+        skipped += int(g["skipped"] or 0)
+        size += int(g["bytes"] or 0)
+        behind += int(g["behind"] or 0)
+        known += int(g["source_known"] or 0)
+        if g["source_bytes"] is not None:
+            source_bytes = (source_bytes or 0) + int(g["source_bytes"])
+    return _totals_dict(n, phases, source, n > 0 and known == n, source_bytes, target, skipped, size, behind, rate)
 
 
 def sort_key(a: dict) -> tuple:
@@ -125,23 +159,31 @@ def sort_key(a: dict) -> tuple:
     return (PHASES.index(a["phase"]), -a["behind"], a["address"])
 
 
-def build(rows: list[dict], *, config, live: dict | None = None, cutovers: dict | None = None,
-          daemon: dict | None = None, domain: str | None = None, user: str | None = None,
-          now: float | None = None) -> dict:
-    """The whole status document (schema 1)."""
+def _cutover(name: str, config, cutovers: dict | None) -> dict | None:
+    row = (cutovers or {}).get(name)
+    if row:
+        return {"state": row["state"], "at": row["at"], "note": row.get("note")}
+    if name in config.domains and config.domains[name].cutover:
+        return {"state": "scheduled", "at": config.domains[name].cutover, "note": "from the config"}
+    return None
+
+
+def build_page(rows: list[dict], groups: list[dict], *, config, live: dict | None = None,
+               running_domains: dict | None = None, cutovers: dict | None = None, daemon: dict | None = None,
+               domain: str | None = None, next_cursor: str | None = None, now: float | None = None) -> dict:
+    """The status document (schema 1) for one page of a filter (statusquery.read gives the arguments):
+    ``accounts`` is the page, in address order; ``totals`` and ``domains`` cover the whole filter, from the
+    database's sums; ``next`` is the cursor of the next page (null on the last)."""
     now = time.time() if now is None else now
     live = live or {}
     interval = config.scheduler.pass_interval
-    accounts = [account_view(r, live.get(r["address"]), interval, now) for r in rows
-                if (domain is None or r["domain"] == domain) and (user is None or r["address"] == user)]
-    accounts.sort(key=sort_key)
-    domains = []
-    for name in sorted(config.domains if domain is None else [domain]):
-        mine = [a for a in accounts if a["domain"] == name]
-        row = (cutovers or {}).get(name)
-        cut = ({"state": row["state"], "at": row["at"], "note": row.get("note")} if row else
-               ({"state": "scheduled", "at": config.domains[name].cutover, "note": "from the config"}
-                if name in config.domains and config.domains[name].cutover else None))
-        domains.append({"name": name, "cutover": cut, **_totals(mine)})
-    return {"schema": SCHEMA, "generated": now, "daemon": daemon, "totals": _totals(accounts),
-            "domains": domains, "accounts": accounts}
+    accounts = [account_view(r, live.get(r["address"]), interval, now) for r in rows]
+    rates: dict[str, float] = {}
+    for address, name in (running_domains or {}).items():
+        if address in live:     # as account_view rounds it, so the sums agree with the accounts'
+            rates[name] = rates.get(name, 0.0) + round(float(live[address].get("rate") or 0.0), 1)
+    domains = [{"name": name, "cutover": _cutover(name, config, cutovers),
+                **totals_of([g for g in groups if g["domain"] == name], rates.get(name, 0.0))}
+               for name in sorted(config.domains if domain is None else [domain])]
+    return {"schema": SCHEMA, "generated": now, "daemon": daemon, "totals": totals_of(groups, sum(rates.values())),
+            "domains": domains, "accounts": accounts, "next": next_cursor}

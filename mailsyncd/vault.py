@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import stat
 import time
@@ -29,6 +31,9 @@ _NONCE_BYTES = 12
 _TAG_BYTES = 16
 # Binds each ciphertext to its address: a row copied onto another account fails to decrypt.
 _AAD_PREFIX = b"mailsyncd-v1:"
+# The key's fingerprint in the database (HMAC of this label: says nothing about the key): nodes that share
+# a database must share the key, and one started with another key is refused before it seals anything.
+_FINGERPRINT_LABEL = b"mailsyncd vault key fingerprint v1"
 
 # RFC 9106's low-memory profile is t=3, m=64 MiB, p=4: ~115 ms per verify on a 2-core box, too
 # slow for a login path.  Half the memory with one lane per core keeps t=3 at ~50 ms.  Hashes
@@ -61,12 +66,21 @@ class Vault:
             if os.path.exists(path):
                 # systemd already limits credentials to the unit's user (a group-readable mode is its
                 # business); world access would still mean a misconfiguration.
-                return cls(store, _read_key(path, forbidden=0o007), key_source=path)
+                return cls._checked(store, _read_key(path, forbidden=0o007), path)
         path = os.path.join(state_dir, KEY_FILE)
         key = _create_key(state_dir, path)
         if key is None:
             key = _read_key(path, forbidden=0o077)
-        return cls(store, key, key_source=path)
+        return cls._checked(store, key, path)
+
+    @classmethod
+    def _checked(cls, store, key: bytes, path: str) -> Vault:
+        vault = cls(store, key, key_source=path)
+        if not store.claim_vault_key(hmac.new(key, _FINGERPRINT_LABEL, hashlib.sha256).hexdigest()):
+            raise VaultError(
+                f"vault key {path} is not the key the passwords in {store.path} were sealed with: every node "
+                "sharing a database needs the same key; copy it from a node that has it (or restore it)")
+        return vault
 
     # -- the source password ---------------------------------------------------
     def put_password(self, address: str, password: str) -> None:
@@ -115,6 +129,14 @@ class Vault:
     def remember_login(self, address: str, password: str, *, now: float | None = None) -> None:
         addr = _norm(address)
         self.store.put_login(addr, self._seal(addr, password), _HASHER.hash(password), _now(now))
+
+    def record_first_login(self, address: str, password: str, domain: str, plan: str | None,
+                           source_address: str | None) -> bool:
+        """``remember_login`` and the account, at once; True for the one login that found no stored
+        password (the store's compare-and-set: of concurrent first logins on several nodes, one)."""
+        addr = _norm(address)
+        blob, verifier = self._seal(addr, password), _HASHER.hash(password)    # slow: before the transaction
+        return self.store.record_login(addr, domain, plan, source_address, blob, verifier, _now(None))
 
     # -- sealing -------------------------------------------------------------------
     def _seal(self, addr: str, password: str) -> bytes:

@@ -12,9 +12,10 @@ need=()
 # test that runs the daemon under the unit's syscall filter; curl and isync (mbsync): real clients;
 # chromium (+ a CJK font for the Chinese pages): the dashboard's browser test (driven by the
 # playwright package from PyPI, no browser download); haproxy: the load balancer in front of several
-# nodes (tests start their own in the foreground; the packaged service is not used).
-# man-db: the man page tests render them with `man -l`.
-for pkg in dovecot-imapd dovecot-pop3d systemd python3-seccomp curl isync chromium fonts-wqy-microhei haproxy man-db; do
+# nodes (tests start their own in the foreground; the packaged service is not used); postgresql: the
+# database: tests start their own server from its binaries (mailsyncd/testing/postgres.py) and never
+# use the cluster Debian creates; man-db: the man page tests render them with `man -l`.
+for pkg in dovecot-imapd dovecot-pop3d systemd python3-seccomp curl isync chromium fonts-wqy-microhei haproxy postgresql man-db; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v python3 >/dev/null || need+=(python3)

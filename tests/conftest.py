@@ -48,6 +48,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if _DOVECOT_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.dovecot)  # so that `-m "not dovecot"` deselects them
+        callspec = getattr(item, "callspec", None)
+        if {"postgres_server", "pg_database"} & set(getattr(item, "fixturenames", ())) or (
+                callspec is not None and callspec.params.get("store_backend") == "postgresql"):
+            item.add_marker(pytest.mark.postgres)
 
 
 def _require_dovecot() -> None:
@@ -151,3 +155,50 @@ def make_haproxy(tmp_path):
     yield make
     for h in started:
         h.stop()
+# -- PostgreSQL (mailsyncd/testing/postgres.py): one server a session, a fresh database a test ---------
+@pytest.fixture(scope="session")
+def postgres_server():
+    from mailsyncd.testing.postgres import Postgres, postgres_missing_reason
+    reason = postgres_missing_reason()
+    if reason is not None:
+        pytest.fail(f"CI=true but {reason}", pytrace=False) if _IN_CI else pytest.skip(reason)
+    with Postgres() as pg:
+        yield pg
+
+
+@pytest.fixture
+def pg_database(postgres_server, request):
+    """(url, password_file) of a database of its own (CREATE DATABASE ... TEMPLATE template0: fast)."""
+    name = "t_" + "".join(ch if ch.isalnum() else "_" for ch in request.node.name)[-50:].lower()
+    postgres_server.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    url = postgres_server.create_database(name)
+    yield url, postgres_server.password_file
+    postgres_server.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_store(request, tmp_path, store_backend):
+    """``make_store()`` -> a Store on this test's backend (SQLite in tmp_path/state, or its own PostgreSQL
+    database, migrated); each call opens it again on the same data.  All closed at teardown."""
+    from mailsyncd.store import Store
+    opened = []
+
+    def make(state_dir: str | None = None):
+        if store_backend == "sqlite":
+            s = Store.in_state_dir(state_dir or str(tmp_path / "state"))
+        else:
+            from mailsyncd.store.pg import PgStore
+            from mailsyncd.testing.postgres import PASSWORD
+            url, _ = request.getfixturevalue("pg_database")
+            s = PgStore(url, password=PASSWORD, migrate=True)
+        opened.append(s)
+        return s
+
+    yield make
+    for s in opened:
+        s.close()

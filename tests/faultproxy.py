@@ -10,6 +10,8 @@
     (the literals of a LITERAL+ APPEND are swallowed first; a synchronizing one is refused
     before the client sends it, as RFC 3501 allows);
   - ``outage(seconds)``: every open connection is reset and new ones are reset at once, for that long;
+  - ``hang(seconds)``: new connections are accepted and then get nothing at all (not even a greeting)
+    for that long, then are closed: a source that stalls;
   - ``at_literal_byte(n, fn)`` / ``at_append(k, fn)``: call ``fn()`` when the n-th server literal
     byte, or the k-th APPENDed message (a literal of an APPEND command), passes the proxy.
 """
@@ -159,6 +161,8 @@ class FaultProxy:
         self._cut_at: int | None = None
         self._refuse: tuple[str, int] | None = None
         self._down_until = 0.0
+        self._hang_until = 0.0
+        self._hung: list[socket.socket] = []
         self._byte_hooks: list[tuple[int, object]] = []
         self._append_hooks: list[tuple[int, object]] = []
         self._conns: list[_Conn] = []
@@ -181,6 +185,8 @@ class FaultProxy:
             conns = list(self._conns)
         for c in conns:
             c.kill()
+        for s in self._hung:
+            _reset(s)
 
     # -- arming faults ---------------------------------------------------------------------------
     def cut_in_literal(self, nth_byte: int) -> None:
@@ -197,6 +203,10 @@ class FaultProxy:
         self._event(f"outage {seconds:g}s: {len(conns)} connections reset")
         for c in conns:
             c.kill()
+
+    def hang(self, seconds: float) -> None:
+        with self._lock:
+            self._hang_until = time.monotonic() + seconds
 
     def at_literal_byte(self, n: int, fn) -> None:
         self._byte_hooks.append((n, fn))
@@ -218,6 +228,11 @@ class FaultProxy:
                 return
             if time.monotonic() < self._down_until:
                 _reset(client)
+                continue
+            if time.monotonic() < self._hang_until:
+                self._event("connection held silent")
+                self._hung.append(client)
+                threading.Timer(self._hang_until - time.monotonic(), _reset, (client,)).start()
                 continue
             try:
                 up = socket.create_connection(self.upstream, timeout=10)

@@ -15,6 +15,10 @@ names carry control characters.  Scenarios:
 * ``bad``         a tagged BAD in the middle of the FETCH
 * ``long_line``   10 MB of response without CRLF
 * ``bad_status``  (as ``misbehave[(folder, 0)]``) a STATUS answer with words where numbers belong
+* ``search_flood`` (as ``misbehave[(folder, 0)]``) a UID SEARCH answered with 40 lines of 900 KB of
+  UIDs each (36 MB), until the client goes away (``stream_stopped``/``streamed`` record it)
+
+Any other UID SEARCH is answered with every UID of the folder (every message is "recent").
 """
 
 from __future__ import annotations
@@ -124,6 +128,9 @@ class HostileServer:
                     conn.sendall(b"* %d EXISTS\r\n* 0 RECENT\r\n* FLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft)\r\n"
                                  b"* OK [UIDVALIDITY %d] v\r\n* OK [UIDNEXT %d] n\r\n%s OK [READ-ONLY] examined\r\n"
                                  % (len(box.messages), box.uidvalidity, nxt, tag))
+                elif cmd == b"UID SEARCH" and selected is not None:
+                    if not self._search(conn, tag, selected):
+                        return
                 elif cmd == b"UID FETCH" and selected is not None:
                     if not self._fetch(conn, tag, args, selected):
                         return
@@ -183,6 +190,25 @@ class HostileServer:
                 out.append(head + b"FLAGS %s INTERNALDATE %s BODY[] {%d}\r\n%s)\r\n" % (fl, DATE, len(raw), raw))
         conn.sendall(b"".join(out) + tag + b" OK fetched\r\n")
         return True
+
+    def _search(self, conn: socket.socket, tag: bytes, folder: str) -> bool:
+        box = self.folders[folder]
+        if self.misbehave.get((folder, 0)) != "search_flood":
+            uids = b" ".join(b"%d" % u for u, _, _ in box.messages)
+            conn.sendall(b"* SEARCH " + uids + b"\r\n" + tag + b" OK searched\r\n")
+            return True
+        line = b"* SEARCH " + b" ".join(b"%d" % (i % 3 + 1) for i in range(450_000)) + b"\r\n"
+        sent = 0
+        try:
+            for _ in range(40):
+                conn.sendall(line)
+                sent += len(line)
+            conn.sendall(tag + b" OK searched\r\n")
+            self.stream_stopped.append("sent everything")
+        except OSError as e:
+            self.stream_stopped.append(f"client went away: {type(e).__name__}")
+        self.streamed.append(sent)
+        return False
 
     def _stream(self, conn: socket.socket) -> None:
         """Send up to 300 MB of the announced literal until the client goes away."""

@@ -36,11 +36,22 @@ def make_config(tmp_path, pair, *, folders=None, sync=None, source=None, target=
 
 def sync_once(cfg_path: str, address: str, password: str, **kw) -> PassResult:
     cfg = load_config(cfg_path)
-    store = Store.in_state_dir(cfg.state_dir)
+    store = Store.open(cfg)
     try:
         return AccountSync(cfg.domain_for(address), address, password, store, **kw).run()
     finally:
         store.close()
+
+
+def on_backend(cfg_path: str, request, backend: str) -> str:
+    """The config with its state in a PostgreSQL database of the test's own (migrated), if ``backend`` says so."""
+    if backend == "postgresql":
+        url, pw_file = request.getfixturevalue("pg_database")
+        doc = yaml.safe_load(open(cfg_path))
+        doc["database"] = {"url": url, "password_file": pw_file}
+        open(cfg_path, "w").write(yaml.safe_dump(doc, allow_unicode=True))
+        Store.open(load_config(cfg_path), migrate=True).close()
+    return cfg_path
 
 
 def ctl(*args: str, input: str | None = None, timeout: float = 300, env=None) -> subprocess.CompletedProcess:

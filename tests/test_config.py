@@ -197,6 +197,8 @@ def test_full_settings(cfgdir):
     ({"sync|batch_bytes": "lots"}, "sync.batch_bytes", "size"),
     ({"sync|max_message_size": "2GiB"}, "sync.max_message_size", "64KiB to 1GiB"),
     ({"domains|example.com|sync|max_message_size": "big"}, 'domains."example.com".sync.max_message_size', "size"),
+    ({"sync|recent_first": -1}, "sync.recent_first", "integer 0-36500"),
+    ({"domains|example.com|sync|recent_first": "30d"}, 'domains."example.com".sync.recent_first', "integer"),
     ({"sync|retries": -1}, "sync.retries", "0-100"),
     ({"sync|retry_backoff": 0}, "sync.retry_backoff", "> 0"),
     ({"sync|retry_backoff": 61}, "sync.retry_backoff", "<= 60"),
@@ -245,7 +247,7 @@ def test_multiple_errors_reported_together(cfgdir):
     ({"sync|conections": 3}, "sync.conections", "did you mean 'connections'?"),
     ({FLD + "excludes": []}, f"{D}.folders.excludes", "did you mean 'exclude'?"),
     ({"domains|example.com|foldrs": {}}, f"{D}.foldrs", "did you mean 'folders'?"),
-    ({"zzz": 1}, "zzz", "unknown key (allowed: state_dir, log_level, sync, domains, listen, tls, frontdoor, scheduler, dns, web, admin, notice)"),
+    ({"zzz": 1}, "zzz", "unknown key (allowed: state_dir, log_level, sync, domains, listen, tls, frontdoor, scheduler, dns, web, admin, notice, database)"),
 ])
 def test_unknown_key(cfgdir, changes, path, fragment):
     errors = errors_of(cfgdir, patched(changes))
@@ -302,6 +304,11 @@ def test_encrypted_to_remote_host_is_fine(cfgdir, security):
 ])
 def test_batch_bytes_sizes(cfgdir, value, expected):
     assert parse(cfgdir, patched({"sync|batch_bytes": value})).sync.batch_bytes == expected
+
+
+def test_recent_first(cfgdir):
+    assert parse(cfgdir, patched({})).sync.recent_first == 30
+    assert parse(cfgdir, patched({"sync|recent_first": 0})).sync.recent_first == 0
 
 
 def test_max_message_size(cfgdir):
@@ -481,6 +488,10 @@ def test_duplicate_key_is_an_error(tmp_path):
      "frontdoor.idle_timeout: must be at least 1800"),
     ({"imap": "127.0.0.1:1143"}, {"allow_plaintext_login": True, "verifer_ttl": 1},
      "frontdoor.verifer_ttl: unknown key (did you mean 'verifier_ttl'?)"),
+    ({"imap": "127.0.0.1:1143"}, {"allow_plaintext_login": True, "copy_on_open": -1},
+     "frontdoor.copy_on_open: must be an integer 0-100000"),
+    ({"imap": "127.0.0.1:1143"}, {"allow_plaintext_login": True, "copy_on_open_deadline": 0},
+     "frontdoor.copy_on_open_deadline: must be a number > 0 and <= 60"),
 ])
 def test_front_door_settings_are_checked(tmp_path, listen, frontdoor, expect):
     doc = {"domains": {"a.com": {"source": {"host": "127.0.0.1", "security": "none"},

@@ -21,11 +21,10 @@ def _seed(store: Store, state: str, at: float | None = NOW - 1) -> None:
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store.in_state_dir(str(tmp_path / "s"))
+def store(make_store):
+    s = make_store()
     s.ensure_account(A, DOMAIN)
-    yield s
-    s.close()
+    return s
 
 
 def test_every_state_and_event_has_a_decision_and_done_is_final():

@@ -109,3 +109,16 @@ def test_a_status_tick_picks_up_an_import_made_by_another_process(env):
     assert ("status", d.status_line()) in notifier.sent
     d.reactor.advance(0)
     assert passes.finish() == ["bob@example.com"]               # and bob's first pass starts at once
+
+
+def test_a_reload_keeps_the_database_it_started_with_and_says_restart(env, caplog, tmp_path):
+    d, path, doc, notifier = env
+    pw = tmp_path / "db.pw"
+    pw.write_text("x\n")
+    path.write_text(yaml.safe_dump({**doc, "database": {"url": "postgresql://u@127.0.0.1:1/db",
+                                                        "password_file": str(pw)}}))
+    with caplog.at_level(logging.INFO, logger="mailsyncd"):
+        d.reload()
+    assert d.generation == 2 and d.reload_error is None
+    assert d.restart_needed == ["database changes only on restart"]
+    assert d.config.database.url is None and d.store.backend == "sqlite"

@@ -11,9 +11,11 @@ when ``UPDATE_SCREENSHOT=1``; otherwise it goes to the test's tmp_path only.
 
 from __future__ import annotations
 
+import html
 import http.client
 import imaplib
 import io
+import json
 import os
 import re
 import shutil
@@ -240,6 +242,36 @@ def test_dashboard_in_a_real_browser(tmp_path, dovecot_pair, browser):
         page.fill("#q", "alice")
         page.click("form.search button")
         expect(page.locator("tr[data-row]")).to_have_count(1)
+        # the filters: status and domain in the form, totals by status on top; then pages of two
+        imported = [f"imp{i}@example.com" for i in range(3)]
+        store = Store.in_state_dir(d.state_dir)
+        try:
+            for address in imported:
+                store.ensure_account(address, "example.com", "import")
+        finally:
+            store.close()
+        page.fill("#q", "")
+        page.select_option("#phase", "waiting")
+        page.select_option("#domain", "example.com")
+        page.click("form.search button")
+        expect(page.locator("tr[data-row]")).to_have_count(3)
+        expect(page.locator("li.phase-waiting b")).to_have_text("3")
+        expect(page.locator("li.phase-tailing b")).to_have_text("0")
+        page.click("li.phase-tailing a")                       # the same filter, another status
+        expect(page.locator("tr[data-row]")).to_have_count(2)
+        assert "domain=example.com" in page.url and "phase=tailing" in page.url
+        page.goto(base + "/admin/accounts?limit=2")
+        listed = page.locator("tr[data-row]").evaluate_all("rows => rows.map(r => r.dataset.row)")
+        page.click("a[rel=next]")
+        listed += page.locator("tr[data-row]").evaluate_all("rows => rows.map(r => r.dataset.row)")
+        page.click("a[rel=next]")
+        listed += page.locator("tr[data-row]").evaluate_all("rows => rows.map(r => r.dataset.row)")
+        expect(page.locator("a[rel=next]")).to_have_count(0)
+        assert listed == sorted([A, B] + imported)              # every account once, by address
+        expect(page.locator("#live")).to_contain_text("Live", timeout=15000)   # its poll asks for this page
+        page.click("a[rel=first]")
+        expect(page.locator("tr[data-row]")).to_have_count(2)
+        page.goto(base + "/admin/accounts?q=alice")
         page.click(f"tr[data-row='{A}'] td.addr a")
         page.wait_for_url(base + "/admin/accounts/alice@example.com")
         expect(page.locator("h1")).to_have_text(f"Account {A}")
@@ -318,6 +350,13 @@ def test_dashboard_in_a_real_browser(tmp_path, dovecot_pair, browser):
         np_.goto(base + "/admin")
         expect(np_.locator('[data-d="example.com"][data-f="target_messages"]')).to_have_text("16")
         expect(np_.locator("#live")).to_be_hidden()
+        np_.goto(base + "/admin/accounts")                     # the filter form and the pages are plain HTML
+        np_.select_option("#phase", "waiting")
+        np_.click("form.search button")
+        expect(np_.locator("tr[data-row]")).to_have_count(3)
+        np_.goto(base + "/admin/accounts?limit=4")
+        np_.click("a[rel=next]")
+        expect(np_.locator("tr[data-row]")).to_have_count(1)
         nojs.close()
 
         ctx.close()
@@ -522,7 +561,7 @@ def test_cutover_actions(tmp_path, dovecot_pair):
             assert f"event=admin_action ip=127.0.0.1 action={action} target=example.com result={result}" in log
 
 
-def test_accounts_search_sort_and_escaping(tmp_path, dovecot_pair):
+def test_accounts_search_filters_pages_and_escaping(tmp_path, dovecot_pair):
     seed(*dovecot_pair.source_account(A), {"INBOX": [Msg(make_message(i)) for i in range(3)]})
     with dash_daemon(tmp_path, dovecot_pair) as d:
         front_door_login(d, dovecot_pair, A)
@@ -546,14 +585,33 @@ def test_accounts_search_sort_and_escaping(tmp_path, dovecot_pair):
             return re.findall(r'<tr data-row="([^"]*)"', r.text)
 
         esc_evil = "&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;@example.com"
-        assert rows("") == [B, esc_evil, A]        # failed first, then waiting, then in sync
+        assert rows("") == [esc_evil, A, B]        # by address: a page of a filter, never a sort of them all
         assert "&lt;b&gt;source said NO&lt;/b&gt;" in w.get("/admin/accounts").text
-        assert rows("?sort=address") == [esc_evil, A, B]
         assert rows("?q=ALI") == [A]
         assert rows("?phase=failed") == [B]
         assert rows("?phase=waiting") == [esc_evil]
-        assert rows("?sort=percent")[0] == esc_evil
-        assert rows("?sort=bogus") == rows("")
+        assert rows("?domain=example.com&phase=tailing&q=a") == [A]
+        # totals of the filter on top, by status, each a link to that status within the filter
+        text = w.get("/admin/accounts?q=example").text
+        assert "Showing 3 of 3 accounts." in text and 'href="/admin/accounts?q=example&amp;phase=failed"' in text
+        assert re.search(r'phase-failed"><a [^>]*>Failed: <b>1</b>', text), text
+        # pages: plain links, each account once
+        first = w.get("/admin/accounts?limit=2").text
+        assert re.findall(r'<tr data-row="([^"]*)"', first) == [esc_evil, A]
+        assert "Showing 2 of 3 accounts." in first and 'rel="first"' not in first
+        nxt = html.unescape(re.search(r'<a href="([^"]*)" rel="next">', first).group(1))
+        assert rows(nxt.removeprefix("/admin/accounts")) == [B]
+        last = w.get(nxt).text
+        assert 'rel="next"' not in last and 'rel="first"' in last
+        assert re.search(r'data-status="/admin/status.json\?cursor=[\w-]+&amp;limit=2"', last)  # this page only
+        for query, words in (("?phase=bogus", "phase: &#x27;bogus&#x27; is not one of"),
+                             ("?cursor=nope", "cursor: not a cursor this server gave"),
+                             ("?limit=5000", "limit: 5000 is out of range")):
+            r = w.get("/admin/accounts" + query)
+            assert r.status == 400 and words in r.text, (query, r.text[-600:])
+        r = w.get("/admin/status.json?phase=bogus")
+        assert r.status == 400 and json.loads(r.text)["error"].startswith("phase: 'bogus'")
+        assert [a["address"] for a in json.loads(w.get("/admin/status.json?phase=failed").text)["accounts"]] == [B]
         overview = w.get("/admin").text
         assert "Failed accounts (1)" in overview and "&lt;b&gt;source said NO" in overview
         page = w.get("/admin/accounts/" + urllib.parse.quote(evil, safe="@"))
@@ -607,9 +665,4 @@ def test_small_helpers():
     assert access.loopback_ip("127.0.0.9") and access.loopback_ip("::1") and access.loopback_ip("::ffff:127.0.0.1")
     assert not access.loopback_ip("10.0.0.1") and not access.loopback_ip("localhost") and not access.loopback_ip(None)
     assert admin.parse_when("2026-12-31T18:00+08:00") == 1798711200.0 and admin.parse_when("2026-12-31") is None
-    accts = [{"address": a, "phase": p, "behind": b, "percent": c} for a, p, b, c in (
-        ("b@x", "tailing", 0, 100.0), ("a@x", "failed", 5, 50.0), ("c@x", "syncing", 9, 10.0))]
-    assert [a["address"] for a in admin.sort_accounts(accts, "phase")] == ["a@x", "c@x", "b@x"]
-    assert [a["address"] for a in admin.sort_accounts(accts, "behind")] == ["c@x", "a@x", "b@x"]
-    assert [a["address"] for a in admin.sort_accounts(accts, "percent")] == ["c@x", "a@x", "b@x"]
     assert set(i18n.WORDS["en"]) == set(i18n.WORDS["zh"])

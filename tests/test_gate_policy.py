@@ -60,7 +60,7 @@ class Env:
         monkeypatch.setattr(self.vault, "check_verifier", counted)
         self.wall = time.time()
         self.gate = Gate(self.reactor, self.pool, lambda: self.config, self.store, self.vault,
-                         wall=lambda: self.wall)
+                         wall=lambda: self.wall, state_pool=SyncPool())
 
     def start(self, ip, user, password):
         return self.gate.authenticate(ip, user, password)
@@ -303,3 +303,85 @@ def test_a_waiting_login_goes_before_new_passes(env):
     assert got2 == [True]
     sched.tick()
     assert "dave@example.com" not in sched.running     # no connection left for a new pass
+
+
+# -- several nodes on one store -----------------------------------------------------------------
+
+def node(env):
+    """A second node: its own store connections, vault and gate on the same database, the same clock."""
+    store = Store.in_state_dir(env.config.state_dir)
+    vault = Vault.open(env.config.state_dir, store)
+    gate = Gate(env.reactor, SyncPool(), lambda: env.config, store, vault, wall=lambda: env.wall,
+                state_pool=SyncPool())
+    return gate, store
+
+
+def login_at(env, gate, ip, user, password):
+    out = []
+    gate.authenticate(ip, user, password).addCallback(out.append)
+    for _ in range(100):
+        if out:
+            return out[0]
+        env.reactor.advance(0.001)
+    raise AssertionError("no verdict")
+
+
+@pytest.mark.parametrize(("ip", "user", "most"), [
+    (lambda i: "203.0.113.7", lambda i: A, 5),                                  # one user, one network
+    (lambda i: f"10.{i // 250}.{i % 250}.1", lambda i: A, 30),                  # the circuit breaker
+    (lambda i: "203.0.113.50", lambda i: f"user{i}@example.com", 10),           # one network, many users
+], ids=["user+network", "user", "network"])
+def test_guesses_alternated_between_two_nodes_reach_the_source_as_often_as_through_one(env, ip, user, most):
+    gate_b, store_b = node(env)
+    nodes = [env.gate, gate_b]
+    for i in range(1000):
+        v = login_at(env, nodes[i % 2], ip(i), user(i), f"guess-{i}")
+    assert not v.ok and v.throttled
+    assert env.source.calls <= most, env.source.calls     # the same as through one node
+    store_b.close()
+
+
+def test_the_failure_delay_grows_across_nodes_and_old_rows_are_trimmed(env):
+    from mailsyncd.auth.throttle import Limits, Throttle
+    clock = [1000.0]
+    store_b = Store.in_state_dir(env.config.state_dir)
+    a = Throttle(Limits(delay_base=2, delay_max=15), lambda: clock[0], state=env.store)
+    b = Throttle(Limits(delay_base=2, delay_max=15), lambda: clock[0], state=store_b)
+    assert [(a, b)[i % 2].failed("9.9.9.9") for i in range(5)] == [2, 4, 8, 15, 15]
+    b.succeeded("9.9.9.9")
+    assert a.failed("9.9.9.9") == 2
+    for i in range(50):
+        assert a.take(f"10.0.{i}.1/32", f"u{i}@example.com", known=False) is None
+    assert env.store.throttle_rows() > 50
+    clock[0] += 3 * 3600                                # every bucket full again, the streak over
+    assert b.take("10.1.0.1/32", A, known=False) is None    # a take trims, every few minutes
+    assert env.store.throttle_rows() == 3                  # only the three buckets just spent from
+    store_b.close()
+
+
+def test_two_nodes_verifying_the_same_first_login_at_once_report_one_first_login(env):
+    """The first-login record is a compare-and-set in the store: two nodes that both verified a new
+    user's password at the source at the same moment start ONE migration, not two."""
+    import threading
+
+    gate_b, store_b = node(env)
+    for n in range(4):
+        user = f"user{n}@example.com"
+        barrier = threading.Barrier(2)
+        firsts = []
+
+        def remember(gate):
+            barrier.wait()
+            firsts.append(gate._remember(user, "example.com", f"pw{n}", "login", None))
+
+        threads = [threading.Thread(target=remember, args=(g,)) for g in (env.gate, gate_b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(firsts) == [False, True], (user, firsts)
+        assert env.vault.source_password(user) == f"pw{n}"
+        assert env.store.account(user)["plan"] == "login"
+    # and a later login of the same user is not a first one on either node
+    assert gate_b._remember("user0@example.com", "example.com", "pw0", "login", None) is False
+    store_b.close()

@@ -39,7 +39,7 @@ plugin {
   quota = maildir:User quota
   quota_max_mail_size = 100k
 }"""
-ALLOWED_LABELS = {"domain", "phase", "state", "result"}
+ALLOWED_LABELS = {"node", "domain", "phase", "state", "result"}
 pytestmark = [pytest.mark.timeout(300), pytest.mark.dovecot]
 
 
@@ -356,7 +356,7 @@ def test_a_dashboard_session_is_enough_when_a_password_is_set():
     daemon = SimpleNamespace(reactor=SimpleNamespace(seconds=time.monotonic), current=lambda: cfg)
     signed_in = []
     access = Access(daemon)
-    access.dashboard = SimpleNamespace(session_ok=lambda request: bool(signed_in))
+    access.dashboard = SimpleNamespace(session_ok=lambda request: defer.succeed(bool(signed_in)))
 
     def check():
         results = []
@@ -388,3 +388,67 @@ def test_source_bytes_come_from_status_size(tmp_path, dovecot_pair):
     (acct,) = doc["accounts"]
     assert acct["source_bytes"] == acct["bytes"] == 27000, acct
     assert doc["totals"]["source_bytes"] == 27000
+
+
+def test_pages_filters_totals_and_the_node_label(env):
+    """/api/status and `mailsyncctl status` at scale: keyset pages that visit every account once, filters in
+    the query, totals of the whole filter, a specific 400 / exit 2 for a bad parameter; /metrics per node."""
+    import socket
+
+    from mailsyncd.store import Store
+    d, _pair = env
+    port = d.http_port
+    extra = [f"imp{i}@example.com" for i in range(4)] + ["x_y@example.com"]
+    store = Store.in_state_dir(d.state_dir)
+    for address in extra:
+        store.ensure_account(address, "example.com", "import")      # imported: waiting for the first login
+    store.close()
+    everyone = sorted(extra + [A])
+
+    seen, cursor, pages = [], None, 0
+    while True:
+        r = get(port, "/api/status?" + urllib.parse.urlencode({"limit": 2, **({"cursor": cursor} if cursor else {})}))
+        assert r.status == 200, r.text
+        doc = r.json()
+        assert doc["totals"]["accounts"] == len(everyone) and len(doc["accounts"]) <= 2
+        seen += [a["address"] for a in doc["accounts"]]
+        pages += 1
+        cursor = doc["next"]
+        if cursor is None:
+            break
+    assert seen == everyone and pages == 3
+    whole = get(port, "/api/status").json()
+    assert [a["address"] for a in whole["accounts"]] == everyone and whole["next"] is None
+
+    waiting = get(port, "/api/status?phase=waiting&limit=3").json()
+    assert waiting["totals"]["accounts"] == 5 == waiting["totals"]["phases"]["waiting"]
+    assert [a["address"] for a in waiting["accounts"]] == extra[:3] and waiting["next"]
+    assert waiting["domains"][0]["accounts"] == 5 and waiting["totals"]["source_messages"] == 0
+    assert [a["address"] for a in get(port, "/api/status?q=IMP2").json()["accounts"]] == ["imp2@example.com"]
+    assert [a["address"] for a in get(port, "/api/status?q=_").json()["accounts"]] == ["x_y@example.com"]
+    tailing = get(port, "/api/status?domain=example.com&phase=failed").json()
+    assert tailing["accounts"] == [] and tailing["totals"]["accounts"] == 0
+    assert get(port, "/api/status?domain=unknown.example&phase=failed").status == 404
+    for query, message in (("limit=0", "limit: 0 is out of range (1 to 1000)"),
+                           ("limit=x", "limit: 'x' is not a whole number"),
+                           ("phase=done", "phase: 'done' is not one of failed, syncing, waiting, tailing, cutover"),
+                           ("cursor=zzz", "cursor: not a cursor this server gave")):
+        r = get(port, "/api/status?" + query)
+        assert r.status == 400 and r.json()["error"].startswith(message), (query, r.text)
+
+    s = metric_samples(get(port, "/metrics").text)
+    host = socket.gethostname()
+    assert s and all(x.labels.get("node") == host for x in s), [x for x in s if x.labels.get("node") != host][:3]
+    assert sample(s, "mailsyncd_accounts", node=host, domain="example.com", phase="waiting") == 5
+
+    first = json.loads(ctl("--config", d.config_path, "status", "--json", "--limit", "4").stdout)
+    assert [a["address"] for a in first["accounts"]] == everyone[:4] and first["totals"]["accounts"] == 6
+    rest = json.loads(ctl("--config", d.config_path, "status", "--json", "--limit", "4", "--cursor",
+                          first["next"]).stdout)
+    assert [a["address"] for a in rest["accounts"]] == everyone[4:] and rest["next"] is None
+    human = ctl("--config", d.config_path, "status", "--limit", "2", "--phase", "waiting")
+    assert human.returncode == 0, human.stderr
+    assert "5 accounts match; 2 in address order." in human.stdout and "--cursor " in human.stdout
+    assert "imp0@example.com" in human.stdout and "imp2@example.com" not in human.stdout
+    bad = ctl("--config", d.config_path, "status", "--phase", "done")
+    assert bad.returncode == 2 and "status: phase: 'done' is not one of" in bad.stderr

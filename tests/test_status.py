@@ -28,30 +28,43 @@ def test_phases_totals_and_order(tmp_path):
             row("run@b.com", phase="syncing", target_messages=30, skipped=2),
             row("gone@b.com", phase="cutover")]
     live = {"run@b.com": {"done": 30, "total": 98, "bytes": 3000, "rate": 17.0, "current": ["INBOX"]}}
-    doc = status.build(rows, config=cfg(tmp_path), live=live, now=2000.0)
-    phases = {a["address"]: a["phase"] for a in doc["accounts"]}
+    accounts = sorted((status.account_view(r, live.get(r["address"]), 300.0, 2000.0) for r in rows),
+                      key=status.sort_key)
+    phases = {a["address"]: a["phase"] for a in accounts}
     assert phases == {"tail@a.com": "tailing", "new@a.com": "waiting", "bad@a.com": "failed",
                       "run@b.com": "syncing", "gone@b.com": "cutover"}
-    assert [a["address"] for a in doc["accounts"]][:2] == ["bad@a.com", "run@b.com"]   # failed first
-    bad = next(a for a in doc["accounts"] if a["address"] == "bad@a.com")
+    assert [a["address"] for a in accounts][:2] == ["bad@a.com", "run@b.com"]   # failed first
+    bad = next(a for a in accounts if a["address"] == "bad@a.com")
     assert bad["reason"] == "source unreachable" and bad["behind"] == 60 and bad["percent"] == 40.0
-    run = next(a for a in doc["accounts"] if a["address"] == "run@b.com")
+    run = next(a for a in accounts if a["address"] == "run@b.com")
     assert run["rate"] == 17.0 and run["eta_seconds"] == 4 and run["current_folders"] == ["INBOX"]
     assert run["percent"] == 32.0 and run["behind"] == 68
-    tail = next(a for a in doc["accounts"] if a["address"] == "tail@a.com")
+    tail = next(a for a in accounts if a["address"] == "tail@a.com")
     assert tail["next_pass"] == 1300.0 and tail["reason"] is None
-    a_com = next(d for d in doc["domains"] if d["name"] == "a.com")
+    a_com = status._totals([a for a in accounts if a["domain"] == "a.com"])
     assert a_com["phases"] == {"failed": 1, "syncing": 0, "waiting": 1, "tailing": 1, "cutover": 0}
     assert (a_com["source_messages"], a_com["target_messages"], a_com["behind"]) == (200, 140, 60)
-    assert doc["totals"]["accounts"] == 5 and doc["schema"] == 1
+    assert status._totals(accounts)["accounts"] == 5
 
 
-def test_filters(tmp_path):
-    rows = [row("x@a.com"), row("y@b.com")]
-    doc = status.build(rows, config=cfg(tmp_path), domain="b.com")
-    assert [a["address"] for a in doc["accounts"]] == ["y@b.com"] and [d["name"] for d in doc["domains"]] == ["b.com"]
-    doc = status.build(rows, config=cfg(tmp_path), user="x@a.com")
-    assert [a["address"] for a in doc["accounts"]] == ["x@a.com"]
+def test_the_document_of_a_page(tmp_path):
+    """build_page: the page's accounts as they come (address order), the totals from the database's sums."""
+    rows = [row("x@a.com"), row("y@b.com", phase="failed", last_error="no")]
+    groups = [{"domain": "a.com", "stored": "synced", "has_password": 1, "running": 0, "accounts": 7,
+               "source_messages": 700, "target_messages": 690, "skipped": 1, "bytes": 5, "source_bytes": None,
+               "behind": 9, "source_known": 7},
+              {"domain": "b.com", "stored": "new", "has_password": 1, "running": 1, "accounts": 2,
+               "source_messages": 0, "target_messages": 0, "skipped": 0, "bytes": 0, "source_bytes": 10,
+               "behind": 0, "source_known": 1}]
+    doc = status.build_page(rows, groups, config=cfg(tmp_path), live={"z@b.com": {"rate": 2.25}},
+                            running_domains={"z@b.com": "b.com"}, next_cursor="C", now=5.0)
+    assert [a["address"] for a in doc["accounts"]] == ["x@a.com", "y@b.com"] and doc["next"] == "C"
+    assert doc["totals"]["phases"] == {"failed": 0, "syncing": 2, "waiting": 0, "tailing": 7, "cutover": 0}
+    assert doc["totals"]["rate"] == 2.2 and doc["totals"]["eta_seconds"] == 4 and doc["totals"]["source_bytes"] == 10
+    assert doc["totals"]["source_known"] is False and doc["schema"] == 1
+    a_com, b_com = doc["domains"]
+    assert (a_com["accounts"], a_com["percent"], a_com["source_known"], a_com["rate"]) == (7, 98.7, True, 0.0)
+    assert (b_com["accounts"], b_com["source_bytes"], b_com["rate"]) == (2, 10, 2.2)
 
 
 def test_one_size_format_in_binary_units_everywhere():

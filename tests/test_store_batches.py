@@ -1,4 +1,4 @@
-"""The store's one in-flight journal and its figures, for both kinds of source (pure: SQLite in a temp dir)."""
+"""The store's one in-flight journal and its figures, for both kinds of source (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from mailsyncd.store import _MIGRATIONS, POP3_PATH, Inflight, InflightItem, MapR
 A = "alice@example.com"
 
 
-def test_account_counts_include_pop3_copies(tmp_path):
-    store = Store(str(tmp_path / "s.sqlite3"))
+def test_account_counts_include_pop3_copies(make_store):
+    store = make_store()
     store.pop3_commit_batch(A, "INBOX", [Pop3Row("u1", 100, b"f1", 7, 1), Pop3Row("u2", 50, b"f2", 7, 2),
                                          Pop3Row("u3", 9, b"f3", skipped="target refused: no")])
     assert store.account_counts(A) == (2, 150, 1)
     store.close()
 
 
-def test_one_journal_for_both_engines_each_commit_clears_its_own(tmp_path):
-    store = Store(str(tmp_path / "s.sqlite3"))
+def test_one_journal_for_both_engines_each_commit_clears_its_own(make_store):
+    store = make_store()
     store.ensure_account(A, "example.com")
     imap = Inflight("INBOX", 7, 10, (InflightItem(3, 100, b"\x01", ("\\Seen",)),))
     pop3 = Inflight("INBOX", 7, 10, (InflightItem("uidl-1", 50, b"\x02"), InflightItem(None, 60, b"\x03")))

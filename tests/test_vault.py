@@ -30,15 +30,26 @@ def state(tmp_path):
 
 
 @pytest.fixture
-def store(state):
+def store(state, make_store):
+    return make_store(str(state))
+
+
+@pytest.fixture
+def vault(state, store):
+    return Vault.open(str(state), store)
+
+
+@pytest.fixture
+def sqlite_store(state):
+    """For the tests that read the database's files (PostgreSQL's are its own: see README on secure deletion)."""
     s = Store.in_state_dir(str(state))
     yield s
     s.close()
 
 
 @pytest.fixture
-def vault(state, store):
-    return Vault.open(str(state), store)
+def sqlite_vault(state, sqlite_store):
+    return Vault.open(str(state), sqlite_store)
 
 
 def _all_bytes(root) -> dict[str, bytes]:
@@ -126,7 +137,8 @@ def test_round_trip_replace_and_unknown(vault):
     assert vault.source_password("bob@example.org") is None
 
 
-def test_no_plaintext_on_disk(tmp_path, vault, store):
+def test_no_plaintext_on_disk(tmp_path, sqlite_vault, sqlite_store):
+    vault, store = sqlite_vault, sqlite_store
     vault.remember_login(ADDR, PASSWORD)
     vault.put_password("bob@example.org", PASSWORD)
     files = _all_bytes(tmp_path)
@@ -137,7 +149,8 @@ def test_no_plaintext_on_disk(tmp_path, vault, store):
             assert n not in data, f"{n!r} found in {name}"
 
 
-def test_forget_destroys_ciphertext(tmp_path, vault, store):
+def test_forget_destroys_ciphertext(tmp_path, sqlite_vault, sqlite_store):
+    vault, store = sqlite_vault, sqlite_store
     # as with an SQLite built without SECURE_DELETE (Debian's has it on)
     store._conn().execute("PRAGMA secure_delete=OFF")
     for i in range(5):
@@ -180,6 +193,25 @@ def test_tampered_blob_fails_cleanly(vault, store):
     store.put_secret_password(ADDR.lower(), b"\x07" + bytes(40))
     with pytest.raises(VaultError, match="format"):
         vault.source_password(ADDR)
+
+
+def test_a_node_with_another_vault_key_is_refused_while_passwords_sealed_with_the_first_are_stored(
+        tmp_path, state, store):
+    Vault.open(str(state), store).put_password(ADDR, PASSWORD)
+    other = tmp_path / "node2"                        # a second node: its own state_dir, the same database
+    other.mkdir(mode=0o700)
+    with pytest.raises(VaultError, match=r"node2/vault.key is not the key the passwords in .* were sealed with"):
+        Vault.open(str(other), store)
+    # the first node's key, copied as the error says, is accepted and decrypts
+    (other / KEY_FILE).write_bytes((state / KEY_FILE).read_bytes())
+    assert Vault.open(str(other), store).source_password(ADDR) == PASSWORD
+    # with no sealed password left, a new key loses nothing and is recorded instead
+    store.forget_secret_password(ADDR.lower())
+    fresh = tmp_path / "node3"
+    fresh.mkdir(mode=0o700)
+    Vault.open(str(fresh), store).put_password(ADDR, PASSWORD)
+    with pytest.raises(VaultError, match="not the key"):
+        Vault.open(str(state), store)
 
 
 def test_in_memory_key_must_be_32_bytes(store):
@@ -276,7 +308,8 @@ def _pieces(ct: bytes) -> list[bytes]:
 
 
 @pytest.mark.parametrize("how", ["put_password", "remember_login", "import", "forget"])
-def test_a_replaced_or_forgotten_password_cannot_be_carved_from_the_files(tmp_path, vault, store, how):
+def test_a_replaced_or_forgotten_password_cannot_be_carved_from_the_files(tmp_path, sqlite_vault, sqlite_store, how):
+    vault, store = sqlite_vault, sqlite_store
     # as with an SQLite built without SECURE_DELETE (Debian's has it on)
     store._conn().execute("PRAGMA secure_delete=OFF")
     for i in range(5):

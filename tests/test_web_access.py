@@ -13,7 +13,9 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from fakes import FakeReactor, SyncPool
 from test_dashboard import HASH, PASSWORD, Web, csrf_of, cutover_row, dash_daemon, wait_for
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
@@ -23,6 +25,7 @@ from mailsyncd.web.access import Access, host_of
 from mailsyncd.web.admin import Admin
 from mailsyncd.web.samples import Throughput
 from mailsyncd.connlimits import ConnectionLimits, fd_budget
+from mailsyncd.store import Store
 from mailsyncd.web.selfservice import SelfService
 
 pytestmark = pytest.mark.timeout(240)
@@ -30,10 +33,10 @@ pytestmark = pytest.mark.timeout(240)
 
 # -- in process --------------------------------------------------------------------------------
 
-def fake_daemon(clock=None, **web):
+def fake_daemon(clock=None, store=None, **web):
     cfg = SimpleNamespace(web=WebConfig(**web), frontdoor=FrontDoor(), admin=SimpleNamespace(password_hash=None),
                           listen=SimpleNamespace(http=Address("127.0.0.1", 8080)), domains={})
-    return SimpleNamespace(reactor=clock or Clock(), current=lambda: cfg)
+    return SimpleNamespace(reactor=clock or Clock(), current=lambda: cfg, store=store, state_pool=SyncPool())
 
 
 def request(method=b"GET", path=b"/", peer="127.0.0.1", secure=False, **headers):
@@ -104,18 +107,19 @@ def test_connection_limits():
     assert 1 <= fd_budget() < 1 << 21
 
 
-def test_self_service_session_ends_although_the_page_reloads_itself():
+def test_self_service_session_ends_although_the_page_reloads_itself(tmp_path):
     """The page's own reloads (every 5 s, /progress?auto=1) do not count as activity; nothing extends
     a session past session_max."""
-    clock = Clock()
-    page = SelfService(fake_daemon(clock), Access(fake_daemon(clock)), idle=60, max_age=600)
+    clock = FakeReactor()
+    daemon = fake_daemon(clock, Store(str(tmp_path / "state.sqlite3")))
+    page = SelfService(daemon, Access(daemon), idle=60, max_age=600)
 
     def visit(token, auto):
         r = request(path=b"/progress")
         if auto:
             r.args = {b"auto": [b"1"]}
         r.getCookie = {b"mailsyncd-session": token.encode()}.get
-        return page._session(r)[1]
+        return defer.ensureDeferred(page._session(r)).result[1]
 
     def last_answered(auto: bool) -> float:
         start = clock.seconds()
@@ -128,11 +132,11 @@ def test_self_service_session_ends_although_the_page_reloads_itself():
     assert last_answered(auto=False) == 600          # the employee clicks every 5 s: the absolute cap
 
 
-def test_dashboard_session_idles_out_although_the_page_polls_its_json():
+def test_dashboard_session_idles_out_although_the_page_polls_its_json(tmp_path):
     """Page views keep a dashboard session alive; the pages' /admin/status.json polls and ?auto=1
     reloads do not, so a tab left open signs itself out after session_idle."""
-    clock = Clock()
-    daemon = fake_daemon(clock, session_idle=3, session_max=60)
+    clock = FakeReactor()
+    daemon = fake_daemon(clock, Store(str(tmp_path / "state.sqlite3")), session_idle=3, session_max=60)
     daemon.current().admin.password_hash = HASH
     dash = Admin(daemon, Access(daemon), Throughput(daemon))
 
@@ -290,3 +294,25 @@ def test_slowloris_and_connection_caps(tmp_path, dovecot_pair):
             except OSError:
                 return False
         wait_for(served, 10, "a free connection slot")
+
+
+def test_stored_sessions_limit_sites_and_account_removal(tmp_path):
+    """Sessions in the store: beyond the limit the least recently seen end first; each site keeps its
+    own; removing an account signs its self-service sessions out."""
+    from mailsyncd.web.sessions import Sessions
+    clock = FakeReactor()
+    store = Store(str(tmp_path / "state.sqlite3"))
+    store.ensure_account("alice@example.com", "example.com")
+    self_service = Sessions(store, "self", clock.seconds, lambda: (60, 600), 3)
+    dashboard = Sessions(store, "admin", clock.seconds, lambda: (60, 600), 3)
+    tokens = []
+    for who in ("alice@example.com", "bob@example.com", "carol@example.com"):
+        tokens.append(self_service.create(who)[0])
+        clock.advance(1)
+    assert self_service.get(tokens[0]) is not None        # alice is seen again: bob is the oldest now
+    dave, _ = self_service.create("dave@example.com")
+    assert self_service.get(tokens[1]) is None and len(self_service) == 3
+    assert dashboard.get(tokens[0]) is None                # a self-service token opens no dashboard
+    store.remove_account("alice@example.com")
+    assert self_service.get(tokens[0]) is None and self_service.get(dave) is not None
+    store.close()

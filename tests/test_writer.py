@@ -17,7 +17,8 @@ from imapclient import IMAPClient
 from faultproxy import FaultProxy
 from mailsyncd.store import Store
 from seed import Msg, make_message, seed, snapshot
-from syncenv import ctl, ctl_popen, make_config, password_file, sync_once
+from mailsyncd.config import load_config
+from syncenv import ctl, ctl_popen, make_config, on_backend, password_file, sync_once
 
 A = "alice@example.com"
 KINDS = ["imap", "pop3"]
@@ -42,16 +43,24 @@ def inbox(pair, side: str) -> list:
     return sorted(snapshot(*acct).get("INBOX", []))
 
 
-def journal(tmp_path) -> int:
+def journal(tmp_path, cfg: str | None = None) -> int:
+    if cfg is not None:
+        store = Store.open(load_config(cfg))
+        try:
+            return store._conn().execute("SELECT count(*) FROM inflight").fetchone()[0]
+        finally:
+            store.close()
     with sqlite3.connect(tmp_path / "state" / "mailsyncd.sqlite3") as c:
         return c.execute("SELECT count(*) FROM inflight").fetchone()[0]
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_crash_between_append_and_commit_leaves_no_duplicates(kind, dovecot_pair, tmp_path, monkeypatch):
+def test_crash_between_append_and_commit_leaves_no_duplicates(kind, dovecot_pair, tmp_path, monkeypatch, request,
+                                                              store_backend):
     pair, pw = dovecot_pair, dovecot_pair.users[A].old_password
     seed(*pair.source_account(A), {"INBOX": [_msg(i) for i in range(11)]})
-    cfg = config(kind, tmp_path, pair, sync={"batch_messages": 4, "connections": 1})
+    cfg = on_backend(config(kind, tmp_path, pair, sync={"batch_messages": 4, "connections": 1}), request,
+                     store_backend)
     real = getattr(Store, COMMIT[kind])
     calls = {"n": 0}
 
@@ -65,20 +74,21 @@ def test_crash_between_append_and_commit_leaves_no_duplicates(kind, dovecot_pair
     with pytest.raises(RuntimeError, match="simulated crash"):
         sync_once(cfg, A, pw)
     assert len(inbox(pair, "target")) == 8      # two batches on the target, only the first recorded
-    assert journal(tmp_path) == 1
+    assert journal(tmp_path, cfg) == 1
     monkeypatch.setattr(Store, COMMIT[kind], real)
     res = sync_once(cfg, A, pw)
     assert res.complete and res.copied == 3, res   # the unrecorded batch was found, not copied again
     assert inbox(pair, "target") == inbox(pair, "source")
-    assert journal(tmp_path) == 0
+    assert journal(tmp_path, cfg) == 0
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_crash_before_append_copies_the_batch_then(kind, dovecot_pair, tmp_path, monkeypatch):
+def test_crash_before_append_copies_the_batch_then(kind, dovecot_pair, tmp_path, monkeypatch, request, store_backend):
     """Journal written, APPEND never sent: recovery finds nothing, and the batch is copied afresh."""
     pair, pw = dovecot_pair, dovecot_pair.users[A].old_password
     seed(*pair.source_account(A), {"INBOX": [_msg(i) for i in range(6)]})
-    cfg = config(kind, tmp_path, pair, sync={"batch_messages": 3, "connections": 1})
+    cfg = on_backend(config(kind, tmp_path, pair, sync={"batch_messages": 3, "connections": 1}), request,
+                     store_backend)
 
     def boom(self, *a, **kw):
         raise RuntimeError("simulated crash before APPEND")
@@ -87,12 +97,12 @@ def test_crash_before_append_copies_the_batch_then(kind, dovecot_pair, tmp_path,
     monkeypatch.setattr(IMAPClient, "multiappend", boom)
     with pytest.raises(RuntimeError, match="simulated crash"):
         sync_once(cfg, A, pw)
-    assert journal(tmp_path) == 1 and inbox(pair, "target") == []
+    assert journal(tmp_path, cfg) == 1 and inbox(pair, "target") == []
     monkeypatch.undo()
     res = sync_once(cfg, A, pw)
     assert res.complete and res.copied == 6, res
     assert inbox(pair, "target") == inbox(pair, "source")
-    assert journal(tmp_path) == 0
+    assert journal(tmp_path, cfg) == 0
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -20,7 +20,16 @@ Every answer that is not OK waits out the throttle's failure delay; a refused
 password is NO [AUTHENTICATIONFAILED], and a refusal without comparing it
 (throttled, too many checks in progress, the source busy or down) is
 NO [UNAVAILABLE].  Blocking work (argon2, SQLite, the source login) runs in
-the ``auth`` thread pool so a slow source never delays another user.
+the ``auth`` thread pool so a slow source never delays another user; the
+throttle's transactions run in the ``state`` pool, never behind a source login.
+
+Shared by every node on the same store: the throttle's buckets and failure
+streaks, the verifiers, the known networks and the first-login record (a
+compare-and-set: two nodes verifying a user's first login at once report ONE
+first login).  Kept in each node's memory: the sharing of concurrent checks,
+the 60 s positive cache and the negative cache of wrong passwords (keyed by an
+HMAC whose key never leaves the process: a wrong password is often nearly the
+right one, so no trace of it goes to the database).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from twisted.internet import defer, task, threads
 
 from ..config import UnknownDomain
 from ..providers.quirks import APP_PASSWORD
+from ..store.base import DatabaseUnavailable
 from ..text import field
 from . import source
 from .throttle import Throttle, limits_for, network_of
@@ -64,8 +74,9 @@ class Verdict:
 
 class Gate:
     def __init__(self, reactor, pool, config_ref, store, vault, on_login=None, cut_over=None,
-                 source_slots=None, wall=time.time):
+                 source_slots=None, wall=time.time, state_pool=None):
         self.reactor = reactor
+        self.state_pool = state_pool or pool  # the throttle's store transactions: short, never behind a source login
         self.source_slots = source_slots      # the per-source-host connection budget (Scheduler), or None
         self.wall = wall                      # wall clock, for the known networks kept in the store
         self.cut_over = cut_over or (lambda domain: False)   # (domain) -> the domain's cutover has run
@@ -74,7 +85,8 @@ class Gate:
         self.store = store
         self.vault = vault
         self.on_login = on_login              # (address, domain, first: bool) after a source-verified login
-        self.throttle = Throttle(limits_for(config_ref().frontdoor), clock=reactor.seconds)
+        # in the store: every node on the same database spends from the same buckets
+        self.throttle = Throttle(limits_for(config_ref().frontdoor), clock=reactor.seconds, state=store)
         self._key = os.urandom(32)            # in memory only: keys the negative cache
         self._recent_failures: dict[bytes, float] = {}
         self._app_password_failures: dict[bytes, float] = {}   # of those, refused with app-password words
@@ -106,6 +118,9 @@ class Gate:
     def _blocking(self, fn, *args, **kw) -> defer.Deferred:
         return threads.deferToThreadPool(self.reactor, self.pool, fn, *args, **kw)
 
+    def _state(self, fn, *args, **kw) -> defer.Deferred:
+        return threads.deferToThreadPool(self.reactor, self.state_pool, fn, *args, **kw)
+
     # -- entry point -----------------------------------------------------------
     def authenticate(self, ip: str, user: str, password: str, *, plan: str = "login",
                      source_address: str | None = None, config=None) -> defer.Deferred:
@@ -125,13 +140,15 @@ class Gate:
         return d
 
     def _crashed(self, failure, address: str) -> Verdict:
+        if failure.check(DatabaseUnavailable):      # the client is told [UNAVAILABLE]: try again later
+            logger.error("event=database_unavailable user=%s error=%r", field(address), failure.getErrorMessage())
+            return Verdict(False, field(address), "database unavailable", unavailable=True)
         logger.error("event=auth_error user=%s error=%r", field(address), failure.getErrorMessage())
         return Verdict(False, field(address), "internal error", unavailable=True)
 
     def _finish(self, v: Verdict, ip: str) -> defer.Deferred | Verdict:
         if v.ok:
-            self.counts["ok"] += 1
-            self.throttle.succeeded(ip)
+            self.counts["ok"] += 1        # (its failure streak ended with the token's return, in _guarded)
             logger.info("event=login_ok ip=%s user=%s how=%r", ip, v.address, v.reason)
             return v
         self.counts["failed"] += 1
@@ -139,7 +156,15 @@ class Gate:
         logger.warning("event=login_failed ip=%s user=%s reason=%r", ip, v.address, v.reason)
         if v.unavailable and not v.throttled:
             return v       # the user is not at fault: no need to slow them down
-        return task.deferLater(self.reactor, self.throttle.failed(ip), lambda: v)
+        d = self._state(self.throttle.failed, ip)
+        d.addErrback(self._streak_unknown, v)
+        d.addCallback(lambda delay: task.deferLater(self.reactor, delay, lambda: v))
+        return d
+
+    def _streak_unknown(self, failure, v: Verdict) -> float:
+        """The store could not count the failure (the database is down): the longest delay."""
+        logger.error("event=auth_error user=%s error=%r", v.address, failure.getErrorMessage())
+        return self.throttle.limits.delay_max
 
     async def _decide(self, ip: str, address: str, password: str, plan: str, source_address: str | None,
                       cfg) -> Verdict:
@@ -193,7 +218,7 @@ class Gate:
     async def _guarded(self, ip, net, address, password, domain, mark, cfg, plan, source_address) -> Verdict:
         """Take a token, compare the password (caches, verifier, source), give the token back if right."""
         known = await self._blocking(self.store.is_known_network, address, net, now=self.wall())
-        empty = self.throttle.take(net, address, known=known)
+        empty = await self._state(self.throttle.take, net, address, known=known)
         if empty:
             return Verdict(False, address, f"throttled: budget={empty} empty for {net}; no password compared",
                            unavailable=True, throttled=empty)
@@ -203,7 +228,8 @@ class Gate:
                                                                source_address))
         finally:
             if verdict is None or verdict.ok or verdict.free:
-                self.throttle.give_back(net, address, known=known)
+                await self._state(self.throttle.give_back, net, address, known=known,
+                                  ip=ip if verdict is not None and verdict.ok else None)
         if verdict.ok:
             verdict = replace(verdict, domain=domain)
             key = (address, net)
@@ -294,12 +320,8 @@ class Gate:
         return source.check(domain.source, source_address or address, password)
 
     def _remember(self, address: str, domain: str, password: str, plan: str, source_address: str | None) -> bool:
-        first = self.store.account(address) is None or self.vault.source_password(address) is None
-        self.store.ensure_account(address, domain, plan=plan)
-        if source_address is not None:
-            self.store.set_source_address(address, source_address)
-        self.vault.remember_login(address, password)
-        return first
+        # one compare-and-set in the store: of two nodes verifying the same first login, one says first
+        return self.vault.record_first_login(address, password, domain, plan, source_address)
 
     def _forget_old(self, cache: dict[bytes, float]) -> None:
         if len(cache) > 10000:

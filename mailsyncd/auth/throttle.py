@@ -15,21 +15,30 @@ costs a token first; a right password gives it back.  Three budgets:
 
 A client network is the IPv4 address (/32) or the IPv6 /64.  Failures are
 answered late, as Dovecot does: 2 s, doubling, capped at 15 s.
+
+Where the buckets live is the ``state``'s business: ``MemoryState`` (one process: the pure tests)
+or the Store (store/throttle.py), whose ``throttle`` table every node on the same database shares,
+so that N nodes do not give a guesser N times the budget.  The arithmetic stays here; each call is
+one short transaction (read the rows locked, write them back, no fsync of its own).  With a store
+the methods block: the daemon calls them in its ``state`` thread pool, never on the reactor.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-_MAX_KEYS = 100_000       # buckets kept before full ones are forgotten
+_MAX_KEYS = 100_000       # in memory: buckets kept before full ones are forgotten
+_TRIM_EVERY = 300.0       # seconds between two trims of the buckets that are full again
 
 # Budget names, as they appear in the log ("throttled: budget=... empty").
 NETWORK = "network"                 # one client network, all users
 USER_NETWORK = "user+network"       # one user from one client network
 USER = "user"                       # one user from all stranger networks (the circuit breaker)
+STREAK = "streak"                   # not a budget: a client address's failures in a row (level = count)
 
 
 def network_of(ip: str) -> str:
@@ -61,69 +70,100 @@ def limits_for(fd) -> Limits:
                   fd.user_hourly, fd.failure_delay, fd.failure_delay_max)
 
 
-class _Buckets:
-    def __init__(self, burst: int, refill: float, clock: Callable[[], float]):
-        self.burst, self.refill, self.clock = burst, refill, clock
-        self._b: dict[object, tuple[float, float]] = {}
+Key = tuple[str, str]                # (kind, key): kind is a budget's name or STREAK
+Row = tuple[float | None, float]     # (level, at); level None: a full bucket
 
-    def _level(self, key, now: float) -> float:
-        tokens, at = self._b.get(key, (float(self.burst), now))
-        return min(float(self.burst), tokens + (now - at) / self.refill)
 
-    def take(self, key) -> bool:
-        now = self.clock()
-        level = self._level(key, now)
-        if level < 1.0:
-            self._b[key] = (level, now)
-            return False
-        self._b[key] = (level - 1.0, now)
-        self._trim(now)
-        return True
+class MemoryState:
+    """The rows in this process's memory: one node only."""
 
-    def give_back(self, key) -> None:
-        now = self.clock()
-        self._b[key] = (min(float(self.burst), self._level(key, now) + 1.0), now)
+    def __init__(self):
+        self._rows: dict[Key, Row] = {}
+        self._lock = threading.Lock()
 
-    def _trim(self, now: float) -> None:
-        if len(self._b) > _MAX_KEYS:
-            self._b = {k: v for k, v in self._b.items() if self._level(k, now) < self.burst}
+    def throttle_update(self, keys, fn):
+        with self._lock:
+            result, writes = fn({k: self._rows[k] for k in keys if k in self._rows})
+            for k, row in writes.items():
+                if row is None:
+                    self._rows.pop(k, None)
+                else:
+                    self._rows[k] = row
+            return result
+
+    def throttle_trim(self, kind: str, burst: float, refill: float, before: float) -> int:
+        with self._lock:
+            gone = [k for k, (level, at) in self._rows.items()
+                    if k[0] == kind and (level is None or at + (burst - level) * refill <= before)]
+            for k in gone:
+                del self._rows[k]
+            return len(gone)
+
+    def throttle_rows(self) -> int:
+        return len(self._rows)
 
 
 class Throttle:
-    def __init__(self, limits: Limits = Limits(), clock: Callable[[], float] = time.monotonic):
+    def __init__(self, limits: Limits = Limits(), clock: Callable[[], float] = time.monotonic, state=None,
+                 scope: str = ""):
         self.limits = limits
         self.clock = clock
-        self._net = _Buckets(limits.network_burst, limits.network_refill, clock)
-        self._pair = _Buckets(limits.user_network_burst, limits.user_network_refill, clock)
-        self._user = _Buckets(limits.user_hourly, 3600.0 / limits.user_hourly, clock)
-        self._streak: dict[str, tuple[int, float]] = {}   # ip -> (consecutive failures, last at)
+        self.scope = scope          # "admin:": the dashboard's own buckets, apart from the front door's
+        self.state = state if state is not None else MemoryState()   # or a Store: the nodes' shared rows
+        self._trimmed = clock()
 
     def update(self, limits: Limits) -> None:
         """New limits (a reload) apply to the buckets as they are: nobody gets a fresh allowance."""
         self.limits = limits
-        self._net.burst, self._net.refill = limits.network_burst, limits.network_refill
-        self._pair.burst, self._pair.refill = limits.user_network_burst, limits.user_network_refill
-        self._user.burst, self._user.refill = limits.user_hourly, 3600.0 / limits.user_hourly
+
+    def _budgets(self) -> dict[str, tuple[float, float]]:
+        """Each budget's (burst, seconds per token)."""
+        lim = self.limits
+        return {self.scope + USER_NETWORK: (lim.user_network_burst, lim.user_network_refill),
+                self.scope + NETWORK: (lim.network_burst, lim.network_refill),
+                self.scope + USER: (lim.user_hourly, 3600.0 / lim.user_hourly)}
+
+    @staticmethod
+    def _level(row: Row | None, burst: float, refill: float, now: float) -> float:
+        if row is None or row[0] is None:
+            return float(burst)
+        return min(float(burst), row[0] + (now - row[1]) / refill)
+
+    def _keys(self, network: str, user: str, known: bool) -> list[Key]:
+        keys = [(self.scope + USER_NETWORK, f"{user} {network}"), (self.scope + NETWORK, network)]
+        return keys + ([] if known else [(self.scope + USER, user)])
 
     def take(self, network: str, user: str, *, known: bool) -> str | None:
-        """Spend a token for one password comparison; None if allowed, else the empty budget's name."""
-        if not self._pair.take((user, network)):
-            return USER_NETWORK
-        if not self._net.take(network):
-            self._pair.give_back((user, network))
-            return NETWORK
-        if not known and not self._user.take(user):
-            self._pair.give_back((user, network))
-            self._net.give_back(network)
-            return USER
-        return None
+        """Spend a token for one password comparison; None if allowed, else the empty budget's name.
+        Blocking with a store: one transaction."""
+        now = self.clock()
+        budgets = self._budgets()
+        keys = self._keys(network, user, known)
 
-    def give_back(self, network: str, user: str, *, known: bool) -> None:
-        """The comparison said yes (or could not be made): the token returns."""
-        self._pair.give_back((user, network))
-        self._net.give_back(network)
-        if not known:
-            self._user.give_back(user)
+        def spend(rows):
+            levels = {k: self._level(rows.get(k), *budgets[k[0]], now) for k in keys}
+            for k in keys:
+                if levels[k] < 1.0:
+                    return k[0][len(self.scope):], {}     # nothing spent: the budgets before it keep their token
+            return None, {k: (levels[k] - 1.0, now) for k in keys}
+        empty = self.state.throttle_update(keys, spend)
+        self._trim(now)
+        return empty
+
+    def give_back(self, network: str, user: str, *, known: bool, ip: str | None = None) -> None:
+        """The comparison said yes (or could not be made): the token returns.  ``ip``: a login that
+        succeeded, whose failure streak ends in the same transaction."""
+        now = self.clock()
+        budgets = self._budgets()
+        keys = self._keys(network, user, known)
+        streak = [(self.scope + STREAK, ip)] if ip is not None else []
+
+        def refund(rows):
+            writes: dict[Key, Row | None] = {
+                k: (min(float(budgets[k[0]][0]), self._level(rows.get(k), *budgets[k[0]], now) + 1.0), now)
+                for k in keys}
+            return None, {**writes, **dict.fromkeys(streak)}
+        self.state.throttle_update(keys + streak, refund)
 
     def may_ask_source(self, ip: str, user: str) -> str | None:
         """``take`` for callers that know only the client IP (the web pages): a stranger's budgets."""
@@ -132,17 +172,33 @@ class Throttle:
     def succeeded(self, ip: str, user: str | None = None) -> None:
         """A login from ``ip`` succeeded: its failure streak ends (and ``may_ask_source``'s token returns)."""
         if user is not None:
-            self.give_back(network_of(ip), user, known=False)
-        self._streak.pop(ip, None)
+            self.give_back(network_of(ip), user, known=False, ip=ip)
+        else:
+            streak = (self.scope + STREAK, ip)
+            self.state.throttle_update([streak], lambda rows: (None, {streak: None}))
 
     def failed(self, ip: str) -> float:
         """Record a failed login; returns how long to wait before answering it."""
         now = self.clock()
-        n, at = self._streak.get(ip, (0, now))
-        if now - at > self.limits.delay_max * 4:
-            n = 0      # a streak ends after a quiet spell
-        n += 1
-        self._streak[ip] = (n, now)
-        if len(self._streak) > _MAX_KEYS:
-            self._streak = {k: v for k, v in self._streak.items() if now - v[1] <= self.limits.delay_max * 4}
-        return min(self.limits.delay_max, self.limits.delay_base * 2 ** (n - 1))
+        lim = self.limits
+        streak = (self.scope + STREAK, ip)
+
+        def count(rows):
+            n, at = rows.get(streak) or (0, now)
+            n = int(n or 0)
+            if now - at > lim.delay_max * 4:
+                n = 0      # a streak ends after a quiet spell
+            return n + 1, {streak: (n + 1, now)}
+        n = self.state.throttle_update([streak], count)
+        return min(lim.delay_max, lim.delay_base * 2 ** (n - 1))
+
+    def _trim(self, now: float) -> None:
+        """Forget the buckets that are full again and the streaks that ended: every few minutes (in
+        memory also when there are too many)."""
+        if now - self._trimmed < _TRIM_EVERY and not (isinstance(self.state, MemoryState)
+                                                      and self.state.throttle_rows() > _MAX_KEYS):
+            return
+        self._trimmed = now
+        for kind, (burst, refill) in self._budgets().items():
+            self.state.throttle_trim(kind, burst, refill, now)
+        self.state.throttle_trim(self.scope + STREAK, 0, 0, now - self.limits.delay_max * 4)

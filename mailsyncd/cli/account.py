@@ -69,7 +69,7 @@ def cmd_sync(cfg, args) -> int:
     domain = account_domain(cfg, args.address)
     if domain is None:
         return EXIT_ERROR
-    with closing(Store.in_state_dir(cfg.state_dir)) as store:
+    with closing(Store.open(cfg)) as store:
         known = store.account(args.address) is not None
     if not known and not args.add:
             print(f"mailsyncctl: no account {shown(args.address)} in {cfg.state_dir}; check the address, or pass "
@@ -85,7 +85,7 @@ def cmd_sync(cfg, args) -> int:
         tty = {"bar": True, "lines": False}.get(args.progress)
         view = ProgressView(sys.stderr, tty=tty)
     progress = Progress(view)
-    store = Store.in_state_dir(cfg.state_dir)
+    store = Store.open(cfg)
     try:
         res = AccountSync(domain, args.address, password, store, progress=progress,
                           record_phase=args.record or not known).run()   # a new account has no other view
@@ -133,7 +133,7 @@ def cmd_remap(cfg, args) -> int:
         password = account_password(cfg, args)
         if password is None:
             return EXIT_ERROR
-    store = Store.in_state_dir(cfg.state_dir)
+    store = Store.open(cfg)
     try:
         pending = [c for c in store.mapping_changes(args.address) if args.folder in (None, c[0])]
         if not pending:
@@ -155,7 +155,7 @@ def cmd_remap(cfg, args) -> int:
 
 def _skipped_rows(cfg, address):
     from ..store import Store
-    store = Store.in_state_dir(cfg.state_dir)
+    store = Store.open(cfg)
     try:
         return store.skipped(address), store.altered(address)
     finally:
@@ -216,7 +216,7 @@ def _account_report(cfg, args) -> int:
     from ..store import Store
     from ..text import shown
     from .render import deletion_lines, report_table
-    store = Store.in_state_dir(cfg.state_dir)
+    store = Store.open(cfg)
     try:
         acct = store.account(args.address)
         if acct is None:

@@ -53,7 +53,7 @@ def cmd_account(cfg, args) -> int:
     from ..store import Store
     from ..vault import Vault, VaultError
     address = args.address.strip().lower()
-    with closing(Store.in_state_dir(cfg.state_dir)) as store:
+    with closing(Store.open(cfg)) as store:
         acct = store.account(address)
         if acct is None:
             print(f"mailsyncctl: no account {shown(address)} in {cfg.state_dir}", file=sys.stderr)

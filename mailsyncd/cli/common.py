@@ -96,7 +96,7 @@ def account_password(cfg, args) -> str | None:
         except OSError as e:
             print(f"mailsyncctl: cannot read password file: {e.strerror}: {args.password_file}", file=sys.stderr)
             return None
-    with closing(Store.in_state_dir(cfg.state_dir)) as store:
+    with closing(Store.open(cfg)) as store:
         try:
             password = Vault.open(cfg.state_dir, store).source_password(args.address)
         except VaultError as e:

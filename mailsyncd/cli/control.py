@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import json
 import os
 import signal
 import sys
 import time
+from dataclasses import replace as dataclass_replace
 
 from .. import cutover, status
 from ..text import json_text, shown
 
-from .common import EXIT_CONFIG_BROKEN, EXIT_ERROR, EXIT_OK, EXIT_RESTART, state_usable
+from .common import EXIT_CONFIG_BROKEN, EXIT_ERROR, EXIT_OK, EXIT_RESTART, EXIT_USAGE, state_usable
 
 
 def _status_path(cfg) -> str:
-    from ..daemon import STATUS_FILE
+    from ..statedir import STATUS_FILE       # not from daemon.py: mailsyncctl status need not load Twisted
     return os.path.join(cfg.state_dir, STATUS_FILE)
 
 
@@ -88,7 +88,7 @@ def cmd_cutover(cfg, args) -> int:
         print(f"mailsyncctl: no domain {domain!r} in the config (known: {', '.join(sorted(cfg.domains))})",
               file=sys.stderr)
         return EXIT_ERROR
-    store = Store.in_state_dir(cfg.state_dir)
+    store = Store.open(cfg)
     try:
         state = cutover.state_of(store.cutover(domain))
         event = (cutover.SCHEDULE if args.now or args.at else cutover.CLEAR if args.clear else
@@ -116,7 +116,7 @@ def cmd_cutover(cfg, args) -> int:
             yaml_at = cfg.domains[domain].cutover
             print(f"{domain}: cutover follows the YAML again: {_when(yaml_at) if yaml_at else 'none set'}")
         row = store.cutover(domain)
-        counts = collections.Counter(status.phase_of(r, False) for r in store.progress_rows(domain, None))
+        counts = {k: v for k, v in status.totals_of(store.progress_totals(domain=domain), 0.0)["phases"].items() if v}
     finally:
         store.close()
     yaml_at = cfg.domains[domain].cutover
@@ -181,12 +181,50 @@ def _config_problems(cfg, doc: dict | None, errors: list[str]) -> list[str]:
     return lines
 
 
+HUMAN_LIMIT = 20       # accounts `mailsyncctl status` lists by default (after the failed ones)
+
+
+def _status_query(args):
+    """The filters and the page asked for (statusquery.Query); QueryError names a bad one."""
+    from .. import statusquery
+    given = {"domain": args.domain, "user": args.user, "phase": args.phase, "q": args.q,
+             "limit": None if args.limit is None else str(args.limit), "cursor": args.cursor}
+    query = statusquery.parse(given.get)
+    if args.all:
+        return statusquery.Query(**{**query.__dict__, "limit": None})
+    if args.limit is None and not args.json:
+        return statusquery.Query(**{**query.__dict__, "limit": HUMAN_LIMIT})
+    return query
+
+
+def _read_pages(store, query, live: dict, human: bool):
+    """The page of ``query``; for people also the accounts that need attention: failed ones (one page
+    of them) and those with a pass running now.  Returns (read, attention rows)."""
+    from .. import statusquery
+    got = statusquery.read(store, query, running=live.keys())
+    attention = []
+    if human and query.limit is not None and query.phase is None and query.user is None and query.after is None:
+        failed = dataclass_replace(query, phase="failed", limit=query.limit)
+        attention = statusquery.read(store, failed, running=live.keys(), totals=False)["rows"]
+        for address in sorted(live)[:query.limit]:
+            attention += statusquery.read(store, dataclass_replace(query, user=address, limit=1),
+                                          running=live.keys(), totals=False)["rows"]
+    return got, attention
+
+
 def cmd_status(cfg, args, config_errors: list[str] = ()) -> int:
+    from .. import statusquery
     from ..store import Store
-    doc = read_status(cfg)
-    store = Store.in_state_dir(cfg.state_dir)
     try:
-        rows = store.progress_rows(args.domain, args.user)
+        query = _status_query(args)
+    except statusquery.QueryError as e:
+        print(f"mailsyncctl: status: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    doc = read_status(cfg)
+    live = (doc or {}).get("live") or {}
+    store = Store.open(cfg)
+    try:
+        got, attention = _read_pages(store, query, live, not args.json)
         cutovers = store.cutovers()
     finally:
         store.close()
@@ -195,12 +233,21 @@ def cmd_status(cfg, args, config_errors: list[str] = ()) -> int:
         daemon = {k: doc.get(k) for k in ("pid", "generation", "started", "sessions", "relayed", "reload_error",
                                           "config_path")}
         daemon["running"] = True
-    report = status.build(rows, config=cfg, live=(doc or {}).get("live"), cutovers=cutovers, daemon=daemon,
-                          domain=args.domain, user=args.user)
-    if args.sort == "behind":
+    report = status.build_page(got["rows"], got["groups"], config=cfg, live=live, cutovers=cutovers,
+                               running_domains=got["running_domains"], daemon=daemon, domain=query.domain,
+                               next_cursor=got["next_cursor"])
+    seen = {a["address"] for a in report["accounts"]}
+    extra = status.build_page([r for r in attention if r["address"] not in seen], [], config=cfg, live=live,
+                              now=report["generated"])["accounts"]
+    # a page keeps its order (addresses: the footer says how to go on) unless asked; --all for people:
+    # failed first, as the listing of every account always was
+    how = args.sort or ("phase" if args.all and not args.json else None)
+    if how == "behind":
         report["accounts"].sort(key=lambda a: (-a["behind"], a["address"]))
-    elif args.sort == "address":
-        report["accounts"].sort(key=lambda a: a["address"])
+    elif how == "phase":
+        report["accounts"].sort(key=status.sort_key)
+    report["accounts"] = sorted({a["address"]: a for a in extra}.values(), key=status.sort_key) \
+        + report["accounts"]
     problems = _config_problems(cfg, doc, list(config_errors))
     done = EXIT_CONFIG_BROKEN if problems else EXIT_OK
     if args.json:
@@ -251,6 +298,24 @@ def cmd_status(cfg, args, config_errors: list[str] = ()) -> int:
         print(f"{a['address']:<{width}}  {a['phase']:<8} {progress:<28} "
               f"{msgs:>17} {a['skipped']:>5} {_eta(a['eta_seconds']):>6}  {_ago(a['last_pass'], now):>10}  "
               f"{nxt:>11}")
+        if a.get("stage") == "recent":
+            print(f"{'':<{width}}  ↳ newest first: the recent mail of INBOX and Sent goes before the rest")
         if a["reason"]:
             print(f"{'':<{width}}  ↳ {shown(a['reason'], 160)}")
+    _footer(report, query, len(extra))
     return done
+
+
+def _footer(report: dict, query, attention: int) -> None:
+    """How many of how many, and how to see the rest."""
+    shown_now = len(report["accounts"]) - attention
+    total = report["totals"]["accounts"]
+    if report["next"] is None and not attention:
+        return
+    lines = [f"\n{total:,} accounts" + (" match" if (query.phase or query.q or query.user) else "")
+             + (f"; above: {attention} that need attention (failed, or a pass running now), then"
+                if attention else ";") + f" {shown_now:,} in address order."]
+    if report["next"] is not None:
+        lines.append(f"next {shown_now}: mailsyncctl status --cursor {report['next']}  (same filters); "
+                     "every account: --all; filter: --phase P, --domain D, --q TEXT")
+    print("\n".join(lines))

@@ -38,12 +38,23 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Per domain: messages on the new server of those at the source, accounts by "
                                    "phase (failed, syncing, waiting for first login, tailing, cutover), ETA and "
                                    "cutover. Per account: a progress bar, counts, skipped, rate, last and next pass. "
-                                   "Failed accounts come first, with their reasons. --json gives the same numbers "
-                                   "(schema 1, docs/status.md).")
+                                   "With many accounts it lists the failed ones and those with a pass running "
+                                   "first, then the first 20 accounts in address order, and says how to see the "
+                                   "next ones; --all lists every account. --json gives the same numbers (schema 1, "
+                                   "docs/status.md): one page of 100 accounts (--limit, up to 1000), the totals "
+                                   "of the whole filter, and the cursor of the next page in \"next\".")
     p.add_argument("--domain", metavar="D", help="only this domain")
     p.add_argument("--user", metavar="ADDRESS", help="only this account")
-    p.add_argument("--sort", choices=["phase", "behind", "address"], default="phase",
-                   help="account order: phase (failed first; default), behind (most messages still to copy), address")
+    p.add_argument("--phase", metavar="P",
+                   help="only accounts in this phase: failed, syncing, waiting, tailing, cutover")
+    p.add_argument("--q", metavar="TEXT", help="only accounts whose address (or source address) contains TEXT, "
+                                               "in any case")
+    p.add_argument("--limit", type=int, metavar="N", help="accounts per page (default 20, --json 100; at most 1000)")
+    p.add_argument("--cursor", metavar="C", help="the page after the one that printed this cursor (its \"next\")")
+    p.add_argument("--all", action="store_true", help="every account, in one listing (slow with many accounts)")
+    p.add_argument("--sort", choices=["phase", "behind", "address"],
+                   help="order of the accounts listed: phase (failed first; the default of --all without "
+                        "--json), behind (most messages still to copy), address (the default of a page)")
     p.add_argument("--json", action="store_true", help="machine-readable output (schema 1, docs/status.md)")
     p.add_argument("--state-dir", metavar="DIR", help="the daemon's state_dir, when the config file does not "
                                                       "load (default: the file's state_dir line)")
@@ -72,16 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_preflight(sub)
     from .demo import add_parser as add_demo
     add_demo(sub)
+    from .dbcmd import add_parsers as add_db
+    add_db(sub)
     for p in sub.choices.values():    # the global options, after the command too
         add_config_options(p, "override the config's log_level (logs go to stderr)", in_command=True)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..store import StoreError
     try:
         code = _main(argv)
         sys.stdout.flush()      # inside the try: a closed pipe shows here for buffered output
         return code
+    except StoreError as e:     # the database is down, refused us, or has another schema: said, no traceback
+        print(f"mailsyncctl: {e}", file=sys.stderr)
+        return EXIT_ERROR
     except BrokenPipeError:
         # the reader went away (`mailsyncctl status | head`): no traceback; stdout points at devnull so
         # that the interpreter's own flush at exit does not fail again
@@ -137,6 +154,9 @@ def _main(argv: list[str] | None) -> int:
     if args.cmd in ("reload", "status", "cutover"):
         from . import control
         return getattr(control, f"cmd_{args.cmd}")(cfg, args)
+    if args.cmd in ("migrate-db", "export-db", "import-db"):
+        from . import dbcmd
+        return getattr(dbcmd, f"cmd_{args.cmd.replace('-', '_')}")(cfg, args)
     ap.error(f"unknown command {args.cmd}")
     return EXIT_USAGE
 

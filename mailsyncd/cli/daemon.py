@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from twisted.logger import STDLibLogObserver, globalLogBeginner
 
     from ..daemon import Daemon
+    from ..store.base import DatabaseUnavailable
 
     globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")], redirectStandardIO=False)
     logging.getLogger("twisted").setLevel(logging.WARNING)
@@ -79,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
                   getattr(err, "strerror", None) or str(err))
         notifier.failed(f"start failed: cannot listen on {e.interface or '*'}:{e.port}: "
                         f"{getattr(err, 'strerror', None) or err}"[:200], code)
+        return 1
+    except DatabaseUnavailable as e:
+        log.error("event=database_unavailable error=%r", str(e))
+        notifier.failed(f"start failed: {e}"[:200])
         return 1
     except (MailsyncError, OSError) as e:
         log.error("event=start_failed error=%r", str(e))

@@ -65,7 +65,7 @@ def cmd_import(cfg, args) -> int:
             print(f"  ... and {n - MAX_ERRORS_SHOWN} more", file=sys.stderr)
         return EXIT_ERROR
     rows = parsed.rows
-    store = Store.in_state_dir(cfg.state_dir)
+    store = Store.open(cfg)
     try:
         vault = Vault.open(cfg.state_dir, store)
         existing = {a["address"]: a for a in store.accounts()}

@@ -93,5 +93,5 @@ def _running_config(path: str, state_dir: str) -> RunningConfig:
         return cfg
     from ..store import Store      # no daemon record: the domains the store knows
     with closing(Store.in_state_dir(state_dir)) as store:
-        cfg.domains = {r["domain"]: SimpleNamespace(cutover=None) for r in store.progress_rows(None, None)}
+        cfg.domains = {d: SimpleNamespace(cutover=None) for d in store.account_domains()}
     return cfg

@@ -7,6 +7,7 @@ checks dict or parser, and ``etc/mailsyncd.yaml``.
 """
 
 from ._base import ConfigError, UnknownDomain
+from .database import Database
 from .dns import DNS
 from .domains import PLANS, Domain
 from .endpoint import Endpoint, MasterPasswords
@@ -20,7 +21,7 @@ from .sync import DeleteLimit, SyncSettings
 from .web import Admin, Web
 
 __all__ = [
-    "DNS", "PLANS", "Address", "Admin", "Config", "ConfigError", "DeleteLimit", "Domain", "Endpoint",
+    "DNS", "PLANS", "Address", "Admin", "Config", "ConfigError", "Database", "DeleteLimit", "Domain", "Endpoint",
     "FolderRules", "FrontDoor", "Listen", "MasterPasswords", "Notice", "Scheduler", "SyncSettings",
     "TLSFiles", "UnknownDomain", "Web", "load_config", "parse_config", "summary",
 ]

@@ -29,6 +29,8 @@ class FrontDoor:
     failure_delay: float = 2.0
     failure_delay_max: float = 15.0
     trusted_proxies: tuple[str, ...] = ()   # CIDRs that may send PROXY headers (listen.proxy_protocol)
+    copy_on_open: int = 500               # a SELECT of a folder lacking fewer messages is held until they are in
+    copy_on_open_deadline: float = 3.0    # ...but never longer than this, whatever the source does
 
 
 
@@ -59,6 +61,8 @@ _FRONTDOOR_CHECKS = {
     "failure_delay": _positive(60),
     "failure_delay_max": _positive(600),
     "trusted_proxies": _networks,
+    "copy_on_open": _int_range(0, 100000),
+    "copy_on_open_deadline": _positive(60),
 }
 
 

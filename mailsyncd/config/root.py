@@ -9,6 +9,7 @@ import yaml
 
 from ..netaddr import loopback_host
 from ._base import ConfigError, _choice, _Errors, _got, _Section, _split_address, _text, UnknownDomain
+from .database import Database, _database
 from .dns import DNS, _dns
 from .domains import Domain, _domains
 from .endpoint import Endpoint
@@ -35,6 +36,7 @@ class Config:
     web: Web = field(default_factory=Web)
     admin: Admin = field(default_factory=Admin)
     notice: Notice = field(default_factory=Notice)
+    database: Database = field(default_factory=Database)
 
     def domain_for(self, address: str) -> Domain:
         domain = _split_address(address)[1].lower()
@@ -53,7 +55,7 @@ def parse_config(data: object, *, path: str) -> Config:
         raise ConfigError([f"{path}: config {what}"])
     errs = _Errors()
     s = _Section(errs, data, "", ("state_dir", "log_level", "sync", "domains", "listen", "tls", "frontdoor",
-                                  "scheduler", "dns", "web", "admin", "notice"))
+                                  "scheduler", "dns", "web", "admin", "notice", "database"))
     state_dir = os.path.normpath(os.path.join(base_dir, s.get("state_dir", _text, "./state")))
     log_level = s.get("log_level", _choice("debug", "info", "warning", "error"), "info")
     sync = _sync(errs, s.node.get("sync"), "sync", SyncSettings())
@@ -71,6 +73,7 @@ def parse_config(data: object, *, path: str) -> Config:
     web = _web(errs, s.node.get("web"))
     admin = _admin(errs, s.node.get("admin"))
     notice = _notice(errs, s.node.get("notice"))
+    database = _database(errs, s.node.get("database"), base_dir)
     if listen.http and not s.has("tls") and not loopback_host(listen.http.host):
         errs.add("listen.http", f"plain HTTP on {listen.http} would send passwords across the network: add a "
                  "tls: section (the page is then HTTPS), or listen on a loopback address behind a TLS proxy")
@@ -82,7 +85,7 @@ def parse_config(data: object, *, path: str) -> Config:
         raise ConfigError(errs)
     return Config(path=path, state_dir=state_dir, log_level=log_level, sync=sync,
                   domains=MappingProxyType(domains), listen=listen, tls=tls, frontdoor=frontdoor,
-                  scheduler=scheduler, dns=dns, web=web, admin=admin, notice=notice)
+                  scheduler=scheduler, dns=dns, web=web, admin=admin, notice=notice, database=database)
 
 
 class _StrictLoader(yaml.SafeLoader):

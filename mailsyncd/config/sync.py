@@ -31,6 +31,7 @@ class SyncSettings:
     deletions: str = "keep"          # "mirror": expunge on the target what the source expunged
     max_delete: DeleteLimit = field(default_factory=lambda: DeleteLimit(5.0, 500))
     max_message_size: int = 64 * 1024**2   # larger messages are skipped and recorded, never read
+    recent_first: int = 30           # days: a first copy starts with INBOX's and Sent's mail this recent; 0: off
 
 
 
@@ -72,6 +73,7 @@ _SYNC_CHECKS = {
     "deletions": _choice("keep", "mirror"),
     "max_delete": _delete_limit,
     "max_message_size": _size,
+    "recent_first": _int_range(0, 36500),
 }
 
 

@@ -31,12 +31,15 @@ class ReadLimits:
         self._sizes: dict[int, int] | None = None
         self._literals_left: int | None = None
         self._lines = 0
+        self._budget = LINE_BUDGET
+        self.next_budget: int | None = None   # the next command's line budget, when it can be told smaller
 
     def start(self, sizes: dict[int, int] | None = None) -> None:
         """A new command.  ``sizes``: the RFC822.SIZE the server announced for the UIDs asked for."""
         self._sizes = sizes or None
         self._literals_left = (sum(min(self.cap, s + slack(s)) for s in sizes.values()) if sizes else None)
         self._lines = 0
+        self._budget, self.next_budget = min(self.next_budget or LINE_BUDGET, LINE_BUDGET), None
 
     def literal(self, size: int, line: bytes) -> None:
         """Before reading a literal of ``size`` bytes announced at the end of ``line``."""
@@ -63,6 +66,6 @@ class ReadLimits:
 
     def line(self, n: int) -> None:
         self._lines += n
-        if self._lines > LINE_BUDGET:
-            raise ProtocolError(f"the server sent more than {LINE_BUDGET} bytes of response lines to one "
+        if self._lines > self._budget:
+            raise ProtocolError(f"the server sent more than {self._budget} bytes of response lines to one "
                                 "command: connection dropped")

@@ -80,6 +80,11 @@ class GuardedIMAPClient(IMAPClient):
         return super()._raw_command(command, args, uid)
 
 
+def expect_lines(client: IMAPClient, n: int) -> None:
+    """The next command's response lines may total at most ``n`` bytes (never more than LINE_BUDGET)."""
+    client._imap.limits.next_budget = n
+
+
 def set_cap(client: IMAPClient, cap: int) -> None:
     client._imap.limits.cap = cap
 

@@ -1,8 +1,9 @@
 """The front door: the pre-auth IMAP dialogue, then a byte relay to the target.
 
 Before login only CAPABILITY, NOOP, LOGOUT, ID, STARTTLS, LOGIN and
-AUTHENTICATE PLAIN exist.  After login nothing is parsed: IDLE, COMPRESS and
-every extension the target has work as if the client were connected directly.
+AUTHENTICATE PLAIN exist.  After login the bytes are relayed unchanged: IDLE, COMPRESS and
+every extension the target has work as if the client were connected directly.  Until COMPRESS
+the relay watches for SELECT/EXAMINE only, to copy the opened folder next (openfolder.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..connlimits import ConnectionLimits
 from ..status import alert_text
 from ..imap.preauth import Bad, Command, Continue, Fatal, PreauthParser, SaslLine
 from . import backend
+from .openfolder import OpenFolderWatch
 
 logger = logging.getLogger("mailsyncd.proxy")
 
@@ -89,6 +91,7 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
         self.bytes_up = self.bytes_down = 0
         self.limit_key: str | None = None     # set when admitted by factory.limits
         self._deadline = None                 # the absolute pre-auth deadline (preauth_timeout is idle time)
+        self.opened: OpenFolderWatch | None = None   # after login: the folder the client opens goes next
 
     # -- connection --------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -104,6 +107,8 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
         self.setTimeout(None)
         self._cancel_deadline()
         self.f.sessions.discard(self)
+        if self.opened is not None:
+            self.opened.close()
         if self.limit_key is not None:
             self.f.limits.release(self.limit_key, settled=bool(self.relay_started))
             self.limit_key = None
@@ -154,7 +159,10 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
         if self.target is not None:
             self.resetTimeout()
             self.bytes_up += len(data)
-            self.target.transport.write(data)
+            if self.opened is not None:
+                self.opened.from_client(data)
+            else:
+                self.target.transport.write(data)
             return
         self.parser.feed(data)
         self.pump()
@@ -382,21 +390,30 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
         self.setTimeout(self.config.frontdoor.idle_timeout)
         pipelined = self.parser.take_buffer()
         self.parser = None
+        if self.f.scheduler is not None:
+            self.opened = OpenFolderWatch(self, leftover)
         if leftover:
             self.transport.write(leftover)
         if pipelined:
-            target.transport.write(pipelined)
+            self.dataReceived(pipelined)
         # Each side stops reading while the other cannot keep up (twisted.protocols.portforward).
         self.transport.registerProducer(target.transport, True)
         target.transport.registerProducer(self.transport, True)
         self.busy = False
         self.transport.resumeProducing()
 
+    def to_target(self, data: bytes) -> None:
+        if data and self.target is not None:
+            self.target.transport.write(data)
+
     # -- called by the target side -----------------------------------------------------
     def from_target(self, data: bytes) -> None:
         self.resetTimeout()
         self.bytes_down += len(data)
-        self.transport.write(data)
+        if self.opened is not None:
+            self.opened.from_target(data)
+        else:
+            self.transport.write(data)
 
     def target_lost(self) -> None:
         self.target = None

@@ -8,10 +8,11 @@ here: the vault hands it ciphertext and hashes (secrets.py).
 from __future__ import annotations
 
 from .accounts import KNOWN_NETWORK_DAYS, AccountsMixin
-from .base import StoreBase, StoreError
+from .base import DatabaseUnavailable, StoreBase, StoreError
 from .batches import BatchesMixin
 from .cutovers import CutoversMixin
 from .folders import FoldersMixin
+from .progress import ProgressMixin
 from .records import (
     POP3_PATH,
     FolderReport,
@@ -26,12 +27,31 @@ from .records import (
 from .reports import ReportsMixin
 from .schema import _MIGRATIONS, SCHEMA_VERSION
 from .secrets import SecretsMixin
+from .throttle import ThrottleMixin
+from .websessions import WebSessionsMixin
 
 
-class Store(AccountsMixin, CutoversMixin, SecretsMixin, FoldersMixin, BatchesMixin, ReportsMixin, StoreBase):
+class Store(AccountsMixin, ProgressMixin, CutoversMixin, SecretsMixin, FoldersMixin, BatchesMixin, ReportsMixin,
+            ThrottleMixin, WebSessionsMixin, StoreBase):
     """Thread-safe facade: each thread gets its own SQLite connection."""
+
+    backend = "sqlite"
+
+    @classmethod
+    def open(cls, config, *, migrate: bool = False) -> Store:
+        """The store the config names: SQLite in state_dir (``database:`` absent; migrated on open, as
+        one process owns it), or PostgreSQL, whose schema only ``migrate=True`` (migrate-db) changes."""
+        db = getattr(config, "database", None)
+        if db is None or db.url is None:
+            return cls.in_state_dir(config.state_dir)
+        try:
+            from .pg import PgStore
+        except ImportError as e:
+            raise StoreError(f"database: needs psycopg 3 and psycopg_pool (pip install 'mailsyncd[postgresql]'): "
+                             f"{e}") from None
+        return PgStore(db.url, password=db.password(), migrate=migrate, pool_size=db.pool_size)
 
 
 __all__ = ["KNOWN_NETWORK_DAYS", "POP3_PATH", "SCHEMA_VERSION", "_MIGRATIONS", "FolderReport", "FolderState",
-           "Inflight", "InflightItem", "MapRow", "Pop3Row", "Store", "StoreBase", "StoreError",
+           "Inflight", "InflightItem", "MapRow", "Pop3Row", "DatabaseUnavailable", "Store", "StoreBase", "StoreError",
            "flags_text", "flags_tuple"]

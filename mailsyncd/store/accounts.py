@@ -6,6 +6,34 @@ import time
 
 KNOWN_NETWORK_DAYS = 30
 
+# Per account, the numbers mailsyncd.status turns into every progress view (see progress_rows).
+PROGRESS_SELECT = """SELECT a.address, a.domain, a.phase, a.last_error, a.plan, a.source_address,
+        s.password IS NOT NULL,
+        coalesce((SELECT sum(f.messages) FROM folders f WHERE f.account = a.address), 0),
+        coalesce((SELECT sum(r.source_count) FROM reports r WHERE r.account = a.address), 0),
+        (SELECT sum(f.size) FROM folders f WHERE f.account = a.address),
+        (SELECT count(*) FROM messages m WHERE m.account = a.address)
+          + (SELECT count(*) FROM pop3_messages p WHERE p.account = a.address AND p.skipped IS NULL),
+        coalesce((SELECT sum(m.size) FROM messages m WHERE m.account = a.address), 0)
+          + coalesce((SELECT sum(p.size) FROM pop3_messages p
+                      WHERE p.account = a.address AND p.skipped IS NULL), 0),
+        (SELECT count(*) FROM skipped k WHERE k.account = a.address),
+        (SELECT ps.finished FROM passes ps WHERE ps.account = a.address AND ps.finished IS NOT NULL
+         ORDER BY ps.id DESC LIMIT 1),
+        (SELECT ps.ok FROM passes ps WHERE ps.account = a.address AND ps.finished IS NOT NULL
+         ORDER BY ps.id DESC LIMIT 1),
+        EXISTS (SELECT 1 FROM folders f WHERE f.account = a.address)
+          OR EXISTS (SELECT 1 FROM reports r WHERE r.account = a.address)
+        FROM accounts a LEFT JOIN secrets s ON s.address = a.address"""
+
+
+def progress_row(r) -> dict:
+    return {"address": r[0], "domain": r[1], "phase": r[2], "last_error": r[3], "plan": r[4],
+            "source_address": r[5], "has_password": bool(r[6]),
+            "source_messages": r[7] or r[8], "source_bytes": r[9], "target_messages": r[10],
+            "bytes": r[11], "skipped": r[12], "last_pass_finished": r[13],
+            "last_pass_ok": None if r[14] is None else bool(r[14]), "source_known": bool(r[15])}
+
 
 class AccountsMixin:
     # -- accounts ----------------------------------------------------------
@@ -17,8 +45,8 @@ class AccountsMixin:
     def ensure_account(self, address: str, domain: str, plan: str | None = None) -> None:
         now = time.time()
         with self._tx() as c:
-            c.execute("INSERT OR IGNORE INTO accounts (address, domain, plan, created, updated) VALUES (?,?,?,?,?)",
-                      (address, domain, plan, now, now))
+            c.execute("INSERT INTO accounts (address, domain, plan, created, updated) VALUES (?,?,?,?,?)"
+                      " ON CONFLICT (address) DO NOTHING", (address, domain, plan, now, now))
             if plan is not None:
                 # the first plan recorded wins: a later login must not relabel an imported account
                 c.execute("UPDATE accounts SET plan=?, updated=? WHERE address=? AND plan IS NULL",
@@ -63,24 +91,7 @@ class AccountsMixin:
         Source counts are the folders' last STATUS (POP3: the last report); target counts are the
         UID map's rows (an index range per account, no table scan).
         """
-        sql = """SELECT a.address, a.domain, a.phase, a.last_error, a.plan, a.source_address,
-            s.password IS NOT NULL,
-            coalesce((SELECT sum(f.messages) FROM folders f WHERE f.account = a.address), 0),
-            coalesce((SELECT sum(r.source_count) FROM reports r WHERE r.account = a.address), 0),
-            (SELECT sum(f.size) FROM folders f WHERE f.account = a.address),
-            (SELECT count(*) FROM messages m WHERE m.account = a.address)
-              + (SELECT count(*) FROM pop3_messages p WHERE p.account = a.address AND p.skipped IS NULL),
-            coalesce((SELECT sum(m.size) FROM messages m WHERE m.account = a.address), 0)
-              + coalesce((SELECT sum(p.size) FROM pop3_messages p
-                          WHERE p.account = a.address AND p.skipped IS NULL), 0),
-            (SELECT count(*) FROM skipped k WHERE k.account = a.address),
-            (SELECT ps.finished FROM passes ps WHERE ps.account = a.address AND ps.finished IS NOT NULL
-             ORDER BY ps.id DESC LIMIT 1),
-            (SELECT ps.ok FROM passes ps WHERE ps.account = a.address AND ps.finished IS NOT NULL
-             ORDER BY ps.id DESC LIMIT 1),
-            EXISTS (SELECT 1 FROM folders f WHERE f.account = a.address)
-              OR EXISTS (SELECT 1 FROM reports r WHERE r.account = a.address)
-            FROM accounts a LEFT JOIN secrets s ON s.address = a.address"""
+        sql = PROGRESS_SELECT
         where, args = [], []
         if domain is not None:
             where.append("a.domain = ?")
@@ -90,14 +101,7 @@ class AccountsMixin:
             args.append(user)
         if where:
             sql += " WHERE " + " AND ".join(where)
-        out = []
-        for r in self._conn().execute(sql + " ORDER BY a.address", args):
-            out.append({"address": r[0], "domain": r[1], "phase": r[2], "last_error": r[3], "plan": r[4],
-                        "source_address": r[5], "has_password": bool(r[6]),
-                        "source_messages": r[7] or r[8], "source_bytes": r[9], "target_messages": r[10],
-                        "bytes": r[11], "skipped": r[12], "last_pass_finished": r[13],
-                        "last_pass_ok": None if r[14] is None else bool(r[14]), "source_known": bool(r[15])})
-        return out
+        return [progress_row(r) for r in self._conn().execute(sql + " ORDER BY a.address", args)]
 
     def remove_account(self, address: str) -> bool:
         """Every row of the account, its sealed password with them (securely deleted); False if unknown."""
@@ -106,11 +110,11 @@ class AccountsMixin:
                 return False
             # every table keyed by the account, as the schema has it now: "account", or "address" (accounts,
             # secrets, known_networks); accounts last, as it is the row that says the account exists
-            tables = [t for (t,) in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            tables = self._columns(c)
             for table in sorted(tables, key=lambda t: t == "accounts"):
-                columns = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
-                for column in {"account", "address"} & columns:
+                for column in {"account", "address"} & tables[table]:
                     c.execute(f"DELETE FROM {table} WHERE {column}=?", (address,))
+            c.execute("DELETE FROM web_sessions WHERE site = 'self' AND who = ?", (address,))   # signed out
             self._bump(c, "accounts_rev")     # the daemon drops it from its schedule
         return True
 
@@ -118,7 +122,7 @@ class AccountsMixin:
         """Clear ``failed``: the daemon ends the account's backoff and schedules it at its next tick."""
         with self._tx() as c:
             c.execute("UPDATE accounts SET phase=CASE WHEN EXISTS (SELECT 1 FROM passes p WHERE p.account=? "
-                      "AND p.ok) THEN 'synced' ELSE 'new' END, last_error=NULL, updated=? "
+                      "AND p.ok = 1) THEN 'synced' ELSE 'new' END, last_error=NULL, updated=? "
                       "WHERE address=? AND phase='failed'", (address, time.time(), address))
             self._bump(c, "accounts_rev")
 
@@ -132,7 +136,7 @@ class AccountsMixin:
         """A login from ``network`` succeeded; forget networks unused for KNOWN_NETWORK_DAYS."""
         now = time.time() if now is None else now
         with self._tx() as c:
-            c.execute("INSERT INTO known_networks VALUES (?, ?, ?) ON CONFLICT (address, network) "
+            c.execute("INSERT INTO known_networks (address, network, last_ok) VALUES (?, ?, ?) ON CONFLICT (address, network) "
                       "DO UPDATE SET last_ok = excluded.last_ok", (address, network, now))
             c.execute("DELETE FROM known_networks WHERE last_ok < ?", (now - KNOWN_NETWORK_DAYS * 86400,))
 

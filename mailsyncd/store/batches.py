@@ -6,7 +6,12 @@ import json
 import time
 from collections.abc import Iterable
 
+from .base import upsert
 from .records import POP3_PATH, Inflight, InflightItem, MapRow, Pop3Row, flags_text
+
+_MESSAGES = upsert("messages", "account, path, uidvalidity, uid, target_uidvalidity, target_uid, size, fingerprint,"
+                   " flags", "account, path, uidvalidity, uid")
+_SKIPPED = upsert("skipped", "account, path, uidvalidity, uid, size, reason, at", "account, path, uidvalidity, uid")
 
 
 class BatchesMixin:
@@ -14,7 +19,8 @@ class BatchesMixin:
     def begin_batch(self, account: str, path: str, inflight: Inflight) -> None:
         items = [[i.key, i.size, i.fingerprint.hex(), list(i.flags)] for i in inflight.items]
         with self._tx() as c:
-            c.execute("INSERT OR REPLACE INTO inflight VALUES (?,?,?,?,?,?)",
+            c.execute(upsert("inflight", "account, path, target_name, target_uidvalidity, target_uidnext, items",
+                             "account, path"),
                       (account, path, inflight.target_name, inflight.target_uidvalidity,
                        inflight.target_uidnext, json.dumps(items)))
 
@@ -35,15 +41,15 @@ class BatchesMixin:
         now = time.time()
         with self._tx() as c:
             c.executemany(
-                "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?,?,?,?)",
+                _MESSAGES,
                 [(account, path, uidvalidity, r.uid, r.target_uidvalidity, r.target_uid, r.size,
                   r.fingerprint, flags_text(r.flags)) for r in rows])
             c.executemany(
-                "INSERT OR REPLACE INTO skipped VALUES (?,?,?,?,?,?,?)",
+                _SKIPPED,
                 [(account, path, uidvalidity, uid, size, reason, now) for uid, size, reason in skipped])
             if last_uid is not None:
-                c.execute("UPDATE folders SET last_uid=max(last_uid, ?) WHERE account=? AND path=?",
-                          (last_uid, account, path))
+                c.execute("UPDATE folders SET last_uid=? WHERE account=? AND path=? AND last_uid < ?",
+                          (last_uid, account, path, last_uid))
             c.execute("DELETE FROM inflight WHERE account=? AND path=?", (account, path))
 
     def skipped(self, account: str, path: str | None = None) -> list[tuple[str, int, int, str]]:
@@ -65,7 +71,8 @@ class BatchesMixin:
         """(uid, size, reason) of messages that landed changed: they stay mapped, and are listed apart."""
         now = time.time()
         with self._tx() as c:
-            c.executemany("INSERT OR REPLACE INTO altered VALUES (?,?,?,?,?,?,?)",
+            c.executemany(upsert("altered", "account, path, uidvalidity, uid, size, reason, at",
+                                 "account, path, uidvalidity, uid"),
                           [(account, path, uidvalidity, uid, size, reason, now) for uid, size, reason in items])
 
     def altered(self, account: str) -> list[tuple[str, int, int, str]]:
@@ -101,12 +108,14 @@ class BatchesMixin:
                             (account,)).fetchone()[0]
             for r in rows:
                 # a UIDL already recorded (a recovered batch that had been committed) stays as it is
-                if c.execute("INSERT OR IGNORE INTO pop3_messages VALUES (?,?,?,?,?,?,?,?,?,?)",
+                if c.execute("INSERT INTO pop3_messages (account, id, uidl, size, fingerprint, target_name,"
+                             " target_uidvalidity, target_uid, skipped, at) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                             " ON CONFLICT DO NOTHING",
                              (account, nxt, r.uidl, r.size, r.fingerprint, target_name, r.target_uidvalidity,
                               r.target_uid, r.skipped, now)).rowcount == 0:
                     continue
                 if r.skipped is not None:
-                    c.execute("INSERT OR REPLACE INTO skipped VALUES (?,?,?,?,?,?,?)",
+                    c.execute(_SKIPPED,
                               (account, POP3_PATH, 0, nxt, r.size, r.skipped, now))
                 out.append(Pop3Row(r.uidl, r.size, r.fingerprint, r.target_uidvalidity, r.target_uid,
                                    r.skipped, nxt))

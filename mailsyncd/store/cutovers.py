@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
+
+from .base import upsert
+
+_UPSERT = upsert("cutovers", "domain, at, state, note, updated", "domain")
 
 
 class CutoversMixin:
@@ -16,7 +19,7 @@ class CutoversMixin:
 
     def set_cutover(self, domain: str, at: float | None, state: str, note: str | None = None) -> None:
         with self._tx() as c:
-            c.execute("INSERT OR REPLACE INTO cutovers (domain, at, state, note, updated) VALUES (?,?,?,?,?)",
+            c.execute(_UPSERT,
                       (domain, at, state, note, time.time()))
 
     # The cancel rule, decided here and only here, each in one transaction: a cancel succeeds until
@@ -28,7 +31,7 @@ class CutoversMixin:
             row = self._cutover_row(c, domain)
             if row is not None and row["state"] == "done":
                 return row
-            c.execute("INSERT OR REPLACE INTO cutovers (domain, at, state, note, updated) VALUES (?,?,?,?,?)",
+            c.execute(_UPSERT,
                       (domain, None, "cancelled", note, time.time()))
         return None
 
@@ -39,7 +42,7 @@ class CutoversMixin:
             if row is not None and (row["state"] in ("cancelled", "done") or (
                     row["state"] == "scheduled" and (row["at"] is None or row["at"] > now))):
                 return row
-            c.execute("INSERT OR REPLACE INTO cutovers (domain, at, state, note, updated) VALUES (?,?,?,?,?)",
+            c.execute(_UPSERT,
                       (domain, at, "final_pass", note, now))
         return None
 
@@ -55,9 +58,10 @@ class CutoversMixin:
             return c.execute("UPDATE accounts SET phase='cutover', last_error=NULL, updated=? WHERE domain=?",
                              (now, domain)).rowcount
 
-    @staticmethod
-    def _cutover_row(c: sqlite3.Connection, domain: str) -> dict | None:
-        row = c.execute("SELECT domain, at, state, note, updated FROM cutovers WHERE domain=?", (domain,)).fetchone()
+    def _cutover_row(self, c, domain: str) -> dict | None:
+        # locked on PostgreSQL (READ COMMITTED): the cancel rule reads the row and then writes it
+        row = c.execute("SELECT domain, at, state, note, updated FROM cutovers WHERE domain=?" + self._for_update(),
+                        (domain,)).fetchone()
         return dict(zip(("domain", "at", "state", "note", "updated"), row)) if row else None
 
     def clear_cutover(self, domain: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+from .base import upsert
+from .batches import _MESSAGES
 from .records import FolderState, MapRow, flags_text, flags_tuple
 
 
@@ -70,7 +72,7 @@ class FoldersMixin:
         c = self._conn()
         mapped, nbytes = c.execute(
             "SELECT count(*), coalesce(sum(size), 0) FROM (SELECT size FROM messages WHERE account=?"
-            " UNION ALL SELECT size FROM pop3_messages WHERE account=? AND skipped IS NULL)",
+            " UNION ALL SELECT size FROM pop3_messages WHERE account=? AND skipped IS NULL) AS m",
             (account, account)).fetchone()
         skipped = c.execute("SELECT count(*) FROM skipped WHERE account=?", (account,)).fetchone()[0]
         return mapped, nbytes, skipped
@@ -96,6 +98,22 @@ class FoldersMixin:
             " AND f.uidvalidity = m.uidvalidity WHERE f.account=? AND f.target_name=?",
             (account, target_name)).fetchone()[0]
 
+    def folders_into(self, account: str, target_name: str) -> list[tuple[str, int | None]]:
+        """(source path, messages it still lacks) of the folders recorded as copied into ``target_name``
+        (INBOX in any case); None where unknown: the folder's copy has not completed once."""
+        rows = self._conn().execute(
+            "SELECT path, target_name, uidvalidity, messages FROM folders WHERE account=?", (account,)).fetchall()
+        out = []
+        for path, target, uidvalidity, messages in rows:
+            if not (target == target_name or target.upper() == target_name.upper() == "INBOX"):
+                continue
+            if messages is None or uidvalidity is None:
+                out.append((path, None))
+                continue
+            known = self.count_mapped(account, path, uidvalidity) + self.count_skipped(account, path, uidvalidity)
+            out.append((path, max(0, messages - known)))
+        return out
+
     # -- recorded mappings ---------------------------------------------------
     def set_mapping_changes(self, account: str, would_be: dict[str, str]) -> None:
         """The plan's new targets for folders that keep their recorded one; clears the others."""
@@ -111,7 +129,7 @@ class FoldersMixin:
         now = time.time()
         with self._tx() as c:
             c.execute("DELETE FROM skipped_folders WHERE account=?", (account,))
-            c.executemany("INSERT OR REPLACE INTO skipped_folders VALUES (?,?,?,?)",
+            c.executemany(upsert("skipped_folders", "account, path, reason, at", "account, path"),
                           [(account, s.path, s.reason, now) for s in skipped if "not a mailbox" not in s.reason])
 
     def skipped_folders(self, account: str) -> list[tuple[str, str]]:
@@ -156,7 +174,7 @@ class FoldersMixin:
             c.execute("DELETE FROM altered WHERE account=? AND path=? AND uidvalidity=?", (account, path, old))
             c.execute("DELETE FROM deleting WHERE account=? AND path=? AND uidvalidity=?", (account, path, old))
             c.executemany(
-                "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?,?,?,?)",
+                _MESSAGES,
                 [(account, path, new, r.uid, r.target_uidvalidity, r.target_uid, r.size, r.fingerprint,
                   flags_text(r.flags)) for r in rows.values()])
 
@@ -164,7 +182,8 @@ class FoldersMixin:
     def begin_deletions(self, account: str, path: str, uidvalidity: int, items: dict[int, int]) -> None:
         """Record the intent (source UID -> target UID) before the target is touched."""
         with self._tx() as c:
-            c.executemany("INSERT OR REPLACE INTO deleting VALUES (?,?,?,?,?)",
+            c.executemany(upsert("deleting", "account, path, uidvalidity, uid, target_uid",
+                                 "account, path, uidvalidity, uid"),
                           [(account, path, uidvalidity, uid, tuid) for uid, tuid in items.items()])
 
     def pending_deletions(self, account: str, path: str, uidvalidity: int) -> dict[int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from .base import upsert
 from .records import FolderReport
 
 
@@ -11,9 +12,9 @@ class ReportsMixin:
     # -- reports -------------------------------------------------------------
     def save_report(self, account: str, r: FolderReport) -> None:
         with self._tx() as c:
-            c.execute("INSERT OR REPLACE INTO reports (account, path, target_name, source_count, target_count,"
-                      " copied, present, skipped, bytes, seconds, error, finished, deleted, held, already_there, altered)"
-                      " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            c.execute(upsert("reports", "account, path, target_name, source_count, target_count, copied, present,"
+                             " skipped, bytes, seconds, error, finished, deleted, held, already_there, altered",
+                             "account, path"),
                       (account, r.path, r.target_name, r.source_count, r.target_count, r.copied,
                        r.present, r.skipped, r.bytes, r.seconds, r.error, r.finished, r.deleted, r.held,
                        r.already_there, r.altered))
@@ -28,8 +29,8 @@ class ReportsMixin:
 
     def start_pass(self, account: str) -> int:
         with self._tx() as c:
-            cur = c.execute("INSERT INTO passes (account, started) VALUES (?,?)", (account, time.time()))
-            return cur.lastrowid
+            return c.execute("INSERT INTO passes (account, started) VALUES (?,?) RETURNING id",
+                             (account, time.time())).fetchone()[0]
 
     def finish_pass(self, pass_id: int, *, ok: bool, copied: int, present: int, skipped: int,
                     nbytes: int, error: str | None, deleted: int = 0) -> None:

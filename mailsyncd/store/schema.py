@@ -1,6 +1,6 @@
 """The schema: one forward migration a version, applied in one transaction by StoreBase._migrate."""
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 14
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -193,8 +193,9 @@ _MIGRATIONS: dict[int, str] = {
     11: """
     -- one in-flight journal for both engines (sync/appender.py): a POP3 batch is the row of path
     -- 'INBOX (pop3)', its items [uidl, size, fingerprint] where an IMAP batch's are [uid, size, fp, flags]
-    INSERT OR REPLACE INTO inflight SELECT account, 'INBOX (pop3)', target_name, target_uidvalidity,
-        target_uidnext, items FROM pop3_inflight;
+    -- (no IMAP row can have that path yet: a plain INSERT, the same as the OR REPLACE it was)
+    INSERT INTO inflight (account, path, target_name, target_uidvalidity, target_uidnext, items)
+        SELECT account, 'INBOX (pop3)', target_name, target_uidvalidity, target_uidnext, items FROM pop3_inflight;
     DROP TABLE pop3_inflight;
     """,
     12: """
@@ -220,5 +221,36 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (account, path, uidvalidity, uid)
     );
     ALTER TABLE reports ADD COLUMN altered INTEGER NOT NULL DEFAULT 0;
+    """,
+    13: """
+    -- status views at scale (store/progress.py): a page of one domain or one phase in address order
+    CREATE INDEX accounts_domain_address ON accounts (domain, address);
+    CREATE INDEX accounts_phase_address ON accounts (phase, address);
+    """,
+    14: """
+    -- the front door's memory, shared by every node on this store (auth/throttle.py): token buckets
+    -- keyed by kind ("network", "user+network", "user", the admin's) and key, and each client
+    -- address's failure streak (kind "streak", level = failures in a row).  level NULL: a full bucket
+    -- (a row made only to be locked).  Rows that are full again are trimmed.
+    CREATE TABLE throttle (
+        kind          TEXT NOT NULL,
+        key           TEXT NOT NULL,
+        level         REAL,
+        at            REAL NOT NULL,
+        PRIMARY KEY (kind, key)
+    );
+    -- web sessions of the self-service page (site 'self') and the dashboard (site 'admin'), so that
+    -- any node accepts a session made on another; only the SHA-256 of the cookie's token is kept
+    CREATE TABLE web_sessions (
+        token_hash    TEXT PRIMARY KEY,
+        site          TEXT NOT NULL,
+        who           TEXT NOT NULL,
+        csrf          TEXT NOT NULL,
+        created       REAL NOT NULL,
+        seen          REAL NOT NULL,
+        flash_kind    TEXT,
+        flash_text    TEXT
+    );
+    CREATE INDEX web_sessions_seen ON web_sessions (site, seen);
     """,
 }

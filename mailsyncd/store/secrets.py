@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterable
+
+from .base import upsert
 
 
 class SecretsMixin:
@@ -15,8 +16,8 @@ class SecretsMixin:
         now = time.time()
         with self._secret_tx() as c:
             for address, domain, plan, source, blob in items:
-                c.execute("INSERT OR IGNORE INTO accounts (address, domain, plan, created, updated) "
-                          "VALUES (?,?,?,?,?)", (address, domain, plan, now, now))
+                c.execute("INSERT INTO accounts (address, domain, plan, created, updated) "
+                          "VALUES (?,?,?,?,?) ON CONFLICT (address) DO NOTHING", (address, domain, plan, now, now))
                 c.execute("UPDATE accounts SET plan=coalesce(plan, ?), source_address=?, updated=? "
                           "WHERE address=?", (plan, None if source == address else source, now, address))
                 if blob is not None:
@@ -26,14 +27,29 @@ class SecretsMixin:
             self._bump(c, "accounts_rev")
 
     @staticmethod
-    def _bump(c: sqlite3.Connection, key: str) -> None:
+    def _bump(c, key: str) -> None:
         c.execute("INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT (key) "
-                  "DO UPDATE SET value = CAST(value AS INTEGER) + 1", (key,))
+                  "DO UPDATE SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)", (key,))
 
     def revision(self, key: str = "accounts_rev") -> int:
         """A counter bumped by out-of-process changes (an import), so the daemon can notice them."""
         row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return int(row[0]) if row else 0
+
+    def claim_vault_key(self, fingerprint: str) -> bool:
+        """Record the vault key's fingerprint; False if passwords sealed under another key are stored.
+        (With none stored, nothing is lost by a new key, and it is recorded instead.)"""
+        with self._tx() as c:
+            # the first node to get here records its key; a concurrent one waits on the row, then compares
+            c.execute("INSERT INTO meta (key, value) VALUES ('vault_key', ?) ON CONFLICT (key) DO NOTHING",
+                      (fingerprint,))
+            row = c.execute("SELECT value FROM meta WHERE key='vault_key'" + self._for_update()).fetchone()
+            if row[0] == fingerprint:
+                return True
+            if c.execute("SELECT 1 FROM secrets WHERE password IS NOT NULL LIMIT 1").fetchone() is not None:
+                return False
+            c.execute("UPDATE meta SET value=? WHERE key='vault_key'", (fingerprint,))
+        return True
 
     def put_secret_password(self, address: str, blob: bytes) -> None:
         with self._secret_tx() as c:
@@ -67,5 +83,31 @@ class SecretsMixin:
     def put_login(self, address: str, blob: bytes, verifier: str, verified_at: float) -> None:
         """Password and verifier together, so that neither can be stale with respect to the other."""
         with self._secret_tx() as c:
-            c.execute("INSERT OR REPLACE INTO secrets (address, password, verifier, verified_at, updated)"
-                      " VALUES (?,?,?,?,?)", (address, blob, verifier, verified_at, time.time()))
+            c.execute(upsert("secrets", "address, password, verifier, verified_at, updated", "address"), (address, blob, verifier, verified_at, time.time()))
+
+    def record_login(self, address: str, domain: str, plan: str | None, source_address: str | None,
+                     blob: bytes, verifier: str, verified_at: float) -> bool:
+        """A login verified at the source: the account (made if new), its password and verifier, in ONE
+        transaction.  True for the login that found no stored password (a first login, which starts the
+        migration): a compare-and-set on the account's row, so that of two nodes verifying the first
+        login of the same user at once exactly one gets True."""
+        now = time.time()
+        with self._secret_tx() as c:
+            c.execute("INSERT INTO accounts (address, domain, plan, created, updated) VALUES (?,?,?,?,?) "
+                      "ON CONFLICT (address) DO NOTHING", (address, domain, plan, now, now))
+            # the lock that serializes two nodes (SQLite: BEGIN IMMEDIATE has it already)
+            c.execute("SELECT address FROM accounts WHERE address = ?" + self._for_update(), (address,)).fetchone()
+            row = c.execute("SELECT password FROM secrets WHERE address = ?", (address,)).fetchone()
+            first = row is None or row[0] is None
+            if plan is not None:
+                # the first plan recorded wins: a later login must not relabel an imported account
+                c.execute("UPDATE accounts SET plan = ?, updated = ? WHERE address = ? AND plan IS NULL",
+                          (plan, now, address))
+            if source_address is not None:
+                c.execute("UPDATE accounts SET source_address = ?, updated = ? WHERE address = ?",
+                          (None if source_address == address else source_address, now, address))
+            c.execute("INSERT INTO secrets (address, password, verifier, verified_at, updated) VALUES (?,?,?,?,?)"
+                      " ON CONFLICT (address) DO UPDATE SET password = excluded.password, verifier = excluded.verifier,"
+                      " verified_at = excluded.verified_at, updated = excluded.updated",
+                      (address, blob, verifier, verified_at, now))
+        return first

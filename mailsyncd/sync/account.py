@@ -31,11 +31,15 @@ from ..errors import (
 from ..imap.folders import FolderPlan, Skipped, keep_recorded, plan_folders
 from ..net import imap
 from ..net.imap import Status
+from ..focus import FocusQueue
 from ..store import FolderReport, Store
+from . import recent
 from .folder import FolderSync
 from .progress import Progress
 
 logger = logging.getLogger(__name__)
+
+WAIT = object()     # AccountSync's job queue: nothing to take now, but later
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +92,13 @@ class AccountSync:
     def __init__(self, domain, address: str, password: str, store: Store, *,
                  progress: Progress | None = None, stop: threading.Event | None = None,
                  connections: int | None = None, source_address: str | None = None,
-                 pop3_fallback: bool | None = None, record_phase: bool = True):
+                 pop3_fallback: bool | None = None, record_phase: bool = True, focus=None):
         self.domain = domain
+        # focus: a list of source paths (a pass of just those, in that order), or the scheduler's FocusQueue
+        # (focus.py: folders a running pass takes before its planned order)
+        self.focus = focus if focus is None or isinstance(focus, FocusQueue) else FocusQueue(focus, only=True)
+        # a focused pass checks only some folders: it says nothing about the account's pass history or phase
+        self.record_pass = self.focus is None or not self.focus.only
         # False: a one-off pass (mailsyncctl sync) that leaves the account's phase, as the daemon sees it, alone
         self.record_phase = record_phase
         # POP3 source without UIDL: match by content (True), fail (False), None: source.pop3_no_uidl
@@ -123,8 +132,8 @@ class AccountSync:
         t0 = time.monotonic()
         res = PassResult(self.address)
         self.store.ensure_account(self.address, self.domain.name)
-        pass_id = self.store.start_pass(self.address)
-        if self.record_phase:
+        pass_id = self.store.start_pass(self.address) if self.record_pass else None
+        if self.record_pass and self.record_phase:
             self.store.set_phase(self.address, "syncing")
         try:
             self._run(res)
@@ -137,15 +146,21 @@ class AccountSync:
             res.throttled = res.throttled or looks_throttled(res.error)
         finally:
             res.seconds = time.monotonic() - t0
-            self.store.finish_pass(pass_id, ok=res.complete, copied=res.copied, present=res.present,
-                                   skipped=res.skipped, nbytes=res.bytes, error=res.error, deleted=res.deleted)
-            if res.error_kind == "Stopped" or not self.record_phase:
-                pass    # still "syncing": the next start resumes from the marks
-            else:
-                self.store.set_phase(self.address, "failed" if res.error else "synced", res.error)
-        logger.info("event=pass_done account=%s ok=%s copied=%d present=%d skipped=%d bytes=%d seconds=%.2f%s",
-                    self.address, res.complete, res.copied, res.present, res.skipped, res.bytes, res.seconds,
-                    f" error={res.error!r}" if res.error else "")
+            if pass_id is not None:
+                self.store.finish_pass(pass_id, ok=res.complete, copied=res.copied, present=res.present,
+                                       skipped=res.skipped, nbytes=res.bytes, error=res.error, deleted=res.deleted)
+                if res.error_kind == "Stopped" or not self.record_phase:
+                    pass    # still "syncing": the next start resumes from the marks
+                else:
+                    self.store.set_phase(self.address, "failed" if res.error else "synced", res.error)
+        error = f" error={res.error!r}" if res.error else ""
+        if pass_id is None:
+            logger.info("event=focused_pass_done account=%s folders=%r copied=%d seconds=%.2f%s", self.address,
+                        [f.path for f in res.folders], res.copied, res.seconds, error)
+        else:
+            logger.info("event=pass_done account=%s ok=%s copied=%d present=%d skipped=%d bytes=%d seconds=%.2f%s",
+                        self.address, res.complete, res.copied, res.present, res.skipped, res.bytes, res.seconds,
+                        error)
         return res
 
     def _run(self, res: PassResult) -> None:
@@ -190,32 +205,81 @@ class AccountSync:
                                self.address, p.path, p.target, list(p.merged_with))
         ctx = AccountContext(self.address, self.store, self.domain.sync, self.progress, self.stop, caps)
         jobs = [(p, src_status[p.source]) for p in plans if p.source in src_status]
+        only = self.focus is not None and self.focus.only
+        wanted = {p.path for p in plans if self.focus.names(p.path, p.target)} if only else None
         for p in plans:
-            if p.source not in src_status:  # the source would not even say how many messages it holds
+            # the source would not even say how many messages it holds
+            if p.source not in src_status and (wanted is None or p.path in wanted):
                 res.folders.append(self._failed(p, Status(0, 0, 0, None), "source refused STATUS for this folder"))
         states = self.store.folders(self.address)
         # after the folders' rows exist (the first pass creates them)
         sizes = {p.path: st.size for p, st in jobs if st.size is not None}
-        expected = 0
+        left: dict[str, int] = {}
         for p, st in jobs:
+            if wanted is not None and p.path not in wanted:
+                continue
             fs = states.get(p.path)
             known = 0
             if fs and fs.uidvalidity == st.uidvalidity:
                 known = self.store.count_mapped(self.address, p.path, st.uidvalidity) + \
                     self.store.count_skipped(self.address, p.path, st.uidvalidity)
-            expected += max(0, st.messages - known)
-        self.progress.add_total(expected)
-        # the biggest folders first, so the pass ends with short jobs rather than one long tail
-        jobs.sort(key=lambda j: j[1].messages, reverse=True)
+            left[p.path] = max(0, st.messages - known)
+        self.progress.add_total(sum(left.values()))
+        if self.focus is not None:
+            self.focus.plan({p.target: p.path for p in plans}, left)
+            for p in plans:
+                if p.source not in src_status:
+                    self.focus.done(p.path, "source refused STATUS for this folder")
+        # a focused pass has no order of its own: it copies what its queue names
+        try:
+            order = [] if only else [(p.path, since) for p, _, since in self._order(src, jobs, states)]
+        except BaseException:
+            imap.close(src)
+            imap.close(tgt)
+            raise
+        n_jobs = len(wanted) if only else len(jobs)
+        pending = {p.path: (p, st) for p, st in jobs}
+        planned = dict(pending)
+        slicing: set[str] = set()   # folders whose recent slice runs now: no other job may take them meanwhile
+
+        def focus_take():
+            free = {path: job for path, job in pending.items() if path not in slicing}
+            job = self.focus.take(free)
+            if job is None:
+                return None
+            del pending[job[0].path]
+            return (*job, None)
+
+        def take():
+            """(plan, status, since), WAIT while a recent slice runs and the rest waits for it, or None."""
+            job = focus_take() if self.focus is not None else None
+            while job is None and order:
+                path, since = order[0]
+                if since is None and slicing:
+                    return WAIT
+                order.pop(0)
+                if since is not None:
+                    if path in pending:     # else the user opened it and it is copied whole already
+                        slicing.add(path)
+                        job = (*planned[path], since)
+                elif path in pending:
+                    if self.progress.stage == "recent":   # its slices were all copied whole (opened by the user)
+                        self.progress.set_stage("rest")
+                    job = (*pending.pop(path), None)
+            return job
+
         reports: dict[str, FolderReport] = {}
-        lock = threading.Lock()
-        n = max(1, min(self.connections or self.domain.sync.connections, len(jobs)))
+        lock = threading.Condition()
+        n = max(1, min(self.connections or self.domain.sync.connections, n_jobs))
         conns = [(src, tgt)] + [None] * (n - 1)
         errors: list[BaseException] = []
 
-        def worker(i: int) -> None:
+        def worker(i: int, focus_only: bool = False) -> None:
+            # focus_only: a worker the scheduler added for folders the user opened (FocusQueue.grant)
             pair = conns[i]
             try:
+                if focus_only and not self.focus.waiting():
+                    return
                 if pair is None:
                     try:
                         pair = self._open_pair()
@@ -229,12 +293,28 @@ class AccountSync:
                     res.connections += 1
                 while not self.stop.is_set():
                     with lock:
-                        if not jobs:
-                            return
-                        plan, status = jobs.pop(0)
-                    pair, rep = self._folder_with_retries(ctx, pair, plan, status)
-                    with lock:
-                        reports[plan.path] = rep
+                        job = focus_take() if focus_only else take()
+                        if job is WAIT:
+                            lock.wait(0.5)
+                            continue
+                    if job is None:
+                        return
+                    plan, status, since = job
+                    carried = None if since else reports.get(plan.path)
+                    try:
+                        pair, rep = self._folder_with_retries(ctx, pair, plan, status, since=since,
+                                                              carried=carried)
+                        with lock:
+                            reports[plan.path] = rep
+                    finally:
+                        if since:
+                            with lock:
+                                slicing.discard(plan.path)
+                                if not slicing and not (order and order[0][1]):
+                                    self.progress.set_stage("rest")
+                                lock.notify_all()
+                    if self.focus is not None and not since:    # a slice is not the whole folder
+                        self.focus.done(plan.path, rep.error)
             except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
                 errors.append(e)
             finally:
@@ -245,17 +325,61 @@ class AccountSync:
 
         threads = [threading.Thread(target=worker, args=(i,), name=f"sync-{self.address}-{i}", daemon=True)
                    for i in range(n)]
+        joined = False
+
+        def spawn() -> bool:
+            """One more worker, for the focus queue only (called by the scheduler, on the reactor)."""
+            with lock:
+                if joined:
+                    return False
+                conns.append(None)
+                t = threading.Thread(target=worker, args=(len(conns) - 1, True), daemon=True,
+                                     name=f"sync-{self.address}-focus")
+                threads.append(t)
+            t.start()
+            return True
+
         for t in threads:
             t.start()
-        for t in threads:
+        if self.focus is not None:
+            self.focus.attach(spawn)
+        done_joining = 0
+        while True:
+            with lock:
+                if done_joining == len(threads):
+                    joined = True
+                    break
+                t = threads[done_joining]
             t.join()
+            done_joining += 1
+        if self.focus is not None:
+            self.focus.attach(None)
         res.folders += [reports[p.path] for p in plans if p.path in reports]
+        if not self.stop.is_set():
+            self.progress.set_stage("done")
         if sizes:
             self.store.set_source_sizes(self.address, sizes)
         if errors:
             raise errors[0]
 
-    def _folder_with_retries(self, ctx, pair, plan: FolderPlan, status: Status):
+    def _order(self, src, jobs: list[tuple[FolderPlan, Status]], states) -> list[tuple]:
+        """The folder jobs, (plan, status, since): recent mail first while a first copy runs
+        (sync/recent.py), else the biggest folders first, so the pass ends with short jobs."""
+        days = self.domain.sync.recent_first
+        unfinished = {p.path for p, st in jobs if recent.incomplete(states.get(p.path), st)}
+        if not days or not unfinished:
+            return [(p, st, None) for p, st in sorted(jobs, key=lambda j: j[1].messages, reverse=True)]
+        probe = [p for p, st in jobs if p.path in unfinished and p.role not in recent.HEAD_ROLES and st.messages]
+        with imap.lost_is_transient("ordering folders"):
+            newest = recent.newest(src, probe, f"account={self.address}")
+        queue = recent.order(jobs, unfinished, newest, recent.cutoff(days))
+        if any(j[2] for j in queue):
+            self.progress.set_stage("recent")
+            logger.info("event=recent_first account=%s days=%d folders=%r", self.address, days,
+                        [j[0].path for j in queue if j[2]])
+        return queue
+
+    def _folder_with_retries(self, ctx, pair, plan: FolderPlan, status: Status, **kw):
         s = self.domain.sync
         delay = s.retry_backoff
         attempt = 0
@@ -264,7 +388,7 @@ class AccountSync:
                 if pair is None:
                     pair = self._open_pair()
                 self.progress.folder(plan.path, True)
-                return pair, _run_folder(FolderSync(ctx, pair[0], pair[1], plan, status))
+                return pair, _run_folder(FolderSync(ctx, pair[0], pair[1], plan, status, **kw))
             except FolderFailed as e:
                 logger.error("event=folder_failed account=%s folder=%r reason=%r", self.address, plan.path, str(e))
                 return pair, self._failed(plan, status, str(e))

@@ -1,8 +1,10 @@
 """Copy one source folder to its target folder: new messages, then flag changes.
 
 Exactly-once rests on three records in the store, each written before the step
-it protects: the folder's mark (UIDVALIDITY and the highest copied UID), the UID
-map (source UID -> target UID, fingerprint, flags last agreed), and the
+it protects: the folder's mark (UIDVALIDITY and the UID at or below which every
+message is done), the UID map (source UID -> target UID, fingerprint, flags last
+agreed; above the mark it alone says what is done: a recent-first copy lands
+out of UID order, see logic.Mark), and the
 in-flight journal of a batch, kept by the one target writer (appender.py), which
 also recovers a batch after a crash, so nothing is appended twice and nothing is lost.
 
@@ -11,19 +13,23 @@ The source is only ever EXAMINEd and read with BODY.PEEK.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from dataclasses import replace
 
+from imapclient import exceptions as imapexc
+
 from ..errors import FolderFailed, MessageTooLarge
 from ..imap.folders import FolderPlan
 from ..net.imap import Status, fetch, folder_status, lost_is_transient
-from ..net.imapguard import set_cap
+from ..net.imapguard import expect_lines, set_cap
 from ..store import FolderReport, FolderState, MapRow
 from ..text import shown
 from . import expunge
 from .appender import ALTERED, Appender, Outgoing, open_target, prefetched
-from .logic import batches, fingerprint, match_fingerprints, merge_flags, source_flags, storable
+from .logic import (Mark, batches, bounded_uids, fingerprint, match_fingerprints, merge_flags, source_flags,
+                    storable)
 
 logger = logging.getLogger(__name__)
 
@@ -31,18 +37,23 @@ _FETCH_ITEMS = [b"BODY.PEEK[]", b"FLAGS", b"INTERNALDATE"]
 
 
 class FolderSync:
-    def __init__(self, ctx, src, tgt, plan: FolderPlan, status: Status):
+    def __init__(self, ctx, src, tgt, plan: FolderPlan, status: Status, *, since: dt.date | None = None,
+                 carried: FolderReport | None = None):
         self.ctx = ctx  # AccountContext: address, store, settings, progress, stop, capabilities
         self.src = src
         self.tgt = tgt
         self.plan = plan
         self.status = status
+        self.since = since      # a recent-first slice: copy only what the source received on or after this day
         self.acct = ctx.address
         self.path = plan.path
         self.target = plan.target
         self.permanent: frozenset[str] | None = None
-        self.copied = 0
-        self.nbytes = 0
+        # this pass's figures for the folder so far (its recent slice's, copied by an earlier FolderSync)
+        self.copied = carried.copied if carried else 0
+        self.nbytes = carried.bytes if carried else 0
+        self.carried = carried is not None
+        self._mark: Mark | None = None
         self.deleted = 0
         self.altered = 0    # this pass: landed changed by the target (Written.altered)
         self.held = expunge.NO_UIDPLUS if self._mirror and not ctx.target_caps.uidplus else None
@@ -66,21 +77,31 @@ class FolderSync:
         if st.uidvalidity != status.uidvalidity:
             st = self._remap(st)
 
+        if self.since is not None:
+            # the recent slice only; the folder's own job copies the rest and records its UIDNEXT
+            with lost_is_transient(f"source, {self.where}"):
+                self.src.select_folder(self.plan.source, readonly=True)  # EXAMINE
+            upto = self._copied_upto(st)
+            if upto and self._resumed(st):
+                self._sync_flags(st, upto, full=True)
+            self._copy_new(st, only=self._recent())
+            return self._report(store.folder(self.acct, self.path), time.monotonic() - t0)
         rescan_flags = self._flag_rescan_due(st)
         changed = not (st.uidnext == status.uidnext and st.messages == status.messages
                        and st.highestmodseq == status.highestmodseq)
         if changed or rescan_flags:
             with lost_is_transient(f"source, {self.where}"):
                 self.src.select_folder(self.plan.source, readonly=True)  # EXAMINE
-            old_last = st.last_uid
+            upto = self._copied_upto(st)
             self._copy_new(st)
             if self.ctx.stop.is_set():
                 # Stopped between batches: recording the source's UIDNEXT and count now would
                 # make the next pass take this folder for done and never copy the rest.
                 return self._report(store.folder(self.acct, self.path), time.monotonic() - t0)
-            if old_last:
-                self._sync_flags(st, old_last, full=rescan_flags)
-            again = self._deletions(st) if old_last else False
+            if upto:
+                # this pass's recent slice of the folder (self.carried) looked at them already
+                self._sync_flags(st, upto, full=rescan_flags or (self._resumed(st) and not self.carried))
+            again = self._deletions(st) if upto else False
             # deletions held back: leave the count unrecorded, so that the next pass looks again
             st = replace(store.folder(self.acct, self.path), uidnext=status.uidnext,
                          messages=None if again else status.messages,
@@ -89,12 +110,37 @@ class FolderSync:
             store.save_folder(self.acct, st)
         return self._report(st, time.monotonic() - t0)
 
+    def _copied_upto(self, st: FolderState) -> int:
+        """The highest UID copied before: the mark, or above it what an earlier pass copied out of order."""
+        return max(self.ctx.store.mapped_uids(self.acct, self.path, st.uidvalidity, above=st.last_uid),
+                   default=st.last_uid)
+
+    @staticmethod
+    def _resumed(st: FolderState) -> bool:
+        """A first copy that an earlier pass began: no modseq to ask CHANGEDSINCE, its flags are read whole."""
+        return st.uidnext is None and st.highestmodseq is None
+
     # -- target folder -----------------------------------------------------------
     def _ensure_target(self, first_time: bool) -> None:
         self.permanent = open_target(self.tgt, self.plan, self.where, subscribe=first_time)
 
     # -- new messages ---------------------------------------------------------
-    def _copy_new(self, st: FolderState) -> None:
+    def _recent(self) -> set[int]:
+        """The UIDs the source received on or after ``since`` (SINCE compares INTERNALDATE, RFC 3501)."""
+        # a UID and a space per message the source says it holds: a longer answer is refused unread
+        expect_lines(self.src, 11 * (self.status.messages + 1) + 1024)
+        try:
+            with lost_is_transient(f"source, {self.where}"):
+                found = self.src.search(["SINCE", self.since])
+        except imapexc.IMAPClientAbortError:
+            raise
+        except imapexc.IMAPClientError as e:   # NO or BAD: no recent slice, the folder goes in UID order
+            logger.warning("event=recent_first_refused %s reason=%r", self.where, shown(str(e), 200))
+            return set()
+        return bounded_uids(found, self.status.uidnext)
+
+    def _copy_new(self, st: FolderState, only: set[int] | None = None) -> None:
+        """Copy what is left above the mark (``only``: just those of it), in UID order."""
         store = self.ctx.store
         with lost_is_transient(f"source, {self.where}"):
             sizes = fetch(self.src, f"{st.last_uid + 1}:*", [b"RFC822.SIZE"])
@@ -107,7 +153,12 @@ class FolderSync:
         if too_big:
             self._record_skipped(st, too_big)
             todo = [(uid, size) for uid, size in todo if size <= self.cap]
+        self._mark = Mark(st.last_uid, (u for u in sizes if u > st.last_uid), (u for u, _ in todo))
+        if only is not None:
+            todo = [(uid, size) for uid, size in todo if uid in only]
         if not todo:
+            if self._mark.mark > st.last_uid:   # what is left above the mark was done out of order
+                store.commit_batch(self.acct, self.path, st.uidvalidity, [], [], self._mark.mark)
             return
         s = self.ctx.settings
         try:
@@ -148,7 +199,7 @@ class FolderSync:
 
     def _append_batch(self, st: FolderState, batch: list[Outgoing | int]) -> None:
         msgs = [m for m in batch if isinstance(m, Outgoing)]
-        last = max(m if isinstance(m, int) else m.key for m in batch)
+        uids = [m if isinstance(m, int) else m.key for m in batch]
         rows: list[MapRow] = []
         skipped: list[tuple[int, int, str]] = []
         altered: list[tuple[int, int, str]] = []
@@ -161,7 +212,7 @@ class FolderSync:
             later = out.later
         # A full target: record what landed, keep the mark, and let a later pass copy the rest.
         self.ctx.store.commit_batch(self.acct, self.path, st.uidvalidity, rows, skipped,
-                                    None if later else last)
+                                    None if later else self._mark.done(uids))
         if altered:
             self.ctx.store.record_altered(self.acct, self.path, st.uidvalidity, altered)
             self.altered += len(altered)

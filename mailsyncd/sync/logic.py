@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 
@@ -95,3 +96,35 @@ def match_fingerprints(wanted: Iterable[tuple[Hashable, bytes]],
         if uids:
             out[key] = uids.pop(0)
     return out
+
+
+class Mark:
+    """A folder's mark (every source UID at or below it is done) when batches land in any order.
+
+    ``listed``: the UIDs above the mark the source lists now; ``left``: those still to copy.  A
+    listed UID that is not left is done already (mapped or skipped by an earlier, out-of-order
+    pass); a UID the source does not list is a gap.  ``done(uids)`` says the new mark: just below
+    the lowest UID still left, or the highest listed once nothing is.
+    """
+
+    def __init__(self, mark: int, listed: Iterable[int], left: Iterable[int]):
+        self._left = set(left)
+        self._heap = sorted(self._left)     # a sorted list is a heap; removed UIDs are skipped lazily
+        self._top = max((u for u in listed if u > mark), default=mark)
+        self.mark = self._now(mark)
+
+    def _now(self, mark: int) -> int:
+        while self._heap and self._heap[0] not in self._left:
+            heapq.heappop(self._heap)
+        return max(mark, self._heap[0] - 1 if self._heap else self._top)
+
+    def done(self, uids: Iterable[int]) -> int:
+        self._left.difference_update(uids)
+        self.mark = self._now(self.mark)
+        return self.mark
+
+
+def bounded_uids(uids: Iterable, uidnext: int | None) -> set[int]:
+    """The UIDs of a source's SEARCH answer that can be real: integers in 1..UIDNEXT-1 (the source is hostile)."""
+    hi = uidnext - 1 if uidnext else 2**32 - 1
+    return {u for u in uids if isinstance(u, int) and not isinstance(u, bool) and 1 <= u <= hi}

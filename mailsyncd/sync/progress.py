@@ -19,6 +19,8 @@ class Progress:
         self.bytes = 0
         self.started = time.monotonic()
         self.current: set[str] = set()
+        # recent-first (sync/recent.py): "recent" while the newest mail goes first, "rest", "done"; None: not used
+        self.stage: str | None = None
 
     def _changed(self) -> None:
         if self.listener is not None:
@@ -32,6 +34,13 @@ class Progress:
     def folder(self, path: str, active: bool) -> None:
         with self._lock:
             (self.current.add if active else self.current.discard)(path)
+        self._changed()
+
+    def set_stage(self, stage: str) -> None:
+        with self._lock:
+            if self.stage is None and stage != "recent":
+                return      # a pass without a recent slice has no stages to show
+            self.stage = stage
         self._changed()
 
     def advance(self, path: str, n: int, nbytes: int) -> None:
@@ -61,4 +70,4 @@ class Progress:
         if self.total and self.rate > 0 and self.done < self.total:
             eta = f" eta={(self.total - self.done) / self.rate:.0f}s"
         return (f"progress messages={self.done}/{self.total}{pct} bytes={self.bytes}"
-                f" rate={self.rate:.0f}/s{eta}")
+                f" rate={self.rate:.0f}/s{eta}{' newest-first' if self.stage == 'recent' else ''}")

@@ -18,7 +18,8 @@ One module, so the rules cannot disagree between the pages:
 * **The admin password**: argon2, checked in the daemon's auth pool, only after a token from ONE
   throttle per client IP (the front door's token buckets and limits, see auth/throttle.py), for the
   dashboard's sign-in form and HTTP Basic alike; the token comes back on success, failures are
-  answered late.  A throttled attempt is refused without comparing anything.
+  answered late.  A throttled attempt is refused without comparing anything.  The buckets and
+  the failure streaks are in the store, so several nodes behind one load balancer share them.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from twisted.internet import task, threads
+from twisted.internet import defer, task, threads
 
 from ..auth.throttle import Throttle, limits_for
 from ..netaddr import loopback_host, loopback_ip
@@ -108,7 +109,10 @@ class Access:
         self.daemon = daemon
         self.reactor = daemon.reactor
         self._fd = daemon.current().frontdoor
-        self.throttle = Throttle(limits_for(self._fd), clock=self.reactor.seconds)
+        # in the store, as the front door's: every node spends from the same admin buckets (their own
+        # kinds, "admin:..."); a daemon without a store (unit tests) keeps them in memory
+        self.throttle = Throttle(limits_for(self._fd), clock=self.reactor.seconds,
+                                 state=getattr(daemon, "store", None), scope="admin:")
         self.dashboard = None               # the dashboard (admin.Admin): its session_ok(request) lets its browser in
         self._key = os.urandom(32)          # the Basic cache's HMAC key: never leaves this process
         self._cache: dict[bytes, float] = {}
@@ -202,8 +206,12 @@ class Access:
             self._fd = fd
             self.throttle.update(limits_for(fd))
 
-    def _delay(self, ip: str):
-        return task.deferLater(self.reactor, self.throttle.failed(ip), lambda: None)
+    def _state(self, fn, *args) -> defer.Deferred:
+        """The throttle's store transaction, in the daemon's state thread: never on the reactor."""
+        return threads.deferToThreadPool(self.reactor, self.daemon.state_pool, fn, *args)
+
+    async def _delay(self, ip: str) -> None:
+        await task.deferLater(self.reactor, await self._state(self.throttle.failed, ip), lambda: None)
 
     async def password(self, ip: str, password_hash: str, password: str, *, path: str,
                        on_ok=None) -> str:
@@ -211,14 +219,14 @@ class Access:
 
         ``on_ok`` runs on success before the token comes back (the Basic cache remembers it)."""
         self._limits_now()
-        refused = self.throttle.may_ask_source(ip, f"{ADMIN_USER}@{ip}")
+        refused = await self._state(self.throttle.may_ask_source, ip, f"{ADMIN_USER}@{ip}")
         if refused is not None:
             self.counts["throttled"] += 1
             logger.warning("event=admin_auth_failed ip=%s path=%s reason=throttled_%s", ip, path, refused)
             await self._delay(ip)
             return "throttled"
         if self._verifying >= MAX_VERIFYING:
-            self.throttle.succeeded(ip, f"{ADMIN_USER}@{ip}")     # not compared: the token comes back
+            await self._state(self.throttle.succeeded, ip, f"{ADMIN_USER}@{ip}")    # not compared: it comes back
             logger.warning("event=admin_auth_busy ip=%s verifying=%d", ip, self._verifying)
             return "busy"
         self._verifying += 1
@@ -231,7 +239,7 @@ class Access:
         del password
         if ok:
             self.counts["ok"] += 1
-            self.throttle.succeeded(ip, f"{ADMIN_USER}@{ip}")
+            await self._state(self.throttle.succeeded, ip, f"{ADMIN_USER}@{ip}")
             if on_ok is not None:
                 on_ok()
             return "ok"
@@ -241,11 +249,11 @@ class Access:
         return "wrong"
 
     # -- /api/ and /metrics -----------------------------------------------------------
-    def _session_ok(self, request) -> bool:
+    async def _session_ok(self, request) -> bool:
         if self.dashboard is None:
             return False
         try:
-            return bool(self.dashboard.session_ok(request))
+            return bool(await self.dashboard.session_ok(request))
         except Exception as e:       # a dashboard bug must not open the API, nor break it
             logger.error("event=web_error what=session_ok error=%r", str(e))
             return False
@@ -273,7 +281,7 @@ class Access:
             logger.warning("event=admin_auth_failed ip=%s path=%s reason=not_loopback", ip, path)
             return Refusal(403, "the API answers only this machine (loopback) while admin.password_hash is "
                                 "not set; set it (mailsyncctl hash-password) to use HTTP Basic auth as admin")
-        if self._session_ok(request):
+        if await self._session_ok(request):
             return None
         unauthorized = Refusal(401, "wrong user or password (HTTP Basic, user admin)",
                                ((b"WWW-Authenticate", REALM),))
@@ -291,8 +299,8 @@ class Access:
         self._limits_now()
         # the remembered successes are compared too: only after a token, like argon2
         if self._cache.get(key, 0.0) > self.reactor.seconds():
-            if self.throttle.may_ask_source(ip, f"{ADMIN_USER}@{ip}") is None:
-                self.throttle.succeeded(ip, f"{ADMIN_USER}@{ip}")
+            if await self._state(self.throttle.may_ask_source, ip, f"{ADMIN_USER}@{ip}") is None:
+                await self._state(self.throttle.succeeded, ip, f"{ADMIN_USER}@{ip}")
                 self.counts["cached"] += 1
                 return None
         verdict = await self.password(ip, password_hash, creds[1], path=path,

@@ -8,15 +8,16 @@ Routes (server-rendered HTML, English or Chinese by ``Accept-Language``, switch 
 * ``GET  /admin``                      overview: per domain, accounts by phase, messages on the new
                                        server of those at the source (a bar), skipped, ETA, cutover with
                                        its actions, and the throughput over time (a chart)
-* ``GET  /admin/accounts``             the accounts: ``q`` (substring of the address), ``phase``,
-                                       ``sort=phase|behind|address|percent`` (default phase: failed first)
+* ``GET  /admin/accounts``             the accounts of a filter, 100 a page in address order, with the
+                                       filter's totals by phase: ``q`` (substring of the address), ``phase``,
+                                       ``domain``, ``cursor`` (the next page's link); 400 for a bad one
 * ``GET  /admin/accounts/<address>``   one account: folders, skipped messages and why, recent passes, errors
 * ``POST /admin/action``               ``action=sync_now|retry`` (an address) or
                                        ``postpone|cutover_now|cancel_cutover`` (a domain); CSRF-checked,
                                        logged as ``event=admin_action``; answers 303 back to the page,
                                        which shows what was done
-* ``GET  /admin/status.json``          ``Daemon.status()`` (schema 1; ``domain=``, ``user=``,
-                                       ``accounts=none``): what the pages' script polls every 5 s
+* ``GET  /admin/status.json``          ``Daemon.status()`` (schema 1; the filters and page of /api/status,
+                                       or ``accounts=none``): what the pages' script polls every 5 s
 * ``GET  /admin/series.json``          throughput samples kept in memory: every domain's messages on
                                        the new server every 10 s, the last hour
 * ``GET|POST /admin/login``, ``POST /admin/logout``
@@ -57,8 +58,9 @@ from .access import Access
 from .i18n import w
 from .pages import accounts as accounts_html
 from .pages import dashboard
-from .pages.accounts import SORTS
-from .pages.dashboard import PHASES, POSTPONE_HOURS, Ctx
+from ..statusquery import Query, QueryError
+from .api import status_query
+from .pages.dashboard import FAILED_SHOWN, POSTPONE_HOURS, Ctx
 from .pages.format import when
 from .samples import Throughput
 from .sessions import Session, Sessions
@@ -94,10 +96,10 @@ class Admin(Shell):
     def __init__(self, daemon, access: Access, throughput: Throughput):
         super().__init__(daemon, access)
         self.throughput = throughput
-        self.sessions = Sessions(self.reactor.seconds,
+        self.sessions = Sessions(daemon.store, "admin", self.reactor.seconds,
                                  lambda: (daemon.current().web.session_idle, daemon.current().web.session_max),
                                  MAX_SESSIONS)
-        self.login_csrf = SignedCsrf(self, LOGIN_COOKIE, b"login")
+        self.login_csrf = SignedCsrf(self, LOGIN_COOKIE, b"login", daemon.store.web_key("csrf"))
         self.counts = {"logins": 0, "login_failures": 0, "actions": 0, "csrf_refused": 0}
 
     # -- dispatch ---------------------------------------------------------------------
@@ -108,11 +110,11 @@ class Admin(Shell):
             return self._static(request, path) if method in GET else self.not_allowed(request, b"GET, HEAD")
         if path == b"/admin/login":
             if method in GET:
-                return self._login_page(request)
+                return await self._login_page(request)
             return await self._login(request) if method in POST else self.not_allowed(request, b"GET, HEAD, POST")
         json_route = path.endswith(b".json")
         auto = request.args.get(AUTO.encode()) is not None
-        ctx, refusal = self._access(request, json_route=json_route, touch=not (json_route or auto))
+        ctx, refusal = await self._access(request, json_route=json_route, touch=not (json_route or auto))
         if refusal is not None:
             return refusal
         if path.startswith(b"/admin/accounts/"):
@@ -140,24 +142,27 @@ class Admin(Shell):
             return "loopback"
         return "admin:" + hashlib.sha256(password_hash.encode()).hexdigest()[:16]
 
-    def _valid_session(self, request, *, touch: bool) -> tuple[str | None, Session | None]:
+    async def _valid_session(self, request, *, touch: bool, take_flash: bool = False
+                             ) -> tuple[str | None, Session | None]:
         token = self.get_cookie(request, SESSION_COOKIE)
-        s = self.sessions.get(token, touch=touch)
+        if not token:
+            return token, None
+        s = await self.blocking(lambda: self.sessions.get(token, touch=touch, take_flash=take_flash))
         if s is None or not hmac.compare_digest(s.who, self._who()):
             return token, None
         if s.who == "loopback" and not self.access.local(request):
             return token, None
         return token, s
 
-    def session_ok(self, request) -> bool:
+    async def session_ok(self, request) -> bool:
         """A live dashboard session comes with ``request`` (for /api/: the dashboard's browser may use it).
         Does not count as activity for the idle timeout."""
-        return self._valid_session(request, touch=False)[1] is not None
+        return (await self._valid_session(request, touch=False))[1] is not None
 
-    def _access(self, request, *, json_route: bool, touch: bool) -> tuple[Ctx | None, Reply | None]:
+    async def _access(self, request, *, json_route: bool, touch: bool) -> tuple[Ctx | None, Reply | None]:
         lang = self.lang(request)
         password_hash = self.daemon.current().admin.password_hash
-        token, s = self._valid_session(request, touch=touch)
+        token, s = await self._valid_session(request, touch=touch, take_flash=not json_route)
         if password_hash:
             if s is None:
                 if json_route:
@@ -172,7 +177,7 @@ class Admin(Shell):
                 return None, json_reply(403, {"error": "no admin.password_hash set: this machine (loopback) only"})
             return None, Reply(403, dashboard.forbidden(request, lang))
         if s is None:
-            token, s = self.sessions.create("loopback")
+            token, s = await self.blocking(self.sessions.create, "loopback")
             self.set_cookie(request, SESSION_COOKIE, token)
         return Ctx(lang, s, False), None
 
@@ -193,12 +198,12 @@ class Admin(Shell):
         html = dashboard.login_form(request, lang, self.login_csrf.token(request), safe_back(next_), error)
         return Reply(code, html, retry_after=retry_after)
 
-    def _login_page(self, request) -> Reply:
+    async def _login_page(self, request) -> Reply:
         lang = self.lang(request)
         if not self.daemon.current().admin.password_hash:
             return redirect("/admin")
         next_ = safe_back(arg(request, b"next", 1000))
-        if self._valid_session(request, touch=False)[1] is not None:
+        if (await self._valid_session(request, touch=False))[1] is not None:
             return redirect(next_)
         return self._login_form(request, lang, next_)
 
@@ -232,8 +237,8 @@ class Admin(Shell):
                 return self._login_form(request, lang, next_, "err_throttled", code=503, retry_after=5)
             return self._login_form(request, lang, next_, "err_password")
         self.counts["logins"] += 1
-        self.sessions.drop(self.get_cookie(request, SESSION_COOKIE))
-        token, _s = self.sessions.create(self._who())
+        await self.blocking(self.sessions.drop, self.get_cookie(request, SESSION_COOKIE))
+        token, _s = await self.blocking(self.sessions.create, self._who())
         self.set_cookie(request, SESSION_COOKIE, token)
         logger.info("event=admin_login ip=%s", ip)
         return redirect(next_)
@@ -244,40 +249,39 @@ class Admin(Shell):
             self.counts["csrf_refused"] += 1
             logger.warning("event=admin_csrf_refused ip=%s what=logout", self.ip(request))
             return self.message(request, 403, "err_csrf")
-        self.sessions.drop(self.get_cookie(request, SESSION_COOKIE))
+        await self.blocking(self.sessions.drop, self.get_cookie(request, SESSION_COOKIE))
         self.set_cookie(request, SESSION_COOKIE, "", max_age=0)
         logger.info("event=admin_logout ip=%s", self.ip(request))
         return redirect("/admin/login" if ctx.password else "/admin")
 
     # -- JSON -------------------------------------------------------------------------
     async def _status_json(self, request, ctx: Ctx) -> Reply:
-        domain = arg(request, b"domain") or None
-        user = arg(request, b"user").strip().lower() or None
-        if domain is not None and domain not in self.daemon.current().domains:
-            return json_reply(404, {"error": "no such domain"})
-        doc = await self.daemon.status(domain=domain, user=user)
         if arg(request, b"accounts") == "none":
-            doc = dict(doc, accounts=[])
-        return json_reply(200, doc)
+            query = Query(domain=arg(request, b"domain").strip().lower() or None, limit=0)
+        else:
+            try:
+                query = status_query(request)
+            except QueryError as e:
+                return json_reply(400, {"error": str(e)})
+        if query.domain is not None and query.domain not in self.daemon.current().domains:
+            return json_reply(404, {"error": "no such domain"})
+        return json_reply(200, await self.daemon.status(query=query))
 
     # -- the pages --------------------------------------------------------------------
     async def _overview(self, request, ctx: Ctx) -> Reply:
-        doc = await self.daemon.status()
+        doc = await self.daemon.status(query=Query(limit=0))          # the totals: no account rows
+        failed = await self.daemon.status(query=Query(phase="failed", limit=FAILED_SHOWN), totals=False)
+        doc = dict(doc, accounts=failed["accounts"])
         return Reply(200, dashboard.overview(request, ctx, doc, self.throughput.series()))
 
     async def _accounts(self, request, ctx: Ctx) -> Reply:
-        q = arg(request, b"q", 200).strip().lower()
-        sort = arg(request, b"sort", 20) or "phase"
-        if sort not in SORTS:
-            sort = "phase"
-        phase = arg(request, b"phase", 20)
-        if phase not in PHASES:
-            phase = ""
-        doc = await self.daemon.status()
-        accounts = [a for a in doc["accounts"]
-                    if (not q or q in a["address"].lower() or q in (a.get("source_address") or "").lower())
-                    and (not phase or a["phase"] == phase)]
-        return Reply(200, accounts_html.accounts_page(request, ctx, sort_accounts(accounts, sort), q, phase, sort))
+        domains = sorted(self.daemon.current().domains)
+        try:
+            query = status_query(request)
+        except QueryError as e:
+            return Reply(400, accounts_html.accounts_page(request, ctx, None, Query(), domains, str(e)))
+        doc = await self.daemon.status(query=query)
+        return Reply(200, accounts_html.accounts_page(request, ctx, doc, query, domains))
 
     async def _account(self, request, ctx: Ctx) -> Reply:
         path = request.path.split(b"?", 1)[0]
@@ -321,7 +325,7 @@ class Admin(Shell):
         self.counts["actions"] += 1
         logger.info("event=admin_action ip=%s action=%s target=%s result=%s", ip, field(action, 40),
                     field(target), "ok" if ok else "refused")
-        ctx.session.flash = ("ok" if ok else "error", text)
+        await self.blocking(self.sessions.flash, ctx.session, "ok" if ok else "error", text)
         return redirect(back)
 
     async def _do(self, action: str, target: str, form: dict[str, str], lang: str) -> tuple[bool, str]:
@@ -374,17 +378,6 @@ def safe_back(value: str | None, default: str = "/admin") -> str:
     if "//" in value or "\\" in value or any(ord(c) < 0x21 or ord(c) == 0x7f for c in value):
         return default
     return value
-
-
-def sort_accounts(accounts: list[dict], how: str) -> list[dict]:
-    if how == "behind":
-        return sorted(accounts, key=lambda a: (-a["behind"], a["address"]))
-    if how == "address":
-        return sorted(accounts, key=lambda a: a["address"])
-    if how == "percent":
-        return sorted(accounts, key=lambda a: (a["percent"], -a["behind"], a["address"]))
-    return sorted(accounts, key=lambda a: (PHASES.index(a["phase"]) if a["phase"] in PHASES else 9,
-                                           -a["behind"], a["address"]))
 
 
 # ---------------------------------------------------------------------------- blocking (state thread)

@@ -5,7 +5,10 @@ schema 1, documented in docs/status.md), so they agree with ``mailsyncctl status
 
 Routes (GET and HEAD only; JSON answers carry ``Cache-Control: no-store``):
 
-* ``GET /api/status[?domain=D][&user=ADDRESS]``  the status document (``Daemon.status``).
+* ``GET /api/status[?domain=D][&user=ADDRESS][&phase=P][&q=TEXT][&limit=N][&cursor=C]``  the status
+                                                 document (``Daemon.status``): one page of accounts
+                                                 (address order), the totals of the whole filter,
+                                                 ``next`` for the next page; 400 for a bad parameter.
 * ``GET /api/accounts/ADDRESS``                  one account: its entry in the document, its folders
                                                  (the last pass's report), its skipped messages with
                                                  the reasons, and its last pass.  404 when unknown.
@@ -21,9 +24,10 @@ from __future__ import annotations
 import logging
 from urllib.parse import unquote_to_bytes
 
+from ..statusquery import Query, QueryError, parse
 from ..text import json_text
 from . import metrics
-from .site import Reply, Shell, arg
+from .site import Reply, Shell
 
 logger = logging.getLogger("mailsyncd.web")
 
@@ -68,8 +72,17 @@ class _Guarded(Shell):
         raise NotImplementedError
 
 
-def _arg(request, name: bytes) -> str | None:
-    return arg(request, name).strip().lower() or None
+def status_query(request) -> Query:
+    """The filters and the page of a status request (statusquery.parse); QueryError names a bad one."""
+    def get(name: str) -> str | None:
+        values = request.args.get(name.encode())
+        if not values:
+            return None
+        try:
+            return values[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise QueryError(f"{name}: not UTF-8") from None
+    return parse(get)
 
 
 class ApiResource(_Guarded):
@@ -91,10 +104,16 @@ class ApiResource(_Guarded):
         return error(404, "no such API route; see docs/status.md")
 
     async def _status(self, request) -> Reply:
-        domain, user = _arg(request, b"domain"), _arg(request, b"user")
-        doc = await self.daemon.status(domain=domain, user=user)
-        if domain is not None and domain not in self.daemon.current().domains and not doc["accounts"]:
-            return error(404, f"no such domain: {domain}")
+        try:
+            query = status_query(request)
+        except QueryError as e:
+            return error(400, str(e))
+        domain = query.domain
+        doc = await self.daemon.status(query=query)
+        if domain is not None and domain not in self.daemon.current().domains and not doc["totals"]["accounts"]:
+            if (query.phase, query.q, query.user) == (None, None, None) or not (
+                    await self.daemon.status(query=Query(domain=domain, limit=0)))["totals"]["accounts"]:
+                return error(404, f"no such domain: {domain}")
         return json_reply(200, doc)
 
     async def _account(self, address: str) -> Reply:
@@ -130,6 +149,6 @@ class MetricsResource(_Guarded):
     async def serve(self, request) -> Reply:
         if request.path != b"/metrics":
             return error(404, "not found")
-        doc = await self.daemon.status()
-        body = metrics.render(doc, metrics.counters_of(self.daemon))
+        doc = await self.daemon.status(query=Query(limit=0))
+        body = metrics.render(doc, metrics.counters_of(self.daemon), metrics.node_name(self.daemon.current()))
         return Reply(200, body, metrics.CONTENT_TYPE_LATEST.encode("ascii"))

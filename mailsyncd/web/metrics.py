@@ -5,12 +5,18 @@ the caller computes first (its store reads run in the daemon's state thread); :f
 builds the metric families from it at scrape time, plus the daemon's counters (the gate's logins,
 the scheduler's passes).  A fresh registry per scrape: nothing is kept between scrapes.
 
-Labels are domains, phases, cutover states and results only.  An address never appears here:
+Every series carries the ``node`` label (node.name, default the host name): several nodes behind one load
+balancer each answer for themselves, and their scrapes stay apart.  The document is the totals-only one
+(no account rows, ``limit=0``): the database sums 50,000 accounts, a scrape never walks them.
+
+Labels are the node, domains, phases, cutover states and results only.  An address never appears here:
 a scrape must not list the company's mailboxes, and per-user series would grow without bound.
 The metric names are documented in docs/status.md; like the JSON, they are added, never renamed.
 """
 
 from __future__ import annotations
+
+import socket
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -19,7 +25,12 @@ from prometheus_client.registry import CollectorRegistry
 from ..cutover import STATES as CUTOVER_STATES
 from ..status import PHASES
 
-__all__ = ["CONTENT_TYPE_LATEST", "CUTOVER_STATES", "StatusCollector", "counters_of", "render"]
+__all__ = ["CONTENT_TYPE_LATEST", "CUTOVER_STATES", "StatusCollector", "counters_of", "node_name", "render"]
+
+
+def node_name(config) -> str:
+    """This node's name: ``node.name`` from the config (issue 13's lease work adds it), else the host name."""
+    return getattr(getattr(config, "node", None), "name", None) or socket.gethostname()
 
 
 def counters_of(daemon) -> dict:
@@ -35,12 +46,13 @@ def counters_of(daemon) -> dict:
 class StatusCollector:
     """Metric families from one status document and one set of counters (see :func:`counters_of`)."""
 
-    def __init__(self, doc: dict, counters: dict):
+    def __init__(self, doc: dict, counters: dict, node: str):
         self.doc = doc
         self.counters = counters
+        self.node = node
 
     def collect(self):
-        doc, c = self.doc, self.counters
+        doc, c, node = self.doc, self.counters, self.node
         domains = doc.get("domains") or []
 
         accounts = GaugeMetricFamily(
@@ -48,11 +60,11 @@ class StatusCollector:
             "Accounts by migration phase: failed (the last pass failed), syncing (copying, or the first "
             "complete pass has not happened yet), waiting (imported, no password yet: starts at the user's "
             "first login), tailing (in sync, following new mail), cutover (the domain's migration has ended).",
-            labels=["domain", "phase"])
+            labels=["node", "domain", "phase"])
         for d in domains:
             phases = d.get("phases") or {}
             for phase in PHASES:
-                accounts.add_metric([d["name"], phase], phases.get(phase, 0))
+                accounts.add_metric([node, d["name"], phase], phases.get(phase, 0))
         yield accounts
 
         per_domain = (
@@ -70,9 +82,9 @@ class StatusCollector:
              "Messages per second being copied right now by the domain's running passes (0 when idle)."),
         )
         for name, key, text in per_domain:
-            g = GaugeMetricFamily(name, text, labels=["domain"])
+            g = GaugeMetricFamily(name, text, labels=["node", "domain"])
             for d in domains:
-                g.add_metric([d["name"]], float(d.get(key) or 0))
+                g.add_metric([node, d["name"]], float(d.get(key) or 0))
             yield g
 
         cut = GaugeMetricFamily(
@@ -80,20 +92,20 @@ class StatusCollector:
             "The domain's cutover state: 1 for the current one, 0 for the others. none: no cutover planned; "
             "scheduled: planned (see the document's cutover.at); cancelled; final_pass: the last pass per "
             "account runs; done: the migration of the domain has ended.",
-            labels=["domain", "state"])
+            labels=["node", "domain", "state"])
         for d in domains:
             state = ((d.get("cutover") or {}).get("state")) or "none"
             states = CUTOVER_STATES if state in CUTOVER_STATES else CUTOVER_STATES + (state,)
             for s in states:
-                cut.add_metric([d["name"], s], 1.0 if s == state else 0.0)
+                cut.add_metric([node, d["name"], s], 1.0 if s == state else 0.0)
         yield cut
 
         yield _by_result(
-            "mailsyncd_logins", "Logins decided by the front door and the self-service page since the daemon "
+            node, "mailsyncd_logins", "Logins decided by the front door and the self-service page since the daemon "
             "started, by result (a failed one is a wrong password, an unknown user, throttling...).",
             c["logins_ok"], c["logins_failed"])
         yield _by_result(
-            "mailsyncd_passes", "Sync passes finished since the daemon started, by result (failed: see "
+            node, "mailsyncd_passes", "Sync passes finished since the daemon started, by result (failed: see "
             "mailsyncd_accounts{phase=\"failed\"} and the account's reason in /api/status).",
             c["passes_ok"], c["passes_failed"])
         for name, key, text in (
@@ -101,7 +113,7 @@ class StatusCollector:
                  "the daemon could not decide itself) since the daemon started."),
                 ("mailsyncd_source_throttled", "throttled", "Times the old server pushed back (too many "
                  "connections or commands) and the daemon lowered its connection limit for that host.")):
-            yield CounterMetricFamily(name, text, value=c[key])
+            yield _one(CounterMetricFamily(name, text, labels=["node"]), node, c[key])
 
         info = doc.get("daemon") or {}
         for name, key, text in (
@@ -112,21 +124,27 @@ class StatusCollector:
                  "Configuration generation: 1 at start, +1 for every successful reload (SIGHUP)."),
                 ("mailsyncd_passes_running", "passes_running", "Sync passes running now."),
                 ("mailsyncd_start_time_seconds", "started", "When the daemon started, in seconds since the epoch.")):
-            yield GaugeMetricFamily(name, text, value=float(info.get(key) or 0))
-        yield GaugeMetricFamily(
+            yield _one(GaugeMetricFamily(name, text, labels=["node"]), node, float(info.get(key) or 0))
+        yield _one(GaugeMetricFamily(
             "mailsyncd_reload_failed", "1 while the last reload failed (the daemon keeps the previous config); "
-            "the reason is in /api/status daemon.reload_error.", value=1.0 if info.get("reload_error") else 0.0)
+            "the reason is in /api/status daemon.reload_error.", labels=["node"]), node,
+            1.0 if info.get("reload_error") else 0.0)
 
 
-def _by_result(name: str, text: str, ok: int, failed: int) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, text, labels=["result"])
-    family.add_metric(["ok"], ok)
-    family.add_metric(["failed"], failed)
+def _by_result(node: str, name: str, text: str, ok: int, failed: int) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, text, labels=["node", "result"])
+    family.add_metric([node, "ok"], ok)
+    family.add_metric([node, "failed"], failed)
     return family
 
 
-def render(doc: dict, counters: dict) -> bytes:
+def _one(family, node: str, value: float):
+    family.add_metric([node], value)
+    return family
+
+
+def render(doc: dict, counters: dict, node: str) -> bytes:
     """The Prometheus text exposition of one status document (see :class:`StatusCollector`)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StatusCollector(doc, counters))
+    registry.register(StatusCollector(doc, counters, node))
     return generate_latest(registry)

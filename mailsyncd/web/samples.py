@@ -11,6 +11,8 @@ import logging
 
 from twisted.internet import defer, task
 
+from ..statusquery import Query
+
 logger = logging.getLogger("mailsyncd.web")
 
 SAMPLE_EVERY = 10.0            # seconds between throughput samples
@@ -56,7 +58,7 @@ class Throughput:
         if self._sampling:             # the previous status() has not answered yet
             return
         self._sampling = True
-        d = defer.maybeDeferred(self.daemon.status)
+        d = defer.maybeDeferred(self.daemon.status, query=Query(limit=0))     # the domains' totals only
         d.addCallback(self.record)
         d.addErrback(lambda f: logger.warning("event=admin_sample_error error=%r", f.getErrorMessage()))
         d.addBoth(lambda _: setattr(self, "_sampling", False))

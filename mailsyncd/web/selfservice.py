@@ -17,10 +17,10 @@ Routes (twisted.web on ``listen.http``; HTTPS when the config has a ``tls:`` sec
 * ``GET /static/style.css`` the only stylesheet, ``GET /static/localtime.js`` the only script (times in
   the viewer's zone); the CSP allows nothing inline.
 
-Sessions live in memory (a restart signs everybody out, which costs a password entry): a random
-32-byte token in an HttpOnly, SameSite=Strict cookie (``Secure`` and the ``__Host-`` prefix over
-HTTPS, direct or behind a trusted proxy's ``X-Forwarded-Proto: https``, which also adds HSTS),
-stored server-side as its SHA-256 with the address only.  They end after ``web.session_idle`` seconds
+Sessions live in the store (web/sessions.py: any node on the same database accepts them, and a
+restart signs nobody out): a random 32-byte token in an HttpOnly, SameSite=Strict cookie
+(``Secure`` and the ``__Host-`` prefix over HTTPS, direct or behind a trusted proxy's
+``X-Forwarded-Proto: https``, which also adds HSTS), stored server-side as its SHA-256 with the address only.  They end after ``web.session_idle`` seconds
 without an action of the employee (default 30 min; the page's own reloads do not count) or
 ``web.session_max`` after sign-in (default 8 h), whatever happens.
 
@@ -30,7 +30,7 @@ and a request must arrive whole within ``web.request_timeout`` (slow clients are
 
 Passwords arrive only in POST bodies (at most ``MAX_BODY`` bytes, kept in memory, never in a
 temporary file), are handed to the gate and dropped; they are never logged, echoed or put in a URL.
-Store reads are blocking SQLite: they run in the daemon's ``state`` thread pool.
+Store reads and writes (sessions included) block: they run in the daemon's ``state`` thread pool.
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ class SelfService(Shell):
             return (idle if idle is not None else web.session_idle,
                     max_age if max_age is not None else web.session_max)
 
-        self.sessions = Sessions(self.reactor.seconds, ages, MAX_SESSIONS)
-        self.csrf = SignedCsrf(self, CSRF_COOKIE, b"csrf")
+        self.sessions = Sessions(daemon.store, "self", self.reactor.seconds, ages, MAX_SESSIONS)
+        self.csrf = SignedCsrf(self, CSRF_COOKIE, b"csrf", daemon.store.web_key("csrf"))
         self.counts = {"started": 0, "failed": 0, "csrf_refused": 0}
         self._routes = {
             b"/": ({b"GET", b"HEAD"}, self._form_get),
@@ -101,10 +101,13 @@ class SelfService(Shell):
     def message(self, request, code: int, key: str) -> Reply:
         return Reply(code, html.message(self.lang(request), key))
 
-    def _session(self, request) -> tuple[str | None, Session | None]:
+    async def _session(self, request) -> tuple[str | None, Session | None]:
         """The session; the page's own reloads (``?auto=1``) do not keep it alive, the employee's requests do."""
         token = self.get_cookie(request, SESSION_COOKIE)
-        return token, self.sessions.get(token, touch=request.args.get(AUTO.encode()) is None)
+        if not token:
+            return token, None
+        touch = request.args.get(AUTO.encode()) is None
+        return token, await self.blocking(lambda: self.sessions.get(token, touch=touch))
 
     def _form(self, request, lang: str, *, code: int = 200, retry_after: int | None = None, **kw) -> Reply:
         rename = any(d.allows(PLAN) and d.allow_rename for d in self.daemon.current().domains.values())
@@ -168,8 +171,8 @@ class SelfService(Shell):
         if verdict.ok:
             self.counts["started"] += 1
             old_token = self.get_cookie(request, SESSION_COOKIE)
-            self.sessions.drop(old_token)
-            token, _ = self.sessions.create(verdict.address)
+            await self.blocking(self.sessions.drop, old_token)
+            token, _ = await self.blocking(self.sessions.create, verdict.address)
             self.set_cookie(request, SESSION_COOKIE, token)
             logger.info("event=selfservice_start ip=%s user=%s%s", ip, verdict.address,
                         f" source={field(old)}" if rename else "")
@@ -201,29 +204,29 @@ class SelfService(Shell):
             return None
         throttle = self.daemon.gate.throttle
         # the IP's bucket, not the address's: probing must not lock the real owner out
-        throttle.may_ask_source(ip, "rename-check:" + new)
-        await task.deferLater(self.reactor, throttle.failed(ip), lambda: None)
+        await self.blocking(throttle.may_ask_source, ip, "rename-check:" + new)
+        await task.deferLater(self.reactor, await self.blocking(throttle.failed, ip), lambda: None)
         if row is None:
             return f"no rename from {old} to {new} was imported by the administrator"
         return f"{new} is already migrated from another old address"
 
     # -- POST /logout ------------------------------------------------------------------
-    def _logout(self, request) -> Reply:
-        token, sess = self._session(request)
+    async def _logout(self, request) -> Reply:
+        token, sess = await self._session(request)
         form = read_form(request) or {}
         if sess is None:
             return redirect("/")
         if not same_token(sess.csrf, form):
             logger.warning("event=selfservice_csrf_refused ip=%s what=logout", self.ip(request))
             return self.message(request, 403, "err_csrf")
-        self.sessions.drop(token)
+        await self.blocking(self.sessions.drop, token)
         self.set_cookie(request, SESSION_COOKIE, "", max_age=0)
         logger.info("event=selfservice_logout ip=%s user=%s", self.ip(request), sess.who)
         return redirect("/")
 
     # -- GET /progress -----------------------------------------------------------------
     async def _progress(self, request) -> Reply:
-        token, sess = self._session(request)
+        token, sess = await self._session(request)
         if sess is None:
             if token:
                 self.set_cookie(request, SESSION_COOKIE, "", max_age=0)

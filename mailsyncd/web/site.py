@@ -337,11 +337,12 @@ class Shell(resource.Resource):
 
 class SignedCsrf:
     """Signed double-submit CSRF for forms shown before a session exists: a random cookie, and in the
-    form its HMAC under a key that never leaves the process (forms do not survive a restart)."""
+    form its HMAC under ``key``, the store's ``web_key``: every node on the same database checks the
+    forms of every other (behind a load balancer), and forms survive a restart."""
 
-    def __init__(self, shell: Shell, cookie: str, label: bytes):
+    def __init__(self, shell: Shell, cookie: str, label: bytes, key: bytes):
         self.shell, self.cookie, self.label = shell, cookie, label
-        self._key = secrets.token_bytes(32)
+        self._key = key
 
     def _sign(self, value: str) -> str:
         return hmac.new(self._key, self.label + b"\0" + value.encode(), hashlib.sha256).hexdigest()

@@ -5,37 +5,54 @@ from __future__ import annotations
 import functools
 from urllib.parse import urlencode
 
+from ...statusquery import DEFAULT_LIMIT, encode_cursor
 from ..i18n import w
 from ..site import esc
 from .dashboard import PHASES, Ctx, action_form, bar, live_attrs, page, phase_badge
 from .format import account_url, duration, fact, num, rate, byte_size, table_head, when
 
-ACCOUNTS_SHOWN = 500
-SORTS = ("phase", "behind", "address", "percent")
+def _link(query, **change) -> str:
+    """/admin/accounts with ``query``'s filters (statusquery.Query), some changed; a new filter starts at the
+    first page."""
+    args = {"q": query.q, "phase": query.phase, "domain": query.domain, "cursor": None,
+            "limit": None if query.limit == DEFAULT_LIMIT else query.limit, **change}
+    return "/admin/accounts" + ("?" + urlencode({k: v for k, v in args.items() if v}) if any(args.values()) else "")
 
 
-def accounts_page(request, ctx: Ctx, accounts: list[dict], q: str, phase: str, sort: str) -> bytes:
-    """GET /admin/accounts: the search form, then ``accounts`` (already filtered and sorted)."""
+def accounts_page(request, ctx: Ctx, doc: dict | None, query, domains: list[str], error: str | None = None) -> bytes:
+    """GET /admin/accounts: the filter form (search, status, domain), the totals of the filter by status, then
+    one page of it (``doc``: Daemon.status for ``query``, address order) and the link to the next page.
+    Plain links and a GET form: it works without JavaScript."""
     lang = ctx.lang
     here = request.uri.decode("ascii", "replace")
     out = ['<form method="get" action="/admin/accounts" class="search" role="search">',
            (f'<span class="field grow"><label for="q">{esc(w(lang, "search_label"))}</label>'
-            f'<input type="search" id="q" name="q" value="{esc(q)}" maxlength="200" autocomplete="off" '
+            f'<input type="search" id="q" name="q" value="{esc(query.q or "")}" maxlength="200" autocomplete="off" '
             'spellcheck="false" autocapitalize="none"></span>'),
            (f'<span class="field"><label for="phase">{esc(w(lang, "phase_label"))}</label>'
             f'<select id="phase" name="phase"><option value="">{esc(w(lang, "any_phase"))}</option>')]
     for p in PHASES:
-        selected = " selected" if p == phase else ""
+        selected = " selected" if p == query.phase else ""
         out.append(f'<option value="{p}"{selected}>{esc(w(lang, "phase_" + p))}</option>')
-    out.append(f'</select></span><span class="field"><label for="sort">{esc(w(lang, "sort_label"))}</label>'
-               '<select id="sort" name="sort">')
-    for s in SORTS:
-        selected = " selected" if s == sort else ""
-        out.append(f'<option value="{s}"{selected}>{esc(w(lang, "sort_" + s))}</option>')
+    out.append(f'</select></span><span class="field"><label for="domain">{esc(w(lang, "domain_label"))}</label>'
+               f'<select id="domain" name="domain"><option value="">{esc(w(lang, "any_domain"))}</option>')
+    for d in domains:
+        selected = " selected" if d == query.domain else ""
+        out.append(f'<option value="{esc(d)}"{selected}>{esc(d)}</option>')
     out.append(f'</select></span><button type="submit">{esc(w(lang, "search"))}</button></form>')
-    shown = accounts[:ACCOUNTS_SHOWN]
-    showing = w(lang, "showing", shown=num(len(shown)), total=num(len(accounts)))
-    out.append(f'<p class="muted small">{esc(showing)}</p>')
+    if error is not None or doc is None:
+        out.append(f'<p class="error" role="alert">{esc(w(lang, "bad_filter", error=error or ""))}</p>')
+        return page(request, ctx, lang, w(lang, "accounts"), "".join(out), nav="accounts")
+    totals = doc["totals"]
+    out.append('<ul class="phases">')
+    for p in PHASES:
+        n = totals["phases"].get(p, 0)
+        out.append(f'<li class="phase-{p}{"" if n else " zero"}"><a href="{esc(_link(query, phase=p))}">'
+                   f'{esc(w(lang, "phase_" + p))}: <b>{n:,}</b></a></li>')
+    out.append('</ul>')
+    shown = doc["accounts"]
+    showing = w(lang, "showing", shown=num(len(shown)), total=num(totals["accounts"]))
+    out.append(f'<p class="muted small">{esc(showing)} {esc(w(lang, "in_address_order"))}</p>')
     if not shown:
         out.append(f'<p class="muted">{esc(w(lang, "no_accounts"))}</p>')
     else:
@@ -68,8 +85,19 @@ def accounts_page(request, ctx: Ctx, accounts: list[dict], q: str, phase: str, s
                        f'<td class="opt" {live("last_pass", "when")}>{esc(when(a["last_pass"], lang))}</td>'
                        f'<td>{button}</td></tr>')
         out.append('</tbody></table></div>')
-    return page(request, ctx, lang, w(lang, "accounts"), "".join(out), nav="accounts",
-                status_url="/admin/status.json")
+    pager = []
+    if query.after is not None:
+        pager.append(f'<a href="{esc(_link(query))}" rel="first">{esc(w(lang, "first_page"))}</a>')
+    if doc.get("next"):
+        pager.append(f'<a href="{esc(_link(query, cursor=doc["next"]))}" rel="next">'
+                     f'{esc(w(lang, "next_page"))} →</a>')
+    if pager:
+        out.append('<p class="pager">' + " · ".join(pager) + '</p>')
+    # the page's script polls the numbers of the accounts on this page, not of every account
+    status = _link(query, cursor=query.after and encode_cursor(query.after)).replace("/admin/accounts",
+                                                                                      "/admin/status.json", 1)
+    return page(request, ctx, lang, w(lang, "accounts"), "".join(out), nav="accounts", status_url=status)
+
 
 def account_page(request, ctx: Ctx, a: dict, data: dict) -> bytes:
     """GET /admin/accounts/<address>: ``a`` is its status entry, ``data`` what admin.read_account found."""

@@ -256,16 +256,17 @@ def overview(request, ctx: Ctx, doc: dict, series: dict) -> bytes:
             out.append(f'<details class="cutover"><summary>{esc(w(lang, "cutover"))}</summary>{forms}</details>')
         out.append('</section>')
     out.append('</div>')
-    failed = [a for a in doc["accounts"] if a["phase"] == "failed"]
+    failed = [a for a in doc["accounts"] if a["phase"] == "failed"]     # the first page of them
+    failed_total = doc["totals"]["phases"]["failed"]
     if failed:
-        out.append(f'<h2>{esc(w(lang, "needs_attention"))} ({len(failed):,})</h2><ul class="failed">')
+        out.append(f'<h2>{esc(w(lang, "needs_attention"))} ({failed_total:,})</h2><ul class="failed">')
         for a in failed[:FAILED_SHOWN]:
             out.append(f'<li><a href="{esc(account_url(a["address"]))}">{esc(a["address"])}</a> '
                        f'<span class="reason">{esc(a["reason"] or "")}</span> '
                        + action_form(ctx, "retry", a["address"], "/admin", w(lang, "retry"), cls="small")
                        + '</li>')
         out.append('</ul>')
-        if len(failed) > FAILED_SHOWN:
+        if failed_total > len(failed):
             out.append(f'<p><a href="/admin/accounts?phase=failed">{esc(w(lang, "more_failed"))}</a></p>')
     body = "".join(out)
     return page(request, ctx, lang, w(lang, "overview"), body, nav="overview",
