@@ -180,7 +180,7 @@ def _migration_report(cfg, args) -> int:
         print(f"mailsyncctl: no domain {shown(domain)!r} in the config (known: {', '.join(sorted(cfg.domains))})",
               file=sys.stderr)
         return EXIT_ERROR
-    with closing(Store.in_state_dir(cfg.state_dir)) as store:
+    with closing(Store.open(cfg)) as store:
         if args.address is not None and store.account(args.address) is None:
             print(f"mailsyncctl: no record of {shown(args.address)} in {store.path}", file=sys.stderr)
             return EXIT_ERROR

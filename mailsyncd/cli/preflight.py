@@ -70,7 +70,7 @@ def _accounts(cfg, args) -> list[tuple[str, str | None, str | None, str]] | None
         print(f"mailsyncctl: no domain {args.domain!r} in the config (known: {', '.join(sorted(cfg.domains))})",
               file=sys.stderr)
         return None
-    store = Store.in_state_dir(cfg.state_dir)
+    store = Store.open(cfg)
     try:
         vault = Vault.open(cfg.state_dir, store)
         if rows is None:
@@ -119,7 +119,7 @@ def cmd_preflight(cfg, args) -> int:
 
     with ThreadPoolExecutor(max_workers=min(args.connections, len(todo))) as ex:
         results = list(ex.map(one, todo))
-    with closing(Store.in_state_dir(cfg.state_dir)) as store:
+    with closing(Store.open(cfg)) as store:
         measured = store.copy_rate()
     est = preflight.estimate(sum(r.bytes for r in results), max((r.bytes for r in results), default=0),
                              measured=measured, parallel=min(cfg.scheduler.max_accounts, len(results)))
