@@ -67,7 +67,7 @@ def test_next_pass_while_a_pass_runs_is_not_never(tmp_path, dovecot_pair, browse
                     nxt = page.locator("dt:has-text('Next pass') + dd")
                     assert nxt.inner_text() == "running now"
                     if js:      # and after the script's update from /admin/status.json
-                        page.wait_for_function("document.getElementById('live') && !document.getElementById('live').hidden")
+                        page.wait_for_function("document.getElementById('live') && !document.getElementById('live').hidden", timeout=90_000)
                         assert nxt.inner_text() == "running now"
                     ctx.close()
             finally:
@@ -76,6 +76,6 @@ def test_next_pass_while_a_pass_runs_is_not_never(tmp_path, dovecot_pair, browse
             ctx = browser.new_context(locale="en-US")
             page = ctx.new_page()
             page.goto(f"http://127.0.0.1:{d.http_port}/admin/accounts/{A}")
-            page.wait_for_function("document.getElementById('live') && !document.getElementById('live').hidden")
+            page.wait_for_function("document.getElementById('live') && !document.getElementById('live').hidden", timeout=90_000)
             assert page.locator("dt:has-text('Next pass') + dd").inner_text() not in ("running now", "never", "—")
             ctx.close()
