@@ -28,6 +28,9 @@ def check(path: str) -> None:
         st = os.stat(path)
     except FileNotFoundError:
         return
+    except PermissionError:
+        check_access(path)      # says what to do instead
+        raise
     except OSError as e:
         raise StateDirError(f"state_dir {path}: {e.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
@@ -36,3 +39,27 @@ def check(path: str) -> None:
     if mode & 0o077:
         raise StateDirError(f"state_dir {path} has mode {mode:04o}: other users could read the stored "
                             f"passwords and the vault key; fix it with: chmod 700 {path}")
+
+
+# systemd's DynamicUser= names the user after the unit; a transient unit with the same User= shares its uid
+AS_SERVICE_USER = ("systemd-run --pipe --wait -p DynamicUser=yes -p User=mailsyncd -p StateDirectory=mailsyncd "
+                   "-p ConfigurationDirectory=mailsyncd mailsyncctl ...")
+
+
+def check_access(path: str) -> None:
+    """Refuse, with what to do instead, a state directory this user cannot use: the service's, as seen
+    by an admin who is not root (with DynamicUser= it belongs to a user that exists while it runs)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        parent = os.path.dirname(os.path.abspath(path))
+        if os.access(parent, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+            return
+    except PermissionError:
+        pass
+    else:
+        if os.access(path, os.R_OK | os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+            return
+    raise StateDirError(f"cannot use the state in {path}: permission denied. It belongs to the mailsyncd "
+                        f"service: run this as root (sudo mailsyncctl ...) or as the service's user "
+                        f"({AS_SERVICE_USER})")

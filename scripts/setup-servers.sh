@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Courier-IMAP and Cyrus IMAP for the tests, unpacked into a private prefix (idempotent).
+# Courier-IMAP, Cyrus IMAP and fail2ban for the tests, unpacked into a private prefix (idempotent).
 #
 #   scripts/setup-servers.sh      (called by scripts/setup.sh; root or sudo; no stdin needed)
 #
@@ -20,8 +20,10 @@ DEST=.servers
 # Unpacked, never installed.  Besides the two imap-server packages: their own helper packages
 # (courier-base, cyrus-common, courier-authlib...), whose maintainer scripts would create system
 # users and services and which depend on an MTA; and sasl2-bin for saslpasswd2 (Cyrus's sasldb).
+# fail2ban too, for fail2ban-regex against our filter (tests/test_fail2ban.py): installed, it would
+# start its own service with an sshd jail.
 PRIVATE=(courier-imap courier-base courier-authlib courier-authdaemon courier-authlib-userdb
-         cyrus-imapd cyrus-common sasl2-bin)
+         cyrus-imapd cyrus-common sasl2-bin fail2ban)
 STAMP="$DEST/root/.complete"
 
 mkdir -p "$DEST/debs"
@@ -96,5 +98,6 @@ for b in usr/lib/courier/courier/imaplogin usr/bin/imapd usr/sbin/couriertcpd \
         echo "setup-servers: $b: $(ldd "$root/$b" | grep 'not found' | tr -s ' \t' ' ')" >&2; bad=1
     fi
 done
+[ -e "$root/usr/bin/fail2ban-regex" ] || { echo "setup-servers: missing $root/usr/bin/fail2ban-regex" >&2; bad=1; }
 [ $bad -eq 0 ] || exit 1
-echo "setup-servers: ready (Courier-IMAP, Cyrus IMAP in $DEST/root)"
+echo "setup-servers: ready (Courier-IMAP, Cyrus IMAP, fail2ban-regex in $DEST/root)"

@@ -14,8 +14,8 @@ need=()
 # playwright package from PyPI, no browser download); haproxy: the load balancer in front of several
 # nodes (tests start their own in the foreground; the packaged service is not used); postgresql: the
 # database: tests start their own server from its binaries (mailsyncd/testing/postgres.py) and never
-# use the cluster Debian creates.
-for pkg in dovecot-imapd dovecot-pop3d systemd python3-seccomp curl isync chromium fonts-wqy-microhei haproxy postgresql; do
+# use the cluster Debian creates; man-db: the man page tests render them with `man -l`.
+for pkg in dovecot-imapd dovecot-pop3d systemd python3-seccomp curl isync chromium fonts-wqy-microhei haproxy postgresql man-db; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v python3 >/dev/null || need+=(python3)

@@ -22,8 +22,8 @@ B = "bob@example.com"
 D = dt.datetime(2023, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
 ALL_PLANS = ["import", "login", "self_service"]
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-                               "frame-ancestors 'none'",
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; "
+                               "form-action 'self'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
@@ -176,7 +176,8 @@ def test_form_in_english_or_chinese_by_accept_language_and_the_switch(web):
 
 def test_security_headers_and_small_routes(web):
     w = Web(web.http_port)
-    for path, status in (("/", 200), ("/healthz", 200), ("/static/style.css", 200), ("/nope", 404),
+    for path, status in (("/", 200), ("/healthz", 200), ("/static/style.css", 200), ("/static/localtime.js", 200),
+                         ("/nope", 404),
                          ("/start", 405), ("/progress", 303)):
         r = w.get(path)
         assert r.status == status, (path, r.status)

@@ -62,3 +62,43 @@ def test_ctl_check_config_refuses_too(tmp_path, cfg):
     (tmp_path / "state").chmod(0o770)
     r = ctl("--config", cfg, "check-config")
     assert r.returncode == 1 and "has mode 0770" in r.stderr, r.stderr
+
+
+NOBODY = 65534
+
+
+def _as_admin_without_root_powers(*args) -> subprocess.CompletedProcess:
+    """mailsyncctl as root minus the capabilities that let root open anyone's files: what a non-root
+    admin meets at the service's state (the venv here is not readable for other users, so not runuser)."""
+    env = dict(os.environ, PYTHONPATH=REPO)
+    return subprocess.run(["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner",
+                           sys.executable, "-m", "mailsyncd.cli.ctl", *args], capture_output=True, text=True,
+                          timeout=30, env=env, cwd=REPO)
+
+
+@pytest.mark.parametrize("layout", ["owned by the service user", "behind /var/lib/private (0700)"])
+@pytest.mark.parametrize("cmd", [["status"], ["status", "--json"], ["report", "alice@example.com"],
+                                 ["account", "retry", "alice@example.com", "--yes"]])
+def test_a_state_dir_it_cannot_read_says_how_to_get_in(tmp_path, cmd, layout):
+    if layout.startswith("behind"):
+        private = tmp_path / "private"
+        private.mkdir(mode=0o700)
+        state = private / "mailsyncd"
+        link = tmp_path / "state"
+        os.symlink(state, link)
+    else:
+        state = link = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    cfg = tmp_path / "mailsyncd.yaml"
+    cfg.write_text(CONFIG.replace("./state", str(link)))
+    assert _run("mailsyncd.cli.ctl", "--config", str(cfg), "status").returncode == 0   # root: it works
+    for p in (state, state.parent) if layout.startswith("behind") else (state,):
+        for d, _dirs, names in os.walk(p):
+            for n in [d, *(os.path.join(d, x) for x in names)]:
+                os.chown(n, NOBODY, NOBODY)
+    r = _as_admin_without_root_powers("--config", str(cfg), *cmd)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    assert f"cannot use the state in {link}: permission denied" in r.stderr, r.stderr
+    assert "run this as root" in r.stderr and "-p User=mailsyncd -p StateDirectory=mailsyncd" in r.stderr
+    assert r.stdout == ""

@@ -32,9 +32,19 @@ def add_parsers(sub) -> None:
                         "without it the pass is logged and shown by `report`, but status and the daemon's "
                         "schedule keep the phase they had")
 
-    p = sub.add_parser("report", help="the last pass's report for an account: per folder, source vs target")
-    p.add_argument("address")
-    p.add_argument("--csv", action="store_true", help="CSV on stdout, for a spreadsheet")
+    p = sub.add_parser("report", help="the migration report: every account (or one), per folder, source vs target",
+                       description="Without ADDRESS: the migration report to hand to the customer, for every account "
+                                   "(or --domain's): per account and per folder, messages and bytes at the source and "
+                                   "on the new server, every skipped or altered message with the server's words, and "
+                                   "totals; as text, --csv or a printable --html page (the dashboard's /admin/report "
+                                   "shows the same). With ADDRESS: that account's last pass in detail (--html: its "
+                                   "part of the migration report).")
+    p.add_argument("address", nargs="?", help="one account (default: all)")
+    p.add_argument("--domain", metavar="D", help="only accounts of this domain")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--csv", action="store_true", help="CSV, for a spreadsheet")
+    g.add_argument("--html", action="store_true", help="a standalone printable HTML page")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
     p = sub.add_parser("remap", help="move a folder's copied mail to the target the last pass would now choose",
                        description="A pass never moves a folder copied before: when the config or the servers' "
@@ -153,6 +163,56 @@ def _skipped_rows(cfg, address):
 
 
 def cmd_report(cfg, args) -> int:
+    if args.address is None or args.html or args.domain or args.output:
+        return _migration_report(cfg, args)
+    return _account_report(cfg, args)
+
+
+def _migration_report(cfg, args) -> int:
+    import io
+
+    from .. import migration_report
+    from ..status import size_text
+    from ..store import Store
+    from ..text import shown
+    domain = args.domain.lower() if args.domain else None
+    if domain is not None and domain not in cfg.domains:
+        print(f"mailsyncctl: no domain {shown(domain)!r} in the config (known: {', '.join(sorted(cfg.domains))})",
+              file=sys.stderr)
+        return EXIT_ERROR
+    with closing(Store.open(cfg)) as store:
+        if args.address is not None and store.account(args.address) is None:
+            print(f"mailsyncctl: no record of {shown(args.address)} in {store.path}", file=sys.stderr)
+            return EXIT_ERROR
+        model = migration_report.build(store, domain, address=args.address)
+    out = io.StringIO()
+    if args.csv:
+        migration_report.write_csv(model, out)
+    elif args.html:
+        out.write(migration_report.html_document(model))
+    else:
+        t = model["totals"]
+        for a in model["accounts"]:
+            at = a["totals"]
+            out.write(f"{shown(a['account'])}: {at['target_messages']} of {at['source_messages']} messages, "
+                      f"{size_text(at['target_bytes'])} of {size_text(at['source_bytes'])}, {at['skipped']} skipped, "
+                      f"{at['altered']} altered ({a['phase']})\n")
+        out.write(f"total: {t['accounts']} accounts, {t['target_messages']} of {t['source_messages']} messages, "
+                  f"{size_text(t['target_bytes'])} of {size_text(t['source_bytes'])}, {t['skipped']} skipped, "
+                  f"{t['altered']} altered\n")
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(out.getvalue())
+        except OSError as e:
+            print(f"mailsyncctl: cannot write {args.output}: {e.strerror}", file=sys.stderr)
+            return EXIT_ERROR
+    else:
+        sys.stdout.write(out.getvalue())
+    return EXIT_OK
+
+
+def _account_report(cfg, args) -> int:
     from ..store import Store
     from ..text import shown
     from .render import deletion_lines, report_table

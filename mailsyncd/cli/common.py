@@ -56,6 +56,17 @@ def load_checked_config(path: str, prog: str):
     return cfg
 
 
+def state_usable(path: str) -> bool:
+    """Whether mailsyncctl may open the state in ``path``; when not, what to do is said on stderr."""
+    from .. import statedir
+    try:
+        statedir.check_access(path)
+    except statedir.StateDirError as e:
+        print(f"mailsyncctl: {e}", file=sys.stderr)
+        return False
+    return True
+
+
 def account_domain(cfg, address: str):
     """The config's domain of ``address``; None once said on stderr."""
     from ..config import UnknownDomain

@@ -10,7 +10,7 @@ import sys
 
 from . import account
 from .common import (EPILOG, EXIT_ERROR, EXIT_OK, EXIT_PIPE, EXIT_USAGE, add_config_options,
-                     load_checked_config)
+                     load_checked_config, state_usable)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    description="Asks twice on a terminal, or reads one line from a pipe, and prints the argon2 "
                                "hash to put in the config as admin: {password_hash: ...}.")
 
+    from .preflight import add_parser as add_preflight
+    add_preflight(sub)
     from .demo import add_parser as add_demo
     add_demo(sub)
     from .dbcmd import add_parsers as add_db
@@ -127,8 +129,10 @@ def _main(argv: list[str] | None) -> int:
     cfg = load_checked_config(args.config, "mailsyncctl")
     if cfg is None:
         return EXIT_ERROR
+    if args.cmd != "check-config" and not state_usable(cfg.state_dir):
+        return EXIT_ERROR
     logs.setup(args.log_level or cfg.log_level)
-    if args.cmd in ("sync", "import") and any(d.source.auto for d in cfg.domains.values()):
+    if args.cmd in ("sync", "import", "preflight") and any(d.source.auto for d in cfg.domains.values()):
         from ..providers.autodetect import resolve
         cfg, _found, failed = resolve(cfg)
         for name, why in failed.items():
@@ -146,6 +150,9 @@ def _main(argv: list[str] | None) -> int:
     if args.cmd == "import":
         from .importcmd import cmd_import
         return cmd_import(cfg, args)
+    if args.cmd == "preflight":
+        from .preflight import cmd_preflight
+        return cmd_preflight(cfg, args)
     if args.cmd in ("reload", "status", "cutover"):
         from . import control
         return getattr(control, f"cmd_{args.cmd}")(cfg, args)

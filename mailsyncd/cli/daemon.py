@@ -13,7 +13,7 @@ from ..errors import MailsyncError
 from .common import add_config_options, load_checked_config
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="mailsyncd",
         description="Run the migration daemon in the foreground: the IMAP front door (employees log in "
@@ -23,7 +23,11 @@ def main(argv: list[str] | None = None) -> int:
         epilog="systemd: Type=notify (READY, STATUS, RELOADING, WATCHDOG, STOPPING), socket "
                "activation with sockets named imap and imaps.  See systemd/README.md.")
     add_config_options(ap, "override the config's log_level")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     statedir.private_umask()
     # From the first moment: a SIGHUP during start-up would otherwise kill the process (the default
     # action); it is remembered and applied once the daemon runs.

@@ -77,6 +77,15 @@ class FoldersMixin:
         skipped = c.execute("SELECT count(*) FROM skipped WHERE account=?", (account,)).fetchone()[0]
         return mapped, nbytes, skipped
 
+    def folder_totals(self, account: str) -> dict[str, tuple[int | None, int, int]]:
+        """{path: (source bytes from STATUS=SIZE or None, messages copied, their bytes)} for the migration
+        report; every UIDVALIDITY of a folder counts (what is on the target)."""
+        rows = self._conn().execute(
+            "SELECT f.path, f.size, (SELECT count(*) FROM messages m WHERE m.account = f.account AND m.path = f.path),"
+            " (SELECT coalesce(sum(m.size), 0) FROM messages m WHERE m.account = f.account AND m.path = f.path)"
+            " FROM folders f WHERE f.account=?", (account,)).fetchall()
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
     def count_mapped(self, account: str, path: str, uidvalidity: int) -> int:
         return self._conn().execute(
             "SELECT count(*) FROM messages WHERE account=? AND path=? AND uidvalidity=?",

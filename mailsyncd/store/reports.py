@@ -44,6 +44,14 @@ class ReportsMixin:
         return self._dicts("SELECT started, finished, ok, copied, present, skipped, bytes, error FROM passes"
                            " WHERE account=? ORDER BY id DESC LIMIT ?", (account, limit))
 
+    def copy_rate(self, *, min_bytes: int = 1 << 20, recent: int = 200) -> tuple[int, float] | None:
+        """(bytes, seconds) of the recent finished passes that copied at least ``min_bytes`` (smaller
+        ones measure the round trips, not the copy): the measured throughput of one account's pass."""
+        rows = self._conn().execute("SELECT bytes, finished - started FROM passes WHERE finished IS NOT NULL"
+                                    " AND bytes >= ? ORDER BY id DESC LIMIT ?", (min_bytes, recent)).fetchall()
+        total, seconds = sum(r[0] for r in rows), sum(max(0.0, r[1]) for r in rows)
+        return (total, seconds) if rows and seconds > 0 else None
+
     def last_pass(self, account: str) -> dict | None:
         rows = self._dicts("SELECT started, finished, ok, copied, present, skipped, bytes, error, deleted"
                            " FROM passes WHERE account=? ORDER BY id DESC LIMIT 1", (account,))

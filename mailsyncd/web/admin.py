@@ -52,7 +52,7 @@ import os
 import time
 from urllib.parse import unquote, urlencode
 
-from .. import cutover
+from .. import cutover, migration_report
 from ..text import field, json_text
 from .access import Access
 from .i18n import w
@@ -123,7 +123,7 @@ class Admin(Shell):
             methods, page = {
                 b"/admin": (GET, self._overview), b"/admin/": (GET, self._overview),
                 b"/admin/accounts": (GET, self._accounts), b"/admin/status.json": (GET, self._status_json),
-                b"/admin/series.json": (GET, self._series_json),
+                b"/admin/series.json": (GET, self._series_json), b"/admin/report": (GET, self._report),
                 b"/admin/action": (POST, self._action), b"/admin/logout": (POST, self._logout),
             }.get(path, (None, None))
         if page is None:
@@ -296,6 +296,13 @@ class Admin(Shell):
         if a is None:
             return self.message(request, 404, "not_found")
         return Reply(200, accounts_html.account_page(request, ctx, a, data))
+
+    async def _report(self, request, ctx: Ctx) -> Reply:
+        """The customer's migration report (mailsyncctl report --html has the same body), ?domain=D."""
+        domain = arg(request, b"domain", 253).strip().lower() or None
+        model = await self.blocking(migration_report.build, self.daemon.store, domain)
+        return Reply(200, dashboard.page(request, ctx, ctx.lang, w(ctx.lang, "report"),
+                                         migration_report.html_body(model), nav="report"))
 
     async def _series_json(self, request, ctx: Ctx) -> Reply:
         return json_reply(200, self.throughput.series())

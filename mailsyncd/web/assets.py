@@ -41,3 +41,19 @@ dt { font-weight: 600; }
 dd { margin: 0; word-break: break-all; }
 @media (max-width: 30rem) { th.opt, td.opt { display: none; } }
 """
+
+# The employee page's times: the server writes UTC into <time datetime>; this shows them in the
+# viewer's own zone (without JavaScript the UTC text stays, and says it is UTC).
+LOCAL_TIME_JS = b"""\
+"use strict";
+document.querySelectorAll("time[data-local]").forEach(function (el) {
+  var d = new Date(el.getAttribute("datetime"));
+  if (isNaN(d.getTime())) { return; }
+  function p(n) { return (n < 10 ? "0" : "") + n; }
+  var off = -d.getTimezoneOffset(), sign = off < 0 ? "-" : "+";
+  off = Math.abs(off);
+  el.title = el.textContent;
+  el.textContent = d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + " " + p(d.getHours()) +
+    ":" + p(d.getMinutes()) + " UTC" + sign + p(Math.floor(off / 60)) + (off % 60 ? ":" + p(off % 60) : "");
+});
+"""

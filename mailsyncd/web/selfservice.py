@@ -14,7 +14,8 @@ Routes (twisted.web on ``listen.http``; HTTPS when the config has a ``tls:`` sec
                             ``/progress?auto=1``, which does not count as activity.
 * ``POST /logout``          ends the session (CSRF-checked).
 * ``GET /healthz``          ``ok``, for load balancers.
-* ``GET /static/style.css`` the only stylesheet (the CSP allows nothing inline).
+* ``GET /static/style.css`` the only stylesheet, ``GET /static/localtime.js`` the only script (times in
+  the viewer's zone); the CSP allows nothing inline.
 
 Sessions live in the store (web/sessions.py: any node on the same database accepts them, and a
 restart signs nobody out): a random 32-byte token in an HttpOnly, SameSite=Strict cookie
@@ -58,7 +59,8 @@ SESSIONS_PER_USER = 10         # one address's sessions at once: signing in agai
 SKIPPED_SHOWN = 100
 PLAN = "self_service"
 SESSION_COOKIE, CSRF_COOKIE = "mailsyncd-session", "mailsyncd-csrf"
-CSP = b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"
+CSP = (b"default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; "
+       b"frame-ancestors 'none'")
 
 
 def _printable(text: str) -> str:
@@ -90,6 +92,7 @@ class SelfService(Shell):
             b"/logout": ({b"POST"}, self._logout),
             b"/healthz": ({b"GET", b"HEAD"}, self._healthz),
             b"/static/style.css": ({b"GET", b"HEAD"}, self._style),
+            b"/static/localtime.js": ({b"GET", b"HEAD"}, self._script),
         }
 
     def handle(self, request):
@@ -125,6 +128,9 @@ class SelfService(Shell):
 
     def _style(self, request) -> Reply:
         return Reply(200, assets.STYLE_CSS, b"text/css; charset=utf-8", cache=b"public, max-age=3600")
+
+    def _script(self, request) -> Reply:
+        return Reply(200, assets.LOCAL_TIME_JS, b"text/javascript; charset=utf-8", cache=b"public, max-age=3600")
 
     # -- POST /start -------------------------------------------------------------------
     async def _start(self, request) -> Reply:

@@ -131,8 +131,8 @@ def account_page(request, ctx: Ctx, a: dict, data: dict) -> bytes:
     out.append(fact(w(lang, "current_folders"), esc(", ".join(a["current_folders"]) or none),
                      live("current_folders", "list")))
     out.append(fact(w(lang, "last_pass"), esc(when(a["last_pass"], lang)), live("last_pass", "when")))
-    out.append(fact(w(lang, "next_pass"), esc(when(a["next_pass"], lang) if a["next_pass"] else none),
-                     live("next_pass", "when")))
+    next_text = when(a["next_pass"], lang) if a["next_pass"] else w(lang, "running_now") if a["running"] else none
+    out.append(fact(w(lang, "next_pass"), esc(next_text), live("next_pass", "next")))
     out.append('</dl>')
 
     # folders (the last pass's report)

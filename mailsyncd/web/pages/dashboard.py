@@ -64,7 +64,7 @@ def page(request, ctx: Ctx | None, lang: str, title: str, body: str, *, nav: str
     if status_url:
         head.append('<script src="/admin/static/admin.js" defer></script>')
     words = {k: w(lang, k) for k in ("none", "never", "per_min", "h", "min", "s", "d", "live", "updated",
-                                      "stale", "expired")}
+                                      "stale", "expired", "running_now")}
     words["phases"] = {p: w(lang, f"phase_{p}") for p in PHASES}
     body_attrs = f' data-lang="{lang}" data-words="{esc(json.dumps(words, ensure_ascii=False))}"'
     if status_url:
@@ -74,7 +74,7 @@ def page(request, ctx: Ctx | None, lang: str, title: str, body: str, *, nav: str
     top = ['<header class="top"><a class="brand" href="/admin">mailsyncd</a>']
     if ctx is not None:
         top.append('<nav>')
-        for key, href in (("overview", "/admin"), ("accounts", "/admin/accounts")):
+        for key, href in (("overview", "/admin"), ("accounts", "/admin/accounts"), ("report", "/admin/report")):
             current = ' aria-current="page"' if nav == key else ""
             top.append(f'<a href="{href}"{current}>{esc(w(lang, key))}</a>')
         top.append('</nav>')

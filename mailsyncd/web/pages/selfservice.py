@@ -20,13 +20,15 @@ def page(lang: str, title: str, body: str, *, switch_to: str, refresh: bool = Fa
     other = "zh" if lang == "en" else "en"
     head_refresh = (f'<meta http-equiv="refresh" content="{REFRESH_SECONDS};url=/progress?{AUTO}=1">'
                     if refresh else "")
+    # the one script, only where there are times to show in the viewer's zone
+    script = '<script src="/static/localtime.js" defer></script>' if "<time " in body else ""
     doc = (
         "<!DOCTYPE html>\n"
         f'<html lang="{i18n.HTML_LANG[lang]}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="referrer" content="no-referrer">'
         f"{head_refresh}<title>{esc(title)}</title>"
-        '<link rel="stylesheet" href="/static/style.css"></head><body><main>'
+        f'<link rel="stylesheet" href="/static/style.css">{script}</head><body><main>'
         f'<header><h1>{esc(title)}</h1>'
         f'<a href="{esc(switch_to)}?lang={other}" hreflang="{i18n.HTML_LANG[other]}" '
         f'lang="{i18n.HTML_LANG[other]}">{esc(t(lang, "switch"))}</a></header>'
@@ -81,8 +83,10 @@ def _size(n: int | None) -> str:
     return size_text(n)
 
 
-def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts)) if ts else ""
+def _when(ts: float) -> str:
+    """HTML: the time in UTC, which /static/localtime.js turns into the viewer's own zone."""
+    iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    return f'<time datetime="{iso}" data-local>{esc(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts)))}</time>'
 
 
 def progress(lang: str, address: str, data: dict, live, csrf: str) -> str:
@@ -96,8 +100,8 @@ def progress(lang: str, address: str, data: dict, live, csrf: str) -> str:
         out.append(f'<dt>{esc(t(lang, "copied_from"))}</dt><dd>{esc(acct["source_address"])}</dd>')
     out.append(f'<dt>{esc(t(lang, "status"))}</dt><dd class="phase-{esc(phase)}">{esc(t(lang, "phase_" + phase))}</dd>')
     last = data["last_pass"]
-    last_text = _when(last["finished"]) if last and last.get("finished") else t(lang, "never")
-    out.append(f'<dt>{esc(t(lang, "last_pass"))}</dt><dd>{esc(last_text)}</dd></dl>')
+    last_html = _when(last["finished"]) if last and last.get("finished") else esc(t(lang, "never"))
+    out.append(f'<dt>{esc(t(lang, "last_pass"))}</dt><dd>{last_html}</dd></dl>')
 
     # the overall bar: the running pass when there is one, else what the store knows
     if live is not None and live.total:

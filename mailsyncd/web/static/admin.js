@@ -98,6 +98,8 @@
         return duration(v);
       case "when":
         return when(v);
+      case "next":
+        return v === "running" ? word("running_now") : v ? when(v) : word("none");
       case "list":
         return v && v.length ? v.map(shown).join(", ") : word("none");
       case "phase":
@@ -131,7 +133,8 @@
       el.textContent = (item.percent || 0).toFixed(1) + "%";
       return;
     }
-    var v = field(item, f);
+    // the next pass of an account whose pass runs now is not "never"
+    var v = kind === "next" && item.running ? "running" : field(item, f);
     if (v === undefined) {
       return;
     }
