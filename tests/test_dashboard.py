@@ -113,8 +113,10 @@ def csrf_of(page: str) -> str:
 
 def dash_daemon(tmp_path, pair, *, password: str | None = HASH, web: dict | None = None,
                 frontdoor: dict | None = None, pass_interval: float = 3600) -> Daemon:
-    """listen.http on loopback; pass_interval long, so that only a login or "Sync now" starts a pass."""
-    d = Daemon(tmp_path, pair, frontdoor=frontdoor, scheduler={"pass_interval": pass_interval})
+    """listen.http on loopback; pass_interval long and no watch (sync.watch: off), so that only a login or
+    "Sync now" starts a pass."""
+    d = Daemon(tmp_path, pair, frontdoor=frontdoor, scheduler={"pass_interval": pass_interval},
+               sync={"watch": "off"})
     d.http_port = free_port()
     d.doc["listen"]["http"] = f"127.0.0.1:{d.http_port}"
     if password:
