@@ -30,6 +30,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import scenarios as S  # noqa: E402  (rtt100, big100k, accounts16, tls_relay)
 PEERS = ("doveadm", "mbsync", "offlineimap")
 SCENARIOS = ("full", "noop", "add")
 USER, PASSWORD, ADDRESS = "alice", "secret", "alice@example.com"
@@ -47,8 +49,11 @@ def parse_args():
                     help="Dovecot pair directory for dovecot-pair.sh (short: <= 60 chars; default %(default)s)")
     ap.add_argument("--work", default=os.path.join(HERE, "out"),
                     help="scratch/output directory (default: bench/out/ in the repo)")
-    ap.add_argument("--sizes", default="5000,20000", help="corpus sizes, comma separated (default %(default)s)")
-    ap.add_argument("--peers", default=",".join(PEERS),
+    ap.add_argument("--scenario", default="sizes," + ",".join(S.NAMES),
+                    help="scenarios to run, comma separated: sizes (full/noop/add per --sizes, the peers through "
+                         "the rig's bench.py), " + ", ".join(S.NAMES) + " (bench/scenarios.py; default: all)")
+    ap.add_argument("--sizes", default="20000", help="corpus sizes, comma separated (default %(default)s)")
+    ap.add_argument("--peers", default="doveadm,mbsync",
                     help="peers to run, comma separated, from %s; empty for none (default %%(default)s; "
                          "offlineimap takes ~5 min at 20,000)" % ",".join(PEERS))
     ap.add_argument("--seed", type=int, default=1)
@@ -68,10 +73,21 @@ def parse_args():
                     help="source POP3 port for a new pair (default $SRC_POP3_PORT or 10110)")
     ap.add_argument("--dst-pop3-port", type=int, default=_env_int("DST_POP3_PORT"),
                     help="target POP3 port for a new pair (default $DST_POP3_PORT or 11110)")
+    ap.add_argument("--rtt-ms", type=int, default=100, help="rtt100: round-trip time added by the relay")
+    ap.add_argument("--rtt-rate-mbit", type=float, default=100.0, help="rtt100: link rate each way (0: unlimited)")
+    ap.add_argument("--rtt-messages", type=int, default=2000)
+    ap.add_argument("--big-messages", type=int, default=100000, help="big100k: messages in the one folder")
+    ap.add_argument("--accounts", type=int, default=16, help="accounts16: accounts (and scheduler.max_accounts)")
+    ap.add_argument("--account-messages", type=int, default=1000, help="accounts16: messages per account")
+    ap.add_argument("--accounts-timeout", type=float, default=600)
     ap.add_argument("--report-only", metavar="RESULTS",
                     help="do not run anything: render the tables/targets from an existing results file")
     a = ap.parse_args()
-    a.sizes = [int(s) for s in a.sizes.split(",") if s.strip()]
+    a.scenario = [x.strip() for x in a.scenario.split(",") if x.strip()]
+    unknown = [x for x in a.scenario if x not in ("sizes",) + S.NAMES]
+    if unknown:
+        ap.error(f"unknown scenario(s) {', '.join(unknown)} (choose from sizes, {', '.join(S.NAMES)})")
+    a.sizes = [int(s) for s in a.sizes.split(",") if s.strip()] if "sizes" in a.scenario else []
     a.peers = [p.strip() for p in a.peers.split(",") if p.strip()]
     bad = [p for p in a.peers if p not in PEERS]
     if bad:
@@ -424,7 +440,13 @@ def write_report(a, results, started):
             f"mailsyncd sync.connections: {a.connections or 'default'}; seed {a.seed}; add {a.add}\n\n"
             "All figures come from this one run, on the same corpus, on the same machine: compare them as "
             "ratios, not with figures from other runs.\n")
-    md = (head + "\n" + tables + "\n## Targets\n\n```\n" + checks + "\n```\n\n"
+    sj = os.path.join(a.work, "scenarios.json")
+    extra = ""
+    if os.path.exists(sj) and [x for x in a.scenario if x != "sizes"]:
+        with open(sj) as f:
+            extra = "\n## Issue 16 scenarios\n\n" + S.render(json.load(f)) + "\n"
+        print(extra)
+    md = (head + "\n" + tables + extra + "\n## Targets\n\n```\n" + checks + "\n```\n\n"
           "## All records (rig's report.py)\n\n" + raw)
     with open(os.path.join(a.work, "report.md"), "w") as f:
         f.write(md)
@@ -464,6 +486,10 @@ def main():
         os.replace(results, old)
         log(f"previous results moved to {old}")
     open(results, "w").close()
+    sj = os.path.join(a.work, "scenarios.json")
+    if os.path.exists(sj):
+        os.replace(sj, os.path.join(a.work, time.strftime("scenarios-%Y%m%d-%H%M%S.json",
+                                                          time.localtime(os.path.getmtime(sj)))))
 
     pair_sh = os.path.join(a.rig, "dovecot-pair.sh")
     src_port, dst_port = start_pair(a, pair_sh)
@@ -475,6 +501,10 @@ def main():
         for peer in a.peers:
             log(f"===== n={n}: {peer} (rig's bench.py) =====")
             run_peer(a, n, peer, src_port, dst_port, results)
+    others = [x for x in a.scenario if x != "sizes"]
+    if others:
+        ctx = S.Ctx(a, B, V, pair_sh, src_port, dst_port, write_mailsyncd_config)
+        S.run(ctx, others, os.path.join(a.work, "scenarios.json"))
     log(f"all runs done in {time.time() - t0:.0f} s")
     write_report(a, results, started)
 

@@ -12,7 +12,6 @@ from OpenSSL import SSL
 from twisted.application import internet, service
 from twisted.internet import defer, task, threads
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
@@ -24,6 +23,7 @@ from .connlimits import ConnectionLimits, fd_budget
 from .errors import TLSFailure
 from .proxy import tls
 from .proxy.frontdoor import FrontDoorFactory
+from .proxy.tlsrelay import BulkTLSFactory
 from .proxyproto.listener import ProxyHeaderFactory
 from .scheduler import Scheduler
 from .statedir import STATUS_FILE
@@ -172,7 +172,7 @@ class Daemon(service.MultiService):
         if not self.config.listen.proxied(name):
             return factory, tls_options
         if tls_options is not None:
-            factory = TLSMemoryBIOFactory(tls_options, False, factory)
+            factory = BulkTLSFactory(tls_options, False, factory)
         wrapped = ProxyHeaderFactory(factory, self.reactor, lambda: self.config.frontdoor.trusted_proxies, name=name)
         logger.info("event=listen_proxy_protocol name=%s trusted=%s", name,
                     ",".join(self.config.frontdoor.trusted_proxies))
@@ -181,7 +181,7 @@ class Daemon(service.MultiService):
     @staticmethod
     def _server(addr, factory, tls_options):
         if tls_options is not None:
-            return internet.SSLServer(addr.port, factory, tls_options, interface=addr.host)
+            return internet.TCPServer(addr.port, BulkTLSFactory(tls_options, False, factory), interface=addr.host)
         return internet.TCPServer(addr.port, factory, interface=addr.host)
 
     def current(self) -> Config:

@@ -236,16 +236,16 @@ def _from_twisted() -> int | None:
 def adopt(reactor, fd: int, factory, *, tls_options=None):
     """Listen on the inherited listening TCP socket ``fd`` with ``factory``; returns the port.
 
-    With ``tls_options`` (CertificateOptions, or anything ``TLSMemoryBIOFactory`` accepts) every
+    With ``tls_options`` (CertificateOptions, or anything Twisted's ``TLSMemoryBIOFactory`` accepts) every
     connection starts with a TLS handshake, as ``listenSSL`` does.  Twisted works on its own
     duplicate of the socket, so ``fd`` is closed here once the port is listening.
     """
     family = _listening_stream_family(fd)
     os.set_blocking(fd, False)
     if tls_options is not None:
-        from twisted.protocols.tls import TLSMemoryBIOFactory
+        from .proxy.tlsrelay import BulkTLSFactory
 
-        factory = TLSMemoryBIOFactory(tls_options, False, factory)
+        factory = BulkTLSFactory(tls_options, False, factory)
     port = reactor.adoptStreamPort(fd, family, factory)
     os.close(fd)
     return port

@@ -12,7 +12,7 @@ import base64
 import binascii
 import logging
 
-from twisted.internet import protocol
+from twisted.internet import abstract, protocol
 from twisted.protocols.policies import TimeoutMixin
 
 from .. import __version__
@@ -29,6 +29,23 @@ logger = logging.getLogger("mailsyncd.proxy")
 
 MAX_BAD = 3
 MAX_AUTH_FAILURES = 3
+
+
+# Relay buffer sizes (bench/tls_relay.py; Twisted's default is 64 KB for both).  Reads from the
+# target of 256 KB: a TLS client leg costs ~20 % less daemon CPU per GB (fewer passes through
+# Python and pyOpenSSL per byte).  The client socket's mark (its write buffer above which the
+# target is paused; also its read size, client commands are small) must stay above one such read
+# plus the TLS record overhead, or every relayed read pauses and resumes the target (2 epoll_ctl).
+TARGET_READ = 2 ** 18
+CLIENT_BUFFER = 2 ** 19
+
+
+def _set_buffer(transport, size: int) -> None:
+    while transport is not None:          # through the TLS (and PROXY header) wrappers to the socket
+        if isinstance(transport, abstract.FileDescriptor):
+            transport.bufferSize = size
+            return
+        transport = getattr(transport, "transport", None)
 
 
 class FrontDoorFactory(protocol.Factory):
@@ -396,6 +413,8 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
             self.transport.write(leftover)
         if pipelined:
             self.dataReceived(pipelined)
+        _set_buffer(self.transport, CLIENT_BUFFER)
+        _set_buffer(target.transport, TARGET_READ)
         # Each side stops reading while the other cannot keep up (twisted.protocols.portforward).
         self.transport.registerProducer(target.transport, True)
         target.transport.registerProducer(self.transport, True)
