@@ -309,6 +309,9 @@ def cmd_status(cfg, args, config_errors: list[str] = ()) -> int:
               f"{nxt:>11}  {a['watching']:<5} {_latency(a['new_mail_latency']):>8}")
         if a.get("stage") == "recent":
             print(f"{'':<{width}}  ↳ newest first: the recent mail of INBOX and Sent goes before the rest")
+        elif a.get("stage") == "rest" and a["running"]:
+            print(f"{'':<{width}}  ↳ newest first: the recent mail of INBOX and Sent is on the new server; "
+                  "older mail follows")
         if a["reason"]:
             print(f"{'':<{width}}  ↳ {shown(a['reason'], 160)}")
     _footer(report, query, len(extra))
