@@ -4,7 +4,9 @@ migration has not copied yet, through the front door.
 
 Self-contained: a throwaway Dovecot pair (mailsyncd.testing, 127.0.0.1, temp dir) and the real daemon
 (``python -m mailsyncd.cli.daemon`` from this checkout, plaintext LOGIN on a loopback listener,
-``scheduler.pass_interval`` one day, so that after the first pass only the front door's focus copies).
+``scheduler.pass_interval`` one day and ``sync.watch: off``, so that after the first pass only the front
+door's focus copies; ``--watch auto`` keeps the daemon's default watch, whose NOTIFY sees the folder
+being filled at the source and starts copying it before the client opens it).
 
 For each run: a new source folder ``OpenK`` with --messages messages (default 300) appears at the
 source after the first pass; a raw-socket client logs in through the front door and times
@@ -73,7 +75,7 @@ def seed(port: int, folder: str, n: int, size: int, start: int) -> None:
 
 
 class Daemon:
-    def __init__(self, workdir: str, source: Dovecot, target: Dovecot):
+    def __init__(self, workdir: str, source: Dovecot, target: Dovecot, watch: str = "off"):
         self.workdir, self.port = workdir, free_port()
         master_file = os.path.join(workdir, "master.secret")
         with open(master_file, "w") as f:
@@ -88,6 +90,7 @@ class Daemon:
                 "folders": {"layout": "mirror"}}},
             "listen": {"imap": f"127.0.0.1:{self.port}"},
             "scheduler": {"pass_interval": 86400},
+            "sync": {"watch": watch},
             "frontdoor": {"allow_plaintext_login": True, "verifier_ttl": 86400},
         }
         self.config_path = os.path.join(workdir, "mailsyncd.yaml")
@@ -182,6 +185,8 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=4000, help="bytes per message body (default 4000)")
     ap.add_argument("--json")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--watch", default="off", choices=("off", "auto", "idle", "poll"),
+                    help="sync.watch of the daemon (default off: only the front door copies the opened folder)")
     a = ap.parse_args()
     workdir = tempfile.mkdtemp(prefix="mailsyncd-openbench-")
     source = Dovecot(workdir, "source", {USER: OLD_PW})
@@ -191,7 +196,7 @@ def main() -> int:
     try:
         source.start()
         target.start()
-        daemon = Daemon(workdir, source, target)
+        daemon = Daemon(workdir, source, target, a.watch)
         seed(source.imap_port, "INBOX", 3, a.size, 0)
         daemon.start()
         c = imaplib.IMAP4("127.0.0.1", daemon.port)
@@ -219,7 +224,7 @@ def main() -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     print(f"\nopen-folder latency: SELECT of a not-yet-copied folder through the front door "
-          f"({a.messages} messages of ~{a.size} B; large: {a.large})\n")
+          f"({a.messages} messages of ~{a.size} B; large: {a.large}; sync.watch {a.watch})\n")
     print("| arm | runs | time to tagged OK, median (s) | max (s) | complete | ALERT |")
     print("|---|---:|---:|---:|---:|---:|")
     for arm in ("hold", "large", "off"):
