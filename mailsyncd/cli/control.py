@@ -13,7 +13,7 @@ from dataclasses import replace as dataclass_replace
 from .. import cutover, nodes, status
 from ..text import json_text, shown
 
-from .common import EXIT_CONFIG_BROKEN, EXIT_ERROR, EXIT_OK, EXIT_RESTART, EXIT_USAGE
+from .common import EXIT_CONFIG_BROKEN, EXIT_ERROR, EXIT_OK, EXIT_RESTART, EXIT_USAGE, state_usable
 
 
 def _status_path(cfg) -> str:
@@ -159,7 +159,7 @@ def cmd_status_any(args) -> int:
     from .. import logs
     from . import statusconfig
     cfg, errors = statusconfig.load(args)
-    if cfg is None:
+    if cfg is None or not state_usable(cfg.state_dir):
         return EXIT_ERROR
     logs.setup(args.log_level or cfg.log_level)
     return cmd_status(cfg, args, errors)
@@ -309,9 +309,6 @@ def cmd_status(cfg, args, config_errors: list[str] = ()) -> int:
               f"{nxt:>11}  {a['watching']:<5} {_latency(a['new_mail_latency']):>8}")
         if a.get("stage") == "recent":
             print(f"{'':<{width}}  ↳ newest first: the recent mail of INBOX and Sent goes before the rest")
-        elif a.get("stage") == "rest" and a["running"]:
-            print(f"{'':<{width}}  ↳ newest first: the recent mail of INBOX and Sent is on the new server; "
-                  "older mail follows")
         if a["reason"]:
             print(f"{'':<{width}}  ↳ {shown(a['reason'], 160)}")
     _footer(report, query, len(extra))
