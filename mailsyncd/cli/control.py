@@ -13,7 +13,7 @@ from dataclasses import replace as dataclass_replace
 from .. import cutover, nodes, status
 from ..text import json_text, shown
 
-from .common import EXIT_CONFIG_BROKEN, EXIT_ERROR, EXIT_OK, EXIT_RESTART, EXIT_USAGE, state_usable
+from .common import EXIT_CONFIG_BROKEN, EXIT_ERROR, EXIT_OK, EXIT_RESTART, EXIT_USAGE
 
 
 def _status_path(cfg) -> str:
@@ -159,7 +159,7 @@ def cmd_status_any(args) -> int:
     from .. import logs
     from . import statusconfig
     cfg, errors = statusconfig.load(args)
-    if cfg is None or not state_usable(cfg.state_dir):
+    if cfg is None:
         return EXIT_ERROR
     logs.setup(args.log_level or cfg.log_level)
     return cmd_status(cfg, args, errors)
