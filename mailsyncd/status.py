@@ -70,6 +70,12 @@ def phase_of(row: dict, running: bool) -> str:
     return "syncing"
 
 
+def stage_of(phase: str, live_stage: str | None, running: bool) -> str | None:
+    """Recent mail first (sync/recent.py): the running pass's "recent" -> "rest" -> "done"; "done" for an
+    account in sync; None when not known."""
+    return live_stage if running else ("done" if phase in ("tailing", "cutover") else None)
+
+
 def account_view(row: dict, live: dict | None, pass_interval: float, now: float, watch: dict | None = None) -> dict:
     """One account.  ``row``: Store.progress_rows(); ``live``: the daemon's entry while a pass runs;
     ``watch``: the daemon's watch of the account's source INBOX (mailsyncd.watch), if any."""
@@ -107,7 +113,7 @@ def account_view(row: dict, live: dict | None, pass_interval: float, now: float,
         "rate": None if rate is None else round(rate, 1), "eta_seconds": None if eta is None else round(eta),
         "current_folders": current,
         # recent mail first (sync/recent.py): "recent" -> "rest" -> "done"
-        "stage": live.get("stage") if running else ("done" if phase in ("tailing", "cutover") else None),
+        "stage": stage_of(phase, live.get("stage") if running else None, running),
         "last_pass": last, "last_pass_ok": row.get("last_pass_ok"), "next_pass": next_pass,
         "watching": (watch or {}).get("watching") or "off",
         "new_mail_latency": (watch or {}).get("new_mail_latency"),

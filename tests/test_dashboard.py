@@ -112,11 +112,9 @@ def csrf_of(page: str) -> str:
 
 
 def dash_daemon(tmp_path, pair, *, password: str | None = HASH, web: dict | None = None,
-                frontdoor: dict | None = None, pass_interval: float = 3600) -> Daemon:
-    """listen.http on loopback; pass_interval long and no watch (sync.watch: off), so that only a login or
-    "Sync now" starts a pass."""
-    d = Daemon(tmp_path, pair, frontdoor=frontdoor, scheduler={"pass_interval": pass_interval},
-               sync={"watch": "off"})
+                frontdoor: dict | None = None, pass_interval: float = 3600, sync: dict | None = None) -> Daemon:
+    """listen.http on loopback; pass_interval long, so that only a login or "Sync now" starts a pass."""
+    d = Daemon(tmp_path, pair, frontdoor=frontdoor, scheduler={"pass_interval": pass_interval}, sync=sync)
     d.http_port = free_port()
     d.doc["listen"]["http"] = f"127.0.0.1:{d.http_port}"
     if password:
@@ -192,7 +190,8 @@ def test_dashboard_in_a_real_browser(tmp_path, dovecot_pair, browser):
         "Work": [Msg(make_message(100 + i)) for i in range(2)],
     })
     seed(*dovecot_pair.source_account(B), {"INBOX": [Msg(make_message(400 + i)) for i in range(4)]})
-    with dash_daemon(tmp_path, dovecot_pair) as d:
+    # no watch: only "Sync now" may explain a copy (the watch's own views: the test after this one)
+    with dash_daemon(tmp_path, dovecot_pair, sync={"watch": "off"}) as d:
         front_door_login(d, dovecot_pair, A)
         front_door_login(d, dovecot_pair, B)
         d.wait_log(f"event=pass_done account={A} ok=True", timeout=120)
@@ -387,6 +386,95 @@ def test_failed_reload_banner_in_a_real_browser(tmp_path, dovecot_pair, browser)
             assert no_horizontal_scroll(page)
             ctx.close()
         assert "Traceback" not in d.log()
+
+
+def test_newest_first_watch_and_new_mail_latency_on_every_view(tmp_path, dovecot_pair, browser):
+    """Issue 14.4: the dashboard (live), the employee's page (English and Chinese) and /metrics show the
+    account's newest-first stage, how its new mail is watched and the last new-mail latency."""
+    from playwright.sync_api import expect
+    seed(*dovecot_pair.source_account(A), {"INBOX": [Msg(make_message(i)) for i in range(3)]})
+    latency = re.compile(r"^\d+\.\d s$")
+    d = dash_daemon(tmp_path, dovecot_pair, password=None, sync={"watch": "idle"})
+    d.doc["domains"]["example.com"]["plans"] = ["import", "login", "self_service"]
+    d.save()
+    with d:
+        base = f"http://127.0.0.1:{d.http_port}"
+        problems: list[str] = []
+        ctx = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-US")
+        page = ctx.new_page()
+
+        # the employee starts the move on the self-service page
+        page.goto(base + "/")
+        page.fill("#address", A)
+        page.fill("#password", dovecot_pair.users[A].old_password)
+        page.click("button[type=submit]")
+        page.wait_for_url(base + "/progress")
+        d.wait_log(f"event=pass_done account={A} ok=True", timeout=120)
+        d.wait_log(f"event=watch_idle account={A}", timeout=30)
+        page.goto(base + "/progress")
+        expect(page.locator("#stage")).to_have_text("Done")
+        expect(page.locator("#watching")).to_have_text("arrives here within seconds")
+        expect(page.locator("#new-mail-latency")).to_have_count(0)        # no new mail yet
+
+        # the admin's views: the list and the account's page, before any new mail
+        admin = ctx.new_page()
+        admin.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        admin.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        admin.goto(base + "/admin/accounts")
+        row = admin.locator(f"tr[data-row='{A}']")
+        expect(row.locator('[data-f="stage"]')).to_have_text("Done")
+        expect(row.locator('[data-f="watching"]')).to_have_text("IDLE")
+        expect(row.locator('[data-f="new_mail_latency"]')).to_have_text("—")
+        admin.goto(base + f"/admin/accounts/{A}")
+        fact = admin.locator('dd[data-a="alice@example.com"][data-f="new_mail_latency"]')
+        expect(admin.locator('dd[data-f="stage"]')).to_have_text("Done")
+        expect(admin.locator('dd[data-f="watching"]')).to_have_text("IDLE")
+        expect(fact).to_have_text("—")
+        expect(admin.locator("#live")).to_contain_text("Live", timeout=15000)
+
+        # new mail at the source: the watch copies it, and the open page shows its latency by itself
+        seed(*dovecot_pair.source_account(A), {"INBOX": [Msg(make_message(50))]})
+        d.wait_log(f"event=new_mail_copied account={A}", timeout=30)
+        expect(fact).to_have_text(latency, timeout=15000)
+        expect(admin.locator("#target-count")).to_have_text("4")
+        shown = float(fact.inner_text().split()[0])
+        logged = float(re.search(rf"event=new_mail_copied account={A} latency=([\d.]+)s", d.log()).group(1))
+        assert abs(shown - logged) <= 0.11, (shown, logged)
+
+        # the employee's page, in English and in Chinese
+        page.goto(base + "/progress")
+        expect(page.locator("#new-mail-latency")).to_have_text(latency)
+        page.goto(base + "/progress?lang=zh")
+        expect(page.locator("#watching")).to_have_text("几秒内即可在此看到")
+        expect(page.locator("#stage")).to_have_text("已完成")
+        expect(page.locator("#new-mail-latency")).to_have_text(re.compile(r"^\d+\.\d 秒$"))
+        expect(page.locator("dt", has_text="最近一封新邮件的复制用时")).to_have_count(1)
+
+        # the dashboard in Chinese
+        zh = browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
+        zp = zh.new_page()
+        zp.goto(base + f"/admin/accounts/{A}")
+        expect(zp.locator('dd[data-f="watching"]')).to_have_text("IDLE 实时")
+        expect(zp.locator('dd[data-f="stage"]')).to_have_text("完成")
+        expect(zp.locator('dd[data-f="new_mail_latency"]')).to_have_text(re.compile(r"^\d+\.\d秒$"))
+        expect(zp.locator("#live")).to_contain_text("实时", timeout=15000)
+        expect(zp.locator('dd[data-f="new_mail_latency"]')).to_have_text(re.compile(r"^\d+\.\d秒$"))
+        zh.close()
+
+        # /metrics: watched accounts by mode, the watch's connections, the latencies as a histogram
+        metrics = Web(d.http_port).get("/metrics").text
+        assert re.search(r'^mailsyncd_watched_accounts\{mode="idle",node="[^"]+"\} 1\.0$', metrics, re.M), metrics
+        assert re.search(r'^mailsyncd_watched_accounts\{mode="poll",node="[^"]+"\} 0\.0$', metrics, re.M)
+        assert re.search(r'^mailsyncd_watch_connections\{node="[^"]+"\} 1\.0$', metrics, re.M)
+        assert re.search(r'^mailsyncd_new_mail_latency_seconds_count\{node="[^"]+"\} 1\.0$', metrics, re.M)
+        assert re.search(r'^mailsyncd_new_mail_latency_seconds_bucket\{le="\+Inf",node="[^"]+"\} 1\.0$',
+                         metrics, re.M)
+        total = float(re.search(r'^mailsyncd_new_mail_latency_seconds_sum\{node="[^"]+"\} (\S+)$',
+                                metrics, re.M).group(1))
+        assert abs(total - logged) <= 0.06, (total, logged)
+        ctx.close()
+        assert not problems, problems
+    assert "Traceback" not in d.log()
 
 
 # -- HTTP-level checks ------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from twisted.internet import task, threads
 from ..scheduler import host_key
 from ..text import shown
 from . import conn
+from .latency import LatencyHistogram
 from .policy import IDLE, OFF, POLL, Backoff, Mark, PollInterval, Want, assign, changed, choose_mode
 
 logger = logging.getLogger("mailsyncd.watch")
@@ -75,6 +76,7 @@ class Watches:
         self.config_ref = config_ref
         self.opener = opener
         self.states: dict[str, _State] = {}
+        self.latencies = LatencyHistogram()         # every new-mail latency since the start (/metrics)
         self.last_login: dict[str, float] = {}      # address -> last front-door login (wall time)
         self.host_caps: dict[str, tuple[int, float]] = {}   # host -> (IDLE watches it accepted, until)
         self._capped: tuple[int, str] | None = None
@@ -345,6 +347,7 @@ class Watches:
             return                    # an earlier notice's copy already counted
         st.latency = self.reactor.seconds() - st.noticed
         st.noticed = None
+        self.latencies.observe(st.latency)
         if st.mode == POLL and st.interval is not None:
             st.interval.after(True)
         logger.info("event=new_mail_copied account=%s latency=%.1fs via=%s", st.address, st.latency, st.mode)

@@ -22,6 +22,17 @@ PHASE_LABELS: dict[str, dict[str, str]] = {
 }
 
 
+# The dashboard's words for an account's newest-first stage and watch mode (status.py: stage, watching).
+STAGE_LABELS: dict[str, dict[str, str]] = {
+    "en": {"recent": "Recent mail", "rest": "Older mail", "done": "Done"},
+    "zh": {"recent": "最近邮件", "rest": "较早邮件", "done": "完成"},
+}
+WATCH_LABELS: dict[str, dict[str, str]] = {
+    "en": {"idle": "IDLE", "poll": "Polling", "off": "Off"},
+    "zh": {"idle": "IDLE 实时", "poll": "轮询", "off": "关闭"},
+}
+
+
 def phase_words(lang: str) -> dict[str, str]:
     """``phase_<phase>`` keys for a page's word table."""
     return {f"phase_{p}": label for p, label in PHASE_LABELS.get(lang, PHASE_LABELS[DEFAULT]).items()}
@@ -87,6 +98,17 @@ MESSAGES: dict[str, dict[str, str]] = {
         "last_pass": "Last complete run",
         "never": "not yet",
         "refresh_note": "This page refreshes every few seconds.",
+        # recent mail first, the watch of new mail, its latency (status.py: stage, watching, new_mail_latency)
+        "newest_first": "Newest mail first",
+        "stage_recent": "Copying your most recent mail first",
+        "stage_rest": "Your recent mail is here; older mail is being copied",
+        "stage_done": "Done",
+        "new_mail": "New mail sent to your old address",
+        "watch_idle": "arrives here within seconds",
+        "watch_poll": "is checked for every minute or so",
+        "watch_off": "is copied at each sync run",
+        "new_mail_latency": "Last new message copied in",
+        "seconds": "{n} s",
         "logout": "Sign out",
         **phase_words("en"),
     },
@@ -142,6 +164,16 @@ MESSAGES: dict[str, dict[str, str]] = {
         "last_pass": "最近一次完整同步",
         "never": "尚未进行",
         "refresh_note": "本页每隔几秒自动刷新。",
+        "newest_first": "最新邮件优先",
+        "stage_recent": "正在优先复制您最近的邮件",
+        "stage_rest": "最近的邮件已复制，正在复制较早的邮件",
+        "stage_done": "已完成",
+        "new_mail": "发到旧地址的新邮件",
+        "watch_idle": "几秒内即可在此看到",
+        "watch_poll": "大约每分钟检查一次",
+        "watch_off": "在每次同步时复制",
+        "new_mail_latency": "最近一封新邮件的复制用时",
+        "seconds": "{n} 秒",
         "logout": "退出",
         **phase_words("zh"),
     },
@@ -225,6 +257,11 @@ WORDS: dict[str, dict[str, str]] = {
         "current_folders": "Copying now",
         "last_pass": "Last pass",
         "next_pass": "Next pass",
+        "stage": "Newest first",
+        "watching": "Watching",
+        "new_mail_latency": "New-mail latency",
+        **{f"stage_{k}": v for k, v in STAGE_LABELS["en"].items()},
+        **{f"watch_{k}": v for k, v in WATCH_LABELS["en"].items()},
         "folders": "Folders",
         "col_folder": "Folder",
         "col_target_name": "On the new server",
@@ -355,6 +392,11 @@ WORDS: dict[str, dict[str, str]] = {
         "current_folders": "正在复制",
         "last_pass": "最近一轮",
         "next_pass": "下一轮",
+        "stage": "最新优先",
+        "watching": "新邮件监听",
+        "new_mail_latency": "新邮件延迟",
+        **{f"stage_{k}": v for k, v in STAGE_LABELS["zh"].items()},
+        **{f"watch_{k}": v for k, v in WATCH_LABELS["zh"].items()},
         "folders": "文件夹",
         "col_folder": "文件夹",
         "col_target_name": "新服务器上",

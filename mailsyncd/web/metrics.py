@@ -9,7 +9,7 @@ Every series carries the ``node`` label (node.name, default the host name): seve
 balancer each answer for themselves, and their scrapes stay apart.  The document is the totals-only one
 (no account rows, ``limit=0``): the database sums 50,000 accounts, a scrape never walks them.
 
-Labels are the node, domains, phases, cutover states and results only.  An address never appears here:
+Labels are the node, domains, phases, cutover states, results and watch modes only.  An address never appears here:
 a scrape must not list the company's mailboxes, and per-user series would grow without bound.
 The metric names are documented in docs/status.md; like the JSON, they are added, never renamed.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import socket
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
@@ -37,10 +37,12 @@ def counters_of(daemon) -> dict:
     """The daemon's own counters, read on the reactor thread (where they change)."""
     gate = dict(daemon.gate.counts)
     sched = dict(daemon.scheduler.counts)
+    watches = daemon.watches
     return {"logins_ok": gate.get("ok", 0), "logins_failed": gate.get("failed", 0),
             "source_checks": gate.get("source_checks", 0),
             "passes_ok": sched.get("passes", 0), "passes_failed": sched.get("failed_passes", 0),
-            "throttled": sched.get("throttled", 0)}
+            "throttled": sched.get("throttled", 0), "watch": watches.summary(),
+            "latency": (watches.latencies.cumulative(), watches.latencies.sum)}
 
 
 class StatusCollector:
@@ -114,6 +116,27 @@ class StatusCollector:
                 ("mailsyncd_source_throttled", "throttled", "Times the old server pushed back (too many "
                  "connections or commands) and the daemon lowered its connection limit for that host.")):
             yield _one(CounterMetricFamily(name, text, labels=["node"]), node, c[key])
+
+        watch = c.get("watch") or {}
+        modes = GaugeMetricFamily(
+            "mailsyncd_watched_accounts",
+            "Accounts this node watches for new mail at the source between passes, by mode (sync.watch): idle "
+            "(an IDLE connection on INBOX), poll (STATUS polls of INBOX).  Accounts not counted here are off.",
+            labels=["node", "mode"])
+        for mode in ("idle", "poll"):
+            modes.add_metric([node, mode], float(watch.get(f"watch_{mode}", 0)))
+        yield modes
+        yield _one(GaugeMetricFamily(
+            "mailsyncd_watch_connections", "Source connections this node's watches hold open now (IDLE).",
+            labels=["node"]), node, float(watch.get("watch_connections", 0)))
+        buckets, total = c.get("latency") or ([("+Inf", 0)], 0.0)
+        latency = HistogramMetricFamily(
+            "mailsyncd_new_mail_latency_seconds",
+            "Seconds from a watch noticing new mail at the source to the end of the copy of that folder, "
+            "per notice since the daemon started (the status document's new_mail_latency, for every account).",
+            labels=["node"])
+        latency.add_metric([node], buckets, total)
+        yield latency
 
         info = doc.get("daemon") or {}
         for name, key, text in (

@@ -243,7 +243,8 @@ class SelfService(Shell):
         address = sess.who
         data = await self.blocking(_read_progress, self.daemon.store, address)
         live = self.daemon.scheduler.progress(address)
-        body = html.progress(lang, address, data, live, sess.csrf)
+        watch = self.daemon.watches.view().get(address)
+        body = html.progress(lang, address, data, live, sess.csrf, watch)
         return Reply(200, html.page(lang, t(lang, "progress_title"), body, switch_to="/progress", refresh=True))
 
 

@@ -8,7 +8,8 @@ from urllib.parse import urlencode
 from ...statusquery import DEFAULT_LIMIT, encode_cursor
 from ..i18n import w
 from ..site import esc
-from .dashboard import PHASES, Ctx, action_form, bar, live_attrs, page, phase_badge
+from .dashboard import (PHASES, Ctx, action_form, bar, latency_text, live_attrs, page, phase_badge, stage_text,
+                        watch_text)
 from .format import account_url, duration, fact, num, rate, byte_size, table_head, when
 
 def _link(query, **change) -> str:
@@ -62,7 +63,10 @@ def accounts_page(request, ctx: Ctx, doc: dict | None, query, domains: list[str]
                    f'<th class="num">{esc(w(lang, "col_counts"))}</th>'
                    f'<th class="num opt">{esc(w(lang, "behind"))}</th>'
                    f'<th class="num opt">{esc(w(lang, "skipped"))}</th>'
-                   f'<th class="opt">{esc(w(lang, "col_last_pass"))}</th><th></th></tr></thead><tbody>')
+                   f'<th class="opt">{esc(w(lang, "col_last_pass"))}</th>'
+                   f'<th class="opt">{esc(w(lang, "stage"))}</th>'
+                   f'<th class="opt">{esc(w(lang, "watching"))}</th>'
+                   f'<th class="num opt">{esc(w(lang, "new_mail_latency"))}</th><th></th></tr></thead><tbody>')
         for a in shown:
             addr = a["address"]
             live = functools.partial(live_attrs, "a", addr)
@@ -83,6 +87,10 @@ def accounts_page(request, ctx: Ctx, doc: dict | None, query, domains: list[str]
                        f'<td class="num opt" {live("behind")}>{num(a["behind"])}</td>'
                        f'<td class="num opt" {live("skipped")}>{num(a["skipped"])}</td>'
                        f'<td class="opt" {live("last_pass", "when")}>{esc(when(a["last_pass"], lang))}</td>'
+                       f'<td class="opt" {live("stage", "stage")}>{esc(stage_text(lang, a["stage"]))}</td>'
+                       f'<td class="opt" {live("watching", "watch")}>{esc(watch_text(lang, a["watching"]))}</td>'
+                       f'<td class="num opt" {live("new_mail_latency", "latency")}>'
+                       f'{esc(latency_text(lang, a["new_mail_latency"]))}</td>'
                        f'<td>{button}</td></tr>')
         out.append('</tbody></table></div>')
     pager = []
@@ -133,6 +141,10 @@ def account_page(request, ctx: Ctx, a: dict, data: dict) -> bytes:
     out.append(fact(w(lang, "last_pass"), esc(when(a["last_pass"], lang)), live("last_pass", "when")))
     next_text = when(a["next_pass"], lang) if a["next_pass"] else w(lang, "running_now") if a["running"] else none
     out.append(fact(w(lang, "next_pass"), esc(next_text), live("next_pass", "next")))
+    out.append(fact(w(lang, "stage"), esc(stage_text(lang, a["stage"])), live("stage", "stage")))
+    out.append(fact(w(lang, "watching"), esc(watch_text(lang, a["watching"])), live("watching", "watch")))
+    out.append(fact(w(lang, "new_mail_latency"), esc(latency_text(lang, a["new_mail_latency"])),
+                    live("new_mail_latency", "latency")))
     out.append('</dl>')
 
     # folders (the last pass's report)

@@ -66,6 +66,8 @@ def page(request, ctx: Ctx | None, lang: str, title: str, body: str, *, nav: str
     words = {k: w(lang, k) for k in ("none", "never", "per_min", "h", "min", "s", "d", "live", "updated",
                                       "stale", "expired", "running_now")}
     words["phases"] = {p: w(lang, f"phase_{p}") for p in PHASES}
+    words["stages"] = {s: w(lang, f"stage_{s}") for s in i18n.STAGE_LABELS[lang]}
+    words["watch"] = {m: w(lang, f"watch_{m}") for m in i18n.WATCH_LABELS[lang]}
     body_attrs = f' data-lang="{lang}" data-words="{esc(json.dumps(words, ensure_ascii=False))}"'
     if status_url:
         body_attrs += f' data-status="{esc(status_url)}" data-poll="{POLL_SECONDS}"'
@@ -142,6 +144,20 @@ def bar(kind: str, key: str, item: dict) -> str:
         total, done = 1, 1 if item["percent"] >= 100 else 0
     return (f'<progress class="bar" {live_attrs(kind, key, "bar", "bar")} value="{done}" max="{total}">'
             f'{item["percent"]:.1f}%</progress>')
+
+
+def stage_text(lang: str, stage: str | None) -> str:
+    """Recent mail first (status ``stage``): which slice the pass copies, or nothing to show."""
+    return w(lang, f"stage_{stage}") if stage in i18n.STAGE_LABELS[lang] else w(lang, "none")
+
+
+def watch_text(lang: str, mode: str) -> str:
+    return w(lang, f"watch_{mode}") if mode in i18n.WATCH_LABELS[lang] else mode
+
+
+def latency_text(lang: str, seconds: float | None) -> str:
+    """The last new-mail latency, as admin.js's "latency" format shows it."""
+    return w(lang, "none") if seconds is None else f"{seconds:.1f}{'' if lang == 'zh' else ' '}{w(lang, 's')}"
 
 
 def phase_badge(lang: str, a: dict) -> str:

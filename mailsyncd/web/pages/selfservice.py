@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from ...status import phase_of, size_text
+from ...status import phase_of, size_text, stage_of
 from .. import i18n
 from ..i18n import t
 from ..site import AUTO, esc
@@ -89,7 +89,9 @@ def _when(ts: float) -> str:
     return f'<time datetime="{iso}" data-local>{esc(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts)))}</time>'
 
 
-def progress(lang: str, address: str, data: dict, live, csrf: str) -> str:
+def progress(lang: str, address: str, data: dict, live, csrf: str, watch: dict | None = None) -> str:
+    """``live``: the running pass's sync.Progress, if any; ``watch``: the daemon's watch of the account
+    (Watches.view()), if any."""
     acct = data["account"] or {}
     reports = data["reports"]
     mapped, _nbytes, skipped_n = data["counts"]
@@ -101,7 +103,17 @@ def progress(lang: str, address: str, data: dict, live, csrf: str) -> str:
     out.append(f'<dt>{esc(t(lang, "status"))}</dt><dd class="phase-{esc(phase)}">{esc(t(lang, "phase_" + phase))}</dd>')
     last = data["last_pass"]
     last_html = _when(last["finished"]) if last and last.get("finished") else esc(t(lang, "never"))
-    out.append(f'<dt>{esc(t(lang, "last_pass"))}</dt><dd>{last_html}</dd></dl>')
+    out.append(f'<dt>{esc(t(lang, "last_pass"))}</dt><dd>{last_html}</dd>')
+    stage = stage_of(phase, getattr(live, "stage", None), live is not None)
+    if stage in ("recent", "rest", "done"):
+        out.append(f'<dt>{esc(t(lang, "newest_first"))}</dt><dd id="stage">{esc(t(lang, "stage_" + stage))}</dd>')
+    mode = (watch or {}).get("watching") or "off"
+    out.append(f'<dt>{esc(t(lang, "new_mail"))}</dt><dd id="watching">{esc(t(lang, "watch_" + mode))}</dd>')
+    latency = (watch or {}).get("new_mail_latency")
+    if latency is not None:
+        out.append(f'<dt>{esc(t(lang, "new_mail_latency"))}</dt>'
+                   f'<dd id="new-mail-latency">{esc(t(lang, "seconds", n=f"{latency:.1f}"))}</dd>')
+    out.append('</dl>')
 
     # the overall bar: the running pass when there is one, else what the store knows
     if live is not None and live.total:

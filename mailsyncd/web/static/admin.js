@@ -104,6 +104,12 @@
         return v && v.length ? v.map(shown).join(", ") : word("none");
       case "phase":
         return (words.phases || {})[v] || v;
+      case "stage":
+        return v === null ? word("none") : (words.stages || {})[v] || shown(v);
+      case "watch":
+        return (words.watch || {})[v] || shown(v);
+      case "latency":
+        return v === null ? word("none") : v.toFixed(1) + sep + word("s");
       case "reason":
         return v ? shown(v) : word("none");
       default:
