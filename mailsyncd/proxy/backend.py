@@ -22,11 +22,19 @@ class TargetFailed(Exception):
 class TargetProtocol(protocol.Protocol):
     """Runs a TargetLogin, then relays everything to ``peer`` (the client's protocol)."""
 
+    def take_early(self) -> bytes:
+        """What arrived after the login and before the splice (and let the target go on)."""
+        data, self.early = b"".join(self.early), []
+        if data and self.transport is not None:
+            self.transport.resumeProducing()
+        return data
+
     def __init__(self, login: TargetLogin, endpoint):
         self.login = login
         self.endpoint = endpoint
         self.ready: defer.Deferred = defer.Deferred(self._cancel)
         self.peer = None
+        self.early: list[bytes] = []   # what the target sends between its login's OK and the splice
 
     def _cancel(self, _d) -> None:
         if self.transport is not None:
@@ -35,6 +43,13 @@ class TargetProtocol(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.peer is not None:
             self.peer.from_target(data)
+            return
+        if self.login is None:
+            # logged in, but the client side is not spliced yet (its answer may wait on the reactor):
+            # keep it for the splice, in order; a target that floods meanwhile is paused, not buffered
+            self.early.append(data)
+            if sum(map(len, self.early)) > 1 << 20:
+                self.transport.pauseProducing()
             return
         for action in self.login.receive(data):
             if isinstance(action, Send):

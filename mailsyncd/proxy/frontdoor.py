@@ -398,6 +398,7 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
 
     def splice(self, target, leftover: bytes) -> None:
         self.target = target
+        leftover += target.take_early()
         target.peer = self
         self.f.relayed += 1
         self.relay_started = self.f.reactor.seconds()
