@@ -47,6 +47,9 @@ logger = logging.getLogger("mailsyncd.scheduler")
 NEVER = float("inf")
 MAX_FOCUS_WAITING = 64   # folders of one account waiting to be copied first; a client opening more is not held
 ABSENT_TTL = 300.0   # a name no source folder has is not looked for again (a source login) for this long
+# After its pass ends a node leaves that host's freed connections to the other live nodes for this long: more
+# than one tick (1 s) plus the read of what the others use, so each of them can take them first.
+YIELD_SECONDS = 1.5
 UNKNOWN_LOOKS = 5    # names the last plan did not have that may start a pass (a source login) per ABSENT_TTL
 
 
@@ -122,6 +125,7 @@ class Scheduler:
         self._loop: task.LoopingCall | None = None
         self.checks: dict[str, int] = {}    # host -> login checks holding one of its connections
         self.watch_conns: dict[str, int] = {}   # host -> connections held by watches (mailsyncd.watch)
+        self._yield: dict[str, float] = {}      # host -> until when its freed connections are left to other nodes
         self.leases = NodeLeases(reactor, state_pool, store, config_ref)
         self._check_waiters: dict[str, list[tuple[object, defer.Deferred]]] = {}
         self._focus_waiters: dict[str, list[_Waiter]] = {}
@@ -415,7 +419,7 @@ class Scheduler:
         waiters = self._check_waiters.setdefault(host, [])
         if not waiters and self._host_free(host, endpoint) >= 1:
             self.checks[host] = self.checks.get(host, 0) + 1
-            self.leases.publish_checks(host, self.checks[host])
+            self._publish(host)
             return defer.succeed(True)
         self.counts["login_checks_waited"] += 1
         d: defer.Deferred = defer.Deferred()
@@ -443,7 +447,7 @@ class Scheduler:
         else:
             self.checks.pop(host, None)
         self._wake(host)
-        self.leases.publish_checks(host, self.checks.get(host, 0))
+        self._publish(host)
         if not self.stopping:
             self.reactor.callLater(0, self.tick)
 
@@ -454,6 +458,7 @@ class Scheduler:
         if self._check_waiters.get(host) or self._host_free(host, endpoint) < 1 + reserve:
             return False
         self.watch_conns[host] = self.watch_conns.get(host, 0) + 1
+        self._publish(host)
         return True
 
     def watch_should_yield(self, endpoint) -> bool:
@@ -469,14 +474,20 @@ class Scheduler:
             self.watch_conns[host] = n
         else:
             self.watch_conns.pop(host, None)
+        self._publish(host)
         self._wake(host)
+
+    def _publish(self, host: str) -> None:
+        """This node's login checks and watches on ``host`` into the shared budget: the other nodes' passes,
+        checks and watches count them (a watch's connection left out let three nodes' polls go over it)."""
+        self.leases.publish_checks(host, self.checks.get(host, 0) + self.watch_conns.get(host, 0))
 
     def _wake(self, host: str) -> None:
         waiters = self._check_waiters.get(host)
         while waiters and self._host_free(host, waiters[0][0]) >= 1:
             _endpoint, d = waiters.pop(0)
             self.checks[host] = self.checks.get(host, 0) + 1
-            self.leases.publish_checks(host, self.checks[host])
+            self._publish(host)
             d.callback(True)
 
     # -- the loop ----------------------------------------------------------------------------
@@ -510,6 +521,8 @@ class Scheduler:
             host = host_key(domain.source)
             if self._check_waiters.get(host):
                 continue             # logins waiting for this host go first
+            if not acct.focus and self._yield.get(host, 0.0) > now:
+                continue             # other nodes' turn (see _ended)
             limit = int(self.host_limit.setdefault(host, float(domain.source.max_connections)))
             limit = min(limit, domain.source.max_connections)   # a reload may have lowered it
             free = limit - used.get(host, 0)
@@ -640,6 +653,10 @@ class Scheduler:
             self._focus_ended(address, run, res)
         if run is not None and run.lease is not None:
             self.leases.release(run.lease, acct.due if acct is not None and acct.due != NEVER else now)
+            if self.leases.peers:
+                # the connections just freed go to whichever node ticks next: re-claiming them at once here
+                # would let the first node to start keep a shared host budget to itself
+                self._yield[run.host] = now + YIELD_SECONDS
         if self.on_change is not None:
             self.on_change()
         if self.on_pass_ended is not None:

@@ -59,7 +59,7 @@ def _identical(tmp_path, pair, users: dict[str, str]) -> None:
         dst = {"port": pair.target.imap_port, "user": f"{u}*{MASTER[0]}", "pass": MASTER[1]}
         rc, _, text = verify(src, dst, {"Sent": "Sent"}, str(tmp_path / f"verify-{u}.json"))
         return u, rc, text
-    with ThreadPoolExecutor(4) as ex:
+    with ThreadPoolExecutor(6) as ex:
         bad = [(u, text[-800:]) for u, rc, text in ex.map(one, users.items()) if rc != 0]
     assert not bad, bad[:3]
 
@@ -91,3 +91,79 @@ def test_three_nodes_copy_60_accounts_identical_without_overlap_within_the_share
     assert all(by_node.values()), by_node                                     # every node took work
     _identical(tmp_path, pair, users)
     _no_traceback(c)
+
+
+def _holding(c: Cluster, node: str):
+    return lambda: next((a for a, (n, _t, _e) in c.leases().items() if n == node), None)
+
+
+def test_a_node_killed_mid_pass_its_accounts_finish_identical_within_one_lease_plus_one_pass(
+        tmp_path, pair_for, cluster_of):
+    users = _users(9)
+    pair = pair_for(users)
+    for i, u in enumerate(users):
+        seed_maildir(pair.source, u, {"INBOX": 300, "Sent": 60}, first=i * 1000, size=3000)
+    lease = 6.0
+    c = cluster_of(pair, lease_seconds=lease, heartbeat=1.5, source={"max_connections": 6},
+                   sync={"connections": 1, "batch_messages": 10},
+                   scheduler={"pass_interval": 100_000, "max_accounts": 2, "failure_backoff": 0.5,
+                              "failure_backoff_max": 2})
+    victim = c.nodes[0]
+    c.import_accounts(users)
+    account = c.wait(_holding(c, "n1"), timeout=60, what="n1 holds a lease")
+    c.wait(lambda: c.sql(f"SELECT 1 FROM inflight WHERE account = '{account}'"), timeout=30, step=0.02,
+           what="a batch of n1's in flight")
+    victim.kill9()
+    killed = time.monotonic()
+    in_flight = {a for (a,) in c.sql("SELECT DISTINCT account FROM inflight")}
+    held = {a for a, (n, _t, _e) in c.leases().items() if n == "n1"}
+    c.wait(lambda: held.isdisjoint(c.leases()) or all(c.leases()[a][0] != "n1" for a in held & set(c.leases())),
+           timeout=lease + 10, what="n1's leases taken over")
+    c.wait(lambda: c.phases().get("synced", 0) == len(users) and not c.leases(), timeout=120, what="all synced")
+    took = time.monotonic() - killed
+    runs = c.passes()
+    longest = max(f - s for _a, s, f, ok, _n, _t in runs if f is not None and ok == "1")
+    print(f"after SIGKILL: all synced in {took:.1f}s (lease {lease}s, longest pass {longest:.1f}s)")
+    rest = c.nodes[1:]
+    expiries = lease_expiries(rest)
+    assert held <= set(expiries), (held, expiries)               # each taken over once its lease ran out
+    # the accounts n1 held are finished by the others within one lease period plus one pass
+    assert took <= lease + 2 * longest + 3, (took, lease, longest)
+    for a in held & in_flight:                                   # its batch in flight is recovered, not re-sent
+        assert any(f"event=recovered_batch account={a} " in n.log() for n in rest), a
+    assert not overlapping(runs, expiries)
+    _identical(tmp_path, pair, users)
+    for n in rest:
+        assert "Traceback" not in n.log()
+
+
+def test_a_node_paused_past_its_lease_writes_not_one_row_after_losing_it(tmp_path, pair_for, cluster_of):
+    users = _users(4)
+    pair = pair_for(users)
+    for i, u in enumerate(users):
+        seed_maildir(pair.source, u, {"INBOX": 300}, first=i * 1000, size=3000)
+    lease = 4.0
+    c = cluster_of(pair, nodes=2, lease_seconds=lease, heartbeat=1.0, source={"max_connections": 4},
+                   sync={"connections": 1, "batch_messages": 10},
+                   scheduler={"pass_interval": 100_000, "max_accounts": 1})
+    paused = c.nodes[0]
+    c.import_accounts(users)
+    account = c.wait(_holding(c, "n1"), timeout=60, what="n1 holds a lease")
+    token = c.leases()[account][1]
+    os.kill(paused.proc.pid, signal.SIGSTOP)
+    try:
+        c.nodes[1].wait_log(f"event=lease_taken_over account={account} from=n1", timeout=lease + 30)
+        c.wait(lambda: c.phases().get("synced", 0) == len(users) and not c.leases(), timeout=120,
+               what="the other node finishes every account")
+        assert (account, "n2", token + 1) in {(a, n, t) for a, _s, f, _o, n, t in c.passes() if f is not None}
+        before = c.dump()
+    finally:
+        os.kill(paused.proc.pid, signal.SIGCONT)
+    paused.wait_log(f"event=pass_lost account={account}", timeout=30)
+    # one more status rewrite of the woken node: it has run on past the loss
+    paused.status_after(time.time(), writes=2)
+    assert c.dump() == before                                    # not one row after losing the lease
+    stale = [r for r in c.passes() if r[0] == account and r[4] == "n1"]
+    assert stale and all(r[2] is None for r in stale), stale     # its pass never finished, under the old token
+    _identical(tmp_path, pair, users)
+    assert "Traceback" not in paused.log()
