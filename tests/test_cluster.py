@@ -167,3 +167,101 @@ def test_a_node_paused_past_its_lease_writes_not_one_row_after_losing_it(tmp_pat
     assert stale and all(r[2] is None for r in stale), stale     # its pass never finished, under the old token
     _identical(tmp_path, pair, users)
     assert "Traceback" not in paused.log()
+
+
+def _mismatches(pair, user: str) -> int:
+    with open(pair.source.log_path, errors="replace") as f:
+        return sum(1 for line in f if "Password mismatch" in line and f"({user}," in line)
+
+
+def test_wrong_passwords_spread_over_three_nodes_reach_the_source_no_more_than_through_one(
+        tmp_path, pair_for, cluster_of):
+    users = _users(3)
+    pair = pair_for(users)
+    c = cluster_of(pair, scheduler={"pass_interval": 100_000},
+                   frontdoor={"failure_delay": 0.01, "failure_delay_max": 0.02})
+    spread, single = "u00@example.com", "u01@example.com"
+    arms = ((c.haproxy.port("imap"), spread, "127.0.0.2"), (c.haproxy.port("one"), single, "127.0.0.3"))
+
+    def guesses(arm):
+        port, user, client = arm
+        return [login(port, user, f"guess-{i}", source=client) for i in range(300)]
+    with ThreadPoolExecutor(2) as ex:
+        answers = dict(zip((spread, single), ex.map(guesses, arms)))
+    for user, got in answers.items():
+        assert all(a.startswith((b"a NO [AUTHENTICATIONFAILED]", b"a NO [UNAVAILABLE]")) for a in got), got[:3]
+    for n in c.nodes:                                # round robin: every node answered the spread guesses
+        assert f"event=login_failed ip=127.0.0.2 user={spread}" in n.log(), n.name
+    reached = {u: _mismatches(pair, u) for u in (spread, single)}
+    print(f"300 wrong passwords reached the source: {reached}")
+    assert 0 < reached[spread] <= reached[single] < 300, reached
+    # the right password from a third address, through HAProxy: the target logs that address
+    ok = login(c.haproxy.port("imap"), "u02@example.com", users["u02@example.com"], source="127.0.0.4")
+    assert ok.startswith(b"a OK"), ok
+    wait_text(pair.target.log_path, r"Login: user=<u02@example\.com>.*rip=127\.0\.0\.4")
+    _no_traceback(c)
+
+
+def test_postgresql_down_open_sessions_relay_new_logins_unavailable_and_all_recovers(tmp_path, pair_for):
+    """Its own PostgreSQL (stopped and started again on the same port) under a two-node cluster."""
+    import imaplib
+
+    from mailsyncd.testing.postgres import Postgres, postgres_missing_reason
+    if postgres_missing_reason():
+        pytest.skip(postgres_missing_reason())
+    users = _users(3)
+    pair = pair_for(users)
+    for i, u in enumerate(users):
+        seed_maildir(pair.source, u, {"INBOX": 20}, first=i * 100)
+    pg = Postgres().start()
+    c = Cluster(tmp_path, pair, pg, "down", nodes=2, lease_seconds=4, heartbeat=1,
+                scheduler={"pass_interval": 100_000, "failure_backoff": 0.5, "failure_backoff_max": 2})
+    try:
+        c.start()
+        c.import_accounts({u: p for u, p in users.items() if u != "u02@example.com"})
+        c.wait(lambda: c.phases().get("synced", 0) == 2 and not c.leases(), timeout=60, what="2 synced")
+        port = c.haproxy.port("imap")
+
+        class From(imaplib.IMAP4):
+            def _create_socket(self, timeout):
+                import socket
+                return socket.create_connection((self.host, self.port), timeout, source_address=("127.0.0.2", 0))
+        open_session = From("127.0.0.1", port, timeout=30)
+        open_session.login("u00@example.com", users["u00@example.com"])
+        assert open_session.select("INBOX")[1] == [b"20"]
+        pg.stop()
+        # the open session goes on relaying
+        typ, data = open_session.fetch("1:20", "(UID)")
+        assert typ == "OK" and len(data) == 20, data
+        # a login that needs the source (no verifier yet) is refused, on every node
+        for _ in c.nodes:
+            s = From("127.0.0.1", port, timeout=30)
+            with pytest.raises(imaplib.IMAP4.error, match="UNAVAILABLE"):
+                s.login("u02@example.com", users["u02@example.com"])
+        for n in c.nodes:
+            n.wait_log("event=database_unavailable user=u02@example.com")
+        assert all(n.alive() for n in c.nodes)
+        pg.start()                                   # each node's pool reconnects by itself: no restart
+        s = c.wait(lambda: _try_login(From, port, "u02@example.com", users["u02@example.com"]), timeout=30,
+                   what="a login once PostgreSQL is back")
+        s.logout()
+        c.wait(lambda: any("event=pass_done account=u02@example.com ok=True" in n.log() for n in c.nodes),
+               timeout=60, what="the new account's pass")
+        assert open_session.noop()[0] == "OK"
+        open_session.logout()
+        _identical(tmp_path, pair, users)
+        _no_traceback(c)
+    finally:
+        c.stop()
+        pg.destroy()
+
+
+def _try_login(cls, port, user, password):
+    import imaplib
+    s = cls("127.0.0.1", port, timeout=30)
+    try:
+        s.login(user, password)
+        return s
+    except imaplib.IMAP4.error:
+        s.shutdown()
+        return None
