@@ -32,7 +32,6 @@ class NodeLeases:
         self._loop: task.LoopingCall | None = None
         self._reading = False
         self.others: dict[str, int] = {}     # connections other nodes use per source host, as last read
-        self.peers = 0                       # other nodes alive (a heartbeat within lease_seconds), as last read
 
     @property
     def settings(self):
@@ -99,25 +98,20 @@ class NodeLeases:
                     run.stop.set()
 
     def refresh_others(self) -> None:
-        """Read what the other nodes use per source host (for the login checks' budget) and how many are alive,
-        one read at a time."""
+        """Read what the other nodes use per source host (for the login checks' budget), one read at a time."""
         if self.state_pool is None or self._reading:
             return
         self._reading = True
-        d = threads.deferToThreadPool(self.reactor, self.state_pool, self._read_others, self.reactor.seconds())
+        d = threads.deferToThreadPool(self.reactor, self.state_pool, self.store.host_use_by_others, self.name,
+                                      self.reactor.seconds())
 
         def done(result):
             self._reading = False
-            if isinstance(result, tuple):
-                self.others, self.peers = result
+            if isinstance(result, dict):
+                self.others = result
             else:
                 logger.error("event=store_error what='read host use' error=%r", result.getErrorMessage())
         d.addBoth(done)
-
-    def _read_others(self, now: float) -> tuple[dict[str, int], int]:
-        alive = now - self.settings.lease_seconds
-        peers = sum(1 for n in self.store.nodes() if n["name"] != self.name and n["heartbeat"] > alive)
-        return self.store.host_use_by_others(self.name, now), peers
 
     def publish_checks(self, host: str, n: int) -> None:
         """This node's login checks and watches on ``host`` in the shared budget (other nodes count them)."""

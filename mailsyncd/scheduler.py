@@ -47,9 +47,6 @@ logger = logging.getLogger("mailsyncd.scheduler")
 NEVER = float("inf")
 MAX_FOCUS_WAITING = 64   # folders of one account waiting to be copied first; a client opening more is not held
 ABSENT_TTL = 300.0   # a name no source folder has is not looked for again (a source login) for this long
-# After its pass ends a node leaves that host's freed connections to the other live nodes for this long: more
-# than one tick (1 s) plus the read of what the others use, so each of them can take them first.
-YIELD_SECONDS = 1.5
 UNKNOWN_LOOKS = 5    # names the last plan did not have that may start a pass (a source login) per ABSENT_TTL
 
 
@@ -125,7 +122,7 @@ class Scheduler:
         self._loop: task.LoopingCall | None = None
         self.checks: dict[str, int] = {}    # host -> login checks holding one of its connections
         self.watch_conns: dict[str, int] = {}   # host -> connections held by watches (mailsyncd.watch)
-        self._yield: dict[str, float] = {}      # host -> until when its freed connections are left to other nodes
+        self._host_busy: dict[str, float] = {}  # host -> until when the store refuses our passes its connections
         self.leases = NodeLeases(reactor, state_pool, store, config_ref)
         self._check_waiters: dict[str, list[tuple[object, defer.Deferred]]] = {}
         self._focus_waiters: dict[str, list[_Waiter]] = {}
@@ -521,8 +518,8 @@ class Scheduler:
             host = host_key(domain.source)
             if self._check_waiters.get(host):
                 continue             # logins waiting for this host go first
-            if not acct.focus and self._yield.get(host, 0.0) > now:
-                continue             # other nodes' turn (see _ended)
+            if self._host_busy.get(host, 0.0) > now:
+                continue             # the last claim found it full, or left to another node: not one claim per account
             limit = int(self.host_limit.setdefault(host, float(domain.source.max_connections)))
             limit = min(limit, domain.source.max_connections)   # a reload may have lowered it
             free = limit - used.get(host, 0)
@@ -653,10 +650,6 @@ class Scheduler:
             self._focus_ended(address, run, res)
         if run is not None and run.lease is not None:
             self.leases.release(run.lease, acct.due if acct is not None and acct.due != NEVER else now)
-            if self.leases.peers:
-                # the connections just freed go to whichever node ticks next: re-claiming them at once here
-                # would let the first node to start keep a shared host budget to itself
-                self._yield[run.host] = now + YIELD_SECONDS
         if self.on_change is not None:
             self.on_change()
         if self.on_pass_ended is not None:
@@ -670,6 +663,8 @@ class Scheduler:
         if isinstance(res, Refused):
             logger.debug("event=lease_refused account=%s why=%r", res.account, res.why)
             retry_at = res.retry_at
+            if res.host_busy and run is not None:
+                self._host_busy[run.host] = retry_at
         else:
             logger.warning("event=pass_lost account=%s error=%r", res.address, res.error)
             retry_at = now + self.config_ref().node.lease_seconds

@@ -74,7 +74,7 @@ def test_three_nodes_copy_60_accounts_identical_without_overlap_within_the_share
     users = _users(60)
     pair = pair_for(users)
     for i, u in enumerate(users):
-        seed_maildir(pair.source, u, {"INBOX": 150, "Sent": 50}, first=i * 1000)
+        seed_maildir(pair.source, u, {"INBOX": 75, "Sent": 25}, first=i * 1000)
     budget = 4
     c = cluster_of(pair, source={"max_connections": budget}, sync={"connections": 2},
                    scheduler={"pass_interval": 100_000, "max_accounts": 2})
@@ -87,7 +87,7 @@ def test_three_nodes_copy_60_accounts_identical_without_overlap_within_the_share
     assert len(runs) == 60 and all(r[4] and r[5] for r in runs), runs        # one pass each, under a lease
     assert not overlapping(runs, lease_expiries(c.nodes))
     by_node = {n.name: sum(r[4] == n.name for r in runs) for n in c.nodes}
-    print(f"60 accounts x 200 messages in {took:.1f}s; passes per node {by_node}; source peak {c.relay.peak}")
+    print(f"60 accounts x 100 messages in {took:.1f}s; passes per node {by_node}; source peak {c.relay.peak}")
     assert all(by_node.values()), by_node                                     # every node took work
     _identical(tmp_path, pair, users)
     _no_traceback(c)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 from ..errors import LeaseLost
 
+WANT_SECONDS = 3.0   # how long a node refused a host's connection goes first for that host's next free one
+
 logger = logging.getLogger("mailsyncd.leases")
 
 
@@ -46,6 +48,7 @@ class Refused:
     account: str
     why: str
     retry_at: float
+    host_busy: bool = False      # refused for the source host, not the account: no other account of it now
 
 
 class LeasesMixin:
@@ -93,7 +96,21 @@ class LeasesMixin:
                              (host, now)).fetchone()[0]
             grant = min(wanted, min(int(limit), cap) - used)
             if grant < 1:
-                return Refused(account, f"source host {host} has no free connection ({used} in use)", now + 1)
+                # remembered for a moment, so that the freed connections go to this node first (below)
+                c.execute("INSERT INTO host_slots (host, owner, node, connections, expires) VALUES (?,?,?,0,?)"
+                          " ON CONFLICT (host, owner) DO UPDATE SET expires=excluded.expires",
+                          (host, f"want {node}", node, now + WANT_SECONDS))
+                return Refused(account, f"source host {host} has no free connection ({used} in use)", now + 1,
+                               host_busy=True)
+            # fairness: a node refused a connection of this host lately that holds fewer of them (the node name
+            # breaks ties) goes first; else the node whose pass just ended re-claims before any other ticks
+            held = dict(c.execute("SELECT node, sum(connections) FROM host_slots WHERE host=? AND expires > ?"
+                                  " GROUP BY node", (host, now)).fetchall())
+            for (waiting,) in c.execute("SELECT node FROM host_slots WHERE host=? AND owner LIKE 'want %'"
+                                        " AND node <> ? AND expires > ? ORDER BY node", (host, node, now)).fetchall():
+                if (held.get(waiting, 0), waiting) < (held.get(node, 0), node):
+                    return Refused(account, f"leaving source host {host} to node {waiting}", now + 1, host_busy=True)
+            c.execute("DELETE FROM host_slots WHERE host=? AND owner=?", (host, f"want {node}"))
             token += 1
             c.execute("UPDATE leases SET node=?, token=?, expires=?, claimed=? WHERE account=?",
                       (node, token, expires, now, account))
