@@ -102,14 +102,17 @@ class LeasesMixin:
                           (host, f"want {node}", node, now + WANT_SECONDS))
                 return Refused(account, f"source host {host} has no free connection ({used} in use)", now + 1,
                                host_busy=True)
-            # fairness: a node refused a connection of this host lately that holds fewer of them (the node name
-            # breaks ties) goes first; else the node whose pass just ended re-claims before any other ticks
+            # fairness: a node refused a connection of this host lately that holds no more of them goes first
+            # (between two waiting nodes: fewer held, then the name); else the node whose pass just ended
+            # re-claims the connections before any other node ticks, and keeps the host to itself
             held = dict(c.execute("SELECT node, sum(connections) FROM host_slots WHERE host=? AND expires > ?"
                                   " GROUP BY node", (host, now)).fetchall())
-            for (waiting,) in c.execute("SELECT node FROM host_slots WHERE host=? AND owner LIKE 'want %'"
-                                        " AND node <> ? AND expires > ? ORDER BY node", (host, node, now)).fetchall():
-                if (held.get(waiting, 0), waiting) < (held.get(node, 0), node):
-                    return Refused(account, f"leaving source host {host} to node {waiting}", now + 1, host_busy=True)
+            waiting = [w for (w,) in c.execute("SELECT node FROM host_slots WHERE host=? AND owner LIKE 'want %'"
+                                               " AND expires > ? ORDER BY node", (host, now)).fetchall()]
+            mine = (held.get(node, 0), node)
+            for w in waiting:
+                if w != node and ((held.get(w, 0), w) < mine if node in waiting else held.get(w, 0) <= mine[0]):
+                    return Refused(account, f"leaving source host {host} to node {w}", now + 1, host_busy=True)
             c.execute("DELETE FROM host_slots WHERE host=? AND owner=?", (host, f"want {node}"))
             token += 1
             c.execute("UPDATE leases SET node=?, token=?, expires=?, claimed=? WHERE account=?",
