@@ -122,7 +122,6 @@ class Scheduler:
         self._loop: task.LoopingCall | None = None
         self.checks: dict[str, int] = {}    # host -> login checks holding one of its connections
         self.watch_conns: dict[str, int] = {}   # host -> connections held by watches (mailsyncd.watch)
-        self._host_busy: dict[str, float] = {}  # host -> until when the store refuses our passes its connections
         self.leases = NodeLeases(reactor, state_pool, store, config_ref)
         self._check_waiters: dict[str, list[tuple[object, defer.Deferred]]] = {}
         self._focus_waiters: dict[str, list[_Waiter]] = {}
@@ -518,8 +517,6 @@ class Scheduler:
             host = host_key(domain.source)
             if self._check_waiters.get(host):
                 continue             # logins waiting for this host go first
-            if self._host_busy.get(host, 0.0) > now:
-                continue             # the last claim found it full, or left to another node: not one claim per account
             limit = int(self.host_limit.setdefault(host, float(domain.source.max_connections)))
             limit = min(limit, domain.source.max_connections)   # a reload may have lowered it
             free = limit - used.get(host, 0)
@@ -663,8 +660,6 @@ class Scheduler:
         if isinstance(res, Refused):
             logger.debug("event=lease_refused account=%s why=%r", res.account, res.why)
             retry_at = res.retry_at
-            if res.host_busy and run is not None:
-                self._host_busy[run.host] = retry_at
         else:
             logger.warning("event=pass_lost account=%s error=%r", res.address, res.error)
             retry_at = now + self.config_ref().node.lease_seconds

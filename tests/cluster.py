@@ -32,6 +32,8 @@ class CountingRelay:
         self.port = self._srv.getsockname()[1]
         self.lock = threading.Lock()
         self.open = self.peak = self.total = 0
+        self.at_peak: list[dict] = []          # the connections open when the peak was reached
+        self._live: dict[int, dict] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._accept, daemon=True)
 
@@ -61,27 +63,34 @@ class CountingRelay:
             except OSError:
                 client.close()
                 continue
+            info = {"opened": time.time(), "first": b""}
             with self.lock:
                 self.open += 1
                 self.total += 1
-                self.peak = max(self.peak, self.open)
+                self._live[id(client)] = info
+                if self.open > self.peak:
+                    self.peak = self.open
+                    self.at_peak = [dict(i) for i in self._live.values()]
             done = threading.Event()
-            threading.Thread(target=self._pump, args=(client, up, done, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(up, client, done, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, up, done, info), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, client, done, None), daemon=True).start()
 
-    def _pump(self, a: socket.socket, b: socket.socket, done: threading.Event, counts: bool) -> None:
+    def _pump(self, a: socket.socket, b: socket.socket, done: threading.Event, info: dict | None) -> None:
         # the client's side ending (its close) is when the connection stops counting
         try:
             while True:
                 data = a.recv(65536)
                 if not data:
                     break
+                if info is not None and len(info["first"]) < 300:
+                    info["first"] += data[:300]
                 b.sendall(data)
         except OSError:
             pass
-        if counts:
+        if info is not None:
             with self.lock:
                 self.open -= 1
+                self._live.pop(id(a), None)
         for s in (a, b):
             try:
                 s.shutdown(socket.SHUT_RDWR)

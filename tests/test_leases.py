@@ -96,24 +96,6 @@ def test_a_hosts_budget_is_shared_by_every_node_and_a_dead_nodes_slots_expire(st
     assert _claim(store, A, "n2", 1061, wanted=4, cap=4).connections == 4
 
 
-def test_a_node_refused_a_hosts_connection_gets_the_next_free_one_before_the_node_that_freed_it(store):
-    C = "carol@example.com"
-    store.ensure_account(C, "example.com")
-    first = _claim(store, A, "n1", 1000, wanted=2, cap=2)
-    refused = _claim(store, B, "n2", 1000.5, wanted=2, cap=2)           # the budget is n1's: n2 waits
-    assert isinstance(refused, Refused) and refused.host_busy
-    store.free_slot(first)
-    assert store.release_lease(first, due=5000)
-    again = _claim(store, C, "n1", 1001, wanted=2, cap=2)               # n1 at once again: not its turn
-    assert isinstance(again, Refused) and again.host_busy and "n2" in again.why, again
-    assert _claim(store, B, "n2", 1001.5, wanted=2, cap=2).connections == 2
-    # n2 got it, so it no longer waits; once it is done n1 claims as before
-    assert isinstance(_claim(store, C, "n1", 1002, wanted=2, cap=2), Refused)    # full, n1 waits now
-    assert store.host_use(1002) == {HOST: 2}
-    # a wait is remembered for a few seconds only: a node that stopped asking holds nobody up
-    assert _claim(store, C, "n3", 1002 + 60 + 5, wanted=2, cap=2).connections == 2
-
-
 def test_the_adaptive_limit_is_shared(store):
     assert store.adapt_host_limit(HOST, 4, throttled=True, ok=False, now=1) == 2.0
     assert _claim(store, A, "n1", 1000, wanted=4, cap=4).connections == 2

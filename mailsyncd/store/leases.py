@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 
 from ..errors import LeaseLost
 
-WANT_SECONDS = 3.0   # how long a node refused a host's connection goes first for that host's next free one
-
 logger = logging.getLogger("mailsyncd.leases")
 
 
@@ -48,7 +46,6 @@ class Refused:
     account: str
     why: str
     retry_at: float
-    host_busy: bool = False      # refused for the source host, not the account: no other account of it now
 
 
 class LeasesMixin:
@@ -96,24 +93,7 @@ class LeasesMixin:
                              (host, now)).fetchone()[0]
             grant = min(wanted, min(int(limit), cap) - used)
             if grant < 1:
-                # remembered for a moment, so that the freed connections go to this node first (below)
-                c.execute("INSERT INTO host_slots (host, owner, node, connections, expires) VALUES (?,?,?,0,?)"
-                          " ON CONFLICT (host, owner) DO UPDATE SET expires=excluded.expires",
-                          (host, f"want {node}", node, now + WANT_SECONDS))
-                return Refused(account, f"source host {host} has no free connection ({used} in use)", now + 1,
-                               host_busy=True)
-            # fairness: a node refused a connection of this host lately that holds no more of them goes first
-            # (between two waiting nodes: fewer held, then the name); else the node whose pass just ended
-            # re-claims the connections before any other node ticks, and keeps the host to itself
-            held = dict(c.execute("SELECT node, sum(connections) FROM host_slots WHERE host=? AND expires > ?"
-                                  " GROUP BY node", (host, now)).fetchall())
-            waiting = [w for (w,) in c.execute("SELECT node FROM host_slots WHERE host=? AND owner LIKE 'want %'"
-                                               " AND expires > ? ORDER BY node", (host, now)).fetchall()]
-            mine = (held.get(node, 0), node)
-            for w in waiting:
-                if w != node and ((held.get(w, 0), w) < mine if node in waiting else held.get(w, 0) <= mine[0]):
-                    return Refused(account, f"leaving source host {host} to node {w}", now + 1, host_busy=True)
-            c.execute("DELETE FROM host_slots WHERE host=? AND owner=?", (host, f"want {node}"))
+                return Refused(account, f"source host {host} has no free connection ({used} in use)", now + 1)
             token += 1
             c.execute("UPDATE leases SET node=?, token=?, expires=?, claimed=? WHERE account=?",
                       (node, token, expires, now, account))
