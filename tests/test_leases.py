@@ -279,3 +279,25 @@ def test_a_login_check_on_one_node_waits_for_the_connections_another_nodes_passe
     assert late.stop.is_set()
     for s in (a, b):
         s.store.close()
+
+
+def test_a_watch_connection_on_one_node_counts_in_the_other_nodes_budget(tmp_path):
+    """Watches (IDLE, polls) hold source connections too: three nodes polling went over the shared budget
+    while they were counted by their own node only (test_cluster saw 7 connections under a budget of 4)."""
+    from fakes import FakeReactor
+
+    from mailsyncd.scheduler import host_key
+
+    reactor = FakeReactor()
+    reactor.advance(10_000)
+    a, cfg = _sched(tmp_path, "na", reactor)
+    b, _ = _sched(tmp_path, "nb", reactor)
+    ep = cfg.domains["example.com"].source
+    host = host_key(ep)
+    assert a.take_watch_connection(ep, reserve=0) and a.take_watch_connection(ep, reserve=0)
+    assert a.store.host_use_by_others("nb", reactor.seconds()) == {host: 2}
+    assert b.store.claim_lease(A, "nb", reactor.seconds(), 60, host=host, wanted=4, cap=4).connections == 2
+    a.release_watch_connection(ep)
+    assert a.store.host_use_by_others("nb", reactor.seconds()) == {host: 1}     # na's other watch
+    for s in (a, b):
+        s.store.close()
