@@ -5,8 +5,9 @@ For each node count: a fresh Dovecot pair and database (throwaway, 127.0.0.1, te
 of M messages written into the source's maildirs, N real ``mailsyncd`` processes (tests/cluster.py:
 the test harness, HAProxy in front, a counting relay before the source), ``mailsyncctl import``, then
 the wall time until every account is synced.  Also: CPU seconds of the node processes, the share of
-all cores busy (the machine's, other jobs included), the busiest source connections at once, PostgreSQL transactions per copied batch (pg_stat_database's commits and
-rollbacks: every autocommit statement is one, so this counts round trips that end a transaction),
+all cores busy (the machine's, other jobs included), the busiest source connections at once,
+PostgreSQL transactions per copied batch (pg_stat_database's commits and rollbacks: every autocommit
+statement is one, so this counts round trips that end a transaction), the UID map's bytes per row,
 and the machine's load average (the cores are shared).
 
   .venv/bin/python bench/cluster.py                          # 1,2,3 nodes; 30 accounts x 200 messages
@@ -92,10 +93,12 @@ def run(nodes: int, accounts: int, messages: int, budget: int, batch: int, workd
         return {"nodes": nodes, "accounts": accounts, "messages": messages, "wall_s": round(wall, 2),
                 "accounts_per_hour": round(accounts / wall * 3600), "messages_per_s": round(copied / wall),
                 "node_cpu_s": round(cpu, 2), "node_cpu_share": round(cpu / wall, 2),
-                "machine_busy": round(busy, 2), "load_before": round(load0, 2), "load_after": round(os.getloadavg()[0], 2),
+                "machine_busy": round(busy, 2), "load_before": round(load0, 2),
+                "load_after": round(os.getloadavg()[0], 2),
                 "source_peak": c.relay.peak, "budget": budget, "passes_per_node": per_node,
                 "pg_transactions": x, "uid_map_bytes_per_message": round(size / max(rows, 1)),
-                "db_mb": round(db_size / 1e6, 1), "batches": batches, "pg_transactions_per_batch": round(x / batches, 1)}
+                "db_mb": round(db_size / 1e6, 1), "batches": batches,
+                "pg_transactions_per_batch": round(x / batches, 1)}
     finally:
         if c is not None:
             c.stop()
@@ -124,7 +127,8 @@ def main() -> int:
     print("|---:|---:|---:|---:|---:|---:|---|---|---|---:|")
     for r in out:
         print(f"| {r['nodes']} | {r['wall_s']} | {r['accounts_per_hour']} | {r['messages_per_s']} | "
-              f"{r['node_cpu_s']} ({r['node_cpu_share']}) | {r['machine_busy']:.0%} | {r['load_before']}/{r['load_after']} | "
+              f"{r['node_cpu_s']} ({r['node_cpu_share']}) | {r['machine_busy']:.0%} | "
+              f"{r['load_before']}/{r['load_after']} | "
               f"{r['source_peak']}/{r['budget']} | {r['passes_per_node']} | {r['pg_transactions_per_batch']} |")
     if a.json:
         with open(a.json, "w") as f:

@@ -16,7 +16,6 @@ from cluster import Cluster, lease_expiries, overlapping, seed_maildir
 from matrix import verify
 from test_frontdoor_gate import login
 from test_proxyproto import wait_text
-from test_selfservice import source_mismatches
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.postgres, pytest.mark.timeout(300)]
 
