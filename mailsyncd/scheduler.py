@@ -454,8 +454,15 @@ class Scheduler:
         if self._check_waiters.get(host) or self._host_free(host, endpoint) < 1 + reserve:
             return False
         self.watch_conns[host] = self.watch_conns.get(host, 0) + 1
-        self._publish(host)
         return True
+
+    def confirm_watch_connection(self, endpoint) -> bool:
+        """In the state thread, after take_watch_connection and before connecting: the connection taken on
+        this node's view of the others (read up to a second before) is counted in the shared budget if it
+        still has room; False: give it back (release_watch_connection) and try later."""
+        host = host_key(endpoint)
+        return self.leases.take_checks(host, self.checks.get(host, 0) + self.watch_conns.get(host, 0),
+                                       endpoint.max_connections)
 
     def watch_should_yield(self, endpoint) -> bool:
         """A login check waits for ``endpoint``'s host, or its limit fell (throttling, a reload) below what is
