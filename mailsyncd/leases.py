@@ -113,8 +113,12 @@ class NodeLeases:
                 logger.error("event=store_error what='read host use' error=%r", result.getErrorMessage())
         d.addBoth(done)
 
+    def take_checks(self, host: str, n: int, cap: int) -> bool:
+        """In the state thread: publish_checks, if the host's shared budget has room (store.take_checks)."""
+        return self.store.take_checks(host, self.name, n, cap, self.reactor.seconds(), self.settings.lease_seconds)
+
     def publish_checks(self, host: str, n: int) -> None:
-        """This node's login checks on ``host`` in the shared budget (passes of other nodes count them)."""
+        """This node's login checks and watches on ``host`` in the shared budget (other nodes count them)."""
         if self.state_pool is None:
             return
         threads.deferToThreadPool(self.reactor, self.state_pool, self.store.set_login_checks, host, self.name, n,

@@ -415,7 +415,7 @@ class Scheduler:
         waiters = self._check_waiters.setdefault(host, [])
         if not waiters and self._host_free(host, endpoint) >= 1:
             self.checks[host] = self.checks.get(host, 0) + 1
-            self.leases.publish_checks(host, self.checks[host])
+            self._publish(host)
             return defer.succeed(True)
         self.counts["login_checks_waited"] += 1
         d: defer.Deferred = defer.Deferred()
@@ -443,7 +443,7 @@ class Scheduler:
         else:
             self.checks.pop(host, None)
         self._wake(host)
-        self.leases.publish_checks(host, self.checks.get(host, 0))
+        self._publish(host)
         if not self.stopping:
             self.reactor.callLater(0, self.tick)
 
@@ -455,6 +455,14 @@ class Scheduler:
             return False
         self.watch_conns[host] = self.watch_conns.get(host, 0) + 1
         return True
+
+    def confirm_watch_connection(self, endpoint) -> bool:
+        """In the state thread, after take_watch_connection and before connecting: the connection taken on
+        this node's view of the others (read up to a second before) is counted in the shared budget if it
+        still has room; False: give it back (release_watch_connection) and try later."""
+        host = host_key(endpoint)
+        return self.leases.take_checks(host, self.checks.get(host, 0) + self.watch_conns.get(host, 0),
+                                       endpoint.max_connections)
 
     def watch_should_yield(self, endpoint) -> bool:
         """A login check waits for ``endpoint``'s host, or its limit fell (throttling, a reload) below what is
@@ -469,14 +477,20 @@ class Scheduler:
             self.watch_conns[host] = n
         else:
             self.watch_conns.pop(host, None)
+        self._publish(host)
         self._wake(host)
+
+    def _publish(self, host: str) -> None:
+        """This node's login checks and watches on ``host`` into the shared budget: the other nodes' passes,
+        checks and watches count them (a watch's connection left out let three nodes' polls go over it)."""
+        self.leases.publish_checks(host, self.checks.get(host, 0) + self.watch_conns.get(host, 0))
 
     def _wake(self, host: str) -> None:
         waiters = self._check_waiters.get(host)
         while waiters and self._host_free(host, waiters[0][0]) >= 1:
             _endpoint, d = waiters.pop(0)
             self.checks[host] = self.checks.get(host, 0) + 1
-            self.leases.publish_checks(host, self.checks[host])
+            self._publish(host)
             d.callback(True)
 
     # -- the loop ----------------------------------------------------------------------------

@@ -279,3 +279,31 @@ def test_a_login_check_on_one_node_waits_for_the_connections_another_nodes_passe
     assert late.stop.is_set()
     for s in (a, b):
         s.store.close()
+
+
+def test_a_watch_connection_is_counted_in_the_shared_budget_before_it_is_opened(tmp_path):
+    """Watches (IDLE, polls) hold source connections too.  One taken on a node's view of the others (read up
+    to a second before) is confirmed in the store before it connects: a pass another node claimed meanwhile
+    wins, and the watch gives it back (bench/cluster.py saw 7 connections under a budget of 6)."""
+    from fakes import FakeReactor
+
+    from mailsyncd.scheduler import host_key
+
+    reactor = FakeReactor()
+    reactor.advance(10_000)
+    a, cfg = _sched(tmp_path, "na", reactor)
+    b, _ = _sched(tmp_path, "nb", reactor)
+    ep = cfg.domains["example.com"].source
+    host = host_key(ep)
+    assert a.take_watch_connection(ep, reserve=0) and a.confirm_watch_connection(ep)
+    # nb's pass takes all that was left; na's view of the others is not read again: it says 3 free
+    assert b.store.claim_lease(A, "nb", reactor.seconds(), 60, host=host, wanted=4, cap=4).connections == 3
+    assert a.take_watch_connection(ep, reserve=0)
+    assert not a.confirm_watch_connection(ep)                  # na's second watch: no room after all
+    a.release_watch_connection(ep)
+    assert a.store.host_use(reactor.seconds()) == {host: 4}    # nb's pass 3 + na's first watch
+    assert a.store.host_use_by_others("nb", reactor.seconds()) == {host: 1}
+    a.release_watch_connection(ep)
+    assert a.store.host_use_by_others("nb", reactor.seconds()) == {}
+    for s in (a, b):
+        s.store.close()

@@ -179,6 +179,25 @@ class LeasesMixin:
                           " ON CONFLICT (host, owner) DO UPDATE SET connections=excluded.connections,"
                           " expires=excluded.expires", (host, owner, node, n, now + ttl))
 
+    def take_checks(self, host: str, node: str, n: int, cap: int, now: float, ttl: float) -> bool:
+        """Like set_login_checks, but only if the host's shared budget has room for ``n`` beside what the
+        others use (under the claims' lock on its limit row): a watch's connection is counted before it is
+        opened, not after, so that a pass claimed on another node meanwhile cannot go over the budget."""
+        owner = f"checks {node}"
+        with self._tx() as c:
+            c.execute("INSERT INTO host_limits (host, connections, updated) VALUES (?,?,?)"
+                      " ON CONFLICT (host) DO NOTHING", (host, float(cap), now))
+            limit = c.execute("SELECT connections FROM host_limits WHERE host=?" + self._for_update(),
+                              (host,)).fetchone()[0]
+            used = c.execute("SELECT coalesce(sum(connections), 0) FROM host_slots WHERE host=? AND expires > ?"
+                             " AND owner <> ?", (host, now, owner)).fetchone()[0]
+            if used + n > min(int(limit), cap):
+                return False
+            c.execute("INSERT INTO host_slots (host, owner, node, connections, expires) VALUES (?,?,?,?,?)"
+                      " ON CONFLICT (host, owner) DO UPDATE SET connections=excluded.connections,"
+                      " expires=excluded.expires", (host, owner, node, n, now + ttl))
+            return True
+
     def adapt_host_limit(self, host: str, cap: int, throttled: bool, ok: bool, now: float) -> float:
         """The shared adaptive limit after a pass: halved (at least 1) when the source throttled, a quarter
         connection more after a good pass, never above ``cap``.  Returns the new limit."""

@@ -192,8 +192,11 @@ class Watches:
             proto.stop()        # its ended callback releases the connection
 
     # -- the connections ----------------------------------------------------------------------------
-    def _credentials(self, address: str, endpoint) -> tuple[str, str | None, Mark | None]:
-        """(source login, password, INBOX as the last pass saw it): in the state thread."""
+    def _credentials(self, address: str, endpoint) -> tuple[str, str | None, Mark | None] | None:
+        """(source login, password, INBOX as the last pass saw it): in the state thread.  None: the shared
+        budget has no room for the connection after all (another node's pass took it)."""
+        if not self.scheduler.confirm_watch_connection(endpoint):
+            return None
         row = self.store.account(address) or {}
         inbox = next((f for f in self.store.folders(address).values() if f.source_name.upper() == "INBOX"), None)
         seen = Mark(None, inbox.uidnext, inbox.uidvalidity) if inbox is not None and inbox.uidnext else None
@@ -218,7 +221,9 @@ class Watches:
         d = threads.deferToThreadPool(self.reactor, self.state_pool, self._credentials, st.address, dom.source)
 
         def got(creds):
-            user, password, seen = creds
+            if creds is None:
+                st.retry_at = self.reactor.seconds() + BUDGET_RETRY
+            user, password, seen = creds or (None, None, None)
             if gen != st.generation or password is None or self.stopping:
                 st.busy = False
                 self.scheduler.release_watch_connection(dom.source)
@@ -269,7 +274,9 @@ class Watches:
         d = threads.deferToThreadPool(self.reactor, self.state_pool, self._credentials, st.address, dom.source)
 
         def got(creds):
-            user, password, seen = creds
+            if creds is None:
+                st.poll_at = self.reactor.seconds() + BUDGET_RETRY
+            user, password, seen = creds or (None, None, None)
             if gen != st.generation or password is None or self.stopping:
                 st.busy = False
                 self.scheduler.release_watch_connection(dom.source)
