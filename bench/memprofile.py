@@ -116,6 +116,19 @@ def dovecot_cpu(d: Dovecot) -> float:
     return total / TICK
 
 
+def _child_rss(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            child = f.read().split()[0]
+        with open(f"/proc/{child}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, IndexError):
+        pass
+    return None
+
+
 def busy() -> float:
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
@@ -153,7 +166,13 @@ def one_run(root: str, rig: str, n: int, a) -> dict:
         cmd = ["/usr/bin/time", "-v", *py, "--config", cfg, "sync", USER, "--add", "--password-file", pwf,
                "--progress", "none"]
         d0, b0, t0 = dovecot_cpu(src) + dovecot_cpu(tgt), busy(), time.monotonic()
-        cp = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        timeline = []
+        while proc.poll() is None:      # RSS of the measured process (time's child), every 0.1 s
+            timeline.append((round(time.monotonic() - t0, 1), _child_rss(proc.pid)))
+            time.sleep(0.1)
+        out, err = proc.communicate()
+        cp = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
         wall = time.monotonic() - t0
         d1, b1 = dovecot_cpu(src) + dovecot_cpu(tgt), busy()
         r = {"messages": n, "connections": a.connections, "rc": cp.returncode, "wall_s": round(wall, 2),
@@ -161,6 +180,8 @@ def one_run(root: str, rig: str, n: int, a) -> dict:
         r["cpu_s"] = round(r.pop("user_s", 0) + r.pop("sys_s", 0), 2)
         r["dovecot_s"] = round(d1 - d0, 2)
         r["busy_s"] = round(b1 - b0, 2)
+        if a.timeline:
+            r["timeline"] = [x for x in timeline if x[1]][::max(1, len(timeline) // 40)]
         if a.tracemalloc:
             r["tracemalloc"] = True
             print(cp.stderr[cp.stderr.find("== tracemalloc"):cp.stderr.find("\tCommand being timed")],
@@ -180,6 +201,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=None, help="sync.connections (default: mailsyncd's)")
     ap.add_argument("--tracemalloc", action="store_true", help="print the top allocation sites at peak")
     ap.add_argument("--top", type=int, default=20)
+    ap.add_argument("--timeline", action="store_true", help="also report the RSS every few tenths of a second")
     ap.add_argument("--rig", default=os.environ.get("MAILSYNCD_BENCH_RIG")
                     or os.path.normpath(os.path.join(REPO, "..", "shared", "bench")))
     ap.add_argument("--work", default=None, help="scratch directory (default: a new one under /tmp)")
