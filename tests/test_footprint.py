@@ -64,6 +64,17 @@ def test_the_copy_path_loads_neither_twisted_nor_dnspython():
     assert not {"twisted", "dns", "OpenSSL"} & set(top), top
 
 
+def test_a_password_file_loads_no_vault(tmp_path):
+    """The vault (cryptography, argon2: 6 MB) only where the password comes from it."""
+    pwf = tmp_path / "pw"
+    pwf.write_text("secret\n")
+    code = ("import sys, argparse; from mailsyncd.cli.common import account_password; "
+            f"pw = account_password(None, argparse.Namespace(password_file={str(pwf)!r}, address='a@b')); "
+            "print(pw, 'cryptography' in sys.modules, 'argon2' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["secret", "False", "False"], out
+
+
 def test_detection_names_still_come_from_providers():
     from mailsyncd import providers
     from mailsyncd.providers import steps
