@@ -152,7 +152,28 @@ def time_v(text: str) -> dict:
     return out
 
 
-def one_run(root: str, rig: str, n: int, a) -> dict:
+def measure(cmd: list[str], env: dict, dovecots, timeline: bool) -> dict:
+    """Run ``cmd`` (``/usr/bin/time -v ...``): its wall, peak RSS and CPU, the Dovecots' CPU, the machine's."""
+    d0, b0, t0 = sum(dovecot_cpu(d) for d in dovecots), busy(), time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    points = []
+    while proc.poll() is None:      # RSS of the measured process (time's child), every 0.1 s
+        points.append((round(time.monotonic() - t0, 1), _child_rss(proc.pid)))
+        time.sleep(0.1)
+    _, err = proc.communicate()
+    wall = time.monotonic() - t0
+    d1, b1 = sum(dovecot_cpu(d) for d in dovecots), busy()
+    r = {"rc": proc.returncode, "wall_s": round(wall, 2), **time_v(err)}
+    r["cpu_s"] = round(r.pop("user_s", 0) + r.pop("sys_s", 0), 2)
+    r["dovecot_s"] = round(d1 - d0, 2)
+    r["busy_s"] = round(b1 - b0, 2)
+    if timeline:
+        r["timeline"] = [x for x in points if x[1]][::max(1, len(points) // 40)]
+    r["_stderr"] = err
+    return r
+
+
+def one_run(root: str, rig: str, n: int, a) -> list[dict]:
     work = tempfile.mkdtemp(prefix=f"mp-{n}-", dir=root)
     src = Dovecot(work, "source", {USER: PASSWORD}, pop3=False)
     tgt = Dovecot(work, "target", {USER: "new-pw"}, master=MASTER, pop3=False)
@@ -169,30 +190,34 @@ def one_run(root: str, rig: str, n: int, a) -> dict:
         py = [sys.executable, "-c", _TRACE] if a.tracemalloc else [sys.executable, "-m", "mailsyncd.cli.ctl"]
         cmd = ["/usr/bin/time", "-v", *py, "--config", cfg, "sync", USER, "--add", "--password-file", pwf,
                "--progress", "none"]
-        d0, b0, t0 = dovecot_cpu(src) + dovecot_cpu(tgt), busy(), time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        timeline = []
-        while proc.poll() is None:      # RSS of the measured process (time's child), every 0.1 s
-            timeline.append((round(time.monotonic() - t0, 1), _child_rss(proc.pid)))
-            time.sleep(0.1)
-        out, err = proc.communicate()
-        cp = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-        wall = time.monotonic() - t0
-        d1, b1 = dovecot_cpu(src) + dovecot_cpu(tgt), busy()
-        r = {"messages": n, "connections": a.connections, "rc": cp.returncode, "wall_s": round(wall, 2),
-             **time_v(cp.stderr)}
-        r["cpu_s"] = round(r.pop("user_s", 0) + r.pop("sys_s", 0), 2)
-        r["dovecot_s"] = round(d1 - d0, 2)
-        r["busy_s"] = round(b1 - b0, 2)
-        if a.timeline:
-            r["timeline"] = [x for x in timeline if x[1]][::max(1, len(timeline) // 40)]
+        r = measure(cmd, env, (src, tgt), a.timeline)
+        r = {"tool": "mailsyncd", "messages": n, "connections": a.connections, **r}
         if a.tracemalloc:
             r["tracemalloc"] = True
-            print(cp.stderr[cp.stderr.find("== tracemalloc"):cp.stderr.find("\tCommand being timed")],
+            print(r["_stderr"][r["_stderr"].find("== tracemalloc"):r["_stderr"].find("\tCommand being timed")],
                   file=sys.stderr)
+        cp = subprocess.CompletedProcess(cmd, r["rc"], "", r.pop("_stderr"))
         if cp.returncode:
             r["stderr"] = cp.stderr[-2000:]
-        return r
+        out = [r]
+        if a.doveadm:   # the peer, same source, into a second fresh target
+            tgt2 = Dovecot(work, "target2", {USER: "new-pw"}, master=MASTER, pop3=False)
+            tgt2.start()
+            try:
+                cmd = ["/usr/bin/time", "-v", "doveadm", "-c", tgt2.conf_path,
+                       "-o", "imapc_host=127.0.0.1", "-o", f"imapc_port={src.imap_port}",
+                       "-o", f"imapc_user={USER}", "-o", f"imapc_password={PASSWORD}",
+                       "-o", "imapc_ssl=no", "-o", "imapc_features=rfc822.size fetch-headers",
+                       "-o", "mail_prefetch_count=20", "backup", "-R", "-u", USER, "imapc:"]
+                d = measure(cmd, dict(os.environ), (src, tgt2), False)
+                err = d.pop("_stderr")
+                d = {"tool": "doveadm backup", "messages": n, **d}
+                if d["rc"]:
+                    d["stderr"] = err[-1000:]
+                out.append(d)
+            finally:
+                tgt2.stop()
+        return out
     finally:
         tgt.stop()
         src.stop()
@@ -207,6 +232,8 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=None, help="sync.connections (default: mailsyncd's)")
     ap.add_argument("--tracemalloc", action="store_true", help="print the top allocation sites at peak")
     ap.add_argument("--top", type=int, default=20)
+    ap.add_argument("--doveadm", action="store_true", help="also run doveadm backup (the rig's command) "
+                    "from the same source into a second fresh target, measured the same way")
     ap.add_argument("--timeline", action="store_true", help="also report the RSS every few tenths of a second")
     ap.add_argument("--rig", default=os.environ.get("MAILSYNCD_BENCH_RIG")
                     or os.path.normpath(os.path.join(REPO, "..", "shared", "bench")))
@@ -216,7 +243,8 @@ def main() -> int:
     root = a.work or tempfile.mkdtemp(prefix="memprof-")
     os.makedirs(root, exist_ok=True)
     for n in (int(x) for x in a.sizes.split(",")):
-        print(json.dumps(one_run(root, a.rig, n, a)), flush=True)
+        for r in one_run(root, a.rig, n, a):
+            print(json.dumps(r), flush=True)
     return 0
 
 
