@@ -152,6 +152,15 @@ def time_v(text: str) -> dict:
     return out
 
 
+def on_target(tgt: Dovecot) -> int:
+    """Messages the target holds (master login): each run is checked to have copied everything."""
+    from imapclient import IMAPClient
+    with IMAPClient("127.0.0.1", port=tgt.imap_port, ssl=False, timeout=60) as c:
+        c.login(f"{USER}*{MASTER[0]}", MASTER[1])
+        return sum(c.folder_status(n, ["MESSAGES"])[b"MESSAGES"] for fl, _, n in c.list_folders()
+                   if b"\\Noselect" not in fl)
+
+
 def measure(cmd: list[str], env: dict, dovecots, timeline: bool) -> dict:
     """Run ``cmd`` (``/usr/bin/time -v ...``): its wall, peak RSS and CPU, the Dovecots' CPU, the machine's."""
     d0, b0, t0 = sum(dovecot_cpu(d) for d in dovecots), busy(), time.monotonic()
@@ -191,7 +200,7 @@ def one_run(root: str, rig: str, n: int, a) -> list[dict]:
         cmd = ["/usr/bin/time", "-v", *py, "--config", cfg, "sync", USER, "--add", "--password-file", pwf,
                "--progress", "none"]
         r = measure(cmd, env, (src, tgt), a.timeline)
-        r = {"tool": "mailsyncd", "messages": n, "connections": a.connections, **r}
+        r = {"tool": "mailsyncd", "messages": n, "connections": a.connections, "on_target": on_target(tgt), **r}
         if a.tracemalloc:
             r["tracemalloc"] = True
             print(r["_stderr"][r["_stderr"].find("== tracemalloc"):r["_stderr"].find("\tCommand being timed")],
@@ -211,7 +220,7 @@ def one_run(root: str, rig: str, n: int, a) -> list[dict]:
                        "-o", "mail_prefetch_count=20", "backup", "-R", "-u", USER, "imapc:"]
                 d = measure(cmd, dict(os.environ), (src, tgt2), False)
                 err = d.pop("_stderr")
-                d = {"tool": "doveadm backup", "messages": n, **d}
+                d = {"tool": "doveadm backup", "messages": n, "on_target": on_target(tgt2), **d}
                 if d["rc"]:
                     d["stderr"] = err[-1000:]
                 out.append(d)
