@@ -15,6 +15,7 @@ import pytest
 from imapclient import IMAPClient
 
 from faultproxy import FaultProxy
+from mailsyncd.net.imapguard import GuardedIMAPClient
 from mailsyncd.store import Store
 from seed import Msg, make_message, seed, snapshot
 from mailsyncd.config import load_config
@@ -94,7 +95,7 @@ def test_crash_before_append_copies_the_batch_then(kind, dovecot_pair, tmp_path,
         raise RuntimeError("simulated crash before APPEND")
 
     monkeypatch.setattr(IMAPClient, "append", boom)
-    monkeypatch.setattr(IMAPClient, "multiappend", boom)
+    monkeypatch.setattr(GuardedIMAPClient, "multiappend", boom)    # its own, without imapclient's copies
     with pytest.raises(RuntimeError, match="simulated crash"):
         sync_once(cfg, A, pw)
     assert journal(tmp_path, cfg) == 1 and inbox(pair, "target") == []

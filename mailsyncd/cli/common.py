@@ -88,14 +88,14 @@ def read_password(path: str) -> str:
 
 def account_password(cfg, args) -> str | None:
     """The account's old password from --password-file or the vault; None (said on stderr) if neither."""
-    from ..store import Store
-    from ..vault import Vault, VaultError
     if args.password_file:
         try:
             return read_password(args.password_file)
         except OSError as e:
             print(f"mailsyncctl: cannot read password file: {e.strerror}: {args.password_file}", file=sys.stderr)
             return None
+    from ..store import Store
+    from ..vault import Vault, VaultError    # here: cryptography and argon2 are 6 MB of RSS
     with closing(Store.open(cfg)) as store:
         try:
             password = Vault.open(cfg.state_dir, store).source_password(args.address)

@@ -8,7 +8,7 @@ import resource
 import signal
 import sys
 
-from .. import logs, statedir
+from .. import heap, logs, statedir
 from ..errors import MailsyncError
 from .common import add_config_options, load_checked_config
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     statedir.private_umask()
+    heap.limit_arenas()     # before any thread: each account's pass copies on several
     # From the first moment: a SIGHUP during start-up would otherwise kill the process (the default
     # action); it is remembered and applied once the daemon runs.
     reloads = _Reloads()

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from ..netaddr import loopback_host
-from ..proxyproto.header import TrustedProxies
+from ..proxyproto.trusted import TrustedProxies
 from ._base import _boolean, _Errors, _int_range, _Invalid, _positive, _Section, _str_list
 from .listen import Listen
 

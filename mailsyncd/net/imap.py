@@ -411,6 +411,38 @@ def fetch(client: IMAPClient, uids: str | list[int], items: list[bytes],
         if not uids:
             return {}
         uids = uid_ranges(uids)
+    return _fetched(client, uids, items, modifiers, sizes,
+                    lambda data: parse_fetch_data(data, client.normalise_times, on_dropped))
+
+
+def fetch_sizes(client: IMAPClient, uids: str) -> dict[int, int]:
+    """UID -> RFC822.SIZE (0 where not said), like ``fetch(client, uids, [b"RFC822.SIZE"])`` but without a
+    dict per message: that held 430 bytes a message (43 MB for a folder of 100,000) through a copy."""
+    return _fetched(client, uids, [b"RFC822.SIZE"], None, None, sizes_from_fetch_data)
+
+
+def sizes_from_fetch_data(data: list) -> dict[int, int]:
+    """UID -> RFC822.SIZE from imaplib's untagged FETCH data; each line is let go once read."""
+    out: dict[int, int] = {}
+    for i, piece in enumerate(data):
+        # a line of its own (not the rest of a response with a literal) that says just UID and size
+        m = _SIZE_LINE.fullmatch(piece) if isinstance(piece, bytes) and not (
+            i and isinstance(data[i - 1], tuple)) else None
+        if m:
+            out[int(m[1] or m[4])] = int(m[2] or m[3])
+            data[i] = None
+    rest = [p for p in data if p is not None]
+    if rest:    # anything else: the general parser, as fetch() would
+        for uid, d in parse_fetch_data(rest).items():
+            out[uid] = int(d.get(b"RFC822.SIZE", 0))
+    return out
+
+
+_SIZE_LINE = re.compile(rb"\d+ \((?:UID (\d{1,10}) RFC822\.SIZE (\d{1,19})|RFC822\.SIZE (\d{1,19}) UID (\d{1,10}))\)",
+                        re.I)
+
+
+def _fetched(client: IMAPClient, uids: str, items: list[bytes], modifiers, sizes, parse):
     args = ["UID", "FETCH", uids, "(" + " ".join(i.decode() for i in items) + ")"]
     if modifiers:
         args.append("(" + " ".join(modifiers) + ")")
@@ -422,7 +454,7 @@ def fetch(client: IMAPClient, uids: str | list[int], items: list[bytes],
         if typ != "OK":
             raise imapexc.IMAPClientError(f"fetch failed: {response_text(data)}")
         typ, data = imap._untagged_response(typ, data, "FETCH")
-        return parse_fetch_data(data, client.normalise_times, on_dropped)
+        return parse(data)
     except imaplib.IMAP4.abort:
         raise
     except (imaplib.IMAP4.error, ProtocolError) as e:

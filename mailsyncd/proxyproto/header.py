@@ -18,6 +18,8 @@ from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 
+from .trusted import TrustedProxies  # noqa: F401 - where the listener finds it
+
 V1_PREFIX = b"PROXY "
 V2_PREFIX = V2Parser.PREFIX
 V1_MAX = 107          # the specification's longest v1 line, CRLF included
@@ -27,46 +29,6 @@ HEADER_TIMEOUT = 5.0  # seconds a trusted peer has to send the whole header (HAP
 
 class BadHeader(Exception):
     """Not a PROXY header, or one we refuse; the message is ours, never the peer's bytes."""
-
-
-def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    try:
-        return ipaddress.ip_network(text, strict=True)
-    except ValueError:
-        try:
-            net = ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            raise ValueError(f"{text!r} is not an IP address or network (CIDR, e.g. 10.0.0.0/24)") from None
-        raise ValueError(f"{text!r} has host bits set; did you mean {net}?") from None
-
-
-def _ip(host: str | None):
-    try:
-        ip = ipaddress.ip_address((host or "").split("%", 1)[0])
-    except ValueError:
-        return None
-    if ip.version == 6 and ip.ipv4_mapped is not None:    # a dual-stack [::] listener's IPv4 peers
-        ip = ip.ipv4_mapped
-    return ip
-
-
-class TrustedProxies:
-    """The networks whose peers may tell us, in a PROXY header, who the client is."""
-
-    def __init__(self, networks=()):
-        self.networks = tuple(_network(n) if isinstance(n, str) else n for n in networks)
-
-    @staticmethod
-    def parse(items) -> tuple[str, ...]:
-        """Normalised CIDR strings (a bare address is /32 or /128); ValueError says what is wrong."""
-        return tuple(str(_network(item)) for item in items)
-
-    def trusts(self, host: str | None) -> bool:
-        ip = _ip(host)
-        return ip is not None and any(ip.version == n.version and ip in n for n in self.networks)
-
-    def __bool__(self) -> bool:
-        return bool(self.networks)
 
 
 @dataclass(frozen=True)

@@ -203,44 +203,37 @@ def _lf(b: bytes) -> bytes:
 def prefetched(batches: Iterable, read: Callable, write: Callable, stop: threading.Event, name: str) -> None:
     """``write(read(batch))`` for each batch, reading the next batch on a second thread meanwhile.
 
-    The queue holds one batch, which bounds memory: one batch read ahead, one being written.
-    A failure on either side stops both; the reader's is raised here once the writer is done.
+    The reader reads a batch only when the writer asks for it, which it does as it takes the one
+    before: at most two batches are held at once (one written, one read ahead) whatever the speed
+    of either side.  A failure on either side stops both; the reader's is raised here once the
+    writer is done.
     """
-    q: queue.Queue = queue.Queue(maxsize=1)
-    abort = threading.Event()
+    asks: queue.Queue = queue.Queue()   # True: read the next batch; False: stop
+    got: queue.Queue = queue.Queue()    # never more than one batch, by the asks
     failure: list[BaseException] = []
 
-    def put(item) -> None:
-        while not abort.is_set():   # a blocking put could wait forever for a writer that failed
-            try:
-                q.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
-
     def reader() -> None:
+        it = iter(batches)
         try:
-            for batch in batches:
-                if abort.is_set() or stop.is_set():
+            while asks.get() and not stop.is_set():
+                batch = next(it, None)
+                if batch is None:
                     break
-                put(read(batch))
+                got.put(read(batch))
         except BaseException as e:  # noqa: BLE001 - handed to the writer's thread
             failure.append(e)
         finally:
-            put(None)   # the end
+            got.put(None)   # the end
 
     t = threading.Thread(target=reader, name=name, daemon=True)
     t.start()
+    asks.put(True)
     try:
-        while True:
-            got = q.get()
-            if got is None:
-                break
-            write(got)
-    except BaseException:
-        abort.set()
-        raise
+        while (item := got.get()) is not None:
+            asks.put(True)      # the next one is read while this one is written
+            write(item)
     finally:
+        asks.put(False)
         t.join()
     if failure:
         raise failure[0]

@@ -22,7 +22,7 @@ from imapclient import exceptions as imapexc
 
 from ..errors import FolderFailed, MessageTooLarge
 from ..imap.folders import FolderPlan
-from ..net.imap import Status, fetch, folder_status, lost_is_transient
+from ..net.imap import Status, fetch, fetch_sizes, folder_status, lost_is_transient
 from ..net.imapguard import expect_lines, set_cap
 from ..store import FolderReport, FolderState, MapRow
 from ..text import shown
@@ -143,17 +143,17 @@ class FolderSync:
         """Copy what is left above the mark (``only``: just those of it), in UID order."""
         store = self.ctx.store
         with lost_is_transient(f"source, {self.where}"):
-            sizes = fetch(self.src, f"{st.last_uid + 1}:*", [b"RFC822.SIZE"])
+            sizes = fetch_sizes(self.src, f"{st.last_uid + 1}:*")
         done = store.mapped_uids(self.acct, self.path, st.uidvalidity, above=st.last_uid)
         done |= {uid for p, uid, _, _ in store.skipped(self.acct, self.path) if uid > st.last_uid}
-        todo = sorted((uid, int(d.get(b"RFC822.SIZE", 0))) for uid, d in sizes.items()
-                      if uid > st.last_uid and uid not in done)
+        todo = sorted((uid, size) for uid, size in sizes.items() if uid > st.last_uid and uid not in done)
         too_big = [(uid, size, f"too large: {size} bytes (RFC822.SIZE), the limit is {self.cap}")
                    for uid, size in todo if size > self.cap]
         if too_big:
             self._record_skipped(st, too_big)
             todo = [(uid, size) for uid, size in todo if size <= self.cap]
         self._mark = Mark(st.last_uid, (u for u in sizes if u > st.last_uid), (u for u, _ in todo))
+        del sizes, done     # not held through the copy
         if only is not None:
             todo = [(uid, size) for uid, size in todo if uid in only]
         if not todo:

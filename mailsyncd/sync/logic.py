@@ -20,8 +20,39 @@ def fingerprint(raw: bytes) -> bytes:
     duplicates are legitimate: the fingerprint identifies content, and matching is by
     multiset so two copies stay two copies.
     """
-    norm = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").rstrip()
-    return hashlib.sha256(norm).digest()[:16]
+    if len(raw) <= _FP_CHUNK:
+        return hashlib.sha256(_lf(raw).rstrip()).digest()[:16]
+    # A large message is hashed a piece at a time: the same digest, without two copies of it.
+    # Trailing whitespace is still whitespace once line ends are mapped, so the end is found on raw.
+    end = _rstripped_len(raw)
+    h = hashlib.sha256()
+    view = memoryview(raw)
+    start = 0
+    while start < end:
+        stop = min(start + _FP_CHUNK, end)
+        if stop < end and raw[stop - 1] == 13:  # keep a CR with the LF that may follow it
+            stop -= 1
+        h.update(_lf(view[start:stop].tobytes()))
+        start = stop
+    return h.digest()[:16]
+
+
+_FP_CHUNK = 256 * 1024
+
+
+def _lf(b: bytes) -> bytes:
+    return b.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+
+def _rstripped_len(raw: bytes) -> int:
+    """len(raw.rstrip()) without copying raw: only a tail is looked at (longer while it is all blank)."""
+    tail = 4096
+    while True:
+        t = raw[-tail:]
+        kept = len(t.rstrip())
+        if kept or tail >= len(raw):
+            return len(raw) - len(t) + kept
+        tail *= 16
 
 
 def normalise_flag(flag: str | bytes) -> str | None:
