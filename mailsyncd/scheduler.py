@@ -294,7 +294,9 @@ class Scheduler:
             path = run.focus.resolve(ByTarget(target_name))
             if path is None:
                 return defer.succeed(None)
-            return defer.succeed((path, run.focus.left(path) or None))
+            if not run.focus.only or run.focus.left(path) is not None:
+                return defer.succeed((path, run.focus.left(path) or None))
+            # else a focused pass of other folders: the store says
 
         def answer(rows):
             if not rows:
@@ -302,7 +304,9 @@ class Scheduler:
             for path, left in rows:
                 if left != 0:
                     return path, left
-            if address in self.running or acct.focus or acct.urgent:
+            run = self.running.get(address)
+            others = run is not None and run.focus.only and run.focus.planned   # a focused pass of other folders
+            if acct.focus or acct.urgent or (run is not None and not others):
                 # the store's counts are a finished pass's; a pass of this account is about to look again
                 return rows[0][0], None
             return None

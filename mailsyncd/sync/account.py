@@ -447,12 +447,9 @@ class AccountSync:
         (pair, status, None), or the plan's status and why the open is not answered by this copy."""
         try:
             with imap.lost_is_transient(f"source STATUS of {plan.path!r}"):
-                # STATUS of the folder this connection has selected may be the session's view of it,
-                # from before the new mail (Dovecot): let go of it first (EXAMINEd: nothing is expunged)
-                if pair[0].has_capability("UNSELECT"):
-                    pair[0].unselect_folder()
-                else:
-                    pair[0].noop()
+                # STATUS of the folder this connection has selected is the session's view of it (Dovecot):
+                # NOOP brings that view up to the new mail
+                pair[0].noop()
                 new = imap.folder_status(pair[0], plan.source)
         except (MailsyncError, imapexc.IMAPClientError) as e:
             # the copy goes on from the plan's snapshot; the open waits for it no longer than its deadline
