@@ -7,6 +7,13 @@ pass's threads) after each change; the scheduler reads the answers on the reacto
 worker is busy with a long folder, ``grant`` (reactor) has the pass start one more worker that
 copies only queued folders (the scheduler counts its connection against the host's budget).
 
+A request is answered only by a copy whose source snapshot (the STATUS the job copies up to) was taken
+after the request: mail may have arrived in between.  Requests and snapshots are ordered by one counter
+(``_seq``), under the lock both threads share, so no clock is needed: a request's ticket is the counter
+after it, a snapshot's the counter when it was taken; the snapshot is newer when its number is not smaller.
+A folder the pass copied (or is copying) from an older snapshot is taken again, its STATUS asked anew
+(``fresh``).
+
 A key is a source path (str, what the copy plans by) or ``ByTarget(name)``: the name a client
 SELECTs, which only the pass's plan can turn into a source path when no copy has recorded it yet.
 """
@@ -42,18 +49,27 @@ class FocusQueue:
         self.notify = notify or (lambda: None)
         self._lock = threading.Lock()
         self._wanted: list = list(dict.fromkeys(keys))
+        self._seq = 0                       # requests pushed so far (keys given at creation: 0)
+        self._tickets: dict = {}            # key -> the ticket of its latest request
+        self._snap: int | None = None       # the pass's LIST-STATUS snapshot
+        self._snaps: dict[str, int] = {}    # source path -> snapshot of its latest job taken here
+        self._fresh: set[str] = set()       # paths taken again: their job must ask STATUS anew
         self._targets: dict[str, str] | None = None   # target name -> source path, once planned
         self._paths: set[str] = set()
         self._left: dict[str, int] = {}     # source path -> messages this pass expects to copy
-        self._finished: dict[str, str | None] = {}    # source path -> error (None: copied)
+        self._finished: dict[str, tuple] = {}   # source path -> (error or None: copied, snapshot)
         self._spawn: Callable[[], bool] | None = None  # the pass's: start one more worker for this queue
 
     # -- the reactor's side ----------------------------------------------------------
-    def push(self, key) -> None:
+    def push(self, key) -> int:
+        """Queue ``key``; returns the request's ticket (for ``finished``)."""
         with self._lock:
             if key in self._wanted:
                 self._wanted.remove(key)
             self._wanted.insert(0, key)     # the latest opened folder is the one the user looks at
+            self._seq += 1
+            self._tickets[key] = self._seq
+            return self._seq
 
     def grant(self) -> bool:
         """One more connection for this queue: the pass starts a worker that copies only queued folders.
@@ -76,9 +92,11 @@ class FocusQueue:
         with self._lock:
             return self._left.get(path)
 
-    def finished(self, path: str) -> tuple[bool, str | None]:
+    def finished(self, path: str, ticket: int = 0) -> tuple[bool, str | None]:
+        """Has a copy of ``path`` whose snapshot is not older than the request ``ticket`` finished?"""
         with self._lock:
-            return path in self._finished, self._finished.get(path)
+            error, snap = self._finished.get(path, (None, -1))
+            return snap >= ticket, error
 
     # -- the pass's side -----------------------------------------------------------------
     def _resolve(self, key) -> str | None:
@@ -96,9 +114,16 @@ class FocusQueue:
         with self._lock:
             return any(k == path if isinstance(k, str) else k.matches(target) for k in self._wanted)
 
+    def snapshot(self) -> None:
+        """The pass is about to LIST-STATUS the source: requests made after this need a newer STATUS."""
+        with self._lock:
+            self._snap = self._seq
+
     def plan(self, targets: dict[str, str], left: dict[str, int]) -> None:
         """The pass has planned: ``targets`` maps every planned target name to its source path."""
         with self._lock:
+            if self._snap is None:
+                self._snap = self._seq
             self._targets = dict(targets)
             self._paths = set(targets.values())
             self._left.update(left)
@@ -112,20 +137,46 @@ class FocusQueue:
         with self._lock:
             return bool(self._wanted)
 
-    def take(self, pending: dict):
-        """The next queued folder's job out of ``pending`` (source path -> job), or None."""
+    def take(self, pending: dict, planned: dict | None = None):
+        """The next queued folder's job out of ``pending`` (source path -> job), or None.  A folder
+        already copied from a snapshot older than its request comes again out of ``planned`` (every job
+        of the pass); one being copied from such a snapshot stays queued until that copy ends."""
         with self._lock:
-            while self._wanted:
+            busy = []
+            job = None
+            while self._wanted and job is None:
                 key = self._wanted.pop(0)
                 path = self._resolve(key)
-                if path is not None and path in pending:
-                    return pending.pop(path)
-                # already taken by a worker, done, or no source folder: the scheduler answers its waiters
-        return None
+                if path is None:
+                    continue                # no source folder: the scheduler answers its waiters
+                newer = self._tickets.get(key, 0) > self._snaps.get(path, self._snap or 0)
+                if path in pending:
+                    job = pending.pop(path)
+                elif not newer:
+                    continue                # copied, or being copied, from a snapshot after the request
+                elif path in self._finished and planned is not None and path in planned:
+                    job = planned[path]
+                    del self._finished[path]
+                else:
+                    busy.append(key)        # its copy runs now: take it again once that ends
+                    continue
+                if newer:
+                    self._snaps[path] = self._seq   # the job's STATUS comes after this
+                    self._fresh.add(path)
+            self._wanted[:0] = busy
+        return job
+
+    def fresh(self, path: str) -> bool:
+        """Must the job just taken for ``path`` ask the source's STATUS anew (the plan's is too old)?"""
+        with self._lock:
+            if path in self._fresh:
+                self._fresh.discard(path)
+                return True
+            return False
 
     def done(self, path: str, error: str | None) -> None:
         with self._lock:
-            self._finished[path] = error
+            self._finished[path] = (error, self._snaps.get(path, self._snap or 0))
             if error is None:
                 self._left[path] = 0
         self.notify()

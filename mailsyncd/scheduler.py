@@ -76,6 +76,8 @@ class _Waiter:
     on_left: object = None         # (messages left) -> None, once the pass knows
     told: bool = False
     requeued: bool = False
+    queue: object = None           # the FocusQueue ``ticket`` was given by (a later pass's snapshot is newer)
+    ticket: int = 0
 
 
 @dataclass
@@ -255,7 +257,7 @@ class Scheduler:
                     path.name if isinstance(path, ByTarget) else path, reason)
         run = self.running.get(address)
         if run is not None and run.focus is not None:
-            run.focus.push(path)
+            w.queue, w.ticket = run.focus, run.focus.push(path)
             self._focus_changed(address)
             if w in self._focus_waiters.get(address, ()):
                 self._grant(address, run)
@@ -287,13 +289,14 @@ class Scheduler:
                 return defer.succeed(None)
             acct.looks.append(now)
         if run is not None and run.focus is not None and run.focus.planned:
+            # the pass's counts are as of its snapshot, which is older than this open: mail may have come
+            # since (the watch started this pass for it), so its copy is asked again and the open held
             path = run.focus.resolve(ByTarget(target_name))
             if path is None:
                 return defer.succeed(None)
-            done, error = run.focus.finished(path)
-            left = 0 if done and error is None else run.focus.left(path)
-            if left is not None:           # else a focused pass that did not count it: ask the store
-                return defer.succeed(None if left == 0 else (path, left))
+            if not run.focus.only or run.focus.left(path) is not None:
+                return defer.succeed((path, run.focus.left(path) or None))
+            # else a focused pass of other folders: the store says
 
         def answer(rows):
             if not rows:
@@ -301,6 +304,11 @@ class Scheduler:
             for path, left in rows:
                 if left != 0:
                     return path, left
+            run = self.running.get(address)
+            others = run is not None and run.focus.only and run.focus.planned   # a focused pass of other folders
+            if acct.focus or acct.urgent or (run is not None and not others):
+                # the store's counts are a finished pass's; a pass of this account is about to look again
+                return rows[0][0], None
             return None
         return threads.deferToThreadPool(self.reactor, self.state_pool, self.store.folders_into, address,
                                          target_name).addCallback(answer)
@@ -349,10 +357,10 @@ class Scheduler:
                 self._focus_fire(address, w, FocusResult("absent", detail="no such source folder"))
                 continue
             left = run.focus.left(path)
-            if left is not None and not w.told and w.on_left is not None:
+            if left and not w.told and w.on_left is not None:   # 0 from an older snapshot says nothing
                 w.told = True
                 w.on_left(left)
-            done, error = run.focus.finished(path)
+            done, error = run.focus.finished(path, w.ticket if w.queue is run.focus else 0)
             if done:
                 self._focus_fire(address, w, FocusResult("failed" if error else "done", path, error))
 

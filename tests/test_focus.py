@@ -30,6 +30,11 @@ def world(tmp_path):
         store.close()
 
 
+def _folder_state(path):
+    from mailsyncd.store.records import FolderState
+    return FolderState(path, path, path, 1, 0, 1, 0, None, None)    # copied whole: 0 messages, 0 left
+
+
 def _results(d):
     out = []
     d.addCallback(out.append)
@@ -90,13 +95,83 @@ def test_a_running_pass_takes_the_focused_folder_next_and_no_second_pass_starts(
     assert got[0].state == "done"
 
 
-def test_a_folder_the_running_pass_already_copied_answers_at_once(world):
+def test_a_folder_the_running_pass_copied_before_the_open_is_copied_again_with_a_new_status(world):
+    # the pass's snapshot of the folder (its LIST-STATUS) is older than the open: mail may have come since
     cfg, store, vault, reactor, passes, sched = world()
     q = sched.running[A].focus
     q.plan({"INBOX": "INBOX"}, {"INBOX": 3})
+    pending = {"INBOX": "inbox-job"}
+    planned = dict(pending)
+    pending.pop("INBOX")                                # the planned order took it
     q.done("INBOX", None)
     got = _results(sched.focus(A, "INBOX", reason="open"))
+    assert got == []                                    # not answered from the old snapshot
+    assert q.take(pending, planned) == "inbox-job"      # requeued into the running pass...
+    assert q.fresh("INBOX") and not q.fresh("INBOX")    # ...which asks the source's STATUS anew
+    q.done("INBOX", None)
     assert got[0].state == "done"
+
+
+def test_a_waiter_registered_after_its_folders_job_was_taken_is_not_answered_by_that_job(world):
+    cfg, store, vault, reactor, passes, sched = world()
+    q = sched.running[A].focus
+    q.plan({"INBOX": "INBOX", "Work": "Work"}, {"Work": 287})
+    pending = {"INBOX": "inbox-job", "Work": "work-job"}
+    planned = dict(pending)
+    pending.pop("Work")                                 # a worker copies Work from the plan's STATUS (287)
+    left: list[int] = []
+    got = _results(sched.focus(A, "Work", reason="open", on_left=left.append))
+    q.done("Work", None)                                # that copy ends with 287
+    assert got == [] and left == [287]
+    assert q.take(pending, planned) == "work-job" and q.fresh("Work")
+    q.done("Work", None)                                # the copy from a STATUS taken after the open
+    assert got[0].state == "done" and got[0].path == "Work"
+
+
+def test_a_folder_being_copied_from_an_older_snapshot_stays_queued_until_that_copy_ends():
+    q = FocusQueue()
+    q.plan({"Work": "Work", "INBOX": "INBOX"}, {})
+    planned = {"Work": "work-job", "INBOX": "inbox-job"}
+    pending = {"INBOX": "inbox-job"}                    # a worker took Work by the planned order
+    q.push("Work")
+    assert q.take(pending, planned) is None and q.waiting()
+    q.done("Work", None)
+    assert q.take(pending, planned) == "work-job" and q.fresh("Work")
+    assert not q.finished("Work", 1)[0]
+    q.done("Work", None)
+    assert q.finished("Work", 1) == (True, None) and q.take(pending, planned) is None
+
+
+def test_an_open_the_running_pass_answers_with_the_snapshot_it_took_before_is_answered_done(world):
+    # focus asked before the pass's LIST-STATUS: the plan's snapshot is newer, no second copy
+    cfg, store, vault, reactor, passes, sched = world()
+    q = sched.running[A].focus
+    got = _results(sched.focus(A, "Work", reason="open"))
+    q.snapshot()
+    q.plan({"Work": "Work"}, {"Work": 4})
+    pending = {"Work": "work-job"}
+    assert q.take(pending, {"Work": "work-job"}) == "work-job" and not q.fresh("Work")
+    q.done("Work", None)
+    assert got[0].state == "done"
+
+
+def test_an_open_during_a_watch_pass_not_yet_planned_is_held_not_judged_from_the_store(world):
+    # the store says the folder is complete (its last pass's count); a pass (started by the watch) is
+    # about to look at the source again: the open waits for it rather than go through with what is old
+    cfg, store, vault, reactor, passes, sched = world(scheduler={"pass_interval": 86400})
+    q = sched.running[A].focus
+    q.plan({"INBOX": "INBOX"}, {"INBOX": 0})
+    store.save_folder(A, _folder_state("INBOX"))
+    _end(passes, reactor)
+    assert _results(sched.folder_left(A, "INBOX")) == [None]     # no pass: complete as far as anyone knows
+    sched.sync_now(A)                                   # the watch saw new mail
+    assert _results(sched.folder_left(A, "INBOX")) == [("INBOX", None)]
+    reactor.advance(0)
+    assert A in sched.running and not sched.running[A].focus.planned
+    assert _results(sched.folder_left(A, "INBOX")) == [("INBOX", None)]
+    sched.running[A].focus.plan({"INBOX": "INBOX"}, {"INBOX": 0})
+    sched.running[A].focus.done("INBOX", None)
+    assert _results(sched.folder_left(A, "INBOX")) == [("INBOX", None)]   # copied from a snapshot before it
 
 
 def test_a_focus_the_pass_was_too_late_for_gets_a_focused_pass_right_after(world):

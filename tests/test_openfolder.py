@@ -208,3 +208,48 @@ def test_while_the_first_pass_runs_an_opened_folder_gets_a_worker_of_its_own(tmp
         assert "event=pass_done account=alice@example.com" not in log     # INBOX is still being copied
         d.wait_log("event=pass_done account=alice@example.com ok=True", timeout=180)
         assert snapshot(*pair.source_account(A)) == snapshot(*pair.target_account(A))
+
+
+
+def test_mail_arriving_while_a_pass_copies_the_folder_is_in_it_when_opened_after(tmp_path, dovecot_pair):
+    # sync.watch left at its default.  A pass copies Projects up to its snapshot (LIST-STATUS: 200); 40 more
+    # arrive meanwhile and a client opens Projects then: it must get all 240, not be answered "copy done" by
+    # the copy from the older snapshot.  The source's answers are held mid-copy (a hook in the proxy), so
+    # the arrival and the open fall inside the copy whatever the machine's speed.
+    import threading
+    pair = dovecot_pair
+    with FaultProxy(pair.source.imap_port, "source") as proxy:
+        seed(*pair.source_account(A), {"INBOX": [Msg(make_message(i)) for i in range(3)]})
+        with Daemon(tmp_path, pair, scheduler=DAY, source={"port": proxy.port},
+                    frontdoor={"copy_on_open": 10000, "copy_on_open_deadline": 30}) as d:
+            c = imaplib.IMAP4("127.0.0.1", d.imap_port)
+            c.login(A, old_pw(pair))
+            c.logout()
+            d.wait_log("event=pass_done account=alice@example.com ok=True", timeout=60)
+            seed(*pair.source_account(A), {"Projects": [Msg(make_message(100 + i)) for i in range(200)]})
+            opened: list = []
+
+            def open_it() -> None:
+                c2 = imaplib.IMAP4("127.0.0.1", d.imap_port)
+                c2.login(A, old_pw(pair))
+                opened.append(c2.select("Projects", readonly=True))
+                c2.logout()
+
+            second = threading.Thread(target=open_it, daemon=True)
+
+            def arrive() -> None:        # in the proxy's thread: the copy waits until this returns
+                seed(*pair.source_account(A), {"Projects": [Msg(make_message(1000 + i)) for i in range(40)]})
+                second.start()
+                deadline = time.monotonic() + 20
+                while d.log().count("event=focus account=alice@example.com folder='Projects'") < 2:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.02)
+            proxy.at_literal_byte(proxy.literal_bytes + 20000, arrive)   # about a third of Projects
+            first = imaplib.IMAP4("127.0.0.1", d.imap_port)
+            first.login(A, old_pw(pair))
+            typ, data = first.select("Projects", readonly=True)          # starts the copy of Projects
+            first.logout()
+            assert typ == "OK" and int(data[0]) >= 200, (typ, data)
+            second.join(40)
+            assert opened and opened[0][0] == "OK" and int(opened[0][1][0]) == 240, (opened, d.log()[-3000:])
+            assert snapshot(*pair.source_account(A))["Projects"] == snapshot(*pair.target_account(A))["Projects"]

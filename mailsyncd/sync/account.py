@@ -178,6 +178,8 @@ class AccountSync:
         src, tgt = self._with_retries(self._open_pair, "connect")
         try:
             refused: list[Skipped] = []   # source names with CR/LF/NUL or bad UTF-7: never copied
+            if isinstance(self.focus, FocusQueue):
+                self.focus.snapshot()     # folders opened from now on need a newer STATUS than this one
             with imap.lost_is_transient("listing folders"):
                 src_boxes, src_status = imap.list_mailboxes(src, with_status=True, refused=refused)
                 tgt_boxes, _ = imap.list_mailboxes(tgt, with_status=False)
@@ -251,10 +253,10 @@ class AccountSync:
 
         def focus_take():
             free = {path: job for path, job in pending.items() if path not in slicing}
-            job = self.focus.take(free)
+            job = self.focus.take(free, planned)
             if job is None:
                 return None
-            del pending[job[0].path]
+            pending.pop(job[0].path, None)
             return (*job, None)
 
         def take():
@@ -307,6 +309,9 @@ class AccountSync:
                     if job is None:
                         return
                     plan, status, since = job
+                    stale = None
+                    if not since and self.focus is not None and self.focus.fresh(plan.path):
+                        pair, status, stale = self._status_again(pair, plan, status)
                     carried = None if since else reports.get(plan.path)
                     try:
                         pair, rep = self._folder_with_retries(ctx, pair, plan, status, since=since,
@@ -321,7 +326,7 @@ class AccountSync:
                                     self.progress.set_stage("rest")
                                 lock.notify_all()
                     if self.focus is not None and not since:    # a slice is not the whole folder
-                        self.focus.done(plan.path, rep.error)
+                        self.focus.done(plan.path, rep.error or stale)
             except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
                 if isinstance(e, LeaseLost):
                     self.stop.set()          # the other workers stop too, rather than each find out
@@ -436,6 +441,23 @@ class AccountSync:
                 break
             delay = min(delay * 2, 60.0)
         return pair, self._failed(plan, status, "stopped before this folder finished")
+
+    def _status_again(self, pair, plan: FolderPlan, status: Status):
+        """A folder opened after this pass's LIST-STATUS: copy up to what the source holds now.
+        (pair, status, None), or the plan's status and why the open is not answered by this copy."""
+        try:
+            with imap.lost_is_transient(f"source STATUS of {plan.path!r}"):
+                # STATUS of the folder this connection has selected is the session's view of it (Dovecot):
+                # NOOP brings that view up to the new mail
+                pair[0].noop()
+                new = imap.folder_status(pair[0], plan.source)
+        except (MailsyncError, imapexc.IMAPClientError) as e:
+            # the copy goes on from the plan's snapshot; the open waits for it no longer than its deadline
+            logger.warning("event=status_again_failed account=%s folder=%r reason=%r", self.address, plan.path,
+                           shown(str(e), 200))
+            return pair, status, "the source refused STATUS for this folder"
+        self.progress.add_total(max(0, new.messages - status.messages))
+        return pair, new, None
 
     def _failed(self, plan: FolderPlan, status: Status, reason: str) -> FolderReport:
         r = FolderReport(plan.path, plan.target, status.messages, None, 0, 0, 0, 0, 0.0, reason, time.time())
