@@ -18,7 +18,7 @@ from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 
-from .trusted import TrustedProxies  # noqa: F401 - where the listener finds it  # noqa: F401 - re-exported: callers import it from here
+from .trusted import TrustedProxies  # noqa: F401 - where the listener finds it
 
 V1_PREFIX = b"PROXY "
 V2_PREFIX = V2Parser.PREFIX
