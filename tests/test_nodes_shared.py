@@ -9,6 +9,9 @@ the password checks that reached it.
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 from test_dashboard import HASH, Web as DashWeb
 from test_frontdoor_gate import login
@@ -23,6 +26,7 @@ def two_nodes(tmp_path, pair):
         (tmp_path / name).mkdir()
         d = web_daemon(tmp_path / name, pair, frontdoor={"ip_burst": 4})
         d.doc["admin"] = {"password_hash": HASH}
+        d.doc["node"] = {"name": f"node-{name}"}              # each node its own name, as a cluster needs
         if nodes:
             d.doc["state_dir"] = d.state_dir = nodes[0].state_dir
         d.save()
@@ -97,3 +101,19 @@ def test_admin_password_guesses_alternated_between_nodes_spend_one_budget(tmp_pa
             r = t.login()                                    # then 429 even with the right password
             assert r.status == 429 and "Too many attempts" in r.text, node
         assert DashWeb(b.http_port, source="127.0.0.6").login().status == 303     # others unaffected
+
+
+def test_the_dashboard_shows_the_nodes_and_their_heartbeats(tmp_path, dovecot_pair):
+    a, b = two_nodes(tmp_path, dovecot_pair)
+    with a, b:
+        d = DashWeb(b.http_port)
+        assert d.login().status == 303
+        deadline = time.monotonic() + 30
+        while True:                          # each node registers at start and then every heartbeat
+            page = d.get("/admin").text
+            if 'data-node="node-a"' in page and 'data-node="node-b"' in page or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert "Nodes (2)" in page, page[-3000:]
+        assert 'data-node="node-a"' in page and 'data-node="node-b"' in page
+        assert re.search(r'data-node="node-a"><td>node-a</td><td>[^<]+</td><td>\d+ s ago</td>', page)

@@ -52,7 +52,7 @@ import os
 import time
 from urllib.parse import unquote, urlencode
 
-from .. import cutover, migration_report
+from .. import cutover, migration_report, nodes
 from ..text import field, json_text
 from .access import Access
 from .i18n import w
@@ -272,7 +272,8 @@ class Admin(Shell):
         doc = await self.daemon.status(query=Query(limit=0))          # the totals: no account rows
         failed = await self.daemon.status(query=Query(phase="failed", limit=FAILED_SHOWN), totals=False)
         doc = dict(doc, accounts=failed["accounts"])
-        return Reply(200, dashboard.overview(request, ctx, doc, self.throughput.series()))
+        cluster = await self.blocking(nodes.read_nodes, self.daemon.store, time.time())
+        return Reply(200, dashboard.overview(request, ctx, doc, self.throughput.series(), cluster))
 
     async def _accounts(self, request, ctx: Ctx) -> Reply:
         domains = sorted(self.daemon.current().domains)

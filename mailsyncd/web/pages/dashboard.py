@@ -231,9 +231,30 @@ def reload_banner(lang: str, daemon: dict | None, now: float | None = None) -> s
             f'<dl class="facts">{facts}</dl></section>')
 
 
-def overview(request, ctx: Ctx, doc: dict, series: dict) -> bytes:
-    """GET /admin: a failed reload; per domain, its numbers, phases, throughput and cutover; then the
-    failed accounts."""
+NODE_LEASES_SHOWN = 5
+
+
+def _nodes(lang: str, cluster: list[dict]) -> str:
+    """The nodes sharing the database (nodes.nodes_view): shown once there is more than one."""
+    if len(cluster) < 2:
+        return ""
+    rows = []
+    for n in cluster:
+        shown = ", ".join(n["leases"][:NODE_LEASES_SHOWN])
+        more = len(n["leases"]) - NODE_LEASES_SHOWN
+        syncing = f'{len(n["leases"]):,}' + (f": {shown}" if shown else "") + (f" (+{more:,})" if more > 0 else "")
+        age = w(lang, "seconds_ago", n=f'{n["heartbeat_age"]:.0f}')
+        rows.append(f'<tr data-node="{esc(n["name"])}"><td>{esc(n["name"])}</td><td>{esc(n["host"])}</td>'
+                    f'<td>{esc(age)}</td>'
+                    f'<td>{esc(syncing)}</td></tr>')
+    head = "".join(f"<th>{esc(w(lang, k))}</th>" for k in ("node_name", "node_host", "node_heartbeat", "node_leases"))
+    return (f'<h2>{esc(w(lang, "nodes"))} ({len(cluster)})</h2><table class="nodes"><thead><tr>{head}</tr>'
+            f'</thead><tbody>{"".join(rows)}</tbody></table>')
+
+
+def overview(request, ctx: Ctx, doc: dict, series: dict, cluster: list[dict] = ()) -> bytes:
+    """GET /admin: a failed reload; per domain, its numbers, phases, throughput and cutover; the nodes
+    (several on one database: their heartbeat and whom each syncs); then the failed accounts."""
     lang = ctx.lang
     out = [reload_banner(lang, doc.get("daemon"))]
     if not doc["domains"]:
@@ -272,6 +293,7 @@ def overview(request, ctx: Ctx, doc: dict, series: dict) -> bytes:
             out.append(f'<details class="cutover"><summary>{esc(w(lang, "cutover"))}</summary>{forms}</details>')
         out.append('</section>')
     out.append('</div>')
+    out.append(_nodes(lang, list(cluster)))
     failed = [a for a in doc["accounts"] if a["phase"] == "failed"]     # the first page of them
     failed_total = doc["totals"]["phases"]["failed"]
     if failed:
