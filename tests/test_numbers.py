@@ -39,7 +39,7 @@ plugin {
   quota = maildir:User quota
   quota_max_mail_size = 100k
 }"""
-ALLOWED_LABELS = {"node", "domain", "phase", "state", "result"}
+ALLOWED_LABELS = {"node", "domain", "phase", "state", "result", "mode", "le"}   # bounded sets only: never a user
 pytestmark = [pytest.mark.timeout(300), pytest.mark.dovecot]
 
 
