@@ -211,10 +211,12 @@ class Watches:
     def _take(self, st: _State, dom, reserve: int) -> bool:
         return self.scheduler.take_watch_connection(dom.source, reserve=reserve)
 
-    def _open_idle(self, st: _State, dom) -> None:
-        now = self.reactor.seconds()
-        if not self._take(st, dom, reserve=dom.sync.connections):
-            st.retry_at = now + BUDGET_RETRY
+    def _connect(self, st: _State, dom, reserve: int, retry: str, then) -> None:
+        """Take a source connection from the budget (else retry later: ``st.<retry>``), read the account's
+        credentials in the state thread, then ``then(user, password, gen)``; the connection goes back if the
+        watch changed meanwhile, the password is gone or the daemon stops."""
+        if not self._take(st, dom, reserve=reserve):
+            setattr(st, retry, self.reactor.seconds() + BUDGET_RETRY)
             return
         st.busy = True
         gen = st.generation
@@ -222,23 +224,30 @@ class Watches:
 
         def got(creds):
             if creds is None:
-                st.retry_at = self.reactor.seconds() + BUDGET_RETRY
+                setattr(st, retry, self.reactor.seconds() + BUDGET_RETRY)
             user, password, seen = creds or (None, None, None)
             if gen != st.generation or password is None or self.stopping:
                 st.busy = False
                 self.scheduler.release_watch_connection(dom.source)
                 return
             self._baseline(st, seen)
-            st.established = False
-            st.proto = self.opener(self.reactor, dom.source, user, password, IDLE,
-                                   on_mark=lambda m: self._seen(st, m, gen, baseline=True),
-                                   on_change=lambda m, folder="INBOX": self._seen(st, m, gen, baseline=False,
-                                                                                  folder=folder))
-            st.busy = False
-            st.proto.ended.addCallback(self._idle_ended, st, dom, gen)
+            then(user, password, gen)
 
         d.addCallback(got)
         d.addErrback(self._broken, st, dom)
+
+    def _open_idle(self, st: _State, dom) -> None:
+        self._connect(st, dom, dom.sync.connections, "retry_at", lambda user, password, gen: self._idle_open(
+            st, dom, user, password, gen))
+
+    def _idle_open(self, st: _State, dom, user, password, gen: int) -> None:
+        st.established = False
+        st.proto = self.opener(self.reactor, dom.source, user, password, IDLE,
+                               on_mark=lambda m: self._seen(st, m, gen, baseline=True),
+                               on_change=lambda m, folder="INBOX": self._seen(st, m, gen, baseline=False,
+                                                                              folder=folder))
+        st.busy = False
+        st.proto.ended.addCallback(self._idle_ended, st, dom, gen)
 
     def _broken(self, failure, st: _State, dom) -> None:
         st.busy = False
@@ -265,29 +274,13 @@ class Watches:
                     st.retry_at - now)
 
     def _poll(self, st: _State, dom) -> None:
-        now = self.reactor.seconds()
-        if not self._take(st, dom, reserve=1):
-            st.poll_at = now + BUDGET_RETRY
-            return
-        st.busy = True
-        gen = st.generation
-        d = threads.deferToThreadPool(self.reactor, self.state_pool, self._credentials, st.address, dom.source)
+        self._connect(st, dom, 1, "poll_at", lambda user, password, gen: self._poll_open(
+            st, dom, user, password, gen))
 
-        def got(creds):
-            if creds is None:
-                st.poll_at = self.reactor.seconds() + BUDGET_RETRY
-            user, password, seen = creds or (None, None, None)
-            if gen != st.generation or password is None or self.stopping:
-                st.busy = False
-                self.scheduler.release_watch_connection(dom.source)
-                return
-            self._baseline(st, seen)
-            proto = self.opener(self.reactor, dom.source, user, password, "status",
-                                on_mark=lambda m: self._seen(st, m, gen, baseline=True))
-            proto.ended.addCallback(self._polled, st, dom, gen)
-
-        d.addCallback(got)
-        d.addErrback(self._broken, st, dom)
+    def _poll_open(self, st: _State, dom, user, password, gen: int) -> None:
+        proto = self.opener(self.reactor, dom.source, user, password, "status",
+                            on_mark=lambda m: self._seen(st, m, gen, baseline=True))
+        proto.ended.addCallback(self._polled, st, dom, gen)
 
     def _polled(self, ended: conn.Ended, st: _State, dom, gen: int) -> None:
         self.scheduler.release_watch_connection(dom.source)
