@@ -102,7 +102,7 @@ class LeasesMixin:
                       (host, owner, node, grant, expires))
         if holder is not None and holder != node:
             logger.warning(
-                "event=lease_taken_over account=%s from=%s expired_at=%.0f token=%d", account, holder,
+                "event=lease_taken_over account=%s from=%s expired_at=%.3f token=%d", account, holder,
                 held_until, token)
         return Lease(account, node, token, expires, host, owner, grant)
 
