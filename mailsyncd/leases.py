@@ -32,6 +32,7 @@ class NodeLeases:
         self._loop: task.LoopingCall | None = None
         self._reading = False
         self.others: dict[str, int] = {}     # connections other nodes use per source host, as last read
+        self.on_others = None                # called after each read of others (the scheduler wakes its waiters)
 
     @property
     def settings(self):
@@ -109,6 +110,8 @@ class NodeLeases:
             self._reading = False
             if isinstance(result, dict):
                 self.others = result
+                if self.on_others is not None:
+                    self.on_others()
             else:
                 logger.error("event=store_error what='read host use' error=%r", result.getErrorMessage())
         d.addBoth(done)

@@ -125,6 +125,8 @@ class Scheduler:
         self.checks: dict[str, int] = {}    # host -> login checks holding one of its connections
         self.watch_conns: dict[str, int] = {}   # host -> connections held by watches (mailsyncd.watch)
         self.leases = NodeLeases(reactor, state_pool, store, config_ref)
+        # a login check waiting on the other nodes' use is woken by a fresh read of it, not only by ours
+        self.leases.on_others = lambda: [self._wake(h) for h in list(self._check_waiters)]
         self._check_waiters: dict[str, list[tuple[object, defer.Deferred]]] = {}
         self._focus_waiters: dict[str, list[_Waiter]] = {}
         self.counts = {"passes": 0, "failed_passes": 0, "throttled": 0, "login_checks_waited": 0,
@@ -429,6 +431,7 @@ class Scheduler:
         d: defer.Deferred = defer.Deferred()
         entry = (endpoint, d)
         waiters.append(entry)
+        self.leases.refresh_others()     # the view may be a second old: read it again now
 
         def give_up() -> None:
             if entry in waiters:

@@ -281,6 +281,34 @@ def test_a_login_check_on_one_node_waits_for_the_connections_another_nodes_passe
         s.store.close()
 
 
+def test_a_waiting_login_check_is_granted_as_soon_as_a_fresh_read_shows_the_other_nodes_freed_a_connection(
+        tmp_path):
+    """CI saw a login wait its whole 10 s on a view of the others read while their passes ran, though the
+    passes had ended: only this node's own releases woke the waiting checks."""
+    from fakes import FakeReactor
+
+    from mailsyncd.scheduler import host_key
+
+    reactor = FakeReactor()
+    reactor.advance(10_000)
+    a, cfg = _sched(tmp_path, "na", reactor)
+    b, _ = _sched(tmp_path, "nb", reactor)
+    ep = cfg.domains["example.com"].source
+    host = host_key(ep)
+    lease = a.store.claim_lease(A, "na", reactor.seconds(), 60, host=host, wanted=4, cap=4)
+    b.leases.refresh_others()
+    got = []
+    b.acquire(ep, 10.0).addCallback(got.append)
+    assert got == []
+    a.store.free_slot(lease)
+    reactor.advance(1.0)
+    b.leases.refresh_others()            # what the scheduler's tick does every second
+    assert got == [True] and b.counts["login_checks_refused"] == 0
+    b.release(ep)
+    for s in (a, b):
+        s.store.close()
+
+
 def test_a_watch_connection_is_counted_in_the_shared_budget_before_it_is_opened(tmp_path):
     """Watches (IDLE, polls) hold source connections too.  One taken on a node's view of the others (read up
     to a second before) is confirmed in the store before it connects: a pass another node claimed meanwhile
