@@ -629,8 +629,6 @@ class Scheduler:
             final = run is not None and run.final
             if final:
                 acct.final = False
-            elif acct.final:
-                acct.due = 0.0       # a pass that began before the cutover does not count as the final one
             if res is None:
                 acct.waiting_login = True
                 logger.warning("event=pass_skipped account=%s reason='no stored source password'", address)
@@ -656,6 +654,8 @@ class Scheduler:
                     acct.due = now + wait * random.uniform(0.5, 1.0)
                     logger.warning("event=pass_failed account=%s failures=%d retry_in=%.0fs error=%r",
                                    address, acct.failures, acct.due - now, res.error)
+            if acct.final and res is not None and res.error is None:
+                acct.due = 0.0       # a pass that began before the cutover does not count: the final one now
             c = self.cutovers.get(acct.domain)
             if final and c is not None:
                 c.pending.discard(address)
