@@ -434,6 +434,40 @@ def test_sockets_from_systemd_get_the_proxy_header_too(tmp_path, test_cert):
         d.store.close()
 
 
+def test_a_scan_from_untrusted_peers_logs_one_line_per_address_per_minute(caplog):
+    caplog.set_level(logging.DEBUG, "mailsyncd.proxy")
+    clock = Clock()
+    f, _inner = _listener(clock)
+
+    def lines(what: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith(what)]
+    for _ in range(1000):
+        assert _connect(f, "127.0.0.2") == (None, None)
+    _connect(f, "127.0.0.3")
+    assert lines("event=proxy_untrusted ") == ["event=proxy_untrusted ip=127.0.0.2 listener=imap",
+                                               "event=proxy_untrusted ip=127.0.0.3 listener=imap"]
+    clock.advance(59.9)
+    _connect(f, "127.0.0.2")
+    assert lines("event=proxy_untrusted_more") == []
+    clock.advance(0.1)              # the minute's summary: the 1000 that followed the first; none for .3
+    assert lines("event=proxy_untrusted_more") == [
+        "event=proxy_untrusted_more ip=127.0.0.2 listener=imap refused=1000 seconds=60"]
+    _connect(f, "127.0.0.2")
+    _connect(f, "127.0.0.3")        # .3 was forgotten after its quiet minute: a first refusal again
+    clock.advance(60)
+    assert lines("event=proxy_untrusted_more")[1:] == [
+        "event=proxy_untrusted_more ip=127.0.0.2 listener=imap refused=1 seconds=60"]
+    assert len(lines("event=proxy_untrusted ")) == 3
+    clock.advance(60)               # quiet: both forgotten, no timer left
+    assert f.refusals.pending == {} and clock.getDelayedCalls() == []
+    # memory is bounded: past max_tracked addresses, new ones share one entry
+    f.refusals.max_tracked = 2
+    for i in range(2, 60):
+        _connect(f, f"127.0.1.{i}")
+    assert set(f.refusals.pending) == {"127.0.1.2", "127.0.1.3", "*"} and f.refusals.pending["*"] == 55
+    assert len(caplog.records) < 20
+
+
 def test_a_peer_dropped_from_trusted_proxies_by_a_reload_is_not_believed_for_a_header_still_coming(caplog):
     clock = Clock()
     trusted = ["127.0.0.1/32"]
