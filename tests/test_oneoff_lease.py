@@ -156,7 +156,8 @@ class _Source:
     host, port, max_connections = "127.0.0.1", 143, 4
 
 
-def test_one_off_lease_is_refused_while_held_and_counts_in_the_hosts_budget(make_store):
+def test_one_off_lease_is_refused_while_held_and_counts_in_the_hosts_budget(make_store, caplog):
+    caplog.set_level("INFO", "mailsyncd.leases")
     store = make_store()
     clock = [1000.0]
     daemon = store.claim_lease(A, "n1", clock[0], 60, host="127.0.0.1:143", wanted=3, cap=4)
@@ -186,6 +187,7 @@ def test_one_off_lease_is_refused_while_held_and_counts_in_the_hosts_budget(make
                       sleep=lambda s: clock.__setitem__(0, clock[0] + s)).claim(slot_wait=5)
     assert isinstance(got, Refused) and not got.holder and "no free connection" in got.why
     assert clock[0] == 1005.0
+    assert caplog.text.count("event=lease_waiting") == 1            # said once, not once a second
 
 
 def test_one_off_lease_renewal_keeps_it_and_stops_the_pass_once_lost_or_late(make_store, caplog):

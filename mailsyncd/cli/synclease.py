@@ -53,6 +53,7 @@ class OneOffLease:
         again each second for up to ``slot_wait`` seconds."""
         self._due = self.store.lease_due(self.address)
         deadline = self.clock() + slot_wait
+        waited = False
         while True:
             got = self.store.claim_lease(self.address, self.name, self.clock(), self.node.lease_seconds,
                                          host=self.host, wanted=self.wanted, cap=self.cap, ignore_due=True)
@@ -63,6 +64,10 @@ class OneOffLease:
                 return got
             if got.holder or self.clock() + SLOT_WAIT > deadline:
                 return got
+            if not waited:
+                logger.info("event=lease_waiting account=%s why=%r for_at_most=%.0fs", self.address, got.why,
+                            slot_wait)
+                waited = True
             self.sleep(SLOT_WAIT)
 
     def keep(self, stop: threading.Event) -> None:
