@@ -59,6 +59,14 @@ def _lease_row(cfg_path: str) -> tuple:
         store.close()
 
 
+def _slots(cfg_path: str) -> list[tuple]:
+    store = Store.open(load_config(cfg_path))
+    try:
+        return [tuple(r) for r in store._conn().execute("SELECT node, connections FROM host_slots").fetchall()]
+    finally:
+        store.close()
+
+
 def _passes(cfg_path: str) -> list[tuple]:
     store = Store.open(load_config(cfg_path))
     try:
@@ -124,6 +132,7 @@ def test_one_off_sync_and_the_daemon_take_the_account_by_turns(tmp_path, dovecot
                 assert held.wait(60)
                 node, token, first_expiry, _due = _lease_row(cfg)
                 assert node.startswith("ctl-"), node
+                assert [(n, c >= 1) for n, c in _slots(cfg)] == [(node, True)]   # in the host's shared budget
                 d.start()
                 refused = f"event=lease_refused account={A} why='held by node {node}'"
                 _wait(lambda: d.log().count(refused) >= 2 and time.time() > first_expiry + 1,
