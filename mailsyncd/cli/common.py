@@ -12,7 +12,7 @@ from .. import __version__
 
 DEFAULT_CONFIG = os.environ.get("MAILSYNCD_CONFIG", "/etc/mailsyncd/mailsyncd.yaml")
 # exit codes (documented in --help)
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_RESTART, EXIT_CONFIG_BROKEN = 0, 1, 2, 3, 4, 5
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_RESTART, EXIT_CONFIG_BROKEN, EXIT_BUSY = 0, 1, 2, 3, 4, 5, 6
 EXIT_PIPE = 141     # the shell's code for a process ended by SIGPIPE: `mailsyncctl status | head`
 
 EPILOG = """exit codes:
@@ -22,6 +22,8 @@ EPILOG = """exit codes:
   3    sync finished, but some messages were skipped or some folders failed (see the report)
   4    reload: the new config is in force, but part of it (listen addresses, state_dir) waits for a restart
   5    status: the last reload failed or the config file has errors (the daemon runs its previous config)
+  6    sync: a daemon (this one or another node) is syncing the account, or the source host had no free
+       connection within node.lease_seconds: nothing was done, try again later
   141  the reader of the output went away (e.g. `| head`): the output was cut short
 """
 
