@@ -222,6 +222,28 @@ def test_account_commands_refused_during_a_running_pass(seeded):
         store.close()
 
 
+def test_account_commands_refused_while_another_node_holds_the_accounts_lease(seeded):
+    """A shared database: the pass may run on another machine, whose daemon.json is not here."""
+    import time
+    cfg, blob = seeded
+    store = _store(cfg)
+    try:
+        lease = store.claim_lease(A, "n7", time.time(), 60, host="127.0.0.1:1", wanted=1, cap=4, ignore_due=True)
+    finally:
+        store.close()
+    for cmd in (["account", "remove", A, "--yes"], ["account", "forget-password", A, "--yes"]):
+        r = ctl(*cmd, "-c", cfg, input="pw\n")
+        assert r.returncode == 1 and "node n7 holds its lease" in r.stderr, (cmd, r.stderr)
+    store = _store(cfg)
+    try:
+        assert store.secret_password(A) == blob and store.account(A) is not None
+        store.release_lease(lease, 0.0)
+    finally:
+        store.close()
+    r = ctl("account", "forget-password", A, "--yes", "-c", cfg, input="pw\n")
+    assert r.returncode == 0, r.stderr
+
+
 def test_status_without_a_daemon_says_not_running_and_unknown(seeded):
     cfg, _blob = seeded                 # alice: a password, a failed pass, no source count yet
     r = ctl("status", "-c", cfg)

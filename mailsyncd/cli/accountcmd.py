@@ -62,10 +62,10 @@ def cmd_account(cfg, args) -> int:
             print(f"mailsyncctl: {shown(address)} has not failed (phase {acct['phase']}): nothing to retry",
                   file=sys.stderr)
             return EXIT_ERROR
-        if in_running_pass(cfg, address) or not _confirmed(ACTIONS[args.action][0].format(a=shown(address)),
-                                                            args.yes):
+        question = ACTIONS[args.action][0].format(a=shown(address))
+        if in_running_pass(cfg, address, store) or not _confirmed(question, args.yes):
             return EXIT_ERROR
-        if in_running_pass(cfg, address):    # a pass may have begun while we asked
+        if in_running_pass(cfg, address, store):    # a pass may have begun while we asked
             return EXIT_ERROR
         if args.action == "remove":
             store.remove_account(address)

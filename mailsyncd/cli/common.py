@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from contextlib import closing
 
 from .. import __version__
@@ -110,13 +111,22 @@ def account_password(cfg, args) -> str | None:
     return password
 
 
-def in_running_pass(cfg, address: str) -> bool:
-    """Whether the daemon running on this state_dir has a pass of ``address`` under way (its daemon.json,
-    as `status` reads it); said on stderr when so."""
+def in_running_pass(cfg, address: str, store=None) -> bool:
+    """Whether a pass of ``address`` is under way: in the daemon running on this state_dir (its daemon.json,
+    as `status` reads it) or, with ``store``, on any node or one-off sync holding the account's lease (a
+    shared database); said on stderr when so."""
     from .control import read_status
     doc = read_status(cfg)
-    if doc is None or address not in (doc.get("live") or {}):
+    if doc is not None and address in (doc.get("live") or {}):
+        print(f"mailsyncctl: {address}: the running mailsyncd (pid {doc['pid']}) is syncing it now; "
+              "try again when its pass has ended (mailsyncctl status --user ADDRESS)", file=sys.stderr)
+        return True
+    if store is None:
         return False
-    print(f"mailsyncctl: {address}: the running mailsyncd (pid {doc['pid']}) is syncing it now; "
-          "try again when its pass has ended (mailsyncctl status --user ADDRESS)", file=sys.stderr)
+    now = time.time()
+    held = [row for row in store.leases() if row["account"] == address and row["expires"] > now]
+    if not held:
+        return False
+    print(f"mailsyncctl: {address}: node {held[0]['node']} holds its lease (a pass under way) for "
+          f"{held[0]['expires'] - now:.0f} s more; try again when its pass has ended", file=sys.stderr)
     return True
