@@ -1,17 +1,19 @@
 """BulkTLS (proxy/tlsrelay.py): a large write leaves as ONE socket write, byte-exact for the peer."""
 
 import os
+import select
+import socket
 
 import pytest
 from OpenSSL import SSL
-from twisted.internet import protocol, ssl
+from twisted.internet import protocol, ssl, tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from mailsyncd.proxy import tls
-from mailsyncd.proxy.tlsrelay import BulkTLSFactory
+from mailsyncd.proxy.tlsrelay import BulkTLS, BulkTLSFactory
 from mailsyncd.testing import make_test_cert
 
 
@@ -94,3 +96,106 @@ def test_write_after_peer_closed_does_not_raise(pair):
     s._lostTLSConnection = True
     s.write(b"x" * 100_000)                  # dropped, as Twisted's own class does
     assert s.transport.value() == b""
+
+
+# -- STARTTLS on a real TCP connection (the front door's 143 port) ------------------------------------
+
+class _Wire:
+    """A real loopback TCP connection whose server end is Twisted's tcp.Server, moved by hand:
+    no reactor runs, the test calls doRead/doWrite (MemoryReactor only records the fd set)."""
+
+    def __init__(self, protocol_, clock):
+        self.clock = clock
+        lsn = socket.create_server(("127.0.0.1", 0))
+        self.peer = socket.create_connection(lsn.getsockname())
+        sock, addr = lsn.accept()
+        lsn.close()
+        sock.setblocking(False)
+        self.peer.setblocking(False)
+        port = type("Port", (), {"_realPortNumber": 143})()
+        self.server = tcp.Server(sock, protocol_, addr, port, 1, MemoryReactor())
+        self.server.sends = 0
+        send = self.server.socket.send
+
+        def counted(data):
+            self.server.sends += 1
+            return send(data)
+        self.server.socket = _SendCounter(self.server.socket, counted)
+        protocol_.makeConnection(self.server)
+
+    def flush_server(self) -> bytes:
+        """Everything the server has written so far, as the client socket receives it."""
+        self.clock.advance(0)                      # BufferingTLSTransport's small writes: the next turn
+        out = bytearray()
+        while self.server.dataBuffer[self.server.offset:] or self.server._tempDataBuffer or self._readable():
+            if self.server.dataBuffer[self.server.offset:] or self.server._tempDataBuffer:
+                self.server.doWrite()
+            try:
+                while chunk := self.peer.recv(1 << 20):
+                    out += chunk
+            except BlockingIOError:
+                pass
+        return bytes(out)
+
+    def _readable(self) -> bool:
+        return bool(select.select([self.peer], [], [], 0.05)[0])
+
+    def to_server(self, data: bytes) -> None:
+        self.peer.sendall(data)
+        select.select([self.server.socket], [], [], 1.0)
+        self.server.doRead()
+
+    def close(self) -> None:
+        self.peer.close()
+        self.server.socket.close()
+
+
+class _SendCounter:
+    def __init__(self, sock, send):
+        self._sock, self.send = sock, send
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def test_starttls_runs_through_bulk_tls_and_drops_pipelined_plaintext(tmp_path):
+    from test_frontdoor_policy import Env
+    cert, key = make_test_cert(str(tmp_path))
+    env = Env(tmp_path, plaintext=False, tls_options=tls.server_options(cert, key))
+    proto = env.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+    proto.callLater = env.reactor.callLater
+    wire = _Wire(proto, env.reactor)
+    try:
+        assert b"STARTTLS" in wire.flush_server()
+        wire.to_server(b"a STARTTLS\r\nb LOGIN alice@example.com injected\r\n")
+        assert wire.flush_server() == b"a OK Begin TLS negotiation now.\r\n"
+        assert type(wire.server.protocol) is BulkTLS        # Twisted's own class before: 16 KB per write
+        client = TLSMemoryBIOFactory(ssl.CertificateOptions(verify=False), True,
+                                     protocol.Factory.forProtocol(Collect), env.reactor).buildProtocol(None)
+        client.makeConnection(StringTransport())
+        for _ in range(10):                                   # the handshake
+            if client.transport.value():
+                data = client.transport.value()
+                client.transport.clear()
+                wire.to_server(data)
+            if data := wire.flush_server():
+                client.dataReceived(data)
+        assert client._handshakeDone
+        client.write(b"c CAPABILITY\r\n")
+        env.reactor.advance(0)
+        wire.to_server(client.transport.value())
+        client.transport.clear()
+        client.dataReceived(wire.flush_server())
+        caps = bytes(client.wrappedProtocol.got)
+        assert caps.endswith(b"c OK Pre-login capabilities listed.\r\n") and b"AUTH=PLAIN" in caps
+        assert env.gate.calls == []                           # the plaintext LOGIN never ran
+        # A relayed read from the target: one socket send, byte-exact at the client.
+        client.wrappedProtocol.got.clear()
+        payload = os.urandom(300_000)
+        wire.server.sends = 0
+        proto.transport.write(payload)
+        client.dataReceived(wire.flush_server())
+        assert bytes(client.wrappedProtocol.got) == payload
+        assert wire.server.sends <= 3                         # <= SEND_LIMIT pieces, not one per record
+    finally:
+        wire.close()

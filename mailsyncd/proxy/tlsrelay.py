@@ -5,13 +5,18 @@ socket on its own (a slice, a ``send``, a 32 KB ``bio_read``, a ``transport.writ
 A relayed 64 KB socket read thus pays four times for the BIO and transport layers; here the
 records stay in the memory BIO (which never blocks) until the whole write is encrypted, then
 leave in one read and one ``transport.write``.  The wire sees the same 16 KB records.
+Used by the implicit-TLS listeners (``BulkTLSFactory``) and by STARTTLS (``start_tls``).
 """
 
 from __future__ import annotations
 
 from OpenSSL.SSL import Error, WantReadError
+from twisted.internet import _newtls
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.interfaces import ISSLTransport
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from zope.interface import directlyProvides
 
 RECORD = 2 ** 14
 # Per 16 KB record at most: 5 header + 16 tag + 1 inner type (TLS 1.3) or 8 explicit nonce (TLS 1.2).
@@ -55,3 +60,29 @@ class BulkTLS(BufferingTLSTransport):
 
 class BulkTLSFactory(TLSMemoryBIOFactory):
     protocol = BulkTLS
+
+
+def start_tls(transport, options, clock=None) -> None:
+    """Server-side STARTTLS on ``transport`` with BulkTLS as its TLS layer.
+
+    ``transport.startTLS`` (twisted.internet._newtls.startTLS) builds Twisted's own class, named in
+    its body; this is the same steps with our factory.  A transport that is not Twisted's TCP
+    connection (another reactor's, a test's) gets its own ``startTLS``.  ``clock``: the reactor
+    whose next turn sends the small writes aggregated meanwhile (None: the global reactor).
+    """
+    if not isinstance(transport, _newtls.ConnectionMixin):
+        transport.startTLS(options)
+        return
+    producer, streaming = transport.producer, transport.streamingProducer
+    if producer is not None:
+        transport.unregisterProducer()
+    factory = BulkTLSFactory(options, False, None, clock)
+    tls = factory.protocol(factory, transport.protocol, False)   # False: the protocol is connected already
+    transport.protocol = tls
+    transport.getHandle = tls.getHandle
+    transport.getPeerCertificate = tls.getPeerCertificate
+    directlyProvides(transport, ISSLTransport)
+    transport.TLS = True                        # write/loseConnection/registerProducer now go through tls
+    tls.makeConnection(_newtls._BypassTLS(FileDescriptor, transport))
+    if producer is not None:
+        transport.registerProducer(producer, streaming)
