@@ -70,7 +70,7 @@ class BulkTLS(BufferingTLSTransport):
 
         Twisted's write only queues: the socket is written at the reactor's next turn, after an
         ``epoll_ctl`` to watch it and another to stop, and the queue's joins copy the bytes.  Per
-        relayed read that was 2.7 sends, 2 epoll_ctl, 1.2 brk (bench/README.md).  What the socket
+        relayed read that was 1.7-2.4 sends, 2 epoll_ctl, 0.8-2.3 brk (bench/README.md, session 4).  What the socket
         does not take is queued as before, so order and the write-buffer mark (backpressure) hold.
         """
         fd = self._socket
