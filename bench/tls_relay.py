@@ -13,7 +13,8 @@ runs each after one warm-up:
   proxy       plaintext to the front door                        (what the relay alone costs)
 
 Reported per arm: median MB/s (MB = 10^6 bytes), the machine's busy CPU share during the FETCH,
-and for the proxy arms the daemon's CPU seconds per GB relayed.  Used by bench/run.py
+the reader's own CPU seconds per GB (its TLS decryption on the _tls arms), and for the proxy arms
+the daemon's CPU seconds per GB relayed.  Used by bench/run.py
 (--scenario tls_relay); runnable alone:
 
   .venv/bin/python bench/tls_relay.py [--json out.json] [--profile /tmp/tls.svg]
@@ -78,9 +79,11 @@ def fetch(arm: tuple, cpu_pid: int | None = None) -> dict:
         c.ok(f"EXAMINE {P.BENCH_BOX}")
         c0 = P.proc_cpu_s(cpu_pid) if cpu_pid else 0.0
         b0 = P.machine_busy()
+        r0 = time.process_time()
         t0 = time.perf_counter()
         line, nbytes = c.command("FETCH 1:* BODY.PEEK[]")
         dt = time.perf_counter() - t0
+        r1 = time.process_time()
         b1 = P.machine_busy()
         c1 = P.proc_cpu_s(cpu_pid) if cpu_pid else 0.0
         if line.split(b" ", 2)[1:2] != [b"OK"]:
@@ -89,7 +92,8 @@ def fetch(arm: tuple, cpu_pid: int | None = None) -> dict:
         c.close()
     busy = (b1[0] - b0[0]) / (b1[1] - b0[1]) * (os.cpu_count() or 1) if b1[1] > b0[1] else None
     rec = {"bytes": nbytes, "seconds": round(dt, 4), "mb_s": round(nbytes / dt / 1e6, 1),
-           "machine_busy": round(busy, 2) if busy is not None else None}
+           "machine_busy": round(busy, 2) if busy is not None else None,
+           "reader_cpu_s_per_gb": round((r1 - r0) / (nbytes / 1e9), 3)}
     if cpu_pid:
         rec["daemon_cpu_s_per_gb"] = round((c1 - c0) / (nbytes / 1e9), 3)
     return rec
@@ -110,7 +114,8 @@ def measure(arms: dict, repeats: int, pid: int) -> dict:
     out = {}
     for name, rs in runs.items():
         out[name] = {"median_mb_s": statistics.median(x["mb_s"] for x in rs),
-                     "machine_busy": statistics.median(x["machine_busy"] or 0 for x in rs), "runs": rs}
+                     "machine_busy": statistics.median(x["machine_busy"] or 0 for x in rs),
+                     "reader_cpu_s_per_gb": statistics.median(x["reader_cpu_s_per_gb"] for x in rs), "runs": rs}
         if name.startswith("proxy"):
             out[name]["daemon_cpu_s_per_gb"] = statistics.median(x["daemon_cpu_s_per_gb"] for x in rs)
     base = out["direct"]["median_mb_s"]
@@ -180,11 +185,11 @@ def run(messages: int = 5, message_mb: float = 20.0, repeats: int = 3, profile_p
 
 
 def table(res: dict) -> str:
-    rows = ["| arm | MB/s (median) | ÷ direct plaintext | machine busy (1.0 = 1 CPU) | daemon CPU s/GB |",
-            "|---|---:|---:|---:|---:|"]
+    rows = ["| arm | MB/s (median) | ÷ direct plaintext | machine busy (1.0 = 1 CPU) | daemon CPU s/GB "
+            "| reader CPU s/GB |", "|---|---:|---:|---:|---:|---:|"]
     for name, r in res["arms"].items():
         rows.append(f"| {name} | {r['median_mb_s']:.0f} | {r['ratio_to_direct']:.2f} | {r['machine_busy']:.2f} | "
-                    f"{r.get('daemon_cpu_s_per_gb', '—')} |")
+                    f"{r.get('daemon_cpu_s_per_gb', '—')} | {r['reader_cpu_s_per_gb']} |")
     return "\n".join(rows)
 
 

@@ -179,6 +179,38 @@ def test_starttls_and_implicit_tls(fd_tls, dovecot_pair):
     c.logout()
 
 
+def test_a_large_message_reaches_a_slow_reader_byte_exact_over_993_and_starttls(fd_tls, dovecot_pair):
+    """The relay's encrypted writes go straight into the client's socket, or queue behind what it has
+    not taken yet (tlsrelay.BulkTLS._send): a reader with a small window that starts late still gets
+    every byte in order."""
+    raw = make_message(1, size=6_000_000)
+    seed(*dovecot_pair.target_account(A), {"Big": [Msg(raw)]})
+    ctx = fd_tls.client_tls()
+    for port in (fd_tls.imaps_port, fd_tls.imap_port):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)     # before connect: a small window
+        s.settimeout(20)
+        s.connect(("127.0.0.1", port))
+        if port == fd_tls.imaps_port:
+            r = Raw(port, sock=ctx.wrap_socket(s, server_hostname="localhost"))
+        else:
+            r = Raw(port, sock=s)
+            assert r.cmd(b"s", b"STARTTLS")[-1].startswith(b"s OK") and r.buf == b""
+            r.s = ctx.wrap_socket(s, server_hostname="localhost")
+        assert r.cmd(b"a", b"LOGIN " + A.encode() + b" " + old_pw(dovecot_pair).encode())[-1].startswith(b"a OK")
+        assert r.cmd(b"b", b"EXAMINE Big")[-1].startswith(b"b OK")
+        r.send(b"c FETCH 1 BODY.PEEK[]\r\n")
+        time.sleep(0.5)                      # the relay fills the window and queues the rest meanwhile
+        head = r.line()
+        n = int(re.search(rb"\{(\d+)\}$", head).group(1))
+        while len(r.buf) < n:
+            r.buf += r.s.recv(65536)
+        body, r.buf = r.buf[:n], r.buf[n:]
+        assert r.until(b"c")[-1].startswith(b"c OK")
+        assert len(body) == len(raw) and hashlib.sha256(body).digest() == hashlib.sha256(raw).digest()
+        r.close()
+
+
 def test_target_over_tls_without_cleartext_fallback(make_dovecot, tmp_path, test_cert):
     from conftest import MASTER, SOURCE_USERS, TARGET_USERS, DovecotPair, UserCreds
     src = make_dovecot("source", SOURCE_USERS)

@@ -1,17 +1,19 @@
 """BulkTLS (proxy/tlsrelay.py): a large write leaves as ONE socket write, byte-exact for the peer."""
 
 import os
+import select
+import socket
 
 import pytest
 from OpenSSL import SSL
-from twisted.internet import protocol, ssl
+from twisted.internet import protocol, ssl, tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from mailsyncd.proxy import tls
-from mailsyncd.proxy.tlsrelay import BulkTLSFactory
+from mailsyncd.proxy.tlsrelay import BulkTLS, BulkTLSFactory
 from mailsyncd.testing import make_test_cert
 
 
@@ -94,3 +96,189 @@ def test_write_after_peer_closed_does_not_raise(pair):
     s._lostTLSConnection = True
     s.write(b"x" * 100_000)                  # dropped, as Twisted's own class does
     assert s.transport.value() == b""
+
+
+# -- on a real TCP connection: the socket layer under BulkTLS ----------------------------------------
+
+class _Wire:
+    """A real loopback TCP connection whose server end is Twisted's tcp.Server, moved by hand: no
+    reactor runs, the test calls doRead/doWrite (MemoryReactor only records which fds it watches)."""
+
+    def __init__(self, protocol_, clock, sndbuf: int | None = None):
+        self.clock = clock
+        lsn = socket.create_server(("127.0.0.1", 0))
+        self.peer = socket.create_connection(lsn.getsockname())
+        sock, addr = lsn.accept()
+        lsn.close()
+        if sndbuf:                                  # a client that is slow to read: little room in flight
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+            self.peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, sndbuf)
+        sock.setblocking(False)
+        self.peer.setblocking(False)
+        self.reactor = MemoryReactor()
+        port = type("Port", (), {"_realPortNumber": 143})()
+        self.server = tcp.Server(sock, protocol_, addr, port, 1, self.reactor)
+        self.server.sends = 0
+        self.server.socket = _SendCounter(self.server, self.server.socket)
+        protocol_.makeConnection(self.server)
+
+    def queued(self) -> int:
+        """Bytes the server transport holds that the socket has not taken."""
+        s = self.server
+        return len(s.dataBuffer) - s.offset + s._tempDataLen
+
+    def flush_server(self) -> bytes:
+        """Everything the server has written so far, as the client socket receives it."""
+        self.clock.advance(0)                      # BufferingTLSTransport's small writes: the next turn
+        out = bytearray()
+        while self.queued() or select.select([self.peer], [], [], 0.05)[0]:
+            if self.queued():
+                self.server.doWrite()
+            try:
+                while chunk := self.peer.recv(1 << 20):
+                    out += chunk
+            except BlockingIOError:
+                pass
+        return bytes(out)
+
+    def to_server(self, data: bytes) -> None:
+        self.peer.sendall(data)
+        select.select([self.server.socket], [], [], 1.0)
+        self.server.doRead()
+
+    def close(self) -> None:
+        self.peer.close()
+        self.server.socket.close()
+
+
+class _SendCounter:
+    def __init__(self, server, sock):
+        self._server, self._sock = server, sock
+
+    def send(self, data):
+        self._server.sends += 1
+        return self._sock.send(data)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def _tls_client(clock):
+    client = TLSMemoryBIOFactory(ssl.CertificateOptions(verify=False), True,
+                                 protocol.Factory.forProtocol(Collect), clock).buildProtocol(None)
+    client.makeConnection(StringTransport())
+    return client
+
+
+def _handshake(wire, client) -> None:
+    for _ in range(10):
+        if client.transport.value():
+            data = client.transport.value()
+            client.transport.clear()
+            wire.to_server(data)
+        if data := wire.flush_server():
+            client.dataReceived(data)
+    assert client._handshakeDone
+
+
+def _implicit(tmp_path, **wire):
+    cert, key = make_test_cert(str(tmp_path))
+    clock = Clock()
+    server = BulkTLSFactory(tls.server_options(cert, key), False, protocol.Factory.forProtocol(Collect), clock)
+    w = _Wire(server.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000)), clock, **wire)
+    client = _tls_client(clock)
+    _handshake(w, client)
+    return w, client
+
+
+def test_starttls_runs_through_bulk_tls_and_drops_pipelined_plaintext(tmp_path):
+    from test_frontdoor_policy import Env
+    cert, key = make_test_cert(str(tmp_path))
+    env = Env(tmp_path, plaintext=False, tls_options=tls.server_options(cert, key))
+    proto = env.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+    proto.callLater = env.reactor.callLater
+    wire = _Wire(proto, env.reactor)
+    try:
+        assert b"STARTTLS" in wire.flush_server()
+        wire.to_server(b"a STARTTLS\r\nb LOGIN alice@example.com injected\r\n")
+        assert wire.flush_server() == b"a OK Begin TLS negotiation now.\r\n"
+        assert type(wire.server.protocol) is BulkTLS        # Twisted's own class before: 16 KB per write
+        client = _tls_client(env.reactor)
+        _handshake(wire, client)
+        client.write(b"c CAPABILITY\r\n")
+        env.reactor.advance(0)
+        wire.to_server(client.transport.value())
+        client.transport.clear()
+        client.dataReceived(wire.flush_server())
+        caps = bytes(client.wrappedProtocol.got)
+        assert caps.endswith(b"c OK Pre-login capabilities listed.\r\n") and b"AUTH=PLAIN" in caps
+        assert env.gate.calls == []                           # the plaintext LOGIN never ran
+        # A relayed read from the target: in the socket at once, byte-exact at the client.
+        client.wrappedProtocol.got.clear()
+        payload = os.urandom(200_000)
+        wire.server.sends = 0
+        proto.transport.write(payload)
+        assert wire.server.sends == 1 and wire.queued() == 0
+        assert wire.server not in wire.reactor.getWriters()  # nothing left for the reactor's next turn
+        client.dataReceived(wire.flush_server())
+        assert bytes(client.wrappedProtocol.got) == payload
+    finally:
+        wire.close()
+
+
+def test_implicit_tls_large_write_goes_to_the_socket_at_once(tmp_path):
+    wire, client = _implicit(tmp_path)
+    try:
+        tls_layer = wire.server.protocol
+        payload = os.urandom(200_000)
+        wire.server.sends = 0
+        tls_layer.write(payload)
+        assert wire.server.sends == 1 and wire.queued() == 0     # before: queued, sent at the next turn
+        assert wire.server not in wire.reactor.getWriters()
+        client.dataReceived(wire.flush_server())
+        assert bytes(client.wrappedProtocol.got) == payload
+    finally:
+        wire.close()
+
+
+class _Target:
+    """The relay's other side as a push producer: it counts its pauses."""
+    paused = False
+
+    def pauseProducing(self):
+        self.paused = True
+
+    def resumeProducing(self):
+        self.paused = False
+
+    def stopProducing(self):
+        pass
+
+
+def test_slow_client_pauses_the_target_and_order_is_kept(tmp_path):
+    """The socket takes part of a write and the rest queues; later writes queue behind it, in order,
+    and the queue stays bounded: over the transport's mark the target is paused (backpressure)."""
+    wire, client = _implicit(tmp_path, sndbuf=16384)
+    try:
+        tls_layer, target = wire.server.protocol, _Target()
+        wire.server.bufferSize = MARK = 2 ** 19           # frontdoor.CLIENT_BUFFER
+        tls_layer.registerProducer(target, True)
+        chunks, written = [], 0
+        while not target.paused:                          # the target reads 256 KB at a time while let
+            chunks.append(os.urandom(2 ** 18))
+            tls_layer.write(chunks[-1])
+            written += len(chunks[-1])
+            assert written < 50 * 2 ** 20, "never paused: the daemon would buffer the whole FETCH"
+        assert MARK < wire.queued() <= MARK + 2 ** 18 + 2 ** 16     # the mark plus one read and its records
+        chunks.append(b"* small tail\r\n")
+        tls_layer.write(chunks[-1])
+        wire.clock.advance(0)
+        got = bytearray()
+        while wire.queued() or len(got) < written:
+            wire.server.doWrite()
+            client.dataReceived(wire.flush_server())
+            got = client.wrappedProtocol.got
+        assert not target.paused                          # resumed once the queue drained
+        assert bytes(got) == b"".join(chunks)
+    finally:
+        wire.close()

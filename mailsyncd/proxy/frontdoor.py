@@ -22,7 +22,7 @@ from ..config import UnknownDomain
 from ..connlimits import ConnectionLimits
 from ..status import alert_text
 from ..imap.preauth import Bad, Command, Continue, Fatal, PreauthParser, SaslLine
-from . import backend
+from . import backend, tlsrelay
 from .openfolder import OpenFolderWatch
 
 logger = logging.getLogger("mailsyncd.proxy")
@@ -250,7 +250,7 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
         self.send(tag + b" OK Begin TLS negotiation now.")
         # Anything the client sent after STARTTLS in plaintext must never run as a command.
         self.parser.discard()
-        self.transport.startTLS(options)
+        tlsrelay.start_tls(self.transport, options, self.f.reactor)
         self.tls = True
 
     def do_LOGIN(self, tag: bytes, args: tuple) -> None:

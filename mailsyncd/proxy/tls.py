@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from twisted.internet import ssl
 
 from ..errors import TLSFailure
@@ -20,13 +22,15 @@ def server_options(cert_file: str, key_file: str) -> ssl.CertificateOptions:
     if not blocks:
         raise TLSFailure(f"{cert_file}: no PEM certificate found")
     try:
-        leaf = ssl.PrivateCertificate.loadPEM(blocks[0] + b"\n" + key_pem)
-        chain = [ssl.Certificate.loadPEM(b).original for b in blocks[1:]]
-    except Exception as e:  # pyOpenSSL raises its own error types; say which files, not their content
+        # cryptography objects: pyOpenSSL deprecates its own X509/PKey in contexts
+        leaf, *chain = (x509.load_pem_x509_certificate(b) for b in blocks)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        options = ssl.CertificateOptions(privateKey=key, certificate=leaf, extraCertChain=chain)
+        options.getContext()                 # checks that the key belongs to the certificate
+    except Exception as e:  # cryptography and pyOpenSSL raise their own types; say which files, not their content
         raise TLSFailure(f"{cert_file} / {key_file}: not a usable certificate and key pair "
                          f"({type(e).__name__})") from None
-    return ssl.CertificateOptions(privateKey=leaf.privateKey.original, certificate=leaf.original,
-                                  extraCertChain=chain)
+    return options
 
 
 def client_options(endpoint):
