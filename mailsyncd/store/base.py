@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from . import dialect
-from .schema import _MIGRATIONS, SCHEMA_VERSION
+from .schema import _MIGRATIONS, _TRIGGERS, SCHEMA_VERSION
 
 
 class StoreError(Exception):
@@ -139,7 +139,7 @@ class StoreBase:
                     f"understands ({SCHEMA_VERSION}); upgrade mailsyncd")
             for v in range(version + 1, SCHEMA_VERSION + 1):
                 # executescript() would COMMIT mid-transaction: run the statements one by one
-                for stmt in dialect.statements(_MIGRATIONS[v]):
+                for stmt in dialect.statements(_MIGRATIONS[v]) + dialect.triggers(_TRIGGERS.get(v, ()), False):
                     c.execute(stmt)
             self._set_version(c)
 

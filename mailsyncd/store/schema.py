@@ -1,6 +1,10 @@
-"""The schema: one forward migration a version, applied in one transaction by StoreBase._migrate."""
+"""The schema: one forward migration a version, applied in one transaction by StoreBase._migrate.
 
-SCHEMA_VERSION = 15
+A version is its portable SQL (_MIGRATIONS) and the row triggers it adds (_TRIGGERS: the body as portable
+statements; dialect.triggers writes them as SQLite or PostgreSQL wants them).
+"""
+
+SCHEMA_VERSION = 16
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -293,4 +297,56 @@ _MIGRATIONS: dict[int, str] = {
         updated       REAL NOT NULL
     );
     """,
+    16: """
+    -- per account, the sums of its UID map rows (messages + pop3_messages not refused: count and bytes) and
+    -- of its skipped rows, kept by the triggers of _TRIGGERS[16] in the transaction that writes those rows:
+    -- the status totals read these instead of counting every copied message at each view
+    CREATE TABLE account_totals (
+        account       TEXT PRIMARY KEY,
+        messages      INTEGER NOT NULL DEFAULT 0,
+        bytes         INTEGER NOT NULL DEFAULT 0,
+        skipped       INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO account_totals (account, messages, bytes, skipped)
+        SELECT account, sum(n), sum(size), sum(k) FROM (
+            SELECT account, 1 AS n, size, 0 AS k FROM messages
+            UNION ALL SELECT account, 1, size, 0 FROM pop3_messages WHERE skipped IS NULL
+            UNION ALL SELECT account, 0, 0, 1 FROM skipped) x
+        GROUP BY account;
+    """,
+}
+
+
+def _add(row: str, n: str, size: str, k: str) -> str:
+    """``row``'s (NEW or OLD) contribution added to its account's totals (the row made if missing)."""
+    return (f"INSERT INTO account_totals (account, messages, bytes, skipped) VALUES ({row}.account, {n}, {size}, {k})"
+            " ON CONFLICT (account) DO UPDATE SET messages = account_totals.messages + excluded.messages,"
+            " bytes = account_totals.bytes + excluded.bytes, skipped = account_totals.skipped + excluded.skipped")
+
+
+def _sub(row: str, n: str, size: str, k: str) -> str:
+    """``row``'s contribution taken away (no row: the account's totals went first, as remove_account may do)."""
+    return (f"UPDATE account_totals SET messages = messages - {n}, bytes = bytes - {size}, skipped = skipped - {k}"
+            f" WHERE account = {row}.account")
+
+
+def _counted(table: str, columns: str, n: str, size: str, k: str) -> list[tuple[str, str, str, list[str]]]:
+    """The three triggers of a counted table: (name, event, table, body).  ``n``/``size``/``k`` are
+    expressions of the row ``R`` (NEW or OLD); an update of ``columns`` takes the old row off, adds the new."""
+    def of(row: str, expr: str) -> str:
+        return expr.replace("R.", f"{row}.")
+    return [
+        (f"{table}_totals_ins", "INSERT", table, [_add("NEW", of("NEW", n), of("NEW", size), of("NEW", k))]),
+        (f"{table}_totals_del", "DELETE", table, [_sub("OLD", of("OLD", n), of("OLD", size), of("OLD", k))]),
+        (f"{table}_totals_upd", f"UPDATE OF {columns}", table,
+         [_sub("OLD", of("OLD", n), of("OLD", size), of("OLD", k)),
+          _add("NEW", of("NEW", n), of("NEW", size), of("NEW", k))]),
+    ]
+
+
+_TRIGGERS: dict[int, list[tuple[str, str, str, list[str]]]] = {
+    16: _counted("messages", "account, size", "1", "R.size", "0")
+        + _counted("pop3_messages", "account, size, skipped", "CASE WHEN R.skipped IS NULL THEN 1 ELSE 0 END",
+                   "CASE WHEN R.skipped IS NULL THEN R.size ELSE 0 END", "0")
+        + _counted("skipped", "account", "0", "0", "1"),
 }
