@@ -21,11 +21,16 @@ from syncenv import make_config, on_backend, sync_once
 
 A = "alice@example.com"
 
+COLUMNS = "messages, bytes, skipped, source_messages, source_bytes, sized_folders, folders, reported, reports"
 # what the triggers keep, counted afresh from the rows (the migration's fill query)
-RECOUNT = """SELECT account, sum(n), sum(size), sum(k) FROM (
-    SELECT account, 1 AS n, size, 0 AS k FROM messages
-    UNION ALL SELECT account, 1, size, 0 FROM pop3_messages WHERE skipped IS NULL
-    UNION ALL SELECT account, 0, 0, 1 FROM skipped) x GROUP BY account ORDER BY account"""
+RECOUNT = """SELECT account, sum(n), sum(b), sum(k), sum(sm), sum(sb), sum(sf), sum(nf), sum(rp), sum(nr) FROM (
+    SELECT account, 1 AS n, size AS b, 0 AS k, 0 AS sm, 0 AS sb, 0 AS sf, 0 AS nf, 0 AS rp, 0 AS nr FROM messages
+    UNION ALL SELECT account, 1, size, 0, 0, 0, 0, 0, 0, 0 FROM pop3_messages WHERE skipped IS NULL
+    UNION ALL SELECT account, 0, 0, 1, 0, 0, 0, 0, 0, 0 FROM skipped
+    UNION ALL SELECT account, 0, 0, 0, coalesce(messages, 0), coalesce(size, 0),
+                     CASE WHEN size IS NULL THEN 0 ELSE 1 END, 1, 0, 0 FROM folders
+    UNION ALL SELECT account, 0, 0, 0, 0, 0, 0, 0, coalesce(source_count, 0), 1 FROM reports) x
+    GROUP BY account ORDER BY account"""
 
 
 def _d(i: int) -> dt.datetime:
@@ -37,12 +42,12 @@ def _msgs(numbers, big=()) -> list[Msg]:
 
 
 def totals(cfg: str) -> tuple[list, list]:
-    """(kept, recounted): each [(account, messages, bytes, skipped)] of the accounts that have any."""
+    """(kept, recounted): each [(account, COLUMNS...)] of the accounts that have any row counted."""
     store = Store.open(load_config(cfg))
     try:
         c = store._conn()
-        kept = [tuple(r) for r in c.execute("SELECT account, messages, bytes, skipped FROM account_totals"
-                                            " WHERE messages <> 0 OR bytes <> 0 OR skipped <> 0 ORDER BY account")]
+        kept = [tuple(r) for r in c.execute(f"SELECT account, {COLUMNS} FROM account_totals ORDER BY account")
+                if any(r[1:])]
         return kept, [tuple(int(v) if not isinstance(v, str) else v for v in r) for r in c.execute(RECOUNT)]
     finally:
         store.close()
@@ -51,7 +56,7 @@ def totals(cfg: str) -> tuple[list, list]:
 def assert_exact(cfg: str, messages: int, skipped: int) -> None:
     kept, recount = totals(cfg)
     assert kept == recount
-    assert [(m, k) for _a, m, _b, k in kept] == [(messages, skipped)]
+    assert [(r[1], r[3]) for r in kept] == [(messages, skipped)]
 
 
 @pytest.fixture
@@ -109,6 +114,7 @@ def test_imap_passes_crash_recovery_deletions_and_a_recreated_folder_keep_the_to
     sync_once(cfg, A, pw)
     kept, recount = totals(cfg)
     assert kept == recount and kept[0][3] == 2, kept      # INBOX's refusal and the new Sent's
+    assert kept[0][7] == 2 and kept[0][9] == 2            # two folders, each with its report
 
     store = Store.open(load_config(cfg))
     try:
@@ -158,10 +164,14 @@ def test_migration_16_fills_the_totals_from_the_rows_already_there(tmp_path):
                       " VALUES (?, ?, ?, x'00', 'INBOX', ?, 0)", [(A, 1, 10, None), (A, 2, 99, "refused")])
         c.execute("INSERT INTO skipped (account, path, uidvalidity, uid, reason, at) VALUES (?, 'x', 1, 1, 'r', 0)",
                   (A,))
+        c.executemany("INSERT INTO folders (account, path, source_name, target_name, messages, size)"
+                      " VALUES (?, ?, ?, ?, ?, ?)", [(A, "INBOX", "INBOX", "INBOX", 4, None), (A, "S", "S", "S", 2, 70)])
+        c.execute("INSERT INTO reports (account, path, target_name, source_count, copied, present, skipped, bytes,"
+                  " seconds, finished) VALUES ('b@x', 'INBOX (pop3)', 'INBOX', 9, 0, 0, 0, 0, 0, 0)")
     Store(str(path)).close()
     with sqlite3.connect(path) as c:
-        assert c.execute("SELECT * FROM account_totals ORDER BY account").fetchall() == [
-            (A, 3, 160, 1), ("b@x", 1, 7, 0)]
+        assert c.execute(f"SELECT account, {COLUMNS} FROM account_totals ORDER BY account").fetchall() == [
+            (A, 3, 160, 1, 6, 70, 1, 2, 0, 0), ("b@x", 1, 7, 0, 0, 0, 0, 0, 9, 1)]
         # and kept from now on
         c.execute("DELETE FROM messages WHERE account = ? AND uid = 1", (A,))
         assert c.execute("SELECT messages, bytes FROM account_totals WHERE account = ?", (A,)).fetchone() == (2, 60)
