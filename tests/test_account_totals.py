@@ -9,7 +9,6 @@ a POP3 source, and the account's removal.  After each step the kept totals must 
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 import time
 
 import pytest
@@ -150,28 +149,30 @@ def test_pop3_crash_recovery_and_refusals_keep_the_totals_exact(quota_pair, tmp_
     assert_exact(cfg, 8, 1)
 
 
-def test_migration_16_fills_the_totals_from_the_rows_already_there(tmp_path):
-    from mailsyncd.store import _MIGRATIONS
-    path = tmp_path / "s.sqlite3"
-    with sqlite3.connect(path) as c:
-        c.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        for v in range(1, 16):
-            c.executescript(_MIGRATIONS[v])
-        c.execute("INSERT INTO meta VALUES ('schema_version', '15')")
+def test_migration_16_fills_the_totals_from_the_rows_already_there(make_store, store_backend, monkeypatch):
+    """A store at schema 15 with rows: migrating fills account_totals from them, and keeps them after."""
+    import mailsyncd.store.base as base
+    import mailsyncd.store.pg as pg
+    for mod in (base, pg):
+        monkeypatch.setattr(mod, "SCHEMA_VERSION", 15)
+    store = make_store()
+    with store._tx() as c:
         c.executemany("INSERT INTO messages (account, path, uidvalidity, uid, size, fingerprint, flags)"
-                      " VALUES (?, 'INBOX', 1, ?, ?, x'00', '')", [(A, 1, 100), (A, 2, 50), ("b@x", 1, 7)])
+                      " VALUES (?, 'INBOX', 1, ?, ?, ?, '')", [(A, 1, 100, b"\0"), (A, 2, 50, b"\0"), ("b@x", 1, 7, b"\0")])
         c.executemany("INSERT INTO pop3_messages (account, id, size, fingerprint, target_name, skipped, at)"
-                      " VALUES (?, ?, ?, x'00', 'INBOX', ?, 0)", [(A, 1, 10, None), (A, 2, 99, "refused")])
+                      " VALUES (?, ?, ?, ?, 'INBOX', ?, 0)", [(A, 1, 10, b"\0", None), (A, 2, 99, b"\0", "refused")])
         c.execute("INSERT INTO skipped (account, path, uidvalidity, uid, reason, at) VALUES (?, 'x', 1, 1, 'r', 0)",
                   (A,))
         c.executemany("INSERT INTO folders (account, path, source_name, target_name, messages, size)"
                       " VALUES (?, ?, ?, ?, ?, ?)", [(A, "INBOX", "INBOX", "INBOX", 4, None), (A, "S", "S", "S", 2, 70)])
         c.execute("INSERT INTO reports (account, path, target_name, source_count, copied, present, skipped, bytes,"
                   " seconds, finished) VALUES ('b@x', 'INBOX (pop3)', 'INBOX', 9, 0, 0, 0, 0, 0, 0)")
-    Store(str(path)).close()
-    with sqlite3.connect(path) as c:
-        assert c.execute(f"SELECT account, {COLUMNS} FROM account_totals ORDER BY account").fetchall() == [
-            (A, 3, 160, 1, 6, 70, 1, 2, 0, 0), ("b@x", 1, 7, 0, 0, 0, 0, 0, 9, 1)]
-        # and kept from now on
-        c.execute("DELETE FROM messages WHERE account = ? AND uid = 1", (A,))
-        assert c.execute("SELECT messages, bytes FROM account_totals WHERE account = ?", (A,)).fetchone() == (2, 60)
+    store.close()
+    monkeypatch.undo()
+    store = make_store()          # migrates (SQLite: on open; PostgreSQL: as migrate-db does)
+    c = store._conn()
+    assert [tuple(r) for r in c.execute(f"SELECT account, {COLUMNS} FROM account_totals ORDER BY account")] == [
+        (A, 3, 160, 1, 6, 70, 1, 2, 0, 0), ("b@x", 1, 7, 0, 0, 0, 0, 0, 9, 1)]
+    with store._tx() as t:        # and kept from now on
+        t.execute("DELETE FROM messages WHERE account = ? AND uid = 1", (A,))
+    assert tuple(c.execute("SELECT messages, bytes FROM account_totals WHERE account = ?", (A,)).fetchone()) == (2, 60)
