@@ -9,6 +9,7 @@ a POP3 source, and the account's removal.  After each step the kept totals must 
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import time
 
 import pytest
@@ -176,3 +177,22 @@ def test_migration_16_fills_the_totals_from_the_rows_already_there(make_store, s
     with store._tx() as t:        # and kept from now on
         t.execute("DELETE FROM messages WHERE account = ? AND uid = 1", (A,))
     assert tuple(c.execute("SELECT messages, bytes FROM account_totals WHERE account = ?", (A,)).fetchone()) == (2, 60)
+
+
+def test_opening_a_current_sqlite_store_takes_no_write_lock(tmp_path):
+    """`mailsyncctl status` opens the store while the daemon writes: a current schema needs no write
+    transaction, so the open neither waits behind the daemon's nor fsyncs."""
+    import threading
+    Store.in_state_dir(str(tmp_path)).close()
+    writer = sqlite3.connect(tmp_path / "mailsyncd.sqlite3", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")            # the daemon, mid-commit
+    opened = []
+    t = threading.Thread(target=lambda: opened.append(Store.in_state_dir(str(tmp_path))), daemon=True)
+    t.start()
+    t.join(5)
+    while_locked = len(opened)
+    writer.execute("ROLLBACK")
+    t.join(60)
+    for s in opened:
+        s.close()
+    assert while_locked == 1, "the open waited for the writer's lock"
