@@ -36,7 +36,7 @@ from mailsyncd.store import Store
 spec = importlib.util.spec_from_file_location("bulkaccounts", sys.argv[1])
 bulk = importlib.util.module_from_spec(spec); spec.loader.exec_module(bulk)
 store = Store.in_state_dir(sys.argv[2])
-bulk.fill(store, int(sys.argv[3]), seed=11, sealed=False)
+bulk.fill(store, int(sys.argv[3]), seed=11, sealed=False, messages=int(sys.argv[4]))
 store.close()
 """
 
@@ -120,6 +120,8 @@ def main() -> int:
     ap.add_argument("--repo", default=HERE, help="the mailsyncd checkout to measure (default: this one)")
     ap.add_argument("--accounts", type=int, default=50_000)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--messages", type=int, default=4,
+                    help="UID-map rows at most per synced folder (bulkaccounts.fill; default 4)")
     args = ap.parse_args()
     repo = os.path.abspath(args.repo)
     env = env_for(repo)
@@ -128,7 +130,8 @@ def main() -> int:
         config = write_config(tmp, http_port, imap_port, closed)
         t = time.perf_counter()
         subprocess.run([sys.executable, "-c", FILL, os.path.join(HERE, "mailsyncd", "testing", "bulkaccounts.py"),
-                        os.path.join(tmp, "state"), str(args.accounts)], env=env, cwd=repo, check=True)
+                        os.path.join(tmp, "state"), str(args.accounts), str(args.messages)], env=env, cwd=repo,
+                       check=True)
         fill_s = time.perf_counter() - t
         log = open(os.path.join(tmp, "daemon.log"), "wb")
         daemon = subprocess.Popen([sys.executable, "-m", "mailsyncd.cli.daemon", "--config", config],
@@ -178,7 +181,8 @@ def main() -> int:
                      ("`GET /admin/accounts`", web("/admin/accounts"), served),
                      ("`GET /metrics`", web("/metrics"), served)]
             load = os.getloadavg()[0]
-            print(f"{args.accounts:,} accounts, filled in {fill_s:.1f} s; {repo}; median of {args.runs} runs; "
+            print(f"{args.accounts:,} accounts (--messages {args.messages}), filled in {fill_s:.1f} s; {repo}; "
+                  f"median of {args.runs} runs; "
                   f"load average {load:.1f} on {os.cpu_count()} CPUs\n")
             print("| view | wall ms | CPU ms | bytes |\n| --- | ---: | ---: | ---: |")
             for name, fn, cpu in views:

@@ -362,8 +362,12 @@ class Daemon(service.MultiService):
     def _running_config(self) -> dict:
         """What ``mailsyncctl status`` needs of the running generation's config when the file no longer parses."""
         c = self.config
-        return {"pass_interval": c.scheduler.pass_interval,
-                "cutovers": {name: d.cutover for name, d in sorted(c.domains.items())}}
+        rec = {"pass_interval": c.scheduler.pass_interval,
+               "cutovers": {name: d.cutover for name, d in sorted(c.domains.items())}}
+        if c.database.url is not None:     # the URL carries no password (config refuses one); the file's path
+            rec["database"] = {"url": c.database.url, "password_file": c.database.password_file,
+                               "pool_size": c.database.pool_size}
+        return rec
 
     def _write_status(self) -> None:
         doc = {"pid": os.getpid(), "generation": self.generation, "reloads": self.reloads,

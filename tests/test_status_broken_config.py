@@ -99,3 +99,40 @@ def test_status_of_a_broken_config_without_a_daemon_reads_the_store(tmp_path, do
     assert lines[0] == f"CONFIG FILE HAS ERRORS: {d.config_path}"
     assert "status below from the state store" in r.stdout
     assert "daemon: not running" in r.stdout and "example.com" in r.stdout
+
+
+def test_status_of_a_broken_config_finds_the_postgresql_store_the_daemon_uses(tmp_path, dovecot_pair, pg_database):
+    """database: in PostgreSQL: a broken file must not send status to an (absent) SQLite store."""
+    from mailsyncd.config import load_config
+    from mailsyncd.store import Store
+    d = dash_daemon(tmp_path, dovecot_pair, password=None)
+    url, password_file = pg_database
+    d.doc["database"] = {"url": url, "password_file": password_file}
+    d.save()
+    Store.open(load_config(d.config_path), migrate=True).close()
+    with d:
+        front_door_login(d, dovecot_pair, A)
+        d.wait_log(f"event=pass_done account={A} ok=True", 120)
+        assert not os.path.exists(os.path.join(d.state_dir, "mailsyncd.sqlite3"))
+        good = open(d.config_path).read()
+        with open(d.config_path, "w") as f:       # not YAML at all: only daemon.json knows the database
+            f.write(f"state_dir: '{d.state_dir}'\ndatabase: [unclosed\n")
+        n = d.log().count("event=reload_failed keeping")
+        d.sighup()
+        wait_for(lambda: d.log().count("event=reload_failed keeping") > n, 20, "reload_failed")
+        d.status_after()
+        r = ctl("--config", d.config_path, "status")
+        assert r.returncode == 5, r.stdout + r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0].startswith("RELOAD FAILED: mailsyncd keeps running generation 1"), r.stdout
+        assert lines[1] == f"CONFIG FILE HAS ERRORS: {d.config_path}", r.stdout
+        assert any(ln.startswith(A) and "tailing" in ln for ln in lines), r.stdout
+        assert "no state store" not in r.stderr and "Traceback" not in r.stderr
+    # no daemon (no daemon.json): the file's own database: section, where it still validates
+    assert not os.path.exists(os.path.join(d.state_dir, "daemon.json"))
+    with open(d.config_path, "w") as f:
+        f.write(good + BROKEN)
+    r = ctl("--config", d.config_path, "status", "--json")
+    assert r.returncode == 5, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    assert [a["address"] for a in doc["accounts"]] == [A] and "unknown key" in doc["config_errors"][0]

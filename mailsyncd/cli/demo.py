@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import imaplib
 import os
 import random
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-
-from imapclient import IMAPClient
 
 USER = "alice@example.com"
 OLD_PW, NEW_PW, MASTER = "old-password", "new-password", ("master", "master-secret")
@@ -55,6 +51,7 @@ def _message(i: int, rnd: random.Random) -> tuple[bytes, tuple[str, ...], dt.dat
 
 
 def _fill(port: int, n: int) -> None:
+    from imapclient import IMAPClient    # here: `mailsyncctl` builds its parser from this module at each start
     rnd = random.Random(1)
     c = IMAPClient("127.0.0.1", port, ssl=False)
     c.login(USER, OLD_PW)
@@ -69,6 +66,7 @@ def _fill(port: int, n: int) -> None:
 
 def _digest(port: int, user: str, password: str) -> dict[str, list[str]]:
     """Per folder, the sorted (sha256, flags, date) of every message: EXAMINE and BODY.PEEK only."""
+    from imapclient import IMAPClient
     c = IMAPClient("127.0.0.1", port, ssl=False)
     c.login(user, password)
     out = {}
@@ -123,6 +121,9 @@ def _follow(store, log_path: str, proc, total: int) -> bool:
 
 
 def run_demo(args) -> int:
+    import imaplib
+    import ssl
+
     from ..testing import Dovecot, dovecot_missing_reason, free_port, make_test_cert
     from ..store import Store
 

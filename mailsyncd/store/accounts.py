@@ -6,25 +6,19 @@ import time
 
 KNOWN_NETWORK_DAYS = 30
 
-# Per account, the numbers mailsyncd.status turns into every progress view (see progress_rows).
+# Per account, the numbers mailsyncd.status turns into every progress view (see progress_rows): the sums
+# are the account_totals the schema's triggers keep.
 PROGRESS_SELECT = """SELECT a.address, a.domain, a.phase, a.last_error, a.plan, a.source_address,
-        s.password IS NOT NULL,
-        coalesce((SELECT sum(f.messages) FROM folders f WHERE f.account = a.address), 0),
-        coalesce((SELECT sum(r.source_count) FROM reports r WHERE r.account = a.address), 0),
-        (SELECT sum(f.size) FROM folders f WHERE f.account = a.address),
-        (SELECT count(*) FROM messages m WHERE m.account = a.address)
-          + (SELECT count(*) FROM pop3_messages p WHERE p.account = a.address AND p.skipped IS NULL),
-        coalesce((SELECT sum(m.size) FROM messages m WHERE m.account = a.address), 0)
-          + coalesce((SELECT sum(p.size) FROM pop3_messages p
-                      WHERE p.account = a.address AND p.skipped IS NULL), 0),
-        (SELECT count(*) FROM skipped k WHERE k.account = a.address),
+        s.password IS NOT NULL, coalesce(t.source_messages, 0), coalesce(t.reported, 0),
+        CASE WHEN t.sized_folders > 0 THEN t.source_bytes END,
+        coalesce(t.messages, 0), coalesce(t.bytes, 0), coalesce(t.skipped, 0),
         (SELECT ps.finished FROM passes ps WHERE ps.account = a.address AND ps.finished IS NOT NULL
          ORDER BY ps.id DESC LIMIT 1),
         (SELECT ps.ok FROM passes ps WHERE ps.account = a.address AND ps.finished IS NOT NULL
          ORDER BY ps.id DESC LIMIT 1),
-        EXISTS (SELECT 1 FROM folders f WHERE f.account = a.address)
-          OR EXISTS (SELECT 1 FROM reports r WHERE r.account = a.address)
-        FROM accounts a LEFT JOIN secrets s ON s.address = a.address"""
+        coalesce(t.folders > 0 OR t.reports > 0, false)
+        FROM accounts a LEFT JOIN secrets s ON s.address = a.address
+        LEFT JOIN account_totals t ON t.account = a.address"""
 
 
 def progress_row(r) -> dict:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from . import dialect
-from .schema import _MIGRATIONS, SCHEMA_VERSION
+from .schema import _MIGRATIONS, _TRIGGERS, SCHEMA_VERSION
 
 
 class StoreError(Exception):
@@ -129,6 +129,11 @@ class StoreBase:
         return {t: {r[1] for r in c.execute(f"PRAGMA table_info({t})")} for t in tables}
 
     def _migrate(self) -> None:
+        c = self._conn()
+        if c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is not None:
+            row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is not None and int(row[0]) == SCHEMA_VERSION:
+                return      # current: no write transaction (its fsync, or a wait behind the daemon's writes)
         with self._tx() as c:
             c.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -139,7 +144,7 @@ class StoreBase:
                     f"understands ({SCHEMA_VERSION}); upgrade mailsyncd")
             for v in range(version + 1, SCHEMA_VERSION + 1):
                 # executescript() would COMMIT mid-transaction: run the statements one by one
-                for stmt in dialect.statements(_MIGRATIONS[v]):
+                for stmt in dialect.statements(_MIGRATIONS[v]) + dialect.triggers(_TRIGGERS.get(v, ()), False):
                     c.execute(stmt)
             self._set_version(c)
 

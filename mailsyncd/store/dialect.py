@@ -54,3 +54,18 @@ def ddl(stmt: str) -> str:
     for pattern, repl in _DDL:
         stmt = pattern.sub(repl, stmt)
     return stmt
+
+
+def triggers(specs, postgres: bool) -> list[str]:
+    """Row triggers (name, event, table, body statements; the body reads NEW/OLD) as statements: SQLite's
+    BEGIN ... END body, or PostgreSQL's PL/pgSQL function and the trigger that runs it."""
+    out = []
+    for name, event, table, body in specs:
+        if postgres:
+            out.append(f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                       + " ".join(s + ";" for s in body) + " RETURN NULL; END $$")
+            out.append(f"CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW EXECUTE FUNCTION {name}()")
+        else:
+            out.append(f"CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW BEGIN "
+                       + " ".join(s + ";" for s in body) + " END")
+    return out

@@ -28,7 +28,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from . import Store, dialect
 from .base import DatabaseUnavailable, StoreError
-from .schema import _MIGRATIONS, SCHEMA_VERSION
+from .schema import _MIGRATIONS, _TRIGGERS, SCHEMA_VERSION
 
 # the pool logs each failed reconnect attempt while PostgreSQL is down; callers get DatabaseUnavailable
 # and the daemon logs one event=database_unavailable line instead
@@ -240,6 +240,8 @@ class PgBackend:
             for v in range(version + 1, SCHEMA_VERSION + 1):
                 for stmt in dialect.statements(_MIGRATIONS[v]):
                     c.execute(dialect.ddl(stmt))
+                for stmt in dialect.triggers(_TRIGGERS.get(v, ()), True):
+                    c.execute(stmt)
             self._set_version(c)
         return version, SCHEMA_VERSION
 

@@ -37,37 +37,15 @@ def _phase_sql(phase: str, running) -> tuple[str, list]:
     raise ValueError(f"unknown phase {phase!r}")
 
 
-# Per account, the numbers the totals add up: the same values as PROGRESS_SELECT's, in two forms.  For
-# every account (no filter): one GROUP BY per table, joined to the accounts -- half the time of a correlated
-# subquery per account and column at 50,000 accounts.  For a filter (one domain, a phase, one user...): the
-# correlated subqueries, which cost only the matching accounts' index ranges.
-_COLUMNS = f"""a.domain AS domain, {_STORED} AS stored, CASE WHEN {_HAS_PW} THEN 1 ELSE 0 END AS has_pw,
-        CASE WHEN {{run}} THEN 1 ELSE 0 END AS run"""
-_JOINED = f"""SELECT {_COLUMNS}, coalesce(nullif(coalesce(f.n, 0), 0), r.n, 0) AS src, f.size AS src_bytes,
-        coalesce(m.n, 0) + coalesce(p.n, 0) AS tgt, coalesce(m.size, 0) + coalesce(p.size, 0) AS bytes,
-        coalesce(k.n, 0) AS sk, CASE WHEN f.account IS NOT NULL OR r.account IS NOT NULL THEN 1 ELSE 0 END AS known
-        FROM accounts a LEFT JOIN secrets s ON s.address = a.address
-        LEFT JOIN (SELECT account, sum(messages) AS n, sum(size) AS size FROM folders GROUP BY account) f
-          ON f.account = a.address
-        LEFT JOIN (SELECT account, sum(source_count) AS n FROM reports GROUP BY account) r ON r.account = a.address
-        LEFT JOIN (SELECT account, count(*) AS n, sum(size) AS size FROM messages GROUP BY account) m
-          ON m.account = a.address
-        LEFT JOIN (SELECT account, count(*) AS n, sum(size) AS size FROM pop3_messages WHERE skipped IS NULL
-                   GROUP BY account) p ON p.account = a.address
-        LEFT JOIN (SELECT account, count(*) AS n FROM skipped GROUP BY account) k ON k.account = a.address"""
-_CORRELATED = f"""SELECT {_COLUMNS},
-        coalesce(nullif(coalesce((SELECT sum(f.messages) FROM folders f WHERE f.account = a.address), 0), 0),
-                 (SELECT sum(r.source_count) FROM reports r WHERE r.account = a.address), 0) AS src,
-        (SELECT sum(f.size) FROM folders f WHERE f.account = a.address) AS src_bytes,
-        (SELECT count(*) FROM messages m WHERE m.account = a.address)
-          + (SELECT count(*) FROM pop3_messages p WHERE p.account = a.address AND p.skipped IS NULL) AS tgt,
-        coalesce((SELECT sum(m.size) FROM messages m WHERE m.account = a.address), 0)
-          + coalesce((SELECT sum(p.size) FROM pop3_messages p
-                      WHERE p.account = a.address AND p.skipped IS NULL), 0) AS bytes,
-        (SELECT count(*) FROM skipped k WHERE k.account = a.address) AS sk,
-        CASE WHEN EXISTS (SELECT 1 FROM folders f WHERE f.account = a.address)
-               OR EXISTS (SELECT 1 FROM reports r WHERE r.account = a.address) THEN 1 ELSE 0 END AS known
-        FROM accounts a LEFT JOIN secrets s ON s.address = a.address"""
+# Per account, the numbers the totals add up: the same values as PROGRESS_SELECT's, read from the sums the
+# schema's triggers keep per account (account_totals, schema 16), so that no view counts every copied message
+# or folder: one indexed look-up per account, filtered or not.
+_PER_ACCOUNT = f"""SELECT a.domain AS domain, {_STORED} AS stored, CASE WHEN {_HAS_PW} THEN 1 ELSE 0 END AS has_pw,
+        CASE WHEN {{run}} THEN 1 ELSE 0 END AS run, coalesce(nullif(t.source_messages, 0), t.reported, 0) AS src,
+        CASE WHEN t.sized_folders > 0 THEN t.source_bytes END AS src_bytes, coalesce(t.messages, 0) AS tgt,
+        coalesce(t.bytes, 0) AS bytes, coalesce(t.skipped, 0) AS sk,
+        CASE WHEN t.folders > 0 OR t.reports > 0 THEN 1 ELSE 0 END AS known
+        FROM accounts a LEFT JOIN secrets s ON s.address = a.address LEFT JOIN account_totals t ON t.account = a.address"""
 
 _TOTALS = """SELECT domain, stored, has_pw, run, count(*), sum(src), sum(tgt), sum(sk), sum(bytes), sum(src_bytes),
         sum(CASE WHEN src - tgt - sk > 0 THEN src - tgt - sk ELSE 0 END), sum(known)
@@ -114,7 +92,7 @@ class ProgressMixin:
         runs now): what status.totals_of turns into the totals and the per-domain entries."""
         where, args = self._progress_filter(running=running, **filters)
         run, run_args = _running(running)
-        inner = (_CORRELATED.format(run=run) + " WHERE " + " AND ".join(where)) if where else _JOINED.format(run=run)
+        inner = _PER_ACCOUNT.format(run=run) + (" WHERE " + " AND ".join(where) if where else "")
         rows = self._conn().execute(_TOTALS.format(inner=inner), run_args + args).fetchall()
         return [dict(zip(_TOTALS_KEYS, r)) for r in rows]
 

@@ -1,6 +1,10 @@
-"""The schema: one forward migration a version, applied in one transaction by StoreBase._migrate."""
+"""The schema: one forward migration a version, applied in one transaction by StoreBase._migrate.
 
-SCHEMA_VERSION = 15
+A version is its portable SQL (_MIGRATIONS) and the row triggers it adds (_TRIGGERS: the body as portable
+statements; dialect.triggers writes them as SQLite or PostgreSQL wants them).
+"""
+
+SCHEMA_VERSION = 16
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -293,4 +297,69 @@ _MIGRATIONS: dict[int, str] = {
         updated       REAL NOT NULL
     );
     """,
+    16: """
+    -- per account, the sums the status views add up, kept by the triggers of _TRIGGERS[16] in the transaction
+    -- that writes the rows they count, so that no view counts every copied message: the UID map rows
+    -- (messages, and pop3_messages not refused: count and bytes), skipped rows, the folders' last STATUS
+    -- (messages, size; sized_folders: those with a size) and the reports' source counts
+    CREATE TABLE account_totals (
+        account         TEXT PRIMARY KEY,
+        messages        INTEGER NOT NULL DEFAULT 0,
+        bytes           INTEGER NOT NULL DEFAULT 0,
+        skipped         INTEGER NOT NULL DEFAULT 0,
+        source_messages INTEGER NOT NULL DEFAULT 0,
+        source_bytes    INTEGER NOT NULL DEFAULT 0,
+        sized_folders   INTEGER NOT NULL DEFAULT 0,
+        folders         INTEGER NOT NULL DEFAULT 0,
+        reported        INTEGER NOT NULL DEFAULT 0,
+        reports         INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO account_totals (account, messages, bytes, skipped, source_messages, source_bytes, sized_folders,
+                                folders, reported, reports)
+        SELECT account, sum(n), sum(b), sum(k), sum(sm), sum(sb), sum(sf), sum(nf), sum(rp), sum(nr) FROM (
+            SELECT account, 1 AS n, size AS b, 0 AS k, 0 AS sm, 0 AS sb, 0 AS sf, 0 AS nf, 0 AS rp, 0 AS nr
+              FROM messages
+            UNION ALL SELECT account, 1, size, 0, 0, 0, 0, 0, 0, 0 FROM pop3_messages WHERE skipped IS NULL
+            UNION ALL SELECT account, 0, 0, 1, 0, 0, 0, 0, 0, 0 FROM skipped
+            UNION ALL SELECT account, 0, 0, 0, coalesce(messages, 0), coalesce(size, 0),
+                             CASE WHEN size IS NULL THEN 0 ELSE 1 END, 1, 0, 0 FROM folders
+            UNION ALL SELECT account, 0, 0, 0, 0, 0, 0, 0, coalesce(source_count, 0), 1 FROM reports) x
+        GROUP BY account;
+    """,
+}
+
+
+def _add(row: str, vals: dict[str, str]) -> str:
+    """``row``'s (NEW or OLD) contribution added to its account's totals (the row made if missing)."""
+    return (f"INSERT INTO account_totals (account, {', '.join(vals)}) VALUES ({row}.account, {', '.join(vals.values())})"
+            " ON CONFLICT (account) DO UPDATE SET " + ", ".join(f"{c} = account_totals.{c} + excluded.{c}" for c in vals))
+
+
+def _sub(row: str, vals: dict[str, str]) -> str:
+    """``row``'s contribution taken away (no row: the account's totals went first, as remove_account may do)."""
+    return ("UPDATE account_totals SET " + ", ".join(f"{c} = {c} - {v}" for c, v in vals.items())
+            + f" WHERE account = {row}.account")
+
+
+def _counted(table: str, columns: str, vals: dict[str, str]) -> list[tuple[str, str, str, list[str]]]:
+    """The three triggers of a table counted in account_totals: (name, event, table, body).  ``vals``: each
+    account_totals column the table adds to, and what one row ``R`` (NEW or OLD) adds; an update of
+    ``columns`` takes the old row off and adds the new."""
+    def of(row: str) -> dict[str, str]:
+        return {c: v.replace("R.", f"{row}.") for c, v in vals.items()}
+    return [(f"{table}_totals_ins", "INSERT", table, [_add("NEW", of("NEW"))]),
+            (f"{table}_totals_del", "DELETE", table, [_sub("OLD", of("OLD"))]),
+            (f"{table}_totals_upd", f"UPDATE OF {columns}", table, [_sub("OLD", of("OLD")), _add("NEW", of("NEW"))])]
+
+
+_TRIGGERS: dict[int, list[tuple[str, str, str, list[str]]]] = {
+    16: _counted("messages", "account, size", {"messages": "1", "bytes": "R.size"})
+        + _counted("pop3_messages", "account, size, skipped",
+                   {"messages": "CASE WHEN R.skipped IS NULL THEN 1 ELSE 0 END",
+                    "bytes": "CASE WHEN R.skipped IS NULL THEN R.size ELSE 0 END"})
+        + _counted("skipped", "account", {"skipped": "1"})
+        + _counted("folders", "account, messages, size",
+                   {"source_messages": "coalesce(R.messages, 0)", "source_bytes": "coalesce(R.size, 0)",
+                    "sized_folders": "CASE WHEN R.size IS NULL THEN 0 ELSE 1 END", "folders": "1"})
+        + _counted("reports", "account, source_count", {"reported": "coalesce(R.source_count, 0)", "reports": "1"}),
 }
