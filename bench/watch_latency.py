@@ -119,6 +119,7 @@ async def _fake_idle_server(port_file: str) -> None:
     """Greeting, LOGIN/CAPABILITY, EXAMINE INBOX and IDLE for anyone; then silence (and DONE -> OK)."""
     async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         w.write(b"* OK [CAPABILITY IMAP4rev1 IDLE] fake\r\n")
+        idle_tag = b"*"
         try:
             while line := await r.readline():
                 tag, _, cmd = line.strip().partition(b" ")
