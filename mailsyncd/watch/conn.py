@@ -31,8 +31,12 @@ MAX_UNTAGGED = 10_000              # untagged responses per IDLE cycle before we
 _NUM = rb"(\d{1,10})"
 _EXISTS = re.compile(rb"^\* " + _NUM + rb" EXISTS$", re.I)
 _CODE = re.compile(rb"^\* OK \[(UIDNEXT|UIDVALIDITY) " + _NUM + rb"\]", re.I)
-_STATUS_ITEM = re.compile(rb"\b(MESSAGES|UIDNEXT|UIDVALIDITY) " + _NUM + rb"\b", re.I)
 _STATUS_NAME = re.compile(rb'^\* STATUS ("(?:[^"\\\r\n]|\\.)*"|[^\s"(){}%*\\]+) \(', re.I)
+_STATUS_LITERAL = re.compile(rb"^\* STATUS ~?\{(\d{1,10})\+?\}\r\n", re.I)
+# the list after the name, whole: "(ITEM n ITEM n ...)"; HIGHESTMODSEQ may need 20 digits
+_STATUS_LIST = re.compile(rb" \(((?:[A-Z][A-Z0-9.-]* \d{1,20})(?: [A-Z][A-Z0-9.-]* \d{1,20})*)?\)", re.I)
+_STATUS_PAIR = re.compile(rb"([A-Z][A-Z0-9.-]*) (\d{1,20})", re.I)
+_STATUS_WANTED = (b"MESSAGES", b"UIDNEXT", b"UIDVALIDITY")
 NOTIFY_SET = b"NOTIFY SET (selected (MessageNew MessageExpunge)) (personal (MessageNew MessageExpunge))"
 _TAGGED = re.compile(rb"^(W\d+) (OK|NO|BAD)\b ?(.*)$", re.I | re.S)
 
@@ -58,6 +62,24 @@ def status_folder(resp: bytes) -> str | None:
     except ValueError:
         return None
     return None if not isinstance(name, str) or set(name) & set("\r\n\0") else name
+
+
+def status_items(resp: bytes) -> dict[str, int]:
+    """{messages|uidnext|uidvalidity: n} from the list of an untagged STATUS, read after the mailbox name (which
+    may hold anything, "UIDNEXT 9" included); numbers over 10 digits and a list that is not well formed count
+    as not sent."""
+    m = _STATUS_NAME.match(resp)
+    if m is not None:
+        rest = resp[m.end() - 2:]
+    else:
+        lit = _STATUS_LITERAL.match(resp)
+        if lit is None:
+            return {}
+        rest = resp[lit.end() + int(lit.group(1)):]
+    if _STATUS_LIST.fullmatch(rest) is None:
+        return {}
+    return {k.decode().lower(): int(v) for k, v in _STATUS_PAIR.findall(rest)
+            if k.upper() in _STATUS_WANTED and len(v) <= 10}
 
 
 class InboxConnection(protocol.Protocol, TimeoutMixin):
@@ -228,10 +250,11 @@ class InboxConnection(protocol.Protocol, TimeoutMixin):
             return
         if resp[2:9].upper() == b"STATUS ":
             if self.state == "status":
-                for k, v in _STATUS_ITEM.findall(resp):
-                    self._seen[k.decode().lower()] = int(v)
+                name = status_folder(resp)
+                if name is not None and name.upper() == "INBOX":     # not another mailbox's numbers
+                    self._seen.update(status_items(resp))
             elif self.notifying and self.on_change is not None:
-                items = {k.decode().lower(): int(v) for k, v in _STATUS_ITEM.findall(resp)}
+                items = status_items(resp)
                 self.on_change(Mark(items.get("messages"), items.get("uidnext"), items.get("uidvalidity")),
                                status_folder(resp))
 
