@@ -7,13 +7,16 @@ import logging
 
 from twisted.internet.testing import StringTransport
 
+import test_watch_policy
 from fakes import FakeReactor
-from test_watch_policy import A, _Endpoint, _idle_conn, env  # noqa: F401  (env: the manager's fixture)
+from test_watch_policy import A, _Endpoint, _idle_conn
 
 from mailsyncd.imap.targetlogin import TargetLogin
 from mailsyncd.watch.conn import Ended, InboxConnection
 from mailsyncd.watch.manager import MAX_PENDING
 from mailsyncd.watch.policy import WATCH_PASS_BURST, WATCH_PASS_REFILL, Mark
+
+env = test_watch_policy.env         # the manager with a fake clock, a held pass pool and three accounts
 
 
 def _run_passes(reactor, passes, seconds: float, step: float, each) -> int:
