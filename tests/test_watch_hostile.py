@@ -142,3 +142,38 @@ def test_gigantic_or_negative_numbers_are_not_read_as_a_change():
     c, t = _idle_conn(clock, marks, changes)
     c.dataReceived(b"* 99999999999 EXISTS\r\n* -1 EXISTS\r\n* 4294967296x EXISTS\r\n")
     assert changes == [] and c.state == "idling"
+
+
+def test_a_source_dribbling_one_byte_every_29_seconds_is_cut_off_at_the_deadline_not_kept_for_days():
+    clock, marks, changes = FakeReactor(), [], []
+    c, t = _idle_conn(clock, marks, changes)
+    aborted = []
+    t.abortConnection = lambda: aborted.append(clock.seconds())
+    clock.advance(c.renew)
+    assert t.value() == b"DONE\r\n"
+    fed = 0
+    for b in b"W2 OK idle done, eventually\r\n":      # the answer to DONE, one byte every 29 s
+        if aborted:
+            break
+        c.dataReceived(bytes([b]))
+        fed += 1
+        clock.advance(_Endpoint.timeout - 1)
+    assert aborted and fed == 2, (aborted, fed)         # cut off at 30 s (seen at the step that passes it)
+
+
+def test_a_login_dribbled_byte_by_byte_is_cut_off_at_the_deadline():
+    clock = FakeReactor()
+    c = InboxConnection(clock, _Endpoint(), TargetLogin(mode="same", user="alice", secret="pw"), "status",
+                        on_mark=lambda m: None)
+    t = StringTransport()
+    aborted = []
+    t.abortConnection = lambda: aborted.append(clock.seconds())
+    c.makeConnection(t)
+    fed = 0
+    for b in b"* OK [CAPABILITY IMAP4rev1] a very slow greeting from a server that takes its time\r\n":
+        if aborted:
+            break
+        c.dataReceived(bytes([b]))
+        fed += 1
+        clock.advance(_Endpoint.timeout - 1)
+    assert aborted and fed == 2, (aborted, fed)

@@ -3,8 +3,9 @@
 A Twisted protocol, not a thread per watch: 1,000 idle watches are 1,000 sockets in one select
 loop (bench/watch_latency.py measures the cost).  Every byte from the source is hostile: responses
 go through ``ResponseReader`` (64 KiB per response, literals included), numbers are at most 10
-digits, an unexpected tagged response or a flood of untagged ones drops the connection, and a
-silent connection is dropped after its deadline (TCP keepalive is on as well).
+digits, an unexpected tagged response or a flood of untagged ones drops the connection, and every
+command (each login step too) must be answered in full within the timeout, however the bytes trickle
+in (TCP keepalive is on as well).
 
 The login is the front door's ``TargetLogin`` state machine in ``same`` mode (LOGIN quoted, or
 AUTHENTICATE PLAIN; STARTTLS; ID where the source wants it); the password is dropped once logged in.
@@ -128,6 +129,7 @@ class InboxConnection(protocol.Protocol, TimeoutMixin):
         self._n += 1
         self._tag = b"W%d" % self._n
         self._send(self._tag + b" " + words)
+        self.setTimeout(self.timeout)
 
     def fail(self, stage: str, reason: str) -> None:
         if self._why is None:
@@ -165,7 +167,8 @@ class InboxConnection(protocol.Protocol, TimeoutMixin):
     def dataReceived(self, data: bytes) -> None:
         if self._why is not None:
             return                           # failed or stopped: nothing more is read
-        self.resetTimeout()
+        # no resetTimeout here: each command's whole answer is due within the timeout (_command), so a source
+        # dribbling a byte every 29 s cannot hold the connection (and a slot of the host's budget) for days
         if self.login is not None:
             data = self._logging_in(data)
             if data is None:
@@ -186,6 +189,7 @@ class InboxConnection(protocol.Protocol, TimeoutMixin):
         for action in self.login.receive(data):
             if isinstance(action, Send):
                 self.transport.write(action.data)
+                self.setTimeout(self.timeout)     # each login step gets the whole timeout, no more
             elif isinstance(action, StartTLS):
                 self.transport.startTLS(tls.client_options(self.endpoint))
             elif isinstance(action, Done):
