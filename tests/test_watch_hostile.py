@@ -4,6 +4,7 @@ mailboxes.  In process with a fake clock (fakes.FakeReactor) and StringTransport
 from __future__ import annotations
 
 import logging
+import re
 
 from twisted.internet.testing import StringTransport
 
@@ -12,6 +13,7 @@ from fakes import FakeReactor
 from test_watch_policy import A, _Endpoint, _idle_conn
 
 from mailsyncd.imap.targetlogin import TargetLogin
+from mailsyncd.store.records import FolderState
 from mailsyncd.watch.conn import Ended, InboxConnection
 from mailsyncd.watch.manager import MAX_PENDING
 from mailsyncd.watch.policy import WATCH_PASS_BURST, WATCH_PASS_REFILL, Mark
@@ -80,7 +82,7 @@ def test_a_source_that_says_bye_right_after_idle_is_reconnected_ever_later_not_e
         w.tick()
     # 5, 10, 20 ... s with jitter (at least half): 8 connections at most in ten minutes, not 120 or more
     assert len(protos()) <= 9, len(protos())
-    retries = [float(x) for x in __import__("re").findall(r"event=watch_lost account=a@example.com .* retry_in=(\d+)s",
+    retries = [float(x) for x in re.findall(r"event=watch_lost account=a@example.com .* retry_in=(\d+)s",
                                                           caplog.text)]
     assert retries == sorted(retries) and retries[-1] >= 80, retries
 
@@ -177,3 +179,25 @@ def test_a_login_dribbled_byte_by_byte_is_cut_off_at_the_deadline():
         fed += 1
         clock.advance(_Endpoint.timeout - 1)
     assert aborted and fed == 2, (aborted, fed)
+
+
+def test_news_from_a_poll_waits_for_the_polls_connection_to_close(env):
+    # a source allowing one connection per user (tests/test_watch.py: mail_max_userip_connections = 1) refuses
+    # the focused pass's login while the poll that saw the news is still connected
+    cfg, sched, w, opened, reactor, passes = env
+    object.__setattr__(cfg.domains["example.com"].sync, "watch", "poll")
+    for other in list(sched.accounts):
+        if other != A:
+            del sched.accounts[other]
+    w.store.save_folder(A, FolderState("INBOX", "INBOX", "INBOX", 1, 5, 6, 5, None, None))
+    for _ in range(int(cfg.domains["example.com"].sync.poll_interval) + 1):
+        reactor.advance(1)
+        w.tick()
+    (_, mode, poll), = opened
+    assert mode == "status"
+    poll.on_mark(Mark(6, 7, 1))                   # new mail, seen before the poll's LOGOUT
+    reactor.advance(0)
+    assert passes.held == [] and sched.watch_conns == {"127.0.0.1:1": 1}
+    poll.ended.callback(Ended(True, "status", "done"))
+    reactor.advance(0)
+    assert [a for _, a in passes.held] == [A] and not sched.watch_conns.get("127.0.0.1:1")

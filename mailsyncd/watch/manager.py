@@ -290,15 +290,19 @@ class Watches:
             st, dom, user, password, gen))
 
     def _poll_open(self, st: _State, dom, user, password, gen: int) -> None:
-        proto = self.opener(self.reactor, dom.source, user, password, "status",
-                            on_mark=lambda m: self._seen(st, m, gen, baseline=True))
-        proto.ended.addCallback(self._polled, st, dom, gen)
+        marks: list[Mark] = []
+        proto = self.opener(self.reactor, dom.source, user, password, "status", on_mark=marks.append)
+        proto.ended.addCallback(self._polled, st, dom, gen, marks)
 
-    def _polled(self, ended: conn.Ended, st: _State, dom, gen: int) -> None:
+    def _polled(self, ended: conn.Ended, st: _State, dom, gen: int, marks: list[Mark]) -> None:
         self.scheduler.release_watch_connection(dom.source)
         st.busy = False
         if gen != st.generation:
             return
+        for mark in marks:
+            # only now, with the poll's connection closed and back in the budget: a source allowing one
+            # connection per user would refuse the focused pass's login while the poll still held it
+            self._seen(st, mark, gen, baseline=True)
         now = self.reactor.seconds()
         if ended.established:
             st.poll_backoff.reset()
