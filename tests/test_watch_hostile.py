@@ -83,7 +83,7 @@ def test_a_source_that_says_bye_right_after_idle_is_reconnected_ever_later_not_e
     # 5, 10, 20 ... s with jitter (at least half): 8 connections at most in ten minutes, not 120 or more
     assert len(protos()) <= 9, len(protos())
     retries = [float(x) for x in re.findall(r"event=watch_lost account=a@example.com .* retry_in=(\d+)s",
-                                                          caplog.text)]
+                                            caplog.text)]
     assert retries == sorted(retries) and retries[-1] >= 80, retries
 
 
@@ -201,3 +201,13 @@ def test_news_from_a_poll_waits_for_the_polls_connection_to_close(env):
     poll.ended.callback(Ended(True, "status", "done"))
     reactor.advance(0)
     assert [a for _, a in passes.held] == [A] and not sched.watch_conns.get("127.0.0.1:1")
+
+
+def test_new_mail_announced_while_idle_is_being_renewed_is_not_missed():
+    clock, marks, changes = FakeReactor(), [], []
+    c, t = _idle_conn(clock, marks, changes)
+    clock.advance(c.renew)
+    assert t.value() == b"DONE\r\n"
+    c.dataReceived(b"* 6 EXISTS\r\nW2 OK idle done\r\n")     # the message came as we left IDLE
+    c.dataReceived(b"* 7 EXISTS\r\n+ idling\r\n")            # and another before the new IDLE began
+    assert changes == [(Mark(6, None, None), "INBOX"), (Mark(7, None, None), "INBOX")]

@@ -39,6 +39,7 @@ _STATUS_LIST = re.compile(rb" \(((?:[A-Z][A-Z0-9.-]* \d{1,20})(?: [A-Z][A-Z0-9.-
 _STATUS_PAIR = re.compile(rb"([A-Z][A-Z0-9.-]*) (\d{1,20})", re.I)
 _STATUS_WANTED = (b"MESSAGES", b"UIDNEXT", b"UIDVALIDITY")
 NOTIFY_SET = b"NOTIFY SET (selected (MessageNew MessageExpunge)) (personal (MessageNew MessageExpunge))"
+_AFTER_EXAMINE = ("notify", "idle_wait", "idling", "renewing")
 _TAGGED = re.compile(rb"^(W\d+) (OK|NO|BAD)\b ?(.*)$", re.I | re.S)
 
 
@@ -245,7 +246,8 @@ class InboxConnection(protocol.Protocol, TimeoutMixin):
         m = _EXISTS.match(resp)
         if m:
             self._seen["messages"] = int(m.group(1))
-            if self.state == "idling" and self.on_change is not None:
+            # after EXAMINE's OK it is news, in IDLE or between two (NOTIFY SET, a renewal's DONE and IDLE)
+            if self.state in _AFTER_EXAMINE and self.on_change is not None:
                 self.on_change(Mark(int(m.group(1)), None, None), "INBOX")
             return
         m = _CODE.match(resp)
