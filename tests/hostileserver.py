@@ -22,7 +22,8 @@ Any other UID SEARCH is answered with every UID of the folder (every message is 
 
 ``idle`` (a scenario name) offers IDLE and answers it with ``+`` and then: ``long_line`` up to 300 MB of
 one response line without CRLF, ``literal`` an untagged FETCH announcing a 300 MB literal and streaming
-it, ``flood`` endless ``* OK still here`` lines; each until the client goes away (``stream_stopped``).
+it, ``flood`` endless ``* OK still here`` lines, ``exists_flood`` an ``* n EXISTS`` with n one more every
+20 ms (for mail that never comes: the box does not change); each until the client goes away (``stream_stopped``).
 ``idles`` counts the IDLE commands received.
 """
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 
 INJECTION = (b'x\r\nZ1 UID STORE 1:* +FLAGS.SILENT (\\Deleted)\r\nZ2 EXPUNGE\r\nZ3 CREATE "PWNED"\r\nY')
@@ -148,6 +150,9 @@ class HostileServer:
                 elif cmd == b"IDLE" and self.idle:
                     self.idles += 1
                     conn.sendall(b"+ idling\r\n")
+                    if self.idle == "exists_flood":
+                        self._exists_flood(conn, len(self.folders["INBOX"].messages))
+                        return
                     start = {"long_line": b"* OK ", "literal": b"* 1 FETCH (BODY[] {314572800}\r\n"}
                     self._stream(conn, start.get(self.idle, b""),
                                  b"* OK still here\r\n" * 4096 if self.idle == "flood" else None)
@@ -224,6 +229,16 @@ class HostileServer:
             self.stream_stopped.append(f"client went away: {type(e).__name__}")
         self.streamed.append(sent)
         return False
+
+    def _exists_flood(self, conn: socket.socket, n: int) -> None:
+        try:
+            while not self._stop.is_set():
+                n += 1
+                conn.sendall(b"* %d EXISTS\r\n" % n)
+                time.sleep(0.02)
+            self.stream_stopped.append("server stopped")
+        except OSError as e:
+            self.stream_stopped.append(f"client went away: {type(e).__name__}")
 
     def _stream(self, conn: socket.socket, first: bytes = b"", chunk: bytes | None = None) -> None:
         """Send up to 300 MB of the announced literal until the client goes away."""

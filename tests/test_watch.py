@@ -133,3 +133,23 @@ def test_hostile_idle_answers_are_cut_off_bounded_and_the_watch_reconnects(tmp_p
     lost = re.search(r"event=watch_lost account=alice@example.com reason='([^']*)' retry_in=(\d+)s", log)
     assert lost and why in lost.group(1) and 2 <= int(lost.group(2)) <= 5, log
     assert "Traceback" not in log and "event=watch_fallback" not in log, log
+
+
+def test_a_source_flooding_exists_during_idle_cannot_make_the_daemon_hammer_it_with_passes(tmp_path, dovecot_pair):
+    from hostileserver import Box, HostileServer
+
+    from mailsyncd.watch.policy import WATCH_PASS_BURST, WATCH_PASS_REFILL
+    with HostileServer(A, "old-pw", {"INBOX": Box([(1, make_message(1), ())])}, idle="exists_flood") as srv, \
+            Daemon(tmp_path, dovecot_pair, source={"port": srv.port}, scheduler=SLOW_PASSES,
+                   sync={"watch": "idle"}) as d:
+        login(d, A, "old-pw").logout()
+        d.wait_log("event=pass_done account=alice@example.com ok=True")
+        wait_for(lambda: srv.idles, 20, "IDLE at the hostile source")
+        t0 = time.monotonic()
+        time.sleep(8)                # 400 EXISTS, each "new mail"
+        log = d.log()
+        seconds = time.monotonic() - t0
+    focused = log.count("focused=yes")
+    # a burst, then one pass per WATCH_PASS_REFILL: not a pass after each other for as long as the flood lasts
+    assert 1 <= focused <= WATCH_PASS_BURST + seconds / WATCH_PASS_REFILL + 1, (focused, log[-3000:])
+    assert "Traceback" not in log

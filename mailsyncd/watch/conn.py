@@ -3,8 +3,9 @@
 A Twisted protocol, not a thread per watch: 1,000 idle watches are 1,000 sockets in one select
 loop (bench/watch_latency.py measures the cost).  Every byte from the source is hostile: responses
 go through ``ResponseReader`` (64 KiB per response, literals included), numbers are at most 10
-digits, an unexpected tagged response or a flood of untagged ones drops the connection, and a
-silent connection is dropped after its deadline (TCP keepalive is on as well).
+digits, an unexpected tagged response or a flood of untagged ones drops the connection, and every
+command (each login step too) must be answered in full within the timeout, however the bytes trickle
+in (TCP keepalive is on as well).
 
 The login is the front door's ``TargetLogin`` state machine in ``same`` mode (LOGIN quoted, or
 AUTHENTICATE PLAIN; STARTTLS; ID where the source wants it); the password is dropped once logged in.
@@ -31,9 +32,14 @@ MAX_UNTAGGED = 10_000              # untagged responses per IDLE cycle before we
 _NUM = rb"(\d{1,10})"
 _EXISTS = re.compile(rb"^\* " + _NUM + rb" EXISTS$", re.I)
 _CODE = re.compile(rb"^\* OK \[(UIDNEXT|UIDVALIDITY) " + _NUM + rb"\]", re.I)
-_STATUS_ITEM = re.compile(rb"\b(MESSAGES|UIDNEXT|UIDVALIDITY) " + _NUM + rb"\b", re.I)
 _STATUS_NAME = re.compile(rb'^\* STATUS ("(?:[^"\\\r\n]|\\.)*"|[^\s"(){}%*\\]+) \(', re.I)
+_STATUS_LITERAL = re.compile(rb"^\* STATUS ~?\{(\d{1,10})\+?\}\r\n", re.I)
+# the list after the name, whole: "(ITEM n ITEM n ...)"; HIGHESTMODSEQ may need 20 digits
+_STATUS_LIST = re.compile(rb" \(((?:[A-Z][A-Z0-9.-]* \d{1,20})(?: [A-Z][A-Z0-9.-]* \d{1,20})*)?\)", re.I)
+_STATUS_PAIR = re.compile(rb"([A-Z][A-Z0-9.-]*) (\d{1,20})", re.I)
+_STATUS_WANTED = (b"MESSAGES", b"UIDNEXT", b"UIDVALIDITY")
 NOTIFY_SET = b"NOTIFY SET (selected (MessageNew MessageExpunge)) (personal (MessageNew MessageExpunge))"
+_AFTER_EXAMINE = ("notify", "idle_wait", "idling", "renewing")
 _TAGGED = re.compile(rb"^(W\d+) (OK|NO|BAD)\b ?(.*)$", re.I | re.S)
 
 
@@ -58,6 +64,24 @@ def status_folder(resp: bytes) -> str | None:
     except ValueError:
         return None
     return None if not isinstance(name, str) or set(name) & set("\r\n\0") else name
+
+
+def status_items(resp: bytes) -> dict[str, int]:
+    """{messages|uidnext|uidvalidity: n} from the list of an untagged STATUS, read after the mailbox name (which
+    may hold anything, "UIDNEXT 9" included); numbers over 10 digits and a list that is not well formed count
+    as not sent."""
+    m = _STATUS_NAME.match(resp)
+    if m is not None:
+        rest = resp[m.end() - 2:]
+    else:
+        lit = _STATUS_LITERAL.match(resp)
+        if lit is None:
+            return {}
+        rest = resp[lit.end() + int(lit.group(1)):]
+    if _STATUS_LIST.fullmatch(rest) is None:
+        return {}
+    return {k.decode().lower(): int(v) for k, v in _STATUS_PAIR.findall(rest)
+            if k.upper() in _STATUS_WANTED and len(v) <= 10}
 
 
 class InboxConnection(protocol.Protocol, TimeoutMixin):
@@ -106,6 +130,7 @@ class InboxConnection(protocol.Protocol, TimeoutMixin):
         self._n += 1
         self._tag = b"W%d" % self._n
         self._send(self._tag + b" " + words)
+        self.setTimeout(self.timeout)
 
     def fail(self, stage: str, reason: str) -> None:
         if self._why is None:
@@ -143,7 +168,8 @@ class InboxConnection(protocol.Protocol, TimeoutMixin):
     def dataReceived(self, data: bytes) -> None:
         if self._why is not None:
             return                           # failed or stopped: nothing more is read
-        self.resetTimeout()
+        # no resetTimeout here: each command's whole answer is due within the timeout (_command), so a source
+        # dribbling a byte every 29 s cannot hold the connection (and a slot of the host's budget) for days
         if self.login is not None:
             data = self._logging_in(data)
             if data is None:
@@ -164,6 +190,7 @@ class InboxConnection(protocol.Protocol, TimeoutMixin):
         for action in self.login.receive(data):
             if isinstance(action, Send):
                 self.transport.write(action.data)
+                self.setTimeout(self.timeout)     # each login step gets the whole timeout, no more
             elif isinstance(action, StartTLS):
                 self.transport.startTLS(tls.client_options(self.endpoint))
             elif isinstance(action, Done):
@@ -219,7 +246,8 @@ class InboxConnection(protocol.Protocol, TimeoutMixin):
         m = _EXISTS.match(resp)
         if m:
             self._seen["messages"] = int(m.group(1))
-            if self.state == "idling" and self.on_change is not None:
+            # after EXAMINE's OK it is news, in IDLE or between two (NOTIFY SET, a renewal's DONE and IDLE)
+            if self.state in _AFTER_EXAMINE and self.on_change is not None:
                 self.on_change(Mark(int(m.group(1)), None, None), "INBOX")
             return
         m = _CODE.match(resp)
@@ -228,10 +256,11 @@ class InboxConnection(protocol.Protocol, TimeoutMixin):
             return
         if resp[2:9].upper() == b"STATUS ":
             if self.state == "status":
-                for k, v in _STATUS_ITEM.findall(resp):
-                    self._seen[k.decode().lower()] = int(v)
+                name = status_folder(resp)
+                if name is not None and name.upper() == "INBOX":     # not another mailbox's numbers
+                    self._seen.update(status_items(resp))
             elif self.notifying and self.on_change is not None:
-                items = {k.decode().lower(): int(v) for k, v in _STATUS_ITEM.findall(resp)}
+                items = status_items(resp)
                 self.on_change(Mark(items.get("messages"), items.get("uidnext"), items.get("uidvalidity")),
                                status_folder(resp))
 

@@ -28,12 +28,14 @@ from ..scheduler import host_key
 from ..text import shown
 from . import conn
 from .latency import LatencyHistogram
-from .policy import IDLE, OFF, POLL, Backoff, Mark, PollInterval, Want, assign, changed, choose_mode
+from .policy import (IDLE, OFF, POLL, STABLE_CONNECTION, Backoff, Mark, PassGate, PollInterval, Want, assign,
+                     changed, choose_mode)
 
 logger = logging.getLogger("mailsyncd.watch")
 
 FALLBACK_RETRY = 3600.0       # a refused IDLE is tried again after an hour (the provider's cap may have moved)
 BUDGET_RETRY = 5.0            # no free source connection for an IDLE watch: look again this much later
+MAX_PENDING = 16              # folders with news held back by the PassGate; more become one whole pass
 YIELD_PAUSE = 60.0            # an IDLE watch that gave its connection back to a login or a lowered limit
 
 
@@ -48,7 +50,12 @@ class _State:
     retry_at: float = 0.0              # IDLE: (re)connect not before
     poll_at: float = 0.0
     interval: PollInterval | None = None
-    backoff: Backoff = field(default_factory=Backoff)
+    backoff: Backoff = field(default_factory=Backoff)          # IDLE reconnects
+    poll_backoff: Backoff = field(default_factory=Backoff)     # failed polls (an IDLE watch's own polls too)
+    opened_at: float = 0.0             # when the current IDLE connection was opened
+    gate: PassGate = field(default_factory=PassGate)
+    pending: set = field(default_factory=set)   # folders with news the gate has not let through yet (None: whole)
+    gate_call: object = None           # the delayed call that lets them through
     mark: Mark | None = None           # what the last look at INBOX (or, before it, the last pass) saw
     noticed: float | None = None       # a change was seen at this time and is not copied yet
     whole: bool = False                # a whole pass was asked for (the folder's name was not usable)
@@ -103,6 +110,8 @@ class Watches:
             self._loop.stop()
         for st in self.states.values():
             self._close(st)
+            if st.gate_call is not None and st.gate_call.active():
+                st.gate_call.cancel()
 
     def on_login(self, address: str) -> None:
         """The front door verified ``address``: a recent user (``sync.watch: auto`` gives them IDLE)."""
@@ -242,6 +251,7 @@ class Watches:
 
     def _idle_open(self, st: _State, dom, user, password, gen: int) -> None:
         st.established = False
+        st.opened_at = self.reactor.seconds()
         st.proto = self.opener(self.reactor, dom.source, user, password, IDLE,
                                on_mark=lambda m: self._seen(st, m, gen, baseline=True),
                                on_change=lambda m, folder="INBOX": self._seen(st, m, gen, baseline=False,
@@ -269,6 +279,8 @@ class Watches:
             logger.warning("event=watch_fallback account=%s reason=%r host=%s host_idle_cap=%d", st.address,
                            ended.reason, st.host, accepted)
             return
+        if now - st.opened_at >= STABLE_CONNECTION:
+            st.backoff.reset()       # it worked for a while: a drop now is news, not a source turning us away
         st.retry_at = now + st.backoff.next()
         logger.info("event=watch_lost account=%s reason=%r retry_in=%.0fs", st.address, ended.reason,
                     st.retry_at - now)
@@ -278,22 +290,26 @@ class Watches:
             st, dom, user, password, gen))
 
     def _poll_open(self, st: _State, dom, user, password, gen: int) -> None:
-        proto = self.opener(self.reactor, dom.source, user, password, "status",
-                            on_mark=lambda m: self._seen(st, m, gen, baseline=True))
-        proto.ended.addCallback(self._polled, st, dom, gen)
+        marks: list[Mark] = []
+        proto = self.opener(self.reactor, dom.source, user, password, "status", on_mark=marks.append)
+        proto.ended.addCallback(self._polled, st, dom, gen, marks)
 
-    def _polled(self, ended: conn.Ended, st: _State, dom, gen: int) -> None:
+    def _polled(self, ended: conn.Ended, st: _State, dom, gen: int, marks: list[Mark]) -> None:
         self.scheduler.release_watch_connection(dom.source)
         st.busy = False
         if gen != st.generation:
             return
+        for mark in marks:
+            # only now, with the poll's connection closed and back in the budget: a source allowing one
+            # connection per user would refuse the focused pass's login while the poll still held it
+            self._seen(st, mark, gen, baseline=True)
         now = self.reactor.seconds()
         if ended.established:
-            st.backoff.reset()
+            st.poll_backoff.reset()
             st.poll_at = now + st.interval.after(st.noticed is not None)
         else:
-            first = st.backoff.failures == 0
-            st.poll_at = now + max(st.interval.current, st.backoff.next())
+            first = st.poll_backoff.failures == 0
+            st.poll_at = now + max(st.interval.current, st.poll_backoff.next())
             if first:
                 logger.warning("event=watch_poll_failed account=%s stage=%s reason=%r", st.address, ended.stage,
                                ended.reason)
@@ -308,7 +324,8 @@ class Watches:
             self._noticed(st, folder)
             return
         if st.mode == IDLE and st.proto is not None and baseline:
-            st.backoff.reset()
+            # no backoff reset here: a source that answers EXAMINE and then says BYE must not get a reconnect
+            # every 5 s (_idle_ended resets it once a connection has lasted)
             logger.info("event=watch_idle account=%s messages=%s", st.address, mark.messages)
         if not baseline or changed(st.mark, mark):
             self._noticed(st, "INBOX")
@@ -318,16 +335,42 @@ class Watches:
         """New mail in ``folder`` (None: a folder whose name the source sent in a form we do not take)."""
         if st.noticed is None:
             st.noticed = self.reactor.seconds()
+        if folder in st.pending or None in st.pending:
+            return                    # already on its way (a whole pass takes every folder)
+        if len(st.pending) >= MAX_PENDING:
+            folder = None             # a flood of names, made up or not: a whole pass finds them, memory stays put
         logger.info("event=watch_change account=%s via=%s folder=%s", st.address, st.mode,
                     shown(folder, 80) if folder is not None else "?")
-        if folder is None:
-            self._whole_pass(st)
+        self._ask(st, folder)
+
+    def _ask(self, st: _State, folder: str | None) -> None:
+        """Copy ``folder`` (None: a whole pass) when the account's PassGate lets the watch's news through."""
+        st.pending.add(folder)
+        if st.gate_call is not None and st.gate_call.active():
             return
-        # that folder next: into the running pass's queue, or a focused pass now (within the budgets)
-        d = self.scheduler.focus(st.address, folder, reason="watch")
-        d.addCallback(self._focused, st, folder)
-        d.addErrback(lambda f: logger.error("event=watch_error account=%s error=%r", st.address,
-                                            f.getErrorMessage()))
+        st.gate_call = None
+        if self.stopping or self.states.get(st.address) is not st:
+            st.pending.clear()        # no longer watched: the scheduler's passes take over
+            return
+        delay = st.gate.wait(self.reactor.seconds())
+        if delay > 0:
+            st.gate_call = self.reactor.callLater(delay, self._let_through, st)
+            return
+        pending, st.pending = st.pending, set()
+        for f in sorted(pending, key=lambda f: (f is None, f or "")):
+            if f is None:
+                self._whole_pass(st)
+                continue
+            # that folder next: into the running pass's queue, or a focused pass now (within the budgets)
+            d = self.scheduler.focus(st.address, f, reason="watch")
+            d.addCallback(self._focused, st, f)
+            d.addErrback(lambda fail: logger.error("event=watch_error account=%s error=%r", st.address,
+                                                   fail.getErrorMessage()))
+
+    def _let_through(self, st: _State) -> None:
+        st.gate_call = None
+        if st.pending:
+            self._ask(st, next(iter(st.pending)))
 
     def _whole_pass(self, st: _State) -> None:
         if st.address in self.scheduler.running:
@@ -339,7 +382,7 @@ class Watches:
         if result.state == "done":
             self._copied(st)
         elif result.state == "absent" and self.states.get(st.address) is st:
-            self._whole_pass(st)      # not a source path as the store knows it: let a whole pass find it
+            self._ask(st, None)       # not a source path as the store knows it: let a whole pass find it
         # failed or stopped: the scheduler retries the account; the next change or pass tells
 
     def _copied(self, st: _State) -> None:

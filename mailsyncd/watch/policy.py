@@ -17,6 +17,9 @@ IDLE_RENEW = 25 * 60                # RFC 2177: re-issue IDLE at least every 29 
 POLL_CEILING_FACTOR = 10            # a quiet INBOX is polled at most every 10 x sync.poll_interval
 POLL_GROWTH = 1.5
 RECONNECT_BASE, RECONNECT_MAX = 5.0, 600.0
+STABLE_CONNECTION = 300.0           # an IDLE connection that lasted this long resets the reconnect backoff
+WATCH_PASS_BURST = 5                # news of new mail copied at once, back to back ...
+WATCH_PASS_REFILL = 10.0            # ... then once per this many seconds, what came meanwhile together
 
 
 def choose_mode(setting: str, last_login: float | None, now: float) -> str:
@@ -76,6 +79,27 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
+
+
+class PassGate:
+    """A token bucket for the copies the watch asks for: a source that floods EXISTS or NOTIFY news (real or
+    made up) cannot make us hammer it and the target with a pass per event.  News held back is not lost: the
+    caller keeps it and asks again after ``wait`` seconds."""
+
+    def __init__(self, burst: int = WATCH_PASS_BURST, refill: float = WATCH_PASS_REFILL):
+        self.burst, self.refill = burst, refill
+        self.tokens = float(burst)
+        self.at: float | None = None
+
+    def wait(self, now: float) -> float:
+        """0.0: go now (one token taken); else the seconds until a token is free."""
+        if self.at is not None:
+            self.tokens = min(float(self.burst), self.tokens + (now - self.at) / self.refill)
+        self.at = now
+        if self.tokens >= 1 - 1e-9:
+            self.tokens = max(0.0, self.tokens - 1)
+            return 0.0
+        return (1 - self.tokens) * self.refill
 
 
 @dataclass(frozen=True, slots=True)
