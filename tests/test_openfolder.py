@@ -212,7 +212,10 @@ def test_while_the_first_pass_runs_an_opened_folder_gets_a_worker_of_its_own(tmp
 
 
 def test_mail_arriving_while_a_pass_copies_the_folder_is_in_it_when_opened_after(tmp_path, dovecot_pair):
-    # sync.watch left at its default.  A pass copies Projects up to its snapshot (LIST-STATUS: 200); 40 more
+    # sync.watch off: with the default (idle) the watch heard the 200 seeded messages and copied Projects
+    # before the client opened it (the hook below then never fired: 3 failures in 6 runs on a loaded
+    # machine); this test is about the open, not the watch.  A pass copies Projects up to its snapshot
+    # (LIST-STATUS: 200); 40 more
     # arrive meanwhile and a client opens Projects then: it must get all 240, not be answered "copy done" by
     # the copy from the older snapshot.  The source's answers are held mid-copy (a hook in the proxy), so
     # the arrival and the open fall inside the copy whatever the machine's speed.
@@ -220,7 +223,7 @@ def test_mail_arriving_while_a_pass_copies_the_folder_is_in_it_when_opened_after
     pair = dovecot_pair
     with FaultProxy(pair.source.imap_port, "source") as proxy:
         seed(*pair.source_account(A), {"INBOX": [Msg(make_message(i)) for i in range(3)]})
-        with Daemon(tmp_path, pair, scheduler=DAY, source={"port": proxy.port},
+        with Daemon(tmp_path, pair, scheduler=DAY, source={"port": proxy.port}, sync={"watch": "off"},
                     frontdoor={"copy_on_open": 10000, "copy_on_open_deadline": 30}) as d:
             c = imaplib.IMAP4("127.0.0.1", d.imap_port)
             c.login(A, old_pw(pair))
