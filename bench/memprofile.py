@@ -165,13 +165,13 @@ def on_target(tgt: Dovecot) -> int:
                    if b"\\Noselect" not in fl)
 
 
-def measure(cmd: list[str], env: dict, dovecots: dict[str, Dovecot], timeline: bool) -> dict:
+def measure(cmd: list[str], env: dict, dovecots: dict[str, Dovecot], timeline: bool, cwd: str = REPO) -> dict:
     """Run ``cmd`` (``/usr/bin/time -v ...``): its wall, peak RSS and CPU, each Dovecot's CPU, the machine's.
 
     ``machine_s`` is the tool's CPU plus both Dovecots': the machine-wide CPU the copy cost, without the
     neighbours that ``busy_s`` (/proc/stat) also counts on a shared machine."""
     d0, b0, t0 = {k: dovecot_cpu(d) for k, d in dovecots.items()}, busy(), time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     points = []
     while proc.poll() is None:      # RSS of the measured process (time's child), every 0.1 s
         points.append((round(time.monotonic() - t0, 1), _child_rss(proc.pid)))
@@ -219,19 +219,22 @@ def _drop_target(t: Dovecot) -> None:
     shutil.rmtree(t.dir, ignore_errors=True)     # its copy of the corpus: 52 MB per 1,000 messages
 
 
-def _py_env(**extra) -> dict:
+def _py_env(repo: str, **extra) -> dict:
     """mailsyncctl's environment: this checkout, with its bytecode compiled beforehand (__pycache__, as
     git ignores) even where PYTHONDONTWRITEBYTECODE is set: an installed package has its .pyc files, and
     compiling the sync's modules at every start would be counted as the copy's CPU."""
-    env = dict(os.environ, PYTHONPATH=REPO, **extra)
+    env = dict(os.environ, PYTHONPATH=repo, **extra)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(REPO, "mailsyncd")], env=env,
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(repo, "mailsyncd")], env=env,
                    check=True, stdout=subprocess.DEVNULL)
     return env
 
 
-def _mailsyncd(work: str, rig: str, src: Dovecot, n: int, conns: int | None, k: int, a) -> dict:
-    tgt = _target(work, f"target-{conns or 'd'}-{k}", a.fsync)
+def _mailsyncd(work: str, rig: str, src: Dovecot, n: int, conns: int | None, k: int, a,
+               checkout: tuple[str, str] = ("", REPO)) -> dict:
+    """One first sync by ``mailsyncctl sync`` of ``checkout`` (label, directory) into a fresh target."""
+    label, repo = checkout
+    tgt = _target(work, f"target-{label}{conns or 'd'}-{k}", a.fsync)
     state = os.path.join(work, "state")
     shutil.rmtree(state, ignore_errors=True)
     try:
@@ -240,12 +243,12 @@ def _mailsyncd(work: str, rig: str, src: Dovecot, n: int, conns: int | None, k: 
         with open(pwf, "w") as f:
             f.write(PASSWORD + "\n")
         os.chmod(pwf, 0o600)
-        env = _py_env(MEMPROFILE_TOP=str(a.top))
+        env = _py_env(repo, MEMPROFILE_TOP=str(a.top))
         py = [sys.executable, "-c", _TRACE] if a.tracemalloc else [sys.executable, "-m", "mailsyncd.cli.ctl"]
         cmd = ["/usr/bin/time", "-v", *py, "--config", cfg, "sync", USER, "--add", "--password-file", pwf,
                "--progress", "none"]
-        r = measure(cmd, env, {"src": src, "tgt": tgt}, a.timeline)
-        r = {"tool": "mailsyncd", "messages": n, "connections": conns, "run": k, "on_target": on_target(tgt), **r}
+        r = measure(cmd, env, {"src": src, "tgt": tgt}, a.timeline, cwd=repo)
+        r = {"tool": "mailsyncd" + (f" ({label})" if label else ""), "messages": n, "connections": conns, "run": k, "on_target": on_target(tgt), **r}
         if a.tracemalloc:
             r["tracemalloc"] = True
             print(r["_stderr"][r["_stderr"].find("== tracemalloc"):r["_stderr"].find("\tCommand being timed")],
@@ -293,8 +296,9 @@ def one_run(root: str, rig: str, n: int, a) -> list[dict]:
         conns = [None if c in ("default", "0", "") else int(c) for c in a.connections.split(",")]
         for k in range(a.runs):
             for c in conns:
-                out.append(_mailsyncd(work, rig, src, n, c, k, a))
-                print(json.dumps(out[-1]), flush=True)
+                for checkout in [("", REPO)] + [(f"{os.path.basename(d.rstrip('/'))}", d) for d in a.compare]:
+                    out.append(_mailsyncd(work, rig, src, n, c, k, a, checkout))
+                    print(json.dumps(out[-1]), flush=True)
             if a.doveadm:
                 out.append(_doveadm(work, src, n, k, a))
                 print(json.dumps(out[-1]), flush=True)
@@ -319,7 +323,7 @@ def summary(rows: list[dict]) -> list[dict]:
         out.append({"summary": tool, "messages": n, "connections": conns, "runs": len(rs), **med})
     for o in out:
         peer = next((p for p in out if p["summary"] == "doveadm backup" and p["messages"] == o["messages"]), None)
-        if o["summary"] == "mailsyncd" and peer and peer.get("machine_s"):
+        if o["summary"].startswith("mailsyncd") and peer and peer.get("machine_s"):
             o["machine_vs_doveadm"] = round(o["machine_s"] / peer["machine_s"], 2)
     return out
 
@@ -336,6 +340,9 @@ def main() -> int:
                     help="mail_fsync of both Dovecots (the rig's pair: optimized, Dovecot's default)")
     ap.add_argument("--no-index", action="store_true",
                     help="do not index the source before the first tool (as this script did before)")
+    ap.add_argument("--compare", action="append", default=[], metavar="CHECKOUT",
+                    help="also run mailsyncctl of this other checkout (e.g. a worktree of main: before/after "
+                         "on the same source, same repeats); may be given more than once")
     ap.add_argument("--rig-pair", default=None, help="also print this rig pair's settings (e.g. /tmp/msb-pair)")
     ap.add_argument("--tracemalloc", action="store_true", help="print the top allocation sites at peak")
     ap.add_argument("--top", type=int, default=20)

@@ -21,18 +21,20 @@ def fingerprint(raw: bytes) -> bytes:
     duplicates are legitimate: the fingerprint identifies content, and matching is by
     multiset so two copies stay two copies.
     """
-    end = _rstripped_len(raw)   # trailing whitespace is still whitespace once line ends are mapped
     h = hashlib.sha256()
     if not _BARE_CR.search(raw):
         # Every CR starts a CRLF (nearly every message): mapping line ends is deleting the CRs, which
-        # bytes.translate does in one pass, ~3x faster than the two replace() scans (issue 16: CPU).
-        if end <= _FP_CHUNK:
-            h.update(raw.translate(None, b"\r") if end == len(raw) else raw[:end].translate(None, b"\r"))
+        # replace() does 10x faster than mapping CRLF to LF (memchr and memcpy; issue 16: CPU per byte).
+        if len(raw) <= _FP_CHUNK:
+            lf = raw.replace(b"\r", b"")
+            h.update(memoryview(lf)[:_rstripped_len(lf)])
         else:
+            end = _rstripped_len(raw)   # trailing whitespace is still whitespace once line ends are mapped
             view = memoryview(raw)
             for start in range(0, end, _FP_CHUNK):
-                h.update(view[start:min(start + _FP_CHUNK, end)].tobytes().translate(None, b"\r"))
+                h.update(view[start:min(start + _FP_CHUNK, end)].tobytes().replace(b"\r", b""))
         return h.digest()[:16]
+    end = _rstripped_len(raw)
     # A large message is hashed a piece at a time: the same digest, without two copies of it.
     view = memoryview(raw)
     start = 0
