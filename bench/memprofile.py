@@ -281,6 +281,31 @@ def _doveadm(work: str, src: Dovecot, n: int, k: int, a) -> dict:
         _drop_target(tgt)
 
 
+def _mbsync(work: str, src: Dovecot, n: int, k: int, a) -> dict:
+    """The rig's mbsync channel (bench.py: pull new messages and flags, CopyArrivalDate yes): like
+    mailsyncd it reads the source over IMAP and APPENDs to the target over IMAP."""
+    tgt = _target(work, f"target-mbsync-{k}", a.fsync)
+    state = os.path.join(tgt.dir, "mbsync-state")
+    os.makedirs(state)
+    rc = os.path.join(tgt.dir, "mbsyncrc")
+    stores = "".join(f"IMAPAccount {name}\nHost 127.0.0.1\nPort {d.imap_port}\nUser {USER}\nPass {pw}\n"
+                     f"SSLType None\nAuthMechs LOGIN\n\nIMAPStore {name}\nAccount {name}\n\n"
+                     for name, d, pw in (("src", src, PASSWORD), ("dst", tgt, "new-pw")))
+    with open(rc, "w") as f:
+        f.write(stores + "Channel migrate\nFar :src:\nNear :dst:\nPatterns *\nSync Pull New Flags\nCreate Near\n"
+                f"Remove None\nExpunge None\nCopyArrivalDate yes\nSyncState {state}/\n")
+    try:
+        d = measure(["/usr/bin/time", "-v", "mbsync", "-c", rc, "-q", "migrate"], dict(os.environ),
+                    {"src": src, "tgt": tgt}, False)
+        err = d.pop("_stderr")
+        d = {"tool": "mbsync", "messages": n, "run": k, "on_target": on_target(tgt), **d}
+        if d["rc"]:
+            d["stderr"] = err[-1000:]
+        return d
+    finally:
+        _drop_target(tgt)
+
+
 def one_run(root: str, rig: str, n: int, a) -> list[dict]:
     """One source; per repeat, each mailsyncd variant and then doveadm, each into a fresh target."""
     work = tempfile.mkdtemp(prefix=f"mp-{n}-", dir=root)
@@ -301,6 +326,9 @@ def one_run(root: str, rig: str, n: int, a) -> list[dict]:
                     print(json.dumps(out[-1]), flush=True)
             if a.doveadm:
                 out.append(_doveadm(work, src, n, k, a))
+                print(json.dumps(out[-1]), flush=True)
+            if a.mbsync:
+                out.append(_mbsync(work, src, n, k, a))
                 print(json.dumps(out[-1]), flush=True)
         return out
     finally:
@@ -325,6 +353,9 @@ def summary(rows: list[dict]) -> list[dict]:
         peer = next((p for p in out if p["summary"] == "doveadm backup" and p["messages"] == o["messages"]), None)
         if o["summary"].startswith("mailsyncd") and peer and peer.get("machine_s"):
             o["machine_vs_doveadm"] = round(o["machine_s"] / peer["machine_s"], 2)
+        mb = next((p for p in out if p["summary"] == "mbsync" and p["messages"] == o["messages"]), None)
+        if o["summary"].startswith("mailsyncd") and mb and mb.get("machine_s"):
+            o["machine_vs_mbsync"] = round(o["machine_s"] / mb["machine_s"], 2)
     return out
 
 
@@ -348,6 +379,8 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=20)
     ap.add_argument("--doveadm", action="store_true", help="also run doveadm backup (the rig's command) "
                     "from the same source into a second fresh target, measured the same way")
+    ap.add_argument("--mbsync", action="store_true", help="also run mbsync (the rig's channel): IMAP to IMAP "
+                    "like mailsyncd, into a fresh target, measured the same way")
     ap.add_argument("--timeline", action="store_true", help="also report the RSS every few tenths of a second")
     ap.add_argument("--rig", default=os.environ.get("MAILSYNCD_BENCH_RIG")
                     or os.path.normpath(os.path.join(REPO, "..", "shared", "bench")))
