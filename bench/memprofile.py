@@ -1,16 +1,23 @@
 #!/usr/bin/env python3
 """bench/memprofile.py — peak RSS and CPU of one first sync (``mailsyncctl sync``), per corpus size.
 
-A throwaway Dovecot pair (mailsyncd.testing) on 127.0.0.1; per size a fresh source with the shared
-rig's corpus (corpus.py --maildir, seed 1), a fresh target and state, and one first pass by
-``mailsyncctl sync`` from this checkout, wrapped in ``/usr/bin/time -v``.  Reported per run:
+A throwaway Dovecot pair (mailsyncd.testing) on 127.0.0.1; per size one source with the shared
+rig's corpus (corpus.py --maildir, seed 1, then indexed over IMAP as the rig's is, unless
+--no-index), and per tool and repeat a fresh target (and state) and one first copy, wrapped in
+``/usr/bin/time -v``: ``mailsyncctl sync`` of this checkout (per --connections value, and of each
+--compare checkout), then --doveadm and --mbsync, the rig's commands.  Reported per run:
 
-  wall_s      the pass's wall time
-  rss_mb      the mailsyncctl process's peak RSS (time -v "Maximum resident set size")
-  cpu_s       its user+sys CPU seconds
-  dovecot_s   user+sys CPU of both Dovecot instances during the run (each master's session:
-              live processes plus the ones it reaped meanwhile)
+  wall_s      the copy's wall time; load: the 1-minute load average at its start
+  rss_mb      the tool's peak RSS (time -v "Maximum resident set size")
+  user_s, sys_s, cpu_s   its own CPU seconds
+  src_s, tgt_s (and _user_s/_sys_s)   CPU of the source / target Dovecot during the run (each
+              master's session: live processes plus the ones it reaped meanwhile)
+  machine_s   cpu_s + src_s + tgt_s: what the copy cost the machine, without the neighbours
   busy_s      machine-wide busy CPU seconds (/proc/stat; includes other users of the machine)
+
+Then one summary line per tool: the medians over --runs, and mailsyncd's machine_s over
+doveadm's and mbsync's.  The first line printed holds the Dovecot settings that decide what a
+copy costs the servers (doveconf), for this pair and the rig pair given by --rig-pair.
 
 ``--tracemalloc``: the pass runs with tracemalloc on (much slower: figures are not timings); a
 sampler keeps the snapshot taken when traced memory was highest and the top allocation sites of
@@ -18,10 +25,12 @@ it are printed (by line, and the largest by traceback).
 
   python bench/memprofile.py --sizes 2000,5000,20000
   python bench/memprofile.py --sizes 5000 --tracemalloc --top 25
-  python bench/memprofile.py --sizes 20000 --connections 1
+  python bench/memprofile.py --sizes 20000 --connections default,1 --doveadm --mbsync --runs 3 \
+      --compare ../main --work /dev/shm/mp --rig-pair /tmp/msb-pair
 
 Disk: a run holds its corpus twice (source and target), about 104 MB per 1,000 messages (10 GB
-at 100,000), deleted after the run unless --keep.
+at 100,000); each target is deleted after its run, the source unless --keep.  ``--work`` on a
+tmpfs (/dev/shm) keeps the filesystem's own cost out of the Dovecots' CPU (see bench/README.md).
 """
 
 from __future__ import annotations
@@ -170,6 +179,7 @@ def measure(cmd: list[str], env: dict, dovecots: dict[str, Dovecot], timeline: b
 
     ``machine_s`` is the tool's CPU plus both Dovecots': the machine-wide CPU the copy cost, without the
     neighbours that ``busy_s`` (/proc/stat) also counts on a shared machine."""
+    load = os.getloadavg()[0]      # the neighbours: busy_s counts them, the per-process figures do not
     d0, b0, t0 = {k: dovecot_cpu(d) for k, d in dovecots.items()}, busy(), time.monotonic()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     points = []
@@ -179,7 +189,7 @@ def measure(cmd: list[str], env: dict, dovecots: dict[str, Dovecot], timeline: b
     _, err = proc.communicate()
     wall = time.monotonic() - t0
     d1, b1 = {k: dovecot_cpu(d) for k, d in dovecots.items()}, busy()
-    r = {"rc": proc.returncode, "wall_s": round(wall, 2), **time_v(err)}
+    r = {"rc": proc.returncode, "load": round(load, 1), "wall_s": round(wall, 2), **time_v(err)}
     r["cpu_s"] = round(r.get("user_s", 0) + r.get("sys_s", 0), 2)
     for k in dovecots:
         r[f"{k}_user_s"] = round(d1[k][0] - d0[k][0], 2)
