@@ -14,6 +14,9 @@
     for that long, then are closed: a source that stalls;
   - ``at_literal_byte(n, fn)`` / ``at_append(k, fn)``: call ``fn()`` when the n-th server literal
     byte, or the k-th APPENDed message (a literal of an APPEND command), passes the proxy.
+
+``commands`` counts the client's commands by name (``UID FETCH``, ``STATUS``, ``APPEND``...), all
+connections: what a sync costs the server, per command.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import socket
 import struct
 import threading
 import time
+from collections import Counter
 
 
 class CuttingProxy:
@@ -158,6 +162,7 @@ class FaultProxy:
         self.literal_bytes = 0      # server literal bytes relayed, all connections
         self.appended = 0           # APPENDed messages relayed to the server
         self.events: list[str] = []  # what the proxy did, for the test's output
+        self.commands: Counter[str] = Counter()     # client commands by name, e.g. "UID FETCH"
         self._cut_at: int | None = None
         self._refuse: tuple[str, int] | None = None
         self._down_until = 0.0
@@ -306,6 +311,7 @@ class FaultProxy:
                             words = piece.split(None, 2)
                             tag = words[0] if words else b"*"
                             is_append = len(words) > 1 and words[1].upper() == b"APPEND"
+                            self._count(words)
                             cmd = (tag, is_append, self._take_refusal() if is_append else None)
                         tag, is_append, refused = cmd
                         if refused:
@@ -336,6 +342,15 @@ class FaultProxy:
             pass
         finally:
             self._close(conn)
+
+    def _count(self, words: list[bytes]) -> None:
+        if len(words) < 2:
+            return
+        name = words[1].upper().decode("ascii", "replace")
+        if name == "UID" and len(words) > 2:
+            name += " " + words[2].split(None, 1)[0].upper().decode("ascii", "replace")
+        with self._lock:
+            self.commands[name] += 1
 
     def _send_up(self, conn: _Conn, out: list[bytes]) -> None:
         if out:

@@ -11,6 +11,7 @@ is too large the socket is closed with the literal unread.
 from __future__ import annotations
 
 import imaplib
+import re
 
 from imapclient import IMAPClient
 from imapclient import exceptions as imapexc
@@ -134,9 +135,13 @@ class GuardedIMAPClient(IMAPClient):
 
 
 def crlf_only(b: bytes) -> bool:
-    """Every CR is followed by LF and every LF preceded by CR (three scans in C, no copy)."""
-    n = b.count(b"\n")
-    return b.count(b"\r\n") == n and b.count(b"\r") == n
+    """Every CR is followed by LF and every LF preceded by CR (three scans in C, no copy): with no CR
+    alone, there are as many CRLFs as CRs, so as many LFs as CRs leaves no LF alone.  (Counting
+    CRLFs, a two-byte pattern, took longer than the other two scans together.)"""
+    return b.count(b"\n") == b.count(b"\r") and not _BARE_CR.search(b)
+
+
+_BARE_CR = re.compile(rb"\r(?!\n)")
 
 
 def expect_lines(client: IMAPClient, n: int) -> None:

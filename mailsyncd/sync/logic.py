@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import re
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 
@@ -20,12 +21,21 @@ def fingerprint(raw: bytes) -> bytes:
     duplicates are legitimate: the fingerprint identifies content, and matching is by
     multiset so two copies stay two copies.
     """
-    if len(raw) <= _FP_CHUNK:
-        return hashlib.sha256(_lf(raw).rstrip()).digest()[:16]
-    # A large message is hashed a piece at a time: the same digest, without two copies of it.
-    # Trailing whitespace is still whitespace once line ends are mapped, so the end is found on raw.
-    end = _rstripped_len(raw)
     h = hashlib.sha256()
+    if not _BARE_CR.search(raw):
+        # Every CR starts a CRLF (nearly every message): mapping line ends is deleting the CRs, which
+        # replace() does 10x faster than mapping CRLF to LF (memchr and memcpy; issue 16: CPU per byte).
+        if len(raw) <= _FP_CHUNK:
+            lf = raw.replace(b"\r", b"")
+            h.update(memoryview(lf)[:_rstripped_len(lf)])
+        else:
+            end = _rstripped_len(raw)   # trailing whitespace is still whitespace once line ends are mapped
+            view = memoryview(raw)
+            for start in range(0, end, _FP_CHUNK):
+                h.update(view[start:min(start + _FP_CHUNK, end)].tobytes().replace(b"\r", b""))
+        return h.digest()[:16]
+    end = _rstripped_len(raw)
+    # A large message is hashed a piece at a time: the same digest, without two copies of it.
     view = memoryview(raw)
     start = 0
     while start < end:
@@ -38,6 +48,7 @@ def fingerprint(raw: bytes) -> bytes:
 
 
 _FP_CHUNK = 256 * 1024
+_BARE_CR = re.compile(rb"\r(?!\n)")
 
 
 def _lf(b: bytes) -> bytes:
