@@ -3,8 +3,9 @@
 Each message is fingerprinted when it is read (the journal and the UID map need it), its header
 block is found after it lands (the 8-bit read-back) and a message sent alone is checked for bare
 line ends before APPEND.  Each function is compared with the definition it replaced: the same
-answer on every input, and a fraction of its CPU time, measured in this process (CPU time, the
-fastest of several interleaved rounds: other processes on the machine do not count).
+answer on every input (and, for the fingerprint, one copy of the message at most).  Their CPU per GB is
+measured in bench/ (bench/README.md, "Memory and CPU per message"), not asserted here: tests check
+correctness, never time.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-import time
 import tracemalloc
 
 from mailsyncd.net.imapguard import crlf_only
@@ -44,17 +44,6 @@ def _mail(rng: random.Random, lines: int) -> bytes:
     return head + b"\r\n" + b"".join(rng.randbytes(36).hex().encode() + b"\r\n" for _ in range(lines))
 
 
-def _cpu_ratio(new, old, msgs: list[bytes], rounds: int = 5) -> float:
-    """CPU seconds of ``new`` over ``old`` on the same messages: the fastest of interleaved rounds."""
-    best = {new: float("inf"), old: float("inf")}
-    for _ in range(rounds):
-        for fn in (old, new):
-            t = time.process_time()
-            for m in msgs:
-                fn(m)
-            best[fn] = min(best[fn], time.process_time() - t)
-    return best[new] / best[old]
-
 
 def _fuzz(rng: random.Random, n: int, alphabet: bytes, longest: int = 40):
     table = bytes(alphabet[i % len(alphabet)] for i in range(256))
@@ -71,9 +60,9 @@ def test_fingerprint_same_digest_for_any_line_ends():
         assert fingerprint(raw) == old_fingerprint(raw), raw
 
 
-def test_fingerprint_of_a_crlf_message_copies_it_once_and_costs_a_fraction_of_the_definition():
+def test_fingerprint_of_a_crlf_message_copies_it_once():
     rng = random.Random(1)
-    msgs = [_mail(rng, 600) for _ in range(40)]        # ~45 KB each, CRLF line ends like every IMAP server's
+    msgs = [_mail(rng, 600)]        # ~45 KB, CRLF line ends like every IMAP server's
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
@@ -84,11 +73,9 @@ def test_fingerprint_of_a_crlf_message_copies_it_once_and_costs_a_fraction_of_th
         tracemalloc.stop()
     # the definition makes two copies at once: CRLF mapped to LF, then that without its trailing CRLF
     assert peak < 1.2 * len(msgs[0]), f"fingerprint of {len(msgs[0])} bytes allocated {peak} at its peak"
-    ratio = _cpu_ratio(fingerprint, old_fingerprint, msgs * 5)
-    assert ratio < 0.8, f"fingerprint took {ratio:.2f} of the definition's CPU time"
 
 
-def test_header_block_same_answer_and_a_fraction_of_the_regular_expression():
+def test_header_block_same_answer_as_the_regular_expression():
     rng = random.Random(5)
     limit = popdate._HEADER_LIMIT
     try:
@@ -99,15 +86,11 @@ def test_header_block_same_answer_and_a_fraction_of_the_regular_expression():
         popdate._HEADER_LIMIT = limit
     msgs = [_mail(rng, 600) for _ in range(40)]
     assert all(header_block(m) == old_header_block(m) for m in msgs)
-    ratio = _cpu_ratio(header_block, old_header_block, msgs * 10)
-    assert ratio < 0.5, f"header_block took {ratio:.2f} of the regular expression's CPU time"
 
 
-def test_crlf_only_same_answer_and_cheaper_than_three_counts():
+def test_crlf_only_same_answer_as_three_counts():
     rng = random.Random(3)
     for raw in _fuzz(rng, 100000, b"a\r\n", 30):
         assert crlf_only(raw) == old_crlf_only(raw), raw
     msgs = [_mail(rng, 600) for _ in range(40)]
     assert all(crlf_only(m) for m in msgs)
-    ratio = _cpu_ratio(crlf_only, old_crlf_only, msgs * 5)
-    assert ratio < 0.9, f"crlf_only took {ratio:.2f} of the three counts' CPU time"
