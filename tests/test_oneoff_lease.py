@@ -199,6 +199,36 @@ def test_one_off_lease_is_refused_while_held_and_counts_in_the_hosts_budget(make
     assert caplog.text.count("event=lease_waiting") == 1            # said once, not once a second
 
 
+def test_a_killed_one_offs_lease_is_taken_over_by_the_rerun_on_the_same_machine(make_store, caplog):
+    """kill -9 of a one-off leaves its lease for lease_seconds; the rerun that recovers its in-flight batch
+    takes it over at once when that process is gone (the crash tests rerun at once), never from a live one
+    or another machine's."""
+    import os
+
+    from mailsyncd.cli.synclease import node_name
+    caplog.set_level("INFO", "mailsyncd.leases")
+    store = make_store()
+    clock = [1000.0]
+    gone = subprocess.Popen(["true"])
+    gone.wait()                                     # a pid no process has now
+    mine = node_name()
+    dead_name = mine[:mine.rindex("-") + 1] + str(gone.pid)
+    live_name = mine[:mine.rindex("-") + 1] + str(os.getppid())
+    for holder, taken in ((live_name, False), ("ctl-otherhost-" + str(gone.pid), False), ("n1", False),
+                          (dead_name, True)):
+        held = store.claim_lease(A, holder, clock[0], 60, host="127.0.0.1:143", wanted=3, cap=4, ignore_due=True)
+        assert isinstance(held, Lease), holder
+        got = OneOffLease(store, A, _Source, 2, NODE, clock=lambda: clock[0]).claim(slot_wait=0)
+        assert isinstance(got, Lease) == taken, (holder, got)
+        if taken:
+            assert got.connections == 2 and store.host_use(clock[0]) == {"127.0.0.1:143": 2}   # its 3 given back
+            assert f"from={dead_name} why='that process is gone'" in caplog.text
+            store.release_lease(got, 0.0)
+        else:
+            assert got.holder == holder
+            store.release_lease(held, 0.0)
+
+
 def test_one_off_lease_renewal_keeps_it_and_stops_the_pass_once_lost_or_late(make_store, caplog):
     store = make_store()
     clock = [1000.0]

@@ -30,6 +30,21 @@ def node_name() -> str:
     return f"ctl-{default_name()[:40]}-{os.getpid()}"
 
 
+def dead_local_oneoff(holder: str) -> bool:
+    """Is ``holder`` a one-off sync of this machine (node_name()) whose process has ended?"""
+    prefix = f"ctl-{default_name()[:40]}-"
+    pid = holder[len(prefix):]
+    if not holder.startswith(prefix) or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False            # alive, another user's (EPERM): it may still hold the account
+    return False
+
+
 class OneOffLease:
     def __init__(self, store, address: str, source, wanted: int, node, *, name: str | None = None,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
@@ -54,9 +69,18 @@ class OneOffLease:
         self._due = self.store.lease_due(self.address)
         deadline = self.clock() + slot_wait
         waited = False
+        dead = None
         while True:
             got = self.store.claim_lease(self.address, self.name, self.clock(), self.node.lease_seconds,
-                                         host=self.host, wanted=self.wanted, cap=self.cap, ignore_due=True)
+                                         host=self.host, wanted=self.wanted, cap=self.cap, ignore_due=True,
+                                         dead=dead)
+            if isinstance(got, Refused) and got.holder and dead is None and dead_local_oneoff(got.holder):
+                # a one-off of this machine killed mid-pass (kill -9, a crash): no process is left to write
+                # under its lease, and the rerun that recovers its in-flight batch must not wait it out
+                logger.warning("event=lease_taken_over account=%s from=%s why='that process is gone'",
+                               self.address, got.holder)
+                dead = got.holder
+                continue
             if isinstance(got, Lease):
                 got.clock = self.clock
                 got.margin = self.node.heartbeat

@@ -68,10 +68,12 @@ class LeasesMixin:
 
     # -- leases -----------------------------------------------------------------
     def claim_lease(self, account: str, node: str, now: float, lease_seconds: float, *, host: str,
-                    wanted: int, cap: int, ignore_due: bool = False) -> Lease | Refused:
+                    wanted: int, cap: int, ignore_due: bool = False, dead: str | None = None) -> Lease | Refused:
         """Take ``account``'s lease if no live node holds it and its next pass is due (``ignore_due``: the
         user asked), and up to ``wanted`` connections of ``host`` (at most its shared limit, itself at most
-        ``cap``), in one transaction.  A lease expired on another node is taken over."""
+        ``cap``), in one transaction.  A lease expired on another node is taken over, and so is one held by
+        ``dead``: a holder the caller knows cannot write any more (a killed one-off sync of this machine);
+        its connections are given back."""
         expires = now + lease_seconds
         with self._tx() as c:
             c.execute("INSERT INTO leases (account, token, expires, due) VALUES (?, 0, 0, 0)"
@@ -82,7 +84,9 @@ class LeasesMixin:
                 return Refused(account, "being claimed by another node", now + 1)
             holder, token, held_until, due = row
             if holder is not None and held_until > now:
-                return Refused(account, f"held by node {holder}", held_until, holder)
+                if holder != dead:
+                    return Refused(account, f"held by node {holder}", held_until, holder)
+                c.execute("DELETE FROM host_slots WHERE owner=?", (f"pass {account} {token}",))
             if due > now and not ignore_due:
                 return Refused(account, "not due yet", due)
             # the host's budget: its limit row, locked, serializes claims on one host across nodes
