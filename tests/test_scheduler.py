@@ -108,8 +108,8 @@ def test_a_cancel_past_the_point_of_no_return_says_too_late_and_changes_nothing(
         assert not any(sealed[i:i + 12] in data for i in range(0, len(sealed) - 11, 4)), name
 
 
-def test_the_store_decides_the_cancel_rule_in_one_place(tmp_path):
-    store = Store.in_state_dir(str(tmp_path / "s"))
+def test_the_store_decides_the_cancel_rule_in_one_place(make_store):
+    store = make_store()
     now = time.time()
     store.ensure_account(A, DOMAIN)
     # a cancel that lands between the scheduler's look at the table and its start of the cutover wins
@@ -131,7 +131,6 @@ def test_the_store_decides_the_cancel_rule_in_one_place(tmp_path):
     assert store.close_cutover(DOMAIN, "closing") == 1
     assert store.cancel_cutover(DOMAIN, "x")["state"] == "done"
     assert store.cutover(DOMAIN)["state"] == "done" and store.account(A)["phase"] == "cutover"
-    store.close()
 
 
 # -- the scheduler's clock and policy, in-process: the fake clock is the only time it reads ----------
