@@ -142,7 +142,7 @@ class Postgres:
         """The superuser's connection over the unix socket (trust), kept for the server's life: a database a
         test costs two statements, where psql costs a process (runuser + psql, ~0.3 s) each."""
         import psycopg
-        if self._admin is None or self._admin.closed:
+        if self._admin is None or self._admin.closed or self._admin.broken:
             self._admin = psycopg.connect(host=self.dir, port=self.port, user="postgres", dbname="postgres",
                                           autocommit=True)
         return self._admin
