@@ -15,7 +15,7 @@ from .errors import AuthFailed, MailsyncError
 from .imap.folders import Skipped, plan_folders
 from .net import imap
 from .providers import quirks
-from .sync.account import _appendlimit
+from .imap.caps import appendlimit
 
 # Without a measured copy in the store: a conservative figure for one account's pass over the Internet
 # (a Dovecot pair on one machine copies several times faster; bench/README.md).
@@ -80,7 +80,7 @@ def check_account(domain, address: str, password: str, *, source_address: str | 
     else:
         try:
             res.target_login = "ok"
-            res.appendlimit = _appendlimit(tgt.capabilities())
+            res.appendlimit = appendlimit(tgt.capabilities())
             tgt_boxes, _ = imap.list_mailboxes(tgt, with_status=False)
             tgt_ns = imap.namespaces(tgt, f"account={address} side=target")
             special = tgt.has_capability("CREATE-SPECIAL-USE")

@@ -13,7 +13,8 @@ so the reactor never waits on SQLite's write lock.
   limit is halved, and it grows back by a quarter connection per good pass.
   The front door's password checks take their connection from the same budget
   (``acquire``/``release``): a login waits up to ``frontdoor.source_wait`` for
-  one, ahead of any pass, and is answered NO [UNAVAILABLE] if none frees up.
+  one, ahead of any pass, and is answered NO [UNAVAILABLE] if none frees up.  A check is granted
+  on this node's view of the others' use and confirmed in the shared budget before it connects.
 * A failed pass is retried with exponential backoff and jitter.  A source that
   refuses the stored password marks the account failed until the user logs in
   again (with the new password).
@@ -420,16 +421,22 @@ class Scheduler:
         return limit - used - self.leases.others.get(host, 0)
 
     def acquire(self, endpoint, wait: float) -> defer.Deferred:
-        """One connection to ``endpoint``'s host for a login check; fires True, or False after ``wait`` s."""
+        """One connection to ``endpoint``'s host for a login check; fires True, or False after ``wait`` s.
+        A connection free in this node's view of the others (read up to a second before) is confirmed in
+        the shared budget before it is granted: another node may have taken it meanwhile."""
         host = host_key(endpoint)
+        deadline = self.reactor.seconds() + wait
         waiters = self._check_waiters.setdefault(host, [])
         if not waiters and self._host_free(host, endpoint) >= 1:
             self.checks[host] = self.checks.get(host, 0) + 1
-            self._publish(host)
-            return defer.succeed(True)
+            return self._confirm_check(endpoint, host, deadline)
         self.counts["login_checks_waited"] += 1
+        return self._wait_check(endpoint, host, deadline)
+
+    def _wait_check(self, endpoint, host: str, deadline: float) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
         entry = (endpoint, d)
+        waiters = self._check_waiters.setdefault(host, [])
         waiters.append(entry)
         self.leases.refresh_others()     # the view may be a second old: read it again now
 
@@ -438,23 +445,51 @@ class Scheduler:
                 waiters.remove(entry)
                 self.counts["login_checks_refused"] += 1
                 logger.warning("event=source_busy host=%s what='login check found no free connection' "
-                               "waited=%gs in_use=%d", host, wait, self.checks.get(host, 0) + sum(
+                               "in_use=%d", host, self.checks.get(host, 0) + sum(
                                    r.connections for r in self.running.values() if r.host == host))
                 d.callback(False)
 
-        timer = self.reactor.callLater(wait, give_up)
+        timer = self.reactor.callLater(max(0.0, deadline - self.reactor.seconds()), give_up)
         d.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
+        # granted here (self.checks counted by _wake): confirmed in the shared budget like a direct grant
+        d.addCallback(lambda ok: self._confirm_check(endpoint, host, deadline) if ok else False)
         return d
 
-    def release(self, endpoint) -> None:
-        host = host_key(endpoint)
+    def _confirm_check(self, endpoint, host: str, deadline: float) -> defer.Deferred:
+        if self.state_pool is None:
+            return defer.succeed(True)
+        n = self.checks.get(host, 0) + self.watch_conns.get(host, 0)
+        d = threads.deferToThreadPool(self.reactor, self.state_pool, self.leases.take_checks, host, n,
+                                      endpoint.max_connections)
+
+        def confirmed(ok: bool):
+            if ok:
+                return True
+            self._drop_check(host)       # another node took it since our last read: wait like the others
+            if self.reactor.seconds() >= deadline:
+                self.counts["login_checks_refused"] += 1
+                return False
+            self.counts["login_checks_waited"] += 1
+            return self._wait_check(endpoint, host, deadline)
+
+        def failed(f):
+            # the budget cannot be read (the database is down): this node's own view decides, as it did
+            logger.error("event=store_error what='confirm a login check' error=%r", f.getErrorMessage())
+            return True
+        return d.addCallbacks(confirmed, failed)
+
+    def _drop_check(self, host: str) -> None:
         n = self.checks.get(host, 0) - 1
         if n > 0:
             self.checks[host] = n
         else:
             self.checks.pop(host, None)
-        self._wake(host)
         self._publish(host)
+
+    def release(self, endpoint) -> None:
+        host = host_key(endpoint)
+        self._drop_check(host)
+        self._wake(host)
         if not self.stopping:
             self.reactor.callLater(0, self.tick)
 
@@ -501,8 +536,7 @@ class Scheduler:
         while waiters and self._host_free(host, waiters[0][0]) >= 1:
             _endpoint, d = waiters.pop(0)
             self.checks[host] = self.checks.get(host, 0) + 1
-            self._publish(host)
-            d.callback(True)
+            d.callback(True)             # then confirmed in the shared budget (_wait_check)
 
     # -- the loop ----------------------------------------------------------------------------
     def tick(self) -> None:
@@ -629,8 +663,6 @@ class Scheduler:
             final = run is not None and run.final
             if final:
                 acct.final = False
-            elif acct.final:
-                acct.due = 0.0       # a pass that began before the cutover does not count as the final one
             if res is None:
                 acct.waiting_login = True
                 logger.warning("event=pass_skipped account=%s reason='no stored source password'", address)
@@ -656,6 +688,8 @@ class Scheduler:
                     acct.due = now + wait * random.uniform(0.5, 1.0)
                     logger.warning("event=pass_failed account=%s failures=%d retry_in=%.0fs error=%r",
                                    address, acct.failures, acct.due - now, res.error)
+            if acct.final and res is not None and res.error is None:
+                acct.due = 0.0       # a pass that began before the cutover does not count: the final one now
             c = self.cutovers.get(acct.domain)
             if final and c is not None:
                 c.pending.discard(address)

@@ -7,6 +7,7 @@
 #   LOCAL [/usr/local]            LOCAL/bin/{mailsyncd,mailsyncctl} (symlinks), LOCAL/lib/systemd/system/ (the
 #                                 units, ExecStart= pointing into PREFIX), LOCAL/share/man/ (man pages),
 #                                 LOCAL/share/{bash-completion/completions,zsh/site-functions}/
+#   /etc/fail2ban/{filter.d,jail.d}/mailsyncd.conf  the filter, and the jail (disabled; an existing one is kept)
 #   /etc/mailsyncd/mailsyncd.yaml the reference config with state_dir: /var/lib/mailsyncd, only if there is
 #                                 none (an existing one is never touched); mailsyncd.yaml.dist beside it always
 #   PYTHON [python3]              the interpreter the venv is made from (3.11 or newer)
@@ -99,6 +100,20 @@ else
     manifest+=("c $(sha256sum < "$docs/mailsyncd.yaml" | cut -d' ' -f1) $CONFDIR/mailsyncd.yaml")
 fi
 
+echo "install: the fail2ban filter and jail in $DESTDIR/etc/fail2ban (the jail disabled)"
+put 0644 "$SRC/etc/fail2ban/filter.d/mailsyncd.conf" /etc/fail2ban/filter.d/mailsyncd.conf
+# Banning is the admin's decision (behind HAProxy it needs the real client address in the log first:
+# docs/deploy.md): the jail comes disabled, and an existing one is never touched.
+jail=/etc/fail2ban/jail.d/mailsyncd.conf
+if [ -e "$DESTDIR$jail" ]; then
+    echo "install: kept the existing $DESTDIR$jail"
+else
+    mkdirs "$(dirname "$jail")"
+    sed 's/^enabled\( *\)= true/enabled\1= false/' "$SRC/etc/fail2ban/jail.d/mailsyncd.conf" > "$DESTDIR$jail"
+    chmod 0644 "$DESTDIR$jail"
+    manifest+=("c $(sha256sum < "$DESTDIR$jail" | cut -d' ' -f1) $jail")
+fi
+
 # a reinstall keeps what the previous one recorded (its directories, the config it wrote)
 old=()
 [ -f "$DESTDIR$PREFIX/install-manifest" ] && mapfile -t old < "$DESTDIR$PREFIX/install-manifest"
@@ -113,5 +128,7 @@ install: done.  Next:
   1. edit $CONFDIR/mailsyncd.yaml (man 5 mailsyncd.yaml; secrets as credentials: systemd/README.md),
      then check it:  mailsyncctl check-config
   2. systemctl enable --now mailsyncd-imap.socket mailsyncd-imaps.socket mailsyncd.service
+  3. to ban repeated wrong passwords: enabled = true in /etc/fail2ban/jail.d/mailsyncd.conf, then
+     systemctl reload fail2ban (docs/deploy.md, section fail2ban)
 Undo with scripts/uninstall.sh (keeps $STATEDIR unless --purge).
 EOF

@@ -50,7 +50,7 @@ def test_threads_share_two_arenas():
 
 _IMPORTS = r"""
 import sys
-import mailsyncd.cli.ctl, mailsyncd.cli.account, mailsyncd.cli.render
+import mailsyncd.cli.ctl, mailsyncd.cli.account, mailsyncd.cli.render, mailsyncd.cli.synclease
 import mailsyncd.config, mailsyncd.store, mailsyncd.vault
 import mailsyncd.sync.account, mailsyncd.sync.folder, mailsyncd.sync.pop3, mailsyncd.sync.progress
 print(" ".join(sorted({m.split(".")[0] for m in sys.modules})))

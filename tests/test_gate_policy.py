@@ -281,7 +281,8 @@ def test_a_waiting_login_goes_before_new_passes(env):
     from mailsyncd.sync.progress import Progress
 
     env.pool.hold = True                               # passes that start stay "running"
-    sched = Scheduler(env.reactor, env.pool, env.pool, env.store, env.vault, lambda: env.config)
+    # passes held; the state work (the shared budget's confirmations) at once
+    sched = Scheduler(env.reactor, env.pool, SyncPool(), env.store, env.vault, lambda: env.config)
     ep = env.config.domains["example.com"].source
     host = host_key(ep)
     sched.running["bob@example.com"] = _Running(Progress(), threading.Event(), host, ep.max_connections,

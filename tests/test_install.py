@@ -27,6 +27,7 @@ EXPECTED = {
     "usr/local/share/bash-completion/completions/mailsyncctl", "usr/local/share/bash-completion/completions/mailsyncd",
     "usr/local/share/zsh/site-functions/_mailsyncctl", "usr/local/share/zsh/site-functions/_mailsyncd",
     "etc/mailsyncd/mailsyncd.yaml", "etc/mailsyncd/mailsyncd.yaml.dist",
+    "etc/fail2ban/filter.d/mailsyncd.conf", "etc/fail2ban/jail.d/mailsyncd.conf",
 }
 
 
@@ -72,6 +73,12 @@ def test_install_then_uninstall_in_a_destdir(tmp_path):
     assert "\nExecStart=/opt/mailsyncd/bin/mailsyncd --config /etc/mailsyncd/mailsyncd.yaml\n" in unit
     assert "\nDynamicUser=yes\n" in unit      # why no system user is made
     assert "\nstate_dir: /var/lib/mailsyncd " in (root / "etc/mailsyncd/mailsyncd.yaml").read_text()
+    # fail2ban: the shipped filter; the jail disabled (banning is the admin's decision), otherwise as shipped
+    assert (root / "etc/fail2ban/filter.d/mailsyncd.conf").read_bytes() == \
+        open(os.path.join(REPO, "etc/fail2ban/filter.d/mailsyncd.conf"), "rb").read()
+    jail = (root / "etc/fail2ban/jail.d/mailsyncd.conf").read_text()
+    assert "\nenabled      = false\n" in jail and jail.replace("= false", "= true", 1) == \
+        open(os.path.join(REPO, "etc/fail2ban/jail.d/mailsyncd.conf")).read()
     r = subprocess.run([str(root / "opt/mailsyncd/bin/python"), "-c",
                         "import mailsyncd, sys; from mailsyncd.cli import ctl; print(mailsyncd.__file__); "
                         "ctl.main(['--version'])"], capture_output=True, text=True, cwd=tmp_path,

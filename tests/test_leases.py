@@ -309,6 +309,42 @@ def test_a_waiting_login_check_is_granted_as_soon_as_a_fresh_read_shows_the_othe
         s.store.close()
 
 
+def test_a_login_check_granted_on_a_stale_view_is_confirmed_in_the_shared_budget_first(tmp_path, make_store):
+    """nb's view of the others was read before na's pass took every connection: nb's check is not granted
+    on that view alone (the store refuses it), it waits, and gets the connection once na's pass ends."""
+    from fakes import FakeReactor
+
+    from mailsyncd.scheduler import host_key
+
+    reactor = FakeReactor()
+    reactor.advance(10_000)
+    a, cfg = _sched(tmp_path, make_store, "na", reactor)
+    b, _ = _sched(tmp_path, make_store, "nb", reactor)
+    ep = cfg.domains["example.com"].source
+    host = host_key(ep)
+    b.leases.refresh_others()                      # nb reads: nothing in use
+    lease = a.store.claim_lease(A, "na", reactor.seconds(), 60, host=host, wanted=4, cap=4)
+    assert lease.connections == 4
+    got = []
+    b.acquire(ep, 10.0).addCallback(got.append)
+    assert got == [] and b.checks == {} and a.store.host_use(reactor.seconds()) == {host: 4}
+    a.store.free_slot(lease)
+    reactor.advance(1.0)
+    b.leases.refresh_others()
+    assert got == [True] and b.checks == {host: 1}
+    assert a.store.host_use_by_others("na", reactor.seconds()) == {host: 1}
+    b.release(ep)
+    assert b.checks == {} and a.store.host_use_by_others("na", reactor.seconds()) == {}
+    # a stale view and no room until the deadline: refused, counted, nothing left held
+    lease = a.store.claim_lease(B, "na", reactor.seconds(), 60, host=host, wanted=4, cap=4)
+    b.leases.others = {}
+    b.acquire(ep, 5.0).addCallback(got.append)
+    reactor.advance(5.1)
+    assert got == [True, False] and b.checks == {} and b.counts["login_checks_refused"] == 1
+    for s in (a, b):
+        s.store.close()
+
+
 def test_a_watch_connection_is_counted_in_the_shared_budget_before_it_is_opened(tmp_path, make_store):
     """Watches (IDLE, polls) hold source connections too.  One taken on a node's view of the others (read up
     to a second before) is confirmed in the store before it connects: a pass another node claimed meanwhile

@@ -161,3 +161,11 @@ def test_preflight_keeps_within_the_source_hosts_connection_budget(tmp_path, mon
     assert run(max_connections=2, connections=8, n=6) == 2
     assert run(max_connections=8, connections=3, n=6) == 3
     assert run(max_connections=1, connections=4, n=3) == 1
+
+
+def test_appendlimit_is_read_from_the_capability_list_only_when_it_is_a_number():
+    from mailsyncd.imap.caps import appendlimit
+    assert appendlimit([b"IMAP4rev1", b"APPENDLIMIT=35882577"]) == 35882577
+    assert appendlimit(["imap4rev1", "appendlimit=10"]) == 10
+    assert appendlimit([b"APPENDLIMIT"]) is None                 # per mailbox (RFC 7889 2.1): not a server limit
+    assert appendlimit([b"APPENDLIMIT=-1", b"APPENDLIMIT=1e9", b"APPENDLIMIT=\xff"]) is None

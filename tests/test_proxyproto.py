@@ -8,6 +8,7 @@ Clients bind to 127.0.0.2 / 127.0.0.3, so that their address differs from HAProx
 from __future__ import annotations
 
 import imaplib
+import ipaddress
 import json
 import os
 import logging
@@ -93,6 +94,54 @@ def _cfg(listen: dict, frontdoor: dict | None = None):
                                        "target": {"host": "t.example", "port": 993}}},
            "listen": listen, "tls": None, "frontdoor": {"allow_plaintext_login": True, **(frontdoor or {})}}
     return parse_config(doc, path="/nonexistent/mailsyncd.yaml")
+
+
+def test_a_v1_unknown_header_bare_or_not_is_read_without_a_client_address():
+    # "PROXY UNKNOWN\r\n" is what the specification shows (HAProxy sends it for a non-TCP client)
+    for line in (b"PROXY UNKNOWN\r\n", b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n"):
+        h = HeaderReader().feed(line + b"a1 NOOP\r\n")
+        assert (h.version, h.source, h.destination, h.rest) == (1, None, None, b"a1 NOOP\r\n")
+
+
+def test_twisteds_private_proxy_parsers_still_do_what_header_py_relies_on():
+    """header.py imports Twisted's private PROXY parsers (why: its comment).  Pinned here: the names, and
+    the answers it builds on.  If this fails after a Twisted upgrade, re-check header.py against the new
+    parsers (or move to a public API, if Twisted now has one that fits) before anything else."""
+    import twisted.protocols.haproxy as public
+    from twisted.internet.address import IPv6Address, UNIXAddress
+    from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+    from twisted.protocols.haproxy._v1parser import V1Parser
+    from twisted.protocols.haproxy._v2parser import V2Parser
+    now_public = {n for n in ("V1Parser", "V2Parser", "InvalidProxyHeader", "convertError", "ProxyInfo")
+                  if hasattr(public, n)}
+    assert not now_public, f"Twisted now exports {now_public}: import them from twisted.protocols.haproxy"
+    assert V2Parser.PREFIX == b"\r\n\r\n\x00\r\nQUIT\n" == V2_PREFIX
+    # v1: the line without its CRLF; TCP4/TCP6 give TCP addresses, anything else raises (UNKNOWN: header.py)
+    info = V1Parser.parse(b"PROXY TCP4 192.0.2.1 127.0.0.1 40000 143")
+    assert (info.source, info.destination) == (IPv4Address("TCP", "192.0.2.1", 40000),
+                                               IPv4Address("TCP", "127.0.0.1", 143))
+    info = V1Parser.parse(b"PROXY TCP6 2001:db8::1 ::1 40000 143")
+    assert info.source == IPv6Address("TCP", "2001:db8::1", 40000)
+    for bad in (b"PROXY TCP5 1 2 3 4", b"PROXY TCP4 192.0.2.1", b"HELLO TCP4 192.0.2.1 127.0.0.1 1 2", b"PROXY"):
+        with pytest.raises(InvalidProxyHeader):
+            V1Parser.parse(bad)
+    # v2: the whole header; PROXY over TCP gives TCP addresses, LOCAL and UNSPEC none, UNIX UNIXAddress
+    info = V2Parser.parse(v2("192.0.2.44", dport=993))
+    assert (info.source, info.destination) == (IPv4Address("TCP", "192.0.2.44", 40000),
+                                               IPv4Address("TCP", "127.0.0.1", 993))
+    six = V2_PREFIX + bytes([0x21, 0x21]) + struct.pack("!H", 36) + socket.inet_pton(socket.AF_INET6, "2001:db8::2") \
+        + socket.inet_pton(socket.AF_INET6, "::1") + struct.pack("!HH", 1, 2)
+    src = V2Parser.parse(six).source                   # an IPv6Address, its text not compressed (header.py does)
+    assert isinstance(src, IPv6Address) and (src.type, ipaddress.ip_address(src.host), src.port) == (
+        "TCP", ipaddress.ip_address("2001:db8::2"), 1)
+    assert V2Parser.parse(v2("192.0.2.44", fam=0x12)).source.type == "UDP"     # header.py refuses non-TCP
+    assert V2Parser.parse(V2_LOCAL).source is None
+    assert V2Parser.parse(V2_PREFIX + bytes([0x21, 0x00]) + struct.pack("!H", 0)).source is None
+    unix = V2_PREFIX + bytes([0x21, 0x31]) + struct.pack("!H", 216) + b"/a".ljust(108, b"\0") + b"/b".ljust(108, b"\0")
+    assert V2Parser.parse(unix).source == UNIXAddress(b"/a")
+    for bad in (v2("192.0.2.44")[:20], v2("192.0.2.44", command=2), b"x" * 12 + v2("192.0.2.44")[12:]):
+        with pytest.raises(InvalidProxyHeader):
+            V2Parser.parse(bad)
 
 
 def test_config_proxy_protocol_needs_trusted_proxies():
@@ -432,6 +481,40 @@ def test_sockets_from_systemd_get_the_proxy_header_too(tmp_path, test_cert):
                 "127.0.0.1")
     finally:
         d.store.close()
+
+
+def test_a_scan_from_untrusted_peers_logs_one_line_per_address_per_minute(caplog):
+    caplog.set_level(logging.DEBUG, "mailsyncd.proxy")
+    clock = Clock()
+    f, _inner = _listener(clock)
+
+    def lines(what: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith(what)]
+    for _ in range(1000):
+        assert _connect(f, "127.0.0.2") == (None, None)
+    _connect(f, "127.0.0.3")
+    assert lines("event=proxy_untrusted ") == ["event=proxy_untrusted ip=127.0.0.2 listener=imap",
+                                               "event=proxy_untrusted ip=127.0.0.3 listener=imap"]
+    clock.advance(59.9)
+    _connect(f, "127.0.0.2")
+    assert lines("event=proxy_untrusted_more") == []
+    clock.advance(0.1)              # the minute's summary: the 1000 that followed the first; none for .3
+    assert lines("event=proxy_untrusted_more") == [
+        "event=proxy_untrusted_more ip=127.0.0.2 listener=imap refused=1000 seconds=60"]
+    _connect(f, "127.0.0.2")
+    _connect(f, "127.0.0.3")        # .3 was forgotten after its quiet minute: a first refusal again
+    clock.advance(60)
+    assert lines("event=proxy_untrusted_more")[1:] == [
+        "event=proxy_untrusted_more ip=127.0.0.2 listener=imap refused=1 seconds=60"]
+    assert len(lines("event=proxy_untrusted ")) == 3
+    clock.advance(60)               # quiet: both forgotten, no timer left
+    assert f.refusals.pending == {} and clock.getDelayedCalls() == []
+    # memory is bounded: past max_tracked addresses, new ones share one entry
+    f.refusals.max_tracked = 2
+    for i in range(2, 60):
+        _connect(f, f"127.0.1.{i}")
+    assert set(f.refusals.pending) == {"127.0.1.2", "127.0.1.3", "*"} and f.refusals.pending["*"] == 55
+    assert len(caplog.records) < 20
 
 
 def test_a_peer_dropped_from_trusted_proxies_by_a_reload_is_not_believed_for_a_header_still_coming(caplog):

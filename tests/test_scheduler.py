@@ -217,6 +217,26 @@ def test_a_yaml_cutover_time_is_read_on_the_schedulers_clock_too(tmp_path, closi
     assert sched.cutovers[DOMAIN].state == "final_pass"
 
 
+def test_a_pass_running_when_the_cutover_begins_is_followed_at_once_by_the_final_pass(tmp_path, closing):
+    """The pass that began before the cutover does not count as the final one; the final pass follows it at
+    once, not a whole pass_interval later (its good result used to reschedule the account past the cutover)."""
+    world = _world(tmp_path, [A], scheduler={"pass_interval": 3600})
+    cfg, store, vault, reactor, passes = world
+    sched = _started(world)
+    closing((sched, store))
+    assert [a for _, a in passes.held] == [A]            # the first pass runs...
+    store.set_cutover(DOMAIN, reactor.seconds(), "scheduled", "test")
+    sched.refresh_cutovers(store.cutovers())
+    reactor.advance(1)                                   # ...when the cutover begins
+    assert sched.cutovers[DOMAIN].state == "final_pass"
+    assert _end(passes, reactor) == [A]                  # the old pass ends well
+    reactor.advance(2)
+    assert [a for _, a in passes.held] == [A]            # the final pass, now
+    assert _end(passes, reactor) == [A]
+    reactor.advance(1)
+    assert sched.is_cut_over(DOMAIN) and store.account(A)["phase"] == "cutover"
+
+
 def test_a_restart_during_the_final_passes_runs_them_again_and_closes(tmp_path, closing):
     # begun with `mailsyncctl cutover --now` (no YAML time), then the daemon restarted
     world = _world(tmp_path, [A])

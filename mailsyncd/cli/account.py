@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+import threading
+import time
 from contextlib import closing
 
-from .common import (EPILOG, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK, account_domain, account_password,
-                     in_running_pass)
+from .common import EPILOG, EXIT_BUSY, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK, account_domain, account_password
 
 
 def add_parsers(sub) -> None:
@@ -16,8 +17,11 @@ def add_parsers(sub) -> None:
                        description="Copy new messages and flag changes from the account's old server to the "
                                    "new one, then print a per-folder report. A one-off pass does not change what "
                                    "the daemon thinks of the account unless asked: an unknown address needs --add, "
-                                   "and a known account's phase changes only with --record. An account in a pass of the "
-                                   "running daemon is refused.", epilog=EPILOG,
+                                   "and a known account's phase changes only with --record. The pass holds the account's "
+                                   "lease, as a daemon's pass does: while a daemon (any node sharing the database) "
+                                   "has a pass of the account under way, it is refused with exit code 6 and the "
+                                   "node holding the lease; its connections count in the source host's "
+                                   "max_connections shared with the daemons.", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("address", help="the user's email address; its domain selects the config section")
     p.add_argument("--password-file", metavar="FILE",
@@ -60,11 +64,12 @@ def add_parsers(sub) -> None:
 
 def cmd_sync(cfg, args) -> int:
     from ..errors import MailsyncError
-    from ..store import Store
+    from ..store import Refused, Store
     from ..sync.account import AccountSync
     from ..sync.progress import Progress
     from ..text import shown
     from .render import ProgressView, human_bytes, deletion_lines, report_table
+    from .synclease import OneOffLease
 
     domain = account_domain(cfg, args.address)
     if domain is None:
@@ -75,26 +80,35 @@ def cmd_sync(cfg, args) -> int:
             print(f"mailsyncctl: no account {shown(args.address)} in {cfg.state_dir}; check the address, or pass "
                   "--add to create it with this pass", file=sys.stderr)
             return EXIT_ERROR
-    if in_running_pass(cfg, args.address):
-        return EXIT_ERROR
     password = account_password(cfg, args)
     if password is None:
         return EXIT_ERROR
-    view = None
-    if args.progress != "none":
-        tty = {"bar": True, "lines": False}.get(args.progress)
-        view = ProgressView(sys.stderr, tty=tty)
-    progress = Progress(view)
     store = Store.open(cfg)
+    lease = OneOffLease(store, args.address, domain.source, domain.sync.connections, cfg.node)
     try:
-        res = AccountSync(domain, args.address, password, store, progress=progress,
-                          record_phase=args.record or not known).run()   # a new account has no other view
-    except MailsyncError as e:
-        res = None
-        err = str(e)
+        got = lease.claim(slot_wait=cfg.node.lease_seconds)
+        if isinstance(got, Refused):
+            print(f"mailsyncctl: {shown(args.address)}: {_refusal(got)}; nothing was done", file=sys.stderr)
+            return EXIT_BUSY
+        view = None
+        if args.progress != "none":
+            tty = {"bar": True, "lines": False}.get(args.progress)
+            view = ProgressView(sys.stderr, tty=tty)
+        progress = Progress(view)
+        stop = threading.Event()
+        lease.keep(stop)
+        try:
+            res = AccountSync(domain, args.address, password, store.fenced(got), progress=progress, stop=stop,
+                              connections=got.connections,
+                              record_phase=args.record or not known).run()   # a new account has no other view
+        except MailsyncError as e:
+            res = None
+            err = str(e)
+        finally:
+            if view:
+                view.close(progress)
     finally:
-        if view:
-            view.close(progress)
+        lease.release()
         store.close()
     if res is None or res.error:
         print(f"mailsyncctl: sync of {shown(args.address)} failed: {shown(err if res is None else res.error)}",
@@ -118,6 +132,15 @@ def cmd_sync(cfg, args) -> int:
           f"{human_bytes(res.bytes)} in {res.seconds:.1f}s ({rate:.0f} msg/s, "
           f"{human_bytes(res.bytes / res.seconds if res.seconds else 0)}/s)")
     return EXIT_OK if res.complete else EXIT_INCOMPLETE
+
+
+def _refusal(r) -> str:
+    if not r.holder:
+        return r.why
+    until = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(r.retry_at))
+    return (f"node {r.holder} is syncing it now (it holds the account's lease until {until}, in "
+            f"{max(0.0, r.retry_at - time.time()):.0f}s, renewed while its pass runs); try again when that pass "
+            "has ended (mailsyncctl status --user ADDRESS)")
 
 
 def cmd_remap(cfg, args) -> int:

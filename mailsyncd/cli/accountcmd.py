@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("account", help="remove an account, forget its stored password, or retry it now",
                        description="Change what the state store keeps of one account. Asks for confirmation on a "
                                    "terminal; scripts pass --yes (without a terminal and without --yes it refuses). "
-                                   "Refused while the running mailsyncd has a pass of the account under way.")
+                                   "Refused while a pass of the account is under way (this machine's daemon, or any "
+                                   "node or one-off sync holding its lease in a shared database).")
     asub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, (_q, text) in ACTIONS.items():
         a = asub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
@@ -62,10 +63,10 @@ def cmd_account(cfg, args) -> int:
             print(f"mailsyncctl: {shown(address)} has not failed (phase {acct['phase']}): nothing to retry",
                   file=sys.stderr)
             return EXIT_ERROR
-        if in_running_pass(cfg, address) or not _confirmed(ACTIONS[args.action][0].format(a=shown(address)),
-                                                            args.yes):
+        question = ACTIONS[args.action][0].format(a=shown(address))
+        if in_running_pass(cfg, address, store) or not _confirmed(question, args.yes):
             return EXIT_ERROR
-        if in_running_pass(cfg, address):    # a pass may have begun while we asked
+        if in_running_pass(cfg, address, store):    # a pass may have begun while we asked
             return EXIT_ERROR
         if args.action == "remove":
             store.remove_account(address)

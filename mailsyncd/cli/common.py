@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from contextlib import closing
 
 from .. import __version__
 
 DEFAULT_CONFIG = os.environ.get("MAILSYNCD_CONFIG", "/etc/mailsyncd/mailsyncd.yaml")
 # exit codes (documented in --help)
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_RESTART, EXIT_CONFIG_BROKEN = 0, 1, 2, 3, 4, 5
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_RESTART, EXIT_CONFIG_BROKEN, EXIT_BUSY = 0, 1, 2, 3, 4, 5, 6
 EXIT_PIPE = 141     # the shell's code for a process ended by SIGPIPE: `mailsyncctl status | head`
 
 EPILOG = """exit codes:
@@ -22,6 +23,8 @@ EPILOG = """exit codes:
   3    sync finished, but some messages were skipped or some folders failed (see the report)
   4    reload: the new config is in force, but part of it (listen addresses, state_dir) waits for a restart
   5    status: the last reload failed or the config file has errors (the daemon runs its previous config)
+  6    sync: a daemon (this one or another node) is syncing the account, or the source host had no free
+       connection within node.lease_seconds: nothing was done, try again later
   141  the reader of the output went away (e.g. `| head`): the output was cut short
 """
 
@@ -108,13 +111,22 @@ def account_password(cfg, args) -> str | None:
     return password
 
 
-def in_running_pass(cfg, address: str) -> bool:
-    """Whether the daemon running on this state_dir has a pass of ``address`` under way (its daemon.json,
-    as `status` reads it); said on stderr when so."""
+def in_running_pass(cfg, address: str, store=None) -> bool:
+    """Whether a pass of ``address`` is under way: in the daemon running on this state_dir (its daemon.json,
+    as `status` reads it) or, with ``store``, on any node or one-off sync holding the account's lease (a
+    shared database); said on stderr when so."""
     from .control import read_status
     doc = read_status(cfg)
-    if doc is None or address not in (doc.get("live") or {}):
+    if doc is not None and address in (doc.get("live") or {}):
+        print(f"mailsyncctl: {address}: the running mailsyncd (pid {doc['pid']}) is syncing it now; "
+              "try again when its pass has ended (mailsyncctl status --user ADDRESS)", file=sys.stderr)
+        return True
+    if store is None:
         return False
-    print(f"mailsyncctl: {address}: the running mailsyncd (pid {doc['pid']}) is syncing it now; "
-          "try again when its pass has ended (mailsyncctl status --user ADDRESS)", file=sys.stderr)
+    now = time.time()
+    held = [row for row in store.leases() if row["account"] == address and row["expires"] > now]
+    if not held:
+        return False
+    print(f"mailsyncctl: {address}: node {held[0]['node']} holds its lease (a pass under way) for "
+          f"{held[0]['expires'] - now:.0f} s more; try again when its pass has ended", file=sys.stderr)
     return True

@@ -14,6 +14,14 @@ import struct
 from dataclasses import dataclass
 
 from twisted.internet.address import IPv4Address, IPv6Address
+# Twisted's private parsers, on purpose.  Its public PROXY API is only ``proxyEndpoint`` (the wrapper
+# HAProxyWrappingFactory behind it is private too), and that wrapper cannot be ours: it builds the wrapped
+# protocol before the header, with the proxy's own address (the connection caps and the login throttle
+# would count HAProxy); it trusts every peer; it has no header timeout; it closes a header whose first
+# piece is under 8 (v1) or 16 (v2) bytes; it serves a v2 LOCAL or v1 UNKNOWN header as the proxy's own
+# address; and it drops bad headers without a word.  The parsers themselves are sound, so we keep them
+# for the bytes and do the rest here.  tests/test_proxyproto.py pins what we use of them
+# (test_twisteds_private_proxy_parsers_*): a Twisted that changes them fails that test, not a login.
 from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
@@ -96,6 +104,9 @@ class HeaderReader:
         if end + 2 > V1_MAX:
             raise BadHeader("PROXY protocol v1 line too long")
         line = b[:end]
+        if line.split(b" ")[1:2] == [b"UNKNOWN"]:
+            # the rest of an UNKNOWN line is to be ignored; Twisted's parser refuses a bare "PROXY UNKNOWN"
+            return Header(1, None, None, b[end + 2:])
         info = self._parse(V1Parser.parse, line)
         family = 6 if line.split(b" ")[1:2] == [b"TCP6"] else 4
         return Header(1, _checked(info.source, family), _checked(info.destination, family), b[end + 2:])

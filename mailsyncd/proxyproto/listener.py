@@ -3,7 +3,8 @@
 ``ProxyHeaderFactory`` wraps the listener's own factory (the front door's, or the web site's; for an
 implicit-TLS port, the TLS factory around it: the header comes before the TLS handshake):
 
-* a peer outside ``frontdoor.trusted_proxies`` is closed at once (``event=proxy_untrusted``);
+* a peer outside ``frontdoor.trusted_proxies`` is closed at once (``event=proxy_untrusted``, its first
+  refusal; then at most one ``event=proxy_untrusted_more`` a minute per address: refusals.py);
 * a trusted peer must send a well-formed header within ``HEADER_TIMEOUT`` (``event=proxy_header_bad``),
   and still be trusted when it is complete (a reload may have taken it off the list meanwhile);
 * a header without a client address (v2 LOCAL: HAProxy's health checks; v1 UNKNOWN) is closed
@@ -22,6 +23,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import directlyProvides, providedBy
 
 from .header import HEADER_TIMEOUT, BadHeader, HeaderReader, TrustedProxies
+from .refusals import SUMMARY_INTERVAL, RefusalLog
 
 logger = logging.getLogger("mailsyncd.proxy")
 
@@ -37,6 +39,7 @@ class ProxyHeaderFactory(WrappingFactory):
         self.timeout = timeout
         self._trusted_key: tuple[str, ...] | None = None
         self._trusted = TrustedProxies()
+        self.refusals = RefusalLog(reactor, self._log_refused)
 
     def trusted(self) -> TrustedProxies:
         key = tuple(self.trusted_ref())
@@ -47,9 +50,16 @@ class ProxyHeaderFactory(WrappingFactory):
     def buildProtocol(self, addr):
         ip = getattr(addr, "host", "?")
         if not self.trusted().trusts(ip):
-            logger.warning("event=proxy_untrusted ip=%s listener=%s", ip, self.name)
+            self.refusals.refused(ip)
             return None                        # Twisted closes the socket at once
         return ProxyHeaderProtocol(self)
+
+    def _log_refused(self, ip: str, more: int) -> None:
+        if more:
+            logger.warning("event=proxy_untrusted_more ip=%s listener=%s refused=%d seconds=%d", ip, self.name,
+                           more, SUMMARY_INTERVAL)
+        else:
+            logger.warning("event=proxy_untrusted ip=%s listener=%s", ip, self.name)
 
 
 class ProxyHeaderProtocol(ProtocolWrapper):

@@ -46,6 +46,7 @@ class Refused:
     account: str
     why: str
     retry_at: float
+    holder: str = ""                   # the node holding the lease, when that is why
 
 
 class LeasesMixin:
@@ -81,7 +82,7 @@ class LeasesMixin:
                 return Refused(account, "being claimed by another node", now + 1)
             holder, token, held_until, due = row
             if holder is not None and held_until > now:
-                return Refused(account, f"held by node {holder}", held_until)
+                return Refused(account, f"held by node {holder}", held_until, holder)
             if due > now and not ignore_due:
                 return Refused(account, "not due yet", due)
             # the host's budget: its limit row, locked, serializes claims on one host across nodes
@@ -105,6 +106,11 @@ class LeasesMixin:
                 "event=lease_taken_over account=%s from=%s expired_at=%.3f token=%d", account, holder,
                 held_until, token)
         return Lease(account, node, token, expires, host, owner, grant)
+
+    def lease_due(self, account: str) -> float:
+        """When the account's next pass may begin, as its lease row says (0: no row, or due now)."""
+        row = self._conn().execute("SELECT due FROM leases WHERE account=?", (account,)).fetchone()
+        return row[0] if row else 0.0
 
     def renew_leases(self, node: str, leases: Iterable[Lease], now: float, lease_seconds: float) -> list[Lease]:
         """Move the leases' expiry (and their connections') on; returns those no longer ours.  Also this

@@ -283,7 +283,7 @@ _MIGRATIONS: dict[int, str] = {
         expires       REAL NOT NULL,
         PRIMARY KEY (host, owner)
     );
-    -- which node ran a pass, under which lease token (NULL: a one-off pass, or before schema 15)
+    -- which node ran a pass, under which lease token (NULL: recorded before schema 15; a one-off sync has a node name of its own, ctl-HOST-PID)
     ALTER TABLE passes ADD COLUMN node TEXT;
     ALTER TABLE passes ADD COLUMN token INTEGER;
     -- the adaptive connection limit of a source host (halved when it throttles, +0.25 per good pass)

@@ -29,6 +29,7 @@ from ..errors import (
     Unreachable,
     looks_throttled,
 )
+from ..imap.caps import appendlimit
 from ..imap.folders import FolderPlan, Skipped, keep_recorded, plan_folders
 from ..net import imap
 from ..net.imap import Status
@@ -186,7 +187,7 @@ class AccountSync:
                 src_ns = imap.namespaces(src, f"account={self.address} side=source")
                 tgt_ns = imap.namespaces(tgt, f"account={self.address} side=target")
             caps = TargetCaps(tgt.has_capability("MULTIAPPEND"), tgt.has_capability("UIDPLUS"),
-                              _appendlimit(tgt.capabilities()))
+                              appendlimit(tgt.capabilities()))
         except BaseException:
             imap.close(src)
             imap.close(tgt)
@@ -479,14 +480,6 @@ class AccountSync:
             delay = min(delay * 2, 60.0)
         raise ConnectionLost(f"{what}: gave up")
 
-
-
-def _appendlimit(caps) -> int | None:
-    for c in caps:
-        c = c.decode("ascii", "replace") if isinstance(c, bytes) else str(c)
-        if c.upper().startswith("APPENDLIMIT=") and c[12:].isdigit():
-            return int(c[12:])
-    return None
 
 
 def _run_folder(fs: FolderSync) -> FolderReport:
