@@ -170,10 +170,10 @@ def postgres_server():
 def pg_database(postgres_server, request):
     """(url, password_file) of a database of its own (CREATE DATABASE ... TEMPLATE template0: fast)."""
     name = "t_" + "".join(ch if ch.isalnum() else "_" for ch in request.node.name)[-50:].lower()
-    postgres_server.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    postgres_server.drop_database(name)
     url = postgres_server.create_database(name)
     yield url, postgres_server.password_file
-    postgres_server.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    postgres_server.drop_database(name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -88,7 +88,12 @@ A = "alice@example.com"
 def _store(cfg: str):
     from mailsyncd.config import load_config
     from mailsyncd.store import Store
-    return Store.in_state_dir(load_config(cfg).state_dir)
+    return Store.open(load_config(cfg))
+
+
+def _state_dir(cfg: str) -> str:
+    from mailsyncd.config import load_config
+    return load_config(cfg).state_dir
 
 
 def _phase(cfg: str, address: str):
@@ -129,15 +134,17 @@ def test_one_off_sync_with_a_wrong_password_keeps_the_phase_unless_asked(tmp_pat
 
 
 @pytest.fixture
-def seeded(cfg_path):
-    """alice with a stored password, a folder row, a pass and a known network: rows in several tables."""
-    import os as _os
+def seeded(cfg_path, store_backend, request):
+    """alice with a stored password, a folder row, a pass and a known network: rows in several tables.
+    On both backends (the account commands are the store's deletes)."""
+    from syncenv import on_backend
 
     from mailsyncd.vault import Vault
+    on_backend(cfg_path, request, store_backend)
     store = _store(cfg_path)
     try:
         store.ensure_account(A, "example.com", "import")
-        vault = Vault.open(_os.path.dirname(store.path), store)
+        vault = Vault.open(_state_dir(cfg_path), store)
         vault.put_password(A, "alice-secret-pw")
         store.finish_pass(store.start_pass(A), ok=False, copied=0, present=0, skipped=0, nbytes=0,
                           error="x", deleted=0)
@@ -149,9 +156,8 @@ def seeded(cfg_path):
 
 
 def _db_bytes(cfg: str) -> bytes:
-    store = _store(cfg)
-    path = store.path
-    store.close()
+    """SQLite's files, where a dropped ciphertext must not be found (PostgreSQL's: README, secure deletion)."""
+    path = os.path.join(_state_dir(cfg), "mailsyncd.sqlite3")
     out = b""
     for p in (path, path + "-wal"):
         if os.path.exists(p):
@@ -182,8 +188,9 @@ def test_account_remove_deletes_every_row_and_the_password(seeded):
     store = _store(cfg)
     try:
         c = store._conn()
-        for (table,) in c.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
-            cols = {row[1] for row in c.execute(f"PRAGMA table_info({table})")}
+        tables = store._columns(c)
+        assert {"accounts", "secrets", "passes", "known_networks"} <= set(tables)
+        for table, cols in tables.items():
             for col in {"account", "address"} & cols:
                 assert c.execute(f"SELECT count(*) FROM {table} WHERE {col}=?", (A,)).fetchone()[0] == 0, table
     finally:
@@ -193,22 +200,24 @@ def test_account_remove_deletes_every_row_and_the_password(seeded):
     assert r.returncode == 1 and "no account" in r.stderr
 
 
-def test_account_forget_password_destroys_the_ciphertext(seeded):
+def test_account_forget_password_destroys_the_ciphertext(seeded, store_backend):
     cfg, blob = seeded
-    assert blob in _db_bytes(cfg)
+    assert blob in _db_bytes(cfg) or store_backend == "postgresql"
     r = ctl("account", "forget-password", A, "--yes", "-c", cfg)
     assert r.returncode == 0, r.stderr
     assert blob not in _db_bytes(cfg)
-    assert _phase(cfg, A) is not None                               # the account itself stays
+    store = _store(cfg)
+    try:
+        assert store.secret_password(A) is None and store.account(A) is not None   # the account itself stays
+    finally:
+        store.close()
 
 
 def test_account_commands_refused_during_a_running_pass(seeded):
     # the daemon's status file as `status` reads it: a live pid with a pass of alice under way
     import json
     cfg, blob = seeded
-    store = _store(cfg)
-    state = os.path.dirname(store.path)
-    store.close()
+    state = _state_dir(cfg)
     with open(os.path.join(state, "daemon.json"), "w") as f:
         json.dump({"pid": os.getpid(), "live": {A: {"done": 1, "total": 9}}}, f)
     # (sync is refused by the account's lease instead, from any node: tests/test_oneoff_lease.py)

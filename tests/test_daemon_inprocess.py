@@ -18,7 +18,6 @@ from fakes import FakeReactor, HeldPool, SyncPool
 
 from mailsyncd import daemon as daemon_mod
 from mailsyncd.config import load_config
-from mailsyncd.store import Store
 from mailsyncd.sync.account import PassResult
 from mailsyncd.vault import Vault
 
@@ -38,16 +37,31 @@ def domain(port: int) -> dict:
             "target": {"host": "127.0.0.1", "port": port + 1, "security": "none"}}
 
 
-@pytest.fixture
-def env(tmp_path):
+def _env(tmp_path, request, backend="sqlite"):
+    from syncenv import on_backend
     state = tmp_path / "state"
     path = tmp_path / "mailsyncd.yaml"
     doc = {"state_dir": str(state), "listen": {"imap": "127.0.0.1:1"},
            "frontdoor": {"allow_plaintext_login": True}, "domains": {"example.com": domain(10)}}
     path.write_text(yaml.safe_dump(doc))
+    on_backend(str(path), request, backend)
+    doc = yaml.safe_load(path.read_text())
     notifier = Notifier()
     d = daemon_mod.Daemon(load_config(str(path)), FakeReactor(), notifier=notifier)
     d.state_pool = d.scheduler.state_pool = SyncPool()       # the one state thread, run at once
+    return d, path, doc, notifier
+
+
+@pytest.fixture
+def env(tmp_path, request):
+    d, path, doc, notifier = _env(tmp_path, request)
+    yield d, path, doc, notifier
+    d.store.close()
+
+
+@pytest.fixture
+def env_on_backend(tmp_path, request, store_backend):
+    d, path, doc, notifier = _env(tmp_path, request, store_backend)
     yield d, path, doc, notifier
     d.store.close()
 
@@ -91,13 +105,13 @@ def test_a_good_reload_adds_a_domain_and_clears_the_last_error(env, caplog):
     assert notifier.sent[-1][0] == "ready" and not notifier.sent[-1][1].startswith("reload failed")
 
 
-def test_a_status_tick_picks_up_an_import_made_by_another_process(env):
-    d, _path, _doc, notifier = env
+def test_a_status_tick_picks_up_an_import_made_by_another_process(env_on_backend, make_store):
+    d, _path, _doc, notifier = env_on_backend
     d.scheduler.sync_pool = passes = HeldPool(PassResult)
     d.scheduler.start()
     d._tick_status()
     assert status_file(d)["scheduler"]["scheduled"] == 0
-    other = Store.in_state_dir(d.config.state_dir)              # mailsyncctl import, another process
+    other = make_store(d.config.state_dir)              # mailsyncctl import, another process
     sealed = Vault.open(d.config.state_dir, other).seal("bob@example.com", "bob-pw")
     other.import_accounts([("bob@example.com", "example.com", "import", None, sealed),
                            ("carol@example.com", "example.com", "import", None, None)])

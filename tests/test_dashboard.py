@@ -25,6 +25,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 import pytest
+import yaml
 from proxyenv import Daemon
 from seed import Msg, make_message, seed
 from syncenv import REPO
@@ -595,16 +596,32 @@ def test_without_a_password_only_this_machine(tmp_path, dovecot_pair):
         d.wait_log("event=admin_refused ip=203.0.113.9 reason=not_loopback")
 
 
+def on_backend(d: Daemon, request, store_backend: str) -> Daemon:
+    """The daemon's state in a PostgreSQL database of the test's own, if ``store_backend`` says so."""
+    from syncenv import on_backend as config_on_backend
+    config_on_backend(d.config_path, request, store_backend)
+    with open(d.config_path) as f:
+        d.doc = yaml.safe_load(f)
+    return d
+
+
+def open_store(d: Daemon) -> Store:
+    """The daemon's store, as `mailsyncctl` opens it (SQLite in state_dir or the config's database)."""
+    from mailsyncd.config import load_config
+    return Store.open(load_config(d.config_path))
+
+
 def cutover_row(d: Daemon) -> dict | None:
-    store = Store.in_state_dir(d.state_dir)
+    store = open_store(d)
     try:
         return store.cutover("example.com")
     finally:
         store.close()
 
 
-def test_cutover_actions(tmp_path, dovecot_pair):
-    with dash_daemon(tmp_path, dovecot_pair) as d:
+def test_cutover_actions(tmp_path, dovecot_pair, store_backend, request):
+    """On both backends: the actions write the cluster's one cutover row."""
+    with on_backend(dash_daemon(tmp_path, dovecot_pair), request, store_backend) as d:
         front_door_login(d, dovecot_pair)
         d.wait_log(f"event=pass_done account={A} ok=True", timeout=120)
         w = Web(d.http_port)
@@ -651,15 +668,16 @@ def test_cutover_actions(tmp_path, dovecot_pair):
             assert f"event=admin_action ip=127.0.0.1 action={action} target=example.com result={result}" in log
 
 
-def test_accounts_search_filters_pages_and_escaping(tmp_path, dovecot_pair):
+def test_accounts_search_filters_pages_and_escaping(tmp_path, dovecot_pair, store_backend, request):
+    """On both backends: the filters, totals and keyset pages are the store's queries."""
     seed(*dovecot_pair.source_account(A), {"INBOX": [Msg(make_message(i)) for i in range(3)]})
-    with dash_daemon(tmp_path, dovecot_pair) as d:
+    with on_backend(dash_daemon(tmp_path, dovecot_pair), request, store_backend) as d:
         front_door_login(d, dovecot_pair, A)
         front_door_login(d, dovecot_pair, B)
         d.wait_log(f"event=pass_done account={A} ok=True", timeout=120)
         d.wait_log(f"event=pass_done account={B} ok=True", timeout=120)
         evil = '"><script>alert(1)</script>@example.com'
-        store = Store.in_state_dir(d.state_dir)
+        store = open_store(d)
         try:
             store.ensure_account(evil, "example.com", "import")
             store.set_phase(B, "failed", "<b>source said NO</b>")

@@ -16,7 +16,6 @@ from fakes import FakeReactor, SyncPool
 from mailsyncd.auth import source
 from mailsyncd.auth.gate import Gate
 from mailsyncd.config import parse_config
-from mailsyncd.store import Store
 from mailsyncd.vault import Vault
 
 A = "alice@example.com"
@@ -37,7 +36,7 @@ class SourceStub:
 
 
 class Env:
-    def __init__(self, tmp_path, monkeypatch, frontdoor=None):
+    def __init__(self, tmp_path, monkeypatch, make_store, frontdoor=None):
         fd = {"failure_delay": 0.001, "failure_delay_max": 0.001, **(frontdoor or {})}
         doc = {"state_dir": str(tmp_path / "state"), "frontdoor": fd,
                "domains": {"example.com": {
@@ -47,7 +46,8 @@ class Env:
         self.reactor = FakeReactor()
         self.reactor.advance(1000)
         self.pool = SyncPool()
-        self.store = Store.in_state_dir(self.config.state_dir)
+        self.make_store = make_store
+        self.store = make_store(self.config.state_dir)
         self.vault = Vault.open(self.config.state_dir, self.store)
         self.source = SourceStub({A: RIGHT, **{f"user{i}@example.com": f"pw{i}" for i in range(1000)}})
         monkeypatch.setattr(source, "check", self.source)
@@ -80,10 +80,9 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    e = Env(tmp_path, monkeypatch)
-    yield e
-    e.store.close()
+def env(tmp_path, monkeypatch, make_store):
+    """On both backends: the throttle buckets, verifiers and first-login records are the store's."""
+    return Env(tmp_path, monkeypatch, make_store)
 
 
 def figure(what: str, n: int) -> None:
@@ -310,7 +309,7 @@ def test_a_waiting_login_goes_before_new_passes(env):
 
 def node(env):
     """A second node: its own store connections, vault and gate on the same database, the same clock."""
-    store = Store.in_state_dir(env.config.state_dir)
+    store = env.make_store(env.config.state_dir)
     vault = Vault.open(env.config.state_dir, store)
     gate = Gate(env.reactor, SyncPool(), lambda: env.config, store, vault, wall=lambda: env.wall,
                 state_pool=SyncPool())
@@ -345,7 +344,7 @@ def test_guesses_alternated_between_two_nodes_reach_the_source_as_often_as_throu
 def test_the_failure_delay_grows_across_nodes_and_old_rows_are_trimmed(env):
     from mailsyncd.auth.throttle import Limits, Throttle
     clock = [1000.0]
-    store_b = Store.in_state_dir(env.config.state_dir)
+    store_b = env.make_store(env.config.state_dir)
     a = Throttle(Limits(delay_base=2, delay_max=15), lambda: clock[0], state=env.store)
     b = Throttle(Limits(delay_base=2, delay_max=15), lambda: clock[0], state=store_b)
     assert [(a, b)[i % 2].failed("9.9.9.9") for i in range(5)] == [2, 4, 8, 15, 15]

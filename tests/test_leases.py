@@ -1,24 +1,23 @@
 """Work leases, fencing and the shared host budget, on one store shared by several nodes (pure store logic,
-the scheduler's clock passed in as ``now``)."""
+the scheduler's clock passed in as ``now``), on both backends (``make_store``: SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import pytest
 
 from mailsyncd.errors import LeaseLost
-from mailsyncd.store import Inflight, InflightItem, Lease, Refused, Store
+from mailsyncd.store import Inflight, InflightItem, Lease, Refused
 
 A, B = "alice@example.com", "bob@example.com"
 HOST = "127.0.0.1:1"
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(str(tmp_path / "s.sqlite3"))
+def store(make_store):
+    s = make_store()
     s.ensure_account(A, "example.com")
     s.ensure_account(B, "example.com")
-    yield s
-    s.close()
+    return s
 
 
 def _claim(store, account, node, now, wanted=1, cap=4, **kw):
@@ -102,18 +101,19 @@ def test_the_adaptive_limit_is_shared(store):
     assert store.adapt_host_limit(HOST, 4, throttled=False, ok=True, now=2) == 2.25
 
 
-def test_status_lists_the_nodes_when_there_are_several_or_when_asked(tmp_path):
+def test_status_lists_the_nodes_when_there_are_several_or_when_asked(tmp_path, make_store, store_backend, request):
     import json
     import time
 
     import yaml
-    from syncenv import ctl
+    from syncenv import ctl, on_backend
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"), "domains": {"example.com": {
         "source": {"host": "127.0.0.1", "port": 1, "security": "none"},
         "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}}))
-    s = Store(str(tmp_path / "state" / "mailsyncd.sqlite3"))
+    on_backend(str(cfg), request, store_backend)
+    s = make_store(str(tmp_path / "state"))
     now = time.time()
     s.ensure_account(A, "example.com")
     s.node_started("n1", 101, "host-a", now - 100, "0.1.0")
@@ -122,7 +122,7 @@ def test_status_lists_the_nodes_when_there_are_several_or_when_asked(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "nodes:" not in out.stdout                               # one node: nothing to say
     assert "n1 " in ctl("status", "--nodes", "-c", str(cfg)).stdout
-    s = Store(str(tmp_path / "state" / "mailsyncd.sqlite3"))
+    s = make_store(str(tmp_path / "state"))
     s.node_started("n2", 202, "host-b", now - 50, "0.1.0")
     assert isinstance(s.claim_lease(A, "n2", now, 60, host=HOST, wanted=1, cap=4), Lease)
     s.close()
@@ -134,7 +134,7 @@ def test_status_lists_the_nodes_when_there_are_several_or_when_asked(tmp_path):
     assert [(n["name"], n["leases"]) for n in doc["nodes"]] == [("n1", []), ("n2", [A])]
 
 
-def test_a_cutover_is_closed_once_for_the_cluster(tmp_path):
+def test_a_cutover_is_closed_once_for_the_cluster(tmp_path, make_store):
     """Two nodes on one store both run the domain's cutover; one closes it (compare-and-set) and destroys
     the passwords, the other sees it done and stops scheduling the domain."""
     import os
@@ -155,7 +155,7 @@ def test_a_cutover_is_closed_once_for_the_cluster(tmp_path):
         cfg = parse_config({"state_dir": str(state), "node": {"name": name}, "domains": {"example.com": {
             "source": {"host": "127.0.0.1", "port": 1, "security": "none"},
             "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}}, path=str(tmp_path / "c.yaml"))
-        store = Store.in_state_dir(cfg.state_dir)
+        store = make_store(cfg.state_dir)
         vault = Vault(store, key)
         if name == "n1":
             for a in (A, B):
@@ -212,7 +212,7 @@ def test_node_defaults(tmp_path):
         (socket.gethostname().split(".")[0], 40.0, 10.0)
 
 
-def _sched(tmp_path, name, reactor, *, max_connections=4):
+def _sched(tmp_path, make_store, name, reactor, *, max_connections=4):
     import os
 
     from fakes import HeldPool, SyncPool
@@ -228,12 +228,12 @@ def _sched(tmp_path, name, reactor, *, max_connections=4):
                                        "max_connections": max_connections},
                             "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}},
                        path=str(tmp_path / "c.yaml"))
-    store = Store.in_state_dir(cfg.state_dir)
+    store = make_store(cfg.state_dir)
     return Scheduler(reactor, HeldPool(PassResult), SyncPool(), store, Vault(store, os.urandom(32)),
                      lambda: cfg), cfg
 
 
-def test_a_login_check_on_one_node_waits_for_the_connections_another_nodes_passes_hold(tmp_path):
+def test_a_login_check_on_one_node_waits_for_the_connections_another_nodes_passes_hold(tmp_path, make_store):
     import threading
 
     from fakes import FakeReactor
@@ -243,8 +243,8 @@ def test_a_login_check_on_one_node_waits_for_the_connections_another_nodes_passe
 
     reactor = FakeReactor()
     reactor.advance(10_000)
-    a, cfg = _sched(tmp_path, "na", reactor)
-    b, _ = _sched(tmp_path, "nb", reactor)
+    a, cfg = _sched(tmp_path, make_store, "na", reactor)
+    b, _ = _sched(tmp_path, make_store, "nb", reactor)
     ep = cfg.domains["example.com"].source
     host = host_key(ep)
     lease = a.store.claim_lease(A, "na", reactor.seconds(), 60, host=host, wanted=4, cap=4)  # na's pass: all 4
@@ -282,7 +282,7 @@ def test_a_login_check_on_one_node_waits_for_the_connections_another_nodes_passe
 
 
 def test_a_waiting_login_check_is_granted_as_soon_as_a_fresh_read_shows_the_other_nodes_freed_a_connection(
-        tmp_path):
+        tmp_path, make_store):
     """CI saw a login wait its whole 10 s on a view of the others read while their passes ran, though the
     passes had ended: only this node's own releases woke the waiting checks."""
     from fakes import FakeReactor
@@ -291,8 +291,8 @@ def test_a_waiting_login_check_is_granted_as_soon_as_a_fresh_read_shows_the_othe
 
     reactor = FakeReactor()
     reactor.advance(10_000)
-    a, cfg = _sched(tmp_path, "na", reactor)
-    b, _ = _sched(tmp_path, "nb", reactor)
+    a, cfg = _sched(tmp_path, make_store, "na", reactor)
+    b, _ = _sched(tmp_path, make_store, "nb", reactor)
     ep = cfg.domains["example.com"].source
     host = host_key(ep)
     lease = a.store.claim_lease(A, "na", reactor.seconds(), 60, host=host, wanted=4, cap=4)
@@ -309,7 +309,7 @@ def test_a_waiting_login_check_is_granted_as_soon_as_a_fresh_read_shows_the_othe
         s.store.close()
 
 
-def test_a_login_check_granted_on_a_stale_view_is_confirmed_in_the_shared_budget_first(tmp_path):
+def test_a_login_check_granted_on_a_stale_view_is_confirmed_in_the_shared_budget_first(tmp_path, make_store):
     """nb's view of the others was read before na's pass took every connection: nb's check is not granted
     on that view alone (the store refuses it), it waits, and gets the connection once na's pass ends."""
     from fakes import FakeReactor
@@ -318,8 +318,8 @@ def test_a_login_check_granted_on_a_stale_view_is_confirmed_in_the_shared_budget
 
     reactor = FakeReactor()
     reactor.advance(10_000)
-    a, cfg = _sched(tmp_path, "na", reactor)
-    b, _ = _sched(tmp_path, "nb", reactor)
+    a, cfg = _sched(tmp_path, make_store, "na", reactor)
+    b, _ = _sched(tmp_path, make_store, "nb", reactor)
     ep = cfg.domains["example.com"].source
     host = host_key(ep)
     b.leases.refresh_others()                      # nb reads: nothing in use
@@ -345,7 +345,7 @@ def test_a_login_check_granted_on_a_stale_view_is_confirmed_in_the_shared_budget
         s.store.close()
 
 
-def test_a_watch_connection_is_counted_in_the_shared_budget_before_it_is_opened(tmp_path):
+def test_a_watch_connection_is_counted_in_the_shared_budget_before_it_is_opened(tmp_path, make_store):
     """Watches (IDLE, polls) hold source connections too.  One taken on a node's view of the others (read up
     to a second before) is confirmed in the store before it connects: a pass another node claimed meanwhile
     wins, and the watch gives it back (bench/cluster.py saw 7 connections under a budget of 6)."""
@@ -355,8 +355,8 @@ def test_a_watch_connection_is_counted_in_the_shared_budget_before_it_is_opened(
 
     reactor = FakeReactor()
     reactor.advance(10_000)
-    a, cfg = _sched(tmp_path, "na", reactor)
-    b, _ = _sched(tmp_path, "nb", reactor)
+    a, cfg = _sched(tmp_path, make_store, "na", reactor)
+    b, _ = _sched(tmp_path, make_store, "nb", reactor)
     ep = cfg.domains["example.com"].source
     host = host_key(ep)
     assert a.take_watch_connection(ep, reserve=0) and a.confirm_watch_connection(ep)

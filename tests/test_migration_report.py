@@ -8,7 +8,7 @@ import io
 
 import pytest
 from seed import Msg, make_message, seed
-from syncenv import ctl, make_config, sync_once
+from syncenv import ctl, make_config, on_backend, sync_once
 from test_dashboard import browser, dash_daemon, front_door_login  # noqa: F401 - the fixture
 
 from mailsyncd.config import load_config
@@ -27,33 +27,26 @@ def _seed(pair):
     })
 
 
-def _words_of_a_hostile_server(state_dir: str) -> None:
+def _words_of_a_hostile_server(store) -> None:
     """A reason as a hostile server could word it, on one message (as the writer records one)."""
-    store = Store.in_state_dir(state_dir)
-    try:
-        st = store.folder(A, "Work")
-        store.record_altered(A, "Work", st.uidvalidity, [(1, 321, HOSTILE)])
-    finally:
-        store.close()
+    st = store.folder(A, "Work")
+    store.record_altered(A, "Work", st.uidvalidity, [(1, 321, HOSTILE)])
 
 
-def test_report_csv_matches_the_store_and_defuses_words(tmp_path, dovecot_pair):
+def test_report_csv_matches_the_store_and_defuses_words(tmp_path, dovecot_pair, make_store, store_backend, request):
+    """On both backends: the report's queries (totals, skipped, altered) are the store's."""
     _seed(dovecot_pair)
-    cfg = make_config(tmp_path, dovecot_pair, sync={"max_message_size": "64KiB"})
+    cfg = on_backend(make_config(tmp_path, dovecot_pair, sync={"max_message_size": "64KiB"}), request, store_backend)
     res = sync_once(cfg, A, "alice-old-pw")
     assert not res.complete                               # one message over the limit
-    state = load_config(cfg).state_dir
-    _words_of_a_hostile_server(state)
+    store = make_store(load_config(cfg).state_dir)
+    _words_of_a_hostile_server(store)
     r = ctl("report", "--csv", "-c", cfg)
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
-    store = Store.in_state_dir(state)
-    try:
-        reports = {x.path: x for x in store.reports(A)}
-        sizes = store.folder_totals(A)
-        skipped = store.skipped(A)
-    finally:
-        store.close()
+    reports = {x.path: x for x in store.reports(A)}
+    sizes = store.folder_totals(A)
+    skipped = store.skipped(A)
     folders = {x["folder"]: x for x in rows if x["record"] == "folder"}
     assert set(folders) == set(reports) == {"INBOX", "Work"}
     for path, x in folders.items():
@@ -87,7 +80,11 @@ def test_report_page_in_a_real_browser(tmp_path, dovecot_pair, browser):  # noqa
     with dash_daemon(tmp_path, dovecot_pair, password=None) as d:
         front_door_login(d, dovecot_pair, A)
         d.wait_log(f"event=pass_done account={A} ok=True", timeout=120)
-        _words_of_a_hostile_server(d.state_dir)
+        store = Store.in_state_dir(d.state_dir)
+        try:
+            _words_of_a_hostile_server(store)
+        finally:
+            store.close()
         ctx = browser.new_context(viewport={"width": 1024, "height": 900}, locale="en-US")
         page = ctx.new_page()
         page.goto(f"http://127.0.0.1:{d.http_port}/admin")

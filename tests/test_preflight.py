@@ -98,20 +98,17 @@ def test_preflight_uses_the_stored_passwords_without_a_csv(tmp_path, env):
     assert r.returncode == 1
 
 
-def test_the_estimate_uses_the_measured_rate_and_never_beats_the_largest_account(tmp_path, monkeypatch):
+def test_the_estimate_uses_the_measured_rate_and_never_beats_the_largest_account(make_store, monkeypatch):
+    """On both backends: the rate is the store's query over the passes."""
     from mailsyncd import preflight
-    from mailsyncd.store import Store
+    store = make_store()
     clock = iter([100.0, 110.0, 200.0, 200.5])        # a 10 s pass of 20 MiB; a 0.5 s pass of 10 bytes
     monkeypatch.setattr("mailsyncd.store.reports.time.time", lambda: next(clock))
-    store = Store.in_state_dir(str(tmp_path / "state"))
-    try:
-        assert store.copy_rate() is None
-        for nbytes in (20 << 20, 10):
-            p = store.start_pass(A)
-            store.finish_pass(p, ok=True, copied=1, present=1, skipped=0, nbytes=nbytes, error=None)
-        measured = store.copy_rate()
-    finally:
-        store.close()
+    assert store.copy_rate() is None
+    for nbytes in (20 << 20, 10):
+        p = store.start_pass(A)
+        store.finish_pass(p, ok=True, copied=1, present=1, skipped=0, nbytes=nbytes, error=None)
+    measured = store.copy_rate()
     assert measured == (20 << 20, 10.0)               # the small pass measures round trips: left out
     est = preflight.estimate(100 << 20, 10 << 20, measured=measured, parallel=4)
     assert est.measured and est.bytes_per_second == 2 << 20 and est.seconds == pytest.approx(12.5)

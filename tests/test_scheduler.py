@@ -27,13 +27,18 @@ DOMAIN = "example.com"
 
 
 @pytest.fixture
-def env(tmp_path):
+def env(tmp_path, make_store, store_backend, request):
+    """On both backends: `mailsyncctl cutover` and the scheduler meet in the store's cutover table."""
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
-    cfg = parse_config({"state_dir": str(state), "domains": {DOMAIN: {
+    doc = {"state_dir": str(state), "domains": {DOMAIN: {
         "source": {"host": "127.0.0.1", "port": 1, "security": "none"},
-        "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}}, path=str(tmp_path / "c.yaml"))
-    store = Store.in_state_dir(str(state))
+        "target": {"host": "127.0.0.1", "port": 2, "security": "none"}}}}
+    if store_backend == "postgresql":
+        url, password_file = request.getfixturevalue("pg_database")
+        doc["database"] = {"url": url, "password_file": password_file}
+    cfg = parse_config(doc, path=str(tmp_path / "c.yaml"))
+    store = make_store(str(state))
     vault = Vault(store, os.urandom(32))
     store.ensure_account(A, DOMAIN, "import")
     vault.put_password(A, "old-pw")
@@ -43,7 +48,6 @@ def env(tmp_path):
     sched.start()
     yield cfg, store, vault, reactor, passes, sched
     sched.shutdown()
-    store.close()
 
 
 def _ctl(cfg, capsys, **opts) -> tuple[int, str, str]:
@@ -102,14 +106,14 @@ def test_a_cancel_past_the_point_of_no_return_says_too_late_and_changes_nothing(
     assert rc == 1 and "too late" in err and "already done" in err, out + err
     assert "cutover cancelled" not in out
     assert store.cutover(DOMAIN)["state"] == "done" and vault.source_password(A) is None
-    for name in os.listdir(cfg.state_dir):          # the destroyed password cannot be carved from the files
+    for name in os.listdir(cfg.state_dir):          # the destroyed password cannot be carved from the files (SQLite's)
         with open(os.path.join(cfg.state_dir, name), "rb") as f:
             data = f.read()
         assert not any(sealed[i:i + 12] in data for i in range(0, len(sealed) - 11, 4)), name
 
 
-def test_the_store_decides_the_cancel_rule_in_one_place(tmp_path):
-    store = Store.in_state_dir(str(tmp_path / "s"))
+def test_the_store_decides_the_cancel_rule_in_one_place(make_store):
+    store = make_store()
     now = time.time()
     store.ensure_account(A, DOMAIN)
     # a cancel that lands between the scheduler's look at the table and its start of the cutover wins
@@ -131,7 +135,6 @@ def test_the_store_decides_the_cancel_rule_in_one_place(tmp_path):
     assert store.close_cutover(DOMAIN, "closing") == 1
     assert store.cancel_cutover(DOMAIN, "x")["state"] == "done"
     assert store.cutover(DOMAIN)["state"] == "done" and store.account(A)["phase"] == "cutover"
-    store.close()
 
 
 # -- the scheduler's clock and policy, in-process: the fake clock is the only time it reads ----------

@@ -134,13 +134,31 @@ def source_mismatches(pair) -> int:
 
 
 def open_store(tmp_path):
+    """The store as `mailsyncctl` opens it: SQLite in state_dir, or the config's database."""
+    from mailsyncd.config import load_config
     from mailsyncd.store import Store
-    return Store.in_state_dir(str(tmp_path / "state"))
+    return Store.open(load_config(str(tmp_path / "mailsyncd.yaml")))
 
 
 @pytest.fixture
 def web(tmp_path, dovecot_pair):
     with web_daemon(tmp_path, dovecot_pair) as d:
+        yield d
+
+
+def on_backend(d: Daemon, request, store_backend: str) -> Daemon:
+    """The daemon's state in a PostgreSQL database of the test's own, if ``store_backend`` says so."""
+    import yaml
+    from syncenv import on_backend as config_on_backend
+    config_on_backend(d.config_path, request, store_backend)
+    with open(d.config_path) as f:
+        d.doc = yaml.safe_load(f)
+    return d
+
+
+@pytest.fixture
+def web_on_backend(tmp_path, dovecot_pair, store_backend, request):
+    with on_backend(web_daemon(tmp_path, dovecot_pair), request, store_backend) as d:
         yield d
 
 
@@ -408,12 +426,13 @@ def rename_pair(make_dovecot):
     return DovecotPair(src, tgt, {})
 
 
-def test_renaming_when_the_domain_allows_it(make_dovecot, tmp_path):
+def test_renaming_when_the_domain_allows_it(make_dovecot, tmp_path, store_backend, request):
+    """On both backends: the rename's conflict check is the store's query."""
     pair = rename_pair(make_dovecot)
     src = ("127.0.0.1", pair.source.imap_port, OLD_ALICE, "old-alice-pw")
     seed(*src, {"INBOX": [Msg(make_message(i), ("\\Seen",), D) for i in range(4)],
                 "Archive/2020": [Msg(make_message(50 + i)) for i in range(2)]})
-    with web_daemon(tmp_path, pair, allow_rename=True) as d:
+    with on_backend(web_daemon(tmp_path, pair, allow_rename=True), request, store_backend) as d:
         w = Web(d.http_port)
         form = w.get("/").text
         assert 'name="new_address"' in form and "Leave empty to keep the same address." in form
@@ -515,15 +534,15 @@ def test_plain_http_is_refused_off_loopback(tmp_path, dovecot_pair):
     assert "listen.http: plain HTTP on 0.0.0.0:" in d.log() and "would send passwords across the network" in d.log()
 
 
-def test_signing_in_again_and_again_ends_only_ones_own_oldest_session(web, dovecot_pair):
+def test_signing_in_again_and_again_ends_only_ones_own_oldest_session(web_on_backend, dovecot_pair):
     # a right password gives its throttle token back, so one user may sign in as often as they like: each
     # sign-in must not push another user's session out of the store's limit, only their own oldest one
     from mailsyncd.web.selfservice import SESSIONS_PER_USER
-    bob = Web(web.http_port)
+    bob = Web(web_on_backend.http_port)
     assert bob.start(B, dovecot_pair.users[B].old_password).status == 303
     mine = []
     for _ in range(SESSIONS_PER_USER + 1):
-        w = Web(web.http_port)
+        w = Web(web_on_backend.http_port)
         assert w.start(A, dovecot_pair.users[A].old_password).status == 303
         mine.append(w)
     assert [w.get("/progress").status for w in mine] == [303] + [200] * SESSIONS_PER_USER

@@ -1,7 +1,7 @@
 """Status views at scale: filters and keyset pages in the store's query, totals by the database.
 
 The store is filled by bulk INSERTs (mailsyncd/testing/bulkaccounts.py), not by imports.  These tests
-check correctness only; bench/status_scale.py measures the time.
+check correctness only, on both backends (``make_store``); bench/status_scale.py measures the time.
 """
 
 import random
@@ -10,7 +10,6 @@ import pytest
 
 from mailsyncd import status, statusquery
 from mailsyncd.statusquery import Query, QueryError
-from mailsyncd.store import Store
 from mailsyncd.testing.bulkaccounts import DOMAINS, fill
 
 from mailsyncd.config import parse_config
@@ -38,11 +37,9 @@ def database_doc(store, c, live, query, now=5.0):
 
 
 @pytest.fixture
-def small(tmp_path):
-    store = Store(str(tmp_path / "s.sqlite3"))
-    addresses = fill(store, 700, seed=7)
-    yield store, addresses
-    store.close()
+def small(make_store):
+    store = make_store()
+    return store, fill(store, 700, seed=7)
 
 
 def test_database_totals_equal_the_python_model_on_random_data(tmp_path, small):
@@ -113,9 +110,9 @@ def test_pages_visit_every_account_once_even_while_accounts_are_added(tmp_path, 
     assert walk(store, Query(limit=33, domain="gamma.example"))[0] == sorted(only)
 
 
-def test_fifty_thousand_accounts(tmp_path):
+def test_fifty_thousand_accounts(tmp_path, make_store):
     """The issue's size: one page, totals of the whole store, and a filtered walk over a domain."""
-    store = Store(str(tmp_path / "big.sqlite3"))
+    store = make_store()
     addresses = fill(store, 50_000, seed=11)
     c = config(tmp_path)
     doc = database_doc(store, c, {}, Query())
@@ -127,7 +124,6 @@ def test_fifty_thousand_accounts(tmp_path):
     assert {a["phase"] for a in failed["accounts"]} == {"failed"}
     seen, _ = walk(store, Query(limit=statusquery.MAX_LIMIT, domain="delta.example"))
     assert seen == sorted(a for a in addresses if a.endswith("@delta.example"))
-    store.close()
 
 
 @pytest.mark.parametrize("params, message", [

@@ -25,7 +25,6 @@ from mailsyncd.web.access import Access, host_of
 from mailsyncd.web.admin import Admin
 from mailsyncd.web.samples import Throughput
 from mailsyncd.connlimits import ConnectionLimits, fd_budget
-from mailsyncd.store import Store
 from mailsyncd.web.selfservice import SelfService
 
 pytestmark = pytest.mark.timeout(240)
@@ -107,11 +106,11 @@ def test_connection_limits():
     assert 1 <= fd_budget() < 1 << 21
 
 
-def test_self_service_session_ends_although_the_page_reloads_itself(tmp_path):
+def test_self_service_session_ends_although_the_page_reloads_itself(make_store):
     """The page's own reloads (every 5 s, /progress?auto=1) do not count as activity; nothing extends
     a session past session_max."""
     clock = FakeReactor()
-    daemon = fake_daemon(clock, Store(str(tmp_path / "state.sqlite3")))
+    daemon = fake_daemon(clock, make_store())
     page = SelfService(daemon, Access(daemon), idle=60, max_age=600)
 
     def visit(token, auto):
@@ -132,11 +131,11 @@ def test_self_service_session_ends_although_the_page_reloads_itself(tmp_path):
     assert last_answered(auto=False) == 600          # the employee clicks every 5 s: the absolute cap
 
 
-def test_dashboard_session_idles_out_although_the_page_polls_its_json(tmp_path):
+def test_dashboard_session_idles_out_although_the_page_polls_its_json(make_store):
     """Page views keep a dashboard session alive; the pages' /admin/status.json polls and ?auto=1
     reloads do not, so a tab left open signs itself out after session_idle."""
     clock = FakeReactor()
-    daemon = fake_daemon(clock, Store(str(tmp_path / "state.sqlite3")), session_idle=3, session_max=60)
+    daemon = fake_daemon(clock, make_store(), session_idle=3, session_max=60)
     daemon.current().admin.password_hash = HASH
     dash = Admin(daemon, Access(daemon), Throughput(daemon))
 
@@ -296,12 +295,12 @@ def test_slowloris_and_connection_caps(tmp_path, dovecot_pair):
         wait_for(served, 10, "a free connection slot")
 
 
-def test_stored_sessions_limit_sites_and_account_removal(tmp_path):
+def test_stored_sessions_limit_sites_and_account_removal(make_store):
     """Sessions in the store: beyond the limit the least recently seen end first; each site keeps its
     own; removing an account signs its self-service sessions out."""
     from mailsyncd.web.sessions import Sessions
     clock = FakeReactor()
-    store = Store(str(tmp_path / "state.sqlite3"))
+    store = make_store()
     store.ensure_account("alice@example.com", "example.com")
     self_service = Sessions(store, "self", clock.seconds, lambda: (60, 600), 3)
     dashboard = Sessions(store, "admin", clock.seconds, lambda: (60, 600), 3)
@@ -315,4 +314,3 @@ def test_stored_sessions_limit_sites_and_account_removal(tmp_path):
     assert dashboard.get(tokens[0]) is None                # a self-service token opens no dashboard
     store.remove_account("alice@example.com")
     assert self_service.get(tokens[0]) is None and self_service.get(dave) is not None
-    store.close()

@@ -69,6 +69,7 @@ def cmd_import(cfg, args) -> int:
     try:
         vault = Vault.open(cfg.state_dir, store)
         existing = {a["address"]: a for a in store.accounts()}
+        stored = vault.source_passwords() if existing else {}    # one query, not one a row
         kinds: Counter = Counter()
         items = []
         for r in rows:
@@ -79,7 +80,7 @@ def cmd_import(cfg, args) -> int:
             elif (old["source_address"] or old["address"]) != r.source:
                 kinds["source changed"] += 1
             if r.password:
-                current = vault.source_password(r.target) if old is not None and old["has_password"] else None
+                current = stored.get(r.target) if old is not None else None
                 if current != r.password:
                     blob = vault.seal(r.target, r.password)
                     if old is not None:

@@ -8,7 +8,7 @@ here: the vault hands it ciphertext and hashes (secrets.py).
 from __future__ import annotations
 
 from .accounts import KNOWN_NETWORK_DAYS, AccountsMixin
-from .base import DatabaseUnavailable, StoreBase, StoreError
+from .base import DatabaseUnavailable, StoreBase, StoreError, UnstorableText
 from .batches import BatchesMixin
 from .cutovers import CutoversMixin
 from .folders import FoldersMixin
@@ -55,4 +55,4 @@ class Store(AccountsMixin, ProgressMixin, CutoversMixin, SecretsMixin, FoldersMi
 
 __all__ = ["KNOWN_NETWORK_DAYS", "POP3_PATH", "SCHEMA_VERSION", "_MIGRATIONS", "FolderReport", "FolderState",
            "Inflight", "InflightItem", "Lease", "MapRow", "Pop3Row", "DatabaseUnavailable", "Refused", "Store", "StoreBase", "StoreError",
-           "flags_text", "flags_tuple"]
+           "UnstorableText", "flags_text", "flags_tuple"]

@@ -20,6 +20,11 @@ class StoreError(Exception):
     pass
 
 
+class UnstorableText(StoreError, ValueError):
+    """A text argument the database cannot hold (PostgreSQL: a NUL character): the caller's input is bad,
+    not the database; a web page answers 400.  SQLite takes such text, and simply finds nothing."""
+
+
 class DatabaseUnavailable(StoreError):
     """The database server cannot be reached (down, refused, timed out): the message says where, never a password."""
 

@@ -27,7 +27,7 @@ from psycopg.types.numeric import NumericLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from . import Store, dialect
-from .base import DatabaseUnavailable, StoreError
+from .base import DatabaseUnavailable, StoreError, UnstorableText
 from .schema import _MIGRATIONS, _TRIGGERS, SCHEMA_VERSION
 
 # the pool logs each failed reconnect attempt while PostgreSQL is down; callers get DatabaseUnavailable
@@ -109,6 +109,10 @@ class _Conn:
 def _unavailable():
     try:
         yield
+    except psycopg.DataError as e:
+        if getattr(e, "sqlstate", None) is None:    # refused by psycopg before sending: a NUL in a text argument
+            raise UnstorableText(f"text the database cannot hold: {_first_line(e)}") from None
+        raise
     except (psycopg.OperationalError, PoolTimeout) as e:
         state = getattr(e, "sqlstate", None)
         if state and not state.startswith(("08", "57")):

@@ -14,16 +14,20 @@ class SecretsMixin:
         """(address, domain, plan, source_address, sealed password or None) rows, in ONE transaction:
         a CSV import is all or nothing."""
         now = time.time()
+        items = list(items)
+        # three statements for all the rows, not three a row: PostgreSQL pipelines an executemany (one round
+        # trip), where 50,000 rows one by one took 70 s; each statement touches its own row only, so the
+        # order of the rows is kept and the outcome is the same
         with self._secret_tx() as c:
-            for address, domain, plan, source, blob in items:
-                c.execute("INSERT INTO accounts (address, domain, plan, created, updated) "
-                          "VALUES (?,?,?,?,?) ON CONFLICT (address) DO NOTHING", (address, domain, plan, now, now))
-                c.execute("UPDATE accounts SET plan=coalesce(plan, ?), source_address=?, updated=? "
-                          "WHERE address=?", (plan, None if source == address else source, now, address))
-                if blob is not None:
-                    c.execute("INSERT INTO secrets (address, password, updated) VALUES (?,?,?) ON CONFLICT "
-                              "(address) DO UPDATE SET password=excluded.password, updated=excluded.updated",
-                              (address, blob, now))
+            c.executemany("INSERT INTO accounts (address, domain, plan, created, updated) "
+                          "VALUES (?,?,?,?,?) ON CONFLICT (address) DO NOTHING",
+                          [(address, domain, plan, now, now) for address, domain, plan, _, _ in items])
+            c.executemany("UPDATE accounts SET plan=coalesce(plan, ?), source_address=?, updated=? WHERE address=?",
+                          [(plan, None if source == address else source, now, address)
+                           for address, _, plan, source, _ in items])
+            c.executemany("INSERT INTO secrets (address, password, updated) VALUES (?,?,?) ON CONFLICT "
+                          "(address) DO UPDATE SET password=excluded.password, updated=excluded.updated",
+                          [(address, blob, now) for address, _, _, _, blob in items if blob is not None])
             self._bump(c, "accounts_rev")
 
     @staticmethod
@@ -60,6 +64,11 @@ class SecretsMixin:
     def secret_password(self, address: str) -> bytes | None:
         row = self._conn().execute("SELECT password FROM secrets WHERE address=?", (address,)).fetchone()
         return bytes(row[0]) if row and row[0] is not None else None
+
+    def secret_passwords(self) -> dict[str, bytes]:
+        """Every stored ciphertext by address, in one query (a CSV re-import compares them all)."""
+        return {a: bytes(blob) for a, blob in
+                self._conn().execute("SELECT address, password FROM secrets WHERE password IS NOT NULL")}
 
     def forget_secret_password(self, address: str) -> None:
         """Drop the stored ciphertext, keep the verifier."""

@@ -64,7 +64,7 @@ from .pages.dashboard import FAILED_SHOWN, POSTPONE_HOURS, Ctx
 from .pages.format import when
 from .samples import Throughput
 from .sessions import Session, Sessions
-from .site import AUTO, Reply, Shell, SignedCsrf, arg, read_form, redirect, same_token
+from .site import AUTO, Reply, Shell, SignedCsrf, arg, plain, read_form, redirect, same_token
 
 logger = logging.getLogger("mailsyncd.web")
 
@@ -287,7 +287,7 @@ class Admin(Shell):
     async def _account(self, request, ctx: Ctx) -> Reply:
         path = request.path.split(b"?", 1)[0]
         address = unquote(path[len(b"/admin/accounts/"):].decode("ascii", "replace")).strip().lower()
-        if not address or len(address) > 320:
+        if not address or len(address) > 320 or not plain(address):
             return self.message(request, 404, "not_found")
         data = await self.blocking(read_account, self.daemon.store, address)
         if data["account"] is None:
@@ -301,6 +301,8 @@ class Admin(Shell):
     async def _report(self, request, ctx: Ctx) -> Reply:
         """The customer's migration report (mailsyncctl report --html has the same body), ?domain=D."""
         domain = arg(request, b"domain", 253).strip().lower() or None
+        if domain is not None and not plain(domain):
+            return self.message(request, 400, "err_generic")
         model = await self.blocking(migration_report.build, self.daemon.store, domain)
         return Reply(200, dashboard.page(request, ctx, ctx.lang, w(ctx.lang, "report"),
                                          migration_report.html_body(model), nav="report"))

@@ -30,7 +30,7 @@ from ..statusquery import Query, QueryError, parse
 from .. import nodes
 from ..text import json_text
 from . import metrics
-from .site import Reply, Shell
+from .site import Reply, Shell, plain
 
 logger = logging.getLogger("mailsyncd.web")
 
@@ -103,7 +103,7 @@ class ApiResource(_Guarded):
                 address = raw.decode("utf-8").strip().lower()
             except UnicodeDecodeError:
                 return error(400, "the address is not UTF-8")
-            if not address or "/" in address or len(address) > 320:
+            if not address or "/" in address or len(address) > 320 or not plain(address):
                 return error(404, "no such account")
             return await self._account(address)
         return error(404, "no such API route; see docs/status.md")

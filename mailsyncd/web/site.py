@@ -28,6 +28,7 @@ from twisted.web import http, resource, server
 
 from ..auth.throttle import network_of
 from ..connlimits import ConnectionLimits, fd_budget
+from ..store import UnstorableText
 from ..text import shown
 from . import i18n
 from .access import Access
@@ -187,6 +188,12 @@ def arg(request, name: bytes, limit: int = 320) -> str:
     return raw.decode("utf-8", "replace")[:limit]
 
 
+def plain(text: str) -> bool:
+    """No control character (C0 or DEL) in ``text``: no address or domain has one, and PostgreSQL refuses
+    a NUL in a query's text outright, so a path or argument with one is refused before any query."""
+    return not any(ord(c) < 0x20 or ord(c) == 0x7f for c in text)
+
+
 def read_form(request) -> dict[str, str] | None:
     """The urlencoded POST body as {name: first value}; None when it is not one."""
     ctype = (request.getHeader(b"content-type") or b"").decode("latin-1").split(";", 1)[0].strip().lower()
@@ -262,6 +269,10 @@ class Shell(resource.Resource):
         raise NotImplementedError
 
     def _crashed(self, failure, request) -> Reply:
+        if failure.check(UnstorableText):       # the request's text, not the server: a page that missed plain()
+            logger.warning("event=web_refused ip=%s reason=unstorable_text path=%r", self.ip(request),
+                           request.path[:100])
+            return self.message(request, 400, "err_generic")
         logger.error("event=web_error path=%r error=%r", request.path[:100], failure.getErrorMessage())
         return self.message(request, 500, "err_internal")
 
