@@ -15,7 +15,7 @@ import socket
 from twisted.internet import task, threads
 
 from . import __version__
-from .config.node import default_name
+from .config.node import default_name, pid_alive
 from .store import Lease, Refused
 
 logger = logging.getLogger("mailsyncd.leases")
@@ -40,8 +40,14 @@ class NodeLeases:
 
     # -- life cycle (the state thread / the reactor) -------------------------------------------
     def register(self) -> None:
-        """In the state thread: this node's row, so that `mailsyncctl status --nodes` lists it."""
-        self.store.node_started(self.name, os.getpid(), socket.gethostname(), self.reactor.seconds(), __version__)
+        """In the state thread: this node's row, so that `mailsyncctl status --nodes` lists it; first the
+        leases of its previous run, if that process is gone."""
+        host = socket.gethostname()
+        n = self.store.reclaim_node(self.name, host, lambda pid: pid != os.getpid() and pid_alive(pid))
+        if n:
+            logger.warning("event=leases_reclaimed node=%s count=%d why='the previous run of this node is gone'",
+                           self.name, n)
+        self.store.node_started(self.name, os.getpid(), host, self.reactor.seconds(), __version__)
 
     def start(self, running) -> None:
         """Renew the leases of ``running`` (the scheduler's address -> _Running) every heartbeat."""

@@ -410,6 +410,8 @@ def test_kill9_loop_during_a_large_sync_then_restart_gives_an_identical_copy(tmp
     d.wait_log("event=pass_done account=alice@example.com ok=True", 180)
     assert d.stop() == 0
     assert mid_copy >= 1, "no kill landed in the middle of the copy"
+    # each restart took back the killed run's lease at once, instead of waiting lease_seconds for it
+    assert "event=leases_reclaimed" in d.log() and "why='held by node" not in d.log()
     src = snapshot(*dovecot_pair.source_account(A))
     assert src == snapshot(*dovecot_pair.target_account(A))
     assert sum(map(len, src.values())) == 1800

@@ -371,3 +371,24 @@ def test_a_watch_connection_is_counted_in_the_shared_budget_before_it_is_opened(
     assert a.store.host_use_by_others("nb", reactor.seconds()) == {}
     for s in (a, b):
         s.store.close()
+
+
+def test_a_restarted_node_takes_back_at_once_the_leases_its_dead_previous_run_held(store):
+    """kill -9 (or a crash) and a restart under the same name: the previous run cannot write any more, so its
+    leases and connections are given back at start instead of blocking the node for lease_seconds.  Never
+    when the row is another host's, or its process lives (two nodes given one name)."""
+    store.node_started("n1", 4242, "hostA", 1000.0, "x")
+    for acct in (A, B):
+        assert isinstance(store.claim_lease(acct, "n1", 1000.0, 60, host=HOST, wanted=1, cap=4), Lease)
+    store.claim_lease("carol@example.com", "n2", 1000.0, 60, host=HOST, wanted=1, cap=4)
+    asked = []
+    assert store.reclaim_node("n1", "hostB", lambda pid: asked.append(pid) or False) == 0   # another host's
+    assert asked == []
+    assert store.reclaim_node("n1", "hostA", lambda pid: True) == 0                          # alive
+    assert store.host_use(1001.0) == {HOST: 3}
+    assert store.reclaim_node("n1", "hostA", lambda pid: asked.append(pid) or False) == 2
+    assert asked == [4242]
+    assert store.host_use(1001.0) == {HOST: 1}                      # n2's pass keeps its connection
+    assert [row["account"] for row in store.leases()] == ["carol@example.com"]
+    got = store.claim_lease(A, "n1", 1001.0, 60, host=HOST, wanted=1, cap=4)
+    assert isinstance(got, Lease) and got.token == 2                # a new token: the old run's writes fail

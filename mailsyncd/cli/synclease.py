@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..config.node import default_name
+from ..config.node import default_name, pid_alive
 from ..store import Lease, Refused
 
 logger = logging.getLogger("mailsyncd.leases")
@@ -34,15 +34,7 @@ def dead_local_oneoff(holder: str) -> bool:
     """Is ``holder`` a one-off sync of this machine (node_name()) whose process has ended?"""
     prefix = f"ctl-{default_name()[:40]}-"
     pid = holder[len(prefix):]
-    if not holder.startswith(prefix) or not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False            # alive, another user's (EPERM): it may still hold the account
-    return False
+    return holder.startswith(prefix) and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(pid)
 
 
 class OneOffLease:

@@ -1,5 +1,6 @@
 """``node:``: this daemon's name and its work leases, when several nodes share one database."""
 
+import os
 import re
 import socket
 from dataclasses import dataclass
@@ -35,3 +36,14 @@ def _node(errs: _Errors, node: object) -> Node:
         # one missed renewal must not lose the lease
         errs.add("node.heartbeat", f"must be at most half of node.lease_seconds ({lease:g}) (got {heartbeat:g})")
     return Node(name=name, lease_seconds=lease, heartbeat=heartbeat)
+
+
+def pid_alive(pid) -> bool:
+    """Is process ``pid`` of this machine alive?  (EPERM: alive, another user's.)"""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, ValueError, OverflowError):
+        return True
+    return True

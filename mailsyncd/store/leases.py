@@ -161,6 +161,18 @@ class LeasesMixin:
                       " started=excluded.started, heartbeat=excluded.heartbeat, version=excluded.version",
                       (name, pid, host, now, now, version))
 
+    def reclaim_node(self, name: str, host: str, alive) -> int:
+        """At a node's start: the leases its previous run under ``name`` on this ``host`` still holds, given
+        back at once when that run's process is gone (``alive(pid)`` says no), with their connections: a
+        restarted node (kill -9, a crash, systemd's Restart=) need not wait out its own leases.  Returns how
+        many; 0 when the row is another host's or its process lives (two nodes given one name)."""
+        with self._tx() as c:
+            row = c.execute("SELECT pid, host FROM nodes WHERE name=?" + self._for_update(), (name,)).fetchone()
+            if row is None or row[1] != host or alive(row[0]):
+                return 0
+            c.execute("DELETE FROM host_slots WHERE node=?", (name,))
+            return c.execute("UPDATE leases SET node=NULL, expires=0 WHERE node=?", (name,)).rowcount
+
     def nodes(self) -> list[dict]:
         """Each node with its last heartbeat and the leases it holds (count; expired ones included)."""
         return self._dicts("SELECT n.name, n.pid, n.host, n.started, n.heartbeat, n.version,"
