@@ -153,7 +153,8 @@ class FolderSync:
         s = self.ctx.settings
         try:
             prefetched(batches(self._listing(st, only), s.batch_messages, s.batch_bytes), self._fetch,
-                       lambda msgs: self._append_batch(st, msgs), self.ctx.stop, f"fetch {self.path}")
+                       lambda msgs: self._append_batch(st, msgs), self.ctx.stop, f"fetch {self.path}",
+                       reader_done=self.ctx.store.release_thread)
         except MessageTooLarge as e:
             if e.uid is not None:
                 # Recorded, so that the retry on a new connection goes on without it.
