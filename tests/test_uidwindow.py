@@ -7,11 +7,13 @@ The window is made small (sync.folder.WINDOW) so that a folder of a few dozen me
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 
 import pytest
 
-from hostileserver import Box, HostileServer
+from hostileserver import Box, HostileServer, _uids
+from mailsyncd.config import load_config
 from mailsyncd.net import imap as netimap
 from mailsyncd.store import Store
 from mailsyncd.sync import folder as folder_mod
@@ -120,7 +122,7 @@ def test_a_crash_in_a_later_window_then_a_rerun_is_identical(recent_first, dovec
     monkeypatch.setattr(Store, "commit_batch", crashing)
     with pytest.raises(RuntimeError, match="simulated crash"):
         sync_once(cfg, A, pair.users[A].old_password)
-    store = Store.open(__import__("mailsyncd.config", fromlist=["load_config"]).load_config(cfg))
+    store = Store.open(load_config(cfg))
     try:
         st = store.folder(A, "INBOX")
         assert store._conn().execute("SELECT count(*) FROM inflight").fetchone()[0] == 1
@@ -149,7 +151,6 @@ class _Strays(HostileServer):
             return super()._fetch(conn, tag, args, folder)
         box = self.folders[folder]
         top = max(u for u, _, _ in box.messages)
-        from hostileserver import _uids
         wanted = _uids(uidset, top)
         out = []
         for seq, (uid, raw, _fl) in enumerate(box.messages, 1):
@@ -187,7 +188,6 @@ def _target_inbox(pair) -> list:
 
 
 def _source_rows(box: Box) -> list:
-    import hashlib
     return sorted(hashlib.sha256(raw).hexdigest() for _u, raw, _f in box.messages)
 
 
