@@ -44,10 +44,15 @@ class FoldersMixin:
                  st.uidnext, st.messages, st.highestmodseq, st.flags_checked))
 
     # -- the UID map ---------------------------------------------------------
-    def mapped_uids(self, account: str, path: str, uidvalidity: int, above: int = 0) -> set[int]:
-        rows = self._conn().execute(
-            "SELECT uid FROM messages WHERE account=? AND path=? AND uidvalidity=? AND uid>?",
-            (account, path, uidvalidity, above))
+    def mapped_uids(self, account: str, path: str, uidvalidity: int, above: int = 0,
+                    upto: int | None = None) -> set[int]:
+        """The mapped source UIDs in above+1..upto (a copy's UID window: its bound, not the folder's)."""
+        q = "SELECT uid FROM messages WHERE account=? AND path=? AND uidvalidity=? AND uid>?"
+        args: tuple = (account, path, uidvalidity, above)
+        if upto is not None:
+            q += " AND uid<=?"
+            args += (upto,)
+        rows = self._conn().execute(q, args)
         return {r[0] for r in rows}
 
     def map_rows(self, account: str, path: str, uidvalidity: int,

@@ -200,13 +200,15 @@ def _lf(b: bytes) -> bytes:
     return b.replace(b"\r\n", b"\n")   # a target may store bare LF as CRLF: not a change of content
 
 
-def prefetched(batches: Iterable, read: Callable, write: Callable, stop: threading.Event, name: str) -> None:
+def prefetched(batches: Iterable, read: Callable, write: Callable, stop: threading.Event, name: str,
+               reader_done: Callable[[], None] | None = None) -> None:
     """``write(read(batch))`` for each batch, reading the next batch on a second thread meanwhile.
 
     The reader reads a batch only when the writer asks for it, which it does as it takes the one
     before: at most two batches are held at once (one written, one read ahead) whatever the speed
     of either side.  A failure on either side stops both; the reader's is raised here once the
-    writer is done.
+    writer is done.  ``reader_done`` is called on the reading thread as it ends (``batches`` may read
+    the store there: its connection is the thread's own).
     """
     asks: queue.Queue = queue.Queue()   # True: read the next batch; False: stop
     got: queue.Queue = queue.Queue()    # never more than one batch, by the asks
@@ -223,7 +225,11 @@ def prefetched(batches: Iterable, read: Callable, write: Callable, stop: threadi
         except BaseException as e:  # noqa: BLE001 - handed to the writer's thread
             failure.append(e)
         finally:
-            got.put(None)   # the end
+            try:
+                if reader_done is not None:
+                    reader_done()
+            finally:
+                got.put(None)   # the end
 
     t = threading.Thread(target=reader, name=name, daemon=True)
     t.start()

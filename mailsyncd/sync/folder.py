@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 
 from imapclient import exceptions as imapexc
@@ -28,12 +29,15 @@ from ..store import FolderReport, FolderState, MapRow
 from ..text import shown
 from . import expunge
 from .appender import ALTERED, Appender, Outgoing, open_target, prefetched
-from .logic import (Mark, batches, bounded_uids, fingerprint, match_fingerprints, merge_flags, source_flags,
-                    storable)
+from .logic import (MAX_UID, Mark, batches, bounded_uids, fingerprint, match_fingerprints, merge_flags, next_span,
+                    source_flags, storable)
 
 logger = logging.getLogger(__name__)
 
 _FETCH_ITEMS = [b"BODY.PEEK[]", b"FLAGS", b"INTERNALDATE"]
+# Messages listed at a time (about 300 bytes each while the window is copied): a folder's copy holds
+# this many, not the folder's count (issue 16).  Tests make it small.
+WINDOW = 5000
 
 
 class FolderSync:
@@ -140,30 +144,17 @@ class FolderSync:
         return bounded_uids(found, self.status.uidnext)
 
     def _copy_new(self, st: FolderState, only: set[int] | None = None) -> None:
-        """Copy what is left above the mark (``only``: just those of it), in UID order."""
-        store = self.ctx.store
-        with lost_is_transient(f"source, {self.where}"):
-            sizes = fetch_sizes(self.src, f"{st.last_uid + 1}:*")
-        done = store.mapped_uids(self.acct, self.path, st.uidvalidity, above=st.last_uid)
-        done |= {uid for p, uid, _, _ in store.skipped(self.acct, self.path) if uid > st.last_uid}
-        todo = sorted((uid, size) for uid, size in sizes.items() if uid > st.last_uid and uid not in done)
-        too_big = [(uid, size, f"too large: {size} bytes (RFC822.SIZE), the limit is {self.cap}")
-                   for uid, size in todo if size > self.cap]
-        if too_big:
-            self._record_skipped(st, too_big)
-            todo = [(uid, size) for uid, size in todo if size <= self.cap]
-        self._mark = Mark(st.last_uid, (u for u in sizes if u > st.last_uid), (u for u, _ in todo))
-        del sizes, done     # not held through the copy
-        if only is not None:
-            todo = [(uid, size) for uid, size in todo if uid in only]
-        if not todo:
-            if self._mark.mark > st.last_uid:   # what is left above the mark was done out of order
-                store.commit_batch(self.acct, self.path, st.uidvalidity, [], [], self._mark.mark)
+        """Copy what is left above the mark (``only``: just those of it), in UID order, listed a UID
+        window at a time (``_listing``): what is held of a folder is bounded by the window, not the folder."""
+        self._mark = Mark(st.last_uid)
+        self._committed = st.last_uid
+        if only is not None and not only:
             return
         s = self.ctx.settings
         try:
-            prefetched(batches(todo, s.batch_messages, s.batch_bytes), self._fetch,
-                       lambda msgs: self._append_batch(st, msgs), self.ctx.stop, f"fetch {self.path}")
+            prefetched(batches(self._listing(st, only), s.batch_messages, s.batch_bytes), self._fetch,
+                       lambda msgs: self._append_batch(st, msgs), self.ctx.stop, f"fetch {self.path}",
+                       reader_done=self.ctx.store.release_thread)
         except MessageTooLarge as e:
             if e.uid is not None:
                 # Recorded, so that the retry on a new connection goes on without it.
@@ -171,6 +162,60 @@ class FolderSync:
                                                            f"RFC822.SIZE said {e.announced}; limit {e.limit}")])
                 e.recorded = True
             raise
+        if self._mark.mark > self._committed:   # the last windows were done already (out of order)
+            self.ctx.store.commit_batch(self.acct, self.path, st.uidvalidity, [], [], self._mark.mark)
+
+    def _listing(self, st: FolderState, only: set[int] | None) -> Iterator[tuple[int, int]]:
+        """(uid, size) of each message left to copy above the mark, a window of about WINDOW messages at a
+        time (``UID FETCH lo:hi (RFC822.SIZE)``; the last window ``lo:*``, which also takes what arrived since
+        the STATUS).  Runs on the fetching thread, between its batches; the source is hostile: a UID outside
+        the window asked for is not taken from that answer, and a UIDVALIDITY change between windows stops
+        the folder (the next pass re-identifies what was copied: ``_remap``)."""
+        store, uidnext = self.ctx.store, self.status.uidnext
+        skipped = {uid for _p, uid, _s, _r in store.skipped(self.acct, self.path) if uid > st.last_uid}
+        lo, span, first = st.last_uid + 1, WINDOW, True
+        # A recent slice starts at its lowest UID, and the mark then stays: what lies below was not listed.
+        # It also stays once a UID is left that the slice does not copy: later windows cannot move it.
+        frozen = False
+        if only is not None:
+            frozen = min(only) > lo
+            lo = max(lo, min(only))
+        while lo <= MAX_UID and not (only is not None and lo > max(only)):
+            hi = min(lo + span - 1, MAX_UID)
+            last = not uidnext or hi >= uidnext - 1 or hi == MAX_UID
+            if not first:
+                self._same_uidvalidity(st)
+            first = False
+            with lost_is_transient(f"source, {self.where}"):
+                sizes = fetch_sizes(self.src, f"{lo}:*" if last else f"{lo}:{hi}")
+            top = MAX_UID if last else hi
+            strays = sum(1 for u in sizes if not lo <= u <= top)
+            if strays and not (last and len(sizes) == 1):   # "lo:*" above the highest UID names the highest
+                logger.warning("event=source_listing_outside_window %s window=%d:%s strays=%d",
+                               self.where, lo, "*" if last else hi, strays)
+            done = store.mapped_uids(self.acct, self.path, st.uidvalidity, above=lo - 1, upto=top)
+            todo = sorted((uid, size) for uid, size in sizes.items()
+                          if lo <= uid <= top and uid not in done and uid not in skipped)
+            if not frozen:
+                self._mark.extend((u for u in sizes if lo <= u <= top), (u for u, _ in todo))
+            count = len(sizes)
+            del sizes, done     # not held through the copy
+            if only is not None:
+                frozen = frozen or any(uid not in only for uid, _ in todo)
+                todo = [(uid, size) for uid, size in todo if uid in only]
+            yield from todo
+            if last:
+                return
+            lo, span = hi + 1, next_span(span, count, WINDOW)
+
+    def _same_uidvalidity(self, st: FolderState) -> None:
+        """EXAMINE again before the next window: a source that renumbered the folder meanwhile is caught here."""
+        with lost_is_transient(f"source, {self.where}"):
+            got = self.src.select_folder(self.plan.source, readonly=True)
+        now = got.get(b"UIDVALIDITY")
+        if now != st.uidvalidity:
+            raise FolderFailed(f"the source changed the folder's UIDVALIDITY from {st.uidvalidity} to {now!r} "
+                               f"during the copy; the next pass re-identifies what was copied")
 
     def _record_skipped(self, st: FolderState, skipped: list[tuple[int, int, str]]) -> None:
         self.ctx.store.commit_batch(self.acct, self.path, st.uidvalidity, [], skipped, None)
@@ -182,11 +227,17 @@ class FolderSync:
         logger.warning("event=flag_dropped user=%s folder=%s uid=%d flag=%s",
                        self.acct, shown(self.path, 80), uid, shown(repr(flag), 80))
 
-    def _fetch(self, batch: list[tuple[int, int]]) -> list[Outgoing | int]:
+    def _fetch(self, batch: list[tuple[int, int]]) -> list[Outgoing | int | tuple[int, int, str]]:
+        """The batch's messages; an int: expunged meanwhile; (uid, size, reason): too large, not fetched."""
+        out: list[Outgoing | int | tuple[int, int, str]] = [
+            (uid, size, f"too large: {size} bytes (RFC822.SIZE), the limit is {self.cap}")
+            for uid, size in batch if size > self.cap]
+        batch = [(uid, size) for uid, size in batch if size <= self.cap]
+        if not batch:
+            return out
         uids = [u for u, _ in batch]
         with lost_is_transient(f"source, {self.where}"):
             data = fetch(self.src, uids, _FETCH_ITEMS, sizes=dict(batch), on_dropped=self._flag_dropped)
-        out: list[Outgoing | int] = []
         for uid, size in batch:
             d = data.get(uid)
             raw = d.get(b"BODY[]") if d else None
@@ -197,22 +248,26 @@ class FolderSync:
                                 fingerprint(raw)))
         return out
 
-    def _append_batch(self, st: FolderState, batch: list[Outgoing | int]) -> None:
+    def _append_batch(self, st: FolderState, batch: list[Outgoing | int | tuple[int, int, str]]) -> None:
         msgs = [m for m in batch if isinstance(m, Outgoing)]
-        uids = [m if isinstance(m, int) else m.key for m in batch]
+        gone = sum(1 for m in batch if isinstance(m, int))
+        uids = [m if isinstance(m, int) else m[0] if isinstance(m, tuple) else m.key for m in batch]
         rows: list[MapRow] = []
-        skipped: list[tuple[int, int, str]] = []
+        # too large: recorded with the batch, as the journal of the batch in flight is cleared by every commit
+        skipped: list[tuple[int, int, str]] = [m for m in batch if isinstance(m, tuple)]
         altered: list[tuple[int, int, str]] = []
         later = None
         if msgs:
             out = self.writer.write([replace(m, flags=storable(m.flags, self.permanent)[0]) for m in msgs])
             rows = [MapRow(m.key, tv, tu, m.size, m.fp, tuple(sorted(m.flags))) for m, tv, tu in out.landed]
-            skipped = [(m.key, m.size, f"target refused: {words}") for m, words in out.refused]
+            skipped += [(m.key, m.size, f"target refused: {words}") for m, words in out.refused]
             altered = [(m.key, m.size, ALTERED) for m in out.altered]
             later = out.later
         # A full target: record what landed, keep the mark, and let a later pass copy the rest.
-        self.ctx.store.commit_batch(self.acct, self.path, st.uidvalidity, rows, skipped,
-                                    None if later else self._mark.done(uids))
+        mark = None if later else self._mark.done(uids)
+        self.ctx.store.commit_batch(self.acct, self.path, st.uidvalidity, rows, skipped, mark)
+        if mark is not None:
+            self._committed = mark
         if altered:
             self.ctx.store.record_altered(self.acct, self.path, st.uidvalidity, altered)
             self.altered += len(altered)
@@ -222,7 +277,7 @@ class FolderSync:
         self.nbytes += nbytes
         for uid, size, reason in skipped:
             logger.warning("event=message_skipped %s uid=%d size=%d reason=%r", self.where, uid, size, reason)
-        self.ctx.progress.advance(self.path, n + len(skipped) + (len(batch) - len(msgs)), nbytes)
+        self.ctx.progress.advance(self.path, n + len(skipped) + gone, nbytes)
         if later:
             raise FolderFailed(f"target refused APPEND: {later}; the rest of this folder waits for a later pass")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import re
+import threading
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 
@@ -147,13 +148,31 @@ class Mark:
     listed UID that is not left is done already (mapped or skipped by an earlier, out-of-order
     pass); a UID the source does not list is a gap.  ``done(uids)`` says the new mark: just below
     the lowest UID still left, or the highest listed once nothing is.
+
+    A folder is listed a UID window at a time (``extend``, each window above the ones before), by
+    the fetching thread while the writing thread calls ``done``: hence the lock.  Only the UIDs of
+    the windows listed and not yet done are held.
     """
 
-    def __init__(self, mark: int, listed: Iterable[int], left: Iterable[int]):
-        self._left = set(left)
-        self._heap = sorted(self._left)     # a sorted list is a heap; removed UIDs are skipped lazily
-        self._top = max((u for u in listed if u > mark), default=mark)
-        self.mark = self._now(mark)
+    def __init__(self, mark: int, listed: Iterable[int] = (), left: Iterable[int] = ()):
+        self._lock = threading.Lock()
+        self._left: set[int] = set()
+        self._heap: list[int] = []      # removed UIDs are skipped lazily
+        self._top = mark
+        self.mark = mark
+        self.extend(listed, left)
+
+    def extend(self, listed: Iterable[int], left: Iterable[int]) -> int:
+        """Add the next window's listing (UIDs above every one listed before)."""
+        new = set(left)
+        top = max((u for u in listed if u > self.mark), default=0)
+        with self._lock:
+            self._left |= new
+            for u in sorted(new):
+                heapq.heappush(self._heap, u)
+            self._top = max(self._top, top)
+            self.mark = self._now(self.mark)
+            return self.mark
 
     def _now(self, mark: int) -> int:
         while self._heap and self._heap[0] not in self._left:
@@ -161,9 +180,20 @@ class Mark:
         return max(mark, self._heap[0] - 1 if self._heap else self._top)
 
     def done(self, uids: Iterable[int]) -> int:
-        self._left.difference_update(uids)
-        self.mark = self._now(self.mark)
-        return self.mark
+        with self._lock:
+            self._left.difference_update(uids)
+            self.mark = self._now(self.mark)
+            return self.mark
+
+
+MAX_UID = 2**32 - 1
+
+
+def next_span(span: int, count: int, want: int) -> int:
+    """The next UID window's width: about ``want`` messages at the density the last window (``span``
+    UIDs, ``count`` messages) showed; at most 8x wider a step, so that a dense run after a sparse one
+    stays near ``want``, and never narrower than ``want`` (``count`` <= ``span``)."""
+    return max(want, min(span * 8, span * want // max(count, 1), MAX_UID))
 
 
 def bounded_uids(uids: Iterable, uidnext: int | None) -> set[int]:
