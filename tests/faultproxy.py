@@ -14,6 +14,9 @@
     for that long, then are closed: a source that stalls;
   - ``at_literal_byte(n, fn)`` / ``at_append(k, fn)``: call ``fn()`` when the n-th server literal
     byte, or the k-th APPENDed message (a literal of an APPEND command), passes the proxy.
+
+It also counts what passes: ``server_bytes`` (everything the server sent) and ``commands`` (each
+client command's name, e.g. ``b"UID FETCH"``; never its arguments, which may hold a password).
 """
 
 from __future__ import annotations
@@ -157,6 +160,8 @@ class FaultProxy:
         self.name = name
         self.literal_bytes = 0      # server literal bytes relayed, all connections
         self.appended = 0           # APPENDed messages relayed to the server
+        self.server_bytes = 0       # bytes the server sent, all connections
+        self.commands: list[bytes] = []     # each client command's name (UID FETCH, STATUS, ...)
         self.events: list[str] = []  # what the proxy did, for the test's output
         self._cut_at: int | None = None
         self._refuse: tuple[str, int] | None = None
@@ -261,6 +266,8 @@ class FaultProxy:
                 data = conn.up.recv(65536)
                 if not data:
                     break
+                with self._lock:
+                    self.server_bytes += len(data)
                 out = []
                 for kind, piece, _ in framer.feed(data):
                     if kind == "literal":
@@ -306,6 +313,7 @@ class FaultProxy:
                             words = piece.split(None, 2)
                             tag = words[0] if words else b"*"
                             is_append = len(words) > 1 and words[1].upper() == b"APPEND"
+                            self._count_command(words)
                             cmd = (tag, is_append, self._take_refusal() if is_append else None)
                         tag, is_append, refused = cmd
                         if refused:
@@ -336,6 +344,15 @@ class FaultProxy:
             pass
         finally:
             self._close(conn)
+
+    def _count_command(self, words: list[bytes]) -> None:
+        if len(words) < 2:
+            return
+        name = words[1].upper()
+        if name == b"UID" and len(words) > 2:
+            name += b" " + words[2].split(None, 1)[0].upper()
+        with self._lock:
+            self.commands.append(name)
 
     def _send_up(self, conn: _Conn, out: list[bytes]) -> None:
         if out:

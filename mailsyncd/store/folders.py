@@ -91,6 +91,13 @@ class FoldersMixin:
             "SELECT count(*) FROM messages WHERE account=? AND path=? AND uidvalidity=?",
             (account, path, uidvalidity)).fetchone()[0]
 
+    def count_known(self, account: str, path: str, uidvalidity: int, upto: int) -> int:
+        """Source UIDs at or below ``upto`` that are mapped or skipped (each once)."""
+        return self._conn().execute(
+            "SELECT count(*) FROM (SELECT uid FROM messages WHERE account=? AND path=? AND uidvalidity=? AND uid<=?"
+            " UNION SELECT uid FROM skipped WHERE account=? AND path=? AND uidvalidity=? AND uid<=?) AS k",
+            (account, path, uidvalidity, upto) * 2).fetchone()[0]
+
     def count_mapped_into(self, account: str, target_name: str) -> int:
         """Messages the UID map puts in ``target_name``, from every source folder recorded there."""
         return self._conn().execute(

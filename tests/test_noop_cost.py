@@ -1,0 +1,89 @@
+"""What a pass costs when little or nothing changed: it must not grow with the folder (issue 16).
+
+Counted through FaultProxy relays in front of the real Dovecot pair: the commands each side gets and
+the bytes each side sends.  A second folder size shows what grows with the messages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from faultproxy import FaultProxy
+from seed import Msg, connect, make_message, seed, snapshot
+from syncenv import make_config, sync_once
+
+A = "alice@example.com"
+WHEN = dt.datetime(2021, 3, 1, 9, 0, tzinfo=dt.timezone.utc)
+READS = {b"UID FETCH", b"FETCH", b"UID SEARCH", b"SEARCH"}
+
+
+def _msgs(start: int, n: int) -> list[Msg]:
+    return [Msg(make_message(i), ("\\Seen",) if i % 2 else (), WHEN + dt.timedelta(minutes=i))
+            for i in range(start, start + n)]
+
+
+def _counted(pair, tmp_path, sync=None):
+    """(pass, source proxy, target proxy) of one pass through counting relays."""
+    with FaultProxy(pair.source.imap_port, "source") as sp, FaultProxy(pair.target.imap_port, "target") as tp:
+        cfg = make_config(tmp_path, pair, source={"port": sp.port}, target={"port": tp.port},
+                          sync={"connections": 1, **(sync or {})})
+        res = sync_once(cfg, A, pair.users[A].old_password)
+    assert res.error is None and res.complete, res
+    return res, sp, tp
+
+
+def test_a_no_op_pass_reads_no_message_and_costs_the_same_at_any_folder_size(dovecot_pair, tmp_path):
+    pair = dovecot_pair
+    seed(*pair.source_account(A), {"INBOX": _msgs(0, 10)})
+    _counted(pair, tmp_path)
+    small, s_src, s_tgt = _counted(pair, tmp_path)
+    assert small.copied == 0
+    seed(*pair.source_account(A), {"INBOX": _msgs(10, 400)})
+    assert _counted(pair, tmp_path)[0].copied == 400
+    big, b_src, b_tgt = _counted(pair, tmp_path)
+    assert big.copied == 0
+    for side, a, b in (("source", s_src, b_src), ("target", s_tgt, b_tgt)):
+        assert not READS & set(b.commands), (side, b.commands)
+        assert a.commands == b.commands, (side, a.commands, b.commands)
+        # the counts in the answers gain digits (10 -> 410): a few bytes, not a few per message
+        assert b.server_bytes - a.server_bytes < 64, (side, a.server_bytes, b.server_bytes)
+
+
+def test_new_mail_costs_what_it_brings_not_what_the_folder_holds(dovecot_pair, tmp_path):
+    """+5 on a folder of 10 and +5 on a folder of 410: the same reads, a few bytes apart."""
+    pair = dovecot_pair
+    figures = []
+    have = 0
+    for size in (10, 400):
+        seed(*pair.source_account(A), {"INBOX": _msgs(have, size)})
+        have += size
+        _counted(pair, tmp_path, {"deletions": "mirror"})
+        seed(*pair.source_account(A), {"INBOX": _msgs(have, 5)})
+        have += 5
+        res, sp, tp = _counted(pair, tmp_path, {"deletions": "mirror"})
+        assert res.copied == 5
+        figures.append((sp, tp))
+    (s_src, s_tgt), (b_src, b_tgt) = figures
+    assert s_src.commands == b_src.commands
+    assert b_src.server_bytes - s_src.server_bytes < 256, (s_src.server_bytes, b_src.server_bytes)
+    assert b_tgt.server_bytes - s_tgt.server_bytes < 256, (s_tgt.server_bytes, b_tgt.server_bytes)
+    assert snapshot(*pair.target_master_account(A)) == snapshot(*pair.source_account(A))
+
+
+def test_after_the_shortcuts_an_expunge_and_a_flag_change_at_the_source_are_still_carried(dovecot_pair, tmp_path):
+    """One expunged, one flagged and one new at once: MESSAGES unchanged, UIDNEXT and HIGHESTMODSEQ moved."""
+    pair = dovecot_pair
+    seed(*pair.source_account(A), {"INBOX": _msgs(0, 30)})
+    _counted(pair, tmp_path, {"deletions": "mirror"})
+    with connect(*pair.source_account(A)) as c:
+        c.select_folder("INBOX")
+        uids = sorted(c.search(["ALL"]))
+        c.add_flags([uids[3]], ["\\Flagged"])
+        c.add_flags([uids[7]], ["\\Deleted"])
+        c.uid_expunge([uids[7]])
+    seed(*pair.source_account(A), {"INBOX": _msgs(30, 1)})
+    res, _, _ = _counted(pair, tmp_path, {"deletions": "mirror"})
+    assert res.copied == 1 and res.deleted == 1, res
+    assert snapshot(*pair.target_master_account(A)) == snapshot(*pair.source_account(A))
+    again, sp, _ = _counted(pair, tmp_path, {"deletions": "mirror"})
+    assert again.copied == 0 and again.deleted == 0 and not READS & set(sp.commands), sp.commands
