@@ -7,8 +7,12 @@ the bytes each side sends.  A second folder size shows what grows with the messa
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
+from contextlib import closing
 
 from faultproxy import FaultProxy
+from mailsyncd.config import load_config
+from mailsyncd.store import Store
 from seed import Msg, connect, make_message, seed, snapshot
 from syncenv import make_config, sync_once
 
@@ -32,21 +36,59 @@ def _counted(pair, tmp_path, sync=None):
     return res, sp, tp
 
 
-def test_a_no_op_pass_reads_no_message_and_costs_the_same_at_any_folder_size(dovecot_pair, tmp_path):
+class SqlSteps:
+    """SQLite virtual-machine steps run by every store connection the pass opens (a deterministic work count)."""
+
+    EVERY = 10
+
+    def __init__(self, monkeypatch):
+        self.ticks = 0
+        real = sqlite3.connect
+
+        def connect(*a, **kw):
+            c = real(*a, **kw)
+            c.set_progress_handler(self._tick, self.EVERY)
+            return c
+        monkeypatch.setattr("mailsyncd.store.base.sqlite3.connect", connect)
+
+    def _tick(self):
+        self.ticks += 1
+        return 0
+
+    def of(self, fn) -> int:
+        before = self.ticks
+        fn()
+        return self.ticks - before
+
+
+def test_a_no_op_pass_reads_no_message_and_costs_the_same_at_any_folder_size(dovecot_pair, tmp_path, monkeypatch):
     pair = dovecot_pair
+    steps = SqlSteps(monkeypatch)
     seed(*pair.source_account(A), {"INBOX": _msgs(0, 10)})
     _counted(pair, tmp_path)
-    small, s_src, s_tgt = _counted(pair, tmp_path)
-    assert small.copied == 0
+    small = {}
+    small_steps = steps.of(lambda: small.update(zip("rst", _counted(pair, tmp_path))))
+    assert small["r"].copied == 0
     seed(*pair.source_account(A), {"INBOX": _msgs(10, 400)})
     assert _counted(pair, tmp_path)[0].copied == 400
-    big, b_src, b_tgt = _counted(pair, tmp_path)
-    assert big.copied == 0
-    for side, a, b in (("source", s_src, b_src), ("target", s_tgt, b_tgt)):
+    big = {}
+    big_steps = steps.of(lambda: big.update(zip("rst", _counted(pair, tmp_path))))
+    assert big["r"].copied == 0
+    for side, key in (("source", "s"), ("target", "t")):
+        a, b = small[key], big[key]
         assert not READS & set(b.commands), (side, b.commands)
         assert a.commands == b.commands, (side, a.commands, b.commands)
         # the counts in the answers gain digits (10 -> 410): a few bytes, not a few per message
         assert b.server_bytes - a.server_bytes < 64, (side, a.server_bytes, b.server_bytes)
+    # nothing changed: the target folder is not opened, the source folder not examined
+    assert b"SELECT" not in big["t"].commands and b"EXAMINE" not in big["s"].commands
+    # the store: at most one pass over the folder's UID map (the report's count), not one per figure
+    cfg = make_config(tmp_path, pair)
+    with closing(Store.open(load_config(cfg))) as store:
+        uv = store.folder(A, "INBOX").uidvalidity
+        one_scan = steps.of(lambda: store.count_mapped(A, "INBOX", uv))
+    assert one_scan > 40, one_scan     # 410 rows: the measure sees a scan
+    assert big_steps - small_steps < 1.5 * one_scan, (small_steps, big_steps, one_scan)
 
 
 def test_new_mail_costs_what_it_brings_not_what_the_folder_holds(dovecot_pair, tmp_path):
