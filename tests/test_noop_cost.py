@@ -12,7 +12,7 @@ from contextlib import closing
 
 from faultproxy import FaultProxy
 from mailsyncd.config import load_config
-from mailsyncd.store import Store
+from mailsyncd.store import FolderState, MapRow, Store
 from seed import Msg, connect, make_message, seed, snapshot
 from syncenv import make_config, sync_once
 
@@ -129,3 +129,12 @@ def test_after_the_shortcuts_an_expunge_and_a_flag_change_at_the_source_are_stil
     assert snapshot(*pair.target_master_account(A)) == snapshot(*pair.source_account(A))
     again, sp, _ = _counted(pair, tmp_path, {"deletions": "mirror"})
     assert again.copied == 0 and again.deleted == 0 and not READS & set(sp.commands), sp.commands
+
+
+def test_known_counts_a_message_both_skipped_and_mapped_once(make_store):
+    """A message refused once and copied by a later pass is in both tables: deletions' count takes it once."""
+    s = make_store()
+    s.save_folder(A, FolderState("INBOX", "INBOX", "INBOX", 7, 0, None, None, None, None))
+    s.commit_batch(A, "INBOX", 7, [], [(2, 200, "target refused: try later")], None)
+    s.commit_batch(A, "INBOX", 7, [MapRow(u, 70, u, 100, bytes([u]), ()) for u in (1, 2, 3)], [], 3)
+    assert s.count_known(A, "INBOX", 7, 3) == 3 and s.count_known(A, "INBOX", 7, 1) == 1
