@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import threading
 from contextlib import closing
 
 from faultproxy import FaultProxy
@@ -138,3 +139,23 @@ def test_known_counts_a_message_both_skipped_and_mapped_once(make_store):
     s.commit_batch(A, "INBOX", 7, [], [(2, 200, "target refused: try later")], None)
     s.commit_batch(A, "INBOX", 7, [MapRow(u, 70, u, 100, bytes([u]), ()) for u in (1, 2, 3)], [], 3)
     assert s.count_known(A, "INBOX", 7, 3) == 3 and s.count_known(A, "INBOX", 7, 1) == 1
+
+
+def test_the_target_folder_opens_while_the_source_folder_is_examined(dovecot_pair, tmp_path):
+    """On a large maildir each open after new mail rescans the folder (~0.3 s at 100,000): the two
+    opens of a pass with new mail overlap.  The target's SELECT is held until the source's EXAMINE
+    arrives: one after the other, the EXAMINE would never come and the hold would time out."""
+    pair = dovecot_pair
+    seed(*pair.source_account(A), {"INBOX": _msgs(0, 5)})
+    _counted(pair, tmp_path)
+    seed(*pair.source_account(A), {"INBOX": _msgs(5, 1)})
+    with FaultProxy(pair.source.imap_port, "source") as sp, FaultProxy(pair.target.imap_port, "target") as tp:
+        examined = threading.Event()
+        sp.on_command(b"EXAMINE", examined.set)
+        tp.hold(b"SELECT", examined, 10)
+        cfg = make_config(tmp_path, pair, source={"port": sp.port}, target={"port": tp.port},
+                          sync={"connections": 1})
+        res = sync_once(cfg, A, pair.users[A].old_password)
+    assert res.error is None and res.copied == 1, res
+    assert tp.held == [True], (tp.held, sp.commands, tp.commands)
+    assert snapshot(*pair.target_master_account(A)) == snapshot(*pair.source_account(A))

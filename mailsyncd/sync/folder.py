@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from dataclasses import replace
 
@@ -80,7 +81,7 @@ class FolderSync:
                 and not self._flag_rescan_due(st) and store.inflight(self.acct, self.path) is None):
             # nothing to copy, flag, expunge or recover: the target folder is not even opened
             return self._report(st, time.monotonic() - t0)
-        self._ensure_target(first_time=st is None)
+        self._open_both(first_time=st is None)
         if st is None:   # the first copy records the mapping; AccountSync keeps it from then on
             st = FolderState(self.path, self.plan.source, self.target, status.uidvalidity, 0, None, None, None, None)
             store.save_folder(self.acct, st)
@@ -132,6 +133,27 @@ class FolderSync:
     # -- target folder -----------------------------------------------------------
     def _ensure_target(self, first_time: bool) -> None:
         self.permanent = open_target(self.tgt, self.plan, self.where, subscribe=first_time)
+
+    def _open_both(self, first_time: bool) -> None:
+        """Open the target folder while the source folder is EXAMINEd (each pass that gets here reads
+        the source).  After new mail each open may rescan the folder on the server (Dovecot's maildir:
+        ~0.3 s at 100,000 messages), so neither waits for the other; the later EXAMINEs are then cheap."""
+        failed: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                self._ensure_target(first_time)
+            except BaseException as e:  # noqa: BLE001 - re-raised below, on this thread
+                failed.append(e)
+        t = threading.Thread(target=target, name=f"open-{self.acct}", daemon=True)
+        t.start()
+        try:
+            with lost_is_transient(f"source, {self.where}"):
+                self.src.select_folder(self.plan.source, readonly=True)  # EXAMINE
+        finally:
+            t.join()
+        if failed:
+            raise failed[0]
 
     # -- new messages ---------------------------------------------------------
     def _recent(self) -> set[int]:
