@@ -91,17 +91,14 @@ class FolderSync:
 
         if self.since is not None:
             # the recent slice only; the folder's own job copies the rest and records its UIDNEXT
-            with lost_is_transient(f"source, {self.where}"):
-                self.src.select_folder(self.plan.source, readonly=True)  # EXAMINE
+            # (the source folder is EXAMINEd: _open_both)
             upto = self._copied_upto(st)
             if upto and self._resumed(st):
                 self._sync_flags(st, upto, full=True)
             self._copy_new(st, only=self._recent())
             return self._report(store.folder(self.acct, self.path), time.monotonic() - t0)
         rescan_flags = self._flag_rescan_due(st)
-        if not unchanged(st, status) or rescan_flags:
-            with lost_is_transient(f"source, {self.where}"):
-                self.src.select_folder(self.plan.source, readonly=True)  # EXAMINE
+        if not unchanged(st, status) or rescan_flags:     # the source folder is EXAMINEd: _open_both
             upto = self._copied_upto(st)
             self._copy_new(st)
             if self.ctx.stop.is_set():
@@ -137,7 +134,8 @@ class FolderSync:
     def _open_both(self, first_time: bool) -> None:
         """Open the target folder while the source folder is EXAMINEd (each pass that gets here reads
         the source).  After new mail each open may rescan the folder on the server (Dovecot's maildir:
-        ~0.3 s at 100,000 messages), so neither waits for the other; the later EXAMINEs are then cheap."""
+        ~0.3 s at 100,000 messages, and again at each open for a second or so), so neither waits for
+        the other, and the pass does not EXAMINE the source again (a UIDVALIDITY change re-selects it)."""
         failed: list[BaseException] = []
 
         def target() -> None:
