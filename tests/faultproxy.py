@@ -15,8 +15,13 @@
   - ``at_literal_byte(n, fn)`` / ``at_append(k, fn)``: call ``fn()`` when the n-th server literal
     byte, or the k-th APPENDed message (a literal of an APPEND command), passes the proxy.
 
-``commands`` counts the client's commands by name (``UID FETCH``, ``STATUS``, ``APPEND``...), all
-connections: what a sync costs the server, per command.
+``on_command(name, fn)`` calls ``fn()`` when a client command of that name arrives; ``hold(name, event,
+timeout)`` keeps the next such command from the server until ``event`` is set (``held`` records, per
+command held, whether the event released it rather than the timeout): with the two, a test sees
+whether two connections' commands overlap, without timing anything.
+
+It also counts what passes: ``server_bytes`` (everything the server sent) and ``commands`` (each
+client command's name, e.g. ``b"UID FETCH"``; never its arguments, which may hold a password).
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ import socket
 import struct
 import threading
 import time
-from collections import Counter
 
 
 class CuttingProxy:
@@ -161,8 +165,12 @@ class FaultProxy:
         self.name = name
         self.literal_bytes = 0      # server literal bytes relayed, all connections
         self.appended = 0           # APPENDed messages relayed to the server
+        self.server_bytes = 0       # bytes the server sent, all connections
+        self.commands: list[bytes] = []     # each client command's name (UID FETCH, STATUS, ...)
+        self.held: list[bool] = []          # per held command: released by its event (not the timeout)
+        self._command_hooks: list[tuple[bytes, object]] = []
+        self._holds: list[tuple[bytes, threading.Event, float]] = []
         self.events: list[str] = []  # what the proxy did, for the test's output
-        self.commands: Counter[str] = Counter()     # client commands by name, e.g. "UID FETCH"
         self._cut_at: int | None = None
         self._refuse: tuple[str, int] | None = None
         self._down_until = 0.0
@@ -219,6 +227,12 @@ class FaultProxy:
     def at_append(self, k: int, fn) -> None:
         self._append_hooks.append((k, fn))
 
+    def on_command(self, name: bytes, fn) -> None:
+        self._command_hooks.append((name, fn))
+
+    def hold(self, name: bytes, event: threading.Event, timeout: float) -> None:
+        self._holds.append((name, event, timeout))
+
     # -- relaying --------------------------------------------------------------------------------
     def _event(self, what: str) -> None:
         self.events.append(f"{self.name}: {what}")
@@ -266,6 +280,8 @@ class FaultProxy:
                 data = conn.up.recv(65536)
                 if not data:
                     break
+                with self._lock:
+                    self.server_bytes += len(data)
                 out = []
                 for kind, piece, _ in framer.feed(data):
                     if kind == "literal":
@@ -311,7 +327,8 @@ class FaultProxy:
                             words = piece.split(None, 2)
                             tag = words[0] if words else b"*"
                             is_append = len(words) > 1 and words[1].upper() == b"APPEND"
-                            self._count(words)
+                            self._count_command(words)
+                            self._held(words)
                             cmd = (tag, is_append, self._take_refusal() if is_append else None)
                         tag, is_append, refused = cmd
                         if refused:
@@ -343,14 +360,35 @@ class FaultProxy:
         finally:
             self._close(conn)
 
-    def _count(self, words: list[bytes]) -> None:
+    @staticmethod
+    def _name(words: list[bytes]) -> bytes:
+        name = words[1].upper()
+        if name == b"UID" and len(words) > 2:
+            name += b" " + words[2].split(None, 1)[0].upper()
+        return name
+
+    def _count_command(self, words: list[bytes]) -> None:
         if len(words) < 2:
             return
-        name = words[1].upper().decode("ascii", "replace")
-        if name == "UID" and len(words) > 2:
-            name += " " + words[2].split(None, 1)[0].upper().decode("ascii", "replace")
         with self._lock:
-            self.commands[name] += 1
+            self.commands.append(self._name(words))
+
+    def _held(self, words: list[bytes]) -> None:
+        """Run the command hooks, then wait here (before the command goes on) if it is to be held."""
+        if len(words) < 2:
+            return
+        name = self._name(words)
+        for n, fn in list(self._command_hooks):
+            if n == name:
+                fn()
+        with self._lock:
+            hold = next((h for h in self._holds if h[0] == name), None)
+            if hold:
+                self._holds.remove(hold)
+        if hold:
+            released = hold[1].wait(hold[2])
+            with self._lock:
+                self.held.append(released)
 
     def _send_up(self, conn: _Conn, out: list[bytes]) -> None:
         if out:

@@ -7,7 +7,7 @@ import pytest
 from mailsyncd.config import ConfigError, DeleteLimit, parse_config
 from mailsyncd.store import MapRow
 from mailsyncd.sync.deletions import (
-    CHANGED, NO_TARGET_UID, NOT_OURS, OTHER_UIDVALIDITY, OnTarget, decide, gone_at_source, unchanged,
+    CHANGED, NO_TARGET_UID, NOT_OURS, OTHER_UIDVALIDITY, OnTarget, decide, gone_at_source, gone_by_count, unchanged,
 )
 
 TV = 777                      # the target folder's UIDVALIDITY
@@ -73,6 +73,18 @@ def test_only_rows_gone_at_the_source_are_candidates():
     rows = {1: row(1)}
     plan = decide(rows, gone_at_source(rows, []), TV, {101: on(1), 555: on(55)}, {}, 10, PERM)
     assert plan.expunge == {1: 101}
+
+
+def test_counts_settle_deletions_only_when_every_known_message_at_or_below_the_mark_is_there():
+    # 100 known at or below the mark, 2 listed above it: 102 held means none below is gone
+    assert gone_by_count(102, 100, [201, 202], [201, 202]) == []
+    # above the mark each mapped UID is looked up: 203 was copied and is gone
+    assert gone_by_count(102, 100, [201, 202], [201, 202, 203]) == [203]
+    # one gone below the mark (101 held with one above), or one arrived unseen (103 held): list the folder
+    assert gone_by_count(100, 100, [201], [201]) is None
+    assert gone_by_count(103, 100, [201, 202], []) is None
+    # one expunged below the mark and one arrived between EXAMINE (100) and the SEARCH: it does not balance
+    assert gone_by_count(100, 100, [201, 202], [201]) is None
 
 
 def test_unchanged_compares_with_what_the_target_can_hold():

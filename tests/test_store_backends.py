@@ -43,6 +43,8 @@ def test_an_account_through_every_store_method(make_store):
     assert s.map_rows(A, "INBOX", 7, [1, 2])[1] == rows[0]
     assert s.count_mapped(A, "INBOX", 7) == 5 and s.count_mapped_into(A, "INBOX") == 5
     assert s.count_skipped(A, "INBOX", 7) == 1 and s.skipped(A) == [("INBOX", 6, 999, "too big")]
+    assert s.count_known(A, "INBOX", 7, 6) == 6 and s.count_known(A, "INBOX", 7, 4) == 4   # mapped or skipped
+    assert s.sources_into(A, "INBOX") == [("INBOX", 7)] and s.sources_into(A, "Nowhere") == []
     s.record_altered(A, "INBOX", 7, [(2, 200, "8-bit header changed")])
     assert s.altered(A) == [("INBOX", 2, 200, "8-bit header changed")] and s.count_altered(A, "INBOX", 7) == 1
     s.update_flags(A, "INBOX", 7, {2: ("\\Flagged",)})

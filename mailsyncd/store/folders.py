@@ -96,6 +96,23 @@ class FoldersMixin:
             "SELECT count(*) FROM messages WHERE account=? AND path=? AND uidvalidity=?",
             (account, path, uidvalidity)).fetchone()[0]
 
+    def count_known(self, account: str, path: str, uidvalidity: int, upto: int) -> int:
+        """Source UIDs at or below ``upto`` that are mapped or skipped (each once)."""
+        # two counts, not a UNION: the map side stays a range count of the primary key (the skipped are few)
+        key = (account, path, uidvalidity, upto)
+        c = self._conn()
+        mapped = c.execute("SELECT count(*) FROM messages WHERE account=? AND path=? AND uidvalidity=? AND uid<=?",
+                           key).fetchone()[0]
+        return mapped + c.execute(
+            "SELECT count(*) FROM skipped s WHERE account=? AND path=? AND uidvalidity=? AND uid<=? AND NOT EXISTS"
+            " (SELECT 1 FROM messages m WHERE m.account=s.account AND m.path=s.path AND m.uidvalidity=s.uidvalidity"
+            " AND m.uid=s.uid)", key).fetchone()[0]
+
+    def sources_into(self, account: str, target_name: str) -> list[tuple[str, int | None]]:
+        """(path, uidvalidity) of the source folders recorded as copied into ``target_name``."""
+        return [tuple(r) for r in self._conn().execute(
+            "SELECT path, uidvalidity FROM folders WHERE account=? AND target_name=?", (account, target_name))]
+
     def count_mapped_into(self, account: str, target_name: str) -> int:
         """Messages the UID map puts in ``target_name``, from every source folder recorded there."""
         return self._conn().execute(

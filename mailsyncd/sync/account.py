@@ -36,7 +36,7 @@ from ..net.imap import Status
 from ..focus import FocusQueue
 from ..store import FolderReport, Store
 from . import recent
-from .folder import FolderSync
+from .folder import FolderSync, unchanged
 from .progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -230,6 +230,9 @@ class AccountSync:
                 continue
             fs = states.get(p.path)
             known = 0
+            if unchanged(fs, st):     # nothing to copy: no need to count what the map holds
+                left[p.path] = 0
+                continue
             if fs and fs.uidvalidity == st.uidvalidity:
                 known = self.store.count_mapped(self.address, p.path, st.uidvalidity) + \
                     self.store.count_skipped(self.address, p.path, st.uidvalidity)

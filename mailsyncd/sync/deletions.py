@@ -53,6 +53,21 @@ def gone_at_source(rows: Iterable[int], present: Iterable[int]) -> list[int]:
     return sorted(set(rows) - set(present))
 
 
+def gone_by_count(exists: int, known_upto_mark: int, above: Iterable[int], mapped_above: Iterable[int]) -> list[int] | None:
+    """The source UIDs in the map the source no longer lists, without listing the folder; None: the
+    counts do not settle it (list every UID).
+
+    Every message the source holds at or below the folder's mark is mapped or skipped (UIDs only grow),
+    so if the source holds as many there (``exists`` minus those it lists ``above`` the mark) as
+    ``known_upto_mark`` says we know of, none of those is gone.  Above the mark the few listed are
+    compared one by one.
+    """
+    above = set(above)
+    if exists - len(above) != known_upto_mark:
+        return None
+    return sorted(set(mapped_above) - above)
+
+
 def unchanged(row: MapRow, target_flags: Iterable[str], permanent: frozenset[str] | None,
               pending: bool) -> bool:
     """Are the target's flags still the ones we last wrote (plus our own \\Deleted if we began expunging)?"""
@@ -96,4 +111,4 @@ def decide(rows: Mapping[int, MapRow], gone: Iterable[int], target_uidvalidity: 
 
 
 __all__ = ["CHANGED", "NOT_OURS", "NO_TARGET_UID", "OTHER_UIDVALIDITY", "OnTarget", "Plan", "decide",
-           "gone_at_source", "unchanged"]
+           "gone_at_source", "gone_by_count", "unchanged"]

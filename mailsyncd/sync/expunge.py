@@ -16,8 +16,8 @@ import logging
 from dataclasses import dataclass
 
 from ..net.imap import fetch, lost_is_transient
-from .deletions import CHANGED, DELETED, OnTarget, decide, gone_at_source, unchanged
-from .logic import batches, fingerprint
+from .deletions import CHANGED, DELETED, OnTarget, decide, gone_at_source, gone_by_count, unchanged
+from .logic import batches, bounded_uids, fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -37,18 +37,24 @@ def mirror(fs, st) -> Outcome:
     ctx, store, s = fs.ctx, fs.ctx.store, fs.ctx.settings
     if not ctx.target_caps.uidplus:
         return Outcome(held=NO_UIDPLUS)
-    rows = store.map_rows(fs.acct, fs.path, st.uidvalidity)
-    if not rows:
+    total = store.count_mapped(fs.acct, fs.path, st.uidvalidity)
+    if not total:
         return Outcome()
     with lost_is_transient(f"source, {fs.where}"):
         exists = fs.src.select_folder(fs.plan.source, readonly=True).get(b"EXISTS")  # EXAMINE
-        present = set(fs.src.search("ALL"))
-    if exists is None or len(present) != exists:
-        # a source that lists fewer messages than it says it holds must not empty the target
-        return Outcome(held=f"the source listed {len(present)} messages but said it holds {exists}", again=True)
-    gone = gone_at_source(rows, present)
+        if exists is None:
+            return Outcome(held="the source did not say how many messages it holds", again=True)
+        gone = _gone_cheaply(fs, st, exists)
+        if gone is None:    # the counts do not settle it: list every UID
+            present = set(fs.src.search("ALL"))
+            if len(present) != exists:
+                # a source that lists fewer messages than it says it holds must not empty the target
+                return Outcome(held=f"the source listed {len(present)} messages but said it holds {exists}",
+                               again=True)
+            gone = gone_at_source(store.mapped_uids(fs.acct, fs.path, st.uidvalidity), present)
     if not gone:
         return Outcome()
+    rows = store.map_rows(fs.acct, fs.path, st.uidvalidity, gone)
     pending = store.pending_deletions(fs.acct, fs.path, st.uidvalidity)
     with lost_is_transient(f"target, {fs.where}"):
         info = fs.tgt.select_folder(fs.target)
@@ -66,7 +72,7 @@ def mirror(fs, st) -> Outcome:
             fps.update((t, fingerprint(d[b"BODY[]"])) for t, d in data.items()
                        if t in flags and d.get(b"BODY[]") is not None)
     target = {tuid: OnTarget(tuple(f), fps.get(tuid)) for tuid, f in flags.items()}
-    plan = decide(rows, gone, tuidvalidity, target, pending, s.max_delete.of(len(rows)), fs.permanent)
+    plan = decide(rows, gone, tuidvalidity, target, pending, s.max_delete.of(total), fs.permanent)
     deleted = sum(1 for u in plan.forget if u in pending)   # expunged by a pass that died before recording it
     if plan.forget:
         store.commit_deletions(fs.acct, fs.path, st.uidvalidity, plan.forget)
@@ -83,6 +89,17 @@ def mirror(fs, st) -> Outcome:
                 fs.where, len(gone), deleted, len(plan.forget), len(plan.kept),
                 f" held={plan.held!r}" if plan.held else "")
     return Outcome(deleted, "; ".join(notes) or None, again=plan.held is not None)
+
+
+def _gone_cheaply(fs, st, exists: int) -> list[int] | None:
+    """What the source expunged, from its count and the few UIDs above the mark (deletions.gone_by_count);
+    None: list the folder.  Costs what arrived since the mark, not what the folder holds."""
+    store = fs.ctx.store
+    mark = store.folder(fs.acct, fs.path).last_uid     # this pass's copy moved it
+    # "n:*" also matches the highest UID when it is below n (RFC 3501): keep only those above the mark
+    above = {u for u in bounded_uids(fs.src.search(["UID", f"{mark + 1}:*"]), None) if u > mark}
+    return gone_by_count(exists, store.count_known(fs.acct, fs.path, st.uidvalidity, mark), above,
+                         store.mapped_uids(fs.acct, fs.path, st.uidvalidity, above=mark))
 
 
 def _expunge(fs, st, items: dict[int, int]) -> int:
