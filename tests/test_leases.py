@@ -233,20 +233,26 @@ def _sched(tmp_path, make_store, name, reactor, *, max_connections=4):
                      lambda: cfg), cfg
 
 
-def test_a_login_check_on_one_node_waits_for_the_connections_another_nodes_passes_hold(tmp_path, make_store):
-    import threading
-
+def _two_nodes(tmp_path, make_store):
+    """Nodes na and nb on one store and one fake clock; the source's endpoint and its budget's key."""
     from fakes import FakeReactor
 
-    from mailsyncd.scheduler import _Running, host_key
-    from mailsyncd.sync.progress import Progress
-
+    from mailsyncd.scheduler import host_key
     reactor = FakeReactor()
     reactor.advance(10_000)
     a, cfg = _sched(tmp_path, make_store, "na", reactor)
     b, _ = _sched(tmp_path, make_store, "nb", reactor)
     ep = cfg.domains["example.com"].source
-    host = host_key(ep)
+    return reactor, a, b, ep, host_key(ep)
+
+
+def test_a_login_check_on_one_node_waits_for_the_connections_another_nodes_passes_hold(tmp_path, make_store):
+    import threading
+
+    from mailsyncd.scheduler import _Running
+    from mailsyncd.sync.progress import Progress
+
+    reactor, a, b, ep, host = _two_nodes(tmp_path, make_store)
     lease = a.store.claim_lease(A, "na", reactor.seconds(), 60, host=host, wanted=4, cap=4)  # na's pass: all 4
     assert lease.connections == 4
     b.leases.refresh_others()
@@ -285,16 +291,7 @@ def test_a_waiting_login_check_is_granted_as_soon_as_a_fresh_read_shows_the_othe
         tmp_path, make_store):
     """CI saw a login wait its whole 10 s on a view of the others read while their passes ran, though the
     passes had ended: only this node's own releases woke the waiting checks."""
-    from fakes import FakeReactor
-
-    from mailsyncd.scheduler import host_key
-
-    reactor = FakeReactor()
-    reactor.advance(10_000)
-    a, cfg = _sched(tmp_path, make_store, "na", reactor)
-    b, _ = _sched(tmp_path, make_store, "nb", reactor)
-    ep = cfg.domains["example.com"].source
-    host = host_key(ep)
+    reactor, a, b, ep, host = _two_nodes(tmp_path, make_store)
     lease = a.store.claim_lease(A, "na", reactor.seconds(), 60, host=host, wanted=4, cap=4)
     b.leases.refresh_others()
     got = []
@@ -312,16 +309,7 @@ def test_a_waiting_login_check_is_granted_as_soon_as_a_fresh_read_shows_the_othe
 def test_a_login_check_granted_on_a_stale_view_is_confirmed_in_the_shared_budget_first(tmp_path, make_store):
     """nb's view of the others was read before na's pass took every connection: nb's check is not granted
     on that view alone (the store refuses it), it waits, and gets the connection once na's pass ends."""
-    from fakes import FakeReactor
-
-    from mailsyncd.scheduler import host_key
-
-    reactor = FakeReactor()
-    reactor.advance(10_000)
-    a, cfg = _sched(tmp_path, make_store, "na", reactor)
-    b, _ = _sched(tmp_path, make_store, "nb", reactor)
-    ep = cfg.domains["example.com"].source
-    host = host_key(ep)
+    reactor, a, b, ep, host = _two_nodes(tmp_path, make_store)
     b.leases.refresh_others()                      # nb reads: nothing in use
     lease = a.store.claim_lease(A, "na", reactor.seconds(), 60, host=host, wanted=4, cap=4)
     assert lease.connections == 4
@@ -349,16 +337,7 @@ def test_a_watch_connection_is_counted_in_the_shared_budget_before_it_is_opened(
     """Watches (IDLE, polls) hold source connections too.  One taken on a node's view of the others (read up
     to a second before) is confirmed in the store before it connects: a pass another node claimed meanwhile
     wins, and the watch gives it back (bench/cluster.py saw 7 connections under a budget of 6)."""
-    from fakes import FakeReactor
-
-    from mailsyncd.scheduler import host_key
-
-    reactor = FakeReactor()
-    reactor.advance(10_000)
-    a, cfg = _sched(tmp_path, make_store, "na", reactor)
-    b, _ = _sched(tmp_path, make_store, "nb", reactor)
-    ep = cfg.domains["example.com"].source
-    host = host_key(ep)
+    reactor, a, b, ep, host = _two_nodes(tmp_path, make_store)
     assert a.take_watch_connection(ep, reserve=0) and a.confirm_watch_connection(ep)
     # nb's pass takes all that was left; na's view of the others is not read again: it says 3 free
     assert b.store.claim_lease(A, "nb", reactor.seconds(), 60, host=host, wanted=4, cap=4).connections == 3
