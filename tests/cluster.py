@@ -16,64 +16,45 @@ import socket
 import threading
 import time
 
+from faultproxy import Listener
 from proxyenv import Daemon
 from syncenv import ctl
 
 from mailsyncd.testing.haproxy import Frontend, HAProxy
 
 
-class CountingRelay:
+class CountingRelay(Listener):
     """A TCP relay on 127.0.0.1 that counts connections: open now, the most at once, and in all."""
 
     def __init__(self, upstream_port: int):
         self.upstream = ("127.0.0.1", upstream_port)
-        self._srv = socket.create_server(("127.0.0.1", 0))
-        self._srv.settimeout(0.2)
-        self.port = self._srv.getsockname()[1]
         self.lock = threading.Lock()
         self.open = self.peak = self.total = 0
         self.at_peak: list[dict] = []          # the connections open when the peak was reached
         self._live: dict[int, dict] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-
-    def __enter__(self) -> CountingRelay:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._srv.close()
+        self._listen()
 
     def reset_peak(self) -> None:
         with self.lock:
             self.peak = self.open
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._srv.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            try:
-                up = socket.create_connection(self.upstream, timeout=10)
-            except OSError:
-                client.close()
-                continue
-            info = {"opened": time.time(), "first": b""}
-            with self.lock:
-                self.open += 1
-                self.total += 1
-                self._live[id(client)] = info
-                if self.open > self.peak:
-                    self.peak = self.open
-                    self.at_peak = [dict(i) for i in self._live.values()]
-            done = threading.Event()
-            threading.Thread(target=self._pump, args=(client, up, done, info), daemon=True).start()
-            threading.Thread(target=self._pump, args=(up, client, done, None), daemon=True).start()
+    def _accepted(self, client: socket.socket) -> None:
+        try:
+            up = socket.create_connection(self.upstream, timeout=10)
+        except OSError:
+            client.close()
+            return
+        info = {"opened": time.time(), "first": b""}
+        with self.lock:
+            self.open += 1
+            self.total += 1
+            self._live[id(client)] = info
+            if self.open > self.peak:
+                self.peak = self.open
+                self.at_peak = [dict(i) for i in self._live.values()]
+        done = threading.Event()
+        threading.Thread(target=self._pump, args=(client, up, done, info), daemon=True).start()
+        threading.Thread(target=self._pump, args=(up, client, done, None), daemon=True).start()
 
     def _pump(self, a: socket.socket, b: socket.socket, done: threading.Event, info: dict | None) -> None:
         # the client's side ending (its close) is when the connection stops counting

@@ -33,20 +33,18 @@ import threading
 import time
 
 
-class CuttingProxy:
-    def __init__(self, upstream_port: int, *, cut_after: int, cuts: int = 1):
-        self.upstream = ("127.0.0.1", upstream_port)
-        self.cut_after = cut_after
-        self.cuts_left = cuts
-        self.cut_count = 0
-        self._lock = threading.Lock()
+class Listener:
+    """A socket listening on 127.0.0.1 (``port``) whose thread hands each connection to ``_accepted``; a
+    context manager: the thread runs inside ``with``.  The relays here (and tests/cluster.py's) build on it."""
+
+    def _listen(self, name: str = "relay-accept") -> None:
+        self._stop = threading.Event()
         self._srv = socket.create_server(("127.0.0.1", 0))
         self._srv.settimeout(0.2)
         self.port = self._srv.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread = threading.Thread(target=self._accept, name=name, daemon=True)
 
-    def __enter__(self) -> CuttingProxy:
+    def __enter__(self):
         self._thread.start()
         return self
 
@@ -54,6 +52,10 @@ class CuttingProxy:
         self._stop.set()
         self._thread.join(5)
         self._srv.close()
+        self._closed()
+
+    def _closed(self) -> None:
+        """After the listener stops: what a subclass still holds."""
 
     def _accept(self) -> None:
         while not self._stop.is_set():
@@ -63,13 +65,29 @@ class CuttingProxy:
                 continue
             except OSError:
                 return
-            up = socket.create_connection(self.upstream, timeout=10)
-            with self._lock:
-                cut = self.cuts_left > 0
-                self.cuts_left -= int(cut)
-            threading.Thread(target=self._pump, args=(client, up, None), daemon=True).start()
-            threading.Thread(target=self._pump, args=(up, client, self.cut_after if cut else None),
-                             daemon=True).start()
+            self._accepted(client)
+
+    def _accepted(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class CuttingProxy(Listener):
+    def __init__(self, upstream_port: int, *, cut_after: int, cuts: int = 1):
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.cut_after = cut_after
+        self.cuts_left = cuts
+        self.cut_count = 0
+        self._lock = threading.Lock()
+        self._listen()
+
+    def _accepted(self, client: socket.socket) -> None:
+        up = socket.create_connection(self.upstream, timeout=10)
+        with self._lock:
+            cut = self.cuts_left > 0
+            self.cuts_left -= int(cut)
+        threading.Thread(target=self._pump, args=(client, up, None), daemon=True).start()
+        threading.Thread(target=self._pump, args=(up, client, self.cut_after if cut else None),
+                         daemon=True).start()
 
     def _pump(self, a: socket.socket, b: socket.socket, limit: int | None) -> None:
         sent = 0
@@ -159,7 +177,7 @@ class _Conn:
                     pass
 
 
-class FaultProxy:
+class FaultProxy(Listener):
     def __init__(self, upstream_port: int, name: str = "proxy"):
         self.upstream = ("127.0.0.1", upstream_port)
         self.name = name
@@ -180,20 +198,9 @@ class FaultProxy:
         self._append_hooks: list[tuple[int, object]] = []
         self._conns: list[_Conn] = []
         self._lock = threading.Lock()
-        self._srv = socket.create_server(("127.0.0.1", 0))
-        self._srv.settimeout(0.2)
-        self.port = self._srv.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, name=f"{name}-accept", daemon=True)
+        self._listen(f"{name}-accept")
 
-    def __enter__(self) -> FaultProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._srv.close()
+    def _closed(self) -> None:
         with self._lock:
             conns = list(self._conns)
         for c in conns:
@@ -237,33 +244,26 @@ class FaultProxy:
     def _event(self, what: str) -> None:
         self.events.append(f"{self.name}: {what}")
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._srv.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            if time.monotonic() < self._down_until:
-                _reset(client)
-                continue
-            if time.monotonic() < self._hang_until:
-                self._event("connection held silent")
-                self._hung.append(client)
-                threading.Timer(self._hang_until - time.monotonic(), _reset, (client,)).start()
-                continue
-            try:
-                up = socket.create_connection(self.upstream, timeout=10)
-            except OSError:
-                _reset(client)
-                continue
-            up.settimeout(None)
-            conn = _Conn(client, up)
-            with self._lock:
-                self._conns.append(conn)
-            threading.Thread(target=self._client_pump, args=(conn,), daemon=True).start()
-            threading.Thread(target=self._server_pump, args=(conn,), daemon=True).start()
+    def _accepted(self, client: socket.socket) -> None:
+        if time.monotonic() < self._down_until:
+            _reset(client)
+            return
+        if time.monotonic() < self._hang_until:
+            self._event("connection held silent")
+            self._hung.append(client)
+            threading.Timer(self._hang_until - time.monotonic(), _reset, (client,)).start()
+            return
+        try:
+            up = socket.create_connection(self.upstream, timeout=10)
+        except OSError:
+            _reset(client)
+            return
+        up.settimeout(None)
+        conn = _Conn(client, up)
+        with self._lock:
+            self._conns.append(conn)
+        threading.Thread(target=self._client_pump, args=(conn,), daemon=True).start()
+        threading.Thread(target=self._server_pump, args=(conn,), daemon=True).start()
 
     def _run_hooks(self, hooks: list, value: int) -> None:
         with self._lock:
