@@ -127,6 +127,20 @@ def dovecot_pair(make_dovecot) -> DovecotPair:
     return DovecotPair(source, target, users)
 
 
+@pytest.fixture
+def quota_pair(dovecot_pair, make_dovecot) -> DovecotPair:
+    """The pair with a target that refuses messages over 100 kB (what makes skipped messages)."""
+    pair = dovecot_pair
+    pair.target.stop()
+    pair.target = make_dovecot("target2", TARGET_USERS, master=MASTER, extra_conf="""
+mail_plugins = $mail_plugins quota
+plugin {
+  quota = maildir:User quota
+  quota_max_mail_size = 100k
+}""")
+    return pair
+
+
 (make_courier, make_cyrus, courier_server, cyrus_server,
  dovecot_dot_server, dovecot_shared_server) = servers.make_fixtures(SOURCE_USERS)
 

@@ -59,20 +59,6 @@ def assert_exact(cfg: str, messages: int, skipped: int) -> None:
     assert [(r[1], r[3]) for r in kept] == [(messages, skipped)]
 
 
-@pytest.fixture
-def quota_pair(dovecot_pair, make_dovecot):
-    """The pair with a target that refuses messages over 100 kB (what makes skipped rows)."""
-    pair = dovecot_pair
-    pair.target.stop()
-    pair.target = make_dovecot("target2", {A: "x", "bob@example.com": "y"}, master=pair.master, extra_conf="""
-mail_plugins = $mail_plugins quota
-plugin {
-  quota = maildir:User quota
-  quota_max_mail_size = 100k
-}""")
-    return pair
-
-
 def test_imap_passes_crash_recovery_deletions_and_a_recreated_folder_keep_the_totals_exact(
         quota_pair, tmp_path, monkeypatch, request, store_backend):
     pair, pw = quota_pair, quota_pair.users[A].old_password

@@ -139,15 +139,8 @@ def test_uidvalidity_change_remaps_instead_of_copying_again(seeded, tmp_path):
     assert same(dst(pair), src(pair))
 
 
-def test_a_message_the_target_rejects_is_skipped_with_its_reason(dovecot_pair, make_dovecot, tmp_path):
-    pair = dovecot_pair
-    pair.target.stop()
-    pair.target = make_dovecot("target2", {A: "x", "bob@example.com": "y"}, master=pair.master, extra_conf="""
-mail_plugins = $mail_plugins quota
-plugin {
-  quota = maildir:User quota
-  quota_max_mail_size = 100k
-}""")
+def test_a_message_the_target_rejects_is_skipped_with_its_reason(quota_pair, tmp_path):
+    pair = quota_pair
     seed(*pair.source_account(A), {"INBOX": [Msg(make_message(1), (), _d(1)),
                                              Msg(make_message(2, size=300_000), (), _d(2)),
                                              Msg(make_message(3), (), _d(3))]})
