@@ -35,7 +35,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import proxy as P  # noqa: E402  (Daemon, RawImap, seed_target, proc_cpu_s, machine_busy, ...)
+import proxy as P  # noqa: E402  (Daemon, RawImap, seed_target, machine_busy, ...)
 import yaml  # noqa: E402
 
 from mailsyncd.testing import Dovecot, free_port, make_test_cert  # noqa: E402
@@ -71,13 +71,26 @@ def tls_daemon(workdir: str, source: Dovecot, target: Dovecot, cert: tuple[str, 
     return d
 
 
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user+system) of pid's threads, to the nanosecond (schedstat): /proc/PID/stat
+    counts 10 ms ticks, 0.1 s/GB on a 100 MB FETCH, the size of the differences measured here."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):   # a thread that ended meanwhile
+            pass
+    return total / 1e9
+
+
 def fetch(arm: tuple, cpu_pid: int | None = None) -> dict:
     port, user, pw, cafile = arm
     c = TlsImap(port, cafile) if cafile else P.RawImap(port)
     try:
         c.login(user, pw)
         c.ok(f"EXAMINE {P.BENCH_BOX}")
-        c0 = P.proc_cpu_s(cpu_pid) if cpu_pid else 0.0
+        c0 = proc_cpu_s(cpu_pid) if cpu_pid else 0.0
         b0 = P.machine_busy()
         r0 = time.process_time()
         t0 = time.perf_counter()
@@ -85,7 +98,7 @@ def fetch(arm: tuple, cpu_pid: int | None = None) -> dict:
         dt = time.perf_counter() - t0
         r1 = time.process_time()
         b1 = P.machine_busy()
-        c1 = P.proc_cpu_s(cpu_pid) if cpu_pid else 0.0
+        c1 = proc_cpu_s(cpu_pid) if cpu_pid else 0.0
         if line.split(b" ", 2)[1:2] != [b"OK"]:
             raise P.ImapError(f"FETCH: {line[:300]!r}")
     finally:
