@@ -12,7 +12,7 @@ listeners (``BulkTLSFactory``) and by STARTTLS (``start_tls``).
 from __future__ import annotations
 
 from OpenSSL._util import ffi as _ffi, lib as _lib
-from OpenSSL.SSL import Error, WantReadError
+from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
 from twisted.internet import _newtls, tcp
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import ISSLTransport
@@ -63,37 +63,71 @@ class BulkTLS(BufferingTLSTransport):
         self._send(memoryview(b"".join(chunks)))
 
     def makeConnection(self, transport) -> None:
-        self._socket = _socket_under(transport)
+        self._socket = socket_under(transport)
         super().makeConnection(transport)
         _lib.SSL_clear_mode(self._tlsConnection._ssl, _lib.SSL_MODE_ENABLE_PARTIAL_WRITE)
 
     def _send(self, data: memoryview) -> None:
-        """``transport.write``, but into the socket at once when nothing is queued before it.
+        write_now(self._socket, self.transport, data)
 
-        Twisted's write only queues: the socket is written at the reactor's next turn, after an
-        ``epoll_ctl`` to watch it and another to stop, and the queue's joins copy the bytes.  Per
-        relayed read that was 1.7-2.4 sends, 2 epoll_ctl, 0.8-2.3 brk (bench/README.md, session 4).  What the socket
-        does not take is copied out of the shared buffer and queued as before, so order and the
-        write-buffer mark (backpressure) hold.
+    def _flushReceiveBIO(self) -> None:
+        """The base class's loop, but what one socket read decrypts to goes up as ONE dataReceived.
+
+        Twisted delivers each record (16 KB) on its own; relayed to the target, each would be a
+        socket write of its own (write_now).  Data is delivered before a close or an error, in order.
         """
-        fd = self._socket
-        if (fd is not None and fd.connected and not fd.disconnecting and not fd._writeDisconnecting
-                and not fd._tempDataBuffer and fd.offset == len(fd.dataBuffer)):
+        got = []
+        while not self._lostTLSConnection:
             try:
-                sent = fd.socket.send(data)
-            except OSError:         # EAGAIN; or a broken connection, which the queued write reports as usual
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        self.transport.write(bytes(data))
+                got.append(self._tlsConnection.recv(2 ** 15))
+                continue
+            except WantReadError:
+                break
+            except ZeroReturnError:                # the peer's close_notify: no more data
+                self._deliver(got)
+                got = []
+                self._shutdownTLS()
+                self._tlsShutdownFinished(None)
+            except Error:
+                failure = Failure()
+                self._deliver(got)
+                got = []
+                self._tlsShutdownFinished(failure)
+        self._deliver(got)
+        self._flushSendBIO()
+
+    def _deliver(self, got: list) -> None:
+        if got and not self._aborted:
+            ProtocolWrapper.dataReceived(self, got[0] if len(got) == 1 else b"".join(got))
 
 
 class BulkTLSFactory(TLSMemoryBIOFactory):
     protocol = BulkTLS
 
 
-def _socket_under(transport) -> tcp.Connection | None:
+def write_now(socket: tcp.Connection | None, transport, data) -> None:
+    """``transport.write(data)``, but into ``socket`` at once when nothing is queued before it.
+
+    Twisted's write only queues: the socket is written at the reactor's next turn, after an
+    ``epoll_ctl`` to watch it and another to stop, and the queue's joins copy the bytes.  Per
+    relayed read that was 1.7-2.4 sends, 2 epoll_ctl, 0.8-2.3 brk (bench/README.md, session 4).
+    What the socket does not take is copied (``data`` may be a reused buffer) and queued as
+    before, so order and the write-buffer mark (backpressure) hold.  ``socket``: socket_under
+    ``transport``, or None (then: write).
+    """
+    if (socket is not None and socket.connected and not socket.disconnecting and not socket._writeDisconnecting
+            and not socket._tempDataBuffer and socket.offset == len(socket.dataBuffer)):
+        try:
+            sent = socket.socket.send(data)
+        except OSError:             # EAGAIN; or a broken connection, which the queued write reports as usual
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(bytes(data))
+
+
+def socket_under(transport) -> tcp.Connection | None:
     """The TCP connection whose socket takes this layer's bytes unchanged, or None (then: write)."""
     if isinstance(transport, _newtls._BypassTLS):      # STARTTLS: the connection's raw path
         transport = transport._connection
