@@ -43,8 +43,8 @@ class BulkTLS(BufferingTLSTransport):
         except WantReadError:
             # Mid-renegotiation: buffered like the base class does; _unbufferPendingWrites resends
             # all of it and OpenSSL, which counted the records it already wrote, goes on after them.
+            # Those records (and the handshake's) leave now.
             self._bufferedWrite(data)
-            return
         except Error:
             self._tlsShutdownFinished(Failure())
             return
@@ -65,6 +65,7 @@ class BulkTLS(BufferingTLSTransport):
     def makeConnection(self, transport) -> None:
         self._socket = socket_under(transport)
         super().makeConnection(transport)
+        # pyOpenSSL has no call for this nor for BIO_read into our buffer: its own handles (_ssl, _from_ssl)
         _lib.SSL_clear_mode(self._tlsConnection._ssl, _lib.SSL_MODE_ENABLE_PARTIAL_WRITE)
 
     def _send(self, data: memoryview) -> None:
@@ -80,7 +81,6 @@ class BulkTLS(BufferingTLSTransport):
         while not self._lostTLSConnection:
             try:
                 got.append(self._tlsConnection.recv(2 ** 15))
-                continue
             except WantReadError:
                 break
             except ZeroReturnError:                # the peer's close_notify: no more data
