@@ -13,11 +13,11 @@ runs each after one warm-up:
   proxy       plaintext to the front door                        (what the relay alone costs)
 
 Reported per arm: median MB/s (MB = 10^6 bytes), the machine's busy CPU share during the FETCH,
-the reader's own CPU seconds per GB (its TLS decryption on the _tls arms), and for the proxy arms
-the daemon's CPU seconds per GB relayed.  Used by bench/run.py
+the reader's own CPU seconds per GB (its TLS decryption on the _tls arms, and the cipher it was
+given), and for the proxy arms the daemon's CPU seconds per GB relayed.  Used by bench/run.py
 (--scenario tls_relay); runnable alone:
 
-  .venv/bin/python bench/tls_relay.py [--json out.json] [--profile /tmp/tls.svg]
+  .venv/bin/python bench/tls_relay.py [--json out.json] [--profile /tmp/tls.svg | /tmp/tls.perf.data]
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import proxy as P  # noqa: E402  (Daemon, RawImap, seed_target, proc_cpu_s, machine_busy, ...)
+import proxy as P  # noqa: E402  (Daemon, RawImap, seed_target, machine_busy, ...)
 import yaml  # noqa: E402
 
 from mailsyncd.testing import Dovecot, free_port, make_test_cert  # noqa: E402
@@ -71,13 +71,26 @@ def tls_daemon(workdir: str, source: Dovecot, target: Dovecot, cert: tuple[str, 
     return d
 
 
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user+system) of pid's threads, to the nanosecond (schedstat): /proc/PID/stat
+    counts 10 ms ticks, 0.1 s/GB on a 100 MB FETCH, the size of the differences measured here."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):   # a thread that ended meanwhile
+            pass
+    return total / 1e9
+
+
 def fetch(arm: tuple, cpu_pid: int | None = None) -> dict:
     port, user, pw, cafile = arm
     c = TlsImap(port, cafile) if cafile else P.RawImap(port)
     try:
         c.login(user, pw)
         c.ok(f"EXAMINE {P.BENCH_BOX}")
-        c0 = P.proc_cpu_s(cpu_pid) if cpu_pid else 0.0
+        c0 = proc_cpu_s(cpu_pid) if cpu_pid else 0.0
         b0 = P.machine_busy()
         r0 = time.process_time()
         t0 = time.perf_counter()
@@ -85,15 +98,18 @@ def fetch(arm: tuple, cpu_pid: int | None = None) -> dict:
         dt = time.perf_counter() - t0
         r1 = time.process_time()
         b1 = P.machine_busy()
-        c1 = P.proc_cpu_s(cpu_pid) if cpu_pid else 0.0
+        c1 = proc_cpu_s(cpu_pid) if cpu_pid else 0.0
         if line.split(b" ", 2)[1:2] != [b"OK"]:
             raise P.ImapError(f"FETCH: {line[:300]!r}")
+        cipher = c.sock.cipher()[0] if cafile else None     # what the reader decrypts: the arms differ here
     finally:
         c.close()
     busy = (b1[0] - b0[0]) / (b1[1] - b0[1]) * (os.cpu_count() or 1) if b1[1] > b0[1] else None
     rec = {"bytes": nbytes, "seconds": round(dt, 4), "mb_s": round(nbytes / dt / 1e6, 1),
            "machine_busy": round(busy, 2) if busy is not None else None,
            "reader_cpu_s_per_gb": round((r1 - r0) / (nbytes / 1e9), 3)}
+    if cipher:
+        rec["cipher"] = cipher
     if cpu_pid:
         rec["daemon_cpu_s_per_gb"] = round((c1 - c0) / (nbytes / 1e9), 3)
     return rec
@@ -115,7 +131,8 @@ def measure(arms: dict, repeats: int, pid: int) -> dict:
     for name, rs in runs.items():
         out[name] = {"median_mb_s": statistics.median(x["mb_s"] for x in rs),
                      "machine_busy": statistics.median(x["machine_busy"] or 0 for x in rs),
-                     "reader_cpu_s_per_gb": statistics.median(x["reader_cpu_s_per_gb"] for x in rs), "runs": rs}
+                     "reader_cpu_s_per_gb": statistics.median(x["reader_cpu_s_per_gb"] for x in rs), "runs": rs,
+                     "cipher": rs[0].get("cipher")}
         if name.startswith("proxy"):
             out[name]["daemon_cpu_s_per_gb"] = statistics.median(x["daemon_cpu_s_per_gb"] for x in rs)
     base = out["direct"]["median_mb_s"]
@@ -125,15 +142,21 @@ def measure(arms: dict, repeats: int, pid: int) -> dict:
 
 
 def profile(path: str, pid: int, arm: tuple) -> None:
-    pyspy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-    if not os.path.exists(pyspy):
-        P.log("py-spy not found: no profile")
-        return
     import signal
     import subprocess
-    fmt = ["-f", "raw"] if path.endswith(".txt") else []
-    p = subprocess.Popen([pyspy, "record", "-r", "500", "--native", *fmt, "-o", path,
-                          "--pid", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if path.endswith(".data"):          # perf: C and kernel time (perf report -i FILE --no-children --sort dso,sym)
+        if not shutil.which("perf"):
+            P.log("perf not found: no profile")
+            return
+        cmd = ["perf", "record", "-g", "-F", "999", "-o", path, "-p", str(pid)]
+    else:
+        pyspy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+        if not os.path.exists(pyspy):
+            P.log("py-spy not found: no profile (FILE.data: perf instead)")
+            return
+        fmt = ["-f", "raw"] if path.endswith(".txt") else []
+        cmd = [pyspy, "record", "-r", "500", "--native", *fmt, "-o", path, "--pid", str(pid)]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(1.0)
     for _ in range(3):
         fetch(arm)
@@ -186,10 +209,10 @@ def run(messages: int = 5, message_mb: float = 20.0, repeats: int = 3, profile_p
 
 def table(res: dict) -> str:
     rows = ["| arm | MB/s (median) | ÷ direct plaintext | machine busy (1.0 = 1 CPU) | daemon CPU s/GB "
-            "| reader CPU s/GB |", "|---|---:|---:|---:|---:|---:|"]
+            "| reader CPU s/GB | cipher |", "|---|---:|---:|---:|---:|---:|---|"]
     for name, r in res["arms"].items():
         rows.append(f"| {name} | {r['median_mb_s']:.0f} | {r['ratio_to_direct']:.2f} | {r['machine_busy']:.2f} | "
-                    f"{r.get('daemon_cpu_s_per_gb', '—')} | {r['reader_cpu_s_per_gb']} |")
+                    f"{r.get('daemon_cpu_s_per_gb', '—')} | {r['reader_cpu_s_per_gb']} | {r['cipher'] or '—'} |")
     return "\n".join(rows)
 
 
@@ -199,7 +222,8 @@ def main() -> int:
     ap.add_argument("--message-mb", type=float, default=20.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", metavar="FILE")
-    ap.add_argument("--profile", metavar="FILE", help="py-spy (--native) of the daemon during 3 proxied TLS FETCHes")
+    ap.add_argument("--profile", metavar="FILE", help="py-spy (--native) of the daemon during 3 proxied TLS FETCHes; "
+                    "FILE.data: perf record -g instead")
     a = ap.parse_args()
     res = run(a.messages, a.message_mb, a.repeats, a.profile)
     print(table(res))

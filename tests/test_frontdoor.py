@@ -267,9 +267,18 @@ def test_post_login_capabilities_are_the_targets(fd, dovecot_pair):
 # -- the relay ---------------------------------------------------------------------------------
 
 def test_big_fetch_and_append_intact_through_the_relay(fd, dovecot_pair):
+    _big_fetch_and_append(dovecot_pair, fd.imap_port)
+
+
+def test_big_fetch_and_append_intact_over_implicit_tls(fd_tls, dovecot_pair):
+    """Both directions through BulkTLS: one SSL_write per relayed read, one delivery per socket read."""
+    _big_fetch_and_append(dovecot_pair, fd_tls.imaps_port, ssl=True, ssl_context=fd_tls.client_tls())
+
+
+def _big_fetch_and_append(dovecot_pair, port: int, **tls) -> None:
     big = make_message(1, size=20 * 1024 * 1024)
     seed(*dovecot_pair.target_account(A), {"INBOX": [Msg(big, ("\\Seen",), D)]})
-    c = connect("127.0.0.1", fd.imap_port, A, old_pw(dovecot_pair))
+    c = connect("127.0.0.1", port, A, old_pw(dovecot_pair), **tls)
     c.select_folder("INBOX")
     data = c.fetch([1], ["BODY.PEEK[]"])
     assert hashlib.sha256(data[1][b"BODY[]"]).hexdigest() == hashlib.sha256(big).hexdigest()

@@ -67,6 +67,7 @@ def make():
                                   config=SimpleNamespace(frontdoor=FrontDoor(**fd)),
                                   f=SimpleNamespace(reactor=reactor, scheduler=sched))
         session.to_target = lambda data: session.target.transport.write(data)
+        session.to_client = lambda data: session.transport.write(data)
         return OpenFolderWatch(session), session, sched, reactor
     return build
 

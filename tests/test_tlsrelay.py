@@ -3,6 +3,7 @@
 import os
 import select
 import socket
+import ssl as ssl_
 
 import pytest
 from OpenSSL import SSL
@@ -282,3 +283,132 @@ def test_slow_client_pauses_the_target_and_order_is_kept(tmp_path):
         assert bytes(got) == b"".join(chunks)
     finally:
         wire.close()
+
+
+# -- what one bulk write and one socket read cost (session 5) ---------------------------------------
+
+def test_a_large_write_is_encrypted_by_one_ssl_write(pair):
+    """Partial writes off: OpenSSL loops over the 16 KB records in C (before: a Python call per record)."""
+    s, c, _ = pair
+    conn, calls = s._tlsConnection, []
+    real = conn.send
+    conn.send = lambda buf, flags=0: (calls.append(len(buf)), real(buf, flags))[1]
+    payload = os.urandom(2 ** 18 + 7)
+    s.write(payload)
+    assert calls == [len(payload)]
+    _pump(s, c)
+    assert bytes(c.wrappedProtocol.got) == payload
+
+
+def test_an_upload_over_tls_goes_up_as_one_delivery_per_socket_read(tmp_path):
+    """What one socket read decrypts to reaches the protocol at once (before: once per 16 KB record,
+    and relayed to the target each would be a socket write of its own)."""
+    wire, client = _implicit(tmp_path)
+    try:
+        app, deliveries = wire.server.protocol.wrappedProtocol, []
+        real = app.dataReceived
+        app.dataReceived = lambda data: (deliveries.append(len(data)), real(data))
+        wire.server.bufferSize = 2 ** 20
+        payload = os.urandom(100_000)                    # 7 records
+        client.write(payload)
+        wire.clock.advance(0)
+        data = client.transport.value()
+        wire.peer.sendall(data)
+        while len(wire.server.socket.recv(2 ** 20, socket.MSG_PEEK)) < len(data):
+            select.select([wire.server.socket], [], [], 0.05)
+        wire.server.doRead()
+        assert deliveries == [len(payload)] and bytes(app.got) == payload
+    finally:
+        wire.close()
+
+
+def test_the_plaintext_relay_writes_straight_into_both_sockets(tmp_path):
+    """After login, a plaintext session's relayed reads go into the other side's socket at once, in
+    both directions (tlsrelay.write_now; before: queued for the reactor's next turn), byte-exact."""
+    from test_frontdoor_policy import Env
+
+    from mailsyncd.proxy.backend import TargetProtocol
+    env = Env(tmp_path)
+    proto = env.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+    proto.callLater = env.reactor.callLater
+    client = _Wire(proto, env.reactor)
+    target = TargetProtocol(None, None)
+    server = _Wire(target, env.reactor)                  # the target's connection: a real socket too
+    try:
+        assert client.flush_server().startswith(b"* OK")
+        proto.splice(target, b"")
+        down = os.urandom(200_000)
+        client.server.sends = 0
+        target.dataReceived(down)                        # a read from the target
+        assert client.server.sends == 1 and client.queued() == 0
+        assert client.server not in client.reactor.getWriters()
+        assert client.flush_server() == down
+        up = os.urandom(200_000)
+        server.server.sends = 0
+        proto.dataReceived(up)                           # a read from the client (an APPEND's literal)
+        assert server.server.sends == 1 and server.queued() == 0
+        assert server.server not in server.reactor.getWriters()
+        assert server.flush_server() == up
+    finally:
+        client.close()
+        server.close()
+
+
+def _bio_handshake(server, client_do_handshake, client_in, client_out) -> None:
+    for _ in range(10):
+        for step in (client_do_handshake, server.do_handshake):
+            try:
+                step()
+            except (SSL.WantReadError, ssl_.SSLWantReadError):
+                pass
+        if data := client_out():
+            server.bio_write(data)
+        try:
+            client_in(server.bio_read(1 << 16))
+        except SSL.WantReadError:
+            pass
+    assert server.get_cipher_name()
+
+
+def _server(tmp_path):
+    cert, key = make_test_cert(str(tmp_path))
+    s = SSL.Connection(tls.server_options(cert, key).getContext(), None)
+    s.set_accept_state()
+    return s
+
+
+def test_the_server_picks_aes128_gcm_and_chacha20_for_a_client_that_puts_it_first(tmp_path):
+    """TLS 1.3 with a real client (Python's ssl, OpenSSL defaults): AES-128-GCM, the cheapest per byte
+    with AES-NI (before: AES-256-GCM).  A client without AES hardware lists ChaCha20 first: it gets it."""
+    ctx = ssl_.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl_.CERT_NONE
+    inc, out = ssl_.MemoryBIO(), ssl_.MemoryBIO()
+    std = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    server = _server(tmp_path)
+    _bio_handshake(server, std.do_handshake, inc.write, out.read)
+    assert std.version() == "TLSv1.3" and std.cipher()[0] == "TLS_AES_128_GCM_SHA256"
+    assert server.get_cipher_name() == "TLS_AES_128_GCM_SHA256"
+
+    cctx = SSL.Context(SSL.TLS_METHOD)
+    cctx.set_tls13_ciphersuites(b"TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256")
+    mobile = SSL.Connection(cctx, None)
+    mobile.set_connect_state()
+    server = _server(tmp_path)
+    _bio_handshake(server, mobile.do_handshake, mobile.bio_write, lambda: _bio_drain(mobile))
+    assert server.get_cipher_name() == mobile.get_cipher_name() == "TLS_CHACHA20_POLY1305_SHA256"
+
+    ctx12 = ssl_.create_default_context()                # TLS 1.2: Twisted's AEAD list, unchanged
+    ctx12.check_hostname, ctx12.verify_mode = False, ssl_.CERT_NONE
+    ctx12.maximum_version = ssl_.TLSVersion.TLSv1_2
+    inc, out = ssl_.MemoryBIO(), ssl_.MemoryBIO()
+    old = ctx12.wrap_bio(inc, out, server_hostname="localhost")
+    server = _server(tmp_path)
+    _bio_handshake(server, old.do_handshake, inc.write, out.read)
+    assert old.version() == "TLSv1.2" and ("GCM" in old.cipher()[0] or "CHACHA20" in old.cipher()[0])
+
+
+def _bio_drain(conn) -> bytes:
+    try:
+        return conn.bio_read(1 << 16)
+    except SSL.WantReadError:
+        return b""

@@ -109,6 +109,9 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
         self.limit_key: str | None = None     # set when admitted by factory.limits
         self._deadline = None                 # the absolute pre-auth deadline (preauth_timeout is idle time)
         self.opened: OpenFolderWatch | None = None   # after login: the folder the client opens goes next
+        # After login: the TCP connections whose sockets the relay may write straight (tlsrelay.write_now);
+        # None where TLS is on that side (BulkTLS writes straight itself).
+        self._client_socket = self._target_socket = None
 
     # -- connection --------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -179,7 +182,7 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
             if self.opened is not None:
                 self.opened.from_client(data)
             else:
-                self.target.transport.write(data)
+                self.to_target(data)
             return
         self.parser.feed(data)
         self.pump()
@@ -416,6 +419,8 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
             self.dataReceived(pipelined)
         _set_buffer(self.transport, CLIENT_BUFFER)
         _set_buffer(target.transport, TARGET_READ)
+        self._client_socket = tlsrelay.socket_under(self.transport)
+        self._target_socket = tlsrelay.socket_under(target.transport)
         # Each side stops reading while the other cannot keep up (twisted.protocols.portforward).
         self.transport.registerProducer(target.transport, True)
         target.transport.registerProducer(self.transport, True)
@@ -424,7 +429,10 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
 
     def to_target(self, data: bytes) -> None:
         if data and self.target is not None:
-            self.target.transport.write(data)
+            tlsrelay.write_now(self._target_socket, self.target.transport, data)
+
+    def to_client(self, data: bytes) -> None:
+        tlsrelay.write_now(self._client_socket, self.transport, data)
 
     # -- called by the target side -----------------------------------------------------
     def from_target(self, data: bytes) -> None:
@@ -433,7 +441,7 @@ class FrontDoor(protocol.Protocol, TimeoutMixin):
         if self.opened is not None:
             self.opened.from_target(data)
         else:
-            self.transport.write(data)
+            self.to_client(data)
 
     def target_lost(self) -> None:
         self.target = None

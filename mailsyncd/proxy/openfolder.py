@@ -170,18 +170,18 @@ class OpenFolderWatch:
     def _alert(self, left: int) -> None:
         line = b"* OK [ALERT] " + folder_alert_text(left).encode() + b"\r\n"
         if self.server.at_boundary:
-            self.s.transport.write(line)
+            self.s.to_client(line)
         else:
             self.alert = line            # at the end of the response in progress
 
     def from_target(self, data: bytes) -> None:
         if self.client.stopped:
             self.alert = None            # COMPRESS: the server's stream is no longer ours to read
-            self.s.transport.write(data)
+            self.s.to_client(data)
             return
         k = self.server.feed(data)
         if self.alert is None or k is None:
-            self.s.transport.write(data)
+            self.s.to_client(data)
             return
         line, self.alert = self.alert, None
-        self.s.transport.write(data[:k] + line + data[k:])
+        self.s.to_client(data[:k] + line + data[k:])
