@@ -412,3 +412,27 @@ def _bio_drain(conn) -> bytes:
         return conn.bio_read(1 << 16)
     except SSL.WantReadError:
         return b""
+
+
+@pytest.mark.parametrize("size", [64_001, 3 * 2 ** 20])
+def test_without_pyopenssls_private_handles_the_public_calls_still_give_one_socket_write(tmp_path, monkeypatch, size):
+    """A later pyOpenSSL may drop ``OpenSSL._util`` or ``Connection._from_ssl``: BulkTLS then uses the
+    public calls (a send per record), still byte-exact and still one socket write per write."""
+    from mailsyncd.proxy import tlsrelay
+    monkeypatch.setattr(tlsrelay, "_lib", None)
+    cert, key = make_test_cert(str(tmp_path))
+    addr = IPv4Address("TCP", "127.0.0.1", 1)
+    server = BulkTLSFactory(tls.server_options(cert, key), False, protocol.Factory.forProtocol(Collect))
+    client = TLSMemoryBIOFactory(ssl.CertificateOptions(verify=False), True, protocol.Factory.forProtocol(Collect))
+    server._clock = client._clock = Clock()
+    s, c = server.buildProtocol(addr), client.buildProtocol(addr)
+    s.makeConnection(CountingTransport())
+    c.makeConnection(CountingTransport())
+    _pump(c, s)
+    assert not s._one_call
+    payload = os.urandom(size)
+    s.transport.writes = 0
+    s.write(payload)
+    assert s.transport.writes == 1
+    _pump(s, c)
+    assert bytes(c.wrappedProtocol.got) == payload

@@ -11,7 +11,6 @@ listeners (``BulkTLSFactory``) and by STARTTLS (``start_tls``).
 
 from __future__ import annotations
 
-from OpenSSL._util import ffi as _ffi, lib as _lib
 from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
 from twisted.internet import _newtls, tcp
 from twisted.internet.abstract import FileDescriptor
@@ -22,20 +21,31 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides
 
 RECORD = 2 ** 14
-# The records of one relayed read (frontdoor.TARGET_READ) and more; one buffer for every session:
-# the reactor runs one write at a time and each leaves this buffer before the next begins.
-_OUT = _ffi.new("char[]", 2 ** 20)
-_OUT_VIEW = memoryview(_ffi.buffer(_OUT))
+# Per 16 KB record at most: 5 header + 16 tag + 1 inner type (TLS 1.3) or 8 explicit nonce (TLS 1.2).
+RECORD_OVERHEAD = 64
+
+try:    # pyOpenSSL's private cffi handles: without them (a later pyOpenSSL), the public calls below
+    from OpenSSL._util import ffi as _ffi, lib as _lib
+    # The records of one relayed read (frontdoor.TARGET_READ) and more; one buffer for every session:
+    # the reactor runs one write at a time and each leaves this buffer before the next begins.
+    _OUT = _ffi.new("char[]", 2 ** 20)
+    _OUT_VIEW = memoryview(_ffi.buffer(_OUT))
+except (ImportError, AttributeError):
+    _lib = None
 
 
 class BulkTLS(BufferingTLSTransport):
     _socket: tcp.Connection | None = None
+    _one_call = False       # makeConnection: pyOpenSSL's private handles are there (one SSL_write per write)
 
     def _write(self, data) -> None:
         if len(data) <= RECORD:
             super()._write(data)
             return
         if self._lostTLSConnection:
+            return
+        if not self._one_call:
+            self._write_per_record(data)
             return
         try:
             # Partial writes are off (makeConnection): all of data, or an exception.
@@ -49,6 +59,31 @@ class BulkTLS(BufferingTLSTransport):
             self._tlsShutdownFinished(Failure())
             return
         self._flushAllSendBIO()
+
+    def _write_per_record(self, data) -> None:
+        """The same with pyOpenSSL's public calls only: one ``send`` per record (partial writes on),
+        the records read out of the BIO together, still one socket write."""
+        view, done = memoryview(data), 0
+        while done < len(data):
+            try:
+                done += self._tlsConnection.send(view[done:])
+            except WantReadError:
+                self._bufferedWrite(data[done:])
+                break
+            except Error:
+                self._tlsShutdownFinished(Failure())
+                return
+        expect, chunks = done + (done // RECORD + 1) * RECORD_OVERHEAD, []
+        while True:
+            try:
+                chunk = self._tlsConnection.bio_read(expect)
+            except WantReadError:
+                break
+            chunks.append(chunk)
+            if len(chunk) < expect:
+                break
+        if chunks:
+            self._send(memoryview(chunks[0] if len(chunks) == 1 else b"".join(chunks)))
 
     def _flushAllSendBIO(self) -> None:
         n = _lib.BIO_read(self._tlsConnection._from_ssl, _OUT, len(_OUT_VIEW))
@@ -66,7 +101,10 @@ class BulkTLS(BufferingTLSTransport):
         self._socket = socket_under(transport)
         super().makeConnection(transport)
         # pyOpenSSL has no call for this nor for BIO_read into our buffer: its own handles (_ssl, _from_ssl)
-        _lib.SSL_clear_mode(self._tlsConnection._ssl, _lib.SSL_MODE_ENABLE_PARTIAL_WRITE)
+        conn = self._tlsConnection
+        self._one_call = _lib is not None and hasattr(conn, "_ssl") and hasattr(conn, "_from_ssl")
+        if self._one_call:
+            _lib.SSL_clear_mode(conn._ssl, _lib.SSL_MODE_ENABLE_PARTIAL_WRITE)
 
     def _send(self, data: memoryview) -> None:
         write_now(self._socket, self.transport, data)
