@@ -2,6 +2,12 @@
 
 SQLite in WAL mode.  ``synchronous=FULL`` because a lost commit after a power cut would
 turn into a duplicate on the target; it costs one fsync per batch, not per message.
+
+SQLite has one writer at a time, and a writer that finds the lock taken polls for it in
+sleeps of up to 100 ms (its busy handler): with many copy threads in one process the lock
+sat idle between commits while they slept.  So the threads of one process queue for it on a
+lock of their own (one per database file) and take it the moment it is free; the busy
+handler is left for the other processes (``mailsyncctl``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,18 @@ class DatabaseUnavailable(StoreError):
     """The database server cannot be reached (down, refused, timed out): the message says where, never a password."""
 
 
+_writers: dict[str, threading.RLock] = {}
+_writers_lock = threading.Lock()
+
+
+def _writer_lock(path: str) -> threading.RLock:
+    """The lock this process's writers of the database at ``path`` queue on (shared by every StoreBase on it).
+    Reentrant: a transaction begun inside another fails as SQLite says, it does not hang."""
+    key = os.path.realpath(path)
+    with _writers_lock:
+        return _writers.setdefault(key, threading.RLock())
+
+
 class StoreBase:
     """Connections and transactions: each thread gets its own SQLite connection."""
 
@@ -39,6 +57,7 @@ class StoreBase:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._write_lock = _writer_lock(path)
         self._migrate()
 
     @classmethod
@@ -85,14 +104,15 @@ class StoreBase:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         c = self._conn()
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            yield c
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
-        else:
-            c.execute("COMMIT")
+        with self._write_lock:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                yield c
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            else:
+                c.execute("COMMIT")
 
     @contextmanager
     def _light_tx(self) -> Iterator[sqlite3.Connection]:
