@@ -77,3 +77,31 @@ def test_two_stores_on_one_file_share_the_queue(tmp_path):
     assert one._write_lock is two._write_lock and other._write_lock is not one._write_lock
     for s in (one, two, other):
         s.close()
+
+
+def test_a_batch_is_fsynced_once_at_its_journal_not_again_at_its_commit(tmp_path):
+    from mailsyncd.store import Inflight, InflightItem, MapRow
+    store = Store.in_state_dir(str(tmp_path / "state"))
+    store.ensure_account(A, "example.com")
+    seen: list[str] = []
+    store._conn().set_trace_callback(seen.append)
+
+    def durability_at_commit() -> list[str]:
+        # the synchronous level in force at each COMMIT of the statements since the last call
+        level, out = "FULL", []
+        for sql in seen:
+            if sql.startswith("PRAGMA synchronous="):
+                level = sql.split("=", 1)[1]
+            elif sql == "COMMIT":
+                out.append(level)
+        seen.clear()
+        return out
+
+    store.begin_batch(A, "INBOX", Inflight("INBOX", 7, 10, (InflightItem(3, 100, b"\x01", ()),)))
+    assert durability_at_commit() == ["FULL"]          # the journal is on disk before the APPEND
+    store.commit_batch(A, "INBOX", 1, [MapRow(3, 7, 10, 100, b"\x01", ())], (), 3)
+    assert durability_at_commit() == ["NORMAL"]        # its loss leaves the journal: recovered by fingerprint
+    store.set_phase(A, "syncing")
+    assert durability_at_commit() == ["FULL"]          # the connection is back to full for everything else
+    assert store.inflight(A, "INBOX") is None
+    store.close()
