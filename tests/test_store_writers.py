@@ -105,3 +105,26 @@ def test_a_batch_is_fsynced_once_at_its_journal_not_again_at_its_commit(tmp_path
     assert durability_at_commit() == ["FULL"]          # the connection is back to full for everything else
     assert store.inflight(A, "INBOX") is None
     store.close()
+
+
+def test_a_transaction_that_does_not_end_refuses_the_queue_behind_it_after_the_busy_timeout(tmp_path):
+    store = Store.in_state_dir(str(tmp_path / "state"))
+    store.ensure_account(A, "example.com")
+    store.busy_timeout = 0.2
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            store.set_phase(A, "syncing")
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            errors.append(e)
+        finally:
+            store.release_thread()
+
+    with store._tx():                # held until the writer has given up
+        t = threading.Thread(target=writer)
+        t.start()
+        t.join(10)
+        assert not t.is_alive()      # before the queue's bound: 30 s in SQLite's busy handler
+    assert [str(e) for e in errors] == ["database is locked"]     # as SQLite says it, and callers expect it
+    store.close()

@@ -51,6 +51,8 @@ def _writer_lock(path: str) -> threading.RLock:
 class StoreBase:
     """Connections and transactions: each thread gets its own SQLite connection."""
 
+    busy_timeout = 30.0     # seconds a writer waits for the write lock: in this process's queue, then in SQLite
+
     def __init__(self, path: str):
         self.path = path
         d = os.path.dirname(os.path.abspath(path))
@@ -69,7 +71,7 @@ class StoreBase:
     def _conn(self) -> sqlite3.Connection:
         c = getattr(self._local, "conn", None)
         if c is None:
-            c = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            c = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
             c.execute("PRAGMA journal_mode=WAL")
             c.execute("PRAGMA synchronous=FULL")
             c.execute("PRAGMA foreign_keys=ON")
@@ -105,7 +107,11 @@ class StoreBase:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         c = self._conn()
-        with self._write_lock:
+        # bounded like SQLite's own wait: a transaction that never ends (another process's) must not hold
+        # the queue behind it for a busy timeout per writer
+        if not self._write_lock.acquire(timeout=self.busy_timeout):
+            raise sqlite3.OperationalError("database is locked")
+        try:
             c.execute("BEGIN IMMEDIATE")
             try:
                 yield c
@@ -114,6 +120,8 @@ class StoreBase:
                 raise
             else:
                 c.execute("COMMIT")
+        finally:
+            self._write_lock.release()
 
     @contextmanager
     def _light_tx(self) -> Iterator[sqlite3.Connection]:
