@@ -572,7 +572,9 @@ def render(res):
 
 def _acc_rows(r, label):
     if "runs_n" not in r:            # a scenarios.json of one run, before the rounds (--report-only)
-        return [f"| accounts16 | throughput (load {r['load1']}) | {r['mb_s']:.1f} MB/s in {r['wall_s']:.1f} s | one "
+        return [f"| accounts16 | {r['accounts']} accounts, passes done {r['passes_done']} | peak RSS "
+                f"{r['daemon_peak_rss_mb']:.0f} MB | — | — | ≤ {ACC_RSS_MB} MB | {yes(r['met']['rss'])} |",
+                f"| accounts16 | throughput (load {r['load1']}) | {r['mb_s']:.1f} MB/s in {r['wall_s']:.1f} s | one "
                 f"account {r['single']['mb_s']:.1f} MB/s × {r['cpus']} CPUs = {r['single_x_cpus_mb_s']:.1f} MB/s | "
                 f"{r['ratio_to_single_x_cpus']:.2f} | ≥ {ACC_WITHIN} | {yes(r['met']['throughput'])} |"]
     cpu = ", ".join(f"{p} {v:.1f}" for p, v in r["cpu_s"].items() if v is not None)
