@@ -81,6 +81,10 @@ def parse_args():
     ap.add_argument("--accounts", type=int, default=16, help="accounts16: accounts (and scheduler.max_accounts)")
     ap.add_argument("--account-messages", type=int, default=1000, help="accounts16: messages per account")
     ap.add_argument("--accounts-timeout", type=float, default=600)
+    ap.add_argument("--accounts-runs", type=int, default=3,
+                    help="accounts16: rounds of (one account alone, the daemon), medians reported (default %(default)s)")
+    ap.add_argument("--accounts-compare", action="append", metavar="CHECKOUT",
+                    help="accounts16: another mailsyncd checkout run in the same rounds, interleaved (before/after)")
     ap.add_argument("--report-only", metavar="RESULTS",
                     help="do not run anything: render the tables/targets from an existing results file")
     a = ap.parse_args()

@@ -264,113 +264,245 @@ def _proc_status(pid, key):
     return 0
 
 
-def _proc_cpu(pid):
+def _stat(pid):
     with open(f"/proc/{pid}/stat") as f:
-        v = f.read().rsplit(")", 1)[1].split()
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def _proc_cpu(pid):
+    v = _stat(pid)
     return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def accounts16(ctx):
-    import yaml
-    sys.path.insert(0, REPO)
-    from mailsyncd.testing import Dovecot
-    a, k, n = ctx.a, ctx.a.accounts, ctx.a.account_messages
-    work = ctx.work("accounts16")
-    logf = os.path.join(work, "accounts16.log")
-    tmp = tempfile.mkdtemp(prefix="msb-acc-", dir="/tmp")
-    users = [f"u{j:02d}@example.com" for j in range(k + 1)]       # the last one: the single-account run
-    src = Dovecot(tmp, "source", dict.fromkeys(users, PASSWORD))
-    dst = Dovecot(tmp, "target", dict.fromkeys(users, "new-pw"), master=("master", "masterpw"))
-    daemon = None
-    try:
-        src.start()
-        dst.start()
-        t0 = time.time()
-        total_bytes = 0
-        for j, u in enumerate(users):
-            out = ctx.B.sh([ctx.py, os.path.join(a.rig, "corpus.py"), "--user", u, "--password", PASSWORD,
-                            "--port", str(src.imap_port), "--messages", str(n), "--seed", str(a.seed + j),
-                            "--maildir", src.maildir(u)], capture_output=True, text=True)
-            if j < k:
-                total_bytes += int(re.search(r"bytes=(\d+)", out.stdout).group(1))
-        log(f"accounts16: {k + 1} accounts x {n} messages written in {time.time() - t0:.0f} s")
-        secret = os.path.join(tmp, "master.secret")
-        with open(secret, "w") as f:
-            f.write("masterpw\n")
-        os.chmod(secret, 0o600)
-        conns = a.connections or sync_defaults().connections
-        doc = {"state_dir": os.path.join(tmp, "state"), "log_level": "info",
+def _session_cpu(sid):
+    """CPU seconds of a Dovecot instance: every process of its master's session, with the children each
+    has reaped (the imap processes of closed connections)."""
+    total = 0
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            v = _stat(p)
+        except OSError:
+            continue
+        if int(v[3]) == sid:
+            total += sum(int(x) for x in v[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2 if xs else None
+
+
+def _pass_seconds(logpath):
+    with open(logpath, errors="replace") as f:
+        found = re.findall(r"event=pass_done .*? seconds=([\d.]+)", f.read())
+    return float(found[-1]) if found else None
+
+
+class _AccRig:
+    """The accounts16 pair and corpus, written once; each run starts from an empty target and state."""
+
+    def __init__(self, ctx, tmp, users, conns):
+        from mailsyncd.testing import Dovecot
+        self.ctx, self.tmp, self.users, self.conns = ctx, tmp, users, conns
+        self.src = Dovecot(tmp, "source", dict.fromkeys(users, PASSWORD))
+        self.dst = Dovecot(tmp, "target", dict.fromkeys(users, "new-pw"), master=("master", "masterpw"))
+        self.secret = os.path.join(tmp, "master.secret")
+        self.pwfile = os.path.join(tmp, "pw.secret")
+        for path, text in ((self.secret, "masterpw\n"), (self.pwfile, PASSWORD + "\n")):
+            with open(path, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o600)
+
+    def cpu(self):
+        return {"source": _session_cpu(self.src.pid), "target": _session_cpu(self.dst.pid)}
+
+    def fresh(self, tag):
+        """An empty target and a new state dir; the config for them."""
+        self.dst.stop()
+        for u in self.users:
+            shutil.rmtree(self.dst.maildir(u), ignore_errors=True)
+        self.dst.start()
+        k = len(self.users) - 1
+        doc = {"state_dir": os.path.join(self.tmp, f"state-{tag}"), "log_level": "info",
                "scheduler": {"max_accounts": k, "max_accounts_per_domain": k},
                # the daemon must listen somewhere; nobody logs in during the run
                "listen": {"imap": f"127.0.0.1:{free_port()}"}, "frontdoor": {"allow_plaintext_login": True},
                "domains": {"example.com": {
-                   "source": {"host": "127.0.0.1", "port": src.imap_port, "security": "none", "protocol": "imap",
-                              "max_connections": k * conns},
-                   "target": {"host": "127.0.0.1", "port": dst.imap_port, "security": "none", "auth": "master",
-                              "master_user": "master", "master_password_file": secret}}}}
-        if a.connections:
-            doc["sync"] = {"connections": a.connections}
-        cfg = os.path.join(tmp, "mailsyncd.yaml")
+                   "source": {"host": "127.0.0.1", "port": self.src.imap_port, "security": "none",
+                              "protocol": "imap", "max_connections": k * self.conns},
+                   "target": {"host": "127.0.0.1", "port": self.dst.imap_port, "security": "none",
+                              "auth": "master", "master_user": "master", "master_password_file": self.secret}}}}
+        if self.ctx.a.connections:
+            doc["sync"] = {"connections": self.ctx.a.connections}
+        import yaml
+        cfg = os.path.join(self.tmp, f"mailsyncd-{tag}.yaml")
         with open(cfg, "w") as f:
             yaml.safe_dump(doc, f)
-        pwfile = os.path.join(tmp, "pw.secret")
-        with open(pwfile, "w") as f:
-            f.write(PASSWORD + "\n")
-        os.chmod(pwfile, 0o600)
-        ctl = [ctx.py, "-m", "mailsyncd.cli.ctl", "--config", cfg]
-        # 1. one account alone, the one-shot way: the single-account rate
-        single_bytes = ctx.V.snapshot("127.0.0.1", src.imap_port, users[k], PASSWORD)["bytes"]
-        one = ctx.timed(ctl + ["sync", users[k], "--add", "--password-file", pwfile, "--progress", "none"],
-                        os.path.join(work, "time-single.txt"), logf, cwd=REPO, env=ctx.env)
-        one["mb_s"] = round(single_bytes / one["wall_s"] / 1e6, 2)
-        log(f"accounts16: single account: {one}")
-        # 2. the daemon with k imported accounts
-        csv_path = os.path.join(tmp, "accounts.csv")
-        with open(csv_path, "w") as f:
-            f.write("target,source,password\n" + "".join(f"{u},{u},{PASSWORD}\n" for u in users[:k]))
-        ctx.B.sh(ctl + ["import", csv_path], log=logf, cwd=REPO, env=ctx.env)
-        dlog = os.path.join(work, "daemon.log")
-        load = os.getloadavg()[0]
-        c0 = ctx.B.cpu_busy()
-        t0 = time.time()
+        return cfg
+
+
+def _acc_single(rig, repo, env, cfg, work, tag, single_bytes):
+    """One account alone, the one-shot way (mailsyncctl sync): the single-account rate."""
+    ctx = rig.ctx
+    logf = os.path.join(work, f"single-{tag}.log")
+    d0 = rig.cpu()
+    one = ctx.timed([ctx.py, "-m", "mailsyncd.cli.ctl", "--config", cfg, "sync", rig.users[-1], "--add",
+                     "--password-file", rig.pwfile, "--progress", "none"],
+                    os.path.join(work, f"time-single-{tag}.txt"), logf, cwd=repo, env=env)
+    d1 = rig.cpu()
+    one["mb_s"] = round(single_bytes / one["wall_s"] / 1e6, 2)
+    one["pass_s"] = _pass_seconds(logf)
+    one["pass_mb_s"] = round(single_bytes / one["pass_s"] / 1e6, 2) if one["pass_s"] else None
+    one["cpu_s"] = {"mailsyncctl": round((one["user_s"] or 0) + (one["sys_s"] or 0), 2),
+                    **{k: round(d1[k] - d0[k], 2) for k in d0}}
+    one["cores_used"] = round(sum(one["cpu_s"].values()) / one["wall_s"], 2)
+    return one
+
+
+def _acc_daemon(rig, repo, env, cfg, work, tag, total_bytes, k):
+    """The daemon with k imported accounts: wall until k pass_done, peak RSS, CPU per process."""
+    ctx, a = rig.ctx, rig.ctx.a
+    ctl = [ctx.py, "-m", "mailsyncd.cli.ctl", "--config", cfg]
+    csv_path = os.path.join(rig.tmp, "accounts.csv")
+    with open(csv_path, "w") as f:
+        f.write("target,source,password\n" + "".join(f"{u},{u},{PASSWORD}\n" for u in rig.users[:k]))
+    ctx.B.sh(ctl + ["import", csv_path], log=os.path.join(work, "accounts16.log"), cwd=repo, env=env)
+    dlog = os.path.join(work, f"daemon-{tag}.log")
+    load = os.getloadavg()[0]
+    d0, c0 = rig.cpu(), ctx.B.cpu_busy()
+    t0 = time.time()
+    daemon = None
+    try:
         with open(dlog, "wb") as lf:
             daemon = subprocess.Popen([ctx.py, "-m", "mailsyncd.cli.daemon", "--config", cfg], stdout=lf,
-                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, env=ctx.env)
-        done, rss_peak = set(), 0
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=repo, env=env)
+        done, rss_peak, threads_peak = set(), 0, 0
         deadline = t0 + a.accounts_timeout
         while len(done) < k and time.time() < deadline and daemon.poll() is None:     # passes_done < k: not met
             time.sleep(0.2)
             rss_peak = max(rss_peak, _proc_status(daemon.pid, "VmRSS"))
+            threads_peak = max(threads_peak, _proc_status(daemon.pid, "Threads"))
             with open(dlog, errors="replace") as f:
                 done = set(re.findall(r"event=pass_done account=(\S+) ok=True", f.read()))
         wall = time.time() - t0
         hwm = _proc_status(daemon.pid, "VmHWM") if daemon.poll() is None else 0
         cpu = _proc_cpu(daemon.pid) if daemon.poll() is None else None
         busy = ctx.B.cpu_busy() - c0
-        cores = os.cpu_count() or 1
-        rate = total_bytes / wall / 1e6
-        res = {"accounts": k, "messages_each": n, "bytes": total_bytes, "connections_each": conns,
-               "passes_done": len(done), "wall_s": round(wall, 2), "mb_s": round(rate, 2),
-               "daemon_peak_rss_mb": round(max(hwm, rss_peak) / 1024, 1),
-               "daemon_cpu_s": round(cpu, 2) if cpu is not None else None,
-               "system_busy_cpu_s": round(busy, 2), "load1": round(load, 2), "cpus": cores,
-               "single": one, "single_x_cpus_mb_s": round(one["mb_s"] * cores, 2),
-               "ratio_to_single_x_cpus": round(rate / (one["mb_s"] * cores), 3),
-               "goals": {"rss_mb": ACC_RSS_MB, "within": ACC_WITHIN}}
-        res["met"] = {"rss": res["daemon_peak_rss_mb"] <= ACC_RSS_MB and len(done) == k,
-                      "throughput": res["ratio_to_single_x_cpus"] >= ACC_WITHIN and len(done) == k}
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(60)
         daemon = None
-        log(f"accounts16: {res}")
-        return res
     finally:
         if daemon is not None and daemon.poll() is None:
             daemon.kill()
             daemon.wait()
-        for d in (dst, src):
+    time.sleep(0.5)              # the Dovecots reap their imap processes
+    d1 = rig.cpu()
+    with open(dlog, errors="replace") as f:
+        ends = sorted(float(s) for s in re.findall(r"event=pass_done .*? seconds=([\d.]+)", f.read()))
+    return {"tag": tag, "passes_done": len(done), "wall_s": round(wall, 2), "mb_s": round(total_bytes / wall / 1e6, 2),
+            "daemon_peak_rss_mb": round(max(hwm, rss_peak) / 1024, 1), "daemon_threads_peak": threads_peak,
+            "cpu_s": {"daemon": round(cpu, 2) if cpu is not None else None,
+                      **{k_: round(d1[k_] - d0[k_], 2) for k_ in d0}},
+            "system_busy_cpu_s": round(busy, 2), "load1": round(load, 2),
+            "pass_seconds_min_max": [ends[0], ends[-1]] if ends else None}
+
+
+def accounts16(ctx):
+    """Corpus once; then ``--accounts-runs`` rounds of (one account alone, the daemon with k accounts), each from
+    an empty target, for this checkout and, interleaved, for each ``--accounts-compare`` checkout."""
+    sys.path.insert(0, REPO)
+    a, k, n = ctx.a, ctx.a.accounts, ctx.a.account_messages
+    work = ctx.work("accounts16")
+    tmp = tempfile.mkdtemp(prefix="msb-acc-", dir="/tmp")
+    users = [f"u{j:02d}@example.com" for j in range(k + 1)]       # the last one: the single-account run
+    conns = a.connections or sync_defaults().connections
+    rig = _AccRig(ctx, tmp, users, conns)
+    checkouts = [("this", REPO)] + [(f"cmp{i}", os.path.abspath(p)) for i, p in enumerate(a.accounts_compare or [])]
+    try:
+        rig.src.start()
+        rig.dst.start()
+        t0 = time.time()
+        total_bytes = 0
+        for j, u in enumerate(users):
+            out = ctx.B.sh([ctx.py, os.path.join(a.rig, "corpus.py"), "--user", u, "--password", PASSWORD,
+                            "--port", str(rig.src.imap_port), "--messages", str(n), "--seed", str(a.seed + j),
+                            "--maildir", rig.src.maildir(u)], capture_output=True, text=True)
+            if j < k:
+                total_bytes += int(re.search(r"bytes=(\d+)", out.stdout).group(1))
+        log(f"accounts16: {k + 1} accounts x {n} messages written in {time.time() - t0:.0f} s")
+        single_bytes = ctx.V.snapshot("127.0.0.1", rig.src.imap_port, users[k], PASSWORD)["bytes"]
+        runs = {name: {"single": [], "daemon": []} for name, _ in checkouts}
+        for r in range(a.accounts_runs):
+            for name, repo in checkouts:
+                env = dict(ctx.env, PYTHONPATH=repo)
+                tag = f"{name}-{r}"
+                one = _acc_single(rig, repo, env, rig.fresh(tag + "-single"), work, tag, single_bytes)
+                log(f"accounts16 {tag}: single account: {one}")
+                dm = _acc_daemon(rig, repo, env, rig.fresh(tag), work, tag, total_bytes, k)
+                log(f"accounts16 {tag}: daemon: {dm}")
+                runs[name]["single"].append(one)
+                runs[name]["daemon"].append(dm)
+        res = _acc_summary(runs["this"], k, n, total_bytes, conns)
+        res["runs"] = runs
+        res["compare"] = {name: _acc_summary(runs[name], k, n, total_bytes, conns)
+                          for name, repo in checkouts[1:]}
+        res["compare_checkouts"] = {name: repo for name, repo in checkouts}
+        log(f"accounts16: {res}")
+        return res
+    finally:
+        for d in (rig.dst, rig.src):
             d.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _acc_summary(runs, k, n, total_bytes, conns):
+    """Medians over the runs.  The goal's reference is the single account's rate x CPUs; as one account with
+    ``conns`` connections already keeps more than one core busy (daemon + both Dovecots), the CPU-fair
+    reference is also given: the single account's bytes per machine CPU second x CPUs."""
+    cores = os.cpu_count() or 1
+    ss, ds = runs["single"], runs["daemon"]
+    single_mb_s = _median([s["mb_s"] for s in ss])
+    single_pass_mb_s = _median([s["pass_mb_s"] for s in ss])
+    mb_s = _median([d["mb_s"] for d in ds])
+    def med(rows):
+        return {p: _median([r["cpu_s"][p] for r in rows]) for p in rows[0]["cpu_s"]}
+    single_cpu = med(ss)
+    single_mb_per_cpu_s = _median([_mb_per_cpu_s(s) for s in ss])
+    res = {"accounts": k, "messages_each": n, "bytes": total_bytes, "connections_each": conns, "runs_n": len(ds),
+           "passes_done": min(d["passes_done"] for d in ds), "wall_s": _median([d["wall_s"] for d in ds]),
+           "mb_s": mb_s, "mb_s_all": [d["mb_s"] for d in ds],
+           "daemon_peak_rss_mb": max(d["daemon_peak_rss_mb"] for d in ds),
+           "daemon_cpu_s": _median([d["cpu_s"]["daemon"] for d in ds]), "cpu_s": med(ds),
+           "system_busy_cpu_s": _median([d["system_busy_cpu_s"] for d in ds]),
+           "load1": _median([d["load1"] for d in ds]), "load1_all": [d["load1"] for d in ds], "cpus": cores,
+           "single": {"mb_s": single_mb_s, "mb_s_all": [s["mb_s"] for s in ss], "pass_mb_s": single_pass_mb_s,
+                      "wall_s": _median([s["wall_s"] for s in ss]), "cpu_s": single_cpu,
+                      "cores_used": _median([s["cores_used"] for s in ss]),
+                      "load1_all": [s["load1"] for s in ss]},
+           "single_x_cpus_mb_s": round(single_mb_s * cores, 2),
+           "ratio_to_single_x_cpus": round(mb_s / (single_mb_s * cores), 3),
+           "ratio_to_single_pass_x_cpus": round(mb_s / (single_pass_mb_s * cores), 3) if single_pass_mb_s else None,
+           "goals": {"rss_mb": ACC_RSS_MB, "within": ACC_WITHIN}}
+    # CPU-fair: bytes per CPU second of our processes (the daemon or mailsyncctl, both Dovecots), 16 accounts
+    # vs one; 1.0: 16 accounts cost what one does per byte, and on CPUs left to us they reach one's rate x CPUs
+    # whatever the cores one account alone keeps busy.  Less sensitive to the neighbours than the wall times.
+    busy16 = sum(v for v in res["cpu_s"].values() if v)
+    res["mb_per_cpu_s"] = round(total_bytes / busy16 / 1e6, 2) if busy16 else None
+    res["single"]["mb_per_cpu_s"] = single_mb_per_cpu_s
+    res["ratio_to_single_cpu_fair"] = (round(res["mb_per_cpu_s"] / single_mb_per_cpu_s, 3)
+                                       if single_mb_per_cpu_s and res["mb_per_cpu_s"] else None)
+    done = res["passes_done"] == k
+    res["met"] = {"rss": res["daemon_peak_rss_mb"] <= ACC_RSS_MB and done,
+                  "throughput": res["ratio_to_single_x_cpus"] >= ACC_WITHIN and done}
+    return res
+
+
+def _mb_per_cpu_s(single):
+    busy = sum(v for v in single["cpu_s"].values() if v)
+    return round(single["mb_s"] * single["wall_s"] / busy, 2) if busy else None
 
 
 # ---------------------------------------------------------------- tls_relay
@@ -423,12 +555,9 @@ def render(res):
                        f"{'—' if met is None else yes(met)} |")
     r = res.get("accounts16")
     if r:
-        out.append(f"| accounts16 | {r['accounts']} accounts × {r['messages_each']:,} msgs ({r['bytes'] / 1e6:.0f} MB), "
-                   f"passes done {r['passes_done']} | peak RSS {r['daemon_peak_rss_mb']:.0f} MB | — | — | "
-                   f"≤ {ACC_RSS_MB} MB | {yes(r['met']['rss'])} |")
-        out.append(f"| accounts16 | throughput (load {r['load1']}) | {r['mb_s']:.1f} MB/s in {r['wall_s']:.1f} s | one account "
-                   f"{r['single']['mb_s']:.1f} MB/s × {r['cpus']} CPUs = {r['single_x_cpus_mb_s']:.1f} MB/s | "
-                   f"{r['ratio_to_single_x_cpus']:.2f} | ≥ {ACC_WITHIN} | {yes(r['met']['throughput'])} |")
+        out += _acc_rows(r, "")
+        for name, c in r.get("compare", {}).items():
+            out += _acc_rows(c, f" [{name}: {r['compare_checkouts'][name]}]")
     r = res.get("tls_relay")
     if r:
         arms = r["arms"]
@@ -439,6 +568,31 @@ def render(res):
                    f"plaintext front door {arms['proxy']['median_mb_s']:.0f} at {arms['proxy']['daemon_cpu_s_per_gb']} "
                    f"CPU s/GB) | {t['ratio_to_direct']:.2f} | ≥ {TLS_RATIO} | {yes(r['met'])} |")
     return "\n".join(out)
+
+
+def _acc_rows(r, label):
+    if "runs_n" not in r:            # a scenarios.json of one run, before the rounds (--report-only)
+        return [f"| accounts16 | {r['accounts']} accounts, passes done {r['passes_done']} | peak RSS "
+                f"{r['daemon_peak_rss_mb']:.0f} MB | — | — | ≤ {ACC_RSS_MB} MB | {yes(r['met']['rss'])} |",
+                f"| accounts16 | throughput (load {r['load1']}) | {r['mb_s']:.1f} MB/s in {r['wall_s']:.1f} s | one "
+                f"account {r['single']['mb_s']:.1f} MB/s × {r['cpus']} CPUs = {r['single_x_cpus_mb_s']:.1f} MB/s | "
+                f"{r['ratio_to_single_x_cpus']:.2f} | ≥ {ACC_WITHIN} | {yes(r['met']['throughput'])} |"]
+    cpu = ", ".join(f"{p} {v:.1f}" for p, v in r["cpu_s"].items() if v is not None)
+    one = r["single"]
+    scpu = ", ".join(f"{p} {v:.2f}" for p, v in one["cpu_s"].items() if v is not None)
+    return [
+        f"| accounts16{label} | {r['accounts']} accounts × {r['messages_each']:,} msgs ({r['bytes'] / 1e6:.0f} MB), "
+        f"passes done {r['passes_done']}, {r['runs_n']} runs | peak RSS {r['daemon_peak_rss_mb']:.0f} MB | — | — | "
+        f"≤ {ACC_RSS_MB} MB | {yes(r['met']['rss'])} |",
+        f"| accounts16{label} | throughput, median (loads {r['load1_all']}) | {r['mb_s']:.1f} MB/s in {r['wall_s']:.1f} s "
+        f"(runs {r['mb_s_all']}) | one account {one['mb_s']:.1f} MB/s (runs {one['mb_s_all']}) × {r['cpus']} CPUs = "
+        f"{r['single_x_cpus_mb_s']:.1f} MB/s | {r['ratio_to_single_x_cpus']:.2f} | ≥ {ACC_WITHIN} | "
+        f"{yes(r['met']['throughput'])} |",
+        f"| accounts16{label} | the same, reference without start-up (one account's pass {one['pass_mb_s']} MB/s) | | | "
+        f"{r['ratio_to_single_pass_x_cpus']} | — | — |",
+        f"| accounts16{label} | CPU s, median: {cpu} ({r['mb_per_cpu_s']} MB per CPU s) | | one account: {scpu} "
+        f"({one['mb_per_cpu_s']} MB per CPU s, {one['cores_used']} cores busy) | CPU-fair: "
+        f"{r['ratio_to_single_cpu_fair']} | — | — |"]
 
 
 def run(ctx, names, out_json):

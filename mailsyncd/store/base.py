@@ -1,7 +1,14 @@
 """Plumbing: one SQLite connection per thread, short transactions, the schema migrated on open.
 
 SQLite in WAL mode.  ``synchronous=FULL`` because a lost commit after a power cut would
-turn into a duplicate on the target; it costs one fsync per batch, not per message.
+turn into a duplicate on the target; it costs one fsync per batch (the in-flight journal's,
+before the APPEND), not per message.  The batch's own commit needs none (batches.commit_batch).
+
+SQLite has one writer at a time, and a writer that finds the lock taken polls for it in
+sleeps of up to 100 ms (its busy handler): with many copy threads in one process the lock
+sat idle between commits while they slept.  So the threads of one process queue for it on a
+lock of their own (one per database file) and take it the moment it is free; the busy
+handler is left for the other processes (``mailsyncctl``).
 """
 
 from __future__ import annotations
@@ -29,8 +36,22 @@ class DatabaseUnavailable(StoreError):
     """The database server cannot be reached (down, refused, timed out): the message says where, never a password."""
 
 
+_writers: dict[str, threading.RLock] = {}
+_writers_lock = threading.Lock()
+
+
+def _writer_lock(path: str) -> threading.RLock:
+    """The lock this process's writers of the database at ``path`` queue on (shared by every StoreBase on it).
+    Reentrant: a transaction begun inside another fails as SQLite says, it does not hang."""
+    key = os.path.realpath(path)
+    with _writers_lock:
+        return _writers.setdefault(key, threading.RLock())
+
+
 class StoreBase:
     """Connections and transactions: each thread gets its own SQLite connection."""
+
+    busy_timeout = 30.0     # seconds a writer waits for the write lock: in this process's queue, then in SQLite
 
     def __init__(self, path: str):
         self.path = path
@@ -39,6 +60,7 @@ class StoreBase:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._write_lock = _writer_lock(path)
         self._migrate()
 
     @classmethod
@@ -49,7 +71,7 @@ class StoreBase:
     def _conn(self) -> sqlite3.Connection:
         c = getattr(self._local, "conn", None)
         if c is None:
-            c = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            c = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
             c.execute("PRAGMA journal_mode=WAL")
             c.execute("PRAGMA synchronous=FULL")
             c.execute("PRAGMA foreign_keys=ON")
@@ -85,14 +107,21 @@ class StoreBase:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         c = self._conn()
-        c.execute("BEGIN IMMEDIATE")
+        # bounded like SQLite's own wait: a transaction that never ends (another process's) must not hold
+        # the queue behind it for a busy timeout per writer
+        if not self._write_lock.acquire(timeout=self.busy_timeout):
+            raise sqlite3.OperationalError("database is locked")
         try:
-            yield c
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
-        else:
-            c.execute("COMMIT")
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                yield c
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            else:
+                c.execute("COMMIT")
+        finally:
+            self._write_lock.release()
 
     @contextmanager
     def _light_tx(self) -> Iterator[sqlite3.Connection]:
