@@ -1,8 +1,7 @@
 """Plumbing: one SQLite connection per thread, short transactions, the schema migrated on open.
 
 SQLite in WAL mode.  ``synchronous=FULL`` because a lost commit after a power cut would
-turn into a duplicate on the target; it costs one fsync per batch (the in-flight journal's,
-before the APPEND), not per message.  The batch's own commit needs none (batches.commit_batch).
+turn into a duplicate on the target; it costs one fsync per batch, not per message.
 
 SQLite has one writer at a time, and a writer that finds the lock taken polls for it in
 sleeps of up to 100 ms (its busy handler): with many copy threads in one process the lock

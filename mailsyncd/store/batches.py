@@ -37,15 +37,9 @@ class BatchesMixin:
 
     def commit_batch(self, account: str, path: str, uidvalidity: int, rows: Iterable[MapRow],
                      skipped: Iterable[tuple[int, int, str]], last_uid: int | None) -> None:
-        """Record what landed, what was skipped, advance the mark and clear the in-flight record: atomically.
-
-        Without an fsync of its own (``_light_tx``): the log is a sequence, so a power cut loses at most
-        the commits made since the last fsync'd one (any ``begin_batch``, of any folder, is one).  The
-        batch's journal was fsync'd before its APPEND, so each lost commit leaves its folder's journal,
-        and the next pass recovers that batch from the target by fingerprint (appender.py), as after a
-        crash between APPEND and commit.  One fsync per batch instead of two, on the one write lock."""
+        """Record what landed, what was skipped, advance the mark and clear the in-flight record: atomically."""
         now = time.time()
-        with self._light_tx() as c:
+        with self._tx() as c:
             c.executemany(
                 _MESSAGES,
                 [(account, path, uidvalidity, r.uid, r.target_uidvalidity, r.target_uid, r.size,
