@@ -1,7 +1,7 @@
 """Plumbing: one SQLite connection per thread, short transactions, the schema migrated on open.
 
 SQLite in WAL mode.  ``synchronous=FULL`` because a lost commit after a power cut would
-turn into a duplicate on the target; it costs one fsync per batch, not per message.
+turn into a duplicate on the target; it costs two fsyncs per batch (its journal, its commit), not per message.
 
 SQLite has one writer at a time, and a writer that finds the lock taken polls for it in
 sleeps of up to 100 ms (its busy handler): with many copy threads in one process the lock
