@@ -1,7 +1,8 @@
 """The one target writer: both engines (folder.py for IMAP sources, pop3.py for POP3) append through it.
 
 Exactly-once rests on the in-flight journal: before each APPEND the target's
-UIDNEXT and the batch's fingerprints go into the store (``begin_batch``); the engine
+UIDNEXT (a lower bound of it: after the first batch, one past the last UID that APPENDUID named,
+so no STATUS per batch) and the batch's fingerprints go into the store (``begin_batch``); the engine
 then commits what landed in one transaction, which clears the journal.  After a
 crash, ``recover`` fingerprints the target's messages from that UIDNEXT on and
 matches them as a multiset, so nothing is appended twice and nothing is lost.
@@ -21,7 +22,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from imapclient import exceptions as imapexc
 
@@ -96,19 +97,29 @@ class Appender:
         self.path = path        # the journal's key: the source folder, or store.POP3_PATH
         self.where = where
         self.multiappend = multiappend
+        # A lower bound of the target's UIDNEXT known without asking: one past the last UID the target
+        # gave us in APPENDUID (UIDs only grow).  It spares a STATUS per batch, and with it a sync of
+        # the folder on the server; a folder renumbered meanwhile is caught by the next APPENDUID.
+        self._known: Status | None = None
+        self._resolved = False      # this batch's UIDs were found by fingerprint: no APPENDUID to go by
 
     def write(self, msgs: list[Outgoing]) -> Written:
         """Journal the batch, APPEND it, and say where each message went; the caller commits."""
-        with lost_is_transient(f"target, {self.where}"):
-            tst = folder_status(self.tgt, self.target, ("UIDNEXT", "UIDVALIDITY"))
+        tst = self._known or self._status()
         self.store.begin_batch(self.account, self.path, Inflight(
             self.target, tst.uidvalidity, tst.uidnext,
             tuple(InflightItem(m.key, m.size, m.fp, m.flags) for m in msgs)))
         self.store.check_lease()     # paused past the lease: another node may be copying this batch
+        self._resolved = False
         with lost_is_transient(f"target, {self.where}"):
             out = self._append(msgs, tst)
             out.altered = self._altered(out.landed)
+        self._known = None if self._resolved else _known_after(tst, out.landed)
         return out
+
+    def _status(self) -> Status:
+        with lost_is_transient(f"target, {self.where}"):
+            return folder_status(self.tgt, self.target, ("UIDNEXT", "UIDVALIDITY"))
 
     def recover(self) -> list[tuple[InflightItem, int, int]] | None:
         """The journalled batch's messages already on the target: (item, tuidvalidity, tuid); none
@@ -181,7 +192,14 @@ class Appender:
         return out
 
     def _resolve(self, msgs: list[Outgoing], tst: Status) -> list[tuple[Outgoing, int, int | None]]:
-        """Targets without UIDPLUS: find what we appended by fingerprint, from UIDNEXT on."""
+        """Targets without UIDPLUS: find what we appended by fingerprint, from UIDNEXT on.  (Also a
+        target whose APPENDUID names another UIDVALIDITY than the one the batch was journalled with.)"""
+        if tst is self._known:
+            # a bound from an earlier batch: the folder may have been renumbered since; look again
+            now = self._status()
+            if now.uidvalidity != tst.uidvalidity:
+                tst = replace(now, uidnext=1)
+        self._resolved = True
         match = match_fingerprints(((i, m.fp) for i, m in enumerate(msgs)), self._target_fingerprints(tst.uidnext))
         return [(m, tst.uidvalidity, match.get(i)) for i, m in enumerate(msgs)]
 
@@ -190,6 +208,14 @@ class Appender:
         data = fetch(self.tgt, f"{from_uid}:*", [b"BODY.PEEK[]"])
         return [(uid, fingerprint(d[b"BODY[]"])) for uid, d in data.items()
                 if uid >= from_uid and d.get(b"BODY[]") is not None]
+
+
+def _known_after(tst: Status, landed: list[tuple[Outgoing, int | None, int | None]]) -> Status | None:
+    """The next batch's UIDNEXT bound: past what APPENDUID said landed under the batch's UIDVALIDITY;
+    None (ask the target) if anything landed under another one or where the target did not say."""
+    if any(tv != tst.uidvalidity or tu is None for _m, tv, tu in landed):
+        return None
+    return replace(tst, uidnext=max([tst.uidnext, *(tu + 1 for _m, _tv, tu in landed)]))
 
 
 def _eight_bit(b: bytes) -> bool:
