@@ -80,7 +80,7 @@ print(libc.mallinfo2().fordblks)
 
 def test_freed_bodies_are_not_kept_by_the_allocator():
     """glibc raised its mmap threshold to the largest body freed, and the bodies after it came from the
-    arenas, which kept them once freed (30 MiB here, beside 16 MiB of bodies in flight): the RSS of a
+    arenas, which kept them once freed (38 MiB here, beside 16 MiB of bodies in flight): the RSS of a
     first sync was the most it ever held, not what it holds."""
     try:
         ctypes.CDLL(None).mallinfo2
