@@ -10,6 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import weakref
 from types import SimpleNamespace
 
 import pytest
@@ -78,6 +79,35 @@ def test_at_most_one_batch_is_read_ahead_of_the_one_written(monkeypatch):
     prefetched(iter(range(1, 9)), read, write, threading.Event(), NAME)
     assert written == list(range(1, 9))
     assert most[0] == 2, f"{most[0]} batches held at once"
+
+
+def test_a_written_batch_is_let_go_before_the_next_is_waited_for(monkeypatch):
+    """A source slower than the target: the writer waits for the next batch; the one it wrote (message
+    bodies, up to sync.batch_bytes a connection) is no longer held meanwhile."""
+    class Batch:
+        def __init__(self, n):
+            self.n = n
+
+    writer = threading.current_thread()
+    last: list = []         # a weak reference to the batch written last
+    held_while_waiting = []
+
+    class Watched(queue.Queue):
+        def get(self, *a, **kw):
+            if threading.current_thread() is writer and last:
+                held_while_waiting.append(last[-1]() is not None)
+            return super().get(*a, **kw)
+
+    monkeypatch.setattr(appender, "queue", SimpleNamespace(Queue=Watched, Full=queue.Full))
+    written = []
+
+    def write(batch):
+        written.append(batch.n)
+        last.append(weakref.ref(batch))
+
+    prefetched(iter(range(1, 6)), Batch, write, threading.Event(), NAME)
+    assert written == [1, 2, 3, 4, 5]
+    assert held_while_waiting == [False] * 5
 
 
 def test_a_failing_read_stops_the_writer_and_is_raised():

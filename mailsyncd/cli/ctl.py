@@ -112,7 +112,7 @@ def _main(argv: list[str] | None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     from .. import heap, logs, statedir
-    heap.limit_arenas()     # before any thread: sync and import copy on several
+    heap.tune()     # before any thread: sync and import copy on several
     statedir.private_umask()
     if args.cmd == "hash-password":   # needs no config file
         from .hashpw import cmd_hash_password

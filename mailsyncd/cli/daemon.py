@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     statedir.private_umask()
-    heap.limit_arenas()     # before any thread: each account's pass copies on several
+    heap.tune()     # before any thread: each account's pass copies on several
     # From the first moment: a SIGHUP during start-up would otherwise kill the process (the default
     # action); it is remembered and applied once the daemon runs.
     reloads = _Reloads()

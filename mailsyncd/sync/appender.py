@@ -232,9 +232,10 @@ def prefetched(batches: Iterable, read: Callable, write: Callable, stop: threadi
 
     The reader reads a batch only when the writer asks for it, which it does as it takes the one
     before: at most two batches are held at once (one written, one read ahead) whatever the speed
-    of either side.  A failure on either side stops both; the reader's is raised here once the
-    writer is done.  ``reader_done`` is called on the reading thread as it ends (``batches`` may read
-    the store there: its connection is the thread's own).
+    of either side, and a batch written is let go before the next is waited for.  A failure on
+    either side stops both; the reader's is raised here once the writer is done.  ``reader_done``
+    is called on the reading thread as it ends (``batches`` may read the store there: its
+    connection is the thread's own).
     """
     asks: queue.Queue = queue.Queue()   # True: read the next batch; False: stop
     got: queue.Queue = queue.Queue()    # never more than one batch, by the asks
@@ -264,6 +265,7 @@ def prefetched(batches: Iterable, read: Callable, write: Callable, stop: threadi
         while (item := got.get()) is not None:
             asks.put(True)      # the next one is read while this one is written
             write(item)
+            del item            # its bodies are freed now, not once the next batch is read
     finally:
         asks.put(False)
         t.join()
