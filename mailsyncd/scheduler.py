@@ -49,6 +49,10 @@ NEVER = float("inf")
 MAX_FOCUS_WAITING = 64   # folders of one account waiting to be copied first; a client opening more is not held
 ABSENT_TTL = 300.0   # a name no source folder has is not looked for again (a source login) for this long
 UNKNOWN_LOOKS = 5    # names the last plan did not have that may start a pass (a source login) per ABSENT_TTL
+# After the watch's news, a folder's count in the store is not believed for this long: the copy it started may
+# have listed the folder while mail was still arriving, and the source's notice of the rest may come after the
+# client's SELECT (seen in bench/open_folder.py --watch auto: 259 of 300 shown as complete)
+NEWS_FRESH = 10.0
 
 
 @dataclass
@@ -66,6 +70,7 @@ class _Account:
     absent: dict = field(default_factory=dict)  # target name -> when a plan showed no source folder has it
     planned: tuple | None = None   # (when, FocusQueue) of its last pass's plan: every source folder then
     looks: list = field(default_factory=list)   # when a name that plan did not have started a pass
+    news: dict = field(default_factory=dict)    # source path -> when the watch last asked for its copy
     urgent: bool = False           # asked for (a login, sync now, a retry, the cutover): not the lease's due
 
 
@@ -256,6 +261,10 @@ class Scheduler:
             return defer.succeed(FocusResult("failed", detail=f"{MAX_FOCUS_WAITING} folders already waiting"))
         w = _Waiter(path, defer.Deferred(), reason, on_left)
         self._focus_waiters.setdefault(address, []).append(w)
+        if reason == "watch" and not isinstance(path, ByTarget):
+            now = self.reactor.seconds()
+            acct.news = {p: t for p, t in acct.news.items() if now - t < NEWS_FRESH}
+            acct.news[path] = now
         logger.info("event=focus account=%s folder=%r reason=%s", address,
                     path.name if isinstance(path, ByTarget) else path, reason)
         run = self.running.get(address)
@@ -309,8 +318,11 @@ class Scheduler:
                     return path, left
             run = self.running.get(address)
             others = run is not None and run.focus.only and run.focus.planned   # a focused pass of other folders
-            if acct.focus or acct.urgent or (run is not None and not others):
-                # the store's counts are a finished pass's; a pass of this account is about to look again
+            now = self.reactor.seconds()
+            news = any(now - acct.news.get(path, -NEWS_FRESH) < NEWS_FRESH for path, _left in rows)
+            if acct.focus or acct.urgent or (run is not None and not others) or news:
+                # the store's counts are a finished pass's; a pass of this account is about to look again,
+                # or the watch's news may have outrun them (NEWS_FRESH)
                 return rows[0][0], None
             return None
         return threads.deferToThreadPool(self.reactor, self.state_pool, self.store.folders_into, address,

@@ -91,3 +91,28 @@ def test_bash_loads_the_completion_and_completes_commands(built):
     assert "--sort" in lines[2].split(), lines
     assert (built / "completion" / "zsh" / "_mailsyncctl").read_text().startswith("#compdef mailsyncctl")
     assert (built / "completion" / "bash" / "mailsyncd").exists()
+
+
+def test_readme_layout_has_one_row_per_package():
+    """README's Layout table: each package of mailsyncd/ exactly once (a merge once left two rows for
+    store/ and none for proxyproto/)."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        layout = f.read().split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(mailsyncd/[a-z_]+/)`", layout, re.M)
+    top = os.path.join(REPO, "mailsyncd")
+    packages = [f"mailsyncd/{d}/" for d in os.listdir(top) if os.path.isfile(os.path.join(top, d, "__init__.py"))]
+    assert sorted(rows) == sorted(packages)
+
+
+def test_docs_name_the_front_door_limits_by_their_current_keys():
+    """The earlier names (ip_burst, ...) are still read, but the documentation names the current keys,
+    except where it lists the earlier names as such."""
+    docs = [os.path.join(REPO, "README.md"), REFERENCE] + [
+        os.path.join(REPO, "docs", n) for n in os.listdir(os.path.join(REPO, "docs")) if n.endswith(".md")]
+    old = re.compile(r"\b(" + "|".join(_FD_RENAMED) + r")\b")
+    stale = []
+    for path in docs:
+        with open(path, encoding="utf-8") as f:
+            stale += [f"{os.path.relpath(path, REPO)}:{n}: {line.strip()}" for n, line in enumerate(f, 1)
+                      if old.search(line) and "Earlier names" not in line]
+    assert not stale, stale
