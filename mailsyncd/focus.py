@@ -41,6 +41,7 @@ class FocusResult:
     state: str
     path: str | None = None
     detail: str | None = None
+    copied: int | None = None      # messages the copy added (None: not known)
 
 
 class FocusQueue:
@@ -57,7 +58,7 @@ class FocusQueue:
         self._targets: dict[str, str] | None = None   # target name -> source path, once planned
         self._paths: set[str] = set()
         self._left: dict[str, int] = {}     # source path -> messages this pass expects to copy
-        self._finished: dict[str, tuple] = {}   # source path -> (error or None: copied, snapshot)
+        self._finished: dict[str, tuple] = {}   # source path -> (error or None: copied, snapshot, messages copied)
         self._spawn: Callable[[], bool] | None = None  # the pass's: start one more worker for this queue
 
     # -- the reactor's side ----------------------------------------------------------
@@ -95,8 +96,13 @@ class FocusQueue:
     def finished(self, path: str, ticket: int = 0) -> tuple[bool, str | None]:
         """Has a copy of ``path`` whose snapshot is not older than the request ``ticket`` finished?"""
         with self._lock:
-            error, snap = self._finished.get(path, (None, -1))
+            error, snap, _n = self._finished.get(path, (None, -1, None))
             return snap >= ticket, error
+
+    def copied(self, path: str) -> int | None:
+        """Messages the latest finished copy of ``path`` added (None: none finished)."""
+        with self._lock:
+            return self._finished.get(path, (None, -1, None))[2]
 
     # -- the pass's side -----------------------------------------------------------------
     def _resolve(self, key) -> str | None:
@@ -174,9 +180,9 @@ class FocusQueue:
                 return True
             return False
 
-    def done(self, path: str, error: str | None) -> None:
+    def done(self, path: str, error: str | None, copied: int | None = None) -> None:
         with self._lock:
-            self._finished[path] = (error, self._snaps.get(path, self._snap or 0))
+            self._finished[path] = (error, self._snaps.get(path, self._snap or 0), copied)
             if error is None:
                 self._left[path] = 0
         self.notify()

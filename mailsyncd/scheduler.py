@@ -377,7 +377,8 @@ class Scheduler:
                 w.on_left(left)
             done, error = run.focus.finished(path, w.ticket if w.queue is run.focus else 0)
             if done:
-                self._focus_fire(address, w, FocusResult("failed" if error else "done", path, error))
+                self._focus_fire(address, w, FocusResult("failed" if error else "done", path, error,
+                                                         run.focus.copied(path)))
 
     def _focus_ended(self, address: str, run: _Running, res: PassResult | None) -> None:
         self._focus_changed(address, run)
@@ -388,7 +389,7 @@ class Scheduler:
                 self._focus_fire(address, w, FocusResult(state, detail=res.error if res else "no password"))
             elif not run.focus.planned:
                 # a pass without folders to plan (a POP3 source): it copied everything there is
-                self._focus_fire(address, w, FocusResult("done"))
+                self._focus_fire(address, w, FocusResult("done", copied=res.copied))
             elif w.requeued:
                 self._focus_fire(address, w, FocusResult("failed", detail="not copied by two passes"))
             else:

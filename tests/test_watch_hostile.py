@@ -211,3 +211,52 @@ def test_new_mail_announced_while_idle_is_being_renewed_is_not_missed():
     c.dataReceived(b"* 6 EXISTS\r\nW2 OK idle done\r\n")     # the message came as we left IDLE
     c.dataReceived(b"* 7 EXISTS\r\n+ idling\r\n")            # and another before the new IDLE began
     assert changes == [(Mark(6, None, None), "INBOX"), (Mark(7, None, None), "INBOX")]
+
+
+def _passes_that_copied(passes, n: int) -> None:
+    """The held passes now end as passes that copied ``n`` messages (0: the news led nowhere)."""
+    from mailsyncd.sync.account import PassResult
+
+    def result(address):
+        return PassResult(address, [_report(n)])
+    passes.result_for = result
+
+
+def _report(n: int):
+    from mailsyncd.store.records import FolderReport
+    return FolderReport("INBOX", "INBOX", None, None, n, 0, 0, 0, 0.0, None, 0.0)
+
+
+def test_real_new_mail_every_two_seconds_is_copied_within_the_gap_not_held_to_the_refill(env):
+    """A copy that found new mail gives its token back: mail arriving every 2 s (the watch's bench) waits at
+    most WATCH_PASS_GAP, not WATCH_PASS_REFILL (p95 was 9.5 s); one let-through per gap at most."""
+    from mailsyncd.watch.policy import WATCH_PASS_GAP
+    cfg, sched, w, opened, reactor, passes = env
+    w.tick()
+    pa = {user: p for user, _, p in opened}[A]
+    pa.on_mark(Mark(5, 6, 1))
+    _passes_that_copied(passes, 1)
+    waits, started = [], 0
+    for i in range(60):                       # two minutes: one new message every 2 s
+        pa.on_change(Mark(7 + i, None, None), "INBOX")
+        noticed = reactor.seconds()
+        for _ in range(40):                   # 0.05 s steps until its copy starts
+            reactor.advance(0)
+            if passes.held:
+                break
+            reactor.advance(0.05)
+        waits.append(reactor.seconds() - noticed)
+        started += len(passes.finish())
+        reactor.advance(0)
+        reactor.advance(2 - (reactor.seconds() - noticed))
+    assert started == 60 and max(waits) <= WATCH_PASS_GAP + 1e-6, waits
+
+
+def test_made_up_news_that_copies_nothing_is_still_held_to_the_refill(env):
+    cfg, sched, w, opened, reactor, passes = env
+    w.tick()
+    pa = {user: p for user, _, p in opened}[A]
+    pa.on_mark(Mark(5, 6, 1))
+    _passes_that_copied(passes, 0)
+    started = _run_passes(reactor, passes, 120, 0.5, lambda i: pa.on_change(Mark(6 + i, None, None), "INBOX"))
+    assert started <= WATCH_PASS_BURST + 120 / WATCH_PASS_REFILL + 1, started

@@ -366,3 +366,15 @@ def test_mail_that_came_between_the_last_pass_and_the_first_look_is_a_change(env
     proto[A].on_mark(first_look)
     reactor.advance(0)
     assert [a for _, a in passes.held] == passes_expected
+
+
+def test_the_pass_gate_refunds_a_productive_copy_and_spaces_let_throughs_by_its_gap():
+    from mailsyncd.watch.policy import PassGate
+    g = PassGate(burst=2, refill=10.0, gap=1.0)
+    assert g.wait(0.0) == 0.0
+    assert g.wait(0.5) == 0.5                 # a token is there, but not before the gap
+    assert g.wait(1.0) == 0.0                 # the burst's second
+    assert g.wait(1.5) > 7                    # empty: the refill
+    g.refund(1.5)                             # the copy found new mail
+    assert g.wait(2.0) == 0.0                 # at once (the gap has passed)
+    assert g.wait(2.2) > 7                    # no refund for that one: empty again

@@ -330,7 +330,7 @@ class AccountSync:
                                     self.progress.set_stage("rest")
                                 lock.notify_all()
                     if self.focus is not None and not since:    # a slice is not the whole folder
-                        self.focus.done(plan.path, rep.error or stale)
+                        self.focus.done(plan.path, rep.error or stale, rep.copied)
             except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
                 if isinstance(e, LeaseLost):
                     self.stop.set()          # the other workers stop too, rather than each find out

@@ -380,6 +380,8 @@ class Watches:
 
     def _focused(self, result, st: _State, folder: str) -> None:
         if result.state == "done":
+            if result.copied:
+                st.gate.refund(self.reactor.seconds())    # real mail, not made-up news
             self._copied(st)
         elif result.state == "absent" and self.states.get(st.address) is st:
             self._ask(st, None)       # not a source path as the store knows it: let a whole pass find it

@@ -19,7 +19,9 @@ POLL_GROWTH = 1.5
 RECONNECT_BASE, RECONNECT_MAX = 5.0, 600.0
 STABLE_CONNECTION = 300.0           # an IDLE connection that lasted this long resets the reconnect backoff
 WATCH_PASS_BURST = 5                # news of new mail copied at once, back to back ...
-WATCH_PASS_REFILL = 10.0            # ... then once per this many seconds, what came meanwhile together
+WATCH_PASS_REFILL = 10.0            # ... then once per this many seconds, what came meanwhile together;
+WATCH_PASS_GAP = 1.0                # a copy that found new mail gives its token back: real mail is copied in
+                                    # seconds, at most once per this many seconds (each copy is a source login)
 
 
 def choose_mode(setting: str, last_login: float | None, now: float) -> str:
@@ -84,22 +86,40 @@ class Backoff:
 class PassGate:
     """A token bucket for the copies the watch asks for: a source that floods EXISTS or NOTIFY news (real or
     made up) cannot make us hammer it and the target with a pass per event.  News held back is not lost: the
-    caller keeps it and asks again after ``wait`` seconds."""
+    caller keeps it and asks again after ``wait`` seconds.
 
-    def __init__(self, burst: int = WATCH_PASS_BURST, refill: float = WATCH_PASS_REFILL):
-        self.burst, self.refill = burst, refill
+    Only news that leads nowhere is held to the slow refill: a copy that found new mail gives its token
+    back (``refund``), so mail arriving every few seconds is copied every few seconds, while made-up news
+    (a copy that finds nothing) still runs the bucket dry.  Every let-through is ``gap`` after the last."""
+
+    def __init__(self, burst: int = WATCH_PASS_BURST, refill: float = WATCH_PASS_REFILL,
+                 gap: float = WATCH_PASS_GAP):
+        self.burst, self.refill, self.gap = burst, refill, gap
         self.tokens = float(burst)
         self.at: float | None = None
+        self.went: float | None = None      # the last let-through
 
     def wait(self, now: float) -> float:
         """0.0: go now (one token taken); else the seconds until a token is free."""
+        self._fill(now)
+        soon = 0.0 if self.went is None else max(0.0, self.went + self.gap - now)
+        if self.tokens >= 1 - 1e-9:
+            if soon > 0:
+                return soon
+            self.tokens = max(0.0, self.tokens - 1)
+            self.went = now
+            return 0.0
+        return max(soon, (1 - self.tokens) * self.refill)
+
+    def refund(self, now: float) -> None:
+        """A let-through copied new mail: its token back."""
+        self._fill(now)
+        self.tokens = min(float(self.burst), self.tokens + 1)
+
+    def _fill(self, now: float) -> None:
         if self.at is not None:
             self.tokens = min(float(self.burst), self.tokens + (now - self.at) / self.refill)
         self.at = now
-        if self.tokens >= 1 - 1e-9:
-            self.tokens = max(0.0, self.tokens - 1)
-            return 0.0
-        return (1 - self.tokens) * self.refill
 
 
 @dataclass(frozen=True, slots=True)
