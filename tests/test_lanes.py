@@ -207,3 +207,33 @@ def test_kill_9_at_many_points_of_a_copy_by_several_lanes_then_identical(dovecot
     assert _inflight_rows(tmp_path) == 0
     assert ctl("--config", cfg, "sync", A, "--password-file", pwf, "--progress", "none").returncode == 0
     print(f"killed at target counts {kills}, lanes in flight {in_flight}")
+
+
+def test_a_lane_that_loses_its_connection_after_an_append_stops_the_folder_whose_retry_is_identical(
+        dovecot_pair, tmp_path, monkeypatch):
+    """A second lane's batch lands, then its connection is lost before the commit: the folder's own worker
+    stops, retries it (recovering that batch from the journal) and the pass ends complete, IDENTICAL."""
+    from mailsyncd.errors import ConnectionLost
+    from mailsyncd.sync.appender import Appender
+    pair = dovecot_pair
+    c = _corpus(150)
+    seed(*pair.source_account(A), c)
+    monkeypatch.setattr(folder_mod, "WINDOW", 8, raising=False)
+    cfg = make_config(tmp_path, pair, sync={"batch_messages": 3, "connections": 3, "recent_first": 0,
+                                            "retry_backoff": 0.1})
+    real, calls = Appender.write, {"n": 0}
+
+    def write(self, msgs):
+        out = real(self, msgs)
+        if self.lane >= 1 and self.path == "INBOX":
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise ConnectionLost("simulated: the lane's target connection dropped after APPEND")
+        return out
+    monkeypatch.setattr(Appender, "write", write)
+    res = sync_once(cfg, A, pair.users[A].old_password)
+    assert calls["n"] >= 3, calls
+    assert res.complete, res
+    assert _same(pair)
+    _verify(pair, tmp_path)
+    assert _inflight_rows(tmp_path) == 0

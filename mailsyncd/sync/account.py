@@ -327,6 +327,8 @@ class AccountSync:
                             running.add(job[0].path)
                     if joined is not None:
                         pair = self._lane(ctx, pair, *joined)
+                        if pair is None:
+                            return      # its connections failed: the pass goes on with fewer
                         continue
                     if job is None:
                         return
@@ -468,14 +470,20 @@ class AccountSync:
         return pair, self._failed(plan, status, "stopped before this folder finished")
 
     def _lane(self, ctx, pair, windows, job, lane: int):
-        """Copy windows of a folder another worker copies, as lane ``lane``; the pair to go on with.
-        A failure stops the folder's other lanes: its own worker then retries the folder (recovering
+        """Copy windows of a folder another worker copies, as lane ``lane``; the pair to go on with (None:
+        none).  A failure stops the folder's other lanes: its own worker then retries the folder (recovering
         every lane's batch), so it is logged here and not raised, unless the pass must end."""
         plan, status, st = job
         fs = None
-        try:
-            if pair is None:
+        if pair is None:
+            try:
                 pair = self._open_pair()
+            except MailsyncError as e:      # no lane more: the folder goes on without it
+                logger.warning("event=extra_connection_refused account=%s folder=%r reason=%r",
+                               self.address, plan.path, str(e))
+                windows.leave(0, 0, 0)
+                return None
+        try:
             fs = FolderSync(ctx, pair[0], pair[1], plan, status, lane=lane)
             _run_folder(fs, lambda: fs.help(windows, st))
         except BaseException as e:  # noqa: BLE001 - handed to the folder's own worker
