@@ -16,28 +16,39 @@ _SKIPPED = upsert("skipped", "account, path, uidvalidity, uid, size, reason, at"
 
 class BatchesMixin:
     # -- a batch in flight (either engine: POP3 under POP3_PATH) ----------------------
-    def begin_batch(self, account: str, path: str, inflight: Inflight) -> None:
+    # One row per lane: a large folder may be copied by several connections at once, each its own batch.
+    def begin_batch(self, account: str, path: str, inflight: Inflight, lane: int = 0) -> None:
         items = [[i.key, i.size, i.fingerprint.hex(), list(i.flags)] for i in inflight.items]
         with self._tx() as c:
-            c.execute(upsert("inflight", "account, path, target_name, target_uidvalidity, target_uidnext, items",
-                             "account, path"),
-                      (account, path, inflight.target_name, inflight.target_uidvalidity,
+            c.execute(upsert("inflight", "account, path, lane, target_name, target_uidvalidity, target_uidnext, items",
+                             "account, path, lane"),
+                      (account, path, lane, inflight.target_name, inflight.target_uidvalidity,
                        inflight.target_uidnext, json.dumps(items)))
 
     def inflight(self, account: str, path: str) -> Inflight | None:
-        row = self._conn().execute(
-            "SELECT target_name, target_uidvalidity, target_uidnext, items FROM inflight"
-            " WHERE account=? AND path=?", (account, path)).fetchone()
-        if row is None:
-            return None
-        # a POP3 batch journalled before schema 11 has no flags
-        items = tuple(InflightItem(k, s, bytes.fromhex(fp), tuple(f[0]) if f else ())
-                      for k, s, fp, *f in json.loads(row[3]))
-        return Inflight(row[0], row[1], row[2], items)
+        """Lane 0's batch in flight (POP3 has no other)."""
+        found = self.inflights(account, path, lane=0)
+        return found[0] if found else None
+
+    def inflights(self, account: str, path: str, lane: int | None = None) -> list[Inflight]:
+        """The folder's batches in flight, every lane's (or ``lane``'s), lowest lane first."""
+        q = "SELECT target_name, target_uidvalidity, target_uidnext, items FROM inflight WHERE account=? AND path=?"
+        args: tuple = (account, path)
+        if lane is not None:
+            q += " AND lane=?"
+            args += (lane,)
+        out = []
+        for row in self._conn().execute(q + " ORDER BY lane", args).fetchall():
+            # a POP3 batch journalled before schema 11 has no flags
+            items = tuple(InflightItem(k, s, bytes.fromhex(fp), tuple(f[0]) if f else ())
+                          for k, s, fp, *f in json.loads(row[3]))
+            out.append(Inflight(row[0], row[1], row[2], items))
+        return out
 
     def commit_batch(self, account: str, path: str, uidvalidity: int, rows: Iterable[MapRow],
-                     skipped: Iterable[tuple[int, int, str]], last_uid: int | None) -> None:
-        """Record what landed, what was skipped, advance the mark and clear the in-flight record: atomically."""
+                     skipped: Iterable[tuple[int, int, str]], last_uid: int | None, lane: int | None = 0) -> None:
+        """Record what landed, what was skipped, advance the mark and clear the lane's in-flight record
+        (``lane`` None: every lane's, as a recovery does): atomically."""
         now = time.time()
         with self._tx() as c:
             c.executemany(
@@ -50,7 +61,16 @@ class BatchesMixin:
             if last_uid is not None:
                 c.execute("UPDATE folders SET last_uid=? WHERE account=? AND path=? AND last_uid < ?",
                           (last_uid, account, path, last_uid))
-            c.execute("DELETE FROM inflight WHERE account=? AND path=?", (account, path))
+            if lane is None:
+                c.execute("DELETE FROM inflight WHERE account=? AND path=?", (account, path))
+            else:
+                c.execute("DELETE FROM inflight WHERE account=? AND path=? AND lane=?", (account, path, lane))
+
+    def mapped_target_uids(self, account: str, path: str, target_uidvalidity: int, above: int) -> set[int]:
+        """The target UIDs above ``above`` that the folder's UID map holds (batches committed)."""
+        return {r[0] for r in self._conn().execute(
+            "SELECT target_uid FROM messages WHERE account=? AND path=? AND target_uidvalidity=? AND target_uid>?",
+            (account, path, target_uidvalidity, above))}
 
     def skipped(self, account: str, path: str | None = None) -> list[tuple[str, int, int, str]]:
         q = "SELECT path, uid, size, reason FROM skipped WHERE account=?"

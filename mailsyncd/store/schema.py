@@ -4,7 +4,7 @@ A version is its portable SQL (_MIGRATIONS) and the row triggers it adds (_TRIGG
 statements; dialect.triggers writes them as SQLite or PostgreSQL wants them).
 """
 
-SCHEMA_VERSION = 16
+SCHEMA_VERSION = 17
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -325,6 +325,24 @@ _MIGRATIONS: dict[int, str] = {
                              CASE WHEN size IS NULL THEN 0 ELSE 1 END, 1, 0, 0 FROM folders
             UNION ALL SELECT account, 0, 0, 0, 0, 0, 0, 0, coalesce(source_count, 0), 1 FROM reports) x
         GROUP BY account;
+    """,
+    17: """
+    -- one journal row per batch in flight: several connections (lanes) may copy one large folder at
+    -- once, each with its own batch (sync/folder.py); lane 0 is the folder's own and POP3's
+    CREATE TABLE inflight_lanes (
+        account       TEXT NOT NULL,
+        path          TEXT NOT NULL,
+        lane          INTEGER NOT NULL DEFAULT 0,
+        target_name   TEXT NOT NULL,
+        target_uidvalidity INTEGER NOT NULL,
+        target_uidnext INTEGER NOT NULL,
+        items         TEXT NOT NULL,
+        PRIMARY KEY (account, path, lane)
+    );
+    INSERT INTO inflight_lanes (account, path, lane, target_name, target_uidvalidity, target_uidnext, items)
+        SELECT account, path, 0, target_name, target_uidvalidity, target_uidnext, items FROM inflight;
+    DROP TABLE inflight;
+    ALTER TABLE inflight_lanes RENAME TO inflight;
     """,
 }
 

@@ -36,7 +36,9 @@ from ..net.imap import Status
 from ..focus import FocusQueue
 from ..store import FolderReport, Store
 from . import recent
+from . import folder as _folder
 from .folder import FolderSync, unchanged
+from .lanes import Offers
 from .progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class AccountContext:
     progress: Progress
     stop: threading.Event
     target_caps: TargetCaps = TargetCaps(False, False)
+    offers: Offers | None = None     # folders whose copy idle workers may join as further lanes
 
 
 @dataclass
@@ -213,7 +216,8 @@ class AccountSync:
             if p.merged_with:
                 logger.warning("event=folders_merged account=%s folder=%r target=%r with=%r",
                                self.address, p.path, p.target, list(p.merged_with))
-        ctx = AccountContext(self.address, self.store, self.domain.sync, self.progress, self.stop, caps)
+        offers = Offers()
+        ctx = AccountContext(self.address, self.store, self.domain.sync, self.progress, self.stop, caps, offers)
         jobs = [(p, src_status[p.source]) for p in plans if p.source in src_status]
         only = self.focus is not None and self.focus.only
         wanted = {p.path for p in plans if self.focus.names(p.path, p.target)} if only else None
@@ -283,7 +287,10 @@ class AccountSync:
 
         reports: dict[str, FolderReport] = {}
         lock = threading.Condition()
-        n = max(1, min(self.connections or self.domain.sync.connections, n_jobs))
+        # a large folder is copied by several workers at once, a UID window each (sync/lanes.py)
+        lanes = n_jobs if only or not caps.uidplus else sum(max(1, -(-k // _folder.WINDOW)) for k in left.values())
+        n = max(1, min(self.connections or self.domain.sync.connections, max(n_jobs, lanes)))
+        running: set[str] = set()   # folders being copied: one may yet offer windows to join
         conns = [(src, tgt)] + [None] * (n - 1)
         errors: list[BaseException] = []
 
@@ -305,11 +312,24 @@ class AccountSync:
                 with lock:
                     res.connections += 1
                 while not self.stop.is_set():
+                    joined = None
                     with lock:
                         job = focus_take() if focus_only else take()
                         if job is WAIT:
                             lock.wait(0.5)
                             continue
+                        if job is None and not focus_only:
+                            joined = offers.pick()
+                            if joined is None and running:
+                                lock.wait(0.2)      # the folder being opened may yet offer its windows
+                                continue
+                        if job is not None:
+                            running.add(job[0].path)
+                    if joined is not None:
+                        pair = self._lane(ctx, pair, *joined)
+                        if pair is None:
+                            return      # its connections failed: the pass goes on with fewer
+                        continue
                     if job is None:
                         return
                     plan, status, since = job
@@ -323,6 +343,9 @@ class AccountSync:
                         with lock:
                             reports[plan.path] = rep
                     finally:
+                        with lock:
+                            running.discard(plan.path)
+                            lock.notify_all()
                         if since:
                             with lock:
                                 slicing.discard(plan.path)
@@ -446,6 +469,37 @@ class AccountSync:
             delay = min(delay * 2, 60.0)
         return pair, self._failed(plan, status, "stopped before this folder finished")
 
+    def _lane(self, ctx, pair, windows, job, lane: int):
+        """Copy windows of a folder another worker copies, as lane ``lane``; the pair to go on with (None:
+        none).  A failure stops the folder's other lanes: its own worker then retries the folder (recovering
+        every lane's batch), so it is logged here and not raised, unless the pass must end."""
+        plan, status, st = job
+        fs = None
+        if pair is None:
+            try:
+                pair = self._open_pair()
+            except MailsyncError as e:      # no lane more: the folder goes on without it
+                logger.warning("event=extra_connection_refused account=%s folder=%r reason=%r",
+                               self.address, plan.path, str(e))
+                windows.leave(0, 0, 0)
+                return None
+        try:
+            fs = FolderSync(ctx, pair[0], pair[1], plan, status, lane=lane)
+            _run_folder(fs, lambda: fs.help(windows, st))
+        except BaseException as e:  # noqa: BLE001 - handed to the folder's own worker
+            windows.fail(e)
+            if isinstance(e, (LeaseLost, AuthFailed, TLSFailure)) or not isinstance(e, MailsyncError):
+                raise
+            logger.warning("event=lane_failed account=%s folder=%r lane=%d reason=%r",
+                           self.address, plan.path, lane, str(e))
+            if pair:
+                imap.close(pair[0])
+                imap.close(pair[1])
+            pair = None
+        finally:
+            windows.leave(fs.copied if fs else 0, fs.nbytes if fs else 0, fs.altered if fs else 0)
+        return pair
+
     def _status_again(self, pair, plan: FolderPlan, status: Status):
         """A folder opened after this pass's LIST-STATUS: copy up to what the source holds now.
         (pair, status, None), or the plan's status and why the open is not answered by this copy."""
@@ -485,10 +539,10 @@ class AccountSync:
 
 
 
-def _run_folder(fs: FolderSync) -> FolderReport:
+def _run_folder(fs: FolderSync, run=None) -> FolderReport:
     """Any answer imapclient cannot make sense of becomes a per-folder error with the server's words."""
     try:
-        return fs.run()
+        return (run or fs.run)()
     except imapexc.IMAPClientAbortError as e:
         raise ConnectionLost(f"{fs.where}: connection lost: {shown(str(e), 300)}") from None
     except (imapexc.IMAPClientError, ValueError) as e:

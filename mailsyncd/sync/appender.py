@@ -89,7 +89,8 @@ def open_target(tgt, plan: FolderPlan, where: str, *, subscribe: bool) -> frozen
 class Appender:
     """Writes batches into one target folder for one engine's journal (account, path)."""
 
-    def __init__(self, tgt, target: str, store, account: str, path: str, where: str, *, multiappend: bool):
+    def __init__(self, tgt, target: str, store, account: str, path: str, where: str, *, multiappend: bool,
+                 lane: int = 0):
         self.tgt = tgt
         self.target = target
         self.store = store
@@ -97,6 +98,7 @@ class Appender:
         self.path = path        # the journal's key: the source folder, or store.POP3_PATH
         self.where = where
         self.multiappend = multiappend
+        self.lane = lane        # one of several connections copying the folder: its own journal row
         # A lower bound of the target's UIDNEXT known without asking: one past the last UID the target
         # gave us in APPENDUID (UIDs only grow).  It spares a STATUS per batch, and with it a sync of
         # the folder on the server; a folder renumbered meanwhile is caught by the next APPENDUID.
@@ -108,7 +110,7 @@ class Appender:
         tst = self._known or self._status()
         self.store.begin_batch(self.account, self.path, Inflight(
             self.target, tst.uidvalidity, tst.uidnext,
-            tuple(InflightItem(m.key, m.size, m.fp, m.flags) for m in msgs)))
+            tuple(InflightItem(m.key, m.size, m.fp, m.flags) for m in msgs)), self.lane)
         self.store.check_lease()     # paused past the lease: another node may be copying this batch
         self._resolved = False
         with lost_is_transient(f"target, {self.where}"):
@@ -122,21 +124,29 @@ class Appender:
             return folder_status(self.tgt, self.target, ("UIDNEXT", "UIDVALIDITY"))
 
     def recover(self) -> list[tuple[InflightItem, int, int]] | None:
-        """The journalled batch's messages already on the target: (item, tuidvalidity, tuid); none
-        if the target folder was renumbered or renamed since.  None: nothing was journalled."""
-        inflight = self.store.inflight(self.account, self.path)
-        if inflight is None:
+        """The journalled batches' messages already on the target: (item, tuidvalidity, tuid); none
+        if the target folder was renumbered or renamed since.  None: nothing was journalled.
+
+        Several lanes may have had a batch in flight: the target's messages from the lowest UIDNEXT
+        recorded on, less those the UID map holds (another lane's batch, committed), are matched
+        against the union of the batches, as a multiset."""
+        rows = self.store.inflights(self.account, self.path)
+        if not rows:
             return None
         out: list[tuple[InflightItem, int, int]] = []
-        if inflight.target_name == self.target:
-            with lost_is_transient(f"target, {self.where}"):
-                tst = folder_status(self.tgt, self.target, ("UIDNEXT", "UIDVALIDITY"))
-                if tst.uidvalidity == inflight.target_uidvalidity:
-                    found = self._target_fingerprints(inflight.target_uidnext)
-                    match = match_fingerprints(((i, it.fingerprint) for i, it in enumerate(inflight.items)), found)
-                    out = [(it, tst.uidvalidity, match[i]) for i, it in enumerate(inflight.items) if i in match]
+        items = [it for r in rows for it in r.items]
+        with lost_is_transient(f"target, {self.where}"):
+            tst = folder_status(self.tgt, self.target, ("UIDNEXT", "UIDVALIDITY"))
+            mine = [r for r in rows if r.target_name == self.target and r.target_uidvalidity == tst.uidvalidity]
+            if mine:
+                items = [it for r in mine for it in r.items]
+                low = min(r.target_uidnext for r in mine)
+                held = self.store.mapped_target_uids(self.account, self.path, tst.uidvalidity, low - 1)
+                found = [(uid, fp) for uid, fp in self._target_fingerprints(low) if uid not in held]
+                match = match_fingerprints(((i, it.fingerprint) for i, it in enumerate(items)), found)
+                out = [(it, tst.uidvalidity, match[i]) for i, it in enumerate(items) if i in match]
         logger.info("event=recovered_batch %s in_flight=%d already_on_target=%d",
-                    self.where, len(inflight.items), len(out))
+                    self.where, len(items), len(out))
         return out
 
     def _append(self, msgs: list[Outgoing], tst: Status) -> Written:

@@ -30,6 +30,7 @@ from ..store import FolderReport, FolderState, MapRow
 from ..text import shown
 from . import expunge
 from .appender import ALTERED, Appender, Outgoing, open_target, prefetched
+from .lanes import Windows
 from .logic import (MAX_UID, Mark, batches, bounded_uids, fingerprint, match_fingerprints, merge_flags, next_span,
                     source_flags, storable)
 
@@ -50,7 +51,7 @@ def unchanged(st: FolderState | None, status: Status) -> bool:
 
 class FolderSync:
     def __init__(self, ctx, src, tgt, plan: FolderPlan, status: Status, *, since: dt.date | None = None,
-                 carried: FolderReport | None = None):
+                 carried: FolderReport | None = None, lane: int = 0):
         self.ctx = ctx  # AccountContext: address, store, settings, progress, stop, capabilities
         self.src = src
         self.tgt = tgt
@@ -66,6 +67,9 @@ class FolderSync:
         self.nbytes = carried.bytes if carried else 0
         self.carried = carried is not None
         self._mark: Mark | None = None
+        self._commit_lock = threading.Lock()
+        self._windows: Windows | None = None
+        self.lane = lane        # 0: the folder's own copy; else a lane joining it (``help``)
         self.deleted = 0
         self.altered = 0    # this pass: landed changed by the target (Written.altered)
         self.held = expunge.NO_UIDPLUS if self._mirror and not ctx.target_caps.uidplus else None
@@ -74,7 +78,7 @@ class FolderSync:
         self.cap = min(ctx.settings.max_message_size, limit) if limit else ctx.settings.max_message_size
         set_cap(src, self.cap)
         self.writer = Appender(tgt, self.target, ctx.store, self.acct, self.path, self.where,
-                               multiappend=ctx.target_caps.multiappend)
+                               multiappend=ctx.target_caps.multiappend, lane=lane)
 
     # -- entry point ---------------------------------------------------------
     def run(self) -> FolderReport:
@@ -82,7 +86,7 @@ class FolderSync:
         store, status = self.ctx.store, self.status
         st = store.folder(self.acct, self.path)
         if (self.since is None and self.plan.target_exists and unchanged(st, status)
-                and not self._flag_rescan_due(st) and store.inflight(self.acct, self.path) is None):
+                and not self._flag_rescan_due(st) and not store.inflights(self.acct, self.path)):
             # nothing to copy, flag, expunge or recover: the target folder is not even opened
             return self._report(st, time.monotonic() - t0)
         self._open_both(first_time=st is None)
@@ -174,14 +178,54 @@ class FolderSync:
 
     def _copy_new(self, st: FolderState, only: set[int] | None = None) -> None:
         """Copy what is left above the mark (``only``: just those of it), in UID order, listed a UID
-        window at a time (``_listing``): what is held of a folder is bounded by the window, not the folder."""
+        window at a time (``_listing``): what is held of a folder is bounded by the window, not the folder.
+        A whole folder's windows are offered to idle workers of the pass, each a lane (sync/lanes.py)."""
         self._mark = Mark(st.last_uid)
         self._committed = st.last_uid
         if only is not None and not only:
             return
+        if only is not None:
+            self._copy(st, self._listing(st, only))
+        else:
+            windows = self._windows = Windows(st.last_uid + 1, self.status.uidnext, self._mark, self._commit_lock,
+                                              WINDOW)
+            # lanes need APPENDUID: without it what a batch landed as is found by content from UIDNEXT on
+            offers = getattr(self.ctx, "offers", None) if self.ctx.target_caps.uidplus else None
+            if offers is not None:
+                offers.offer(self.path, windows, (self.plan, self.status, st))
+            try:
+                self._copy(st, self._shared_listing(st, windows))
+            except _Abandoned:
+                pass
+            except BaseException as e:
+                windows.fail(e)
+                raise
+            finally:
+                if offers is not None:
+                    offers.withdraw(self.path)
+                windows.close()
+            self.copied += windows.copied
+            self.nbytes += windows.nbytes
+            self.altered += windows.altered
+            if windows.failed is not None:
+                raise windows.failed
+        if self._mark.mark > self._committed:   # the last windows were done already (out of order)
+            self.ctx.store.commit_batch(self.acct, self.path, st.uidvalidity, [], [], self._mark.mark)
+
+    def help(self, windows: Windows, st: FolderState) -> None:
+        """Another lane of a folder another FolderSync copies: take its next windows until none is left."""
+        self._windows, self._mark, self._commit_lock = windows, windows.mark, windows.commit_lock
+        self._open_both(first_time=False)
+        self._same_uidvalidity(st)
+        try:
+            self._copy(st, self._shared_listing(st, windows))
+        except _Abandoned:
+            pass
+
+    def _copy(self, st: FolderState, listing: Iterator[tuple[int, int]]) -> None:
         s = self.ctx.settings
         try:
-            prefetched(batches(self._listing(st, only), s.batch_messages, s.batch_bytes), self._fetch,
+            prefetched(batches(listing, s.batch_messages, s.batch_bytes), self._fetch,
                        lambda msgs: self._append_batch(st, msgs), self.ctx.stop, f"fetch {self.path}",
                        reader_done=self.ctx.store.release_thread)
         except MessageTooLarge as e:
@@ -191,48 +235,63 @@ class FolderSync:
                                                            f"RFC822.SIZE said {e.announced}; limit {e.limit}")])
                 e.recorded = True
             raise
-        if self._mark.mark > self._committed:   # the last windows were done already (out of order)
-            self.ctx.store.commit_batch(self.acct, self.path, st.uidvalidity, [], [], self._mark.mark)
 
-    def _listing(self, st: FolderState, only: set[int] | None) -> Iterator[tuple[int, int]]:
-        """(uid, size) of each message left to copy above the mark, a window of about WINDOW messages at a
-        time (``UID FETCH lo:hi (RFC822.SIZE)``; the last window ``lo:*``, which also takes what arrived since
-        the STATUS).  Runs on the fetching thread, between its batches; the source is hostile: a UID outside
-        the window asked for is not taken from that answer, and a UIDVALIDITY change between windows stops
-        the folder (the next pass re-identifies what was copied: ``_remap``)."""
-        store, uidnext = self.ctx.store, self.status.uidnext
-        skipped = {uid for _p, uid, _s, _r in store.skipped(self.acct, self.path) if uid > st.last_uid}
+    def _shared_listing(self, st: FolderState, windows: Windows) -> Iterator[tuple[int, int]]:
+        """(uid, size) of each message left to copy in the windows this lane takes (``_window``)."""
+        skipped = {uid for _p, uid, _s, _r in self.ctx.store.skipped(self.acct, self.path) if uid > st.last_uid}
+        first = True
+        while (w := windows.take()) is not None:
+            lo, hi, last = w
+            if not first:
+                self._same_uidvalidity(st)
+            first = False
+            listed, todo, count = self._window(st, lo, hi, last, skipped)
+            self._mark.extend(listed, (u for u, _ in todo), reserved=lo)
+            windows.listed(lo, hi, count)
+            yield from todo
+
+    def _window(self, st: FolderState, lo: int, hi: int, last: bool,
+                skipped: set[int]) -> tuple[list[int], list[tuple[int, int]], int]:
+        """One window's listing: (the UIDs in it, (uid, size) of those left to copy, how many the source
+        named).  The source is hostile: a UID outside the window asked for is not taken from the answer."""
+        store = self.ctx.store
+        with lost_is_transient(f"source, {self.where}"):
+            sizes = fetch_sizes(self.src, f"{lo}:*" if last else f"{lo}:{hi}")
+        top = MAX_UID if last else hi
+        strays = sum(1 for u in sizes if not lo <= u <= top)
+        if strays and not (last and len(sizes) == 1):   # "lo:*" above the highest UID names the highest
+            logger.warning("event=source_listing_outside_window %s window=%d:%s strays=%d",
+                           self.where, lo, "*" if last else hi, strays)
+        done = store.mapped_uids(self.acct, self.path, st.uidvalidity, above=lo - 1, upto=top)
+        listed = [u for u in sizes if lo <= u <= top]
+        todo = sorted((uid, size) for uid, size in sizes.items()
+                      if lo <= uid <= top and uid not in done and uid not in skipped)
+        return listed, todo, len(sizes)
+
+    def _listing(self, st: FolderState, only: set[int]) -> Iterator[tuple[int, int]]:
+        """(uid, size) of each message of a recent slice (``only``) left to copy above the mark, a window
+        of about WINDOW messages at a time (``_window``: ``UID FETCH lo:hi (RFC822.SIZE)``; the last window
+        ``lo:*``).  Runs on the fetching thread, between its batches; a UIDVALIDITY change between windows
+        stops the folder (the next pass re-identifies what was copied: ``_remap``).  A whole folder's
+        windows: ``_shared_listing``."""
+        uidnext = self.status.uidnext
+        skipped = {uid for _p, uid, _s, _r in self.ctx.store.skipped(self.acct, self.path) if uid > st.last_uid}
         lo, span, first = st.last_uid + 1, WINDOW, True
         # A recent slice starts at its lowest UID, and the mark then stays: what lies below was not listed.
         # It also stays once a UID is left that the slice does not copy: later windows cannot move it.
-        frozen = False
-        if only is not None:
-            frozen = min(only) > lo
-            lo = max(lo, min(only))
-        while lo <= MAX_UID and not (only is not None and lo > max(only)):
+        frozen = min(only) > lo
+        lo = max(lo, min(only))
+        while lo <= MAX_UID and lo <= max(only):
             hi = min(lo + span - 1, MAX_UID)
             last = not uidnext or hi >= uidnext - 1 or hi == MAX_UID
             if not first:
                 self._same_uidvalidity(st)
             first = False
-            with lost_is_transient(f"source, {self.where}"):
-                sizes = fetch_sizes(self.src, f"{lo}:*" if last else f"{lo}:{hi}")
-            top = MAX_UID if last else hi
-            strays = sum(1 for u in sizes if not lo <= u <= top)
-            if strays and not (last and len(sizes) == 1):   # "lo:*" above the highest UID names the highest
-                logger.warning("event=source_listing_outside_window %s window=%d:%s strays=%d",
-                               self.where, lo, "*" if last else hi, strays)
-            done = store.mapped_uids(self.acct, self.path, st.uidvalidity, above=lo - 1, upto=top)
-            todo = sorted((uid, size) for uid, size in sizes.items()
-                          if lo <= uid <= top and uid not in done and uid not in skipped)
+            listed, todo, count = self._window(st, lo, hi, last, skipped)
             if not frozen:
-                self._mark.extend((u for u in sizes if lo <= u <= top), (u for u, _ in todo))
-            count = len(sizes)
-            del sizes, done     # not held through the copy
-            if only is not None:
-                frozen = frozen or any(uid not in only for uid, _ in todo)
-                todo = [(uid, size) for uid, size in todo if uid in only]
-            yield from todo
+                self._mark.extend(listed, (u for u, _ in todo))
+            frozen = frozen or any(uid not in only for uid, _ in todo)
+            yield from [(uid, size) for uid, size in todo if uid in only]
             if last:
                 return
             lo, span = hi + 1, next_span(span, count, WINDOW)
@@ -247,7 +306,7 @@ class FolderSync:
                                f"during the copy; the next pass re-identifies what was copied")
 
     def _record_skipped(self, st: FolderState, skipped: list[tuple[int, int, str]]) -> None:
-        self.ctx.store.commit_batch(self.acct, self.path, st.uidvalidity, [], skipped, None)
+        self.ctx.store.commit_batch(self.acct, self.path, st.uidvalidity, [], skipped, None, self.lane)
         for uid, size, reason in skipped:
             logger.warning("event=message_skipped %s uid=%d size=%d reason=%r", self.where, uid, size, reason)
         self.ctx.progress.advance(self.path, len(skipped), 0)
@@ -278,6 +337,8 @@ class FolderSync:
         return out
 
     def _append_batch(self, st: FolderState, batch: list[Outgoing | int | tuple[int, int, str]]) -> None:
+        if self._windows is not None and self._windows.failed is not None:
+            raise _Abandoned()      # another lane failed: the folder's retry recovers from the journal
         msgs = [m for m in batch if isinstance(m, Outgoing)]
         gone = sum(1 for m in batch if isinstance(m, int))
         uids = [m if isinstance(m, int) else m[0] if isinstance(m, tuple) else m.key for m in batch]
@@ -293,8 +354,11 @@ class FolderSync:
             altered = [(m.key, m.size, ALTERED) for m in out.altered]
             later = out.later
         # A full target: record what landed, keep the mark, and let a later pass copy the rest.
-        mark = None if later else self._mark.done(uids)
-        self.ctx.store.commit_batch(self.acct, self.path, st.uidvalidity, rows, skipped, mark)
+        # A mark and the batch that moved it are recorded together, one lane at a time: no lane records
+        # a mark above a batch another lane has not recorded yet.
+        with self._commit_lock:
+            mark = None if later else self._mark.done(uids)
+            self.ctx.store.commit_batch(self.acct, self.path, st.uidvalidity, rows, skipped, mark, self.lane)
         if mark is not None:
             self._committed = mark
         if altered:
@@ -316,7 +380,7 @@ class FolderSync:
         if found is None:
             return
         rows = [MapRow(it.key, tv, tu, it.size, it.fingerprint, it.flags) for it, tv, tu in found]
-        self.ctx.store.commit_batch(self.acct, self.path, st.uidvalidity, rows, (), None)
+        self.ctx.store.commit_batch(self.acct, self.path, st.uidvalidity, rows, (), None, lane=None)
         self.ctx.progress.note_present(self.path, len(rows))
 
     def _remap(self, st: FolderState) -> FolderState:
@@ -423,6 +487,10 @@ class FolderSync:
                          store.count_altered(self.acct, self.path, st.uidvalidity))
         store.save_report(self.acct, r)
         return r
+
+
+class _Abandoned(Exception):
+    """A lane stops after its batch: another lane of the folder failed."""
 
 
 __all__ = ["FolderSync", "unchanged"]

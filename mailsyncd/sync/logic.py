@@ -162,11 +162,21 @@ class Mark:
         self.mark = mark
         self.extend(listed, left)
 
-    def extend(self, listed: Iterable[int], left: Iterable[int]) -> int:
-        """Add the next window's listing (UIDs above every one listed before)."""
+    def reserve(self, lo: int) -> None:
+        """A window from ``lo`` is handed out but not listed yet (several lanes list windows at once):
+        the mark stays below ``lo`` until its ``extend(..., reserved=lo)``."""
+        with self._lock:
+            self._left.add(lo)
+            heapq.heappush(self._heap, lo)
+
+    def extend(self, listed: Iterable[int], left: Iterable[int], reserved: int | None = None) -> int:
+        """Add a window's listing: the next one above every one listed before, or the one ``reserve``d
+        from ``reserved`` (windows reserved in UID order may be listed in any order)."""
         new = set(left)
         top = max((u for u in listed if u > self.mark), default=0)
         with self._lock:
+            if reserved is not None:
+                self._left.discard(reserved)
             self._left |= new
             for u in sorted(new):
                 heapq.heappush(self._heap, u)
