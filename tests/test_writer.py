@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import signal
 import sqlite3
-import time
 
 import pytest
 from imapclient import IMAPClient
@@ -133,18 +132,19 @@ def test_kill_9_mid_copy_then_rerun_gives_exactly_one_copy(kind, dovecot_pair, t
     msgs = [_msg(i, size=2000 + (i % 7) * 3000, msgid=(i % 5 != 0)) for i in range(400)]
     seed(*pair.source_account(A), {"INBOX": msgs + msgs[:5]})   # duplicates: matching is by multiset
     before = inbox(pair, "source")
-    cfg = config(kind, tmp_path, pair, sync={"batch_messages": 7})
     pwf = password_file(tmp_path, pw)
-    kills = 0
-    for delay in (0.5, 0.25, 0.9, 0.4):
-        p = ctl_popen("--config", cfg, "sync", A, "--add", "--password-file", pwf, "--progress", "none")
-        time.sleep(delay)
-        if p.poll() is None:
-            p.send_signal(signal.SIGKILL)
-            kills += 1
-        p.wait()
-    assert kills >= 1
-    r = ctl("--config", cfg, "sync", A, "--add", "--password-file", pwf, "--progress", "none")
+    # Killed at counted APPENDed messages (the proxy runs the kill as the message's literal passes, so
+    # mid-batch), not after a delay: a quiet machine copies all 405 before any delay is up.
+    with FaultProxy(pair.target.imap_port, "target") as tp:
+        cfg = config(kind, tmp_path, pair, target={"port": tp.port}, sync={"batch_messages": 7})
+        kills = 0
+        for step in (40, 25, 90, 33):
+            p = ctl_popen("--config", cfg, "sync", A, "--add", "--password-file", pwf, "--progress", "none")
+            tp.at_append(tp.appended + step, lambda p=p: p.send_signal(signal.SIGKILL))
+            if p.wait(120) == -signal.SIGKILL:
+                kills += 1
+        assert kills == 4, tp.events
+        r = ctl("--config", cfg, "sync", A, "--add", "--password-file", pwf, "--progress", "none")
     assert r.returncode == 0, r.stderr
     assert inbox(pair, "target") == inbox(pair, "source") == before
     assert journal(tmp_path) == 0
