@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 
 import yaml
 
@@ -72,3 +75,16 @@ def password_file(tmp_path, password: str, name: str = "old.pw") -> str:
     p.write_text(password + "\n")
     p.chmod(0o600)
     return str(p)
+
+
+def kill_at(p: subprocess.Popen, count: Callable[[], int], at: int) -> int | None:
+    """SIGKILL ``p`` once ``count()`` (messages on the target) reaches ``at``; the count then, or None if ``p``
+    ended first.  Waits for ``p`` either way."""
+    while p.poll() is None and count() < at:
+        time.sleep(0.01)
+    killed = None
+    if p.poll() is None:
+        p.send_signal(signal.SIGKILL)
+        killed = count()
+    p.wait()
+    return killed

@@ -9,11 +9,9 @@ so that a folder of a few hundred messages spans many.
 from __future__ import annotations
 
 import datetime as dt
-import signal
 import sqlite3
 import sys
 import threading
-import time
 
 import pytest
 
@@ -24,7 +22,7 @@ from mailsyncd.sync import folder as folder_mod
 from mailsyncd.sync.lanes import Windows
 from mailsyncd.sync.logic import Mark
 from seed import Msg, connect, make_message, seed, snapshot
-from syncenv import REPO, ctl, make_config, password_file, sync_once
+from syncenv import REPO, ctl, kill_at, make_config, password_file, sync_once
 
 A = "alice@example.com"
 UTC = dt.timezone.utc
@@ -188,12 +186,8 @@ def test_kill_9_at_many_points_of_a_copy_by_several_lanes_then_identical(dovecot
     for at in (1, 8, 25, 50, 80, 120, 170, 230, 300, 380):    # messages on the target when kill -9 comes
         p = subprocess.Popen([sys.executable, "-c", _CTL_SMALL_WINDOW, *args], cwd=REPO, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while p.poll() is None and _target_count(pair) < at:
-            time.sleep(0.01)
-        if p.poll() is None:
-            p.send_signal(signal.SIGKILL)
-            kills.append(_target_count(pair))
-        p.wait()
+        if (n := kill_at(p, lambda: _target_count(pair), at)) is not None:
+            kills.append(n)
         in_flight.append(_inflight_rows(tmp_path))
     assert len(kills) >= 6, kills
     assert max(in_flight) >= 2, in_flight      # several lanes had a batch in flight at some kill

@@ -7,7 +7,6 @@ set by APPEND), interleaved so that the recent ones are not simply the highest U
 from __future__ import annotations
 
 import datetime as dt
-import signal
 import sqlite3
 import threading
 import time
@@ -23,7 +22,7 @@ from mailsyncd.sync import recent
 from mailsyncd.sync.logic import Mark, bounded_uids
 from mailsyncd.sync.progress import Progress
 from seed import Msg, connect, make_message, seed, snapshot
-from syncenv import ctl, ctl_popen, make_config, password_file, sync_once
+from syncenv import ctl, ctl_popen, kill_at, make_config, password_file, sync_once
 
 A = "alice@example.com"
 UTC = dt.timezone.utc
@@ -212,12 +211,8 @@ def test_kill_9_at_many_points_of_a_recent_first_pass_then_identical(dovecot_pai
     kills = []
     for at in (1, 6, 17, 33, 52, 75, 110, 160, 230, 300):   # messages on the target when kill -9 comes
         p = ctl_popen("--config", cfg, "sync", A, "--add", "--password-file", pwf, "--progress", "none")
-        while p.poll() is None and _target_count(pair) < at:
-            time.sleep(0.01)
-        if p.poll() is None:
-            p.send_signal(signal.SIGKILL)
-            kills.append(_target_count(pair))
-        p.wait()
+        if (n := kill_at(p, lambda: _target_count(pair), at)) is not None:
+            kills.append(n)
     assert len(kills) >= 6, kills
     r = ctl("--config", cfg, "sync", A, "--add", "--password-file", pwf, "--progress", "none")
     assert r.returncode == 0, r.stdout + r.stderr
